@@ -1,0 +1,238 @@
+#include "crdt/codec.h"
+
+#include <capnp/message.h>
+
+#include "schema/framing.h"
+
+namespace geokv {
+namespace {
+
+std::string ToString(capnp::Data::Reader d) {
+  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+}
+
+capnp::Data::Reader AsData(const std::string& s) {
+  return capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(s.data()), s.size());
+}
+
+void WriteLww(const LwwRegister& r, schema::LwwRegister::Builder out) {
+  WriteTimestamp(r.timestamp(), out.initTimestamp());
+  out.setNode(r.node());
+  if (r.value()) {
+    out.setValue(AsData(*r.value()));
+  } else {
+    out.setDeleted();
+  }
+}
+
+StatusOr<LwwRegister> ReadLww(schema::LwwRegister::Reader in) {
+  std::optional<std::string> value;
+  if (in.isValue()) value = ToString(in.getValue());
+  LwwRegister r(ReadTimestamp(in.getTimestamp()), in.getNode(), std::move(value));
+  if (r.timestamp().IsZero() && r.node() == 0 && r.value()) {
+    return Status::Corruption("lww register: value without a write stamp");
+  }
+  return r;
+}
+
+void WriteMv(const MvRegister& r, schema::MvRegister::Builder out) {
+  auto siblings = out.initSiblings(static_cast<unsigned>(r.entries().size()));
+  unsigned i = 0;
+  for (const auto& [dot, value] : r.entries()) {
+    auto s = siblings[i++];
+    s.initDot().setReplica(dot.replica);
+    s.getDot().setCounter(dot.counter);
+    s.setValue(AsData(value));
+  }
+  WriteContext(r.context(), out.initContext());
+}
+
+StatusOr<MvRegister> ReadMv(schema::MvRegister::Reader in) {
+  MvRegister::Entries entries;
+  for (auto s : in.getSiblings()) {
+    Dot dot{s.getDot().getReplica(), s.getDot().getCounter()};
+    if (!entries.empty() && !(entries.rbegin()->first < dot)) {
+      return Status::Corruption("mv register: siblings not strictly sorted");
+    }
+    entries.emplace_hint(entries.end(), dot, ToString(s.getValue()));
+  }
+  GEOKV_ASSIGN_OR_RETURN(CausalContext ctx, ReadContext(in.getContext()));
+  for (const auto& [dot, value] : entries) {
+    if (!ctx.Contains(dot)) return Status::Corruption("mv register: sibling outside its context");
+  }
+  return MvRegister(std::move(entries), std::move(ctx));
+}
+
+void WriteSet(const OrSet& s, schema::OrSet::Builder out) {
+  auto entries = out.initEntries(static_cast<unsigned>(s.entries().size()));
+  unsigned i = 0;
+  for (const auto& [element, dots] : s.entries()) {
+    auto e = entries[i++];
+    e.setElement(AsData(element));
+    WriteDots(dots, e.initDots(static_cast<unsigned>(dots.size())));
+  }
+  WriteContext(s.context(), out.initContext());
+}
+
+StatusOr<OrSet> ReadSet(schema::OrSet::Reader in) {
+  OrSet::Entries entries;
+  for (auto e : in.getEntries()) {
+    std::string element = ToString(e.getElement());
+    if (!entries.empty() && !(entries.rbegin()->first < element)) {
+      return Status::Corruption("or-set: elements not strictly sorted");
+    }
+    GEOKV_ASSIGN_OR_RETURN(DotSet dots, ReadDots(e.getDots()));
+    if (dots.empty()) return Status::Corruption("or-set: element without dots");
+    entries.emplace_hint(entries.end(), std::move(element), std::move(dots));
+  }
+  GEOKV_ASSIGN_OR_RETURN(CausalContext ctx, ReadContext(in.getContext()));
+  for (const auto& [element, dots] : entries) {
+    for (const Dot& d : dots) {
+      if (!ctx.Contains(d)) return Status::Corruption("or-set: dot outside its context");
+    }
+  }
+  return OrSet(std::move(entries), std::move(ctx));
+}
+
+void WriteCounter(const PnCounter& c, schema::PnCounter::Builder out) {
+  auto entries = out.initEntries(static_cast<unsigned>(c.entries().size()));
+  unsigned i = 0;
+  for (const auto& [replica, totals] : c.entries()) {
+    auto e = entries[i++];
+    e.setReplica(replica);
+    e.setAdded(totals.added);
+    e.setSubtracted(totals.subtracted);
+  }
+}
+
+StatusOr<PnCounter> ReadCounter(schema::PnCounter::Reader in) {
+  PnCounter::Entries entries;
+  for (auto e : in.getEntries()) {
+    if (!entries.empty() && entries.rbegin()->first >= e.getReplica()) {
+      return Status::Corruption("counter: replicas not strictly sorted");
+    }
+    entries.emplace_hint(entries.end(), e.getReplica(),
+                         PnCounter::Totals{e.getAdded(), e.getSubtracted()});
+  }
+  return PnCounter(std::move(entries));
+}
+
+}  // namespace
+
+void WriteTimestamp(HlcTimestamp ts, schema::HlcTimestamp::Builder out) {
+  out.setWallMs(ts.wall_ms);
+  out.setLogical(ts.logical);
+}
+
+HlcTimestamp ReadTimestamp(schema::HlcTimestamp::Reader in) {
+  return HlcTimestamp{in.getWallMs(), in.getLogical()};
+}
+
+void WriteDots(const DotSet& dots, capnp::List<schema::Dot>::Builder out) {
+  unsigned i = 0;
+  for (const Dot& d : dots) {
+    out[i].setReplica(d.replica);
+    out[i].setCounter(d.counter);
+    ++i;
+  }
+}
+
+StatusOr<DotSet> ReadDots(capnp::List<schema::Dot>::Reader in) {
+  DotSet dots;
+  for (auto d : in) {
+    Dot dot{d.getReplica(), d.getCounter()};
+    if (dot.counter == 0) return Status::Corruption("dot with counter 0");
+    if (!dots.empty() && !(*dots.rbegin() < dot)) {
+      return Status::Corruption("dots not strictly sorted");
+    }
+    dots.insert(dots.end(), dot);
+  }
+  return dots;
+}
+
+void WriteContext(const CausalContext& ctx, schema::CausalContext::Builder out) {
+  auto vv = out.initVersionVector(static_cast<unsigned>(ctx.vv().size()));
+  unsigned i = 0;
+  for (const auto& [replica, counter] : ctx.vv()) {
+    vv[i].setReplica(replica);
+    vv[i].setCounter(counter);
+    ++i;
+  }
+  WriteDots(ctx.cloud(), out.initCloud(static_cast<unsigned>(ctx.cloud().size())));
+}
+
+StatusOr<CausalContext> ReadContext(schema::CausalContext::Reader in) {
+  std::map<ReplicaId, uint64_t> vv;
+  for (auto e : in.getVersionVector()) {
+    if (!vv.empty() && vv.rbegin()->first >= e.getReplica()) {
+      return Status::Corruption("version vector not strictly sorted");
+    }
+    vv.emplace_hint(vv.end(), e.getReplica(), e.getCounter());
+  }
+  GEOKV_ASSIGN_OR_RETURN(DotSet cloud, ReadDots(in.getCloud()));
+  return CausalContext::FromParts(std::move(vv), std::move(cloud));
+}
+
+void WriteCrdt(const Crdt& value, schema::Value::Builder out) {
+  std::visit(
+      [&out](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, LwwRegister>) {
+          WriteLww(v, out.initLww());
+        } else if constexpr (std::is_same_v<T, MvRegister>) {
+          WriteMv(v, out.initMvRegister());
+        } else if constexpr (std::is_same_v<T, OrSet>) {
+          WriteSet(v, out.initOrSet());
+        } else {
+          static_assert(std::is_same_v<T, PnCounter>);
+          WriteCounter(v, out.initCounter());
+        }
+      },
+      value);
+}
+
+StatusOr<Crdt> ReadCrdt(schema::Value::Reader in) {
+  auto widen = [](auto result) -> StatusOr<Crdt> {
+    if (!result.ok()) return result.status();
+    return Crdt(std::move(result).value());
+  };
+  switch (in.which()) {
+    case schema::Value::LWW: return widen(ReadLww(in.getLww()));
+    case schema::Value::MV_REGISTER: return widen(ReadMv(in.getMvRegister()));
+    case schema::Value::OR_SET: return widen(ReadSet(in.getOrSet()));
+    case schema::Value::COUNTER: return widen(ReadCounter(in.getCounter()));
+  }
+  return Status::Corruption("unknown value type " + std::to_string(static_cast<int>(in.which())));
+}
+
+std::string EncodeCrdt(const Crdt& value) {
+  capnp::MallocMessageBuilder message;
+  WriteCrdt(value, message.initRoot<schema::Value>());
+  return FrameMessage(message);
+}
+
+StatusOr<Crdt> DecodeCrdt(std::string_view bytes) {
+  std::optional<Crdt> out;
+  GEOKV_RETURN_IF_ERROR(ReadFramed(bytes, [&out](capnp::MessageReader& m) {
+    GEOKV_ASSIGN_OR_RETURN(out, ReadCrdt(m.getRoot<schema::Value>()));
+    return Status::OK();
+  }));
+  return std::move(*out);
+}
+
+std::string EncodeContext(const CausalContext& ctx) {
+  capnp::MallocMessageBuilder message;
+  WriteContext(ctx, message.initRoot<schema::CausalContext>());
+  return FrameMessage(message);
+}
+
+StatusOr<CausalContext> DecodeContext(std::string_view bytes) {
+  std::optional<CausalContext> out;
+  GEOKV_RETURN_IF_ERROR(ReadFramed(bytes, [&out](capnp::MessageReader& m) {
+    GEOKV_ASSIGN_OR_RETURN(out, ReadContext(m.getRoot<schema::CausalContext>()));
+    return Status::OK();
+  }));
+  return std::move(*out);
+}
+
+}  // namespace geokv

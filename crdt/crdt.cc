@@ -1,0 +1,50 @@
+#include "crdt/crdt.h"
+
+#include <string>
+
+namespace geokv {
+
+std::string_view TypeName(CrdtType type) {
+  switch (type) {
+    case CrdtType::kLww: return "lww";
+    case CrdtType::kMvRegister: return "mvregister";
+    case CrdtType::kOrSet: return "orset";
+    case CrdtType::kCounter: return "counter";
+  }
+  return "unknown";
+}
+
+std::optional<CrdtType> TypeFromByte(uint8_t byte) {
+  if (byte < 1 || byte > std::variant_size_v<Crdt>) return std::nullopt;
+  return static_cast<CrdtType>(byte);
+}
+
+Crdt Bottom(CrdtType type) {
+  switch (type) {
+    case CrdtType::kLww: return LwwRegister();
+    case CrdtType::kMvRegister: return MvRegister();
+    case CrdtType::kOrSet: return OrSet();
+    case CrdtType::kCounter: return PnCounter();
+  }
+  return LwwRegister();
+}
+
+bool IsBottom(const Crdt& c) {
+  return std::visit([](const auto& v) { return v.IsBottom(); }, c);
+}
+
+Status Join(Crdt* into, const Crdt& other) {
+  if (into->index() != other.index()) {
+    return Status::WrongType(std::string("cannot join ") + std::string(TypeName(TypeOf(other))) +
+                             " into " + std::string(TypeName(TypeOf(*into))));
+  }
+  std::visit(
+      [&other](auto& mine) {
+        using T = std::decay_t<decltype(mine)>;
+        mine.Join(std::get<T>(other));
+      },
+      *into);
+  return Status::OK();
+}
+
+}  // namespace geokv

@@ -1,0 +1,60 @@
+#include "crdt/hlc.h"
+
+#include <chrono>
+
+namespace geokv {
+namespace {
+
+class SystemClock : public WallClock {
+ public:
+  uint64_t NowMillis() override {
+    auto now = std::chrono::system_clock::now().time_since_epoch();
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(now).count());
+  }
+};
+
+}  // namespace
+
+WallClock* WallClock::System() {
+  static SystemClock* clock = new SystemClock();
+  return clock;
+}
+
+uint64_t ManualClock::NowMillis() {
+  std::lock_guard<std::mutex> l(mu_);
+  return now_ms_;
+}
+
+void ManualClock::Set(uint64_t ms) {
+  std::lock_guard<std::mutex> l(mu_);
+  now_ms_ = ms;
+}
+
+void ManualClock::Advance(int64_t delta_ms) {
+  std::lock_guard<std::mutex> l(mu_);
+  now_ms_ = static_cast<uint64_t>(static_cast<int64_t>(now_ms_) + delta_ms);
+}
+
+HlcTimestamp HybridClock::Now() {
+  uint64_t pt = wall_->NowMillis();
+  std::lock_guard<std::mutex> l(mu_);
+  if (pt > last_.wall_ms) {
+    last_ = HlcTimestamp{pt, 0};
+  } else {
+    ++last_.logical;
+  }
+  return last_;
+}
+
+void HybridClock::Update(const HlcTimestamp& received) {
+  // Now() issues timestamps greater than last_, so raising last_ suffices.
+  std::lock_guard<std::mutex> l(mu_);
+  if (received > last_) last_ = received;
+}
+
+HlcTimestamp HybridClock::Last() {
+  std::lock_guard<std::mutex> l(mu_);
+  return last_;
+}
+
+}  // namespace geokv

@@ -1,0 +1,64 @@
+#include "crdt/or_set.h"
+
+namespace geokv {
+
+OrSet OrSet::Add(std::string element, ReplicaId replica) {
+  Dot dot = ctx_.NextDot(replica);
+  CausalContext delta_ctx;
+  auto it = entries_.find(element);
+  if (it != entries_.end()) delta_ctx.InsertAll(it->second);
+  delta_ctx.Insert(dot);
+  OrSet delta(Entries{{std::move(element), DotSet{dot}}}, std::move(delta_ctx));
+  Join(delta);
+  return delta;
+}
+
+OrSet OrSet::Remove(const std::string& element) {
+  OrSet delta;
+  auto it = entries_.find(element);
+  if (it == entries_.end()) return delta;
+  delta.ctx_.InsertAll(it->second);
+  Join(delta);
+  return delta;
+}
+
+OrSet OrSet::Clear() {
+  OrSet delta;
+  for (const auto& [element, dots] : entries_) delta.ctx_.InsertAll(dots);
+  Join(delta);
+  return delta;
+}
+
+void OrSet::Join(const OrSet& other) {
+  Entries out;
+  auto ia = entries_.begin();
+  auto ib = other.entries_.begin();
+  auto keep = [&out](const std::string& element, DotSet dots) {
+    if (!dots.empty()) out.emplace_hint(out.end(), element, std::move(dots));
+  };
+  static const DotSet kNone;
+  while (ia != entries_.end() || ib != other.entries_.end()) {
+    if (ib == other.entries_.end() || (ia != entries_.end() && ia->first < ib->first)) {
+      keep(ia->first, JoinDotStores(ia->second, ctx_, kNone, other.ctx_));
+      ++ia;
+    } else if (ia == entries_.end() || ib->first < ia->first) {
+      keep(ib->first, JoinDotStores(kNone, ctx_, ib->second, other.ctx_));
+      ++ib;
+    } else {
+      keep(ia->first, JoinDotStores(ia->second, ctx_, ib->second, other.ctx_));
+      ++ia;
+      ++ib;
+    }
+  }
+  entries_ = std::move(out);
+  ctx_.Join(other.ctx_);
+}
+
+std::vector<std::string> OrSet::Elements() const {
+  std::vector<std::string> out;
+  out.reserve(entries_.size());
+  for (const auto& [element, dots] : entries_) out.push_back(element);
+  return out;
+}
+
+}  // namespace geokv

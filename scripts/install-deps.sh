@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs, from the system's configured Debian package sources, the packages
+# geokv needs to build and test that this machine lacks. Idempotent: when all
+# are present it only checks and exits.
+set -euo pipefail
+
+packages=(
+  cmake g++ make pkg-config
+  capnproto libcapnp-dev
+  librocksdb-dev
+  libgtest-dev libgmock-dev librapidcheck-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+  sudo_cmd=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,873 @@
+// The RocksDB implementation of Store. Key layout: storage/keys.h.
+
+#include <capnp/message.h>
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/utilities/write_batch_with_index.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <iterator>
+#include <limits>
+#include <mutex>
+#include <random>
+
+#include "crdt/codec.h"
+#include "schema/framing.h"
+#include "schema/storage.capnp.h"
+#include "storage/keys.h"
+#include "storage/store.h"
+
+namespace geokv {
+namespace {
+
+namespace keys = storage_keys;
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::OK();
+  std::string msg = std::string(what) + ": " + s.ToString();
+  if (s.IsNotFound()) return Status::NotFound(std::move(msg));
+  if (s.IsCorruption()) return Status::Corruption(std::move(msg));
+  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return Status::Unavailable(std::move(msg));
+  return Status::IOError(std::move(msg));
+}
+
+std::string Describe(std::string_view key, CrdtType type) {
+  return "key '" + PrintableBytes(key) + "' (" + std::string(TypeName(type)) + ")";
+}
+
+uint8_t TypeBit(CrdtType type) { return static_cast<uint8_t>(1u << static_cast<uint8_t>(type)); }
+
+// The causal context and cardinality of a set stored one row per element.
+struct SetHeader {
+  CausalContext ctx;
+  uint64_t cardinality = 0;
+};
+
+std::string EncodeSetHeader(const SetHeader& h) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<schema::SetHeader>();
+  WriteContext(h.ctx, root.initContext());
+  root.setCardinality(h.cardinality);
+  return FrameMessage(message);
+}
+
+Status DecodeSetHeader(std::string_view bytes, SetHeader* out) {
+  return ReadFramed(bytes, [out](capnp::MessageReader& m) {
+    auto root = m.getRoot<schema::SetHeader>();
+    GEOKV_ASSIGN_OR_RETURN(out->ctx, ReadContext(root.getContext()));
+    out->cardinality = root.getCardinality();
+    return Status::OK();
+  });
+}
+
+std::string EncodeElementDots(const DotSet& dots) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<schema::ElementDots>();
+  WriteDots(dots, root.initDots(static_cast<unsigned>(dots.size())));
+  return FrameMessage(message);
+}
+
+Status DecodeElementDots(std::string_view bytes, DotSet* out) {
+  return ReadFramed(bytes, [out](capnp::MessageReader& m) {
+    GEOKV_ASSIGN_OR_RETURN(*out, ReadDots(m.getRoot<schema::ElementDots>().getDots()));
+    if (out->empty()) return Status::Corruption("element without dots");
+    return Status::OK();
+  });
+}
+
+std::string EncodeLogEntry(const LogEntry& e) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<schema::LogEntry>();
+  root.setSeq(e.seq);
+  root.setOrigin(e.origin);
+  WriteTimestamp(e.timestamp, root.initTimestamp());
+  root.setKey(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(e.key.data()), e.key.size()));
+  WriteCrdt(e.delta, root.initDelta());
+  return FrameMessage(message);
+}
+
+Status DecodeLogEntry(std::string_view bytes, LogEntry* out) {
+  return ReadFramed(bytes, [out](capnp::MessageReader& m) {
+    auto root = m.getRoot<schema::LogEntry>();
+    out->seq = root.getSeq();
+    out->origin = root.getOrigin();
+    out->timestamp = ReadTimestamp(root.getTimestamp());
+    auto key = root.getKey();
+    out->key.assign(reinterpret_cast<const char*>(key.begin()), key.size());
+    GEOKV_ASSIGN_OR_RETURN(out->delta, ReadCrdt(root.getDelta()));
+    return Status::OK();
+  });
+}
+
+struct WriterState {
+  uint64_t last_seq = 0;
+  HlcTimestamp clock;
+};
+
+std::string EncodeWriterState(const WriterState& w) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<schema::WriterState>();
+  root.setLastSeq(w.last_seq);
+  WriteTimestamp(w.clock, root.initClock());
+  return FrameMessage(message);
+}
+
+Status DecodeWriterState(std::string_view bytes, WriterState* out) {
+  return ReadFramed(bytes, [out](capnp::MessageReader& m) {
+    auto root = m.getRoot<schema::WriterState>();
+    out->last_seq = root.getLastSeq();
+    out->clock = ReadTimestamp(root.getClock());
+    return Status::OK();
+  });
+}
+
+std::string Fixed64(uint64_t v) {
+  std::string out;
+  PutBigEndian64(&out, v);
+  return out;
+}
+
+bool StartsWith(const rocksdb::Slice& s, const std::string& prefix) {
+  return s.size() >= prefix.size() && std::memcmp(s.data(), prefix.data(), prefix.size()) == 0;
+}
+
+// Reads rows of the state column family, either straight from the database
+// (optionally at a snapshot) or through a write group's pending batch.
+class RowReader {
+ public:
+  virtual ~RowReader() = default;
+  // Sets *found; fills *value when found.
+  virtual Status Get(const std::string& row, std::string* value, bool* found) = 0;
+  virtual std::unique_ptr<rocksdb::Iterator> NewIterator() = 0;
+
+  Status GetLiveMask(std::string_view key, uint8_t* mask) {
+    std::string v;
+    bool found;
+    GEOKV_RETURN_IF_ERROR(Get(keys::LiveTypesRow(key), &v, &found));
+    if (!found) {
+      *mask = 0;
+    } else if (v.size() != 1) {
+      return Status::Corruption("key '" + PrintableBytes(key) + "': bad live-types row");
+    } else {
+      *mask = static_cast<uint8_t>(v[0]);
+    }
+    return Status::OK();
+  }
+
+  // The state of a register or counter; bottom when absent.
+  StatusOr<Crdt> GetObject(std::string_view key, CrdtType type) {
+    std::string v;
+    bool found;
+    GEOKV_RETURN_IF_ERROR(Get(keys::ObjectRow(key, type), &v, &found));
+    if (!found) return Bottom(type);
+    StatusOr<Crdt> value = DecodeCrdt(v);
+    if (!value.ok()) return value.status().WithContext(Describe(key, type));
+    if (TypeOf(*value) != type) {
+      return Status::Corruption(Describe(key, type) + ": row holds a " +
+                                std::string(TypeName(TypeOf(*value))));
+    }
+    return value;
+  }
+
+  Status GetSetHeader(std::string_view key, SetHeader* out) {
+    std::string v;
+    bool found;
+    *out = SetHeader();
+    GEOKV_RETURN_IF_ERROR(Get(keys::ObjectRow(key, CrdtType::kOrSet), &v, &found));
+    if (!found) return Status::OK();
+    return DecodeSetHeader(v, out).WithContext(Describe(key, CrdtType::kOrSet));
+  }
+
+  // The element's dots; empty when absent.
+  Status GetElementDots(std::string_view key, std::string_view element, DotSet* out) {
+    std::string v;
+    bool found;
+    out->clear();
+    GEOKV_RETURN_IF_ERROR(Get(keys::ElementRow(key, element), &v, &found));
+    if (!found) return Status::OK();
+    return DecodeElementDots(v, out)
+        .WithContext(Describe(key, CrdtType::kOrSet) + " element '" + PrintableBytes(element) +
+                     "'");
+  }
+
+  // The set's header context with the entries of `elements` only: enough for
+  // the OR-set's mutators on those elements.
+  StatusOr<OrSet> GetSetProjection(std::string_view key, const std::vector<std::string>& elements) {
+    SetHeader header;
+    GEOKV_RETURN_IF_ERROR(GetSetHeader(key, &header));
+    OrSet::Entries entries;
+    for (const std::string& e : elements) {
+      DotSet dots;
+      GEOKV_RETURN_IF_ERROR(GetElementDots(key, e, &dots));
+      if (!dots.empty()) entries.emplace(e, std::move(dots));
+    }
+    return OrSet(std::move(entries), std::move(header.ctx));
+  }
+};
+
+class DbReader : public RowReader {
+ public:
+  DbReader(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, bool snapshot) : db_(db), cf_(cf) {
+    if (snapshot) options_.snapshot = snapshot_ = db->GetSnapshot();
+  }
+  ~DbReader() override {
+    if (snapshot_ != nullptr) db_->ReleaseSnapshot(snapshot_);
+  }
+
+  Status Get(const std::string& row, std::string* value, bool* found) override {
+    rocksdb::Status s = db_->Get(options_, cf_, row, value);
+    *found = s.ok();
+    if (s.IsNotFound()) return Status::OK();
+    return FromRocks(s, "read");
+  }
+
+  std::unique_ptr<rocksdb::Iterator> NewIterator() override {
+    return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(options_, cf_));
+  }
+
+ private:
+  rocksdb::DB* db_;
+  rocksdb::ColumnFamilyHandle* cf_;
+  rocksdb::ReadOptions options_;
+  const rocksdb::Snapshot* snapshot_ = nullptr;
+};
+
+class BatchReader : public RowReader {
+ public:
+  BatchReader(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf,
+              rocksdb::WriteBatchWithIndex* batch)
+      : db_(db), cf_(cf), batch_(batch) {}
+
+  Status Get(const std::string& row, std::string* value, bool* found) override {
+    rocksdb::Status s = batch_->GetFromBatchAndDB(db_, options_, cf_, row, value);
+    *found = s.ok();
+    if (s.IsNotFound()) return Status::OK();
+    return FromRocks(s, "read");
+  }
+
+  std::unique_ptr<rocksdb::Iterator> NewIterator() override {
+    return std::unique_ptr<rocksdb::Iterator>(
+        batch_->NewIteratorWithBase(cf_, db_->NewIterator(options_, cf_)));
+  }
+
+ private:
+  rocksdb::DB* db_;
+  rocksdb::ColumnFamilyHandle* cf_;
+  rocksdb::WriteBatchWithIndex* batch_;
+  rocksdb::ReadOptions options_;
+};
+
+class RocksStore;
+
+class RocksWriteGroup : public WriteGroup {
+ public:
+  RocksWriteGroup(RocksStore* store, std::unique_lock<std::mutex> lock);
+
+  StatusOr<uint64_t> Mutate(std::string_view key, const Operation& op) override;
+  Status Join(std::string_view key, const Crdt& delta) override;
+  void RecordApplied(ReplicaId origin, uint64_t seq) override;
+  Status Commit() override;
+  size_t size() const override { return size_; }
+
+ private:
+  // Mutate without the save point: may leave partial writes on error.
+  StatusOr<uint64_t> MutateUnguarded(std::string_view key, const Operation& op);
+  // Joins `delta` into the stored (key, type) and returns whether the
+  // object is live afterwards.
+  StatusOr<bool> JoinInto(std::string_view key, const Crdt& delta);
+  StatusOr<bool> JoinSet(std::string_view key, const OrSet& delta);
+  void PutObject(std::string_view key, const Crdt& state);
+  Status UpdateLiveMask(std::string_view key, CrdtType type, bool live);
+  uint64_t AppendLog(std::string_view key, HlcTimestamp ts, const Crdt& delta);
+
+  RocksStore* const store_;
+  std::unique_lock<std::mutex> lock_;
+  rocksdb::WriteBatchWithIndex batch_;
+  BatchReader reader_;
+  uint64_t next_seq_;
+  std::map<ReplicaId, uint64_t> applied_;
+  size_t size_ = 0;
+  bool spent_ = false;
+};
+
+class RocksStore : public Store {
+ public:
+  ~RocksStore() override {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    db_->Close();
+  }
+
+  static StatusOr<std::unique_ptr<Store>> OpenImpl(const std::string& dir,
+                                                   const StoreOptions& options);
+
+  ReplicaId node_id() const override { return node_id_; }
+  HybridClock* clock() override { return clock_; }
+
+  std::unique_ptr<WriteGroup> BeginGroup() override {
+    std::unique_lock<std::mutex> lock(writer_mu_);
+    return std::make_unique<RocksWriteGroup>(this, std::move(lock));
+  }
+
+  StatusOr<std::optional<Crdt>> Get(std::string_view key, CrdtType type) override;
+  StatusOr<std::vector<CrdtType>> LiveTypes(std::string_view key) override;
+  StatusOr<bool> SetContains(std::string_view key, std::string_view element) override;
+  StatusOr<uint64_t> SetSize(std::string_view key) override;
+  StatusOr<SetPage> SetMembers(std::string_view key, std::optional<std::string_view> start_after,
+                               size_t limit) override;
+  StatusOr<std::vector<LogEntry>> ReadLog(uint64_t after_seq, size_t max_entries,
+                                          size_t max_bytes) override;
+  uint64_t LastSeq() const override { return last_seq_.load(); }
+  uint64_t TrimmedThrough() const override { return trimmed_.load(); }
+  Status TrimLog(uint64_t seq) override;
+  std::map<ReplicaId, uint64_t> AppliedPositions() const override {
+    std::lock_guard<std::mutex> l(applied_mu_);
+    return applied_;
+  }
+
+ private:
+  friend class RocksWriteGroup;
+
+  RocksStore() = default;
+  Status LoadMeta();
+
+  StoreOptions options_;
+  std::unique_ptr<HybridClock> owned_clock_;
+  HybridClock* clock_ = nullptr;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  rocksdb::ColumnFamilyHandle* state_ = nullptr;
+  rocksdb::ColumnFamilyHandle* log_ = nullptr;
+  ReplicaId node_id_ = 0;
+
+  std::mutex writer_mu_;  // the single writer slot
+  std::atomic<uint64_t> last_seq_{0};
+  std::atomic<uint64_t> trimmed_{0};
+  std::mutex trim_mu_;
+  mutable std::mutex applied_mu_;
+  std::map<ReplicaId, uint64_t> applied_;
+};
+
+RocksWriteGroup::RocksWriteGroup(RocksStore* store, std::unique_lock<std::mutex> lock)
+    : store_(store),
+      lock_(std::move(lock)),
+      batch_(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true),
+      reader_(store->db_.get(), store->state_, &batch_),
+      next_seq_(store->last_seq_.load() + 1) {}
+
+StatusOr<uint64_t> RocksWriteGroup::Mutate(std::string_view key, const Operation& op) {
+  if (spent_) return Status::FailedPrecondition("write group already committed");
+  batch_.SetSavePoint();
+  uint64_t seq_before = next_seq_;
+  size_t size_before = size_;
+  StatusOr<uint64_t> result = MutateUnguarded(key, op);
+  if (result.ok()) {
+    batch_.PopSavePoint();
+  } else {
+    batch_.RollbackToSavePoint();
+    next_seq_ = seq_before;
+    size_ = size_before;
+  }
+  return result;
+}
+
+StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const Operation& op) {
+  const CrdtType type = OperationType(op);
+  uint8_t mask;
+  GEOKV_RETURN_IF_ERROR(reader_.GetLiveMask(key, &mask));
+  if ((mask & ~TypeBit(type)) != 0) {
+    std::string holds;
+    for (CrdtType t : kAllCrdtTypes) {
+      if (t != type && (mask & TypeBit(t))) holds = std::string(TypeName(t));
+    }
+    return Status::WrongType("key '" + PrintableBytes(key) + "' holds a " + holds + ", not a " +
+                             std::string(TypeName(type)));
+  }
+  const ReplicaId node = store_->node_id_;
+  HybridClock* clock = store_->clock_;
+
+  if (auto* set = std::get_if<LwwSet>(&op)) {
+    // No read: the clock has passed every stamp stored here (Join advances
+    // it), so this write's stamp is the greatest and the delta is the state.
+    LwwRegister delta(clock->Now(), node, set->value);
+    PutObject(key, delta);
+    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, true));
+    return AppendLog(key, delta.timestamp(), delta);
+  }
+  if (std::holds_alternative<LwwDelete>(op)) {
+    // Written even when nothing is live here: the tombstone must also beat
+    // older writes still on their way from other regions.
+    LwwRegister delta(clock->Now(), node, std::nullopt);
+    PutObject(key, delta);
+    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, false));
+    return AppendLog(key, delta.timestamp(), delta);
+  }
+  if (auto* write = std::get_if<MvWrite>(&op)) {
+    GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
+    auto& reg = std::get<MvRegister>(state);
+    MvRegister delta = reg.Write(write->value, write->seen, node);
+    if (reg.sibling_count() > store_->options_.max_siblings) {
+      return Status::TooLarge("key '" + PrintableBytes(key) + "' would have " +
+                              std::to_string(reg.sibling_count()) + " siblings (limit " +
+                              std::to_string(store_->options_.max_siblings) +
+                              "); write with the context of a read to merge them");
+    }
+    PutObject(key, state);
+    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, true));
+    return AppendLog(key, clock->Now(), delta);
+  }
+  if (auto* clear = std::get_if<MvClear>(&op)) {
+    GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
+    auto& reg = std::get<MvRegister>(state);
+    MvRegister before = reg;
+    MvRegister delta = reg.Clear(clear->seen);
+    if (reg == before) return uint64_t{0};
+    PutObject(key, state);
+    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, reg.sibling_count() > 0));
+    return AppendLog(key, clock->Now(), delta);
+  }
+  if (auto* add = std::get_if<SetAdd>(&op)) {
+    if (add->elements.empty()) return Status::InvalidArgument("set add without elements");
+    GEOKV_ASSIGN_OR_RETURN(OrSet projection, reader_.GetSetProjection(key, add->elements));
+    OrSet delta;
+    for (const std::string& e : add->elements) delta.Join(projection.Add(e, node));
+    GEOKV_ASSIGN_OR_RETURN(bool live, JoinSet(key, delta));
+    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, live));
+    return AppendLog(key, clock->Now(), delta);
+  }
+  if (auto* remove = std::get_if<SetRemove>(&op)) {
+    if (remove->elements.empty()) return Status::InvalidArgument("set remove without elements");
+    GEOKV_ASSIGN_OR_RETURN(OrSet projection, reader_.GetSetProjection(key, remove->elements));
+    OrSet delta;
+    for (const std::string& e : remove->elements) delta.Join(projection.Remove(e));
+    if (delta.IsBottom()) return uint64_t{0};
+    GEOKV_ASSIGN_OR_RETURN(bool live, JoinSet(key, delta));
+    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, live));
+    return AppendLog(key, clock->Now(), delta);
+  }
+  const auto& inc = std::get<CounterAdd>(op);
+  if (inc.delta == 0) return uint64_t{0};
+  GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
+  auto& counter = std::get<PnCounter>(state);
+  __int128 next = static_cast<__int128>(counter.Value()) + inc.delta;
+  if (next > std::numeric_limits<int64_t>::max() || next < std::numeric_limits<int64_t>::min()) {
+    return Status::InvalidArgument("increment would overflow the counter at key '" +
+                                   PrintableBytes(key) + "'");
+  }
+  PnCounter delta = counter.Increment(node, inc.delta);
+  PutObject(key, state);
+  GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, true));
+  return AppendLog(key, clock->Now(), delta);
+}
+
+Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
+  if (spent_) return Status::FailedPrecondition("write group already committed");
+  batch_.SetSavePoint();
+  StatusOr<bool> live = JoinInto(key, delta);
+  Status s = live.ok() ? UpdateLiveMask(key, TypeOf(delta), *live) : live.status();
+  if (s.ok()) {
+    batch_.PopSavePoint();
+    ++size_;
+  } else {
+    batch_.RollbackToSavePoint();
+  }
+  return s;
+}
+
+StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta) {
+  if (auto* set = std::get_if<OrSet>(&delta)) return JoinSet(key, *set);
+  if (auto* lww = std::get_if<LwwRegister>(&delta)) store_->clock_->Update(lww->timestamp());
+  GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, TypeOf(delta)));
+  GEOKV_RETURN_IF_ERROR(geokv::Join(&state, delta));
+  PutObject(key, state);
+  return std::visit(
+      [](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, LwwRegister>) {
+          return v.value().has_value();
+        } else if constexpr (std::is_same_v<T, MvRegister>) {
+          return v.sibling_count() > 0;
+        } else {
+          return !v.IsBottom();
+        }
+      },
+      state);
+}
+
+StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta) {
+  SetHeader header;
+  GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header));
+  auto* cf = store_->state_;
+  int64_t cardinality = static_cast<int64_t>(header.cardinality);
+
+  auto rewrite = [&](const std::string& element, const DotSet& before, const DotSet& after) {
+    for (const Dot& d : before) {
+      if (!after.count(d)) batch_.Delete(cf, keys::DotIndexRow(key, d));
+    }
+    for (const Dot& d : after) {
+      if (!before.count(d)) batch_.Put(cf, keys::DotIndexRow(key, d), element);
+    }
+    if (after.empty()) {
+      if (!before.empty()) {
+        batch_.Delete(cf, keys::ElementRow(key, element));
+        --cardinality;
+      }
+    } else if (before != after) {
+      batch_.Put(cf, keys::ElementRow(key, element), EncodeElementDots(after));
+      if (before.empty()) ++cardinality;
+    }
+  };
+
+  // Elements the delta holds: the dot-store join of their two entries.
+  for (const auto& [element, dots] : delta.entries()) {
+    DotSet before;
+    GEOKV_RETURN_IF_ERROR(reader_.GetElementDots(key, element, &before));
+    rewrite(element, before, JoinDotStores(before, header.ctx, dots, delta.context()));
+  }
+
+  // Dots the delta has seen but holds for no element are removals. The dot
+  // index finds their elements, at a cost proportional to the delta.
+  std::map<std::string, DotSet> removed;
+  auto note = [&](const Dot& dot, std::string element) {
+    if (!delta.entries().count(element)) removed[std::move(element)].insert(dot);
+  };
+  for (const auto& [replica, max_counter] : delta.context().vv()) {
+    std::string prefix = keys::DotIndexPrefix(key, replica);
+    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
+    for (it->Seek(keys::DotIndexRow(key, Dot{replica, 1})); it->Valid(); it->Next()) {
+      rocksdb::Slice row = it->key();
+      if (!StartsWith(row, prefix) || row.size() != prefix.size() + 8) break;
+      uint64_t counter = DecodeBigEndian64(row.data() + prefix.size());
+      if (counter > max_counter) break;
+      note(Dot{replica, counter}, it->value().ToString());
+    }
+    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan dot index"));
+  }
+  for (const Dot& d : delta.context().cloud()) {
+    std::string element;
+    bool found;
+    GEOKV_RETURN_IF_ERROR(reader_.Get(keys::DotIndexRow(key, d), &element, &found));
+    if (found) note(d, std::move(element));
+  }
+  for (const auto& [element, dots] : removed) {
+    DotSet before;
+    GEOKV_RETURN_IF_ERROR(reader_.GetElementDots(key, element, &before));
+    DotSet after;
+    std::set_difference(before.begin(), before.end(), dots.begin(), dots.end(),
+                        std::inserter(after, after.end()));
+    rewrite(element, before, after);
+  }
+
+  if (cardinality < 0) {
+    return Status::Corruption(Describe(key, CrdtType::kOrSet) + ": cardinality below zero");
+  }
+  header.ctx.Join(delta.context());
+  header.cardinality = static_cast<uint64_t>(cardinality);
+  batch_.Put(cf, keys::ObjectRow(key, CrdtType::kOrSet), EncodeSetHeader(header));
+  return cardinality > 0;
+}
+
+void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state) {
+  batch_.Put(store_->state_, keys::ObjectRow(key, TypeOf(state)), EncodeCrdt(state));
+}
+
+Status RocksWriteGroup::UpdateLiveMask(std::string_view key, CrdtType type, bool live) {
+  uint8_t mask;
+  GEOKV_RETURN_IF_ERROR(reader_.GetLiveMask(key, &mask));
+  uint8_t next = live ? (mask | TypeBit(type)) : (mask & ~TypeBit(type));
+  if (next == mask) return Status::OK();
+  if (next == 0) {
+    batch_.Delete(store_->state_, keys::LiveTypesRow(key));
+  } else {
+    batch_.Put(store_->state_, keys::LiveTypesRow(key), std::string(1, static_cast<char>(next)));
+  }
+  return Status::OK();
+}
+
+uint64_t RocksWriteGroup::AppendLog(std::string_view key, HlcTimestamp ts, const Crdt& delta) {
+  LogEntry entry{next_seq_++, store_->node_id_, ts, std::string(key), delta};
+  batch_.Put(store_->log_, keys::LogRow(entry.seq), EncodeLogEntry(entry));
+  ++size_;
+  return entry.seq;
+}
+
+void RocksWriteGroup::RecordApplied(ReplicaId origin, uint64_t seq) {
+  uint64_t& pos = applied_[origin];
+  if (seq > pos) pos = seq;
+}
+
+Status RocksWriteGroup::Commit() {
+  if (spent_) return Status::FailedPrecondition("write group already committed");
+  spent_ = true;
+  if (size_ == 0 && applied_.empty()) return Status::OK();
+  auto* db = store_->db_.get();
+  const uint64_t last_seq = next_seq_ - 1;
+  batch_.Put(store_->meta_, keys::kMetaWriter,
+             EncodeWriterState(WriterState{last_seq, store_->clock_->Last()}));
+  std::map<ReplicaId, uint64_t> advanced;
+  {
+    std::lock_guard<std::mutex> l(store_->applied_mu_);
+    for (const auto& [origin, seq] : applied_) {
+      auto it = store_->applied_.find(origin);
+      if (it == store_->applied_.end() || it->second < seq) advanced[origin] = seq;
+    }
+  }
+  for (const auto& [origin, seq] : advanced) {
+    batch_.Put(store_->meta_, keys::WatermarkRow(origin), Fixed64(seq));
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = store_->options_.durability == Durability::kFsync;
+  GEOKV_RETURN_IF_ERROR(FromRocks(db->Write(wo, batch_.GetWriteBatch()), "commit"));
+  store_->last_seq_.store(last_seq);
+  std::lock_guard<std::mutex> l(store_->applied_mu_);
+  for (const auto& [origin, seq] : advanced) store_->applied_[origin] = seq;
+  return Status::OK();
+}
+
+StatusOr<std::unique_ptr<Store>> RocksStore::OpenImpl(const std::string& dir,
+                                                      const StoreOptions& options) {
+  std::unique_ptr<RocksStore> store(new RocksStore());
+  store->options_ = options;
+  if (options.clock == nullptr) {
+    store->owned_clock_ = std::make_unique<HybridClock>(WallClock::System());
+    store->clock_ = store->owned_clock_.get();
+  } else {
+    store->clock_ = options.clock;
+  }
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  db_options.keep_log_file_num = 4;
+  db_options.bytes_per_sync = 1 << 20;
+
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  auto family_options = [&cache](bool bloom) {
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = cache;
+    if (bloom) table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+    rocksdb::ColumnFamilyOptions cf;
+    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    return cf;
+  };
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, family_options(false)},
+      {keys::kStateFamily, family_options(true)},
+      {keys::kLogFamily, family_options(false)},
+  };
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &store->handles_, &db);
+  if (!s.ok()) return FromRocks(s, "open " + dir);
+  store->db_.reset(db);
+  store->meta_ = store->handles_[0];
+  store->state_ = store->handles_[1];
+  store->log_ = store->handles_[2];
+  GEOKV_RETURN_IF_ERROR(store->LoadMeta().WithContext("open " + dir));
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+Status RocksStore::LoadMeta() {
+  rocksdb::ReadOptions ro;
+  std::string v;
+  rocksdb::Status s = db_->Get(ro, meta_, keys::kMetaFormat, &v);
+  if (s.IsNotFound()) {
+    // A new store: no row of any family may exist yet.
+    for (auto* h : handles_) {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, h));
+      it->SeekToFirst();
+      if (it->Valid()) return Status::Corruption("data dir has rows but no format marker");
+    }
+    std::random_device rd;
+    while (node_id_ == 0) node_id_ = (uint64_t{rd()} << 32) | rd();
+    rocksdb::WriteBatch batch;
+    batch.Put(meta_, keys::kMetaFormat, std::string(1, static_cast<char>(keys::kDiskFormat)));
+    batch.Put(meta_, keys::kMetaNodeId, Fixed64(node_id_));
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return FromRocks(db_->Write(wo, &batch), "initialise");
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(s, "read format"));
+  if (v.size() != 1 || static_cast<uint8_t>(v[0]) != keys::kDiskFormat) {
+    return Status::FailedPrecondition("data dir format " +
+                                      std::to_string(v.empty() ? 0 : uint8_t(v[0])) +
+                                      " is not the supported format " +
+                                      std::to_string(keys::kDiskFormat));
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(db_->Get(ro, meta_, keys::kMetaNodeId, &v), "read node id"));
+  if (v.size() != 8) return Status::Corruption("bad node id row");
+  node_id_ = DecodeBigEndian64(v.data());
+
+  s = db_->Get(ro, meta_, keys::kMetaWriter, &v);
+  if (s.ok()) {
+    WriterState w;
+    GEOKV_RETURN_IF_ERROR(DecodeWriterState(v, &w).WithContext("writer state"));
+    last_seq_ = w.last_seq;
+    clock_->Update(w.clock);
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read writer state");
+  }
+  s = db_->Get(ro, meta_, keys::kMetaLogTrimmed, &v);
+  if (s.ok() && v.size() == 8) {
+    trimmed_ = DecodeBigEndian64(v.data());
+  } else if (!s.IsNotFound()) {
+    return s.ok() ? Status::Corruption("bad log trim row") : FromRocks(s, "read log trim");
+  }
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta_));
+  std::string prefix = keys::kMetaWatermarkPrefix;
+  for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+    if (it->key().size() != prefix.size() + 8 || it->value().size() != 8) {
+      return Status::Corruption("bad applied-position row");
+    }
+    applied_[DecodeBigEndian64(it->key().data() + prefix.size())] =
+        DecodeBigEndian64(it->value().data());
+  }
+  return FromRocks(it->status(), "read applied positions");
+}
+
+StatusOr<std::optional<Crdt>> RocksStore::Get(std::string_view key, CrdtType type) {
+  DbReader reader(db_.get(), state_, /*snapshot=*/type == CrdtType::kOrSet);
+  if (type != CrdtType::kOrSet) {
+    GEOKV_ASSIGN_OR_RETURN(Crdt value, reader.GetObject(key, type));
+    if (IsBottom(value)) return std::optional<Crdt>();
+    return std::optional<Crdt>(std::move(value));
+  }
+  SetHeader header;
+  GEOKV_RETURN_IF_ERROR(reader.GetSetHeader(key, &header));
+  OrSet::Entries entries;
+  std::string prefix = keys::ElementPrefix(key);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator();
+  for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+    std::string element = it->key().ToString().substr(prefix.size());
+    DotSet dots;
+    GEOKV_RETURN_IF_ERROR(DecodeElementDots(it->value().ToString(), &dots)
+                              .WithContext(Describe(key, type) + " element '" +
+                                           PrintableBytes(element) + "'"));
+    entries.emplace_hint(entries.end(), std::move(element), std::move(dots));
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
+  OrSet set(std::move(entries), std::move(header.ctx));
+  if (set.IsBottom()) return std::optional<Crdt>();
+  return std::optional<Crdt>(std::move(set));
+}
+
+StatusOr<std::vector<CrdtType>> RocksStore::LiveTypes(std::string_view key) {
+  DbReader reader(db_.get(), state_, false);
+  uint8_t mask;
+  GEOKV_RETURN_IF_ERROR(reader.GetLiveMask(key, &mask));
+  std::vector<CrdtType> out;
+  for (CrdtType t : kAllCrdtTypes) {
+    if (mask & TypeBit(t)) out.push_back(t);
+  }
+  return out;
+}
+
+StatusOr<bool> RocksStore::SetContains(std::string_view key, std::string_view element) {
+  DbReader reader(db_.get(), state_, false);
+  std::string v;
+  bool found;
+  GEOKV_RETURN_IF_ERROR(reader.Get(keys::ElementRow(key, element), &v, &found));
+  return found;
+}
+
+StatusOr<uint64_t> RocksStore::SetSize(std::string_view key) {
+  DbReader reader(db_.get(), state_, false);
+  SetHeader header;
+  GEOKV_RETURN_IF_ERROR(reader.GetSetHeader(key, &header));
+  return header.cardinality;
+}
+
+StatusOr<SetPage> RocksStore::SetMembers(std::string_view key,
+                                         std::optional<std::string_view> start_after,
+                                         size_t limit) {
+  DbReader reader(db_.get(), state_, false);
+  std::string prefix = keys::ElementPrefix(key);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator();
+  if (start_after) {
+    std::string from = keys::ElementRow(key, *start_after);
+    it->Seek(from);
+    if (it->Valid() && it->key() == rocksdb::Slice(from)) it->Next();
+  } else {
+    it->Seek(prefix);
+  }
+  SetPage page;
+  for (; it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+    if (page.elements.size() == limit) {
+      page.more = true;
+      break;
+    }
+    page.elements.push_back(it->key().ToString().substr(prefix.size()));
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
+  return page;
+}
+
+StatusOr<std::vector<LogEntry>> RocksStore::ReadLog(uint64_t after_seq, size_t max_entries,
+                                                    size_t max_bytes) {
+  uint64_t trimmed = trimmed_.load();
+  if (after_seq < trimmed) {
+    return Status::FailedPrecondition("log entries after " + std::to_string(after_seq) +
+                                      " are trimmed through " + std::to_string(trimmed));
+  }
+  std::vector<LogEntry> out;
+  size_t bytes = 0;
+  rocksdb::ReadOptions ro;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, log_));
+  for (it->Seek(keys::LogRow(after_seq + 1)); it->Valid() && out.size() < max_entries;
+       it->Next()) {
+    if (!out.empty() && bytes + it->value().size() > max_bytes) break;
+    LogEntry e;
+    GEOKV_RETURN_IF_ERROR(DecodeLogEntry(std::string_view(it->value().data(), it->value().size()), &e)
+                              .WithContext("log entry " + std::to_string(
+                                  it->key().size() == 8 ? DecodeBigEndian64(it->key().data()) : 0)));
+    bytes += it->value().size();
+    out.push_back(std::move(e));
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan log"));
+  return out;
+}
+
+Status RocksStore::TrimLog(uint64_t seq) {
+  std::lock_guard<std::mutex> l(trim_mu_);
+  if (seq > last_seq_.load()) {
+    return Status::InvalidArgument("cannot trim the log through " + std::to_string(seq) +
+                                   ": the last entry is " + std::to_string(last_seq_.load()));
+  }
+  if (seq <= trimmed_.load()) return Status::OK();
+  rocksdb::WriteBatch batch;
+  batch.DeleteRange(log_, keys::LogRow(0), keys::LogRow(seq + 1));
+  batch.Put(meta_, keys::kMetaLogTrimmed, Fixed64(seq));
+  GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "trim log"));
+  trimmed_.store(seq);
+  return Status::OK();
+}
+
+}  // namespace
+
+CrdtType OperationType(const Operation& op) {
+  return std::visit(
+      [](const auto& o) {
+        using T = std::decay_t<decltype(o)>;
+        if constexpr (std::is_same_v<T, LwwSet> || std::is_same_v<T, LwwDelete>) {
+          return CrdtType::kLww;
+        } else if constexpr (std::is_same_v<T, MvWrite> || std::is_same_v<T, MvClear>) {
+          return CrdtType::kMvRegister;
+        } else if constexpr (std::is_same_v<T, SetAdd> || std::is_same_v<T, SetRemove>) {
+          return CrdtType::kOrSet;
+        } else {
+          static_assert(std::is_same_v<T, CounterAdd>);
+          return CrdtType::kCounter;
+        }
+      },
+      op);
+}
+
+StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, const StoreOptions& options) {
+  return RocksStore::OpenImpl(dir, options);
+}
+
+}  // namespace geokv

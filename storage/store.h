@@ -1,0 +1,167 @@
+// The durable state of one node: CRDT objects by (key, type), the
+// replication log of the deltas this node coordinated, the applied position
+// of every other origin, and the node's identity.
+//
+// Writes go through a WriteGroup: each operation or remote delta joins into
+// the stored state AND (for local operations) appends its delta to the log,
+// and Commit() writes the whole group as one atomic RocksDB WriteBatch: one
+// WAL write, and in Durability::kFsync one fsync. Nothing in a group is
+// visible to readers, or durable, before Commit() returns OK.
+
+#ifndef GEOKV_STORAGE_STORE_H_
+#define GEOKV_STORAGE_STORE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "crdt/crdt.h"
+#include "crdt/hlc.h"
+#include "util/status.h"
+
+namespace geokv {
+
+enum class Durability {
+  kFsync,  // acknowledged means fsynced through the WAL: survives a machine crash
+  kWal,    // written to the WAL without fsync: survives a process crash only
+};
+
+struct StoreOptions {
+  // Default: kFsync.
+  Durability durability = Durability::kFsync;
+
+  // The node's hybrid clock. Not owned; must outlive the store. Default
+  // (nullptr): the store owns one over WallClock::System().
+  HybridClock* clock = nullptr;
+
+  // A multi-value register write that would leave more siblings than this is
+  // refused with TooLarge (write with the context of a read to merge them).
+  // Default: 64.
+  size_t max_siblings = 64;
+
+  // RocksDB block cache shared by all column families. Default: 64 MiB.
+  size_t block_cache_bytes = size_t{64} << 20;
+};
+
+// What a client asks of one key. The store turns each into a delta.
+struct LwwSet { std::string value; };
+struct LwwDelete {};
+// Writes a sibling superseding the ones `seen` holds (from a read).
+struct MvWrite { std::string value; CausalContext seen; };
+// Removes the siblings `seen` holds.
+struct MvClear { CausalContext seen; };
+struct SetAdd { std::vector<std::string> elements; };     // REQUIRES: non-empty
+struct SetRemove { std::vector<std::string> elements; };  // REQUIRES: non-empty
+struct CounterAdd { int64_t delta = 0; };
+using Operation = std::variant<LwwSet, LwwDelete, MvWrite, MvClear, SetAdd, SetRemove, CounterAdd>;
+
+// The CRDT type an operation acts on.
+CrdtType OperationType(const Operation& op);
+
+// A delta this node coordinated, as kept in the replication log.
+struct LogEntry {
+  uint64_t seq = 0;        // from 1, gapless, in commit order
+  ReplicaId origin = 0;    // the coordinating node: this node
+  HlcTimestamp timestamp;  // the HLC when the delta was made
+  std::string key;
+  Crdt delta;
+};
+
+// One page of an OR-set's elements, in byte order.
+struct SetPage {
+  std::vector<std::string> elements;
+  bool more = false;  // further elements follow the last one here
+};
+
+// A batch of writes committed atomically. Holds the store's single writer
+// slot from creation until destruction: groups run one at a time. Not
+// thread-safe; use from one thread.
+class WriteGroup {
+ public:
+  virtual ~WriteGroup() = default;
+
+  // Turns `op` into a delta against the state as of every earlier write in
+  // this group, joins it and appends it to the log. Returns the delta's log
+  // sequence, or 0 when the operation changed nothing (removing an absent
+  // element, adding 0). On error nothing of `op` stays in the group:
+  //   WrongType      the key holds a live value of another type
+  //   TooLarge       too many multi-value siblings
+  //   InvalidArgument an empty element list, or a counter that would overflow
+  //   Corruption     a stored row of the key does not decode (names the key)
+  virtual StatusOr<uint64_t> Mutate(std::string_view key, const Operation& op) = 0;
+
+  // Joins a delta or full state made elsewhere (replication, repair) without
+  // logging it. Advances the clock past any LWW stamp in it.
+  virtual Status Join(std::string_view key, const Crdt& delta) = 0;
+
+  // Records that `origin`'s log is applied through `seq`; persisted at
+  // commit. Lower positions than the recorded one are ignored.
+  virtual void RecordApplied(ReplicaId origin, uint64_t seq) = 0;
+
+  // Writes the group. On OK it is durable as the store's Durability says and
+  // visible to readers. After Commit(), successful or not, the group is spent.
+  virtual Status Commit() = 0;
+
+  // Writes (operations that changed something, and joins) in the group.
+  virtual size_t size() const = 0;
+};
+
+// Thread-safe: reads may run on any thread, concurrently with a WriteGroup.
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Opens (creating if absent) the RocksDB store in `dir`. A new store gets a
+  // fresh random node id. Fails with IOError if another process holds it.
+  static StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
+                                               const StoreOptions& options);
+
+  virtual ReplicaId node_id() const = 0;
+  virtual HybridClock* clock() = 0;
+
+  // Waits for the writer slot, then starts a group.
+  virtual std::unique_ptr<WriteGroup> BeginGroup() = 0;
+
+  // The state of (key, type), or nullopt when it is bottom. An OR-set is
+  // assembled from all its rows: O(size); use the Set* calls for one element
+  // or a page.
+  virtual StatusOr<std::optional<Crdt>> Get(std::string_view key, CrdtType type) = 0;
+
+  // The types with a live value at `key` (an LWW value not deleted, a
+  // non-empty MV register or set, a counter ever changed); more than one only
+  // after concurrent writes of different types in different regions.
+  virtual StatusOr<std::vector<CrdtType>> LiveTypes(std::string_view key) = 0;
+
+  virtual StatusOr<bool> SetContains(std::string_view key, std::string_view element) = 0;
+  virtual StatusOr<uint64_t> SetSize(std::string_view key) = 0;
+  // Up to `limit` elements greater than `start_after` (all, when nullopt).
+  virtual StatusOr<SetPage> SetMembers(std::string_view key,
+                                       std::optional<std::string_view> start_after,
+                                       size_t limit) = 0;
+
+  // Up to `max_entries` log entries after `after_seq`, stopping once
+  // `max_bytes` of encoded entries are read (at least one entry is returned
+  // when any is there). FailedPrecondition if entries after `after_seq` were
+  // trimmed.
+  virtual StatusOr<std::vector<LogEntry>> ReadLog(uint64_t after_seq, size_t max_entries,
+                                                  size_t max_bytes) = 0;
+  // The sequence of the last committed log entry (0 when none ever was).
+  virtual uint64_t LastSeq() const = 0;
+  // Every entry at or below this sequence is trimmed.
+  virtual uint64_t TrimmedThrough() const = 0;
+  // Deletes log entries through `seq`. REQUIRES: seq <= LastSeq().
+  virtual Status TrimLog(uint64_t seq) = 0;
+
+  // The committed RecordApplied positions, by origin.
+  virtual std::map<ReplicaId, uint64_t> AppliedPositions() const = 0;
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_STORAGE_STORE_H_

@@ -1,0 +1,63 @@
+// Fixed-width big-endian integers, for keys that must sort numerically as
+// bytes, and a printable rendering of arbitrary bytes for messages.
+
+#ifndef GEOKV_UTIL_CODING_H_
+#define GEOKV_UTIL_CODING_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace geokv {
+
+inline void PutBigEndian64(std::string* dst, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) dst->push_back(static_cast<char>(v >> shift));
+}
+
+inline void PutBigEndian32(std::string* dst, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) dst->push_back(static_cast<char>(v >> shift));
+}
+
+// REQUIRES: p points at 8 (resp. 4) readable bytes.
+inline uint64_t DecodeBigEndian64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+inline uint32_t DecodeBigEndian32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+// Renders bytes for logs and error messages: printable ASCII as is, the rest
+// as \xNN, cut after `max_len` input bytes with "...".
+inline std::string PrintableBytes(std::string_view bytes, size_t max_len = 64) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < bytes.size() && i < max_len; ++i) {
+    auto c = static_cast<unsigned char>(bytes[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
+    }
+  }
+  if (bytes.size() > max_len) out += "...";
+  return out;
+}
+
+// Formats a 64-bit id as 16 lower-case hex digits.
+inline std::string HexId(uint64_t id) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, id >>= 4) out[i] = kHex[id & 0xf];
+  return out;
+}
+
+}  // namespace geokv
+
+#endif  // GEOKV_UTIL_CODING_H_
