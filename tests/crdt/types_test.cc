@@ -1,0 +1,261 @@
+// The semantics of each type: HLC, causal contexts, conflict rules.
+
+#include <gtest/gtest.h>
+#include <rapidcheck/gtest.h>
+
+#include <algorithm>
+#include <limits>
+#include <set>
+
+#include "tests/crdt/simulation.h"
+
+namespace geokv::testing {
+namespace {
+
+constexpr ReplicaId kA = 0xa, kB = 0xb, kC = 0xc;
+
+TEST(HybridClock, MonotonicWhenTheWallClockStepsBack) {
+  EXPECT_TRUE(rc::check([] {
+    ManualClock wall(1'000'000);
+    HybridClock clock(&wall);
+    HlcTimestamp last = clock.Now();
+    int steps = *rc::gen::inRange(1, 200);
+    for (int i = 0; i < steps; ++i) {
+      switch (*rc::gen::inRange(0, 3)) {
+        case 0: wall.Advance(*rc::gen::inRange<int64_t>(-10'000, 10'000)); break;
+        case 1: {
+          HlcTimestamp received{*rc::gen::inRange<uint64_t>(990'000, 1'010'000),
+                                *rc::gen::inRange<uint32_t>(0, 5)};
+          clock.Update(received);
+          RC_ASSERT(received <= clock.Last());
+          HlcTimestamp next = clock.Now();
+          RC_ASSERT(received < next);
+          RC_ASSERT(last < next);
+          last = next;
+          break;
+        }
+        default: {
+          HlcTimestamp next = clock.Now();
+          RC_ASSERT(last < next);
+          last = next;
+        }
+      }
+    }
+  }));
+}
+
+TEST(HybridClock, FollowsTheWallClockWhenItMovesForward) {
+  ManualClock wall(5000);
+  HybridClock clock(&wall);
+  EXPECT_EQ(clock.Now(), (HlcTimestamp{5000, 0}));
+  EXPECT_EQ(clock.Now(), (HlcTimestamp{5000, 1}));
+  wall.Advance(-100);
+  EXPECT_EQ(clock.Now(), (HlcTimestamp{5000, 2}));
+  wall.Set(6000);
+  EXPECT_EQ(clock.Now(), (HlcTimestamp{6000, 0}));
+}
+
+TEST(CausalContext, CompactsToAVersionVector) {
+  EXPECT_TRUE(rc::check([] {
+    auto counters = *rc::gen::container<std::vector<uint64_t>>(rc::gen::inRange<uint64_t>(1, 30));
+    CausalContext a, b;
+    for (uint64_t c : counters) a.Insert(Dot{kA, c});
+    for (uint64_t c : Shuffled(counters)) b.Insert(Dot{kA, c});
+    RC_ASSERT(a == b);
+    std::set<uint64_t> unique(counters.begin(), counters.end());
+    uint64_t prefix = 0;
+    while (unique.count(prefix + 1)) ++prefix;
+    RC_ASSERT((prefix == 0 ? a.vv().count(kA) == 0 : a.vv().at(kA) == prefix));
+    RC_ASSERT(a.cloud().size() == unique.size() - prefix);
+    for (uint64_t c = 1; c < 32; ++c) RC_ASSERT(a.Contains(Dot{kA, c}) == (unique.count(c) > 0));
+    RC_ASSERT(a.NextDot(kA).counter == (unique.empty() ? 1 : *unique.rbegin() + 1));
+  }));
+}
+
+TEST(CausalContext, FromPartsRejectsNonCanonicalParts) {
+  EXPECT_FALSE(CausalContext::FromParts({{kA, 0}}, {}).ok());
+  EXPECT_FALSE(CausalContext::FromParts({{kA, 3}}, {Dot{kA, 2}}).ok());  // covered
+  EXPECT_FALSE(CausalContext::FromParts({{kA, 3}}, {Dot{kA, 4}}).ok());  // contiguous
+  EXPECT_FALSE(CausalContext::FromParts({}, {Dot{kA, 1}}).ok());
+  EXPECT_FALSE(CausalContext::FromParts({}, {Dot{kA, 0}}).ok());
+  EXPECT_TRUE(CausalContext::FromParts({{kA, 3}}, {Dot{kA, 5}, Dot{kB, 2}}).ok());
+}
+
+TEST(LwwRegister, NodeIdBreaksTiesOfTheWallClock) {
+  ManualClock wall(7000);
+  HybridClock ca(&wall), cb(&wall);
+  LwwRegister a, b;
+  LwwRegister da = a.Set("from a", ca.Now(), kA);
+  LwwRegister db = b.Set("from b", cb.Now(), kB);
+  ASSERT_EQ(da.timestamp(), db.timestamp());
+  a.Join(db);
+  b.Join(da);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a.value(), std::optional<std::string>("from b"));  // kB > kA
+}
+
+TEST(LwwRegister, JoinIsCommutativeEvenOnEqualStamps) {
+  HlcTimestamp ts{100, 0};
+  LwwRegister x(ts, kA, "x"), y(ts, kA, "y"), gone(ts, kA, std::nullopt);
+  for (const auto& [p, q] : {std::pair{x, y}, std::pair{x, gone}, std::pair{y, gone}}) {
+    LwwRegister pq = p, qp = q;
+    pq.Join(q);
+    qp.Join(p);
+    EXPECT_EQ(pq, qp);
+  }
+}
+
+TEST(LwwRegister, ConvergesToTheWriteWithTheGreatestStamp) {
+  EXPECT_TRUE(rc::check([] {
+    Simulation<LwwRegister> sim;
+    sim.RunSteps();
+    sim.DeliverAll();
+    LwwRegister greatest;
+    for (const auto& d : sim.deltas) {
+      if (std::make_tuple(greatest.timestamp(), greatest.node()) <
+          std::make_tuple(d.timestamp(), d.node())) {
+        greatest = d;
+      }
+    }
+    RC_ASSERT(sim.replicas[0] == greatest);
+  }));
+}
+
+TEST(LwwRegister, LaterLocalWriteWinsAfterReceivingAFutureStamp) {
+  ManualClock wall(1000);
+  HybridClock clock(&wall);
+  LwwRegister reg;
+  LwwRegister future(HlcTimestamp{9'000'000, 3}, kB, "future");
+  clock.Update(future.timestamp());
+  reg.Join(future);
+  reg.Set("now", clock.Now(), kA);
+  EXPECT_EQ(reg.value(), std::optional<std::string>("now"));
+}
+
+TEST(MvRegister, ConcurrentWritesStayAsSiblingsUntilAWriteThatSawThem) {
+  MvRegister a, b, c;
+  MvRegister da = a.Write("x", a.context(), kA);
+  MvRegister db = b.Write("y", b.context(), kB);
+  a.Join(db);
+  b.Join(da);
+  c.Join(da);
+  c.Join(db);
+  for (const auto* r : {&a, &b, &c}) {
+    EXPECT_EQ(r->Values(), (std::vector<std::string>{"x", "y"}));
+  }
+  MvRegister dc = c.Write("z", c.context(), kC);
+  a.Join(dc);
+  EXPECT_EQ(a.Values(), (std::vector<std::string>{"z"}));
+  // A write that saw only "x" supersedes "x" and keeps "y".
+  MvRegister d;
+  d.Join(da);
+  MvRegister dd = d.Write("w", d.context(), kA);
+  b.Join(dd);
+  EXPECT_EQ(b.Values(), (std::vector<std::string>{"w", "y"}));
+}
+
+TEST(MvRegister, SiblingsAreExactlyTheWritesNoOneSawUnderRandomRuns) {
+  EXPECT_TRUE(rc::check([] {
+    Simulation<MvRegister> sim;
+    sim.RunSteps();
+    sim.DeliverAll();
+    // Every surviving sibling's dot is in no delta context but its own write.
+    const MvRegister& r = sim.replicas[0];
+    for (const auto& [dot, value] : r.entries()) {
+      for (const auto& d : sim.deltas) {
+        if (d.entries().count(dot)) continue;
+        RC_ASSERT(!d.context().Contains(dot));
+      }
+    }
+  }));
+}
+
+TEST(OrSet, ConcurrentAddWinsOverRemove) {
+  OrSet a, b;
+  OrSet first = a.Add("e", kA);
+  b.Join(first);
+  OrSet removal = a.Remove("e");
+  OrSet readd = b.Add("e", kB);
+  a.Join(readd);
+  b.Join(removal);
+  EXPECT_TRUE(a.Contains("e"));
+  EXPECT_EQ(a, b);
+}
+
+TEST(OrSet, ConcurrentAddWinsOverRemoveAfterRandomHistories) {
+  EXPECT_TRUE(rc::check([] {
+    Simulation<OrSet> sim;
+    sim.RunSteps();
+    std::string e = SmallString();
+    OrSet removal = sim.replicas[0].Remove(e);
+    OrSet add = sim.replicas[1].Add(e, kReplicaIds[1]);
+    sim.replicas[0].Join(add);
+    sim.replicas[1].Join(removal);
+    RC_ASSERT(sim.replicas[0].Contains(e));
+    RC_ASSERT(sim.replicas[1].Contains(e));
+  }));
+}
+
+TEST(OrSet, OneReplicaBehavesAsASet) {
+  EXPECT_TRUE(rc::check([] {
+    OrSet s;
+    std::set<std::string> model;
+    int steps = *rc::gen::inRange(0, 100);
+    for (int i = 0; i < steps; ++i) {
+      std::string e = SmallString();
+      if (*rc::gen::arbitrary<bool>()) {
+        s.Add(e, kA);
+        model.insert(e);
+      } else {
+        s.Remove(e);
+        model.erase(e);
+      }
+    }
+    auto elements = s.Elements();
+    RC_ASSERT(std::set<std::string>(elements.begin(), elements.end()) == model);
+    // No tombstones: one dot per element, and the context is a version vector.
+    for (const auto& [element, dots] : s.entries()) RC_ASSERT(dots.size() == 1u);
+    RC_ASSERT(s.context().cloud().empty());
+  }));
+}
+
+TEST(OrSet, RemovingAnAbsentElementIsBottom) {
+  OrSet s;
+  s.Add("x", kA);
+  EXPECT_TRUE(s.Remove("y").IsBottom());
+}
+
+TEST(PnCounter, ConvergesToTheSumOfIncrements) {
+  EXPECT_TRUE(rc::check([] {
+    Simulation<PnCounter> sim;
+    sim.RunSteps();
+    sim.DeliverAll();
+    // Each delta carries a replica's running totals; the last per replica counts.
+    std::map<ReplicaId, PnCounter::Totals> last;
+    for (const auto& d : sim.deltas) {
+      for (const auto& [r, t] : d.entries()) last[r] = t;
+    }
+    int64_t sum = 0;
+    for (const auto& [r, t] : last) sum += static_cast<int64_t>(t.added - t.subtracted);
+    RC_ASSERT(sim.replicas[0].Value() == sum);
+  }));
+}
+
+TEST(PnCounter, HandlesTheExtremes) {
+  PnCounter c;
+  c.Increment(kA, std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(c.Value(), std::numeric_limits<int64_t>::min());
+  c.Increment(kB, std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(c.Value(), -1);
+  EXPECT_TRUE(c.Increment(kC, 0).IsBottom());
+}
+
+TEST(Crdt, JoinRefusesDifferentTypes) {
+  Crdt a = OrSet(), b = PnCounter();
+  Status s = Join(&a, b);
+  EXPECT_EQ(s.code(), Status::Code::kWrongType);
+  EXPECT_TRUE(std::holds_alternative<OrSet>(a));
+}
+
+}  // namespace
+}  // namespace geokv::testing
