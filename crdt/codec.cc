@@ -192,15 +192,23 @@ void WriteCrdt(const Crdt& value, schema::Value::Builder out) {
 }
 
 StatusOr<Crdt> ReadCrdt(schema::Value::Reader in) {
-  auto widen = [](auto result) -> StatusOr<Crdt> {
-    if (!result.ok()) return result.status();
-    return Crdt(std::move(result).value());
-  };
   switch (in.which()) {
-    case schema::Value::LWW: return widen(ReadLww(in.getLww()));
-    case schema::Value::MV_REGISTER: return widen(ReadMv(in.getMvRegister()));
-    case schema::Value::OR_SET: return widen(ReadSet(in.getOrSet()));
-    case schema::Value::COUNTER: return widen(ReadCounter(in.getCounter()));
+    case schema::Value::LWW: {
+      GEOKV_ASSIGN_OR_RETURN(LwwRegister r, ReadLww(in.getLww()));
+      return Crdt(std::in_place_type<LwwRegister>, std::move(r));
+    }
+    case schema::Value::MV_REGISTER: {
+      GEOKV_ASSIGN_OR_RETURN(MvRegister r, ReadMv(in.getMvRegister()));
+      return Crdt(std::in_place_type<MvRegister>, std::move(r));
+    }
+    case schema::Value::OR_SET: {
+      GEOKV_ASSIGN_OR_RETURN(OrSet s, ReadSet(in.getOrSet()));
+      return Crdt(std::in_place_type<OrSet>, std::move(s));
+    }
+    case schema::Value::COUNTER: {
+      GEOKV_ASSIGN_OR_RETURN(PnCounter c, ReadCounter(in.getCounter()));
+      return Crdt(std::in_place_type<PnCounter>, std::move(c));
+    }
   }
   return Status::Corruption("unknown value type " + std::to_string(static_cast<int>(in.which())));
 }

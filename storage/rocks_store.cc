@@ -297,6 +297,7 @@ class RocksWriteGroup : public WriteGroup {
 class RocksStore : public Store {
  public:
   ~RocksStore() override {
+    if (db_ == nullptr) return;  // DB::Open failed
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     db_->Close();
   }
@@ -603,6 +604,7 @@ void RocksWriteGroup::RecordApplied(ReplicaId origin, uint64_t seq) {
 Status RocksWriteGroup::Commit() {
   if (spent_) return Status::FailedPrecondition("write group already committed");
   spent_ = true;
+  std::unique_lock<std::mutex> slot = std::move(lock_);  // released on return
   if (size_ == 0 && applied_.empty()) return Status::OK();
   auto* db = store_->db_.get();
   const uint64_t last_seq = next_seq_ - 1;

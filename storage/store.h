@@ -80,7 +80,8 @@ struct SetPage {
 };
 
 // A batch of writes committed atomically. Holds the store's single writer
-// slot from creation until destruction: groups run one at a time. Not
+// slot from creation until Commit() or destruction: groups run one at a
+// time. Not
 // thread-safe; use from one thread.
 class WriteGroup {
  public:

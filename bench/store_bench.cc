@@ -1,0 +1,735 @@
+// geokv-store-bench: what the storage layer costs on this machine.
+//
+//   1. LWW applies per second through the Store (WriteGroup::Mutate, then
+//      Commit), in both durabilities, one apply per commit and grouped, next
+//      to plain RocksDB puts of the same keys and values under the same
+//      options: the price of the CRDT layer over a bare put.
+//   2. OR-set add, remove and membership latency at several set sizes. The
+//      store keeps a set one row per element, so none of these should grow
+//      with the set. A small control set beside each large one, in the same
+//      store, separates the set's size from the store's.
+//
+// A benchmark prints numbers and asserts nothing beyond the store's own
+// errors. Results, and the machine they came from: docs/benchmarks.md.
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/version.h>
+#include <rocksdb/write_batch.h>
+#include <sys/vfs.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "storage/store.h"
+#include "util/status.h"
+
+namespace geokv {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kSeed = 301;
+constexpr size_t kDistinctValues = 1024;
+constexpr size_t kPreloadGroup = 1000;
+
+struct BenchOptions {
+  std::string data_dir;  // empty: a fresh temporary directory, removed at exit
+  double seconds = 2.0;  // per throughput measurement
+  size_t rounds = 3;     // of every throughput measurement; the median is shown
+  size_t value_size = 100;
+  size_t group_size = 100;
+  size_t num_keys = 100000;
+  std::vector<uint64_t> set_sizes = {10, 10000, 1000000};
+  size_t samples = 5000;  // per set and operation
+  size_t fill_group = 1000;
+};
+
+void ApplyQuick(BenchOptions* o) {
+  o->seconds = 0.2;
+  o->rounds = 1;
+  o->num_keys = 10000;
+  o->set_sizes = {10, 1000, 20000};
+  o->samples = 500;
+}
+
+std::string JoinSizes(const std::vector<uint64_t>& sizes) {
+  std::string out;
+  for (uint64_t s : sizes) out += (out.empty() ? "" : ",") + std::to_string(s);
+  return out;
+}
+
+void PrintUsage() {
+  BenchOptions d;
+  std::printf(
+      "usage: geokv-store-bench [--flag=value ...]\n"
+      "\n"
+      "Measures LWW apply throughput against plain RocksDB puts, and OR-set\n"
+      "operation latency as the set grows. Progress goes to stderr.\n"
+      "\n"
+      "  --data_dir=DIR     where the databases go; default: a fresh temporary\n"
+      "                     directory, removed at exit (DIR is left in place)\n"
+      "  --seconds=S        duration of each throughput measurement (%.1f)\n"
+      "  --rounds=N         interleaved rounds of the throughput measurements;\n"
+      "                     the median is shown (%zu)\n"
+      "  --value_size=N     bytes per LWW value (%zu)\n"
+      "  --group_size=N     applies per commit in the grouped runs (%zu)\n"
+      "  --keys=N           LWW keyspace (%zu)\n"
+      "  --set_sizes=A,B,.. OR-set sizes to measure at (%s)\n"
+      "  --samples=N        latency samples per set and operation (%zu)\n"
+      "  --fill_group=N     adds per commit while filling a set (%zu)\n"
+      "  --quick            a smoke run: short, small (explicit flags still apply)\n"
+      "  --help             this text\n",
+      d.seconds, d.rounds, d.value_size, d.group_size, d.num_keys,
+      JoinSizes(d.set_sizes).c_str(), d.samples, d.fill_group);
+}
+
+template <typename T>
+Status ParseCount(std::string_view name, const std::string& text, T* out) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || text[0] == '-' || *end != '\0' || errno != 0 || v == 0) {
+    return Status::InvalidArgument("--" + std::string(name) + " wants a positive integer, not '" +
+                                   text + "'");
+  }
+  *out = static_cast<T>(v);
+  return Status::OK();
+}
+
+Status ParseFlags(int argc, char** argv, BenchOptions* o, bool* help) {
+  *help = false;
+  // --quick first, so that explicit flags override what it shrinks.
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--quick") ApplyQuick(o);
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      *help = true;
+      continue;
+    }
+    if (arg == "--quick") continue;
+    size_t eq = arg.find('=');
+    if (arg.compare(0, 2, "--") != 0 || eq == std::string::npos) {
+      return Status::InvalidArgument("unknown argument '" + arg + "' (see --help)");
+    }
+    std::string name = arg.substr(2, eq - 2);
+    std::string value = arg.substr(eq + 1);
+    if (name == "data_dir") {
+      if (value.empty()) return Status::InvalidArgument("--data_dir is empty");
+      o->data_dir = value;
+    } else if (name == "seconds") {
+      char* end = nullptr;
+      o->seconds = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end != '\0' || !(o->seconds > 0)) {
+        return Status::InvalidArgument("--seconds wants a positive number, not '" + value + "'");
+      }
+    } else if (name == "rounds") {
+      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->rounds));
+    } else if (name == "value_size") {
+      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->value_size));
+    } else if (name == "group_size") {
+      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->group_size));
+    } else if (name == "keys") {
+      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->num_keys));
+    } else if (name == "samples") {
+      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->samples));
+    } else if (name == "fill_group") {
+      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->fill_group));
+    } else if (name == "set_sizes") {
+      o->set_sizes.clear();
+      size_t start = 0;
+      while (start <= value.size()) {
+        size_t comma = std::min(value.find(',', start), value.size());
+        uint64_t size;
+        GEOKV_RETURN_IF_ERROR(ParseCount(name, value.substr(start, comma - start), &size));
+        o->set_sizes.push_back(size);
+        start = comma + 1;
+      }
+    } else {
+      return Status::InvalidArgument("unknown flag --" + name + " (see --help)");
+    }
+  }
+  return Status::OK();
+}
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double MicrosSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+}
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::OK();
+  return Status::IOError(std::string(what) + ": " + s.ToString());
+}
+
+// Where the benchmark's databases live. A temporary directory is removed,
+// with everything in it, on destruction; one the user named is left alone.
+class ScratchDir {
+ public:
+  static StatusOr<std::unique_ptr<ScratchDir>> Create(const std::string& requested) {
+    std::error_code ec;
+    if (!requested.empty()) {
+      fs::create_directories(requested, ec);
+      if (ec) return Status::IOError("create " + requested + ": " + ec.message());
+      return std::unique_ptr<ScratchDir>(new ScratchDir(requested, false));
+    }
+    std::string pattern = (fs::temp_directory_path(ec) / "geokv-store-bench.XXXXXX").string();
+    if (ec) return Status::IOError("temporary directory: " + ec.message());
+    if (mkdtemp(pattern.data()) == nullptr) {
+      return Status::IOError("mkdtemp " + pattern + ": " + std::strerror(errno));
+    }
+    return std::unique_ptr<ScratchDir>(new ScratchDir(pattern, true));
+  }
+
+  ~ScratchDir() {
+    std::error_code ec;
+    if (temporary_) fs::remove_all(path_, ec);
+  }
+
+  // A path for one new database; refuses one that exists so that a run never
+  // measures a database left by an earlier one.
+  StatusOr<std::string> NewDb(const std::string& name) const {
+    std::string path = (fs::path(path_) / name).string();
+    std::error_code ec;
+    if (fs::exists(path, ec)) {
+      return Status::FailedPrecondition(path + " exists; give an empty --data_dir");
+    }
+    return path;
+  }
+
+  const std::string& path() const { return path_; }
+  bool temporary() const { return temporary_; }
+
+  // Fsync timings mean nothing on a RAM disk.
+  bool OnTmpfs() const {
+    struct statfs st;
+    constexpr long kTmpfsMagic = 0x01021994;
+    return statfs(path_.c_str(), &st) == 0 && static_cast<long>(st.f_type) == kTmpfsMagic;
+  }
+
+ private:
+  ScratchDir(std::string path, bool temporary) : path_(std::move(path)), temporary_(temporary) {}
+
+  std::string path_;
+  bool temporary_;
+};
+
+// The keys and values of the LWW runs: uniform random keys, values drawn from
+// a pool of random (incompressible) byte strings. Workloads with the same
+// seed give the same sequence, so geokv and plain RocksDB write the same
+// bytes.
+class LwwWorkload {
+ public:
+  LwwWorkload(size_t num_keys, size_t value_size, uint64_t seed) : rng_(seed) {
+    keys_.reserve(num_keys);
+    char buf[32];
+    for (size_t i = 0; i < num_keys; ++i) {
+      std::snprintf(buf, sizeof(buf), "key%013zu", i);
+      keys_.emplace_back(buf);
+    }
+    std::mt19937_64 value_rng(seed ^ 0x5eed);
+    for (size_t i = 0; i < kDistinctValues; ++i) {
+      std::string value(value_size, '\0');
+      for (char& c : value) c = static_cast<char>(value_rng());
+      ops_.push_back(LwwSet{std::move(value)});
+    }
+  }
+
+  size_t num_keys() const { return keys_.size(); }
+  const std::string& Key(size_t i) const { return keys_[i]; }
+  const std::string& NextKey() { return keys_[rng_() % keys_.size()]; }
+
+  // Prebuilt, so that the timed loop copies no value.
+  const Operation& NextOp() {
+    const Operation& op = ops_[next_op_];
+    next_op_ = (next_op_ + 1) % ops_.size();
+    return op;
+  }
+  static const std::string& ValueOf(const Operation& op) { return std::get<LwwSet>(op).value; }
+
+ private:
+  std::mt19937_64 rng_;
+  std::vector<std::string> keys_;
+  std::vector<Operation> ops_;
+  size_t next_op_ = 0;
+};
+
+// Calls `step`, which does some operations and returns how many, until
+// `seconds` have passed. Returns operations per second.
+template <typename Step>
+StatusOr<double> Rate(double seconds, Step step) {
+  const Clock::time_point start = Clock::now();
+  const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(seconds));
+  uint64_t ops = 0;
+  do {
+    GEOKV_ASSIGN_OR_RETURN(size_t n, step());
+    ops += n;
+  } while (Clock::now() < deadline);
+  return static_cast<double>(ops) / SecondsSince(start);
+}
+
+StatusOr<size_t> ApplyLwwGroup(Store* store, LwwWorkload* w, size_t n) {
+  std::unique_ptr<WriteGroup> group = store->BeginGroup();
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& key = w->NextKey();
+    GEOKV_RETURN_IF_ERROR(group->Mutate(key, w->NextOp()).status());
+  }
+  GEOKV_RETURN_IF_ERROR(group->Commit());
+  return n;
+}
+
+// A plain RocksDB configured as storage/rocks_store.cc configures the store
+// (background jobs, WAL, shared block cache, bloom filter): the baseline cost
+// of a put here.
+class RawRocks {
+ public:
+  static StatusOr<std::unique_ptr<RawRocks>> Open(const std::string& dir) {
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    options.max_background_jobs = 2;
+    options.keep_log_file_num = 4;
+    options.bytes_per_sync = 1 << 20;
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = rocksdb::NewLRUCache(StoreOptions().block_cache_bytes);
+    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+    options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    rocksdb::DB* db = nullptr;
+    GEOKV_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(options, dir, &db), "open " + dir));
+    return std::unique_ptr<RawRocks>(new RawRocks(db));
+  }
+
+  // One Put per call when n == 1, else a WriteBatch of n puts.
+  StatusOr<size_t> Write(bool sync, LwwWorkload* w, size_t n) {
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    if (n == 1) {
+      const std::string& key = w->NextKey();
+      GEOKV_RETURN_IF_ERROR(
+          FromRocks(db_->Put(wo, key, LwwWorkload::ValueOf(w->NextOp())), "put"));
+      return n;
+    }
+    rocksdb::WriteBatch batch;
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& key = w->NextKey();
+      GEOKV_RETURN_IF_ERROR(FromRocks(batch.Put(key, LwwWorkload::ValueOf(w->NextOp())), "batch"));
+    }
+    GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "write"));
+    return n;
+  }
+
+  // Writes every key once, so that the measured runs overwrite.
+  Status Preload(LwwWorkload* w) {
+    rocksdb::WriteBatch batch;
+    for (size_t i = 0; i < w->num_keys(); ++i) {
+      GEOKV_RETURN_IF_ERROR(
+          FromRocks(batch.Put(w->Key(i), LwwWorkload::ValueOf(w->NextOp())), "batch"));
+      if (batch.Count() == kPreloadGroup || i + 1 == w->num_keys()) {
+        GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "write"));
+        batch.Clear();
+      }
+    }
+    return Status::OK();
+  }
+
+ private:
+  explicit RawRocks(rocksdb::DB* db) : db_(db) {}
+
+  std::unique_ptr<rocksdb::DB> db_;
+};
+
+Status PreloadStore(Store* store, LwwWorkload* w) {
+  for (size_t i = 0; i < w->num_keys();) {
+    std::unique_ptr<WriteGroup> group = store->BeginGroup();
+    for (size_t end = std::min(w->num_keys(), i + kPreloadGroup); i < end; ++i) {
+      GEOKV_RETURN_IF_ERROR(group->Mutate(w->Key(i), w->NextOp()).status());
+    }
+    GEOKV_RETURN_IF_ERROR(group->Commit());
+  }
+  return Status::OK();
+}
+
+StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir, Durability durability) {
+  StoreOptions options;
+  options.durability = durability;
+  return Store::Open(dir, options);
+}
+
+const char* DurabilityName(Durability d) { return d == Durability::kWal ? "wal" : "fsync"; }
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+std::string Range(const std::vector<double>& v) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "[%.0f, %.0f]", *std::min_element(v.begin(), v.end()),
+                *std::max_element(v.begin(), v.end()));
+  return buf;
+}
+
+// The rates of one (durability, group size) measurement over all rounds.
+struct LwwCell {
+  Durability durability;
+  size_t group;
+  std::vector<double> geokv, rocks;
+};
+
+Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
+  GEOKV_ASSIGN_OR_RETURN(std::string store_dir, scratch.NewDb("lww-geokv"));
+  GEOKV_ASSIGN_OR_RETURN(std::string raw_dir, scratch.NewDb("lww-rocksdb"));
+  LwwWorkload store_load(o.num_keys, o.value_size, kSeed);
+  LwwWorkload raw_load(o.num_keys, o.value_size, kSeed);
+
+  GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(store_dir, Durability::kWal));
+  Durability store_durability = Durability::kWal;
+  GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<RawRocks> raw, RawRocks::Open(raw_dir));
+  Clock::time_point start = Clock::now();
+  GEOKV_RETURN_IF_ERROR(PreloadStore(store.get(), &store_load));
+  const double store_preload = SecondsSince(start);
+  start = Clock::now();
+  GEOKV_RETURN_IF_ERROR(raw->Preload(&raw_load));
+  const double raw_preload = SecondsSince(start);
+
+  // Rounds interleave every measurement, so that background flushes and
+  // compactions, which share this machine's cores, fall on all of them alike.
+  std::vector<LwwCell> cells;
+  for (Durability d : {Durability::kWal, Durability::kFsync}) {
+    for (size_t group : {size_t{1}, o.group_size}) cells.push_back(LwwCell{d, group, {}, {}});
+  }
+  for (size_t round = 0; round < o.rounds; ++round) {
+    std::fprintf(stderr, "LWW round %zu of %zu...\n", round + 1, o.rounds);
+    for (LwwCell& cell : cells) {
+      if (cell.durability != store_durability) {
+        store.reset();
+        GEOKV_ASSIGN_OR_RETURN(store, OpenStore(store_dir, cell.durability));
+        store_durability = cell.durability;
+      }
+      GEOKV_ASSIGN_OR_RETURN(double geokv, Rate(o.seconds, [&] {
+                               return ApplyLwwGroup(store.get(), &store_load, cell.group);
+                             }));
+      const bool sync = cell.durability == Durability::kFsync;
+      GEOKV_ASSIGN_OR_RETURN(double rocks, Rate(o.seconds, [&] {
+                               return raw->Write(sync, &raw_load, cell.group);
+                             }));
+      cell.geokv.push_back(geokv);
+      cell.rocks.push_back(rocks);
+    }
+  }
+
+  std::printf("LWW applies: %zu random keys (each written once beforehand), %zu-byte values;\n"
+              "rocksdb = plain DB::Put (1 per commit) or WriteBatch, same options.\n"
+              "Median of %zu interleaved rounds of %.1f s each; [min, max] beside it.\n",
+              o.num_keys, o.value_size, o.rounds, o.seconds);
+  std::printf("preload, groups of %zu, wal: geokv %.0f ops/s, rocksdb %.0f ops/s\n\n",
+              kPreloadGroup, static_cast<double>(o.num_keys) / store_preload,
+              static_cast<double>(o.num_keys) / raw_preload);
+  std::printf("%-10s %10s %12s %17s %14s %17s %9s\n", "durability", "per commit", "geokv ops/s",
+              "[min, max]", "rocksdb ops/s", "[min, max]", "geokv/rdb");
+  double ratio[2][2] = {};  // [fsync][grouped]
+  for (const LwwCell& c : cells) {
+    const double geokv = Median(c.geokv);
+    const double rocks = Median(c.rocks);
+    std::printf("%-10s %10zu %12.0f %17s %14.0f %17s %9.2f\n", DurabilityName(c.durability),
+                c.group, geokv, Range(c.geokv).c_str(), rocks, Range(c.rocks).c_str(),
+                geokv / rocks);
+    ratio[c.durability == Durability::kFsync][c.group != 1] = geokv / rocks;
+  }
+  std::printf("\ngeokv grouped / rocksdb batched (wal): %.2f (goal >= 0.5)\n", ratio[0][1]);
+  std::printf("geokv single / rocksdb single (wal):   %.2f\n\n", ratio[0][0]);
+  return Status::OK();
+}
+
+struct Latency {
+  size_t samples = 0;
+  double p50 = 0, p99 = 0, p999 = 0, mean = 0, max = 0;
+};
+
+Latency Summarize(std::vector<double> micros) {
+  Latency out;
+  if (micros.empty()) return out;
+  std::sort(micros.begin(), micros.end());
+  const size_t n = micros.size();
+  // Nearest rank: the smallest sample at or above the fraction q of all.
+  auto rank = [&](double q) {
+    size_t r = static_cast<size_t>(std::ceil(q * static_cast<double>(n)));
+    return micros[std::min(n, std::max<size_t>(r, 1)) - 1];
+  };
+  out.samples = n;
+  out.p50 = rank(0.50);
+  out.p99 = rank(0.99);
+  out.p999 = rank(0.999);
+  double sum = 0;
+  for (double m : micros) sum += m;
+  out.mean = sum / static_cast<double>(n);
+  out.max = micros.back();
+  return out;
+}
+
+// Distinct for distinct i (SplitMix64's finaliser is a bijection), and
+// scattered over the key space as real elements would be.
+std::string Element(uint64_t i) {
+  uint64_t z = i + 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(z));
+  return buf;
+}
+
+// One operation in its own group and commit, as a client's single write.
+StatusOr<double> TimedApply(Store* store, std::string_view key, const Operation& op) {
+  const Clock::time_point start = Clock::now();
+  {
+    std::unique_ptr<WriteGroup> group = store->BeginGroup();
+    GEOKV_ASSIGN_OR_RETURN(uint64_t seq, group->Mutate(key, op));
+    if (seq == 0) return Status::FailedPrecondition("set operation changed nothing");
+    GEOKV_RETURN_IF_ERROR(group->Commit());
+  }
+  return MicrosSince(start);
+}
+
+// One OR-set under measurement: its members, by element index, and the
+// samples taken so far.
+struct SampledSet {
+  std::string key;
+  uint64_t size = 0;
+  std::vector<uint64_t> members;
+  uint64_t next = 0;  // the index of the next new element
+  std::vector<double> add, remove, contains;
+};
+
+Status FillSet(Store* store, SampledSet* set, size_t fill_group) {
+  set->members.reserve(set->size + 1);
+  for (uint64_t i = 0; i < set->size;) {
+    std::unique_ptr<WriteGroup> group = store->BeginGroup();
+    for (uint64_t end = std::min<uint64_t>(set->size, i + fill_group); i < end; ++i) {
+      GEOKV_RETURN_IF_ERROR(group->Mutate(set->key, SetAdd{{Element(i)}}).status());
+      set->members.push_back(i);
+    }
+    GEOKV_RETURN_IF_ERROR(group->Commit());
+  }
+  set->next = set->size;
+  return Status::OK();
+}
+
+Status CheckSize(Store* store, const SampledSet& set) {
+  GEOKV_ASSIGN_OR_RETURN(uint64_t size, store->SetSize(set.key));
+  if (size != set.size) {
+    return Status::Corruption("set " + set.key + " holds " + std::to_string(size) +
+                              " elements, not " + std::to_string(set.size));
+  }
+  return Status::OK();
+}
+
+// Adds a new element, removes a random member and probes a random member,
+// timing each: the set holds `size` elements before and after.
+Status SampleOnce(Store* store, SampledSet* set, std::mt19937_64* rng) {
+  const Operation add = SetAdd{{Element(set->next)}};
+  GEOKV_ASSIGN_OR_RETURN(double add_us, TimedApply(store, set->key, add));
+  set->add.push_back(add_us);
+  set->members.push_back(set->next++);
+
+  const size_t victim = (*rng)() % set->members.size();
+  const Operation remove = SetRemove{{Element(set->members[victim])}};
+  set->members[victim] = set->members.back();
+  set->members.pop_back();
+  GEOKV_ASSIGN_OR_RETURN(double remove_us, TimedApply(store, set->key, remove));
+  set->remove.push_back(remove_us);
+
+  const std::string probe = Element(set->members[(*rng)() % set->members.size()]);
+  const Clock::time_point start = Clock::now();
+  GEOKV_ASSIGN_OR_RETURN(bool found, store->SetContains(set->key, probe));
+  set->contains.push_back(MicrosSince(start));
+  if (!found) return Status::Corruption("member " + probe + " of " + set->key + " not found");
+  return Status::OK();
+}
+
+struct SetResult {
+  uint64_t size = 0;
+  uint64_t store_elements = 0;  // of every set in the store
+  Latency add, remove, contains;
+};
+
+struct StoreResult {
+  double fill_seconds = 0;  // of the measured set
+  SetResult measured;
+  std::optional<SetResult> control;
+};
+
+// Measures a set of `size` in a fresh store. With `control_size`, a second
+// set of that size sits in the same store and is sampled in turn with the
+// first: what separates the two is the set's size alone, whatever the
+// store's size costs both.
+StatusOr<StoreResult> RunSetStore(const BenchOptions& o, const std::string& dir, uint64_t size,
+                                  std::optional<uint64_t> control_size) {
+  GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(dir, Durability::kWal));
+  std::vector<SampledSet> sets(control_size ? 2 : 1);
+  sets[0].key = "bench-set";
+  sets[0].size = size;
+  if (control_size) {
+    sets[1].key = "control-set";
+    sets[1].size = *control_size;
+  }
+  StoreResult result;
+  const Clock::time_point start = Clock::now();
+  GEOKV_RETURN_IF_ERROR(FillSet(store.get(), &sets[0], o.fill_group));
+  result.fill_seconds = SecondsSince(start);
+  if (control_size) GEOKV_RETURN_IF_ERROR(FillSet(store.get(), &sets[1], o.fill_group));
+  for (const SampledSet& set : sets) GEOKV_RETURN_IF_ERROR(CheckSize(store.get(), set));
+
+  std::mt19937_64 rng(kSeed);
+  for (size_t i = 0; i < o.samples; ++i) {
+    for (SampledSet& set : sets) GEOKV_RETURN_IF_ERROR(SampleOnce(store.get(), &set, &rng));
+  }
+  uint64_t store_elements = 0;
+  for (const SampledSet& set : sets) {
+    GEOKV_RETURN_IF_ERROR(CheckSize(store.get(), set));
+    store_elements += set.size;
+  }
+  auto summarize = [store_elements](SampledSet& set) {
+    SetResult r;
+    r.size = set.size;
+    r.store_elements = store_elements;
+    r.add = Summarize(std::move(set.add));
+    r.remove = Summarize(std::move(set.remove));
+    r.contains = Summarize(std::move(set.contains));
+    return r;
+  };
+  result.measured = summarize(sets[0]);
+  if (control_size) result.control = summarize(sets[1]);
+  return result;
+}
+
+void PrintRatios(const char* label, const SetResult& num, const SetResult& den) {
+  std::printf("%-32s", label);
+  for (const Latency SetResult::*op : {&SetResult::add, &SetResult::remove, &SetResult::contains}) {
+    std::printf(" %7.2fx %7.2fx", (num.*op).p50 / (den.*op).p50, (num.*op).mean / (den.*op).mean);
+  }
+  std::printf("\n");
+}
+
+Status RunSets(const BenchOptions& o, const ScratchDir& scratch) {
+  const uint64_t smallest = *std::min_element(o.set_sizes.begin(), o.set_sizes.end());
+  std::vector<StoreResult> results;
+  for (uint64_t size : o.set_sizes) {
+    GEOKV_ASSIGN_OR_RETURN(std::string dir, scratch.NewDb("set-" + std::to_string(size)));
+    std::fprintf(stderr, "set of %llu: filling and sampling...\n",
+                 static_cast<unsigned long long>(size));
+    std::optional<uint64_t> control;
+    if (size > smallest) control = smallest;
+    GEOKV_ASSIGN_OR_RETURN(StoreResult r, RunSetStore(o, dir, size, control));
+    results.push_back(std::move(r));
+  }
+
+  std::printf("OR-set latency in microseconds. Each set size gets a fresh store, filled\n"
+              "with distinct elements in groups of %zu (wal). Beside each set larger than\n"
+              "%llu sits a control set of %llu in the same store, sampled in turn with it.\n"
+              "%zu samples per set of add (new element), remove (random member) and\n"
+              "contains (random member); every add and remove is its own group and commit.\n\n",
+              o.fill_group, static_cast<unsigned long long>(smallest),
+              static_cast<unsigned long long>(smallest), o.samples);
+  std::printf("%10s %12s %12s\n", "set size", "fill s", "fill adds/s");
+  for (const StoreResult& r : results) {
+    std::printf("%10llu %12.2f %12.0f\n", static_cast<unsigned long long>(r.measured.size),
+                r.fill_seconds, static_cast<double>(r.measured.size) / r.fill_seconds);
+  }
+  std::printf("\n%10s %12s %-9s %8s %8s %8s %8s %8s\n", "set size", "store holds", "op", "p50",
+              "p99", "p99.9", "mean", "max");
+  auto print_set = [](const SetResult& r) {
+    const std::pair<const char*, const Latency*> rows[] = {
+        {"add", &r.add}, {"remove", &r.remove}, {"contains", &r.contains}};
+    for (const auto& [name, l] : rows) {
+      std::printf("%10llu %12llu %-9s %8.1f %8.1f %8.1f %8.1f %8.1f\n",
+                  static_cast<unsigned long long>(r.size),
+                  static_cast<unsigned long long>(r.store_elements), name, l->p50, l->p99,
+                  l->p999, l->mean, l->max);
+    }
+  };
+  for (const StoreResult& r : results) {
+    print_set(r.measured);
+    if (r.control) print_set(*r.control);
+  }
+
+  const StoreResult* alone = nullptr;
+  const StoreResult* largest = nullptr;
+  for (const StoreResult& r : results) {
+    if (alone == nullptr && r.measured.size == smallest) alone = &r;
+    if (largest == nullptr || r.measured.size > largest->measured.size) largest = &r;
+  }
+  if (alone != nullptr && largest->control) {
+    const SetResult& big = largest->measured;
+    const SetResult& control = *largest->control;
+    std::printf("\nratios of p50 and mean; the goal: add of %llu within 1.5x of %llu, first row\n",
+                static_cast<unsigned long long>(big.size),
+                static_cast<unsigned long long>(smallest));
+    std::printf("%-32s %17s %17s %17s\n", "", "add", "remove", "contains");
+    std::printf("%-32s %8s %8s %8s %8s %8s %8s\n", "", "p50", "mean", "p50", "mean", "p50",
+                "mean");
+    PrintRatios(("set of " + std::to_string(big.size) + " vs fresh " + std::to_string(smallest))
+                    .c_str(),
+                big, alone->measured);
+    PrintRatios(("set of " + std::to_string(big.size) + " vs control").c_str(), big, control);
+    PrintRatios(("control vs fresh " + std::to_string(smallest)).c_str(), control,
+                alone->measured);
+  }
+  return Status::OK();
+}
+
+Status Run(const BenchOptions& o) {
+  GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<ScratchDir> scratch, ScratchDir::Create(o.data_dir));
+  std::printf("geokv-store-bench, RocksDB %d.%d.%d\n", ROCKSDB_MAJOR, ROCKSDB_MINOR,
+              ROCKSDB_PATCH);
+  std::printf("data dir: %s%s\n", scratch->path().c_str(),
+              scratch->temporary() ? " (removed at exit)" : "");
+  if (scratch->OnTmpfs()) std::printf("warning: the data dir is on tmpfs; fsync costs nothing\n");
+  std::printf("\n");
+  GEOKV_RETURN_IF_ERROR(RunLww(o, *scratch));
+  return RunSets(o, *scratch);
+}
+
+}  // namespace
+}  // namespace geokv
+
+int main(int argc, char** argv) {
+  geokv::BenchOptions options;
+  bool help = false;
+  geokv::Status s = geokv::ParseFlags(argc, argv, &options, &help);
+  if (s.ok() && help) {
+    geokv::PrintUsage();
+    return 0;
+  }
+  if (s.ok()) s = geokv::Run(options);
+  if (!s.ok()) {
+    std::fprintf(stderr, "geokv-store-bench: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

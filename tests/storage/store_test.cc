@@ -1,0 +1,334 @@
+// The RocksDB store: identity, groups, each type's rows, the log, errors.
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include "crdt/codec.h"
+#include "storage/keys.h"
+#include "storage/store.h"
+#include "tests/storage/test_dir.h"
+
+namespace geokv::testing {
+namespace {
+
+#define ASSERT_OK(expr)                                  \
+  do {                                                   \
+    ::geokv::Status _s = (expr);                         \
+    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.ToString(); \
+  } while (0)
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen(StoreOptions options = StoreOptions()) {
+    store_.reset();
+    options.durability = Durability::kWal;
+    auto s = Store::Open(dir_.Sub("db"), options);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(s).value();
+  }
+
+  // Applies one operation in its own group; returns its log sequence.
+  StatusOr<uint64_t> Apply(std::string_view key, const Operation& op) {
+    auto group = store_->BeginGroup();
+    StatusOr<uint64_t> seq = group->Mutate(key, op);
+    if (!seq.ok()) return seq;
+    GEOKV_RETURN_IF_ERROR(group->Commit());
+    return seq;
+  }
+
+  std::optional<std::string> GetLww(std::string_view key) {
+    auto v = store_->Get(key, CrdtType::kLww);
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    if (!v.ok() || !v->has_value()) return std::nullopt;
+    return std::get<LwwRegister>(**v).value();
+  }
+
+  std::vector<std::string> Members(std::string_view key) {
+    auto v = store_->Get(key, CrdtType::kOrSet);
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    if (!v.ok() || !v->has_value()) return {};
+    return std::get<OrSet>(**v).Elements();
+  }
+
+  TestDir dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, IdentityPersistsAndAWipedDirGetsANewOne) {
+  ReplicaId first = store_->node_id();
+  EXPECT_NE(first, 0u);
+  Reopen();
+  EXPECT_EQ(store_->node_id(), first);
+  store_.reset();
+  std::filesystem::remove_all(dir_.Sub("db"));
+  Reopen();
+  EXPECT_NE(store_->node_id(), first);
+}
+
+TEST_F(StoreTest, SecondOpenOfTheSameDirFails) {
+  auto second = Store::Open(dir_.Sub("db"), StoreOptions());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), Status::Code::kIOError) << second.status().ToString();
+}
+
+TEST_F(StoreTest, LwwSetGetDelete) {
+  ASSERT_TRUE(Apply("k", LwwSet{"v1"}).ok());
+  ASSERT_TRUE(Apply("k", LwwSet{"v2"}).ok());
+  EXPECT_EQ(GetLww("k"), std::optional<std::string>("v2"));
+  ASSERT_TRUE(Apply("k", LwwDelete{}).ok());
+  EXPECT_EQ(GetLww("k"), std::nullopt);
+  EXPECT_TRUE(store_->LiveTypes("k")->empty());
+  // The tombstone is kept: it must beat older writes still in flight.
+  auto reg = store_->Get("k", CrdtType::kLww);
+  ASSERT_TRUE(reg.ok() && reg->has_value());
+}
+
+TEST_F(StoreTest, UncommittedGroupIsInvisibleAndDiscarded) {
+  {
+    auto group = store_->BeginGroup();
+    ASSERT_TRUE(group->Mutate("k", LwwSet{"v"}).ok());
+    EXPECT_EQ(GetLww("k"), std::nullopt);
+  }
+  EXPECT_EQ(GetLww("k"), std::nullopt);
+  EXPECT_EQ(store_->LastSeq(), 0u);
+  // The sequence the discarded group used is assigned again.
+  auto seq = Apply("k", LwwSet{"w"});
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 1u);
+}
+
+TEST_F(StoreTest, OperationsInAGroupSeeEachOther) {
+  auto group = store_->BeginGroup();
+  auto s1 = group->Mutate("s", SetAdd{{"a"}});
+  auto s2 = group->Mutate("s", SetAdd{{"b"}});
+  auto s3 = group->Mutate("s", SetRemove{{"a"}});
+  auto c1 = group->Mutate("c", CounterAdd{5});
+  auto c2 = group->Mutate("c", CounterAdd{-2});
+  ASSERT_TRUE(s1.ok() && s2.ok() && s3.ok() && c1.ok() && c2.ok());
+  EXPECT_EQ(*s1, 1u);
+  EXPECT_EQ(*c2, 5u);
+  ASSERT_OK(group->Commit());
+  EXPECT_EQ(Members("s"), (std::vector<std::string>{"b"}));
+  EXPECT_EQ(*store_->SetSize("s"), 1u);
+  auto c = store_->Get("c", CrdtType::kCounter);
+  ASSERT_TRUE(c.ok() && c->has_value());
+  EXPECT_EQ(std::get<PnCounter>(**c).Value(), 3);
+  EXPECT_EQ(store_->LastSeq(), 5u);
+}
+
+TEST_F(StoreTest, WrongTypeIsRefusedAndChangesNothing) {
+  ASSERT_TRUE(Apply("k", SetAdd{{"x"}}).ok());
+  auto group = store_->BeginGroup();
+  auto wrong = group->Mutate("k", LwwSet{"v"});
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), Status::Code::kWrongType);
+  EXPECT_EQ(wrong.status().message(), "key 'k' holds a orset, not a lww");
+  // The group goes on; the refused operation left nothing behind.
+  ASSERT_TRUE(group->Mutate("other", LwwSet{"v"}).ok());
+  ASSERT_OK(group->Commit());
+  EXPECT_EQ(GetLww("k"), std::nullopt);
+  EXPECT_EQ(store_->LastSeq(), 2u);
+  EXPECT_EQ(*store_->LiveTypes("k"), std::vector<CrdtType>{CrdtType::kOrSet});
+  // Once the set is empty the key may take another type.
+  ASSERT_TRUE(Apply("k", SetRemove{{"x"}}).ok());
+  ASSERT_TRUE(Apply("k", LwwSet{"now a register"}).ok());
+  EXPECT_EQ(GetLww("k"), std::optional<std::string>("now a register"));
+}
+
+TEST_F(StoreTest, RemoteJoinOfAnotherTypeKeepsBothLive) {
+  ASSERT_TRUE(Apply("k", LwwSet{"v"}).ok());
+  OrSet remote;
+  OrSet delta = remote.Add("e", 77);
+  auto group = store_->BeginGroup();
+  ASSERT_OK(group->Join("k", delta));
+  ASSERT_OK(group->Commit());
+  EXPECT_EQ(*store_->LiveTypes("k"), (std::vector<CrdtType>{CrdtType::kLww, CrdtType::kOrSet}));
+  EXPECT_EQ(store_->LastSeq(), 1u);  // joins are not logged
+}
+
+TEST_F(StoreTest, SetMembersArePaged) {
+  std::vector<std::string> all;
+  for (int i = 0; i < 25; ++i) all.push_back("e" + std::to_string(100 + i));
+  ASSERT_TRUE(Apply("s", SetAdd{all}).ok());
+  std::vector<std::string> seen;
+  std::optional<std::string> cursor;
+  for (int pages = 0;; ++pages) {
+    ASSERT_LT(pages, 10);
+    auto page = store_->SetMembers("s", cursor, 10);
+    ASSERT_TRUE(page.ok());
+    seen.insert(seen.end(), page->elements.begin(), page->elements.end());
+    if (!page->more) break;
+    cursor = page->elements.back();
+  }
+  EXPECT_EQ(seen, all);
+  EXPECT_TRUE(*store_->SetContains("s", "e107"));
+  EXPECT_FALSE(*store_->SetContains("s", "e99"));
+  EXPECT_EQ(*store_->SetSize("s"), 25u);
+  // Another key's elements never leak into the page.
+  ASSERT_TRUE(Apply("s2", SetAdd{{"zzz"}}).ok());
+  auto page = store_->SetMembers("s", std::string("e124"), 10);
+  EXPECT_TRUE(page->elements.empty());
+  EXPECT_FALSE(page->more);
+}
+
+TEST_F(StoreTest, EmptyElementListsAreInvalid) {
+  auto s = Apply("s", SetAdd{});
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(store_->LastSeq(), 0u);
+}
+
+TEST_F(StoreTest, NoOpsAreNotLogged) {
+  ASSERT_TRUE(Apply("s", SetAdd{{"a"}}).ok());
+  auto seq = Apply("s", SetRemove{{"absent"}});
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 0u);
+  seq = Apply("c", CounterAdd{0});
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 0u);
+  EXPECT_EQ(store_->LastSeq(), 1u);
+}
+
+TEST_F(StoreTest, CounterOverflowIsRefused) {
+  ASSERT_TRUE(Apply("c", CounterAdd{std::numeric_limits<int64_t>::max()}).ok());
+  auto s = Apply("c", CounterAdd{1});
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Status::Code::kInvalidArgument);
+  auto c = store_->Get("c", CrdtType::kCounter);
+  EXPECT_EQ(std::get<PnCounter>(**c).Value(), std::numeric_limits<int64_t>::max());
+}
+
+TEST_F(StoreTest, MvSiblingsAreBounded) {
+  StoreOptions options;
+  options.max_siblings = 3;
+  Reopen(options);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Apply("m", MvWrite{"v" + std::to_string(i), {}}).ok());
+  auto refused = Apply("m", MvWrite{"v3", {}});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::Code::kTooLarge);
+  // A write with the context of a read merges them into one.
+  auto reg = store_->Get("m", CrdtType::kMvRegister);
+  ASSERT_TRUE(Apply("m", MvWrite{"merged", std::get<MvRegister>(**reg).context()}).ok());
+  reg = store_->Get("m", CrdtType::kMvRegister);
+  EXPECT_EQ(std::get<MvRegister>(**reg).Values(), std::vector<std::string>{"merged"});
+}
+
+TEST_F(StoreTest, LogHoldsEveryLocalDeltaInOrder) {
+  ASSERT_TRUE(Apply("a", LwwSet{"1"}).ok());
+  ASSERT_TRUE(Apply("b", SetAdd{{"x", "y"}}).ok());
+  ASSERT_TRUE(Apply("c", CounterAdd{-4}).ok());
+  auto log = store_->ReadLog(0, 100, 1 << 20);
+  ASSERT_TRUE(log.ok());
+  ASSERT_EQ(log->size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ((*log)[i].seq, i + 1);
+    EXPECT_EQ((*log)[i].origin, store_->node_id());
+  }
+  EXPECT_EQ((*log)[1].key, "b");
+  EXPECT_EQ(std::get<OrSet>((*log)[1].delta).Elements(), (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(std::get<PnCounter>((*log)[2].delta).Value(), -4);
+  // Limits: by count, and by bytes (at least one entry).
+  EXPECT_EQ(store_->ReadLog(0, 2, 1 << 20)->size(), 2u);
+  EXPECT_EQ(store_->ReadLog(0, 100, 1)->size(), 1u);
+  EXPECT_EQ(store_->ReadLog(1, 100, 1 << 20)->front().seq, 2u);
+  EXPECT_TRUE(store_->ReadLog(3, 100, 1 << 20)->empty());
+}
+
+TEST_F(StoreTest, TrimmedLogKeepsItsSequenceAcrossRestarts) {
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Apply("k", LwwSet{std::to_string(i)}).ok());
+  ASSERT_OK(store_->TrimLog(3));
+  EXPECT_EQ(store_->TrimmedThrough(), 3u);
+  auto trimmed = store_->ReadLog(1, 10, 1 << 20);
+  ASSERT_FALSE(trimmed.ok());
+  EXPECT_EQ(trimmed.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(store_->ReadLog(3, 10, 1 << 20)->size(), 2u);
+  EXPECT_FALSE(store_->TrimLog(6).ok());
+  ASSERT_OK(store_->TrimLog(5));
+  Reopen();
+  EXPECT_EQ(store_->TrimmedThrough(), 5u);
+  EXPECT_EQ(store_->LastSeq(), 5u);
+  auto seq = Apply("k", LwwSet{"after"});
+  EXPECT_EQ(*seq, 6u);
+}
+
+TEST_F(StoreTest, AppliedPositionsPersist) {
+  auto group = store_->BeginGroup();
+  group->RecordApplied(7, 10);
+  group->RecordApplied(7, 4);  // lower: ignored
+  group->RecordApplied(9, 2);
+  ASSERT_OK(group->Commit());
+  group = store_->BeginGroup();
+  group->RecordApplied(7, 3);
+  ASSERT_OK(group->Commit());
+  group.reset();
+  Reopen();
+  EXPECT_EQ(store_->AppliedPositions(), (std::map<ReplicaId, uint64_t>{{7, 10}, {9, 2}}));
+}
+
+TEST_F(StoreTest, LocalWriteBeatsAFutureStampEvenAfterRestart) {
+  ManualClock wall(1'000'000);
+  HybridClock clock(&wall);
+  StoreOptions options;
+  options.clock = &clock;
+  Reopen(options);
+  LwwRegister future(HlcTimestamp{5'000'000, 0}, 42, "from the future");
+  auto group = store_->BeginGroup();
+  ASSERT_OK(group->Join("k", future));
+  ASSERT_OK(group->Commit());
+  group.reset();
+  EXPECT_EQ(GetLww("k"), std::optional<std::string>("from the future"));
+  auto stamp = [this] {
+    return std::get<LwwRegister>(**store_->Get("k", CrdtType::kLww)).timestamp();
+  };
+  ASSERT_TRUE(Apply("k", LwwSet{"local"}).ok());
+  EXPECT_LT(future.timestamp(), stamp());
+  EXPECT_EQ(GetLww("k"), std::optional<std::string>("local"));
+  // A restarted node with a fresh clock still writes past the stored stamp.
+  HlcTimestamp before_restart = stamp();
+  HybridClock fresh(&wall);
+  options.clock = &fresh;
+  Reopen(options);
+  ASSERT_TRUE(Apply("k", LwwSet{"after restart"}).ok());
+  EXPECT_LT(before_restart, stamp());
+  EXPECT_EQ(GetLww("k"), std::optional<std::string>("after restart"));
+}
+
+TEST_F(StoreTest, UndecodableRowIsCorruptionNamingTheKey) {
+  ASSERT_TRUE(Apply("bad\x01key", LwwSet{"v"}).ok());
+  ASSERT_TRUE(Apply("set", SetAdd{{"elem"}}).ok());
+  store_.reset();
+  {
+    rocksdb::DB* raw;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, {}},
+        {storage_keys::kStateFamily, {}},
+        {storage_keys::kLogFamily, {}}};
+    ASSERT_TRUE(rocksdb::DB::Open({}, dir_.Sub("db"), families, &handles, &raw).ok());
+    rocksdb::WriteOptions wo;
+    ASSERT_TRUE(raw->Put(wo, handles[1], storage_keys::ObjectRow("bad\x01key", CrdtType::kLww),
+                         "garbage").ok());
+    ASSERT_TRUE(raw->Put(wo, handles[1], storage_keys::ElementRow("set", "elem"), "junk!").ok());
+    for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
+    delete raw;
+  }
+  Reopen();
+  auto v = store_->Get("bad\x01key", CrdtType::kLww);
+  ASSERT_FALSE(v.ok());
+  EXPECT_TRUE(v.status().IsCorruption());
+  EXPECT_NE(v.status().message().find("key 'bad\\x01key' (lww)"), std::string::npos)
+      << v.status().ToString();
+  auto set = store_->Get("set", CrdtType::kOrSet);
+  ASSERT_FALSE(set.ok());
+  EXPECT_NE(set.status().message().find("key 'set' (orset) element 'elem'"), std::string::npos)
+      << set.status().ToString();
+  // A write that must read the bad row fails and leaves the log as it was.
+  auto s = Apply("set", SetRemove{{"elem"}});
+  EXPECT_TRUE(!s.ok() && s.status().IsCorruption());
+  EXPECT_EQ(store_->LastSeq(), 2u);
+}
+
+}  // namespace
+}  // namespace geokv::testing
