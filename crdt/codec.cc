@@ -214,7 +214,7 @@ StatusOr<Crdt> ReadCrdt(schema::Value::Reader in) {
 }
 
 std::string EncodeCrdt(const Crdt& value) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(kFirstSegmentWords);
   WriteCrdt(value, message.initRoot<schema::Value>());
   return FrameMessage(message);
 }
@@ -229,7 +229,7 @@ StatusOr<Crdt> DecodeCrdt(std::string_view bytes) {
 }
 
 std::string EncodeContext(const CausalContext& ctx) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(kFirstSegmentWords);
   WriteContext(ctx, message.initRoot<schema::CausalContext>());
   return FrameMessage(message);
 }

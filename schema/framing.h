@@ -22,6 +22,11 @@ namespace geokv {
 
 inline constexpr uint8_t kFormatVersion = 1;
 
+// The first segment of a message builder: a small value fits in it, and a
+// large one grows more segments, so small encodings do not allocate (and
+// zero) Cap'n Proto's default 8 KiB.
+inline constexpr unsigned kFirstSegmentWords = 64;
+
 // Returns the framed bytes of `message`.
 std::string FrameMessage(capnp::MessageBuilder& message);
 

@@ -48,7 +48,7 @@ struct SetHeader {
 };
 
 std::string EncodeSetHeader(const SetHeader& h) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(kFirstSegmentWords);
   auto root = message.initRoot<schema::SetHeader>();
   WriteContext(h.ctx, root.initContext());
   root.setCardinality(h.cardinality);
@@ -65,7 +65,7 @@ Status DecodeSetHeader(std::string_view bytes, SetHeader* out) {
 }
 
 std::string EncodeElementDots(const DotSet& dots) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(kFirstSegmentWords);
   auto root = message.initRoot<schema::ElementDots>();
   WriteDots(dots, root.initDots(static_cast<unsigned>(dots.size())));
   return FrameMessage(message);
@@ -79,14 +79,15 @@ Status DecodeElementDots(std::string_view bytes, DotSet* out) {
   });
 }
 
-std::string EncodeLogEntry(const LogEntry& e) {
-  capnp::MallocMessageBuilder message;
+std::string EncodeLogEntry(uint64_t seq, ReplicaId origin, HlcTimestamp ts, std::string_view key,
+                           const Crdt& delta) {
+  capnp::MallocMessageBuilder message(kFirstSegmentWords);
   auto root = message.initRoot<schema::LogEntry>();
-  root.setSeq(e.seq);
-  root.setOrigin(e.origin);
-  WriteTimestamp(e.timestamp, root.initTimestamp());
-  root.setKey(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(e.key.data()), e.key.size()));
-  WriteCrdt(e.delta, root.initDelta());
+  root.setSeq(seq);
+  root.setOrigin(origin);
+  WriteTimestamp(ts, root.initTimestamp());
+  root.setKey(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(key.data()), key.size()));
+  WriteCrdt(delta, root.initDelta());
   return FrameMessage(message);
 }
 
@@ -109,7 +110,7 @@ struct WriterState {
 };
 
 std::string EncodeWriterState(const WriterState& w) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(kFirstSegmentWords);
   auto root = message.initRoot<schema::WriterState>();
   root.setLastSeq(w.last_seq);
   WriteTimestamp(w.clock, root.initClock());
@@ -274,14 +275,25 @@ class RocksWriteGroup : public WriteGroup {
   size_t size() const override { return size_; }
 
  private:
+  // What an operation did: its delta, and whether the object is live after.
+  struct Change {
+    Crdt delta;
+    bool live;
+  };
+
   // Mutate without the save point: may leave partial writes on error.
   StatusOr<uint64_t> MutateUnguarded(std::string_view key, const Operation& op);
+  // Writes the new state of the object `op` acts on; nullopt when `op`
+  // changes nothing.
+  StatusOr<std::optional<Change>> MakeChange(std::string_view key, const Operation& op);
   // Joins `delta` into the stored (key, type) and returns whether the
   // object is live afterwards.
   StatusOr<bool> JoinInto(std::string_view key, const Crdt& delta);
   StatusOr<bool> JoinSet(std::string_view key, const OrSet& delta);
   void PutObject(std::string_view key, const Crdt& state);
-  Status UpdateLiveMask(std::string_view key, CrdtType type, bool live);
+  // Writes the live-types row of `key`, whose current value is `mask`, with
+  // `type` marked live or not.
+  void PutLiveMask(std::string_view key, uint8_t mask, CrdtType type, bool live);
   uint64_t AppendLog(std::string_view key, HlcTimestamp ts, const Crdt& delta);
 
   RocksStore* const store_;
@@ -388,6 +400,19 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
     return Status::WrongType("key '" + PrintableBytes(key) + "' holds a " + holds + ", not a " +
                              std::string(TypeName(type)));
   }
+  GEOKV_ASSIGN_OR_RETURN(std::optional<Change> change, MakeChange(key, op));
+  if (!change) return uint64_t{0};
+  PutLiveMask(key, mask, type, change->live);
+  HlcTimestamp ts = std::holds_alternative<LwwRegister>(change->delta)
+                        ? std::get<LwwRegister>(change->delta).timestamp()
+                        : store_->clock_->Now();
+  return AppendLog(key, ts, change->delta);
+}
+
+StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
+    std::string_view key, const Operation& op) {
+  using Result = std::optional<Change>;
+  const CrdtType type = OperationType(op);
   const ReplicaId node = store_->node_id_;
   HybridClock* clock = store_->clock_;
 
@@ -396,16 +421,14 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
     // it), so this write's stamp is the greatest and the delta is the state.
     LwwRegister delta(clock->Now(), node, set->value);
     PutObject(key, delta);
-    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, true));
-    return AppendLog(key, delta.timestamp(), delta);
+    return Result(Change{std::move(delta), true});
   }
   if (std::holds_alternative<LwwDelete>(op)) {
     // Written even when nothing is live here: the tombstone must also beat
     // older writes still on their way from other regions.
     LwwRegister delta(clock->Now(), node, std::nullopt);
     PutObject(key, delta);
-    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, false));
-    return AppendLog(key, delta.timestamp(), delta);
+    return Result(Change{std::move(delta), false});
   }
   if (auto* write = std::get_if<MvWrite>(&op)) {
     GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
@@ -418,40 +441,35 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
                               "); write with the context of a read to merge them");
     }
     PutObject(key, state);
-    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, true));
-    return AppendLog(key, clock->Now(), delta);
+    return Result(Change{std::move(delta), true});
   }
   if (auto* clear = std::get_if<MvClear>(&op)) {
     GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
     auto& reg = std::get<MvRegister>(state);
     MvRegister before = reg;
     MvRegister delta = reg.Clear(clear->seen);
-    if (reg == before) return uint64_t{0};
+    if (reg == before) return Result();
     PutObject(key, state);
-    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, reg.sibling_count() > 0));
-    return AppendLog(key, clock->Now(), delta);
+    return Result(Change{std::move(delta), reg.sibling_count() > 0});
   }
-  if (auto* add = std::get_if<SetAdd>(&op)) {
-    if (add->elements.empty()) return Status::InvalidArgument("set add without elements");
-    GEOKV_ASSIGN_OR_RETURN(OrSet projection, reader_.GetSetProjection(key, add->elements));
+  if (std::holds_alternative<SetAdd>(op) || std::holds_alternative<SetRemove>(op)) {
+    const bool add = std::holds_alternative<SetAdd>(op);
+    const auto& elements = add ? std::get<SetAdd>(op).elements : std::get<SetRemove>(op).elements;
+    if (elements.empty()) {
+      return Status::InvalidArgument(std::string("set ") + (add ? "add" : "remove") +
+                                     " without elements");
+    }
+    GEOKV_ASSIGN_OR_RETURN(OrSet projection, reader_.GetSetProjection(key, elements));
     OrSet delta;
-    for (const std::string& e : add->elements) delta.Join(projection.Add(e, node));
+    for (const std::string& e : elements) {
+      delta.Join(add ? projection.Add(e, node) : projection.Remove(e));
+    }
+    if (delta.IsBottom()) return Result();
     GEOKV_ASSIGN_OR_RETURN(bool live, JoinSet(key, delta));
-    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, live));
-    return AppendLog(key, clock->Now(), delta);
-  }
-  if (auto* remove = std::get_if<SetRemove>(&op)) {
-    if (remove->elements.empty()) return Status::InvalidArgument("set remove without elements");
-    GEOKV_ASSIGN_OR_RETURN(OrSet projection, reader_.GetSetProjection(key, remove->elements));
-    OrSet delta;
-    for (const std::string& e : remove->elements) delta.Join(projection.Remove(e));
-    if (delta.IsBottom()) return uint64_t{0};
-    GEOKV_ASSIGN_OR_RETURN(bool live, JoinSet(key, delta));
-    GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, live));
-    return AppendLog(key, clock->Now(), delta);
+    return Result(Change{std::move(delta), live});
   }
   const auto& inc = std::get<CounterAdd>(op);
-  if (inc.delta == 0) return uint64_t{0};
+  if (inc.delta == 0) return Result();
   GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
   auto& counter = std::get<PnCounter>(state);
   __int128 next = static_cast<__int128>(counter.Value()) + inc.delta;
@@ -461,15 +479,17 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
   }
   PnCounter delta = counter.Increment(node, inc.delta);
   PutObject(key, state);
-  GEOKV_RETURN_IF_ERROR(UpdateLiveMask(key, type, true));
-  return AppendLog(key, clock->Now(), delta);
+  return Result(Change{std::move(delta), true});
 }
 
 Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
   if (spent_) return Status::FailedPrecondition("write group already committed");
   batch_.SetSavePoint();
-  StatusOr<bool> live = JoinInto(key, delta);
-  Status s = live.ok() ? UpdateLiveMask(key, TypeOf(delta), *live) : live.status();
+  uint8_t mask = 0;
+  Status s = reader_.GetLiveMask(key, &mask);
+  StatusOr<bool> live = s.ok() ? JoinInto(key, delta) : s;
+  if (live.ok()) PutLiveMask(key, mask, TypeOf(delta), *live);
+  s = live.status();
   if (s.ok()) {
     batch_.PopSavePoint();
     ++size_;
@@ -576,24 +596,23 @@ void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state) {
   batch_.Put(store_->state_, keys::ObjectRow(key, TypeOf(state)), EncodeCrdt(state));
 }
 
-Status RocksWriteGroup::UpdateLiveMask(std::string_view key, CrdtType type, bool live) {
-  uint8_t mask;
-  GEOKV_RETURN_IF_ERROR(reader_.GetLiveMask(key, &mask));
+void RocksWriteGroup::PutLiveMask(std::string_view key, uint8_t mask, CrdtType type,
+                                  bool live) {
   uint8_t next = live ? (mask | TypeBit(type)) : (mask & ~TypeBit(type));
-  if (next == mask) return Status::OK();
+  if (next == mask) return;
   if (next == 0) {
     batch_.Delete(store_->state_, keys::LiveTypesRow(key));
   } else {
     batch_.Put(store_->state_, keys::LiveTypesRow(key), std::string(1, static_cast<char>(next)));
   }
-  return Status::OK();
 }
 
 uint64_t RocksWriteGroup::AppendLog(std::string_view key, HlcTimestamp ts, const Crdt& delta) {
-  LogEntry entry{next_seq_++, store_->node_id_, ts, std::string(key), delta};
-  batch_.Put(store_->log_, keys::LogRow(entry.seq), EncodeLogEntry(entry));
+  uint64_t seq = next_seq_++;
+  batch_.Put(store_->log_, keys::LogRow(seq),
+             EncodeLogEntry(seq, store_->node_id_, ts, key, delta));
   ++size_;
-  return entry.seq;
+  return seq;
 }
 
 void RocksWriteGroup::RecordApplied(ReplicaId origin, uint64_t seq) {
