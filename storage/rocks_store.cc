@@ -14,6 +14,7 @@
 #include <limits>
 #include <mutex>
 #include <random>
+#include <unordered_map>
 
 #include "crdt/codec.h"
 #include "schema/framing.h"
@@ -262,6 +263,53 @@ class BatchReader : public RowReader {
   rocksdb::ReadOptions options_;
 };
 
+// The live-types rows of recently used keys, so that the WRONG_TYPE check of
+// a write seldom reads the database. It holds committed values only and is
+// used only by the group holding the writer slot. When full, it evicts
+// entries from random buckets.
+class LiveTypesCache {
+ public:
+  explicit LiveTypesCache(size_t capacity_bytes) : capacity_(capacity_bytes) {}
+
+  std::optional<uint8_t> Lookup(const std::string& key) const {
+    auto it = map_.find(key);
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  void Insert(const std::string& key, uint8_t mask) {
+    auto [it, inserted] = map_.try_emplace(key, mask);
+    if (!inserted) {
+      it->second = mask;
+      return;
+    }
+    bytes_ += Cost(key);
+    while (bytes_ > capacity_ && !map_.empty()) {
+      size_t bucket = rng_() % map_.bucket_count();
+      while (map_.bucket_size(bucket) == 0) bucket = (bucket + 1) % map_.bucket_count();
+      const std::string& victim = map_.begin(bucket)->first;
+      bytes_ -= Cost(victim);
+      map_.erase(victim);
+    }
+  }
+
+  void Erase(const std::string& key) {
+    auto it = map_.find(key);
+    if (it == map_.end()) return;
+    bytes_ -= Cost(key);
+    map_.erase(it);
+  }
+
+ private:
+  // Roughly what a node of the map costs besides the key's bytes.
+  static size_t Cost(const std::string& key) { return key.size() + 64; }
+
+  const size_t capacity_;
+  size_t bytes_ = 0;
+  std::unordered_map<std::string, uint8_t> map_;
+  std::minstd_rand rng_;
+};
+
 class RocksStore;
 
 class RocksWriteGroup : public WriteGroup {
@@ -291,13 +339,21 @@ class RocksWriteGroup : public WriteGroup {
   StatusOr<bool> JoinInto(std::string_view key, const Crdt& delta);
   StatusOr<bool> JoinSet(std::string_view key, const OrSet& delta);
   void PutObject(std::string_view key, const Crdt& state);
+  // The live-types mask of `key` as of this group: from the group's own
+  // writes, the cache, or the database.
+  Status GetLiveMask(const std::string& key, uint8_t* mask);
   // Writes the live-types row of `key`, whose current value is `mask`, with
   // `type` marked live or not.
-  void PutLiveMask(std::string_view key, uint8_t mask, CrdtType type, bool live);
+  void PutLiveMask(const std::string& key, uint8_t mask, CrdtType type, bool live);
+  // Undoes the mask writes made since the undo log had `mark` entries.
+  void RollbackMasks(size_t mark);
   uint64_t AppendLog(std::string_view key, HlcTimestamp ts, const Crdt& delta);
 
   RocksStore* const store_;
   std::unique_lock<std::mutex> lock_;
+  std::unordered_map<std::string, uint8_t> masks_;  // live-types rows written here
+  // Each mask write's previous entry in masks_ (nullopt: none), for rollback.
+  std::vector<std::pair<std::string, std::optional<uint8_t>>> mask_undo_;
   rocksdb::WriteBatchWithIndex batch_;
   BatchReader reader_;
   uint64_t next_seq_;
@@ -344,7 +400,8 @@ class RocksStore : public Store {
  private:
   friend class RocksWriteGroup;
 
-  RocksStore() = default;
+  explicit RocksStore(const StoreOptions& options)
+      : options_(options), live_types_cache_(options.live_types_cache_bytes) {}
   Status LoadMeta();
 
   StoreOptions options_;
@@ -358,6 +415,7 @@ class RocksStore : public Store {
   ReplicaId node_id_ = 0;
 
   std::mutex writer_mu_;  // the single writer slot
+  LiveTypesCache live_types_cache_;  // guarded by writer_mu_
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<uint64_t> trimmed_{0};
   std::mutex trim_mu_;
@@ -377,11 +435,13 @@ StatusOr<uint64_t> RocksWriteGroup::Mutate(std::string_view key, const Operation
   batch_.SetSavePoint();
   uint64_t seq_before = next_seq_;
   size_t size_before = size_;
+  size_t undo_mark = mask_undo_.size();
   StatusOr<uint64_t> result = MutateUnguarded(key, op);
   if (result.ok()) {
     batch_.PopSavePoint();
   } else {
     batch_.RollbackToSavePoint();
+    RollbackMasks(undo_mark);
     next_seq_ = seq_before;
     size_ = size_before;
   }
@@ -390,8 +450,9 @@ StatusOr<uint64_t> RocksWriteGroup::Mutate(std::string_view key, const Operation
 
 StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const Operation& op) {
   const CrdtType type = OperationType(op);
+  const std::string key_string(key);
   uint8_t mask;
-  GEOKV_RETURN_IF_ERROR(reader_.GetLiveMask(key, &mask));
+  GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
   if ((mask & ~TypeBit(type)) != 0) {
     std::string holds;
     for (CrdtType t : kAllCrdtTypes) {
@@ -402,7 +463,7 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
   }
   GEOKV_ASSIGN_OR_RETURN(std::optional<Change> change, MakeChange(key, op));
   if (!change) return uint64_t{0};
-  PutLiveMask(key, mask, type, change->live);
+  PutLiveMask(key_string, mask, type, change->live);
   HlcTimestamp ts = std::holds_alternative<LwwRegister>(change->delta)
                         ? std::get<LwwRegister>(change->delta).timestamp()
                         : store_->clock_->Now();
@@ -485,16 +546,19 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
 Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
   if (spent_) return Status::FailedPrecondition("write group already committed");
   batch_.SetSavePoint();
+  size_t undo_mark = mask_undo_.size();
+  const std::string key_string(key);
   uint8_t mask = 0;
-  Status s = reader_.GetLiveMask(key, &mask);
+  Status s = GetLiveMask(key_string, &mask);
   StatusOr<bool> live = s.ok() ? JoinInto(key, delta) : s;
-  if (live.ok()) PutLiveMask(key, mask, TypeOf(delta), *live);
+  if (live.ok()) PutLiveMask(key_string, mask, TypeOf(delta), *live);
   s = live.status();
   if (s.ok()) {
     batch_.PopSavePoint();
     ++size_;
   } else {
     batch_.RollbackToSavePoint();
+    RollbackMasks(undo_mark);
   }
   return s;
 }
@@ -596,10 +660,39 @@ void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state) {
   batch_.Put(store_->state_, keys::ObjectRow(key, TypeOf(state)), EncodeCrdt(state));
 }
 
-void RocksWriteGroup::PutLiveMask(std::string_view key, uint8_t mask, CrdtType type,
+Status RocksWriteGroup::GetLiveMask(const std::string& key, uint8_t* mask) {
+  if (auto it = masks_.find(key); it != masks_.end()) {
+    *mask = it->second;
+    return Status::OK();
+  }
+  if (auto cached = store_->live_types_cache_.Lookup(key)) {
+    *mask = *cached;
+    return Status::OK();
+  }
+  GEOKV_RETURN_IF_ERROR(reader_.GetLiveMask(key, mask));
+  store_->live_types_cache_.Insert(key, *mask);
+  return Status::OK();
+}
+
+void RocksWriteGroup::RollbackMasks(size_t mark) {
+  while (mask_undo_.size() > mark) {
+    auto& [key, previous] = mask_undo_.back();
+    if (previous) {
+      masks_[key] = *previous;
+    } else {
+      masks_.erase(key);
+    }
+    mask_undo_.pop_back();
+  }
+}
+
+void RocksWriteGroup::PutLiveMask(const std::string& key, uint8_t mask, CrdtType type,
                                   bool live) {
   uint8_t next = live ? (mask | TypeBit(type)) : (mask & ~TypeBit(type));
   if (next == mask) return;
+  auto it = masks_.find(key);
+  mask_undo_.emplace_back(key, it == masks_.end() ? std::nullopt : std::optional(it->second));
+  masks_[key] = next;
   if (next == 0) {
     batch_.Delete(store_->state_, keys::LiveTypesRow(key));
   } else {
@@ -642,7 +735,15 @@ Status RocksWriteGroup::Commit() {
   }
   rocksdb::WriteOptions wo;
   wo.sync = store_->options_.durability == Durability::kFsync;
-  GEOKV_RETURN_IF_ERROR(FromRocks(db->Write(wo, batch_.GetWriteBatch()), "commit"));
+  Status written = FromRocks(db->Write(wo, batch_.GetWriteBatch()), "commit");
+  for (const auto& [key, mask] : masks_) {
+    if (written.ok()) {
+      store_->live_types_cache_.Insert(key, mask);
+    } else {
+      store_->live_types_cache_.Erase(key);  // the database may hold either value
+    }
+  }
+  GEOKV_RETURN_IF_ERROR(written);
   store_->last_seq_.store(last_seq);
   std::lock_guard<std::mutex> l(store_->applied_mu_);
   for (const auto& [origin, seq] : advanced) store_->applied_[origin] = seq;
@@ -651,8 +752,7 @@ Status RocksWriteGroup::Commit() {
 
 StatusOr<std::unique_ptr<Store>> RocksStore::OpenImpl(const std::string& dir,
                                                       const StoreOptions& options) {
-  std::unique_ptr<RocksStore> store(new RocksStore());
-  store->options_ = options;
+  std::unique_ptr<RocksStore> store(new RocksStore(options));
   if (options.clock == nullptr) {
     store->owned_clock_ = std::make_unique<HybridClock>(WallClock::System());
     store->clock_ = store->owned_clock_.get();

@@ -332,3 +332,44 @@ TEST_F(StoreTest, UndecodableRowIsCorruptionNamingTheKey) {
 
 }  // namespace
 }  // namespace geokv::testing
+
+namespace geokv::testing {
+namespace {
+
+// The live types that guard WRONG_TYPE are cached in memory; whatever the
+// cache's size, a refused, discarded or committed write leaves them true.
+class LiveTypesTest : public StoreTest, public ::testing::WithParamInterface<size_t> {
+ protected:
+  void SetUp() override {
+    StoreOptions options;
+    options.live_types_cache_bytes = GetParam();
+    Reopen(options);
+  }
+};
+
+TEST_P(LiveTypesTest, FollowEveryWrite) {
+  for (int i = 0; i < 50; ++i) {
+    std::string key = "k" + std::to_string(i % 7);
+    {
+      auto discarded = store_->BeginGroup();
+      auto s = discarded->Mutate(key, CounterAdd{1});
+      ASSERT_TRUE(s.ok() || s.status().code() == Status::Code::kWrongType);
+    }
+    auto types = store_->LiveTypes(key);
+    ASSERT_TRUE(types.ok());
+    if (types->empty()) {
+      ASSERT_TRUE(Apply(key, SetAdd{{"e"}}).ok());
+    } else {
+      ASSERT_EQ(*types, std::vector<CrdtType>{CrdtType::kOrSet});
+      EXPECT_EQ(Apply(key, LwwSet{"v"}).status().code(), Status::Code::kWrongType);
+      ASSERT_TRUE(Apply(key, SetRemove{{"e"}}).ok());
+      EXPECT_TRUE(store_->LiveTypes(key)->empty());
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(CacheSizes, LiveTypesTest,
+                         ::testing::Values(size_t{0}, size_t{200}, size_t{32} << 20));
+
+}  // namespace
+}  // namespace geokv::testing
