@@ -7,13 +7,17 @@ namespace geokv {
 StatusOr<CausalContext> CausalContext::FromParts(std::map<ReplicaId, uint64_t> vv,
                                                  DotSet cloud) {
   for (const auto& [replica, counter] : vv) {
-    if (counter == 0) return Status::Corruption("causal context: version vector entry of 0");
+    if (counter == 0 || counter == kMaxDotCounter) {
+      return Status::Corruption("causal context: version vector entry out of range");
+    }
   }
   for (const Dot& d : cloud) {
-    if (d.counter == 0) return Status::Corruption("causal context: dot with counter 0");
+    if (d.counter == 0 || d.counter == kMaxDotCounter) {
+      return Status::Corruption("causal context: dot counter out of range");
+    }
     auto it = vv.find(d.replica);
     uint64_t base = it == vv.end() ? 0 : it->second;
-    if (d.counter <= base + 1) {
+    if (d.counter <= base || d.counter - 1 == base) {
       return Status::Corruption("causal context: dot cloud not compacted");
     }
   }

@@ -19,7 +19,7 @@
 #include <map>
 #include <set>
 #include <tuple>
-#include <vector>
+#include <type_traits>
 
 #include "util/status.h"
 
@@ -42,6 +42,10 @@ struct Dot {
 };
 
 using DotSet = std::set<Dot>;
+
+// Counters are below this, so that a next dot always exists; decoders refuse
+// it.
+inline constexpr uint64_t kMaxDotCounter = UINT64_MAX;
 
 class CausalContext {
  public:

@@ -51,6 +51,9 @@ StatusOr<MvRegister> ReadMv(schema::MvRegister::Reader in) {
   MvRegister::Entries entries;
   for (auto s : in.getSiblings()) {
     Dot dot{s.getDot().getReplica(), s.getDot().getCounter()};
+    if (dot.counter == 0 || dot.counter == kMaxDotCounter) {
+      return Status::Corruption("mv register: dot counter out of range");
+    }
     if (!entries.empty() && !(entries.rbegin()->first < dot)) {
       return Status::Corruption("mv register: siblings not strictly sorted");
     }
@@ -76,6 +79,7 @@ void WriteSet(const OrSet& s, schema::OrSet::Builder out) {
 
 StatusOr<OrSet> ReadSet(schema::OrSet::Reader in) {
   OrSet::Entries entries;
+  DotSet all_dots;  // a dot belongs to one element only
   for (auto e : in.getEntries()) {
     std::string element = ToString(e.getElement());
     if (!entries.empty() && !(entries.rbegin()->first < element)) {
@@ -83,6 +87,9 @@ StatusOr<OrSet> ReadSet(schema::OrSet::Reader in) {
     }
     GEOKV_ASSIGN_OR_RETURN(DotSet dots, ReadDots(e.getDots()));
     if (dots.empty()) return Status::Corruption("or-set: element without dots");
+    for (const Dot& d : dots) {
+      if (!all_dots.insert(d).second) return Status::Corruption("or-set: dot under two elements");
+    }
     entries.emplace_hint(entries.end(), std::move(element), std::move(dots));
   }
   GEOKV_ASSIGN_OR_RETURN(CausalContext ctx, ReadContext(in.getContext()));
@@ -110,6 +117,9 @@ StatusOr<PnCounter> ReadCounter(schema::PnCounter::Reader in) {
   for (auto e : in.getEntries()) {
     if (!entries.empty() && entries.rbegin()->first >= e.getReplica()) {
       return Status::Corruption("counter: replicas not strictly sorted");
+    }
+    if (e.getAdded() == 0 && e.getSubtracted() == 0) {
+      return Status::Corruption("counter: entry without totals");
     }
     entries.emplace_hint(entries.end(), e.getReplica(),
                          PnCounter::Totals{e.getAdded(), e.getSubtracted()});
@@ -141,7 +151,9 @@ StatusOr<DotSet> ReadDots(capnp::List<schema::Dot>::Reader in) {
   DotSet dots;
   for (auto d : in) {
     Dot dot{d.getReplica(), d.getCounter()};
-    if (dot.counter == 0) return Status::Corruption("dot with counter 0");
+    if (dot.counter == 0 || dot.counter == kMaxDotCounter) {
+      return Status::Corruption("dot counter out of range");
+    }
     if (!dots.empty() && !(*dots.rbegin() < dot)) {
       return Status::Corruption("dots not strictly sorted");
     }

@@ -14,11 +14,6 @@ std::string_view TypeName(CrdtType type) {
   return "unknown";
 }
 
-std::optional<CrdtType> TypeFromByte(uint8_t byte) {
-  if (byte < 1 || byte > std::variant_size_v<Crdt>) return std::nullopt;
-  return static_cast<CrdtType>(byte);
-}
-
 Crdt Bottom(CrdtType type) {
   switch (type) {
     case CrdtType::kLww: return LwwRegister();

@@ -38,7 +38,6 @@ inline CrdtType TypeOf(const Crdt& c) { return static_cast<CrdtType>(c.index() +
 
 // "lww", "mvregister", "orset", "counter".
 std::string_view TypeName(CrdtType type);
-std::optional<CrdtType> TypeFromByte(uint8_t byte);
 
 // The bottom state of `type`.
 Crdt Bottom(CrdtType type);

@@ -40,6 +40,9 @@ HlcTimestamp HybridClock::Now() {
   std::lock_guard<std::mutex> l(mu_);
   if (pt > last_.wall_ms) {
     last_ = HlcTimestamp{pt, 0};
+  } else if (last_.logical == UINT32_MAX) {
+    // Carry into the wall part rather than wrap: the clock must not go back.
+    last_ = HlcTimestamp{last_.wall_ms + 1, 0};
   } else {
     ++last_.logical;
   }

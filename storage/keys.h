@@ -87,11 +87,7 @@ inline std::string DotIndexRow(std::string_view key, const Dot& dot) {
   return out;
 }
 
-inline std::string LogRow(uint64_t seq) {
-  std::string out;
-  PutBigEndian64(&out, seq);
-  return out;
-}
+inline std::string LogRow(uint64_t seq) { return EncodeBigEndian64(seq); }
 
 inline std::string WatermarkRow(ReplicaId origin) {
   std::string out = kMetaWatermarkPrefix;

@@ -42,6 +42,8 @@ std::string Describe(std::string_view key, CrdtType type) {
 
 uint8_t TypeBit(CrdtType type) { return static_cast<uint8_t>(1u << static_cast<uint8_t>(type)); }
 
+constexpr uint8_t kAllTypeBits = (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4);
+
 // The causal context and cardinality of a set stored one row per element.
 struct SetHeader {
   CausalContext ctx;
@@ -127,12 +129,6 @@ Status DecodeWriterState(std::string_view bytes, WriterState* out) {
   });
 }
 
-std::string Fixed64(uint64_t v) {
-  std::string out;
-  PutBigEndian64(&out, v);
-  return out;
-}
-
 bool StartsWith(const rocksdb::Slice& s, const std::string& prefix) {
   return s.size() >= prefix.size() && std::memcmp(s.data(), prefix.data(), prefix.size()) == 0;
 }
@@ -152,7 +148,7 @@ class RowReader {
     GEOKV_RETURN_IF_ERROR(Get(keys::LiveTypesRow(key), &v, &found));
     if (!found) {
       *mask = 0;
-    } else if (v.size() != 1) {
+    } else if (v.size() != 1 || (static_cast<uint8_t>(v[0]) & ~kAllTypeBits) != 0) {
       return Status::Corruption("key '" + PrintableBytes(key) + "': bad live-types row");
     } else {
       *mask = static_cast<uint8_t>(v[0]);
@@ -287,8 +283,8 @@ class LiveTypesCache {
     while (bytes_ > capacity_ && !map_.empty()) {
       size_t bucket = rng_() % map_.bucket_count();
       while (map_.bucket_size(bucket) == 0) bucket = (bucket + 1) % map_.bucket_count();
-      const std::string& victim = map_.begin(bucket)->first;
-      bytes_ -= Cost(victim);
+      auto victim = map_.find(map_.begin(bucket)->first);
+      bytes_ -= Cost(victim->first);
       map_.erase(victim);
     }
   }
@@ -342,6 +338,10 @@ class RocksWriteGroup : public WriteGroup {
   // The live-types mask of `key` as of this group: from the group's own
   // writes, the cache, or the database.
   Status GetLiveMask(const std::string& key, uint8_t* mask);
+  // Refuses a client's context that holds writes of this node the register
+  // has never seen: it was forged, or read from another key, and would
+  // silently supersede this node's future writes.
+  Status CheckSeen(std::string_view key, const MvRegister& reg, const CausalContext& seen) const;
   // Writes the live-types row of `key`, whose current value is `mask`, with
   // `type` marked live or not.
   void PutLiveMask(const std::string& key, uint8_t mask, CrdtType type, bool live);
@@ -494,6 +494,7 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   if (auto* write = std::get_if<MvWrite>(&op)) {
     GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
     auto& reg = std::get<MvRegister>(state);
+    GEOKV_RETURN_IF_ERROR(CheckSeen(key, reg, write->seen));
     MvRegister delta = reg.Write(write->value, write->seen, node);
     if (reg.sibling_count() > store_->options_.max_siblings) {
       return Status::TooLarge("key '" + PrintableBytes(key) + "' would have " +
@@ -507,6 +508,7 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   if (auto* clear = std::get_if<MvClear>(&op)) {
     GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
     auto& reg = std::get<MvRegister>(state);
+    GEOKV_RETURN_IF_ERROR(CheckSeen(key, reg, clear->seen));
     MvRegister before = reg;
     MvRegister delta = reg.Clear(clear->seen);
     if (reg == before) return Result();
@@ -537,6 +539,17 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   if (next > std::numeric_limits<int64_t>::max() || next < std::numeric_limits<int64_t>::min()) {
     return Status::InvalidArgument("increment would overflow the counter at key '" +
                                    PrintableBytes(key) + "'");
+  }
+  // Each node's totals only grow; one that wrapped would lose every join.
+  auto mine = counter.entries().find(node);
+  if (mine != counter.entries().end()) {
+    uint64_t magnitude = inc.delta >= 0 ? static_cast<uint64_t>(inc.delta)
+                                        : 0 - static_cast<uint64_t>(inc.delta);
+    uint64_t total = inc.delta >= 0 ? mine->second.added : mine->second.subtracted;
+    if (total > UINT64_MAX - magnitude) {
+      return Status::InvalidArgument("this node's running total for the counter at key '" +
+                                     PrintableBytes(key) + "' would overflow");
+    }
   }
   PnCounter delta = counter.Increment(node, inc.delta);
   PutObject(key, state);
@@ -660,6 +673,17 @@ void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state) {
   batch_.Put(store_->state_, keys::ObjectRow(key, TypeOf(state)), EncodeCrdt(state));
 }
 
+Status RocksWriteGroup::CheckSeen(std::string_view key, const MvRegister& reg,
+                                  const CausalContext& seen) const {
+  const ReplicaId node = store_->node_id_;
+  if (seen.NextDot(node).counter > reg.context().NextDot(node).counter) {
+    return Status::InvalidArgument("the context for key '" + PrintableBytes(key) +
+                                   "' holds writes this node never made there; pass the "
+                                   "context of a read of this key");
+  }
+  return Status::OK();
+}
+
 Status RocksWriteGroup::GetLiveMask(const std::string& key, uint8_t* mask) {
   if (auto it = masks_.find(key); it != masks_.end()) {
     *mask = it->second;
@@ -731,7 +755,7 @@ Status RocksWriteGroup::Commit() {
     }
   }
   for (const auto& [origin, seq] : advanced) {
-    batch_.Put(store_->meta_, keys::WatermarkRow(origin), Fixed64(seq));
+    batch_.Put(store_->meta_, keys::WatermarkRow(origin), EncodeBigEndian64(seq));
   }
   rocksdb::WriteOptions wo;
   wo.sync = store_->options_.durability == Durability::kFsync;
@@ -766,6 +790,9 @@ StatusOr<std::unique_ptr<Store>> RocksStore::OpenImpl(const std::string& dir,
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 4;
   db_options.bytes_per_sync = 1 << 20;
+  // The metadata family changes with every commit but fills its memtable
+  // slowly; without a cap, WAL files it pins would pile up until it flushed.
+  db_options.max_total_wal_size = 256 << 20;
 
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   auto family_options = [&cache](bool bloom) {
@@ -807,7 +834,7 @@ Status RocksStore::LoadMeta() {
     while (node_id_ == 0) node_id_ = (uint64_t{rd()} << 32) | rd();
     rocksdb::WriteBatch batch;
     batch.Put(meta_, keys::kMetaFormat, std::string(1, static_cast<char>(keys::kDiskFormat)));
-    batch.Put(meta_, keys::kMetaNodeId, Fixed64(node_id_));
+    batch.Put(meta_, keys::kMetaNodeId, EncodeBigEndian64(node_id_));
     rocksdb::WriteOptions wo;
     wo.sync = true;
     return FromRocks(db_->Write(wo, &batch), "initialise");
@@ -929,11 +956,11 @@ StatusOr<SetPage> RocksStore::SetMembers(std::string_view key,
 
 StatusOr<std::vector<LogEntry>> RocksStore::ReadLog(uint64_t after_seq, size_t max_entries,
                                                     size_t max_bytes) {
-  uint64_t trimmed = trimmed_.load();
-  if (after_seq < trimmed) {
+  auto trimmed_error = [after_seq](uint64_t trimmed) {
     return Status::FailedPrecondition("log entries after " + std::to_string(after_seq) +
                                       " are trimmed through " + std::to_string(trimmed));
-  }
+  };
+  if (after_seq < trimmed_.load()) return trimmed_error(trimmed_.load());
   std::vector<LogEntry> out;
   size_t bytes = 0;
   rocksdb::ReadOptions ro;
@@ -941,14 +968,23 @@ StatusOr<std::vector<LogEntry>> RocksStore::ReadLog(uint64_t after_seq, size_t m
   for (it->Seek(keys::LogRow(after_seq + 1)); it->Valid() && out.size() < max_entries;
        it->Next()) {
     if (!out.empty() && bytes + it->value().size() > max_bytes) break;
+    const uint64_t expected = after_seq + 1 + out.size();
     LogEntry e;
-    GEOKV_RETURN_IF_ERROR(DecodeLogEntry(std::string_view(it->value().data(), it->value().size()), &e)
-                              .WithContext("log entry " + std::to_string(
-                                  it->key().size() == 8 ? DecodeBigEndian64(it->key().data()) : 0)));
+    GEOKV_RETURN_IF_ERROR(
+        DecodeLogEntry(std::string_view(it->value().data(), it->value().size()), &e)
+            .WithContext("log entry " + std::to_string(expected)));
+    if (e.seq != expected) {
+      // A trim that ran after the check above, or a hole in the log.
+      uint64_t trimmed = trimmed_.load();
+      if (expected <= trimmed) return trimmed_error(trimmed);
+      return Status::Corruption("log entry " + std::to_string(e.seq) + " where " +
+                                std::to_string(expected) + " belongs");
+    }
     bytes += it->value().size();
     out.push_back(std::move(e));
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan log"));
+  if (out.empty() && after_seq < trimmed_.load()) return trimmed_error(trimmed_.load());
   return out;
 }
 
@@ -961,7 +997,7 @@ Status RocksStore::TrimLog(uint64_t seq) {
   if (seq <= trimmed_.load()) return Status::OK();
   rocksdb::WriteBatch batch;
   batch.DeleteRange(log_, keys::LogRow(0), keys::LogRow(seq + 1));
-  batch.Put(meta_, keys::kMetaLogTrimmed, Fixed64(seq));
+  batch.Put(meta_, keys::kMetaLogTrimmed, EncodeBigEndian64(seq));
   GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "trim log"));
   trimmed_.store(seq);
   return Status::OK();

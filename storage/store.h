@@ -85,8 +85,7 @@ struct SetPage {
 
 // A batch of writes committed atomically. Holds the store's single writer
 // slot from creation until Commit() or destruction: groups run one at a
-// time. Not
-// thread-safe; use from one thread.
+// time. Not thread-safe: create, use, commit and destroy it on one thread.
 class WriteGroup {
  public:
   virtual ~WriteGroup() = default;

@@ -14,6 +14,12 @@ inline void PutBigEndian64(std::string* dst, uint64_t v) {
   for (int shift = 56; shift >= 0; shift -= 8) dst->push_back(static_cast<char>(v >> shift));
 }
 
+inline std::string EncodeBigEndian64(uint64_t v) {
+  std::string out;
+  PutBigEndian64(&out, v);
+  return out;
+}
+
 inline void PutBigEndian32(std::string* dst, uint32_t v) {
   for (int shift = 24; shift >= 0; shift -= 8) dst->push_back(static_cast<char>(v >> shift));
 }
@@ -47,14 +53,6 @@ inline std::string PrintableBytes(std::string_view bytes, size_t max_len = 64) {
     }
   }
   if (bytes.size() > max_len) out += "...";
-  return out;
-}
-
-// Formats a 64-bit id as 16 lower-case hex digits.
-inline std::string HexId(uint64_t id) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string out(16, '0');
-  for (int i = 15; i >= 0; --i, id >>= 4) out[i] = kHex[id & 0xf];
   return out;
 }
 

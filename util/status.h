@@ -69,8 +69,10 @@ std::string_view CodeName(Status::Code code);
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  // REQUIRES: !status.ok()
-  StatusOr(Status status) : status_(std::move(status)) { assert(!status_.ok()); }
+  // REQUIRES: !status.ok(); an OK status without a value becomes an error.
+  StatusOr(Status status) : status_(std::move(status)) {
+    if (status_.ok()) status_ = Status::FailedPrecondition("StatusOr built from an OK status");
+  }
   StatusOr(T value) : value_(std::move(value)) {}
 
   bool ok() const { return status_.ok(); }

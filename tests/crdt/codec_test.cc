@@ -112,7 +112,7 @@ TEST(Codec, UnknownFormatVersionIsAnError) {
 }
 
 TEST(Codec, NonCanonicalStatesAreErrors) {
-  // Two siblings whose dots the context does not hold.
+  // A sibling whose dot the context does not hold.
   capnp::MallocMessageBuilder message;
   auto mv = message.initRoot<schema::Value>().initMvRegister();
   auto siblings = mv.initSiblings(1);
@@ -122,6 +122,30 @@ TEST(Codec, NonCanonicalStatesAreErrors) {
   StatusOr<Crdt> decoded = DecodeCrdt(FrameMessage(message));
   ASSERT_FALSE(decoded.ok());
   EXPECT_TRUE(decoded.status().IsCorruption());
+}
+
+TEST(Codec, OneDotUnderTwoElementsIsAnError) {
+  capnp::MallocMessageBuilder message;
+  auto set = message.initRoot<schema::Value>().initOrSet();
+  auto entries = set.initEntries(2);
+  for (unsigned i = 0; i < 2; ++i) {
+    entries[i].setElement(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(i ? "b" : "a"), 1));
+    auto dots = entries[i].initDots(1);
+    dots[0].setReplica(7);
+    dots[0].setCounter(1);
+  }
+  auto vv = set.initContext().initVersionVector(1);
+  vv[0].setReplica(7);
+  vv[0].setCounter(1);
+  StatusOr<Crdt> decoded = DecodeCrdt(FrameMessage(message));
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_NE(decoded.status().message().find("dot under two elements"), std::string::npos);
+}
+
+TEST(Codec, CountersAtTheLimitAreErrors) {
+  EXPECT_FALSE(CausalContext::FromParts({{7, UINT64_MAX}}, {}).ok());
+  EXPECT_FALSE(CausalContext::FromParts({{7, UINT64_MAX - 1}}, {Dot{7, 5}}).ok());
+  EXPECT_FALSE(CausalContext::FromParts({}, {Dot{7, UINT64_MAX}}).ok());
 }
 
 }  // namespace

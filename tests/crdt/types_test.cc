@@ -55,6 +55,13 @@ TEST(HybridClock, FollowsTheWallClockWhenItMovesForward) {
   EXPECT_EQ(clock.Now(), (HlcTimestamp{6000, 0}));
 }
 
+TEST(HybridClock, CarriesIntoTheWallPartInsteadOfWrapping) {
+  ManualClock wall(10);
+  HybridClock clock(&wall);
+  clock.Update(HlcTimestamp{1000, UINT32_MAX});
+  EXPECT_EQ(clock.Now(), (HlcTimestamp{1001, 0}));
+}
+
 TEST(CausalContext, CompactsToAVersionVector) {
   EXPECT_TRUE(rc::check([] {
     auto counters = *rc::gen::container<std::vector<uint64_t>>(rc::gen::inRange<uint64_t>(1, 30));

@@ -19,13 +19,14 @@ namespace {
 // return no delta: their stamp comes from the store's clock and is checked
 // by joining the logged delta instead.
 Operation LocalOp(OrSet& model, ReplicaId node, std::optional<Crdt>* delta) {
-  std::string e = SmallString();
-  if (*rc::gen::inRange(0, 3) == 0) {
-    *delta = model.Remove(e);
-    return SetRemove{{e}};
-  }
-  *delta = model.Add(e, node);
-  return SetAdd{{e}};
+  std::vector<std::string> elements(*rc::gen::inRange<size_t>(1, 4));
+  for (auto& e : elements) e = SmallString();
+  const bool remove = *rc::gen::inRange(0, 3) == 0;
+  OrSet joined;
+  for (const auto& e : elements) joined.Join(remove ? model.Remove(e) : model.Add(e, node));
+  *delta = joined;
+  if (remove) return SetRemove{elements};
+  return SetAdd{elements};
 }
 
 Operation LocalOp(MvRegister& model, ReplicaId node, std::optional<Crdt>* delta) {
@@ -163,8 +164,11 @@ TYPED_TEST(StoreAsReplica, MatchesAPureReplica) {
           }
           break;
         }
-        case 4: case 5:
+        case 4:
           if (!remote.deltas.empty()) join_remote(*rc::gen::elementOf(remote.deltas));
+          break;
+        case 5:  // a full state, as anti-entropy sends
+          join_remote(*rc::gen::elementOf(remote.replicas));
           break;
         default: commit();
       }

@@ -373,3 +373,36 @@ INSTANTIATE_TEST_SUITE_P(CacheSizes, LiveTypesTest,
 
 }  // namespace
 }  // namespace geokv::testing
+
+namespace geokv::testing {
+namespace {
+
+TEST_F(StoreTest, CounterTotalsThatWouldWrapAreRefused) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  for (int64_t d : {kMax, -kMax, kMax, -kMax}) ASSERT_TRUE(Apply("c", CounterAdd{d}).ok()) << d;
+  // The value (0 + kMax) fits, but this node's added total would pass 2^64.
+  auto s = Apply("c", CounterAdd{kMax});
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(std::get<PnCounter>(**store_->Get("c", CrdtType::kCounter)).Value(), 0);
+}
+
+TEST_F(StoreTest, MvContextWithWritesThisNodeNeverMadeIsRefused) {
+  ASSERT_TRUE(Apply("m", MvWrite{"v", {}}).ok());
+  CausalContext forged;
+  forged.Insert(Dot{store_->node_id(), 1000});
+  auto s = Apply("m", MvWrite{"w", forged});
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Status::Code::kInvalidArgument);
+  // A context read from another key is refused the same way.
+  ASSERT_TRUE(Apply("other", MvWrite{"a", {}}).ok());
+  ASSERT_TRUE(Apply("other", MvWrite{"b", {}}).ok());
+  auto other = store_->Get("other", CrdtType::kMvRegister);
+  s = Apply("m", MvWrite{"w", std::get<MvRegister>(**other).context()});
+  EXPECT_EQ(s.status().code(), Status::Code::kInvalidArgument);
+  auto reg = store_->Get("m", CrdtType::kMvRegister);
+  EXPECT_EQ(std::get<MvRegister>(**reg).Values(), std::vector<std::string>{"v"});
+}
+
+}  // namespace
+}  // namespace geokv::testing
