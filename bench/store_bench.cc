@@ -3,11 +3,14 @@
 //   1. LWW applies per second through the Store (WriteGroup::Mutate, then
 //      Commit), in both durabilities, one apply per commit and grouped, next
 //      to plain RocksDB puts of the same keys and values under the same
-//      options: the price of the CRDT layer over a bare put.
+//      options: the price of the CRDT layer over a bare put. A third database
+//      writes what the store's design writes per apply, a state row and a log
+//      row, with nothing else: the floor the store could reach.
 //   2. OR-set add, remove and membership latency at several set sizes. The
 //      store keeps a set one row per element, so none of these should grow
-//      with the set. A small control set beside each large one, in the same
-//      store, separates the set's size from the store's.
+//      with the set. One store holds a set of every size, sampled in turn, so
+//      that the sets differ in their size alone; fresh stores of the smaller
+//      sizes show what the store's size costs besides.
 //
 // A benchmark prints numbers and asserts nothing beyond the store's own
 // errors. Results, and the machine they came from: docs/benchmarks.md.
@@ -30,7 +33,6 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
-#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -40,6 +42,7 @@
 #include <vector>
 
 #include "storage/store.h"
+#include "util/coding.h"
 #include "util/status.h"
 
 namespace geokv {
@@ -51,6 +54,9 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kSeed = 301;
 constexpr size_t kDistinctValues = 1024;
 constexpr size_t kPreloadGroup = 1000;
+// Bytes of a log row in the state + log floor: about what the store's log
+// entry of an LWW set of a 100-byte value takes (261 bytes, framed).
+constexpr size_t kLogValueSize = 200;
 
 struct BenchOptions {
   std::string data_dir;  // empty: a fresh temporary directory, removed at exit
@@ -84,7 +90,8 @@ void PrintUsage() {
       "usage: geokv-store-bench [--flag=value ...]\n"
       "\n"
       "Measures LWW apply throughput against plain RocksDB puts, and OR-set\n"
-      "operation latency as the set grows. Progress goes to stderr.\n"
+      "operation latency by set size, all sizes in one store. Progress goes to\n"
+      "stderr.\n"
       "\n"
       "  --data_dir=DIR     where the databases go; default: a fresh temporary\n"
       "                     directory, removed at exit (DIR is left in place)\n"
@@ -94,7 +101,7 @@ void PrintUsage() {
       "  --value_size=N     bytes per LWW value (%zu)\n"
       "  --group_size=N     applies per commit in the grouped runs (%zu)\n"
       "  --keys=N           LWW keyspace (%zu)\n"
-      "  --set_sizes=A,B,.. OR-set sizes to measure at (%s)\n"
+      "  --set_sizes=A,B,.. OR-set sizes, all in one store (%s)\n"
       "  --samples=N        latency samples per set and operation (%zu)\n"
       "  --fill_group=N     adds per commit while filling a set (%zu)\n"
       "  --quick            a smoke run: short, small (explicit flags still apply)\n"
@@ -362,6 +369,94 @@ class RawRocks {
   std::unique_ptr<rocksdb::DB> db_;
 };
 
+// What the store writes per apply and no more: a plain RocksDB with the
+// store's column families and options, writing for each apply one row to
+// "state" (the key and value RawRocks writes) and one to "log" (the next
+// 8-byte big-endian sequence, kLogValueSize bytes), both in one WriteBatch
+// per group. No read, index, encoding or metadata row: the structural floor
+// of the store's design.
+class RawStateLog {
+ public:
+  static StatusOr<std::unique_ptr<RawStateLog>> Open(const std::string& dir) {
+    rocksdb::DBOptions options;
+    options.create_if_missing = true;
+    options.create_missing_column_families = true;
+    options.max_background_jobs = 2;
+    options.keep_log_file_num = 4;
+    options.bytes_per_sync = 1 << 20;
+    options.max_total_wal_size = 256 << 20;
+    auto cache = rocksdb::NewLRUCache(StoreOptions().block_cache_bytes);
+    auto family = [&cache](bool bloom) {
+      rocksdb::BlockBasedTableOptions table;
+      table.block_cache = cache;
+      if (bloom) table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+      rocksdb::ColumnFamilyOptions cf;
+      cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+      return cf;
+    };
+    const std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, family(false)},
+        {"state", family(true)},
+        {"log", family(false)},
+    };
+    std::unique_ptr<RawStateLog> raw(new RawStateLog);
+    rocksdb::DB* db = nullptr;
+    GEOKV_RETURN_IF_ERROR(
+        FromRocks(rocksdb::DB::Open(options, dir, families, &raw->handles_, &db), "open " + dir));
+    raw->db_.reset(db);
+    return raw;
+  }
+
+  ~RawStateLog() {
+    for (rocksdb::ColumnFamilyHandle* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  }
+
+  // A WriteBatch of n applies (2n rows), WAL on, no sync.
+  StatusOr<size_t> Write(LwwWorkload* w, size_t n) {
+    rocksdb::WriteBatch batch;
+    for (size_t i = 0; i < n; ++i) GEOKV_RETURN_IF_ERROR(Add(&batch, w->NextKey(), w));
+    GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "write"));
+    return n;
+  }
+
+  // Writes every key once, so that the measured runs overwrite.
+  Status Preload(LwwWorkload* w) {
+    rocksdb::WriteBatch batch;
+    for (size_t i = 0; i < w->num_keys(); ++i) {
+      GEOKV_RETURN_IF_ERROR(Add(&batch, w->Key(i), w));
+      if (i % kPreloadGroup == kPreloadGroup - 1 || i + 1 == w->num_keys()) {
+        GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "write"));
+        batch.Clear();
+      }
+    }
+    return Status::OK();
+  }
+
+ private:
+  RawStateLog() {
+    std::mt19937_64 rng(kSeed ^ 0x106);
+    for (size_t i = 0; i < kDistinctValues; ++i) {
+      std::string value(kLogValueSize, '\0');
+      for (char& c : value) c = static_cast<char>(rng());
+      log_values_.push_back(std::move(value));
+    }
+  }
+
+  Status Add(rocksdb::WriteBatch* batch, const std::string& key, LwwWorkload* w) {
+    GEOKV_RETURN_IF_ERROR(
+        FromRocks(batch->Put(handles_[1], key, LwwWorkload::ValueOf(w->NextOp())), "batch"));
+    std::string seq;
+    PutBigEndian64(&seq, ++seq_);
+    return FromRocks(batch->Put(handles_[2], seq, log_values_[seq_ % log_values_.size()]),
+                     "batch");
+  }
+
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // default, state, log
+  std::vector<std::string> log_values_;
+  uint64_t seq_ = 0;
+};
+
 Status PreloadStore(Store* store, LwwWorkload* w) {
   for (size_t i = 0; i < w->num_keys();) {
     std::unique_ptr<WriteGroup> group = store->BeginGroup();
@@ -404,18 +499,24 @@ struct LwwCell {
 Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
   GEOKV_ASSIGN_OR_RETURN(std::string store_dir, scratch.NewDb("lww-geokv"));
   GEOKV_ASSIGN_OR_RETURN(std::string raw_dir, scratch.NewDb("lww-rocksdb"));
+  GEOKV_ASSIGN_OR_RETURN(std::string floor_dir, scratch.NewDb("lww-rocksdb-state-log"));
   LwwWorkload store_load(o.num_keys, o.value_size, kSeed);
   LwwWorkload raw_load(o.num_keys, o.value_size, kSeed);
+  LwwWorkload floor_load(o.num_keys, o.value_size, kSeed);
 
   GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(store_dir, Durability::kWal));
   Durability store_durability = Durability::kWal;
   GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<RawRocks> raw, RawRocks::Open(raw_dir));
+  GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<RawStateLog> floor, RawStateLog::Open(floor_dir));
   Clock::time_point start = Clock::now();
   GEOKV_RETURN_IF_ERROR(PreloadStore(store.get(), &store_load));
   const double store_preload = SecondsSince(start);
   start = Clock::now();
   GEOKV_RETURN_IF_ERROR(raw->Preload(&raw_load));
   const double raw_preload = SecondsSince(start);
+  start = Clock::now();
+  GEOKV_RETURN_IF_ERROR(floor->Preload(&floor_load));
+  const double floor_preload = SecondsSince(start);
 
   // Rounds interleave every measurement, so that background flushes and
   // compactions, which share this machine's cores, fall on all of them alike.
@@ -423,6 +524,7 @@ Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
   for (Durability d : {Durability::kWal, Durability::kFsync}) {
     for (size_t group : {size_t{1}, o.group_size}) cells.push_back(LwwCell{d, group, {}, {}});
   }
+  std::vector<double> floor_rates;  // grouped, wal
   for (size_t round = 0; round < o.rounds; ++round) {
     std::fprintf(stderr, "LWW round %zu of %zu...\n", round + 1, o.rounds);
     for (LwwCell& cell : cells) {
@@ -441,18 +543,25 @@ Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
       cell.geokv.push_back(geokv);
       cell.rocks.push_back(rocks);
     }
+    GEOKV_ASSIGN_OR_RETURN(double rate, Rate(o.seconds, [&] {
+                             return floor->Write(&floor_load, o.group_size);
+                           }));
+    floor_rates.push_back(rate);
   }
 
   std::printf("LWW applies: %zu random keys (each written once beforehand), %zu-byte values;\n"
               "rocksdb = plain DB::Put (1 per commit) or WriteBatch, same options.\n"
               "Median of %zu interleaved rounds of %.1f s each; [min, max] beside it.\n",
               o.num_keys, o.value_size, o.rounds, o.seconds);
-  std::printf("preload, groups of %zu, wal: geokv %.0f ops/s, rocksdb %.0f ops/s\n\n",
+  std::printf("preload, groups of %zu, wal: geokv %.0f ops/s, rocksdb %.0f ops/s,\n"
+              "rocksdb state+log %.0f ops/s\n\n",
               kPreloadGroup, static_cast<double>(o.num_keys) / store_preload,
-              static_cast<double>(o.num_keys) / raw_preload);
+              static_cast<double>(o.num_keys) / raw_preload,
+              static_cast<double>(o.num_keys) / floor_preload);
   std::printf("%-10s %10s %12s %17s %14s %17s %9s\n", "durability", "per commit", "geokv ops/s",
               "[min, max]", "rocksdb ops/s", "[min, max]", "geokv/rdb");
   double ratio[2][2] = {};  // [fsync][grouped]
+  double geokv_grouped_wal = 0;
   for (const LwwCell& c : cells) {
     const double geokv = Median(c.geokv);
     const double rocks = Median(c.rocks);
@@ -460,9 +569,18 @@ Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
                 c.group, geokv, Range(c.geokv).c_str(), rocks, Range(c.rocks).c_str(),
                 geokv / rocks);
     ratio[c.durability == Durability::kFsync][c.group != 1] = geokv / rocks;
+    if (c.durability == Durability::kWal && c.group != 1) geokv_grouped_wal = geokv;
   }
-  std::printf("\ngeokv grouped / rocksdb batched (wal): %.2f (goal >= 0.5)\n", ratio[0][1]);
-  std::printf("geokv single / rocksdb single (wal):   %.2f\n\n", ratio[0][0]);
+  const double floor_rate = Median(floor_rates);
+  std::printf("\nstructural floor: rocksdb writing per apply a state row (the key, the\n"
+              "%zu-byte value) and a log row (8-byte sequence, %zu-byte value), %zu applies\n"
+              "per WriteBatch, wal: %.0f ops/s %s\n",
+              o.value_size, kLogValueSize, o.group_size, floor_rate, Range(floor_rates).c_str());
+  std::printf("\ngeokv grouped / rocksdb batched (wal):   %.2f (goal >= 0.5)\n", ratio[0][1]);
+  std::printf("geokv single / rocksdb single (wal):     %.2f\n", ratio[0][0]);
+  std::printf("geokv grouped / structural floor (wal):  %.2f (geokv's cost over the two rows\n"
+              "                                         its design writes per apply)\n\n",
+              geokv_grouped_wal / floor_rate);
   return Status::OK();
 }
 
@@ -575,130 +693,131 @@ Status SampleOnce(Store* store, SampledSet* set, std::mt19937_64* rng) {
 struct SetResult {
   uint64_t size = 0;
   uint64_t store_elements = 0;  // of every set in the store
+  double fill_seconds = 0;
   Latency add, remove, contains;
 };
 
-struct StoreResult {
-  double fill_seconds = 0;  // of the measured set
-  SetResult measured;
-  std::optional<SetResult> control;
-};
-
-// Measures a set of `size` in a fresh store. With `control_size`, a second
-// set of that size sits in the same store and is sampled in turn with the
-// first: what separates the two is the set's size alone, whatever the
-// store's size costs both.
-StatusOr<StoreResult> RunSetStore(const BenchOptions& o, const std::string& dir, uint64_t size,
-                                  std::optional<uint64_t> control_size) {
+// Fills a set of each of `sizes` in one fresh store, in turn, then samples
+// the sets in turn, each round starting at the next set, so that the sets
+// share the store, its background work and their place in the order alike.
+StatusOr<std::vector<SetResult>> RunSetStore(const BenchOptions& o, const std::string& dir,
+                                             const std::vector<uint64_t>& sizes) {
   GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(dir, Durability::kWal));
-  std::vector<SampledSet> sets(control_size ? 2 : 1);
-  sets[0].key = "bench-set";
-  sets[0].size = size;
-  if (control_size) {
-    sets[1].key = "control-set";
-    sets[1].size = *control_size;
+  std::vector<SampledSet> sets(sizes.size());
+  std::vector<double> fill_seconds;
+  uint64_t store_elements = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    sets[i].key = "set-" + std::to_string(sizes[i]);
+    sets[i].size = sizes[i];
+    store_elements += sizes[i];
+    const Clock::time_point start = Clock::now();
+    GEOKV_RETURN_IF_ERROR(FillSet(store.get(), &sets[i], o.fill_group));
+    fill_seconds.push_back(SecondsSince(start));
   }
-  StoreResult result;
-  const Clock::time_point start = Clock::now();
-  GEOKV_RETURN_IF_ERROR(FillSet(store.get(), &sets[0], o.fill_group));
-  result.fill_seconds = SecondsSince(start);
-  if (control_size) GEOKV_RETURN_IF_ERROR(FillSet(store.get(), &sets[1], o.fill_group));
   for (const SampledSet& set : sets) GEOKV_RETURN_IF_ERROR(CheckSize(store.get(), set));
 
   std::mt19937_64 rng(kSeed);
   for (size_t i = 0; i < o.samples; ++i) {
-    for (SampledSet& set : sets) GEOKV_RETURN_IF_ERROR(SampleOnce(store.get(), &set, &rng));
+    for (size_t j = 0; j < sets.size(); ++j) {
+      GEOKV_RETURN_IF_ERROR(SampleOnce(store.get(), &sets[(i + j) % sets.size()], &rng));
+    }
   }
-  uint64_t store_elements = 0;
-  for (const SampledSet& set : sets) {
-    GEOKV_RETURN_IF_ERROR(CheckSize(store.get(), set));
-    store_elements += set.size;
-  }
-  auto summarize = [store_elements](SampledSet& set) {
+  std::vector<SetResult> results;
+  for (size_t i = 0; i < sets.size(); ++i) {
+    GEOKV_RETURN_IF_ERROR(CheckSize(store.get(), sets[i]));
     SetResult r;
-    r.size = set.size;
+    r.size = sets[i].size;
     r.store_elements = store_elements;
-    r.add = Summarize(std::move(set.add));
-    r.remove = Summarize(std::move(set.remove));
-    r.contains = Summarize(std::move(set.contains));
-    return r;
-  };
-  result.measured = summarize(sets[0]);
-  if (control_size) result.control = summarize(sets[1]);
-  return result;
+    r.fill_seconds = fill_seconds[i];
+    r.add = Summarize(std::move(sets[i].add));
+    r.remove = Summarize(std::move(sets[i].remove));
+    r.contains = Summarize(std::move(sets[i].contains));
+    results.push_back(std::move(r));
+  }
+  return results;
 }
 
-void PrintRatios(const char* label, const SetResult& num, const SetResult& den) {
-  std::printf("%-32s", label);
+void PrintRatios(const std::string& label, const SetResult& num, const SetResult& den) {
+  std::printf("%-34s", label.c_str());
   for (const Latency SetResult::*op : {&SetResult::add, &SetResult::remove, &SetResult::contains}) {
-    std::printf(" %7.2fx %7.2fx", (num.*op).p50 / (den.*op).p50, (num.*op).mean / (den.*op).mean);
+    const Latency& n = num.*op;
+    const Latency& d = den.*op;
+    std::printf(" %5.2fx %5.2fx %5.2fx", n.p50 / d.p50, n.p99 / d.p99, n.mean / d.mean);
   }
   std::printf("\n");
 }
 
 Status RunSets(const BenchOptions& o, const ScratchDir& scratch) {
-  const uint64_t smallest = *std::min_element(o.set_sizes.begin(), o.set_sizes.end());
-  std::vector<StoreResult> results;
-  for (uint64_t size : o.set_sizes) {
+  std::vector<uint64_t> sizes = o.set_sizes;
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  const uint64_t smallest = sizes.front();
+  const uint64_t largest = sizes.back();
+
+  GEOKV_ASSIGN_OR_RETURN(std::string shared_dir, scratch.NewDb("sets"));
+  std::fprintf(stderr, "sets of %s in one store: filling and sampling...\n",
+               JoinSizes(sizes).c_str());
+  GEOKV_ASSIGN_OR_RETURN(std::vector<SetResult> shared, RunSetStore(o, shared_dir, sizes));
+  // The largest set's own store would hold nearly what the shared one does.
+  std::vector<SetResult> fresh;
+  for (uint64_t size : sizes) {
+    if (size == largest) continue;
     GEOKV_ASSIGN_OR_RETURN(std::string dir, scratch.NewDb("set-" + std::to_string(size)));
-    std::fprintf(stderr, "set of %llu: filling and sampling...\n",
+    std::fprintf(stderr, "set of %llu in a fresh store: filling and sampling...\n",
                  static_cast<unsigned long long>(size));
-    std::optional<uint64_t> control;
-    if (size > smallest) control = smallest;
-    GEOKV_ASSIGN_OR_RETURN(StoreResult r, RunSetStore(o, dir, size, control));
-    results.push_back(std::move(r));
+    GEOKV_ASSIGN_OR_RETURN(std::vector<SetResult> r, RunSetStore(o, dir, {size}));
+    fresh.push_back(std::move(r.front()));
   }
 
-  std::printf("OR-set latency in microseconds. Each set size gets a fresh store, filled\n"
-              "with distinct elements in groups of %zu (wal). Beside each set larger than\n"
-              "%llu sits a control set of %llu in the same store, sampled in turn with it.\n"
-              "%zu samples per set of add (new element), remove (random member) and\n"
-              "contains (random member); every add and remove is its own group and commit.\n\n",
-              o.fill_group, static_cast<unsigned long long>(smallest),
-              static_cast<unsigned long long>(smallest), o.samples);
-  std::printf("%10s %12s %12s\n", "set size", "fill s", "fill adds/s");
-  for (const StoreResult& r : results) {
-    std::printf("%10llu %12.2f %12.0f\n", static_cast<unsigned long long>(r.measured.size),
-                r.fill_seconds, static_cast<double>(r.measured.size) / r.fill_seconds);
-  }
-  std::printf("\n%10s %12s %-9s %8s %8s %8s %8s %8s\n", "set size", "store holds", "op", "p50",
-              "p99", "p99.9", "mean", "max");
-  auto print_set = [](const SetResult& r) {
+  std::printf("OR-set latency in microseconds. One store holds a set of each size, filled\n"
+              "in turn with distinct elements in groups of %zu (wal); the sets are then\n"
+              "sampled in turn, %zu times each: add (new element), remove (random member),\n"
+              "contains (random member). Every add and remove is its own group and commit.\n"
+              "For comparison, every size but the largest is also measured alone in a\n"
+              "fresh store (\"fresh\").\n\n",
+              o.fill_group, o.samples);
+  std::printf("%10s %-7s %12s %9s %12s\n", "set size", "store", "store holds", "fill s",
+              "fill adds/s");
+  auto print_fill = [](const char* store, const SetResult& r) {
+    std::printf("%10llu %-7s %12llu %9.2f %12.0f\n", static_cast<unsigned long long>(r.size),
+                store, static_cast<unsigned long long>(r.store_elements), r.fill_seconds,
+                static_cast<double>(r.size) / r.fill_seconds);
+  };
+  for (const SetResult& r : shared) print_fill("shared", r);
+  for (const SetResult& r : fresh) print_fill("fresh", r);
+
+  std::printf("\n%10s %-7s %-9s %8s %8s %8s %8s %8s\n", "set size", "store", "op", "p50", "p99",
+              "p99.9", "mean", "max");
+  auto print_set = [](const char* store, const SetResult& r) {
     const std::pair<const char*, const Latency*> rows[] = {
         {"add", &r.add}, {"remove", &r.remove}, {"contains", &r.contains}};
     for (const auto& [name, l] : rows) {
-      std::printf("%10llu %12llu %-9s %8.1f %8.1f %8.1f %8.1f %8.1f\n",
-                  static_cast<unsigned long long>(r.size),
-                  static_cast<unsigned long long>(r.store_elements), name, l->p50, l->p99,
-                  l->p999, l->mean, l->max);
+      std::printf("%10llu %-7s %-9s %8.1f %8.1f %8.1f %8.1f %8.1f\n",
+                  static_cast<unsigned long long>(r.size), store, name, l->p50, l->p99, l->p999,
+                  l->mean, l->max);
     }
   };
-  for (const StoreResult& r : results) {
-    print_set(r.measured);
-    if (r.control) print_set(*r.control);
-  }
+  for (const SetResult& r : shared) print_set("shared", r);
+  for (const SetResult& r : fresh) print_set("fresh", r);
 
-  const StoreResult* alone = nullptr;
-  const StoreResult* largest = nullptr;
-  for (const StoreResult& r : results) {
-    if (alone == nullptr && r.measured.size == smallest) alone = &r;
-    if (largest == nullptr || r.measured.size > largest->measured.size) largest = &r;
+  if (sizes.size() < 2) return Status::OK();
+  const std::string big = std::to_string(largest);
+  const std::string small = std::to_string(smallest);
+  std::printf("\nratios of p50, p99 and mean. The goal: add of %s within 1.5x of %s,\n"
+              "in the same store (first row).\n",
+              big.c_str(), small.c_str());
+  std::printf("%-34s %20s %20s %20s\n", "", "add", "remove", "contains");
+  std::printf("%-34s", "");
+  for (int i = 0; i < 3; ++i) std::printf(" %6s %6s %6s", "p50", "p99", "mean");
+  std::printf("\n");
+  PrintRatios(big + " vs " + small + ", same store", shared.back(), shared.front());
+  for (size_t i = 1; i + 1 < shared.size(); ++i) {
+    PrintRatios(std::to_string(shared[i].size) + " vs " + small + ", same store", shared[i],
+                shared.front());
   }
-  if (alone != nullptr && largest->control) {
-    const SetResult& big = largest->measured;
-    const SetResult& control = *largest->control;
-    std::printf("\nratios of p50 and mean; the goal: add of %llu within 1.5x of %llu, first row\n",
-                static_cast<unsigned long long>(big.size),
-                static_cast<unsigned long long>(smallest));
-    std::printf("%-32s %17s %17s %17s\n", "", "add", "remove", "contains");
-    std::printf("%-32s %8s %8s %8s %8s %8s %8s\n", "", "p50", "mean", "p50", "mean", "p50",
-                "mean");
-    PrintRatios(("set of " + std::to_string(big.size) + " vs fresh " + std::to_string(smallest))
-                    .c_str(),
-                big, alone->measured);
-    PrintRatios(("set of " + std::to_string(big.size) + " vs control").c_str(), big, control);
-    PrintRatios(("control vs fresh " + std::to_string(smallest)).c_str(), control,
-                alone->measured);
+  PrintRatios(big + " shared vs " + small + " fresh", shared.back(), fresh.front());
+  for (size_t i = 0; i < fresh.size(); ++i) {
+    PrintRatios(std::to_string(fresh[i].size) + " shared vs fresh", shared[i], fresh[i]);
   }
   return Status::OK();
 }
