@@ -15,10 +15,7 @@
 // A benchmark prints numbers and asserts nothing beyond the store's own
 // errors. Results, and the machine they came from: docs/benchmarks.md.
 
-#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
-#include <rocksdb/filter_policy.h>
-#include <rocksdb/table.h>
 #include <rocksdb/version.h>
 #include <rocksdb/write_batch.h>
 #include <sys/vfs.h>
@@ -41,6 +38,7 @@
 #include <variant>
 #include <vector>
 
+#include "storage/rocks_config.h"
 #include "storage/store.h"
 #include "util/coding.h"
 #include "util/status.h"
@@ -188,11 +186,6 @@ double MicrosSince(Clock::time_point start) {
   return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
 }
 
-Status FromRocks(const rocksdb::Status& s, std::string_view what) {
-  if (s.ok()) return Status::OK();
-  return Status::IOError(std::string(what) + ": " + s.ToString());
-}
-
 // Where the benchmark's databases live. A temporary directory is removed,
 // with everything in it, on destruction; one the user named is left alone.
 class ScratchDir {
@@ -310,21 +303,15 @@ StatusOr<size_t> ApplyLwwGroup(Store* store, LwwWorkload* w, size_t n) {
   return n;
 }
 
-// A plain RocksDB configured as storage/rocks_store.cc configures the store
-// (background jobs, WAL, shared block cache, bloom filter): the baseline cost
+// A plain RocksDB configured as the store is (storage/rocks_config.h:
+// background jobs, WAL, block cache, bloom filter): the baseline cost
 // of a put here.
 class RawRocks {
  public:
   static StatusOr<std::unique_ptr<RawRocks>> Open(const std::string& dir) {
-    rocksdb::Options options;
-    options.create_if_missing = true;
-    options.max_background_jobs = 2;
-    options.keep_log_file_num = 4;
-    options.bytes_per_sync = 1 << 20;
-    rocksdb::BlockBasedTableOptions table;
-    table.block_cache = rocksdb::NewLRUCache(StoreOptions().block_cache_bytes);
-    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-    options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    // One family, configured as the store's "state" family.
+    RocksConfig config = MakeRocksConfig(StoreOptions());
+    rocksdb::Options options(config.db, config.families[1].options);
     rocksdb::DB* db = nullptr;
     GEOKV_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(options, dir, &db), "open " + dir));
     return std::unique_ptr<RawRocks>(new RawRocks(db));
@@ -378,31 +365,12 @@ class RawRocks {
 class RawStateLog {
  public:
   static StatusOr<std::unique_ptr<RawStateLog>> Open(const std::string& dir) {
-    rocksdb::DBOptions options;
-    options.create_if_missing = true;
-    options.create_missing_column_families = true;
-    options.max_background_jobs = 2;
-    options.keep_log_file_num = 4;
-    options.bytes_per_sync = 1 << 20;
-    options.max_total_wal_size = 256 << 20;
-    auto cache = rocksdb::NewLRUCache(StoreOptions().block_cache_bytes);
-    auto family = [&cache](bool bloom) {
-      rocksdb::BlockBasedTableOptions table;
-      table.block_cache = cache;
-      if (bloom) table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-      rocksdb::ColumnFamilyOptions cf;
-      cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-      return cf;
-    };
-    const std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-        {rocksdb::kDefaultColumnFamilyName, family(false)},
-        {"state", family(true)},
-        {"log", family(false)},
-    };
+    RocksConfig config = MakeRocksConfig(StoreOptions());
     std::unique_ptr<RawStateLog> raw(new RawStateLog);
     rocksdb::DB* db = nullptr;
     GEOKV_RETURN_IF_ERROR(
-        FromRocks(rocksdb::DB::Open(options, dir, families, &raw->handles_, &db), "open " + dir));
+        FromRocks(rocksdb::DB::Open(config.db, dir, config.families, &raw->handles_, &db),
+                  "open " + dir));
     raw->db_.reset(db);
     return raw;
   }

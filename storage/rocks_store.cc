@@ -1,10 +1,7 @@
 // The RocksDB implementation of Store. Key layout: storage/keys.h.
 
 #include <capnp/message.h>
-#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
-#include <rocksdb/filter_policy.h>
-#include <rocksdb/table.h>
 #include <rocksdb/utilities/write_batch_with_index.h>
 
 #include <algorithm>
@@ -20,21 +17,13 @@
 #include "schema/framing.h"
 #include "schema/storage.capnp.h"
 #include "storage/keys.h"
+#include "storage/rocks_config.h"
 #include "storage/store.h"
 
 namespace geokv {
 namespace {
 
 namespace keys = storage_keys;
-
-Status FromRocks(const rocksdb::Status& s, std::string_view what) {
-  if (s.ok()) return Status::OK();
-  std::string msg = std::string(what) + ": " + s.ToString();
-  if (s.IsNotFound()) return Status::NotFound(std::move(msg));
-  if (s.IsCorruption()) return Status::Corruption(std::move(msg));
-  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return Status::Unavailable(std::move(msg));
-  return Status::IOError(std::move(msg));
-}
 
 std::string Describe(std::string_view key, CrdtType type) {
   return "key '" + PrintableBytes(key) + "' (" + std::string(TypeName(type)) + ")";
@@ -784,32 +773,9 @@ StatusOr<std::unique_ptr<Store>> RocksStore::OpenImpl(const std::string& dir,
     store->clock_ = options.clock;
   }
 
-  rocksdb::DBOptions db_options;
-  db_options.create_if_missing = true;
-  db_options.create_missing_column_families = true;
-  db_options.max_background_jobs = 2;
-  db_options.keep_log_file_num = 4;
-  db_options.bytes_per_sync = 1 << 20;
-  // The metadata family changes with every commit but fills its memtable
-  // slowly; without a cap, WAL files it pins would pile up until it flushed.
-  db_options.max_total_wal_size = 256 << 20;
-
-  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
-  auto family_options = [&cache](bool bloom) {
-    rocksdb::BlockBasedTableOptions table;
-    table.block_cache = cache;
-    if (bloom) table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-    rocksdb::ColumnFamilyOptions cf;
-    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-    return cf;
-  };
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, family_options(false)},
-      {keys::kStateFamily, family_options(true)},
-      {keys::kLogFamily, family_options(false)},
-  };
+  RocksConfig config = MakeRocksConfig(options);
   rocksdb::DB* db = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &store->handles_, &db);
+  rocksdb::Status s = rocksdb::DB::Open(config.db, dir, config.families, &store->handles_, &db);
   if (!s.ok()) return FromRocks(s, "open " + dir);
   store->db_.reset(db);
   store->meta_ = store->handles_[0];
