@@ -29,6 +29,38 @@ OrSet OrSet::Clear() {
   return delta;
 }
 
+OrSet OrSet::AddAll(const std::vector<std::string>& elements, ReplicaId replica) {
+  OrSet delta;
+  DotSet covered;
+  Dot next = ctx_.NextDot(replica);
+  for (const std::string& e : elements) {
+    if (auto it = entries_.find(e); it != entries_.end()) {
+      covered.insert(it->second.begin(), it->second.end());
+    }
+    DotSet& dots = delta.entries_[e];  // a repeated element supersedes its earlier dot
+    dots = DotSet{next};
+    covered.insert(next);
+    ++next.counter;
+  }
+  delta.ctx_.InsertAll(covered);
+  Join(delta);
+  return delta;
+}
+
+OrSet OrSet::RemoveAll(const std::vector<std::string>& elements) {
+  OrSet delta;
+  DotSet covered;
+  for (const std::string& e : elements) {
+    if (auto it = entries_.find(e); it != entries_.end()) {
+      covered.insert(it->second.begin(), it->second.end());
+    }
+  }
+  if (covered.empty()) return delta;
+  delta.ctx_.InsertAll(covered);
+  Join(delta);
+  return delta;
+}
+
 void OrSet::Join(const OrSet& other) {
   Entries out;
   auto ia = entries_.begin();

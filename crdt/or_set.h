@@ -39,6 +39,11 @@ class OrSet {
   // Removes every element this state holds. Returns the delta.
   OrSet Clear();
 
+  // The same as calling Add (or Remove) for each element in turn and joining
+  // the deltas, in time proportional to the elements rather than to the set.
+  OrSet AddAll(const std::vector<std::string>& elements, ReplicaId replica);
+  OrSet RemoveAll(const std::vector<std::string>& elements);
+
   void Join(const OrSet& other);
 
   bool IsBottom() const { return entries_.empty() && ctx_.empty(); }

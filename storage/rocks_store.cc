@@ -512,10 +512,7 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
                                      " without elements");
     }
     GEOKV_ASSIGN_OR_RETURN(OrSet projection, reader_.GetSetProjection(key, elements));
-    OrSet delta;
-    for (const std::string& e : elements) {
-      delta.Join(add ? projection.Add(e, node) : projection.Remove(e));
-    }
+    OrSet delta = add ? projection.AddAll(elements, node) : projection.RemoveAll(elements);
     if (delta.IsBottom()) return Result();
     GEOKV_ASSIGN_OR_RETURN(bool live, JoinSet(key, delta));
     return Result(Change{std::move(delta), live});

@@ -266,3 +266,25 @@ TEST(Crdt, JoinRefusesDifferentTypes) {
 
 }  // namespace
 }  // namespace geokv::testing
+
+namespace geokv::testing {
+namespace {
+
+TEST(OrSet, AddAllAndRemoveAllEqualOneAtATime) {
+  EXPECT_TRUE(rc::check([] {
+    Simulation<OrSet> sim;
+    sim.RunSteps();
+    OrSet one = sim.replicas[0], all = sim.replicas[0];
+    std::vector<std::string> elements(*rc::gen::inRange<size_t>(0, 6));
+    for (auto& e : elements) e = SmallString();
+    OrSet one_delta;
+    const bool add = *rc::gen::arbitrary<bool>();
+    for (const auto& e : elements) one_delta.Join(add ? one.Add(e, kA) : one.Remove(e));
+    OrSet all_delta = add ? all.AddAll(elements, kA) : all.RemoveAll(elements);
+    RC_ASSERT(all_delta == one_delta);
+    RC_ASSERT(all == one);
+  }));
+}
+
+}  // namespace
+}  // namespace geokv::testing
