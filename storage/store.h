@@ -60,8 +60,8 @@ struct LwwDelete {};
 struct MvWrite { std::string value; CausalContext seen; };
 // Removes the siblings `seen` holds.
 struct MvClear { CausalContext seen; };
-struct SetAdd { std::vector<std::string> elements; };     // REQUIRES: non-empty
-struct SetRemove { std::vector<std::string> elements; };  // REQUIRES: non-empty
+struct SetAdd { std::vector<std::string> elements; };     // empty: InvalidArgument
+struct SetRemove { std::vector<std::string> elements; };  // empty: InvalidArgument
 struct CounterAdd { int64_t delta = 0; };
 using Operation = std::variant<LwwSet, LwwDelete, MvWrite, MvClear, SetAdd, SetRemove, CounterAdd>;
 
@@ -96,7 +96,9 @@ class WriteGroup {
   // element, adding 0). On error nothing of `op` stays in the group:
   //   WrongType      the key holds a live value of another type
   //   TooLarge       too many multi-value siblings
-  //   InvalidArgument an empty element list, or a counter that would overflow
+  //   InvalidArgument an empty element list, a counter value or this node's
+  //                  counter totals that would overflow, or a multi-value
+  //                  context holding writes of this node the key never saw
   //   Corruption     a stored row of the key does not decode (names the key)
   virtual StatusOr<uint64_t> Mutate(std::string_view key, const Operation& op) = 0;
 
