@@ -3,24 +3,10 @@
 namespace geokv {
 
 OrSet OrSet::Add(std::string element, ReplicaId replica) {
-  Dot dot = ctx_.NextDot(replica);
-  CausalContext delta_ctx;
-  auto it = entries_.find(element);
-  if (it != entries_.end()) delta_ctx.InsertAll(it->second);
-  delta_ctx.Insert(dot);
-  OrSet delta(Entries{{std::move(element), DotSet{dot}}}, std::move(delta_ctx));
-  Join(delta);
-  return delta;
+  return AddAll({std::move(element)}, replica);
 }
 
-OrSet OrSet::Remove(const std::string& element) {
-  OrSet delta;
-  auto it = entries_.find(element);
-  if (it == entries_.end()) return delta;
-  delta.ctx_.InsertAll(it->second);
-  Join(delta);
-  return delta;
-}
+OrSet OrSet::Remove(const std::string& element) { return RemoveAll({element}); }
 
 OrSet OrSet::Clear() {
   OrSet delta;

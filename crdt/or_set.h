@@ -40,7 +40,8 @@ class OrSet {
   OrSet Clear();
 
   // The same as calling Add (or Remove) for each element in turn and joining
-  // the deltas, in time proportional to the elements rather than to the set.
+  // the deltas; the deltas cost time proportional to the elements, not the
+  // set.
   OrSet AddAll(const std::vector<std::string>& elements, ReplicaId replica);
   OrSet RemoveAll(const std::vector<std::string>& elements);
 

@@ -63,12 +63,18 @@ std::string EncodeElementDots(const DotSet& dots) {
   return FrameMessage(message);
 }
 
-Status DecodeElementDots(std::string_view bytes, DotSet* out) {
-  return ReadFramed(bytes, [out](capnp::MessageReader& m) {
-    GEOKV_ASSIGN_OR_RETURN(*out, ReadDots(m.getRoot<schema::ElementDots>().getDots()));
-    if (out->empty()) return Status::Corruption("element without dots");
-    return Status::OK();
-  });
+// Decodes the row of `element` of the set at `key`; errors name both.
+Status DecodeElementDots(std::string_view key, std::string_view element, std::string_view bytes,
+                         DotSet* out) {
+  return ReadFramed(bytes,
+                    [out](capnp::MessageReader& m) {
+                      GEOKV_ASSIGN_OR_RETURN(
+                          *out, ReadDots(m.getRoot<schema::ElementDots>().getDots()));
+                      if (out->empty()) return Status::Corruption("element without dots");
+                      return Status::OK();
+                    })
+      .WithContext(Describe(key, CrdtType::kOrSet) + " element '" + PrintableBytes(element) +
+                   "'");
 }
 
 std::string EncodeLogEntry(uint64_t seq, ReplicaId origin, HlcTimestamp ts, std::string_view key,
@@ -176,9 +182,7 @@ class RowReader {
     out->clear();
     GEOKV_RETURN_IF_ERROR(Get(keys::ElementRow(key, element), &v, &found));
     if (!found) return Status::OK();
-    return DecodeElementDots(v, out)
-        .WithContext(Describe(key, CrdtType::kOrSet) + " element '" + PrintableBytes(element) +
-                     "'");
+    return DecodeElementDots(key, element, v, out);
   }
 
   // The set's header context with the entries of `elements` only: enough for
@@ -314,7 +318,11 @@ class RocksWriteGroup : public WriteGroup {
     bool live;
   };
 
-  // Mutate without the save point: may leave partial writes on error.
+  // Runs `write` so that it takes effect in the group entirely or, when it
+  // returns an error, not at all (batch rows, masks, sequence, size).
+  template <typename Write>
+  auto Atomically(Write&& write) -> decltype(write());
+  // Mutate without Atomically: may leave partial writes on error.
   StatusOr<uint64_t> MutateUnguarded(std::string_view key, const Operation& op);
   // Writes the new state of the object `op` acts on; nullopt when `op`
   // changes nothing.
@@ -419,13 +427,14 @@ RocksWriteGroup::RocksWriteGroup(RocksStore* store, std::unique_lock<std::mutex>
       reader_(store->db_.get(), store->state_, &batch_),
       next_seq_(store->last_seq_.load() + 1) {}
 
-StatusOr<uint64_t> RocksWriteGroup::Mutate(std::string_view key, const Operation& op) {
+template <typename Write>
+auto RocksWriteGroup::Atomically(Write&& write) -> decltype(write()) {
   if (spent_) return Status::FailedPrecondition("write group already committed");
   batch_.SetSavePoint();
-  uint64_t seq_before = next_seq_;
-  size_t size_before = size_;
-  size_t undo_mark = mask_undo_.size();
-  StatusOr<uint64_t> result = MutateUnguarded(key, op);
+  const uint64_t seq_before = next_seq_;
+  const size_t size_before = size_;
+  const size_t undo_mark = mask_undo_.size();
+  auto result = write();
   if (result.ok()) {
     batch_.PopSavePoint();
   } else {
@@ -435,6 +444,10 @@ StatusOr<uint64_t> RocksWriteGroup::Mutate(std::string_view key, const Operation
     size_ = size_before;
   }
   return result;
+}
+
+StatusOr<uint64_t> RocksWriteGroup::Mutate(std::string_view key, const Operation& op) {
+  return Atomically([&] { return MutateUnguarded(key, op); });
 }
 
 StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const Operation& op) {
@@ -543,23 +556,15 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
 }
 
 Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
-  if (spent_) return Status::FailedPrecondition("write group already committed");
-  batch_.SetSavePoint();
-  size_t undo_mark = mask_undo_.size();
-  const std::string key_string(key);
-  uint8_t mask = 0;
-  Status s = GetLiveMask(key_string, &mask);
-  StatusOr<bool> live = s.ok() ? JoinInto(key, delta) : s;
-  if (live.ok()) PutLiveMask(key_string, mask, TypeOf(delta), *live);
-  s = live.status();
-  if (s.ok()) {
-    batch_.PopSavePoint();
+  return Atomically([&]() -> Status {
+    const std::string key_string(key);
+    uint8_t mask;
+    GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
+    GEOKV_ASSIGN_OR_RETURN(bool live, JoinInto(key, delta));
+    PutLiveMask(key_string, mask, TypeOf(delta), live);
     ++size_;
-  } else {
-    batch_.RollbackToSavePoint();
-    RollbackMasks(undo_mark);
-  }
-  return s;
+    return Status::OK();
+  });
 }
 
 StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta) {
@@ -855,9 +860,8 @@ StatusOr<std::optional<Crdt>> RocksStore::Get(std::string_view key, CrdtType typ
   for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
     std::string element = it->key().ToString().substr(prefix.size());
     DotSet dots;
-    GEOKV_RETURN_IF_ERROR(DecodeElementDots(it->value().ToString(), &dots)
-                              .WithContext(Describe(key, type) + " element '" +
-                                           PrintableBytes(element) + "'"));
+    GEOKV_RETURN_IF_ERROR(DecodeElementDots(
+        key, element, std::string_view(it->value().data(), it->value().size()), &dots));
     entries.emplace_hint(entries.end(), std::move(element), std::move(dots));
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
