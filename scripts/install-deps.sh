@@ -9,6 +9,7 @@ packages=(
   capnproto libcapnp-dev
   librocksdb-dev
   libgtest-dev libgmock-dev librapidcheck-dev
+  libspdlog-dev libfmt-dev libcli11-dev
 )
 
 missing=()

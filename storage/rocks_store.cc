@@ -389,6 +389,7 @@ class RocksStore : public Store {
   uint64_t LastSeq() const override { return last_seq_.load(); }
   uint64_t TrimmedThrough() const override { return trimmed_.load(); }
   Status TrimLog(uint64_t seq) override;
+  Status Sync() override { return FromRocks(db_->SyncWAL(), "sync the WAL"); }
   std::map<ReplicaId, uint64_t> AppliedPositions() const override {
     std::lock_guard<std::mutex> l(applied_mu_);
     return applied_;

@@ -164,6 +164,11 @@ class Store {
   // Deletes log entries through `seq`. REQUIRES: seq <= LastSeq().
   virtual Status TrimLog(uint64_t seq) = 0;
 
+  // Makes every committed write durable against a machine crash (fsyncs
+  // the WAL); what Commit() already does in kFsync. For a clean shutdown in
+  // kWal.
+  virtual Status Sync() = 0;
+
   // The committed RecordApplied positions, by origin.
   virtual std::map<ReplicaId, uint64_t> AppliedPositions() const = 0;
 };

@@ -1,0 +1,294 @@
+# The client API of a geokv node.
+#
+# Every operation is a method taking one request struct and returning one
+# reply struct; `batch` carries many of the same requests in one call. A
+# reply's `outcome` says how that operation ended: errors about the request
+# or the data (not found, wrong type, too large, invalid) are outcomes, never
+# exceptions. A call fails with an exception only when the transport fails
+# (DISCONNECTED) or the node sheds load (OVERLOADED).
+#
+# Keys, values and set elements are byte strings. Tokens and contexts are
+# opaque bytes made by the server: pass them back unchanged.
+#
+# Evolution rules (docs/api.md): ordinals only grow; nothing is renumbered,
+# retyped or reused; a new operation is a new method ordinal and a new member
+# at the end of the Request and Reply unions.
+
+@0xb199c91ca1b0df97;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("geokv::rpc");
+
+# How one operation ended.
+struct Outcome {
+  code @0 :Code;
+  # Empty when `code` is ok; otherwise says what was wrong, naming the
+  # limit or the type involved.
+  message @1 :Text;
+
+  enum Code {
+    ok @0;
+    # The key holds no live value of the type asked for.
+    notFound @1;
+    # The key holds a live value of another type.
+    wrongType @2;
+    # A configured limit would be exceeded (key, value or element size,
+    # multi-value siblings).
+    tooLarge @3;
+    # The request is malformed: an empty key, a token or context that does
+    # not decode or belongs to another key, an empty element list, a
+    # counter that would overflow.
+    invalid @4;
+    # Not now: a token names a write this node has not seen yet, or the
+    # node is shutting down. Retrying later may succeed.
+    unavailable @5;
+    # The node failed (a disk error, a stored row that does not decode).
+    # Nothing of the operation was applied.
+    internal @6;
+  }
+}
+
+# The CRDT type of a value (values agree with the storage format).
+enum Type {
+  none @0;
+  lww @1;
+  mvRegister @2;
+  orSet @3;
+  counter @4;
+}
+
+# ---- requests -------------------------------------------------------------
+
+# Reads accept `tokens` from earlier writes (anywhere): the read answers only
+# once every named write is visible on this node, else `unavailable`.
+
+# Sets an LWW register to `value`.
+struct SetRequest {
+  key @0 :Data;
+  value @1 :Data;
+}
+
+# Reads an LWW register; notFound when it was never set or is deleted.
+struct GetRequest {
+  key @0 :Data;
+  tokens @1 :List(Data);
+}
+
+# Deletes an LWW register (a write: it wins or loses by timestamp).
+struct DelRequest {
+  key @0 :Data;
+}
+
+# Writes a multi-value register sibling that supersedes the siblings
+# `context` saw (empty `context`: supersedes nothing).
+struct MvSetRequest {
+  key @0 :Data;
+  value @1 :Data;
+  # From an MvReply of the same key, or empty.
+  context @2 :Data;
+}
+
+# Reads a multi-value register: its siblings and the context to write with.
+struct MvGetRequest {
+  key @0 :Data;
+  tokens @1 :List(Data);
+}
+
+# Removes the siblings `context` saw from a multi-value register.
+struct MvDelRequest {
+  key @0 :Data;
+  # From an MvReply of the same key.
+  context @1 :Data;
+}
+
+# Adds elements to an add-wins OR-set. At least one element.
+struct SAddRequest {
+  key @0 :Data;
+  elements @1 :List(Data);
+}
+
+# Removes the elements this node has seen added. At least one element.
+struct SRemRequest {
+  key @0 :Data;
+  elements @1 :List(Data);
+}
+
+# Whether `element` is in the set.
+struct SIsMemberRequest {
+  key @0 :Data;
+  element @1 :Data;
+  tokens @2 :List(Data);
+}
+
+# A page of the set's elements in byte order.
+struct SMembersRequest {
+  key @0 :Data;
+  from :union {
+    # From the smallest element.
+    start @1 :Void;
+    # From the first element greater than this one (the last of a page).
+    after @2 :Data;
+  }
+  # Most elements to return; 0 means the server's default page (1000).
+  limit @3 :UInt32;
+  tokens @4 :List(Data);
+}
+
+# The number of elements in the set.
+struct SCardRequest {
+  key @0 :Data;
+  tokens @1 :List(Data);
+}
+
+# Adds `delta` (negative to decrement) to a PN counter.
+struct IncrByRequest {
+  key @0 :Data;
+  delta @1 :Int64;
+}
+
+# Reads a PN counter; notFound when it was never changed.
+struct CounterGetRequest {
+  key @0 :Data;
+  tokens @1 :List(Data);
+}
+
+# The types of the live values at a key.
+struct TypeRequest {
+  key @0 :Data;
+  tokens @1 :List(Data);
+}
+
+# ---- replies --------------------------------------------------------------
+
+# Every write's reply.
+struct WriteReply {
+  outcome @0 :Outcome;
+  # Names this write (when ok): pass it to reads to see at least this write.
+  token @1 :Data;
+}
+
+# get
+struct ValueReply {
+  outcome @0 :Outcome;
+  value @1 :Data;
+}
+
+# mvGet
+struct MvReply {
+  outcome @0 :Outcome;
+  # The concurrent values, in a deterministic order; empty when notFound.
+  values @1 :List(Data);
+  # What this read saw; present even when notFound (the register may have
+  # been cleared), so a write with it supersedes everything read.
+  context @2 :Data;
+}
+
+# sIsMember
+struct BoolReply {
+  outcome @0 :Outcome;
+  value @1 :Bool;
+}
+
+# sMembers
+struct MembersReply {
+  outcome @0 :Outcome;
+  elements @1 :List(Data);
+  # More elements follow the last one: ask again with `from.after` set to it.
+  more @2 :Bool;
+}
+
+# sCard
+struct CountReply {
+  outcome @0 :Outcome;
+  count @1 :UInt64;
+}
+
+# counterGet
+struct CounterReply {
+  outcome @0 :Outcome;
+  value @1 :Int64;
+}
+
+# type
+struct TypeReply {
+  outcome @0 :Outcome;
+  # Empty when the key holds nothing; more than one only after concurrent
+  # writes of different types in different regions.
+  types @1 :List(Type);
+}
+
+# ---- batches --------------------------------------------------------------
+
+# One operation of a batch.
+struct Request {
+  union {
+    set @0 :SetRequest;
+    get @1 :GetRequest;
+    del @2 :DelRequest;
+    mvSet @3 :MvSetRequest;
+    mvGet @4 :MvGetRequest;
+    mvDel @5 :MvDelRequest;
+    sAdd @6 :SAddRequest;
+    sRem @7 :SRemRequest;
+    sIsMember @8 :SIsMemberRequest;
+    sMembers @9 :SMembersRequest;
+    sCard @10 :SCardRequest;
+    incrBy @11 :IncrByRequest;
+    counterGet @12 :CounterGetRequest;
+    type @13 :TypeRequest;
+  }
+}
+
+# The reply to the request at the same index.
+struct Reply {
+  union {
+    write @0 :WriteReply;
+    value @1 :ValueReply;
+    mv @2 :MvReply;
+    boolean @3 :BoolReply;
+    members @4 :MembersReply;
+    count @5 :CountReply;
+    counter @6 :CounterReply;
+    type @7 :TypeReply;
+    # A request of a kind this server does not know (a newer client).
+    unknown @8 :Outcome;
+  }
+}
+
+# Who answers.
+struct NodeInfo {
+  # The node's name (--node-id).
+  name @0 :Text;
+  region @1 :Text;
+  # The random replica id that names this node's writes in dots and tokens.
+  replicaId @2 :UInt64;
+  # The geokv version, e.g. "0.1.0".
+  version @3 :Text;
+  # The client API version this node serves (1 for this file).
+  apiVersion @4 :UInt32;
+}
+
+interface GeoKv {
+  set @0 SetRequest -> WriteReply;
+  get @1 GetRequest -> ValueReply;
+  del @2 DelRequest -> WriteReply;
+  mvSet @3 MvSetRequest -> WriteReply;
+  mvGet @4 MvGetRequest -> MvReply;
+  mvDel @5 MvDelRequest -> WriteReply;
+  sAdd @6 SAddRequest -> WriteReply;
+  sRem @7 SRemRequest -> WriteReply;
+  sIsMember @8 SIsMemberRequest -> BoolReply;
+  sMembers @9 SMembersRequest -> MembersReply;
+  sCard @10 SCardRequest -> CountReply;
+  incrBy @11 IncrByRequest -> WriteReply;
+  counterGet @12 CounterGetRequest -> CounterReply;
+  type @13 TypeRequest -> TypeReply;
+
+  # Runs the requests and answers them in order. A batch is not a
+  # transaction: each write is atomic on its own. The batch's writes are
+  # committed together (one group), and its reads run after them, so they
+  # see them.
+  batch @14 (requests :List(Request)) -> (replies :List(Reply));
+
+  info @15 () -> NodeInfo;
+}

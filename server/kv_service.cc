@@ -1,0 +1,360 @@
+#include "server/kv_service.h"
+
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "server/api_codec.h"
+#include "util/coding.h"
+
+namespace geokv {
+namespace {
+
+std::string_view View(capnp::Data::Reader bytes) {
+  return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
+}
+
+std::string String(capnp::Data::Reader bytes) { return std::string(View(bytes)); }
+
+capnp::Data::Reader AsData(std::string_view s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
+std::vector<std::string> Strings(capnp::List<capnp::Data>::Reader list) {
+  std::vector<std::string> out;
+  out.reserve(list.size());
+  for (auto item : list) out.push_back(String(item));
+  return out;
+}
+
+rpc::Outcome::Code CodeOf(const Status& s) {
+  switch (s.code()) {
+    case Status::Code::kOk: return rpc::Outcome::Code::OK;
+    case Status::Code::kNotFound: return rpc::Outcome::Code::NOT_FOUND;
+    case Status::Code::kWrongType: return rpc::Outcome::Code::WRONG_TYPE;
+    case Status::Code::kTooLarge: return rpc::Outcome::Code::TOO_LARGE;
+    case Status::Code::kInvalidArgument: return rpc::Outcome::Code::INVALID;
+    case Status::Code::kUnavailable: return rpc::Outcome::Code::UNAVAILABLE;
+    case Status::Code::kCorruption:
+    case Status::Code::kIOError:
+    case Status::Code::kFailedPrecondition: return rpc::Outcome::Code::INTERNAL;
+  }
+  return rpc::Outcome::Code::INTERNAL;
+}
+
+}  // namespace
+
+KvService::KvService(Store& store, GroupCommitter& committer, KvServiceOptions options)
+    : store_(store), committer_(committer), options_(std::move(options)) {}
+
+void KvService::CheckServing() const {
+  if (!serving_) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "node is shutting down"));
+}
+
+kj::Promise<void> KvService::Overloaded() {
+  return KJ_EXCEPTION(OVERLOADED, "too many writes waiting to commit; retry later");
+}
+
+void KvService::SetOutcome(rpc::Outcome::Builder out, const Status& status) {
+  out.setCode(CodeOf(status));
+  if (!status.ok()) out.setMessage(status.message());
+  if (CodeOf(status) == rpc::Outcome::Code::INTERNAL) {
+    spdlog::error("request failed: {}", status.ToString());
+  }
+}
+
+Status KvService::CheckKey(capnp::Data::Reader key) const {
+  if (key.size() == 0) return Status::InvalidArgument("empty key");
+  if (key.size() > options_.max_key_bytes) {
+    return Status::TooLarge("key of " + std::to_string(key.size()) +
+                            " bytes exceeds max-key-bytes " +
+                            std::to_string(options_.max_key_bytes));
+  }
+  return Status::OK();
+}
+
+Status KvService::CheckValue(capnp::Data::Reader value) const {
+  if (value.size() > options_.max_value_bytes) {
+    return Status::TooLarge("value of " + std::to_string(value.size()) +
+                            " bytes exceeds max-value-bytes " +
+                            std::to_string(options_.max_value_bytes));
+  }
+  return Status::OK();
+}
+
+Status KvService::CheckElements(capnp::List<capnp::Data>::Reader elements) const {
+  if (elements.size() == 0) return Status::InvalidArgument("no set elements given");
+  // Elements are stored as parts of row keys, so they share the key limit.
+  for (auto e : elements) {
+    if (e.size() > options_.max_key_bytes) {
+      return Status::TooLarge("set element of " + std::to_string(e.size()) +
+                              " bytes exceeds max-key-bytes " +
+                              std::to_string(options_.max_key_bytes));
+    }
+  }
+  return Status::OK();
+}
+
+Status KvService::CheckTokens(capnp::List<capnp::Data>::Reader tokens) {
+  if (tokens.size() == 0) return Status::OK();
+  std::optional<std::map<ReplicaId, uint64_t>> applied;
+  for (auto bytes : tokens) {
+    GEOKV_ASSIGN_OR_RETURN(CausalToken token, DecodeToken(View(bytes)));
+    uint64_t visible;
+    if (token.origin == store_.node_id()) {
+      visible = store_.LastSeq();
+    } else {
+      if (!applied) applied = store_.AppliedPositions();
+      auto it = applied->find(token.origin);
+      visible = it == applied->end() ? 0 : it->second;
+    }
+    if (token.seq > visible) {
+      return Status::Unavailable("the write " + std::to_string(token.seq) + " of node " +
+                                 std::to_string(token.origin) + " is not visible here yet");
+    }
+  }
+  return Status::OK();
+}
+
+Status KvService::Absent(std::string_view key, CrdtType wanted) {
+  GEOKV_ASSIGN_OR_RETURN(std::vector<CrdtType> live, store_.LiveTypes(key));
+  for (CrdtType t : live) {
+    if (t != wanted) {
+      return Status::WrongType("key holds a " + std::string(TypeName(t)) + ", not a " +
+                               std::string(TypeName(wanted)));
+    }
+  }
+  return Status::NotFound("key not found");
+}
+
+// ---- writes ----------------------------------------------------------------
+
+KvService::ParsedWrite KvService::Parse(rpc::SetRequest::Reader r) const {
+  Status s = CheckKey(r.getKey());
+  if (s.ok()) s = CheckValue(r.getValue());
+  return {s, String(r.getKey()), LwwSet{String(r.getValue())}};
+}
+
+KvService::ParsedWrite KvService::Parse(rpc::DelRequest::Reader r) const {
+  return {CheckKey(r.getKey()), String(r.getKey()), LwwDelete{}};
+}
+
+KvService::ParsedWrite KvService::Parse(rpc::MvSetRequest::Reader r) const {
+  ParsedWrite w{CheckKey(r.getKey()), String(r.getKey()), {}};
+  if (w.status.ok()) w.status = CheckValue(r.getValue());
+  if (!w.status.ok()) return w;
+  auto seen = DecodeClientContext(w.key, View(r.getContext()));
+  if (!seen.ok()) return {seen.status(), {}, {}};
+  w.op = MvWrite{String(r.getValue()), std::move(seen).value()};
+  return w;
+}
+
+KvService::ParsedWrite KvService::Parse(rpc::MvDelRequest::Reader r) const {
+  ParsedWrite w{CheckKey(r.getKey()), String(r.getKey()), {}};
+  if (!w.status.ok()) return w;
+  auto seen = DecodeClientContext(w.key, View(r.getContext()));
+  if (!seen.ok()) return {seen.status(), {}, {}};
+  w.op = MvClear{std::move(seen).value()};
+  return w;
+}
+
+KvService::ParsedWrite KvService::Parse(rpc::SAddRequest::Reader r) const {
+  Status s = CheckKey(r.getKey());
+  if (s.ok()) s = CheckElements(r.getElements());
+  if (!s.ok()) return {s, {}, {}};
+  return {s, String(r.getKey()), SetAdd{Strings(r.getElements())}};
+}
+
+KvService::ParsedWrite KvService::Parse(rpc::SRemRequest::Reader r) const {
+  Status s = CheckKey(r.getKey());
+  if (s.ok()) s = CheckElements(r.getElements());
+  if (!s.ok()) return {s, {}, {}};
+  return {s, String(r.getKey()), SetRemove{Strings(r.getElements())}};
+}
+
+KvService::ParsedWrite KvService::Parse(rpc::IncrByRequest::Reader r) const {
+  return {CheckKey(r.getKey()), String(r.getKey()), CounterAdd{r.getDelta()}};
+}
+
+kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder reply) {
+  if (!parsed.status.ok()) {
+    SetOutcome(reply.initOutcome(), parsed.status);
+    return kj::READY_NOW;
+  }
+  return committer_.Submit(std::move(parsed.key), std::move(parsed.op))
+      .then([this, reply](WriteResult result) mutable {
+        SetOutcome(reply.initOutcome(), result.status);
+        if (result.status.ok()) {
+          reply.setToken(AsData(EncodeToken({store_.node_id(), result.seq})));
+        }
+      });
+}
+
+// ---- reads -----------------------------------------------------------------
+
+Status KvService::Read(rpc::GetRequest::Reader r, rpc::ValueReply::Builder reply) {
+  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
+  std::string_view key = View(r.getKey());
+  GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store_.Get(key, CrdtType::kLww));
+  if (state) {
+    const auto& value = std::get<LwwRegister>(*state).value();
+    if (value) {
+      reply.setValue(AsData(*value));
+      return Status::OK();
+    }
+  }
+  return Absent(key, CrdtType::kLww);
+}
+
+Status KvService::Read(rpc::MvGetRequest::Reader r, rpc::MvReply::Builder reply) {
+  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
+  std::string_view key = View(r.getKey());
+  GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store_.Get(key, CrdtType::kMvRegister));
+  if (!state) return Absent(key, CrdtType::kMvRegister);
+  const auto& reg = std::get<MvRegister>(*state);
+  reply.setContext(AsData(EncodeClientContext(key, reg.context())));
+  std::vector<std::string> values = reg.Values();
+  if (values.empty()) return Absent(key, CrdtType::kMvRegister);
+  auto out = reply.initValues(values.size());
+  for (size_t i = 0; i < values.size(); ++i) out.set(i, AsData(values[i]));
+  return Status::OK();
+}
+
+Status KvService::Read(rpc::SIsMemberRequest::Reader r, rpc::BoolReply::Builder reply) {
+  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
+  std::string_view key = View(r.getKey());
+  GEOKV_ASSIGN_OR_RETURN(bool member, store_.SetContains(key, View(r.getElement())));
+  reply.setValue(member);
+  if (member) return Status::OK();
+  Status absent = Absent(key, CrdtType::kOrSet);
+  return absent.IsNotFound() ? Status::OK() : absent;
+}
+
+Status KvService::Read(rpc::SMembersRequest::Reader r, rpc::MembersReply::Builder reply) {
+  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
+  std::string_view key = View(r.getKey());
+  std::optional<std::string_view> after;
+  if (r.getFrom().isAfter()) after = View(r.getFrom().getAfter());
+  uint32_t limit = r.getLimit() == 0 ? kDefaultMembersPage
+                                     : std::min(r.getLimit(), kDefaultMembersPage);
+  GEOKV_ASSIGN_OR_RETURN(SetPage page, store_.SetMembers(key, after, limit));
+  auto out = reply.initElements(page.elements.size());
+  for (size_t i = 0; i < page.elements.size(); ++i) out.set(i, AsData(page.elements[i]));
+  reply.setMore(page.more);
+  if (!page.elements.empty() || after) return Status::OK();
+  Status absent = Absent(key, CrdtType::kOrSet);
+  return absent.IsNotFound() ? Status::OK() : absent;
+}
+
+Status KvService::Read(rpc::SCardRequest::Reader r, rpc::CountReply::Builder reply) {
+  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
+  std::string_view key = View(r.getKey());
+  GEOKV_ASSIGN_OR_RETURN(uint64_t size, store_.SetSize(key));
+  reply.setCount(size);
+  if (size > 0) return Status::OK();
+  Status absent = Absent(key, CrdtType::kOrSet);
+  return absent.IsNotFound() ? Status::OK() : absent;
+}
+
+Status KvService::Read(rpc::CounterGetRequest::Reader r, rpc::CounterReply::Builder reply) {
+  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
+  std::string_view key = View(r.getKey());
+  GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store_.Get(key, CrdtType::kCounter));
+  if (!state) return Absent(key, CrdtType::kCounter);
+  reply.setValue(std::get<PnCounter>(*state).Value());
+  return Status::OK();
+}
+
+Status KvService::Read(rpc::TypeRequest::Reader r, rpc::TypeReply::Builder reply) {
+  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
+  GEOKV_ASSIGN_OR_RETURN(std::vector<CrdtType> live, store_.LiveTypes(View(r.getKey())));
+  auto out = reply.initTypes(live.size());
+  for (size_t i = 0; i < live.size(); ++i) {
+    out.set(i, static_cast<rpc::Type>(static_cast<uint16_t>(live[i])));
+  }
+  return Status::OK();
+}
+
+// ---- batches ---------------------------------------------------------------
+
+kj::Promise<void> KvService::batch(BatchContext context) {
+  CheckServing();
+  auto requests = context.getParams().getRequests();
+  auto replies = context.getResults().initReplies(requests.size());
+
+  size_t write_count = 0;
+  for (auto r : requests) {
+    switch (r.which()) {
+      case rpc::Request::SET: case rpc::Request::DEL: case rpc::Request::MV_SET:
+      case rpc::Request::MV_DEL: case rpc::Request::S_ADD: case rpc::Request::S_REM:
+      case rpc::Request::INCR_BY:
+        ++write_count;
+        break;
+      default:
+        break;
+    }
+  }
+  // All or none of the batch's writes are queued: a retried batch must not
+  // apply a counter increment twice.
+  if (!committer_.HasRoom(write_count)) return Overloaded();
+
+  kj::Vector<kj::Promise<void>> writes;
+  std::vector<uint32_t> reads;
+  for (uint32_t i = 0; i < requests.size(); ++i) {
+    auto r = requests[i];
+    auto reply = replies[i];
+    switch (r.which()) {
+      case rpc::Request::SET: writes.add(Write(Parse(r.getSet()), reply.initWrite())); break;
+      case rpc::Request::DEL: writes.add(Write(Parse(r.getDel()), reply.initWrite())); break;
+      case rpc::Request::MV_SET: writes.add(Write(Parse(r.getMvSet()), reply.initWrite())); break;
+      case rpc::Request::MV_DEL: writes.add(Write(Parse(r.getMvDel()), reply.initWrite())); break;
+      case rpc::Request::S_ADD: writes.add(Write(Parse(r.getSAdd()), reply.initWrite())); break;
+      case rpc::Request::S_REM: writes.add(Write(Parse(r.getSRem()), reply.initWrite())); break;
+      case rpc::Request::INCR_BY:
+        writes.add(Write(Parse(r.getIncrBy()), reply.initWrite()));
+        break;
+      default:
+        reads.push_back(i);
+        break;
+    }
+  }
+  auto run_reads = [this, requests, replies, reads = std::move(reads)]() mutable {
+    for (uint32_t i : reads) BatchRead(requests[i], replies[i]);
+  };
+  if (writes.empty()) {
+    run_reads();
+    return kj::READY_NOW;
+  }
+  return kj::joinPromises(writes.releaseAsArray()).then(kj::mv(run_reads));
+}
+
+void KvService::BatchRead(rpc::Request::Reader request, rpc::Reply::Builder reply) {
+  switch (request.which()) {
+    case rpc::Request::GET: Answer(request.getGet(), reply.initValue()); return;
+    case rpc::Request::MV_GET: Answer(request.getMvGet(), reply.initMv()); return;
+    case rpc::Request::S_IS_MEMBER: Answer(request.getSIsMember(), reply.initBoolean()); return;
+    case rpc::Request::S_MEMBERS: Answer(request.getSMembers(), reply.initMembers()); return;
+    case rpc::Request::S_CARD: Answer(request.getSCard(), reply.initCount()); return;
+    case rpc::Request::COUNTER_GET: Answer(request.getCounterGet(), reply.initCounter()); return;
+    case rpc::Request::TYPE: Answer(request.getType(), reply.initType()); return;
+    default:
+      SetOutcome(reply.initUnknown(),
+                 Status::InvalidArgument("unknown request kind " +
+                                         std::to_string(static_cast<int>(request.which()))));
+      return;
+  }
+}
+
+kj::Promise<void> KvService::info(InfoContext context) {
+  CheckServing();
+  auto out = context.getResults();
+  out.setName(options_.name);
+  out.setRegion(options_.region);
+  out.setReplicaId(store_.node_id());
+  out.setVersion(GEOKV_VERSION);
+  out.setApiVersion(1);
+  return kj::READY_NOW;
+}
+
+}  // namespace geokv

@@ -1,0 +1,125 @@
+// The client API (schema/kv.capnp) of one node: validates each request
+// against the limits, sends writes through the group committer and answers
+// reads from the store on the event loop's thread.
+
+#ifndef GEOKV_SERVER_KV_SERVICE_H_
+#define GEOKV_SERVER_KV_SERVICE_H_
+
+#include <cstddef>
+#include <string>
+
+#include "schema/kv.capnp.h"
+#include "server/group_commit.h"
+#include "storage/store.h"
+
+namespace geokv {
+
+struct KvServiceOptions {
+  std::string name;    // the node's name
+  std::string region;
+  size_t max_key_bytes = 4 << 10;    // keys and set elements
+  size_t max_value_bytes = 8 << 20;  // register values
+};
+
+// Default page of sMembers when the request's limit is 0, and its largest.
+inline constexpr uint32_t kDefaultMembersPage = 1000;
+
+// Lives on the event loop's thread, like the committer and every call.
+class KvService final : public rpc::GeoKv::Server {
+ public:
+  // `store` and `committer` must outlive the service.
+  KvService(Store& store, GroupCommitter& committer, KvServiceOptions options);
+
+  // From now on every call fails with DISCONNECTED ("shutting down"); calls
+  // already accepted run to the end.
+  void StopServing() { serving_ = false; }
+
+  kj::Promise<void> set(SetContext context) override { return WriteCall(context); }
+  kj::Promise<void> get(GetContext context) override { return ReadCall(context); }
+  kj::Promise<void> del(DelContext context) override { return WriteCall(context); }
+  kj::Promise<void> mvSet(MvSetContext context) override { return WriteCall(context); }
+  kj::Promise<void> mvGet(MvGetContext context) override { return ReadCall(context); }
+  kj::Promise<void> mvDel(MvDelContext context) override { return WriteCall(context); }
+  kj::Promise<void> sAdd(SAddContext context) override { return WriteCall(context); }
+  kj::Promise<void> sRem(SRemContext context) override { return WriteCall(context); }
+  kj::Promise<void> sIsMember(SIsMemberContext context) override { return ReadCall(context); }
+  kj::Promise<void> sMembers(SMembersContext context) override { return ReadCall(context); }
+  kj::Promise<void> sCard(SCardContext context) override { return ReadCall(context); }
+  kj::Promise<void> incrBy(IncrByContext context) override { return WriteCall(context); }
+  kj::Promise<void> counterGet(CounterGetContext context) override { return ReadCall(context); }
+  kj::Promise<void> type(TypeContext context) override { return ReadCall(context); }
+  kj::Promise<void> batch(BatchContext context) override;
+  kj::Promise<void> info(InfoContext context) override;
+
+ private:
+  // A write request turned into what the store applies, or why it is refused.
+  struct ParsedWrite {
+    Status status;
+    std::string key;
+    Operation op;
+  };
+
+  template <typename Context>
+  kj::Promise<void> WriteCall(Context& context) {
+    CheckServing();
+    ParsedWrite parsed = Parse(context.getParams());
+    if (parsed.status.ok() && !committer_.HasRoom(1)) return Overloaded();
+    return Write(std::move(parsed), context.getResults());
+  }
+
+  template <typename Context>
+  kj::Promise<void> ReadCall(Context& context) {
+    CheckServing();
+    Answer(context.getParams(), context.getResults());
+    return kj::READY_NOW;
+  }
+
+  // Answers a read request once its tokens are satisfied.
+  template <typename Request, typename Reply>
+  void Answer(Request request, Reply reply) {
+    Status s = CheckTokens(request.getTokens());
+    if (s.ok()) s = Read(request, reply);
+    SetOutcome(reply.initOutcome(), s);
+  }
+
+  void CheckServing() const;
+  static kj::Promise<void> Overloaded();
+  static void SetOutcome(rpc::Outcome::Builder out, const Status& status);
+
+  Status CheckKey(capnp::Data::Reader key) const;
+  Status CheckValue(capnp::Data::Reader value) const;
+  Status CheckElements(capnp::List<capnp::Data>::Reader elements) const;
+  // OK when every token's write is visible here.
+  Status CheckTokens(capnp::List<capnp::Data>::Reader tokens);
+  // NotFound, or WrongType when another type is live at `key`.
+  Status Absent(std::string_view key, CrdtType wanted);
+
+  ParsedWrite Parse(rpc::SetRequest::Reader r) const;
+  ParsedWrite Parse(rpc::DelRequest::Reader r) const;
+  ParsedWrite Parse(rpc::MvSetRequest::Reader r) const;
+  ParsedWrite Parse(rpc::MvDelRequest::Reader r) const;
+  ParsedWrite Parse(rpc::SAddRequest::Reader r) const;
+  ParsedWrite Parse(rpc::SRemRequest::Reader r) const;
+  ParsedWrite Parse(rpc::IncrByRequest::Reader r) const;
+  kj::Promise<void> Write(ParsedWrite parsed, rpc::WriteReply::Builder reply);
+
+  // Fill the reply's fields but the outcome; return the outcome.
+  Status Read(rpc::GetRequest::Reader r, rpc::ValueReply::Builder reply);
+  Status Read(rpc::MvGetRequest::Reader r, rpc::MvReply::Builder reply);
+  Status Read(rpc::SIsMemberRequest::Reader r, rpc::BoolReply::Builder reply);
+  Status Read(rpc::SMembersRequest::Reader r, rpc::MembersReply::Builder reply);
+  Status Read(rpc::SCardRequest::Reader r, rpc::CountReply::Builder reply);
+  Status Read(rpc::CounterGetRequest::Reader r, rpc::CounterReply::Builder reply);
+  Status Read(rpc::TypeRequest::Reader r, rpc::TypeReply::Builder reply);
+  // One read of a batch.
+  void BatchRead(rpc::Request::Reader request, rpc::Reply::Builder reply);
+
+  Store& store_;
+  GroupCommitter& committer_;
+  const KvServiceOptions options_;
+  bool serving_ = true;
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_SERVER_KV_SERVICE_H_

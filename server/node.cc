@@ -1,0 +1,104 @@
+#include "server/node.h"
+
+#include <kj/async-unix.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdio>
+
+#include "server/group_commit.h"
+#include "server/kv_service.h"
+#include "server/rpc_listener.h"
+
+namespace geokv {
+namespace {
+
+std::string DefaultName(ReplicaId id) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "node-%08llx",
+                static_cast<unsigned long long>(id >> 32));
+  return buf;
+}
+
+}  // namespace
+
+int RunNode(const ServerOptions& options) {
+  // Signals are taken by the event loop; capture them before any thread
+  // (RocksDB's among them) starts so that every thread inherits them blocked.
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  StoreOptions store_options;
+  store_options.durability = options.durability;
+  auto opened = Store::Open(options.data_dir, store_options);
+  if (!opened.ok()) {
+    spdlog::error("cannot open the store in {}: {}", options.data_dir,
+                  opened.status().ToString());
+    return 1;
+  }
+  std::unique_ptr<Store> store = std::move(opened).value();
+  std::string name = options.node_id.empty() ? DefaultName(store->node_id()) : options.node_id;
+  spdlog::info("node {} (replica {:016x}) of region {} opened {} (durability {})", name,
+               store->node_id(), options.region, options.data_dir,
+               options.durability == Durability::kFsync ? "fsync" : "wal");
+
+  auto io = kj::setupAsyncIo();
+  auto& ws = io.waitScope;
+  kj::Timer& timer = io.provider->getTimer();
+
+  auto committer = std::make_unique<GroupCommitter>(*store, options.max_pending_writes);
+  auto service_own = kj::heap<KvService>(
+      *store, *committer,
+      KvServiceOptions{name, options.region, options.max_key_bytes, options.max_value_bytes});
+  KvService& service = *service_own;
+
+  kj::Own<kj::ConnectionReceiver> receiver;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    auto address = io.provider->getNetwork().parseAddress(options.listen).wait(ws);
+    receiver = address->listen();
+  })) {
+    spdlog::error("cannot listen on {}: {}", options.listen, e->getDescription().cStr());
+    committer->Drain().wait(ws);
+    return 1;
+  }
+  auto listener = std::make_unique<RpcListener>(
+      kj::mv(receiver), kj::mv(service_own),
+      RpcListenerOptions{options.max_connections, options.max_message_bytes});
+  spdlog::info("client API listening on {} port {}", options.listen, listener->port());
+
+  auto sigterm = io.unixEventPort.onSignal(SIGTERM);
+  auto sigint = io.unixEventPort.onSignal(SIGINT);
+  siginfo_t signal = sigterm.exclusiveJoin(kj::mv(sigint)).wait(ws);
+  spdlog::info("{} received: shutting down", signal.si_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+
+  listener->StopAccepting();
+  service.StopServing();
+  auto timeout = static_cast<int64_t>(options.shutdown_timeout_seconds * 1000) * kj::MILLISECONDS;
+  bool drained = committer->Drain()
+                     .then([] { return true; })
+                     .exclusiveJoin(timer.afterDelay(timeout).then([] { return false; }))
+                     .wait(ws);
+  if (!drained) {
+    spdlog::warn("{} writes still pending after {} s; their clients get no answer",
+                 committer->pending(), options.shutdown_timeout_seconds);
+  }
+  // Replies leave through each connection's write queue.
+  auto deadline = timer.now() + 2 * kj::SECONDS;
+  while (!listener->RepliesSent() && timer.now() < deadline) {
+    timer.afterDelay(10 * kj::MILLISECONDS).wait(ws);
+  }
+  listener.reset();
+  if (!drained) return 1;  // the writer thread may still hold a group
+  committer.reset();
+  Status synced = store->Sync();
+  if (!synced.ok()) {
+    spdlog::error("final sync failed: {}", synced.ToString());
+    return 1;
+  }
+  store.reset();
+  spdlog::info("shut down cleanly");
+  return 0;
+}
+
+}  // namespace geokv

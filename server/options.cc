@@ -1,0 +1,68 @@
+#include "server/options.h"
+
+#include "util/cli.h"
+
+namespace geokv {
+
+ParsedServerOptions ParseServerOptions(int argc, char** argv) {
+  ServerOptions o;
+  CLI::App app{"geokv-server: one node of a geo-replicated CRDT key-value store"};
+  app.set_config("--config", "", "TOML file of options (same names as the flags); flags win");
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  app.get_formatter()->column_width(34);
+
+  app.add_option("--node-id", o.node_id,
+                 "Name of this node in logs and membership (default: node-<replica id>)");
+  app.add_option("--region", o.region, "Region this node belongs to")->capture_default_str();
+  app.add_option("--listen", o.listen, "HOST:PORT of the client API")->capture_default_str();
+  app.add_option("--data-dir", o.data_dir, "Directory of the node's RocksDB store")
+      ->capture_default_str();
+  std::string durability = "fsync";
+  app.add_option("--durability", durability,
+                 "fsync: acknowledged writes survive a machine crash; wal: a process crash")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fsync", "wal"}));
+
+  auto size_option = [&](const char* name, size_t* value, const char* help) {
+    app.add_option(name, *value, help)
+        ->transform(CLI::AsSizeValue(false))
+        ->default_str(std::to_string(*value));
+  };
+  size_option("--max-key-bytes", &o.max_key_bytes, "Largest key or set element (accepts KiB, MiB)");
+  size_option("--max-value-bytes", &o.max_value_bytes, "Largest LWW or multi-value value");
+  app.add_option("--max-connections", o.max_connections,
+                 "Client connections served at once; more are closed")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  size_option("--max-message-bytes", &o.max_message_bytes, "Largest RPC message (call or batch)");
+  app.add_option("--max-pending-writes", o.max_pending_writes,
+                 "Writes waiting to commit; beyond, calls fail with OVERLOADED")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--shutdown-timeout", o.shutdown_timeout_seconds,
+                 "Seconds calls in flight may take to finish after SIGTERM")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
+  o.durability = durability == "wal" ? Durability::kWal : Durability::kFsync;
+
+  auto usage_error = [&](const std::string& message) {
+    std::fprintf(stderr, "%s\nRun with --help for more information.\n", message.c_str());
+    return ParsedServerOptions(kExitUsage);
+  };
+  if (o.max_key_bytes == 0) return usage_error("--max-key-bytes: must be at least 1");
+  if (o.max_value_bytes == 0) return usage_error("--max-value-bytes: must be at least 1");
+  // A call carrying one largest key and value must fit in a message.
+  if (o.max_message_bytes < o.max_key_bytes + o.max_value_bytes + 4096) {
+    return usage_error("--max-message-bytes: must exceed --max-key-bytes plus --max-value-bytes "
+                       "plus 4 KiB");
+  }
+  if (o.data_dir.empty()) return usage_error("--data-dir: must not be empty");
+  return o;
+}
+
+}  // namespace geokv

@@ -1,0 +1,61 @@
+// Serves a Cap'n Proto bootstrap capability to every connection a listening
+// socket accepts, within limits: connections beyond max_connections are
+// closed at once, messages beyond max_message_bytes end their connection,
+// and a connection stops being read while its unanswered calls exceed
+// max_message_bytes (backpressure). A connection that sends garbage or
+// disconnects mid-call ends alone; the listener goes on.
+
+#ifndef GEOKV_SERVER_RPC_LISTENER_H_
+#define GEOKV_SERVER_RPC_LISTENER_H_
+
+#include <capnp/capability.h>
+#include <kj/async-io.h>
+
+#include <cstddef>
+#include <list>
+#include <string>
+
+namespace geokv {
+
+struct RpcListenerOptions {
+  size_t max_connections = 1024;
+  size_t max_message_bytes = 64 << 20;
+};
+
+// Lives on the event loop's thread.
+class RpcListener : private kj::TaskSet::ErrorHandler {
+ public:
+  RpcListener(kj::Own<kj::ConnectionReceiver> receiver, capnp::Capability::Client bootstrap,
+              RpcListenerOptions options);
+  ~RpcListener();
+
+  // The port the socket is bound to (useful after binding port 0).
+  unsigned port() const { return port_; }
+
+  // Closes the listening socket; open connections are served on.
+  void StopAccepting();
+
+  // Whether every reply given so far has been written to its socket.
+  bool RepliesSent();
+
+  size_t connections() const { return connections_.size(); }
+
+ private:
+  struct Connection;
+
+  kj::Promise<void> AcceptLoop();
+  void Serve(kj::Own<kj::AsyncIoStream> stream);
+  void taskFailed(kj::Exception&& exception) override;
+
+  kj::Own<kj::ConnectionReceiver> receiver_;
+  capnp::Capability::Client bootstrap_;
+  const RpcListenerOptions options_;
+  unsigned port_;
+  std::list<kj::Own<Connection>> connections_;
+  kj::TaskSet tasks_;
+  kj::Maybe<kj::Promise<void>> accepting_;
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_SERVER_RPC_LISTENER_H_
