@@ -1,0 +1,511 @@
+// geokv-cli: one command against one geokv node, redis-cli style.
+//
+//   geokv-cli [--connect HOST:PORT] [--json] COMMAND ARGS...
+//
+// Exit codes: 0 ok, 1 not found, 2 usage error, 3 error from the server,
+// 4 cannot connect (or no answer within --timeout).
+
+#include <capnp/ez-rpc.h>
+#include <kj/async-io.h>
+
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "schema/kv.capnp.h"
+#include "util/cli.h"
+#include "util/coding.h"
+
+namespace geokv {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitNotFound = 1;
+constexpr int kExitServerError = 3;
+constexpr int kExitCannotConnect = 4;
+
+capnp::Data::Reader AsData(const std::string& s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
+std::string String(capnp::Data::Reader bytes) {
+  return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
+}
+
+const char* CodeName(rpc::Outcome::Code code) {
+  switch (code) {
+    case rpc::Outcome::Code::OK: return "OK";
+    case rpc::Outcome::Code::NOT_FOUND: return "NOT_FOUND";
+    case rpc::Outcome::Code::WRONG_TYPE: return "WRONG_TYPE";
+    case rpc::Outcome::Code::TOO_LARGE: return "TOO_LARGE";
+    case rpc::Outcome::Code::INVALID: return "INVALID";
+    case rpc::Outcome::Code::UNAVAILABLE: return "UNAVAILABLE";
+    case rpc::Outcome::Code::INTERNAL: return "INTERNAL";
+  }
+  return "UNKNOWN";
+}
+
+const char* TypeName(rpc::Type type) {
+  switch (type) {
+    case rpc::Type::NONE: return "none";
+    case rpc::Type::LWW: return "lww";
+    case rpc::Type::MV_REGISTER: return "mvregister";
+    case rpc::Type::OR_SET: return "orset";
+    case rpc::Type::COUNTER: return "counter";
+  }
+  return "unknown";
+}
+
+// Whether `s` is UTF-8 by its byte structure (overlong forms pass).
+bool IsUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 9;
+    if (n == 9 || (n > 0 && i + n >= s.size())) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(ch);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// One JSON object, built field by field. Byte strings that are not UTF-8 go
+// out as "<name>_hex" fields, so every output is valid JSON.
+class JsonObject {
+ public:
+  void Bytes(std::string_view name, std::string_view value) {
+    if (IsUtf8(value)) {
+      Raw(name, JsonString(value));
+    } else {
+      Raw(std::string(name) + "_hex", JsonString(ToHex(value)));
+    }
+  }
+  void BytesList(std::string_view name, const std::vector<std::string>& values) {
+    bool utf8 = true;
+    for (const auto& v : values) utf8 = utf8 && IsUtf8(v);
+    std::string list = "[";
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (i > 0) list += ",";
+      list += JsonString(utf8 ? values[i] : ToHex(values[i]));
+    }
+    Raw(utf8 ? std::string(name) : std::string(name) + "_hex", list + "]");
+  }
+  void Text(std::string_view name, std::string_view value) { Raw(name, JsonString(value)); }
+  void Number(std::string_view name, long long value) { Raw(name, std::to_string(value)); }
+  void Unsigned(std::string_view name, unsigned long long value) {
+    Raw(name, std::to_string(value));
+  }
+  void Bool(std::string_view name, bool value) { Raw(name, value ? "true" : "false"); }
+  void Raw(std::string_view name, std::string_view json) {
+    if (!body_.empty()) body_ += ",";
+    body_ += JsonString(name) + ":" + std::string(json);
+  }
+  std::string str() const { return "{" + body_ + "}"; }
+
+ private:
+  std::string body_;
+};
+
+struct Settings {
+  std::string connect = "127.0.0.1:7400";
+  bool json = false;
+  double timeout_seconds = 10;
+  std::vector<std::string> tokens_hex;
+};
+
+// What a command prints when its outcome is ok.
+struct Printed {
+  std::function<void(JsonObject&)> json;
+  std::function<void()> human;
+};
+
+class Cli {
+ public:
+  explicit Cli(const Settings& settings) : settings_(settings) {}
+
+  // Prints the outcome and returns the exit code.
+  int Finish(rpc::Outcome::Reader outcome, const Printed& printed) const {
+    auto code = outcome.getCode();
+    JsonObject json;
+    json.Text("outcome", CodeName(code));
+    if (code != rpc::Outcome::Code::OK) {
+      json.Text("message", outcome.getMessage().cStr());
+      if (settings_.json) {
+        std::cout << json.str() << "\n";
+      } else if (code == rpc::Outcome::Code::NOT_FOUND) {
+        std::cout << "(nil)\n";
+      } else {
+        std::cerr << "(error) " << CodeName(code) << ": " << outcome.getMessage().cStr() << "\n";
+      }
+      return code == rpc::Outcome::Code::NOT_FOUND ? kExitNotFound : kExitServerError;
+    }
+    if (settings_.json) {
+      if (printed.json) printed.json(json);
+      std::cout << json.str() << "\n";
+    } else if (printed.human) {
+      printed.human();
+    }
+    return kExitOk;
+  }
+
+  int FinishWrite(rpc::WriteReply::Reader reply) const {
+    std::string token = ToHex(String(reply.getToken()));
+    return Finish(reply.getOutcome(),
+                  {[&](JsonObject& j) { j.Text("token", token); },
+                   [&] { std::cout << "OK token=" << token << "\n"; }});
+  }
+
+  // Sets the request's tokens from --token; false (after printing why)
+  // when one is not hex.
+  template <typename Request>
+  bool SetTokens(Request& request) const {
+    auto list = request.initTokens(settings_.tokens_hex.size());
+    for (size_t i = 0; i < settings_.tokens_hex.size(); ++i) {
+      auto bytes = FromHex(settings_.tokens_hex[i]);
+      if (!bytes) {
+        std::cerr << "--token: not a hex string: " << settings_.tokens_hex[i] << "\n";
+        return false;
+      }
+      list.set(i, AsData(*bytes));
+    }
+    return true;
+  }
+
+ private:
+  const Settings& settings_;
+};
+
+// The words of the subcommands, filled by CLI11.
+struct Args {
+  std::string key, value, element, context_hex, after;
+  std::vector<std::string> elements;
+  int64_t delta = 0;
+  uint32_t limit = 0;
+};
+
+using Client = rpc::GeoKv::Client;
+// Sends one command and prints its answer; returns the exit code.
+using Run = std::function<int(Client&, kj::WaitScope&)>;
+
+class Commands {
+ public:
+  Commands(CLI::App& app, const Settings& settings) : app_(app), settings_(settings), cli_(settings) {
+    AddAll();
+  }
+
+  // The chosen subcommand's run.
+  const Run& Chosen() const { return runs_.at(app_.get_subcommands().at(0)); }
+
+ private:
+  CLI::App* Add(const char* name, const char* help, Run run) {
+    CLI::App* sub = app_.add_subcommand(name, help);
+    runs_[sub] = std::move(run);
+    return sub;
+  }
+  void Key(CLI::App* sub) { sub->add_option("key", a_.key, "The key")->required(); }
+
+  int BadHex(const char* what, const std::string& text) const {
+    std::cerr << what << ": not a hex string: " << text << "\n";
+    return kExitUsage;
+  }
+
+  template <typename Request>
+  void SetKey(Request& req) const {
+    req.setKey(AsData(a_.key));
+  }
+
+  // Sends a read with the --token tokens and finishes with `printed`.
+  template <typename Request, typename MakePrinted>
+  int SendRead(Request req, kj::WaitScope& ws, MakePrinted make_printed) const {
+    SetKey(req);
+    if (!cli_.SetTokens(req)) return kExitUsage;
+    auto reply = req.send().wait(ws);
+    return cli_.Finish(reply.getOutcome(), make_printed(reply));
+  }
+
+  void AddAll();
+
+  CLI::App& app_;
+  const Settings& settings_;
+  Cli cli_;
+  Args a_;
+  std::map<CLI::App*, Run> runs_;
+};
+
+void Commands::AddAll() {
+  Key(Add("set", "Set an LWW register", [this](Client& kv, kj::WaitScope& ws) {
+        auto req = kv.setRequest();
+        SetKey(req);
+        req.setValue(AsData(a_.value));
+        return cli_.FinishWrite(req.send().wait(ws));
+      }));
+  app_.get_subcommand("set")->add_option("value", a_.value, "The value")->required();
+
+  Key(Add("get", "Read an LWW register", [this](Client& kv, kj::WaitScope& ws) {
+    return SendRead(kv.getRequest(), ws, [](auto& reply) {
+      std::string value = String(reply.getValue());
+      return Printed{[value](JsonObject& j) { j.Bytes("value", value); },
+                     [value] { std::cout << value << "\n"; }};
+    });
+  }));
+
+  Key(Add("del", "Delete an LWW register", [this](Client& kv, kj::WaitScope& ws) {
+    auto req = kv.delRequest();
+    SetKey(req);
+    return cli_.FinishWrite(req.send().wait(ws));
+  }));
+
+  CLI::App* mvset = Add("mvset", "Write a multi-value register sibling",
+                        [this](Client& kv, kj::WaitScope& ws) {
+                          auto context = FromHex(a_.context_hex);
+                          if (!context) return BadHex("--context", a_.context_hex);
+                          auto req = kv.mvSetRequest();
+                          SetKey(req);
+                          req.setValue(AsData(a_.value));
+                          req.setContext(AsData(*context));
+                          return cli_.FinishWrite(req.send().wait(ws));
+                        });
+  Key(mvset);
+  mvset->add_option("value", a_.value, "The value")->required();
+  mvset->add_option("--context", a_.context_hex,
+                    "Context (hex) from mvget: the siblings it saw are replaced");
+
+  Key(Add("mvget", "Read a multi-value register's siblings and context",
+          [this](Client& kv, kj::WaitScope& ws) {
+            return SendRead(kv.mvGetRequest(), ws, [](auto& reply) {
+              std::vector<std::string> values;
+              for (auto v : reply.getValues()) values.push_back(String(v));
+              std::string context = ToHex(String(reply.getContext()));
+              return Printed{[values, context](JsonObject& j) {
+                               j.BytesList("values", values);
+                               j.Text("context", context);
+                             },
+                             [values, context] {
+                               for (size_t i = 0; i < values.size(); ++i) {
+                                 std::cout << i + 1 << ") " << values[i] << "\n";
+                               }
+                               std::cout << "context=" << context << "\n";
+                             }};
+            });
+          }));
+
+  CLI::App* mvdel = Add("mvdel", "Remove the multi-value siblings a context saw",
+                        [this](Client& kv, kj::WaitScope& ws) {
+                          auto context = FromHex(a_.context_hex);
+                          if (!context) return BadHex("--context", a_.context_hex);
+                          auto req = kv.mvDelRequest();
+                          SetKey(req);
+                          req.setContext(AsData(*context));
+                          return cli_.FinishWrite(req.send().wait(ws));
+                        });
+  Key(mvdel);
+  mvdel->add_option("--context", a_.context_hex, "Context (hex) from mvget")->required();
+
+  auto elements = [this](auto& req) {
+    auto list = req.initElements(a_.elements.size());
+    for (size_t i = 0; i < a_.elements.size(); ++i) list.set(i, AsData(a_.elements[i]));
+  };
+  CLI::App* sadd = Add("sadd", "Add elements to an OR-set",
+                       [this, elements](Client& kv, kj::WaitScope& ws) {
+                         auto req = kv.sAddRequest();
+                         SetKey(req);
+                         elements(req);
+                         return cli_.FinishWrite(req.send().wait(ws));
+                       });
+  Key(sadd);
+  sadd->add_option("elements", a_.elements, "Elements to add")->required();
+  CLI::App* srem = Add("srem", "Remove elements from an OR-set",
+                       [this, elements](Client& kv, kj::WaitScope& ws) {
+                         auto req = kv.sRemRequest();
+                         SetKey(req);
+                         elements(req);
+                         return cli_.FinishWrite(req.send().wait(ws));
+                       });
+  Key(srem);
+  srem->add_option("elements", a_.elements, "Elements to remove")->required();
+
+  CLI::App* sismember = Add("sismember", "Whether an element is in an OR-set (1 or 0)",
+                            [this](Client& kv, kj::WaitScope& ws) {
+                              auto req = kv.sIsMemberRequest();
+                              req.setElement(AsData(a_.element));
+                              return SendRead(kj::mv(req), ws, [](auto& reply) {
+                                bool member = reply.getValue();
+                                return Printed{
+                                    [member](JsonObject& j) { j.Bool("member", member); },
+                                    [member] { std::cout << (member ? 1 : 0) << "\n"; }};
+                              });
+                            });
+  Key(sismember);
+  sismember->add_option("element", a_.element, "The element")->required();
+
+  CLI::App* smembers = Add(
+      "smembers", "List an OR-set's elements (all, or one page with --limit/--after)",
+      [this](Client& kv, kj::WaitScope& ws) {
+        bool one_page = a_.limit != 0 || !a_.after.empty();
+        std::vector<std::string> members;
+        std::optional<std::string> after;
+        if (!a_.after.empty()) after = a_.after;
+        while (true) {
+          auto req = kv.sMembersRequest();
+          SetKey(req);
+          if (after) {
+            req.getFrom().setAfter(AsData(*after));
+          } else {
+            req.getFrom().setStart();
+          }
+          req.setLimit(a_.limit);
+          if (!cli_.SetTokens(req)) return kExitUsage;
+          auto reply = req.send().wait(ws);
+          for (auto e : reply.getElements()) members.push_back(String(e));
+          bool more = reply.getMore();
+          if (reply.getOutcome().getCode() == rpc::Outcome::Code::OK && more && !one_page) {
+            after = members.back();
+            continue;
+          }
+          return cli_.Finish(reply.getOutcome(),
+                             {[&](JsonObject& j) {
+                                j.BytesList("members", members);
+                                j.Bool("more", more);
+                              },
+                              [&] {
+                                for (const auto& m : members) std::cout << m << "\n";
+                              }});
+        }
+      });
+  Key(smembers);
+  smembers->add_option("--after", a_.after, "Start after this element");
+  smembers->add_option("--limit", a_.limit, "Elements in the page (server caps it)");
+
+  Key(Add("scard", "Number of elements in an OR-set", [this](Client& kv, kj::WaitScope& ws) {
+    return SendRead(kv.sCardRequest(), ws, [](auto& reply) {
+      uint64_t count = reply.getCount();
+      return Printed{[count](JsonObject& j) { j.Unsigned("count", count); },
+                     [count] { std::cout << count << "\n"; }};
+    });
+  }));
+
+  CLI::App* incrby = Add("incrby", "Add to a counter (negative to subtract)",
+                         [this](Client& kv, kj::WaitScope& ws) {
+                           auto req = kv.incrByRequest();
+                           SetKey(req);
+                           req.setDelta(a_.delta);
+                           return cli_.FinishWrite(req.send().wait(ws));
+                         });
+  Key(incrby);
+  incrby->add_option("delta", a_.delta, "Amount to add")->required();
+
+  Key(Add("counter", "Read a counter", [this](Client& kv, kj::WaitScope& ws) {
+    return SendRead(kv.counterGetRequest(), ws, [](auto& reply) {
+      int64_t value = reply.getValue();
+      return Printed{[value](JsonObject& j) { j.Number("value", value); },
+                     [value] { std::cout << value << "\n"; }};
+    });
+  }));
+
+  Key(Add("type", "The types of the live values at a key", [this](Client& kv, kj::WaitScope& ws) {
+    return SendRead(kv.typeRequest(), ws, [](auto& reply) {
+      std::vector<std::string> types;
+      for (auto t : reply.getTypes()) types.push_back(TypeName(t));
+      if (types.empty()) types.push_back("none");
+      return Printed{[types](JsonObject& j) { j.BytesList("types", types); },
+                     [types] {
+                       for (const auto& t : types) std::cout << t << "\n";
+                     }};
+    });
+  }));
+
+  Add("info", "Who the node is", [this](Client& kv, kj::WaitScope& ws) {
+    auto reply = kv.infoRequest().send().wait(ws);
+    char id[17];
+    std::snprintf(id, sizeof(id), "%016llx",
+                  static_cast<unsigned long long>(reply.getReplicaId()));
+    JsonObject j;
+    j.Text("name", reply.getName().cStr());
+    j.Text("region", reply.getRegion().cStr());
+    j.Text("replica_id", id);
+    j.Text("version", reply.getVersion().cStr());
+    j.Unsigned("api_version", reply.getApiVersion());
+    if (settings_.json) {
+      std::cout << j.str() << "\n";
+    } else {
+      std::cout << "name: " << reply.getName().cStr() << "\nregion: " << reply.getRegion().cStr()
+                << "\nreplica_id: " << id << "\nversion: " << reply.getVersion().cStr()
+                << "\napi_version: " << reply.getApiVersion() << "\n";
+    }
+    return kExitOk;
+  });
+}
+
+}  // namespace
+}  // namespace geokv
+
+int main(int argc, char** argv) {
+  using namespace geokv;
+  Settings settings;
+  CLI::App app{"geokv-cli: run one command against a geokv node.\n"
+               "Exit codes: 0 ok, 1 not found, 2 usage error, 3 error from the server, "
+               "4 cannot connect."};
+  app.add_option("--connect", settings.connect, "HOST:PORT of the node")->capture_default_str();
+  app.add_flag("--json", settings.json, "Print one JSON object per command");
+  app.add_option("--timeout", settings.timeout_seconds, "Seconds to wait for the answer")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--token", settings.tokens_hex,
+                 "Causal token (hex) from a write; reads wait for it (repeatable)");
+  app.require_subcommand(1);
+  app.fallthrough();
+  Commands commands(app, settings);
+  if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
+
+  const Run& run = commands.Chosen();
+  int code = kExitCannotConnect;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    capnp::ReaderOptions reader;
+    reader.traversalLimitInWords = (size_t{1} << 30) / sizeof(capnp::word);
+    capnp::EzRpcClient client(settings.connect, 0, reader);
+    auto& ws = client.getWaitScope();
+    Client kv = client.getMain<rpc::GeoKv>();
+    auto timeout = static_cast<int64_t>(settings.timeout_seconds * 1000) * kj::MILLISECONDS;
+    bool answered = kj::evalLater([&] { code = run(kv, ws); return true; })
+                        .exclusiveJoin(client.getIoProvider().getTimer().afterDelay(timeout).then(
+                            [] { return false; }))
+                        .wait(ws);
+    if (!answered) {
+      std::cerr << "no answer from " << settings.connect << " within " << settings.timeout_seconds
+                << " s\n";
+      code = kExitCannotConnect;
+    }
+  })) {
+    bool transport = e->getType() == kj::Exception::Type::DISCONNECTED;
+    std::cerr << (transport ? "cannot connect to " + settings.connect + ": " : "(error) ")
+              << e->getDescription().cStr() << "\n";
+    return transport ? kExitCannotConnect : kExitServerError;
+  }
+  return code;
+}
