@@ -80,6 +80,7 @@ void GroupCommitter::Flush() {
 }
 
 void GroupCommitter::GroupDone() {
+  ++groups_committed_;
   in_flight_ = 0;
   in_flight_fulfillers_.clear();
   if (!next_.empty()) ScheduleFlush();

@@ -54,6 +54,9 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
 
   size_t pending() const { return next_.size() + in_flight_; }
 
+  // Groups written so far (successfully or not).
+  uint64_t groups_committed() const { return groups_committed_; }
+
  private:
   struct Write {
     std::string key;
@@ -73,6 +76,7 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   const size_t max_pending_;
   std::vector<Write> next_;
   std::vector<kj::Own<kj::PromiseFulfiller<WriteResult>>> next_fulfillers_;
+  uint64_t groups_committed_ = 0;
   size_t in_flight_ = 0;  // writes in the group being written
   std::vector<kj::Own<kj::PromiseFulfiller<WriteResult>>> in_flight_fulfillers_;
   bool flush_scheduled_ = false;

@@ -121,7 +121,8 @@ Status KvService::Absent(std::string_view key, CrdtType wanted) {
   GEOKV_ASSIGN_OR_RETURN(std::vector<CrdtType> live, store_.LiveTypes(key));
   for (CrdtType t : live) {
     if (t != wanted) {
-      return Status::WrongType("key holds a value of type " + std::string(TypeName(t)) +
+      return Status::WrongType("key '" + PrintableBytes(key) + "' holds a value of type " +
+                               std::string(TypeName(t)) +
                                ", not " + std::string(TypeName(wanted)));
     }
   }

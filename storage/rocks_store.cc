@@ -461,8 +461,8 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
     for (CrdtType t : kAllCrdtTypes) {
       if (t != type && (mask & TypeBit(t))) holds = std::string(TypeName(t));
     }
-    return Status::WrongType("key '" + PrintableBytes(key) + "' holds a " + holds + ", not a " +
-                             std::string(TypeName(type)));
+    return Status::WrongType("key '" + PrintableBytes(key) + "' holds a value of type " + holds +
+                             ", not " + std::string(TypeName(type)));
   }
   GEOKV_ASSIGN_OR_RETURN(std::optional<Change> change, MakeChange(key, op));
   if (!change) return uint64_t{0};

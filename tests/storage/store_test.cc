@@ -124,7 +124,7 @@ TEST_F(StoreTest, WrongTypeIsRefusedAndChangesNothing) {
   auto wrong = group->Mutate("k", LwwSet{"v"});
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.status().code(), Status::Code::kWrongType);
-  EXPECT_EQ(wrong.status().message(), "key 'k' holds a orset, not a lww");
+  EXPECT_EQ(wrong.status().message(), "key 'k' holds a value of type orset, not lww");
   // The group goes on; the refused operation left nothing behind.
   ASSERT_TRUE(group->Mutate("other", LwwSet{"v"}).ok());
   ASSERT_OK(group->Commit());

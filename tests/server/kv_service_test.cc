@@ -1,0 +1,531 @@
+// The client API in-process: a real store and group committer behind a
+// KvService, called over a Cap'n Proto two-party connection on a pipe.
+
+#include "server/kv_service.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <gtest/gtest.h>
+#include <kj/async-io.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/api_codec.h"
+#include "server/group_commit.h"
+#include "tests/storage/test_dir.h"
+
+namespace geokv {
+namespace {
+
+using Code = rpc::Outcome::Code;
+
+capnp::Data::Reader Bytes(const std::string& s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
+std::string String(capnp::Data::Reader d) {
+  return {reinterpret_cast<const char*>(d.begin()), d.size()};
+}
+
+struct Limits {
+  size_t max_key_bytes = 64;
+  size_t max_value_bytes = 1024;
+  size_t max_pending = 1000;
+};
+
+class KvServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start(Limits()); }
+
+  void Start(const Limits& limits) {
+    auto store = Store::Open(dir_.Sub("db"), StoreOptions{Durability::kWal});
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(store).value();
+    committer_ = std::make_unique<GroupCommitter>(*store_, limits.max_pending);
+    auto service = kj::heap<KvService>(
+        *store_, *committer_,
+        KvServiceOptions{"n1", "eu", limits.max_key_bytes, limits.max_value_bytes});
+    service_ = service.get();
+    rpc_ = std::make_unique<Rpc>();
+    rpc_->server = kj::heap<capnp::TwoPartyServer>(kj::mv(service));
+    auto pipe = io_->provider->newTwoWayPipe();
+    rpc_->server->accept(kj::mv(pipe.ends[0]));
+    rpc_->client_stream = kj::mv(pipe.ends[1]);
+    rpc_->client = kj::heap<capnp::TwoPartyClient>(*rpc_->client_stream);
+    kv_ = std::make_unique<rpc::GeoKv::Client>(rpc_->client->bootstrap().castAs<rpc::GeoKv>());
+  }
+
+  void TearDown() override {
+    kv_.reset();
+    if (rpc_) {
+      rpc_->client = nullptr;
+      rpc_->client_stream = nullptr;
+    }
+    if (committer_) committer_->Drain().wait(ws());
+    rpc_.reset();
+    committer_.reset();
+    store_.reset();
+  }
+
+  kj::WaitScope& ws() { return io_->waitScope; }
+  rpc::GeoKv::Client& kv() { return *kv_; }
+
+  // A write's outcome; its token goes to *token.
+  template <typename Request>
+  Code Finish(Request req, std::string* token = nullptr) {
+    auto reply = req.send().wait(ws());
+    last_message_ = reply.getOutcome().getMessage();
+    if (token) *token = String(reply.getToken());
+    return reply.getOutcome().getCode();
+  }
+
+  Code Set(const std::string& key, const std::string& value, std::string* token = nullptr) {
+    auto req = kv().setRequest();
+    req.setKey(Bytes(key));
+    req.setValue(Bytes(value));
+    return Finish(kj::mv(req), token);
+  }
+
+  Code Get(const std::string& key, std::string* value = nullptr,
+           const std::vector<std::string>& tokens = {}) {
+    auto req = kv().getRequest();
+    req.setKey(Bytes(key));
+    auto list = req.initTokens(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) list.set(i, Bytes(tokens[i]));
+    auto reply = req.send().wait(ws());
+    last_message_ = reply.getOutcome().getMessage();
+    if (value) *value = String(reply.getValue());
+    return reply.getOutcome().getCode();
+  }
+
+  Code Del(const std::string& key) {
+    auto req = kv().delRequest();
+    req.setKey(Bytes(key));
+    return Finish(kj::mv(req));
+  }
+
+  Code SAdd(const std::string& key, const std::vector<std::string>& elements,
+            std::string* token = nullptr) {
+    auto req = kv().sAddRequest();
+    req.setKey(Bytes(key));
+    auto list = req.initElements(elements.size());
+    for (size_t i = 0; i < elements.size(); ++i) list.set(i, Bytes(elements[i]));
+    return Finish(kj::mv(req), token);
+  }
+
+  Code SRem(const std::string& key, const std::vector<std::string>& elements,
+            std::string* token = nullptr) {
+    auto req = kv().sRemRequest();
+    req.setKey(Bytes(key));
+    auto list = req.initElements(elements.size());
+    for (size_t i = 0; i < elements.size(); ++i) list.set(i, Bytes(elements[i]));
+    return Finish(kj::mv(req), token);
+  }
+
+  Code IncrBy(const std::string& key, int64_t delta) {
+    auto req = kv().incrByRequest();
+    req.setKey(Bytes(key));
+    req.setDelta(delta);
+    return Finish(kj::mv(req));
+  }
+
+  Code CounterGet(const std::string& key, int64_t* value) {
+    auto req = kv().counterGetRequest();
+    req.setKey(Bytes(key));
+    auto reply = req.send().wait(ws());
+    last_message_ = reply.getOutcome().getMessage();
+    *value = reply.getValue();
+    return reply.getOutcome().getCode();
+  }
+
+  Code MvSet(const std::string& key, const std::string& value, const std::string& context) {
+    auto req = kv().mvSetRequest();
+    req.setKey(Bytes(key));
+    req.setValue(Bytes(value));
+    req.setContext(Bytes(context));
+    return Finish(kj::mv(req));
+  }
+
+  Code MvGet(const std::string& key, std::vector<std::string>* values, std::string* context) {
+    auto req = kv().mvGetRequest();
+    req.setKey(Bytes(key));
+    auto reply = req.send().wait(ws());
+    values->clear();
+    for (auto v : reply.getValues()) values->push_back(String(v));
+    *context = String(reply.getContext());
+    return reply.getOutcome().getCode();
+  }
+
+  std::vector<std::string> Types(const std::string& key) {
+    auto req = kv().typeRequest();
+    req.setKey(Bytes(key));
+    auto reply = req.send().wait(ws());
+    EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
+    std::vector<std::string> out;
+    for (auto t : reply.getTypes()) out.push_back(std::to_string(static_cast<int>(t)));
+    return out;
+  }
+
+  geokv::testing::TestDir dir_;
+  // Behind std::unique_ptr: kj destructors may throw, a fixture's must not.
+  std::unique_ptr<kj::AsyncIoContext> io_ =
+      std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo());
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<GroupCommitter> committer_;
+  KvService* service_ = nullptr;
+  struct Rpc {
+    kj::Own<capnp::TwoPartyServer> server;
+    kj::Own<kj::AsyncIoStream> client_stream;
+    kj::Own<capnp::TwoPartyClient> client;
+  };
+  std::unique_ptr<Rpc> rpc_;
+  std::unique_ptr<rpc::GeoKv::Client> kv_;
+  std::string last_message_;
+};
+
+TEST_F(KvServiceTest, SetGetDel) {
+  std::string token;
+  EXPECT_EQ(Set("k", "v1", &token), Code::OK);
+  EXPECT_FALSE(token.empty());
+  std::string value;
+  EXPECT_EQ(Get("k", &value), Code::OK);
+  EXPECT_EQ(value, "v1");
+  EXPECT_EQ(Set("k", "v2"), Code::OK);
+  EXPECT_EQ(Get("k", &value), Code::OK);
+  EXPECT_EQ(value, "v2");
+  EXPECT_EQ(Del("k"), Code::OK);
+  EXPECT_EQ(Get("k"), Code::NOT_FOUND);
+  EXPECT_EQ(Get("never"), Code::NOT_FOUND);
+  EXPECT_EQ(last_message_, "key not found");
+}
+
+TEST_F(KvServiceTest, EmptyValueIsAValue) {
+  EXPECT_EQ(Set("k", ""), Code::OK);
+  std::string value = "x";
+  EXPECT_EQ(Get("k", &value), Code::OK);
+  EXPECT_EQ(value, "");
+}
+
+TEST_F(KvServiceTest, TokensNameTheWritesLogPosition) {
+  std::string t1, t2, t3;
+  ASSERT_EQ(Set("a", "1", &t1), Code::OK);
+  ASSERT_EQ(Set("b", "2", &t2), Code::OK);
+  auto d1 = DecodeToken(t1), d2 = DecodeToken(t2);
+  ASSERT_TRUE(d1.ok() && d2.ok());
+  EXPECT_EQ(d1->origin, store_->node_id());
+  EXPECT_EQ(d1->seq, 1u);
+  EXPECT_EQ(d2->seq, 2u);
+  // A write that changes nothing names the position it saw.
+  ASSERT_EQ(SRem("s", {"absent"}, &t3), Code::OK);
+  auto d3 = DecodeToken(t3);
+  ASSERT_TRUE(d3.ok());
+  EXPECT_EQ(d3->seq, 2u);
+}
+
+TEST_F(KvServiceTest, ReadsCheckTokens) {
+  std::string token;
+  ASSERT_EQ(Set("k", "v", &token), Code::OK);
+  EXPECT_EQ(Get("k", nullptr, {token}), Code::OK);
+
+  // A write this node has not seen (another origin) is not visible yet.
+  std::string elsewhere = EncodeToken({store_->node_id() + 1, 5});
+  EXPECT_EQ(Get("k", nullptr, {token, elsewhere}), Code::UNAVAILABLE);
+  EXPECT_NE(last_message_.find("not visible here yet"), std::string::npos) << last_message_;
+  std::string ahead = EncodeToken({store_->node_id(), 99});
+  EXPECT_EQ(Get("k", nullptr, {ahead}), Code::UNAVAILABLE);
+
+  EXPECT_EQ(Get("k", nullptr, {"garbage"}), Code::INVALID);
+  EXPECT_NE(last_message_.find("not a causal token"), std::string::npos) << last_message_;
+}
+
+TEST_F(KvServiceTest, KeysAreChecked) {
+  EXPECT_EQ(Set("", "v"), Code::INVALID);
+  EXPECT_EQ(last_message_, "empty key");
+  EXPECT_EQ(Get(""), Code::INVALID);
+  std::string at_limit(64, 'k'), over(65, 'k');
+  EXPECT_EQ(Set(at_limit, "v"), Code::OK);
+  EXPECT_EQ(Set(over, "v"), Code::TOO_LARGE);
+  EXPECT_EQ(last_message_, "key of 65 bytes exceeds max-key-bytes 64");
+  EXPECT_EQ(Get(over), Code::TOO_LARGE);
+  EXPECT_EQ(IncrBy(over, 1), Code::TOO_LARGE);
+}
+
+TEST_F(KvServiceTest, OversizedValueIsRefusedAndChangesNothing) {
+  ASSERT_EQ(Set("k", "old"), Code::OK);
+  EXPECT_EQ(Set("k", std::string(1025, 'v')), Code::TOO_LARGE);
+  EXPECT_EQ(last_message_, "value of 1025 bytes exceeds max-value-bytes 1024");
+  std::string value;
+  EXPECT_EQ(Get("k", &value), Code::OK);
+  EXPECT_EQ(value, "old");
+  EXPECT_EQ(Set("k", std::string(1024, 'v')), Code::OK);
+  EXPECT_EQ(MvSet("m", std::string(1025, 'v'), ""), Code::TOO_LARGE);
+  EXPECT_EQ(store_->LastSeq(), 2u);
+}
+
+TEST_F(KvServiceTest, WrongTypeOnWritesAndReads) {
+  ASSERT_EQ(Set("k", "v"), Code::OK);
+  EXPECT_EQ(SAdd("k", {"a"}), Code::WRONG_TYPE);
+  EXPECT_EQ(last_message_, "key 'k' holds a value of type lww, not orset");
+  EXPECT_EQ(IncrBy("k", 1), Code::WRONG_TYPE);
+  EXPECT_EQ(MvSet("k", "v", ""), Code::WRONG_TYPE);
+  int64_t n;
+  EXPECT_EQ(CounterGet("k", &n), Code::WRONG_TYPE);
+  std::vector<std::string> values;
+  std::string context;
+  EXPECT_EQ(MvGet("k", &values, &context), Code::WRONG_TYPE);
+
+  ASSERT_EQ(SAdd("s", {"a"}), Code::OK);
+  EXPECT_EQ(Get("s"), Code::WRONG_TYPE);
+  EXPECT_EQ(last_message_, "key 's' holds a value of type orset, not lww");
+  // Once deleted, the key takes another type.
+  ASSERT_EQ(Del("k"), Code::OK);
+  EXPECT_EQ(IncrBy("k", 1), Code::OK);
+}
+
+TEST_F(KvServiceTest, MultiValueSiblingsAndContexts) {
+  std::vector<std::string> values;
+  std::string context;
+  EXPECT_EQ(MvGet("m", &values, &context), Code::NOT_FOUND);
+  EXPECT_TRUE(context.empty());
+
+  ASSERT_EQ(MvSet("m", "a", ""), Code::OK);
+  ASSERT_EQ(MvSet("m", "b", ""), Code::OK);  // saw nothing: a sibling
+  ASSERT_EQ(MvGet("m", &values, &context), Code::OK);
+  EXPECT_EQ(values, (std::vector<std::string>{"a", "b"}));
+
+  ASSERT_EQ(MvSet("m", "c", context), Code::OK);  // supersedes both
+  ASSERT_EQ(MvGet("m", &values, &context), Code::OK);
+  EXPECT_EQ(values, (std::vector<std::string>{"c"}));
+
+  auto del = kv().mvDelRequest();
+  del.setKey(Bytes("m"));
+  del.setContext(Bytes(context));
+  ASSERT_EQ(Finish(kj::mv(del)), Code::OK);
+  EXPECT_EQ(MvGet("m", &values, &context), Code::NOT_FOUND);
+  EXPECT_FALSE(context.empty()) << "a cleared register still has a context";
+}
+
+TEST_F(KvServiceTest, MultiValueContextOfAnotherKeyIsRefused) {
+  std::vector<std::string> values;
+  std::string context;
+  ASSERT_EQ(MvSet("m1", "a", ""), Code::OK);
+  ASSERT_EQ(MvGet("m1", &values, &context), Code::OK);
+  ASSERT_EQ(MvSet("m2", "b", ""), Code::OK);
+  EXPECT_EQ(MvSet("m2", "c", context), Code::INVALID);
+  EXPECT_EQ(last_message_, "the multi-value context belongs to another key");
+  EXPECT_EQ(MvSet("m2", "c", "garbage!!!"), Code::INVALID);
+  ASSERT_EQ(MvGet("m2", &values, &context), Code::OK);
+  EXPECT_EQ(values, (std::vector<std::string>{"b"}));
+}
+
+TEST_F(KvServiceTest, TooManySiblingsIsTooLarge) {
+  Code last = Code::OK;
+  int written = 0;
+  while (last == Code::OK && written < 1000) {
+    last = MvSet("m", "v" + std::to_string(written), "");
+    if (last == Code::OK) ++written;
+  }
+  EXPECT_EQ(last, Code::TOO_LARGE);
+  EXPECT_EQ(written, 64);  // the store's default max_siblings
+}
+
+TEST_F(KvServiceTest, SetOperations) {
+  ASSERT_EQ(SAdd("s", {"b", "a", "c", "d"}), Code::OK);
+  ASSERT_EQ(SRem("s", {"d"}), Code::OK);
+
+  auto is_member = [&](const std::string& e) {
+    auto req = kv().sIsMemberRequest();
+    req.setKey(Bytes("s"));
+    req.setElement(Bytes(e));
+    auto reply = req.send().wait(ws());
+    EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
+    return reply.getValue();
+  };
+  EXPECT_TRUE(is_member("a"));
+  EXPECT_FALSE(is_member("d"));
+
+  auto card = kv().sCardRequest();
+  card.setKey(Bytes("s"));
+  EXPECT_EQ(card.send().wait(ws()).getCount(), 3u);
+
+  // Pages of two, in byte order.
+  auto page = [&](std::optional<std::string> after) {
+    auto req = kv().sMembersRequest();
+    req.setKey(Bytes("s"));
+    if (after) req.getFrom().setAfter(Bytes(*after));
+    req.setLimit(2);
+    auto reply = req.send().wait(ws());
+    EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
+    std::vector<std::string> out;
+    for (auto e : reply.getElements()) out.push_back(String(e));
+    return std::make_pair(out, reply.getMore());
+  };
+  auto [first, more1] = page(std::nullopt);
+  EXPECT_EQ(first, (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(more1);
+  auto [second, more2] = page("b");
+  EXPECT_EQ(second, (std::vector<std::string>{"c"}));
+  EXPECT_FALSE(more2);
+}
+
+TEST_F(KvServiceTest, SetReadsOfAnAbsentKeyAreEmpty) {
+  auto card = kv().sCardRequest();
+  card.setKey(Bytes("none"));
+  auto reply = card.send().wait(ws());
+  EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
+  EXPECT_EQ(reply.getCount(), 0u);
+  auto members = kv().sMembersRequest();
+  members.setKey(Bytes("none"));
+  auto m = members.send().wait(ws());
+  EXPECT_EQ(m.getOutcome().getCode(), Code::OK);
+  EXPECT_EQ(m.getElements().size(), 0u);
+}
+
+TEST_F(KvServiceTest, SetElementsAreChecked) {
+  EXPECT_EQ(SAdd("s", {}), Code::INVALID);
+  EXPECT_EQ(last_message_, "no set elements given");
+  EXPECT_EQ(SRem("s", {}), Code::INVALID);
+  EXPECT_EQ(SAdd("s", {"ok", std::string(65, 'e')}), Code::TOO_LARGE);
+  EXPECT_EQ(last_message_, "set element of 65 bytes exceeds max-key-bytes 64");
+  EXPECT_EQ(Types("s"), std::vector<std::string>{}) << "nothing of the refused add applies";
+}
+
+TEST_F(KvServiceTest, Counters) {
+  int64_t n = 0;
+  EXPECT_EQ(CounterGet("c", &n), Code::NOT_FOUND);
+  ASSERT_EQ(IncrBy("c", 5), Code::OK);
+  ASSERT_EQ(IncrBy("c", -7), Code::OK);
+  ASSERT_EQ(CounterGet("c", &n), Code::OK);
+  EXPECT_EQ(n, -2);
+  ASSERT_EQ(IncrBy("big", INT64_MAX), Code::OK);
+  EXPECT_EQ(IncrBy("big", 1), Code::INVALID);
+  ASSERT_EQ(CounterGet("big", &n), Code::OK);
+  EXPECT_EQ(n, INT64_MAX);
+}
+
+TEST_F(KvServiceTest, TypeNamesTheLiveTypes) {
+  EXPECT_EQ(Types("k"), std::vector<std::string>{});
+  ASSERT_EQ(SAdd("k", {"x"}), Code::OK);
+  EXPECT_EQ(Types("k"), std::vector<std::string>{std::to_string(int(rpc::Type::OR_SET))});
+}
+
+TEST_F(KvServiceTest, BatchAnswersInOrderAndItsReadsSeeItsWrites) {
+  auto req = kv().batchRequest();
+  auto list = req.initRequests(6);
+  auto set = list[0].initSet();
+  set.setKey(Bytes("a"));
+  set.setValue(Bytes("1"));
+  list[1].initGet().setKey(Bytes("a"));
+  auto bad = list[2].initSAdd();  // refused alone
+  bad.setKey(Bytes("a"));
+  bad.initElements(1).set(0, Bytes("x"));
+  auto incr = list[3].initIncrBy();
+  incr.setKey(Bytes("c"));
+  incr.setDelta(3);
+  list[4].initCounterGet().setKey(Bytes("c"));
+  list[5].initGet().setKey(Bytes(""));
+  auto reply = req.send().wait(ws());
+  auto r = reply.getReplies();
+  ASSERT_EQ(r.size(), 6u);
+  ASSERT_TRUE(r[0].isWrite());
+  EXPECT_EQ(r[0].getWrite().getOutcome().getCode(), Code::OK);
+  ASSERT_TRUE(r[1].isValue());
+  EXPECT_EQ(r[1].getValue().getOutcome().getCode(), Code::OK);
+  EXPECT_EQ(String(r[1].getValue().getValue()), "1");
+  EXPECT_EQ(r[2].getWrite().getOutcome().getCode(), Code::WRONG_TYPE);
+  EXPECT_EQ(r[3].getWrite().getOutcome().getCode(), Code::OK);
+  ASSERT_TRUE(r[4].isCounter());
+  EXPECT_EQ(r[4].getCounter().getValue(), 3);
+  EXPECT_EQ(r[5].getValue().getOutcome().getCode(), Code::INVALID);
+}
+
+TEST_F(KvServiceTest, BatchAnswersAnUnknownRequestKind) {
+  auto req = kv().batchRequest();
+  auto list = req.initRequests(2);
+  list[0].initGet().setKey(Bytes("a"));
+  // A discriminant from a newer client: the union's tag is the first
+  // 16 bits of the data section.
+  auto data = capnp::AnyStruct::Builder(list[1]).getDataSection();
+  data[0] = 200;
+  data[1] = 0;
+  auto reply = req.send().wait(ws());
+  auto r = reply.getReplies();
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].getValue().getOutcome().getCode(), Code::NOT_FOUND);
+  ASSERT_TRUE(r[1].isUnknown());
+  EXPECT_EQ(r[1].getUnknown().getCode(), Code::INVALID);
+  EXPECT_EQ(std::string(r[1].getUnknown().getMessage().cStr()), "unknown request kind 200");
+}
+
+TEST_F(KvServiceTest, WritesOfOneTurnCommitAsOneGroup) {
+  uint64_t groups_before = committer_->groups_committed();
+  kj::Vector<kj::Promise<void>> calls;
+  for (int i = 0; i < 20; ++i) {
+    auto req = kv().setRequest();
+    req.setKey(Bytes("k" + std::to_string(i)));
+    req.setValue(Bytes("v"));
+    calls.add(req.send().then([](auto reply) {
+      EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
+    }));
+  }
+  kj::joinPromises(calls.releaseAsArray()).wait(ws());
+  // The pipe delivers the twenty calls together; at most the first may
+  // have started a group of its own before the rest arrived.
+  EXPECT_LE(committer_->groups_committed() - groups_before, 2u);
+  EXPECT_EQ(store_->LastSeq(), 20u);
+}
+
+TEST_F(KvServiceTest, InfoNamesTheNode) {
+  auto reply = kv().infoRequest().send().wait(ws());
+  EXPECT_EQ(std::string(reply.getName().cStr()), "n1");
+  EXPECT_EQ(std::string(reply.getRegion().cStr()), "eu");
+  EXPECT_EQ(reply.getReplicaId(), store_->node_id());
+  EXPECT_EQ(reply.getApiVersion(), 1u);
+}
+
+TEST_F(KvServiceTest, StoppedServiceRefusesCalls) {
+  service_->StopServing();
+  auto req = kv().setRequest();
+  req.setKey(Bytes("k"));
+  req.setValue(Bytes("v"));
+  try {
+    req.send().wait(ws());
+    FAIL() << "a stopped service answered";
+  } catch (const kj::Exception& e) {
+    EXPECT_EQ(e.getType(), kj::Exception::Type::DISCONNECTED);
+  }
+  EXPECT_EQ(store_->LastSeq(), 0u);
+}
+
+class KvServiceOverloadTest : public KvServiceTest {
+ protected:
+  void SetUp() override {
+    Limits limits;
+    limits.max_pending = 2;
+    Start(limits);
+  }
+};
+
+TEST_F(KvServiceOverloadTest, BatchBeyondThePendingLimitIsOverloadedAndAppliesNothing) {
+  auto req = kv().batchRequest();
+  auto list = req.initRequests(3);
+  for (int i = 0; i < 3; ++i) {
+    auto incr = list[i].initIncrBy();
+    incr.setKey(Bytes("c"));
+    incr.setDelta(1);
+  }
+  try {
+    req.send().wait(ws());
+    FAIL() << "an overloaded batch was answered";
+  } catch (const kj::Exception& e) {
+    EXPECT_EQ(e.getType(), kj::Exception::Type::OVERLOADED);
+  }
+  int64_t n;
+  EXPECT_EQ(CounterGet("c", &n), Code::NOT_FOUND);
+  // Within the limit it goes through.
+  EXPECT_EQ(IncrBy("c", 1), Code::OK);
+}
+
+}  // namespace
+}  // namespace geokv
