@@ -131,51 +131,65 @@ Status KvService::Absent(std::string_view key, CrdtType wanted) {
 
 // ---- writes ----------------------------------------------------------------
 
+// Each getter below is called once per request: Cap'n Proto counts every
+// pointer read against the message's traversal limit, which is the message
+// size limit, so reading a large value twice would exceed it.
+
 KvService::ParsedWrite KvService::Parse(rpc::SetRequest::Reader r) const {
-  Status s = CheckKey(r.getKey());
-  if (s.ok()) s = CheckValue(r.getValue());
-  return {s, String(r.getKey()), LwwSet{String(r.getValue())}};
+  auto key = r.getKey();
+  auto value = r.getValue();
+  Status s = CheckKey(key);
+  if (s.ok()) s = CheckValue(value);
+  if (!s.ok()) return {s, {}, {}};
+  return {s, String(key), LwwSet{String(value)}};
 }
 
 KvService::ParsedWrite KvService::Parse(rpc::DelRequest::Reader r) const {
-  return {CheckKey(r.getKey()), String(r.getKey()), LwwDelete{}};
+  auto key = r.getKey();
+  return {CheckKey(key), String(key), LwwDelete{}};
 }
 
 KvService::ParsedWrite KvService::Parse(rpc::MvSetRequest::Reader r) const {
-  ParsedWrite w{CheckKey(r.getKey()), String(r.getKey()), {}};
-  if (w.status.ok()) w.status = CheckValue(r.getValue());
-  if (!w.status.ok()) return w;
-  auto seen = DecodeClientContext(w.key, View(r.getContext()));
+  auto key = r.getKey();
+  auto value = r.getValue();
+  Status s = CheckKey(key);
+  if (s.ok()) s = CheckValue(value);
+  if (!s.ok()) return {s, {}, {}};
+  auto seen = DecodeClientContext(View(key), View(r.getContext()));
   if (!seen.ok()) return {seen.status(), {}, {}};
-  w.op = MvWrite{String(r.getValue()), std::move(seen).value()};
-  return w;
+  return {s, String(key), MvWrite{String(value), std::move(seen).value()}};
 }
 
 KvService::ParsedWrite KvService::Parse(rpc::MvDelRequest::Reader r) const {
-  ParsedWrite w{CheckKey(r.getKey()), String(r.getKey()), {}};
-  if (!w.status.ok()) return w;
-  auto seen = DecodeClientContext(w.key, View(r.getContext()));
+  auto key = r.getKey();
+  Status s = CheckKey(key);
+  if (!s.ok()) return {s, {}, {}};
+  auto seen = DecodeClientContext(View(key), View(r.getContext()));
   if (!seen.ok()) return {seen.status(), {}, {}};
-  w.op = MvClear{std::move(seen).value()};
-  return w;
+  return {s, String(key), MvClear{std::move(seen).value()}};
 }
 
 KvService::ParsedWrite KvService::Parse(rpc::SAddRequest::Reader r) const {
-  Status s = CheckKey(r.getKey());
-  if (s.ok()) s = CheckElements(r.getElements());
+  auto key = r.getKey();
+  auto elements = r.getElements();
+  Status s = CheckKey(key);
+  if (s.ok()) s = CheckElements(elements);
   if (!s.ok()) return {s, {}, {}};
-  return {s, String(r.getKey()), SetAdd{Strings(r.getElements())}};
+  return {s, String(key), SetAdd{Strings(elements)}};
 }
 
 KvService::ParsedWrite KvService::Parse(rpc::SRemRequest::Reader r) const {
-  Status s = CheckKey(r.getKey());
-  if (s.ok()) s = CheckElements(r.getElements());
+  auto key = r.getKey();
+  auto elements = r.getElements();
+  Status s = CheckKey(key);
+  if (s.ok()) s = CheckElements(elements);
   if (!s.ok()) return {s, {}, {}};
-  return {s, String(r.getKey()), SetRemove{Strings(r.getElements())}};
+  return {s, String(key), SetRemove{Strings(elements)}};
 }
 
 KvService::ParsedWrite KvService::Parse(rpc::IncrByRequest::Reader r) const {
-  return {CheckKey(r.getKey()), String(r.getKey()), CounterAdd{r.getDelta()}};
+  auto key = r.getKey();
+  return {CheckKey(key), String(key), CounterAdd{r.getDelta()}};
 }
 
 kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder reply) {
@@ -195,8 +209,9 @@ kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder 
 // ---- reads -----------------------------------------------------------------
 
 Status KvService::Read(rpc::GetRequest::Reader r, rpc::ValueReply::Builder reply) {
-  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
-  std::string_view key = View(r.getKey());
+  auto key_reader = r.getKey();
+  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
+  std::string_view key = View(key_reader);
   GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store_.Get(key, CrdtType::kLww));
   if (state) {
     const auto& value = std::get<LwwRegister>(*state).value();
@@ -209,8 +224,9 @@ Status KvService::Read(rpc::GetRequest::Reader r, rpc::ValueReply::Builder reply
 }
 
 Status KvService::Read(rpc::MvGetRequest::Reader r, rpc::MvReply::Builder reply) {
-  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
-  std::string_view key = View(r.getKey());
+  auto key_reader = r.getKey();
+  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
+  std::string_view key = View(key_reader);
   GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store_.Get(key, CrdtType::kMvRegister));
   if (!state) return Absent(key, CrdtType::kMvRegister);
   const auto& reg = std::get<MvRegister>(*state);
@@ -223,8 +239,9 @@ Status KvService::Read(rpc::MvGetRequest::Reader r, rpc::MvReply::Builder reply)
 }
 
 Status KvService::Read(rpc::SIsMemberRequest::Reader r, rpc::BoolReply::Builder reply) {
-  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
-  std::string_view key = View(r.getKey());
+  auto key_reader = r.getKey();
+  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
+  std::string_view key = View(key_reader);
   GEOKV_ASSIGN_OR_RETURN(bool member, store_.SetContains(key, View(r.getElement())));
   reply.setValue(member);
   if (member) return Status::OK();
@@ -233,10 +250,12 @@ Status KvService::Read(rpc::SIsMemberRequest::Reader r, rpc::BoolReply::Builder 
 }
 
 Status KvService::Read(rpc::SMembersRequest::Reader r, rpc::MembersReply::Builder reply) {
-  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
-  std::string_view key = View(r.getKey());
+  auto key_reader = r.getKey();
+  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
+  std::string_view key = View(key_reader);
   std::optional<std::string_view> after;
-  if (r.getFrom().isAfter()) after = View(r.getFrom().getAfter());
+  auto from = r.getFrom();
+  if (from.isAfter()) after = View(from.getAfter());
   uint32_t limit = r.getLimit() == 0 ? kDefaultMembersPage
                                      : std::min(r.getLimit(), kDefaultMembersPage);
   GEOKV_ASSIGN_OR_RETURN(SetPage page, store_.SetMembers(key, after, limit));
@@ -249,8 +268,9 @@ Status KvService::Read(rpc::SMembersRequest::Reader r, rpc::MembersReply::Builde
 }
 
 Status KvService::Read(rpc::SCardRequest::Reader r, rpc::CountReply::Builder reply) {
-  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
-  std::string_view key = View(r.getKey());
+  auto key_reader = r.getKey();
+  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
+  std::string_view key = View(key_reader);
   GEOKV_ASSIGN_OR_RETURN(uint64_t size, store_.SetSize(key));
   reply.setCount(size);
   if (size > 0) return Status::OK();
@@ -259,8 +279,9 @@ Status KvService::Read(rpc::SCardRequest::Reader r, rpc::CountReply::Builder rep
 }
 
 Status KvService::Read(rpc::CounterGetRequest::Reader r, rpc::CounterReply::Builder reply) {
-  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
-  std::string_view key = View(r.getKey());
+  auto key_reader = r.getKey();
+  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
+  std::string_view key = View(key_reader);
   GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store_.Get(key, CrdtType::kCounter));
   if (!state) return Absent(key, CrdtType::kCounter);
   reply.setValue(std::get<PnCounter>(*state).Value());
@@ -268,8 +289,9 @@ Status KvService::Read(rpc::CounterGetRequest::Reader r, rpc::CounterReply::Buil
 }
 
 Status KvService::Read(rpc::TypeRequest::Reader r, rpc::TypeReply::Builder reply) {
-  GEOKV_RETURN_IF_ERROR(CheckKey(r.getKey()));
-  GEOKV_ASSIGN_OR_RETURN(std::vector<CrdtType> live, store_.LiveTypes(View(r.getKey())));
+  auto key = r.getKey();
+  GEOKV_RETURN_IF_ERROR(CheckKey(key));
+  GEOKV_ASSIGN_OR_RETURN(std::vector<CrdtType> live, store_.LiveTypes(View(key)));
   auto out = reply.initTypes(live.size());
   for (size_t i = 0; i < live.size(); ++i) {
     out.set(i, static_cast<rpc::Type>(static_cast<uint16_t>(live[i])));

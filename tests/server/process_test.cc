@@ -1,0 +1,484 @@
+// geokv-server and geokv-cli as real processes on loopback: the CLI drives
+// every command; kill -9 during writes loses no acknowledged write; SIGTERM
+// shuts down cleanly; garbage, oversized input, vanishing clients and
+// connections beyond the limit never stop the server.
+
+#include <arpa/inet.h>
+#include <capnp/ez-rpc.h>
+#include <gtest/gtest.h>
+#include <kj/async-io.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <fstream>
+#include <random>
+
+#include "schema/kv.capnp.h"
+#include "tests/process.h"
+#include "tests/server/server_process.h"
+#include "tests/storage/test_dir.h"
+
+namespace geokv {
+namespace {
+
+using testing::CommandResult;
+using testing::RunCommand;
+using testing::ServerProcess;
+using testing::TestDir;
+using Code = rpc::Outcome::Code;
+
+capnp::Data::Reader Bytes(const std::string& s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
+std::string String(capnp::Data::Reader d) {
+  return {reinterpret_cast<const char*>(d.begin()), d.size()};
+}
+
+class ServerProcessTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<ServerProcess> NewServer(std::vector<std::string> flags = {}) {
+    return std::make_unique<ServerProcess>(GEOKV_SERVER_BIN, dir_.Sub("data"),
+                                           dir_.Sub("server.log"), std::move(flags));
+  }
+
+  CommandResult Cli(const ServerProcess& server, std::vector<std::string> args) {
+    std::vector<std::string> argv{GEOKV_CLI_BIN, "--connect", server.address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv, dir_.path());
+  }
+
+  TestDir dir_;
+};
+
+#define START(server)                        \
+  do {                                       \
+    std::string why;                         \
+    ASSERT_TRUE((server)->Start(&why)) << why; \
+  } while (0)
+
+TEST_F(ServerProcessTest, CliRunsEveryCommand) {
+  auto server = NewServer();
+  START(server);
+  auto ok = [&](std::vector<std::string> args, const std::string& out) {
+    CommandResult r = Cli(*server, args);
+    EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
+    EXPECT_EQ(r.out, out) << args[0];
+    return r;
+  };
+  CommandResult set = Cli(*server, {"set", "k", "hello"});
+  EXPECT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_EQ(set.out.rfind("OK token=01", 0), 0u) << set.out;
+  ok({"get", "k"}, "hello\n");
+  ok({"--json", "get", "k"}, "{\"outcome\":\"OK\",\"value\":\"hello\"}\n");
+  ok({"type", "k"}, "lww\n");
+  EXPECT_EQ(Cli(*server, {"del", "k"}).exit_code, 0);
+  CommandResult missing = Cli(*server, {"get", "k"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.out, "(nil)\n");
+  EXPECT_EQ(Cli(*server, {"--json", "get", "k"}).out,
+            "{\"outcome\":\"NOT_FOUND\",\"message\":\"key not found\"}\n");
+
+  EXPECT_EQ(Cli(*server, {"sadd", "s", "b", "a", "c"}).exit_code, 0);
+  EXPECT_EQ(Cli(*server, {"srem", "s", "c"}).exit_code, 0);
+  ok({"smembers", "s"}, "a\nb\n");
+  ok({"--json", "smembers", "s", "--limit", "1"},
+     "{\"outcome\":\"OK\",\"members\":[\"a\"],\"more\":true}\n");
+  ok({"scard", "s"}, "2\n");
+  ok({"sismember", "s", "a"}, "1\n");
+  ok({"sismember", "s", "c"}, "0\n");
+
+  EXPECT_EQ(Cli(*server, {"incrby", "c", "10"}).exit_code, 0);
+  EXPECT_EQ(Cli(*server, {"incrby", "c", "--", "-3"}).exit_code, 0);
+  ok({"counter", "c"}, "7\n");
+
+  EXPECT_EQ(Cli(*server, {"mvset", "m", "x"}).exit_code, 0);
+  EXPECT_EQ(Cli(*server, {"mvset", "m", "y"}).exit_code, 0);
+  CommandResult mv = Cli(*server, {"mvget", "m"});
+  ASSERT_EQ(mv.exit_code, 0);
+  std::smatch context;
+  std::string mv_out = mv.out;
+  ASSERT_TRUE(std::regex_search(mv_out, context, std::regex("context=([0-9a-f]+)"))) << mv.out;
+  EXPECT_EQ(mv.out.rfind("1) x\n2) y\n", 0), 0u) << mv.out;
+  EXPECT_EQ(Cli(*server, {"mvset", "m", "z", "--context", context[1].str()}).exit_code, 0);
+  EXPECT_EQ(Cli(*server, {"mvget", "m"}).out.rfind("1) z\ncontext=", 0), 0u);
+
+  // Errors from the server: exit 3, the outcome on stderr.
+  CommandResult wrong = Cli(*server, {"sadd", "c", "x"});
+  EXPECT_EQ(wrong.exit_code, 3);
+  EXPECT_EQ(wrong.err, "(error) WRONG_TYPE: key 'c' holds a value of type counter, not orset\n");
+  EXPECT_EQ(Cli(*server, {"set", std::string(5000, 'k'), "v"}).exit_code, 3);
+  EXPECT_EQ(Cli(*server, {"mvset", "m", "v", "--context", "zz"}).exit_code, 2);
+
+  // Usage errors: exit 2.
+  EXPECT_EQ(Cli(*server, {"set", "k"}).exit_code, 2);
+  EXPECT_EQ(Cli(*server, {"nosuchcommand"}).exit_code, 2);
+  EXPECT_EQ(RunCommand({GEOKV_CLI_BIN, "--help"}, dir_.path()).exit_code, 0);
+
+  // Reads with a token from a write.
+  std::smatch token;
+  std::string set_out = Cli(*server, {"set", "t", "1"}).out;
+  ASSERT_TRUE(std::regex_search(set_out, token, std::regex("token=([0-9a-f]+)")));
+  ok({"get", "t", "--token", token[1].str()}, "1\n");
+  EXPECT_EQ(Cli(*server, {"get", "t", "--token", "01ff"}).exit_code, 3);
+
+  CommandResult info = Cli(*server, {"--json", "info"});
+  EXPECT_EQ(info.exit_code, 0);
+  EXPECT_NE(info.out.find("\"region\":\"local\""), std::string::npos) << info.out;
+
+  // Nothing listens: exit 4.
+  int port = server->port();
+  ASSERT_TRUE(server->Stop().has_value());
+  CommandResult down = RunCommand(
+      {GEOKV_CLI_BIN, "--connect", "127.0.0.1:" + std::to_string(port), "get", "k"},
+      dir_.path());
+  EXPECT_EQ(down.exit_code, 4) << down.err;
+}
+
+// Keeps `inflight` writes going on one connection: LWW sets of distinct keys
+// and increments of one counter, recording which were acknowledged.
+class WriteLoad {
+ public:
+  WriteLoad(rpc::GeoKv::Client kv, std::string prefix) : kv_(kj::mv(kv)), prefix_(prefix) {}
+
+  // Resolves when `acked` sets are acknowledged. The calls go on until
+  // Stop() or until they fail.
+  kj::Promise<void> Run(int inflight, size_t acked) {
+    target_ = acked;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    reached_ = kj::mv(paf.fulfiller);
+    for (int i = 0; i < inflight; ++i) {
+      loops_.add(Next().catch_([this](kj::Exception&& e) { last_error_ = kj::mv(e); }));
+    }
+    return kj::mv(paf.promise);
+  }
+  void Stop() { stopped_ = true; }
+  // Resolves once every call has ended.
+  kj::Promise<void> Done() { return kj::joinPromises(loops_.releaseAsArray()); }
+
+  const std::vector<std::string>& acked_keys() const { return acked_keys_; }
+  int64_t increments_acked() const { return increments_acked_; }
+  int64_t increments_sent() const { return increments_sent_; }
+  const kj::Maybe<kj::Exception>& last_error() const { return last_error_; }
+
+ private:
+  kj::Promise<void> Next() {
+    if (stopped_) return kj::READY_NOW;
+    int i = next_++;
+    if (i % 4 == 3) {
+      auto req = kv_.incrByRequest();
+      req.setKey(Bytes(prefix_ + "counter"));
+      req.setDelta(1);
+      ++increments_sent_;
+      return req.send().then([this](auto reply) {
+        EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
+        ++increments_acked_;
+        return Next();
+      });
+    }
+    std::string key = prefix_ + std::to_string(i);
+    auto req = kv_.setRequest();
+    req.setKey(Bytes(key));
+    req.setValue(Bytes("v" + key));
+    return req.send().then([this, key](auto reply) {
+      EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
+      acked_keys_.push_back(key);
+      if (acked_keys_.size() == target_) reached_->fulfill();
+      return Next();
+    });
+  }
+
+  rpc::GeoKv::Client kv_;
+  std::string prefix_;
+  size_t target_ = 0;
+  kj::Own<kj::PromiseFulfiller<void>> reached_;
+  kj::Vector<kj::Promise<void>> loops_;
+  bool stopped_ = false;
+  int next_ = 0;
+  std::vector<std::string> acked_keys_;
+  int64_t increments_acked_ = 0, increments_sent_ = 0;
+  kj::Maybe<kj::Exception> last_error_;
+};
+
+// Every key in `keys` holds "v" + key, and the counter lies within
+// [min_count, max_count].
+void ExpectPresent(const std::string& address, const std::vector<std::string>& keys,
+                   const std::string& counter, int64_t min_count, int64_t max_count) {
+  capnp::EzRpcClient client(address);
+  auto kv = client.getMain<rpc::GeoKv>();
+  auto& ws = client.getWaitScope();
+  for (size_t start = 0; start < keys.size(); start += 500) {
+    size_t n = std::min<size_t>(500, keys.size() - start);
+    auto req = kv.batchRequest();
+    auto list = req.initRequests(n);
+    for (size_t i = 0; i < n; ++i) list[i].initGet().setKey(Bytes(keys[start + i]));
+    auto reply = req.send().wait(ws);
+    for (size_t i = 0; i < n; ++i) {
+      auto get = reply.getReplies()[i].getValue();
+      ASSERT_EQ(get.getOutcome().getCode(), Code::OK) << "acknowledged key lost: "
+                                                       << keys[start + i];
+      EXPECT_EQ(String(get.getValue()), "v" + keys[start + i]);
+    }
+  }
+  auto get = kv.counterGetRequest();
+  get.setKey(Bytes(counter));
+  auto reply = get.send().wait(ws);
+  if (max_count == 0) return;
+  ASSERT_EQ(reply.getOutcome().getCode(), Code::OK);
+  EXPECT_GE(reply.getValue(), min_count) << "acknowledged increments lost";
+  EXPECT_LE(reply.getValue(), max_count) << "increments applied twice";
+}
+
+class KillNineTest : public ServerProcessTest,
+                     public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(KillNineTest, LosesNoAcknowledgedWrite) {
+  auto server = NewServer({"--durability", GetParam()});
+  std::vector<std::string> acked;
+  int64_t increments_acked = 0, increments_sent = 0;
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    START(server);
+    std::string prefix = "c" + std::to_string(cycle) + "-";
+    {
+      capnp::EzRpcClient client(server->address());
+      auto& ws = client.getWaitScope();
+      WriteLoad load(client.getMain<rpc::GeoKv>(), prefix);
+      bool reached = load.Run(32, 300)
+                         .then([] { return true; })
+                         .exclusiveJoin(client.getIoProvider().getTimer().afterDelay(
+                             60 * kj::SECONDS).then([] { return false; }))
+                         .wait(ws);
+      ASSERT_TRUE(reached) << "300 writes were not acknowledged within 60 s";
+      server->Kill();
+      load.Stop();
+      load.Done().wait(ws);
+      acked.insert(acked.end(), load.acked_keys().begin(), load.acked_keys().end());
+      // Each cycle's counter is its own key; check the whole history below.
+      increments_acked = load.increments_acked();
+      increments_sent = load.increments_sent();
+    }
+    START(server);
+    ExpectPresent(server->address(), acked, prefix + "counter", increments_acked,
+                  increments_sent);
+    if (HasFatalFailure()) return;
+    server->Kill();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Durability, KillNineTest, ::testing::Values("fsync", "wal"));
+
+TEST_F(ServerProcessTest, SigtermFinishesCallsInFlightAndExitsZero) {
+  auto server = NewServer({"--durability", "wal"});
+  START(server);
+  std::vector<std::string> acked;
+  {
+    capnp::EzRpcClient client(server->address());
+    auto& ws = client.getWaitScope();
+    WriteLoad load(client.getMain<rpc::GeoKv>(), "t-");
+    load.Run(32, 200).wait(ws);
+    server->child().Signal(SIGTERM);
+    load.Done().wait(ws);  // the server refuses or answers every call, then closes
+    acked = load.acked_keys();
+    KJ_IF_MAYBE(e, load.last_error()) {
+      EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << e->getDescription().cStr();
+    }
+  }
+  auto status = server->child().Wait(std::chrono::seconds(60));
+  ASSERT_TRUE(status.has_value()) << "no exit within 60 s of SIGTERM";
+  ASSERT_TRUE(WIFEXITED(*status)) << server->child().Log();
+  EXPECT_EQ(WEXITSTATUS(*status), 0) << server->child().Log();
+  EXPECT_NE(server->child().Log().find("shut down cleanly"), std::string::npos);
+  START(server);
+  ExpectPresent(server->address(), acked, "t-counter", 0, 0);
+}
+
+// Connects a plain socket to the server, writes `bytes`, and waits for the
+// server to close it. True when it does within 10 s.
+bool ServerClosesAfter(int port, const std::string& bytes) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return false;
+  }
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  (void)!send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  char buf[4096];
+  bool closed = false;
+  while (true) {
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+      closed = true;
+      break;
+    }
+    if (n < 0) break;  // timed out
+  }
+  close(fd);
+  return closed;
+}
+
+// One LWW set and get through `kv`; true when both answer as expected.
+bool Works(rpc::GeoKv::Client& kv, kj::WaitScope& ws, const std::string& key) {
+  auto set = kv.setRequest();
+  set.setKey(Bytes(key));
+  set.setValue(Bytes("fine"));
+  if (set.send().wait(ws).getOutcome().getCode() != Code::OK) return false;
+  auto get = kv.getRequest();
+  get.setKey(Bytes(key));
+  return String(get.send().wait(ws).getValue()) == "fine";
+}
+
+TEST_F(ServerProcessTest, GarbageAndOversizedInputDoNotStopTheServer) {
+  auto server = NewServer({"--max-message-bytes", "1MiB", "--max-value-bytes", "512KiB"});
+  START(server);
+  capnp::EzRpcClient steady(server->address());
+  auto& ws = steady.getWaitScope();
+  auto kv = steady.getMain<rpc::GeoKv>();
+  ASSERT_TRUE(Works(kv, ws, "before"));
+
+  std::mt19937 rng(7);
+  std::string garbage(64 << 10, '\0');
+  for (char& c : garbage) c = static_cast<char>(rng());
+  EXPECT_TRUE(ServerClosesAfter(server->port(), garbage));
+  // Valid framing (one segment of four words) around words that are no
+  // RPC message.
+  std::string framed("\0\0\0\0\x04\0\0\0", 8);
+  framed += std::string(32, '\xff');
+  EXPECT_TRUE(ServerClosesAfter(server->port(), framed));
+  // A frame announcing more than max-message-bytes.
+  std::string huge("\0\0\0\0\0\0\0\x10", 8);
+  EXPECT_TRUE(ServerClosesAfter(server->port(), huge));
+  ASSERT_TRUE(Works(kv, ws, "after-garbage"));
+
+  {
+    // Over max-value-bytes but within the message limit: TOO_LARGE.
+    auto set = kv.setRequest();
+    set.setKey(Bytes("big"));
+    set.setValue(Bytes(std::string(600 << 10, 'v')));
+    auto reply = set.send().wait(ws);
+    EXPECT_EQ(reply.getOutcome().getCode(), Code::TOO_LARGE);
+  }
+  {
+    // Over max-message-bytes: that connection fails, the others go on.
+    capnp::EzRpcClient rude(server->address());
+    auto rude_kv = rude.getMain<rpc::GeoKv>();
+    auto set = rude_kv.setRequest();
+    set.setKey(Bytes("huge"));
+    set.setValue(Bytes(std::string(2 << 20, 'v')));
+    EXPECT_ANY_THROW(set.send().wait(ws));
+  }
+  ASSERT_TRUE(Works(kv, ws, "after-oversized"));
+  auto get = kv.getRequest();
+  get.setKey(Bytes("huge"));
+  EXPECT_EQ(get.send().wait(ws).getOutcome().getCode(), Code::NOT_FOUND);
+  EXPECT_TRUE(server->child().Running());
+}
+
+TEST_F(ServerProcessTest, ClientVanishingMidCallDoesNotStopTheServer) {
+  auto server = NewServer({"--durability", "wal"});
+  START(server);
+  capnp::EzRpcClient steady(server->address());
+  auto& ws = steady.getWaitScope();
+  auto kv = steady.getMain<rpc::GeoKv>();
+  ASSERT_TRUE(Works(kv, ws, "before"));
+  for (int round = 0; round < 5; ++round) {
+    capnp::EzRpcClient vanishing(server->address());
+    auto v = vanishing.getMain<rpc::GeoKv>();
+    ASSERT_TRUE(Works(v, ws, "vanishing"));
+    kj::Vector<kj::Promise<void>> calls;
+    for (int i = 0; i < 200; ++i) {
+      auto set = v.setRequest();
+      set.setKey(Bytes("v" + std::to_string(i)));
+      set.setValue(Bytes(std::string(1000, 'x')));
+      calls.add(set.send().ignoreResult());
+    }
+    // Dropping the calls and the client closes the connection mid-call.
+  }
+  ASSERT_TRUE(Works(kv, ws, "after"));
+  EXPECT_TRUE(server->child().Running());
+}
+
+TEST_F(ServerProcessTest, ConnectionsBeyondTheLimitAreClosed) {
+  auto server = NewServer({"--max-connections", "2"});
+  START(server);
+  auto first = std::make_unique<capnp::EzRpcClient>(server->address());
+  auto& ws = first->getWaitScope();
+  auto kv1 = first->getMain<rpc::GeoKv>();
+  ASSERT_TRUE(Works(kv1, ws, "one"));
+  {
+    capnp::EzRpcClient second(server->address());
+    auto kv2 = second.getMain<rpc::GeoKv>();
+    ASSERT_TRUE(Works(kv2, ws, "two"));
+    capnp::EzRpcClient third(server->address());
+    auto kv3 = third.getMain<rpc::GeoKv>();
+    EXPECT_ANY_THROW(Works(kv3, ws, "three"));
+    EXPECT_TRUE(Works(kv1, ws, "one-again"));
+  }
+  // With the second gone, a new connection is served (once the server has
+  // seen the close).
+  bool served = testing::PollUntil(
+      [&] {
+        capnp::EzRpcClient next(server->address());
+        auto kv = next.getMain<rpc::GeoKv>();
+        try {
+          return Works(kv, ws, "next");
+        } catch (const kj::Exception&) {
+          return false;
+        }
+      },
+      std::chrono::seconds(10));
+  EXPECT_TRUE(served);
+}
+
+TEST_F(ServerProcessTest, ConfigFileAndFlagsWithFlagsWinning) {
+  std::string config = dir_.Sub("geokv.toml");
+  std::ofstream(config) << "# a node in eu\nregion = \"eu\"\nnode-id = \"from-file\"\n"
+                           "max-key-bytes = \"16\"\n";
+  auto server = NewServer({"--config", config, "--node-id", "from-flag"});
+  START(server);
+  CommandResult info = Cli(*server, {"--json", "info"});
+  EXPECT_NE(info.out.find("\"region\":\"eu\""), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("\"name\":\"from-flag\""), std::string::npos) << info.out;
+  EXPECT_EQ(Cli(*server, {"set", std::string(17, 'k'), "v"}).exit_code, 3);
+  EXPECT_EQ(Cli(*server, {"set", std::string(16, 'k'), "v"}).exit_code, 0);
+
+  // The data dir is locked by the running server: a second one cannot start.
+  CommandResult second =
+      RunCommand({GEOKV_SERVER_BIN, "--data-dir", dir_.Sub("data"), "--listen", "127.0.0.1:0"},
+                 dir_.path());
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.err.find("cannot open the store"), std::string::npos) << second.err;
+}
+
+TEST_F(ServerProcessTest, BadCommandLinesAreUsageErrors) {
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), GEOKV_SERVER_BIN);
+    return RunCommand(args, dir_.path());
+  };
+  CommandResult help = run({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* option : {"--config", "--node-id", "--region", "--listen", "--data-dir",
+                             "--durability", "--max-key-bytes", "--max-value-bytes",
+                             "--max-connections", "--max-message-bytes", "--log-level"}) {
+    EXPECT_NE(help.out.find(option), std::string::npos) << option;
+  }
+  EXPECT_EQ(run({"--durability", "sometimes"}).exit_code, 2);
+  EXPECT_EQ(run({"--max-key-bytes", "lots"}).exit_code, 2);
+  EXPECT_EQ(run({"--no-such-flag"}).exit_code, 2);
+  EXPECT_EQ(run({"--max-value-bytes", "64MiB", "--max-message-bytes", "1MiB"}).exit_code, 2);
+  std::string config = dir_.Sub("bad.toml");
+  std::ofstream(config) << "no-such-option = 1\n";
+  CommandResult bad_config = run({"--config", config});
+  EXPECT_EQ(bad_config.exit_code, 2);
+  EXPECT_EQ(run({"--config", dir_.Sub("missing.toml")}).exit_code, 2);
+  CommandResult bad_listen = run({"--listen", "not-an-address:x", "--data-dir", dir_.Sub("d")});
+  EXPECT_EQ(bad_listen.exit_code, 1);
+  EXPECT_NE(bad_listen.err.find("cannot listen"), std::string::npos) << bad_listen.err;
+}
+
+}  // namespace
+}  // namespace geokv
