@@ -327,28 +327,22 @@ void Commands::AddAll() {
   Key(mvdel);
   mvdel->add_option("--context", a_.context_hex, "Context (hex) from mvget")->required();
 
-  auto elements = [this](auto& req) {
-    auto list = req.initElements(a_.elements.size());
-    for (size_t i = 0; i < a_.elements.size(); ++i) list.set(i, AsData(a_.elements[i]));
+  // sadd and srem: a key and elements.
+  auto add_elements_command = [this](const char* name, const char* help, auto make_request) {
+    CLI::App* sub = Add(name, help, [this, make_request](Client& kv, kj::WaitScope& ws) {
+      auto req = make_request(kv);
+      SetKey(req);
+      auto list = req.initElements(a_.elements.size());
+      for (size_t i = 0; i < a_.elements.size(); ++i) list.set(i, AsData(a_.elements[i]));
+      return cli_.FinishWrite(req.send().wait(ws));
+    });
+    Key(sub);
+    sub->add_option("elements", a_.elements, "The elements")->required();
   };
-  CLI::App* sadd = Add("sadd", "Add elements to an OR-set",
-                       [this, elements](Client& kv, kj::WaitScope& ws) {
-                         auto req = kv.sAddRequest();
-                         SetKey(req);
-                         elements(req);
-                         return cli_.FinishWrite(req.send().wait(ws));
-                       });
-  Key(sadd);
-  sadd->add_option("elements", a_.elements, "Elements to add")->required();
-  CLI::App* srem = Add("srem", "Remove elements from an OR-set",
-                       [this, elements](Client& kv, kj::WaitScope& ws) {
-                         auto req = kv.sRemRequest();
-                         SetKey(req);
-                         elements(req);
-                         return cli_.FinishWrite(req.send().wait(ws));
-                       });
-  Key(srem);
-  srem->add_option("elements", a_.elements, "Elements to remove")->required();
+  add_elements_command("sadd", "Add elements to an OR-set",
+                       [](Client& kv) { return kv.sAddRequest(); });
+  add_elements_command("srem", "Remove elements from an OR-set",
+                       [](Client& kv) { return kv.sRemRequest(); });
 
   CLI::App* sismember = Add("sismember", "Whether an element is in an OR-set (1 or 0)",
                             [this](Client& kv, kj::WaitScope& ws) {

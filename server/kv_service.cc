@@ -169,22 +169,22 @@ KvService::ParsedWrite KvService::Parse(rpc::MvDelRequest::Reader r) const {
   return {s, String(key), MvClear{std::move(seen).value()}};
 }
 
-KvService::ParsedWrite KvService::Parse(rpc::SAddRequest::Reader r) const {
+template <typename SetOperation, typename Request>
+KvService::ParsedWrite KvService::ParseElements(Request r) const {
   auto key = r.getKey();
   auto elements = r.getElements();
   Status s = CheckKey(key);
   if (s.ok()) s = CheckElements(elements);
   if (!s.ok()) return {s, {}, {}};
-  return {s, String(key), SetAdd{Strings(elements)}};
+  return {s, String(key), SetOperation{Strings(elements)}};
+}
+
+KvService::ParsedWrite KvService::Parse(rpc::SAddRequest::Reader r) const {
+  return ParseElements<SetAdd>(r);
 }
 
 KvService::ParsedWrite KvService::Parse(rpc::SRemRequest::Reader r) const {
-  auto key = r.getKey();
-  auto elements = r.getElements();
-  Status s = CheckKey(key);
-  if (s.ok()) s = CheckElements(elements);
-  if (!s.ok()) return {s, {}, {}};
-  return {s, String(key), SetRemove{Strings(elements)}};
+  return ParseElements<SetRemove>(r);
 }
 
 KvService::ParsedWrite KvService::Parse(rpc::IncrByRequest::Reader r) const {

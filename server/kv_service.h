@@ -101,6 +101,9 @@ class KvService final : public rpc::GeoKv::Server {
   ParsedWrite Parse(rpc::SAddRequest::Reader r) const;
   ParsedWrite Parse(rpc::SRemRequest::Reader r) const;
   ParsedWrite Parse(rpc::IncrByRequest::Reader r) const;
+  // sAdd and sRem: a key and a non-empty list of elements.
+  template <typename SetOperation, typename Request>
+  ParsedWrite ParseElements(Request r) const;
   kj::Promise<void> Write(ParsedWrite parsed, rpc::WriteReply::Builder reply);
 
   // Fill the reply's fields but the outcome; return the outcome.
