@@ -33,16 +33,16 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   app.add_option("--max-connections", o.max_connections,
                  "Client connections served at once; more are closed")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   size_option("--max-message-bytes", &o.max_message_bytes, "Largest RPC message (call or batch)");
   app.add_option("--max-pending-writes", o.max_pending_writes,
                  "Writes waiting to commit; beyond, calls fail with OVERLOADED")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(AtLeast(1));
   app.add_option("--shutdown-timeout", o.shutdown_timeout_seconds,
                  "Seconds calls in flight may take to finish after SIGTERM")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(AtLeast(0));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));

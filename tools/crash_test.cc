@@ -50,6 +50,7 @@
 
 #include "crdt/crdt.h"
 #include "storage/store.h"
+#include "util/cli.h"
 #include "util/coding.h"
 #include "util/status.h"
 
@@ -60,7 +61,6 @@ namespace fs = std::filesystem;
 
 constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
 // A child that cannot open the store or whose store call fails.
 constexpr int kExitChildError = 3;
 
@@ -84,41 +84,10 @@ constexpr int kOpenTimeoutMs = 60'000;
 
 std::string PoolKey(const char* prefix, int i) { return std::string(prefix) + ":" + std::to_string(i); }
 
-const char kUsage[] =
-    "usage: geokv-crash-test --dir DIR --cycles N [options]\n"
-    "\n"
-    "Crash-recovery test of the geokv store. Each cycle starts a child that\n"
-    "commits random write groups to the store in DIR, kills it with SIGKILL at\n"
-    "a random moment, reopens the store and checks it against the writes the\n"
-    "child acknowledged.\n"
-    "\n"
-    "  --dir DIR              the store; removed first if it exists (it must then\n"
-    "                         be empty or a RocksDB directory)\n"
-    "  --cycles N             kill cycles to run, N >= 1\n"
-    "  --seed S               seed of every random choice (default: random, printed)\n"
-    "  --durability MODE      fsync (default) or wal\n"
-    "  --min-run-ms A         shortest run of a child after it opened the store\n"
-    "                         (default 30)\n"
-    "  --max-run-ms B         longest run (default 300)\n"
-    "  --open-kill-percent P  share of cycles whose kill moment is counted from\n"
-    "                         the start of the child, so it may land while the\n"
-    "                         store is still being opened (default 10)\n"
-    "  --full-log-scan-every K\n"
-    "                         read the whole log from seq 0 every K cycles and in\n"
-    "                         the last; other cycles read the entries written\n"
-    "                         since the previous cycle (default 1: every cycle)\n"
-    "  --work-dir W           where the journal is written (default: DIR's parent)\n"
-    "  --help                 this text\n"
-    "\n"
-    "Exit status: 0 every cycle verified, 1 a check failed, 2 usage error.\n"
-    "(--child, with --journal, --seed, --durability and --ready-fd, is the\n"
-    "child mode the parent starts.)\n";
-
 // ---------------------------------------------------------------------------
 // Flags
 
 struct Flags {
-  bool help = false;
   bool child = false;
   std::string dir;
   std::string work_dir;
@@ -135,103 +104,63 @@ struct Flags {
 
 const char* DurabilityName(Durability d) { return d == Durability::kFsync ? "fsync" : "wal"; }
 
-bool ParseUint(const std::string& s, uint64_t* out) {
-  if (s.empty() || s[0] < '0' || s[0] > '9') return false;
-  errno = 0;
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (errno != 0 || *end != '\0') return false;
-  *out = v;
-  return true;
-}
+// Parses the command line into *f. Returns nullopt to run, or the exit
+// code after --help or a usage error (printed).
+std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
+  CLI::App app{
+      "Crash-recovery test of the geokv store. Each cycle starts a child that commits\n"
+      "random write groups to the store in DIR, kills it with SIGKILL at a random\n"
+      "moment, reopens the store and checks it against the writes the child\n"
+      "acknowledged. Exit status: 0 every cycle verified, 1 a check failed, 2 usage error."};
+  app.get_formatter()->column_width(32);
+  app.add_option("--dir", f->dir,
+                 "The store; removed first if it exists (it must then be empty or a RocksDB "
+                 "directory)")
+      ->required();
+  app.add_option("--cycles", f->cycles, "Kill cycles to run, N >= 1")->check(AtLeast(1));
+  app.add_option("--seed", f->seed, "Seed of every random choice (default: random, printed)");
+  std::string durability = "fsync";
+  app.add_option("--durability", durability, "fsync or wal")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fsync", "wal"}));
+  app.add_option("--min-run-ms", f->min_run_ms,
+                 "Shortest run of a child after it opened the store")
+      ->capture_default_str();
+  app.add_option("--max-run-ms", f->max_run_ms, "Longest run")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{0}, uint64_t{3'600'000}));
+  app.add_option("--open-kill-percent", f->open_kill_percent,
+                 "Share of cycles whose kill moment is counted from the start of the child, "
+                 "so it may land while the store is still being opened")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
+  app.add_option("--full-log-scan-every", f->full_log_scan_every,
+                 "Read the whole log from seq 0 every K cycles and in the last; other cycles "
+                 "read the entries written since the previous cycle")
+      ->capture_default_str()
+      ->check(AtLeast(1));
+  app.add_option("--work-dir", f->work_dir, "Where the journal is written (default: DIR's parent)");
+  // The child mode the parent starts.
+  app.add_flag("--child", f->child)->group("");
+  app.add_option("--journal", f->journal)->group("");
+  app.add_option("--ready-fd", f->ready_fd)->group("");
 
-// Returns an empty string, or what is wrong with the command line.
-std::string ParseFlags(int argc, char** argv, Flags* f) {
-  bool cycles_given = false;
-  bool dir_given = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      f->help = true;
-      continue;
-    }
-    if (arg == "--child") {
-      f->child = true;
-      continue;
-    }
-    if (arg.rfind("--", 0) != 0) return "unexpected argument '" + arg + "'";
-    std::string name = arg;
-    std::string value;
-    size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-    } else {
-      if (i + 1 >= argc) return name + " needs a value";
-      value = argv[++i];
-    }
-    uint64_t n = 0;
-    auto number = [&](uint64_t* out) -> std::string {
-      if (!ParseUint(value, &n)) return name + ": '" + value + "' is not a non-negative integer";
-      *out = n;
-      return "";
-    };
-    std::string err;
-    if (name == "--dir") {
-      if (value.empty()) return "--dir must not be empty";
-      f->dir = value;
-      dir_given = true;
-    } else if (name == "--work-dir") {
-      if (value.empty()) return "--work-dir must not be empty";
-      f->work_dir = value;
-    } else if (name == "--journal") {
-      f->journal = value;
-    } else if (name == "--cycles") {
-      err = number(&f->cycles);
-      cycles_given = true;
-    } else if (name == "--seed") {
-      uint64_t s = 0;
-      err = number(&s);
-      f->seed = s;
-    } else if (name == "--durability") {
-      if (value == "fsync") {
-        f->durability = Durability::kFsync;
-      } else if (value == "wal") {
-        f->durability = Durability::kWal;
-      } else {
-        return "--durability must be fsync or wal, not '" + value + "'";
-      }
-    } else if (name == "--min-run-ms") {
-      err = number(&f->min_run_ms);
-    } else if (name == "--max-run-ms") {
-      err = number(&f->max_run_ms);
-    } else if (name == "--open-kill-percent") {
-      err = number(&f->open_kill_percent);
-    } else if (name == "--full-log-scan-every") {
-      err = number(&f->full_log_scan_every);
-    } else if (name == "--ready-fd") {
-      uint64_t fd = 0;
-      err = number(&fd);
-      f->ready_fd = static_cast<int>(fd);
-    } else {
-      return "unknown flag " + name;
-    }
-    if (!err.empty()) return err;
-  }
-  if (f->help) return "";
-  if (!dir_given) return "--dir is required";
+  if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
+  f->durability = durability == "wal" ? Durability::kWal : Durability::kFsync;
+  auto usage_error = [](const std::string& message) {
+    std::fprintf(stderr, "%s\nRun with --help for more information.\n", message.c_str());
+    return kExitUsage;
+  };
+  if (f->dir.empty()) return usage_error("--dir must not be empty");
   if (f->child) {
     if (f->journal.empty() || !f->seed || f->ready_fd < 0) {
-      return "--child needs --journal, --seed and --ready-fd";
+      return usage_error("--child needs --journal, --seed and --ready-fd");
     }
-    return "";
+    return std::nullopt;
   }
-  if (!cycles_given || f->cycles == 0) return "--cycles N (N >= 1) is required";
-  if (f->min_run_ms > f->max_run_ms) return "--min-run-ms is above --max-run-ms";
-  if (f->max_run_ms > 3'600'000) return "--max-run-ms is above one hour";
-  if (f->open_kill_percent > 100) return "--open-kill-percent is above 100";
-  if (f->full_log_scan_every == 0) return "--full-log-scan-every must be at least 1";
-  return "";
+  if (f->cycles == 0) return usage_error("--cycles N (N >= 1) is required");
+  if (f->min_run_ms > f->max_run_ms) return usage_error("--min-run-ms is above --max-run-ms");
+  return std::nullopt;
 }
 
 // ---------------------------------------------------------------------------
@@ -308,6 +237,16 @@ std::string DescribeOp(const JournalOp& op) {
   std::string out;
   EncodeOp(op, &out);
   return out.substr(1);
+}
+
+bool ParseUint(const std::string& s, uint64_t* out) {
+  if (s.empty() || s[0] < '0' || s[0] > '9') return false;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0') return false;
+  *out = v;
+  return true;
 }
 
 // Reads whitespace-separated fields of one record.
@@ -1257,7 +1196,8 @@ class CrashTest {
 };
 
 int Usage(const std::string& error) {
-  std::fprintf(stderr, "geokv-crash-test: %s\n\n%s", error.c_str(), kUsage);
+  std::fprintf(stderr, "geokv-crash-test: %s\nRun with --help for more information.\n",
+               error.c_str());
   return kExitUsage;
 }
 
@@ -1291,12 +1231,7 @@ int RunParent(Flags flags) {
 
 int main(int argc, char** argv) {
   geokv::Flags flags;
-  std::string error = geokv::ParseFlags(argc, argv, &flags);
-  if (flags.help) {
-    std::fputs(geokv::kUsage, stdout);
-    return geokv::kExitOk;
-  }
-  if (!error.empty()) return geokv::Usage(error);
+  if (auto exit_code = geokv::ParseFlags(argc, argv, &flags)) return *exit_code;
   if (flags.child) return geokv::RunChild(flags);
   return geokv::RunParent(std::move(flags));
 }

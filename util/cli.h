@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <optional>
+#include <string>
 
 namespace geokv {
 
@@ -29,6 +30,18 @@ inline std::optional<int> ParseCommandLine(CLI::App& app, int argc, char** argv)
     return kExitUsage;
   }
   return std::nullopt;
+}
+
+// Checks that a numeric option is at least `min`, saying so in the error.
+inline CLI::Validator AtLeast(long long min) {
+  return CLI::Validator(
+      [min](std::string& value) -> std::string {
+        double v;
+        if (!CLI::detail::lexical_cast(value, v)) return "'" + value + "' is not a number";
+        if (v < static_cast<double>(min)) return "must be at least " + std::to_string(min);
+        return {};
+      },
+      ">=" + std::to_string(min));
 }
 
 }  // namespace geokv
