@@ -40,6 +40,7 @@
 
 #include "storage/rocks_config.h"
 #include "storage/store.h"
+#include "util/cli.h"
 #include "util/coding.h"
 #include "util/status.h"
 
@@ -68,114 +69,62 @@ struct BenchOptions {
   size_t fill_group = 1000;
 };
 
-void ApplyQuick(BenchOptions* o) {
-  o->seconds = 0.2;
-  o->rounds = 1;
-  o->num_keys = 10000;
-  o->set_sizes = {10, 1000, 20000};
-  o->samples = 500;
+// Parses the command line into *o. Returns nullopt to run, or the exit code
+// after --help or a usage error (printed).
+std::optional<int> ParseFlags(int argc, char** argv, BenchOptions* o) {
+  CLI::App app{
+      "Measures LWW apply throughput against plain RocksDB puts, and OR-set operation\n"
+      "latency by set size, all sizes in one store. Progress goes to stderr."};
+  app.get_formatter()->column_width(30);
+  app.add_option("--data-dir", o->data_dir,
+                 "Where the databases go (left in place); default: a fresh temporary "
+                 "directory, removed at exit");
+  auto* seconds = app.add_option("--seconds", o->seconds,
+                                 "Duration of each throughput measurement")
+                      ->capture_default_str()
+                      ->check(CLI::PositiveNumber);
+  auto* rounds = app.add_option("--rounds", o->rounds,
+                                "Interleaved rounds of the throughput measurements; the median "
+                                "is shown")
+                     ->capture_default_str()
+                     ->check(AtLeast(1));
+  app.add_option("--value-size", o->value_size, "Bytes per LWW value")
+      ->capture_default_str()
+      ->check(AtLeast(1));
+  app.add_option("--group-size", o->group_size, "Applies per commit in the grouped runs")
+      ->capture_default_str()
+      ->check(AtLeast(1));
+  auto* keys = app.add_option("--keys", o->num_keys, "LWW keyspace")
+                   ->capture_default_str()
+                   ->check(AtLeast(1));
+  auto* set_sizes = app.add_option("--set-sizes", o->set_sizes,
+                                   "OR-set sizes, all in one store (comma-separated)")
+                        ->delimiter(',')
+                        ->capture_default_str()
+                        ->check(AtLeast(1));
+  auto* samples = app.add_option("--samples", o->samples, "Latency samples per set and operation")
+                      ->capture_default_str()
+                      ->check(AtLeast(1));
+  app.add_option("--fill-group", o->fill_group, "Adds per commit while filling a set")
+      ->capture_default_str()
+      ->check(AtLeast(1));
+  bool quick = false;
+  app.add_flag("--quick", quick, "A smoke run: short and small (explicit flags still apply)");
+  if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
+  if (quick) {
+    if (seconds->count() == 0) o->seconds = 0.2;
+    if (rounds->count() == 0) o->rounds = 1;
+    if (keys->count() == 0) o->num_keys = 10000;
+    if (set_sizes->count() == 0) o->set_sizes = {10, 1000, 20000};
+    if (samples->count() == 0) o->samples = 500;
+  }
+  return std::nullopt;
 }
 
 std::string JoinSizes(const std::vector<uint64_t>& sizes) {
   std::string out;
   for (uint64_t s : sizes) out += (out.empty() ? "" : ",") + std::to_string(s);
   return out;
-}
-
-void PrintUsage() {
-  BenchOptions d;
-  std::printf(
-      "usage: geokv-store-bench [--flag=value ...]\n"
-      "\n"
-      "Measures LWW apply throughput against plain RocksDB puts, and OR-set\n"
-      "operation latency by set size, all sizes in one store. Progress goes to\n"
-      "stderr.\n"
-      "\n"
-      "  --data_dir=DIR     where the databases go; default: a fresh temporary\n"
-      "                     directory, removed at exit (DIR is left in place)\n"
-      "  --seconds=S        duration of each throughput measurement (%.1f)\n"
-      "  --rounds=N         interleaved rounds of the throughput measurements;\n"
-      "                     the median is shown (%zu)\n"
-      "  --value_size=N     bytes per LWW value (%zu)\n"
-      "  --group_size=N     applies per commit in the grouped runs (%zu)\n"
-      "  --keys=N           LWW keyspace (%zu)\n"
-      "  --set_sizes=A,B,.. OR-set sizes, all in one store (%s)\n"
-      "  --samples=N        latency samples per set and operation (%zu)\n"
-      "  --fill_group=N     adds per commit while filling a set (%zu)\n"
-      "  --quick            a smoke run: short, small (explicit flags still apply)\n"
-      "  --help             this text\n",
-      d.seconds, d.rounds, d.value_size, d.group_size, d.num_keys,
-      JoinSizes(d.set_sizes).c_str(), d.samples, d.fill_group);
-}
-
-template <typename T>
-Status ParseCount(std::string_view name, const std::string& text, T* out) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || text[0] == '-' || *end != '\0' || errno != 0 || v == 0) {
-    return Status::InvalidArgument("--" + std::string(name) + " wants a positive integer, not '" +
-                                   text + "'");
-  }
-  *out = static_cast<T>(v);
-  return Status::OK();
-}
-
-Status ParseFlags(int argc, char** argv, BenchOptions* o, bool* help) {
-  *help = false;
-  // --quick first, so that explicit flags override what it shrinks.
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--quick") ApplyQuick(o);
-  }
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      *help = true;
-      continue;
-    }
-    if (arg == "--quick") continue;
-    size_t eq = arg.find('=');
-    if (arg.compare(0, 2, "--") != 0 || eq == std::string::npos) {
-      return Status::InvalidArgument("unknown argument '" + arg + "' (see --help)");
-    }
-    std::string name = arg.substr(2, eq - 2);
-    std::string value = arg.substr(eq + 1);
-    if (name == "data_dir") {
-      if (value.empty()) return Status::InvalidArgument("--data_dir is empty");
-      o->data_dir = value;
-    } else if (name == "seconds") {
-      char* end = nullptr;
-      o->seconds = std::strtod(value.c_str(), &end);
-      if (value.empty() || *end != '\0' || !(o->seconds > 0)) {
-        return Status::InvalidArgument("--seconds wants a positive number, not '" + value + "'");
-      }
-    } else if (name == "rounds") {
-      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->rounds));
-    } else if (name == "value_size") {
-      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->value_size));
-    } else if (name == "group_size") {
-      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->group_size));
-    } else if (name == "keys") {
-      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->num_keys));
-    } else if (name == "samples") {
-      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->samples));
-    } else if (name == "fill_group") {
-      GEOKV_RETURN_IF_ERROR(ParseCount(name, value, &o->fill_group));
-    } else if (name == "set_sizes") {
-      o->set_sizes.clear();
-      size_t start = 0;
-      while (start <= value.size()) {
-        size_t comma = std::min(value.find(',', start), value.size());
-        uint64_t size;
-        GEOKV_RETURN_IF_ERROR(ParseCount(name, value.substr(start, comma - start), &size));
-        o->set_sizes.push_back(size);
-        start = comma + 1;
-      }
-    } else {
-      return Status::InvalidArgument("unknown flag --" + name + " (see --help)");
-    }
-  }
-  return Status::OK();
 }
 
 double SecondsSince(Clock::time_point start) {
@@ -807,13 +756,8 @@ Status Run(const BenchOptions& o) {
 
 int main(int argc, char** argv) {
   geokv::BenchOptions options;
-  bool help = false;
-  geokv::Status s = geokv::ParseFlags(argc, argv, &options, &help);
-  if (s.ok() && help) {
-    geokv::PrintUsage();
-    return 0;
-  }
-  if (s.ok()) s = geokv::Run(options);
+  if (auto exit_code = geokv::ParseFlags(argc, argv, &options)) return *exit_code;
+  geokv::Status s = geokv::Run(options);
   if (!s.ok()) {
     std::fprintf(stderr, "geokv-store-bench: %s\n", s.ToString().c_str());
     return 1;
