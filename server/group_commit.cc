@@ -3,29 +3,19 @@
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
-#include <future>
-
 namespace geokv {
 
 GroupCommitter::GroupCommitter(Store& store, size_t max_pending)
     : store_(store), max_pending_(max_pending), tasks_(*this) {
-  std::promise<std::pair<const kj::Executor*, kj::Own<kj::CrossThreadPromiseFulfiller<void>>>>
-      started;
-  auto ready = started.get_future();
-  writer_ = std::thread([&started] {
-    kj::EventLoop loop;
-    kj::WaitScope wait_scope(loop);
-    auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
-    started.set_value({&kj::getCurrentThreadExecutor(), kj::mv(stop.fulfiller)});
-    stop.promise.wait(wait_scope);
-  });
-  auto [executor, stop] = ready.get();
-  writer_executor_ = executor;
-  stop_writer_ = kj::mv(stop);
+  writer_ = std::thread([this] { WriterLoop(); });
 }
 
 GroupCommitter::~GroupCommitter() {
-  stop_writer_->fulfill();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_writer_.notify_one();
   writer_.join();
 }
 
@@ -48,69 +38,119 @@ kj::Promise<void> GroupCommitter::Drain() {
 void GroupCommitter::ScheduleFlush() {
   if (flush_scheduled_) return;
   flush_scheduled_ = true;
-  // evalLast runs once every event already queued, among them the other
-  // calls that arrived with this one, has run: they all join this group.
-  tasks_.add(kj::evalLast([this] { Flush(); }));
+  // evalLater runs after the events already queued, among them the other
+  // calls that arrived with this one, so they travel together. (evalLast
+  // would wait for the queue to run dry, which under a steady stream of
+  // reads delays writes by many milliseconds.)
+  tasks_.add(kj::evalLater([this] { Flush(); }));
 }
 
 void GroupCommitter::Flush() {
   flush_scheduled_ = false;
-  if (in_flight_ > 0 || next_.empty()) return;  // the running group flushes again
-  std::vector<Write> writes = std::move(next_);
-  next_.clear();
-  in_flight_fulfillers_ = std::move(next_fulfillers_);
+  if (next_.empty()) return;
+  handed_over_ += next_.size();
+  handed_fulfillers_.push_back(std::move(next_fulfillers_));
   next_fulfillers_.clear();
-  in_flight_ = writes.size();
-  tasks_.add(writer_executor_
-                 ->executeAsync([this, writes = std::move(writes)]() mutable {
-                   return CommitGroup(std::move(writes));
-                 })
-                 .then(
-                     [this](std::vector<Write> done) {
-                       for (size_t i = 0; i < done.size(); ++i) {
-                         in_flight_fulfillers_[i]->fulfill(std::move(done[i].result));
-                       }
-                       GroupDone();
-                     },
-                     [this](kj::Exception&& e) {
-                       spdlog::error("group commit failed: {}", e.getDescription().cStr());
-                       for (auto& f : in_flight_fulfillers_) f->reject(kj::cp(e));
-                       GroupDone();
-                     }));
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queued_.push_back(std::move(next_));
+    wake = writer_waiting_;
+  }
+  next_.clear();
+  if (wake) wake_writer_.notify_one();
+  AwaitFinished();
 }
 
-void GroupCommitter::GroupDone() {
-  ++groups_committed_;
-  in_flight_ = 0;
-  in_flight_fulfillers_.clear();
-  if (!next_.empty()) ScheduleFlush();
+void GroupCommitter::AwaitFinished() {
+  if (awaiting_finished_) return;
+  awaiting_finished_ = true;
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!finished_.empty()) {
+      paf.fulfiller->fulfill();
+    } else {
+      wake_loop_ = kj::mv(paf.fulfiller);
+    }
+  }
+  tasks_.add(paf.promise.then([this] {
+    awaiting_finished_ = false;
+    AnswerFinished();
+  }));
+}
+
+void GroupCommitter::AnswerFinished() {
+  std::deque<std::vector<Write>> finished;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finished.swap(finished_);
+  }
+  for (auto& batch : finished) {
+    auto& fulfillers = handed_fulfillers_.front();
+    for (size_t i = 0; i < batch.size(); ++i) fulfillers[i]->fulfill(std::move(batch[i].result));
+    handed_fulfillers_.pop_front();
+    handed_over_ -= batch.size();
+  }
+  if (handed_over_ > 0) AwaitFinished();
   NotifyIfIdle();
 }
 
-std::vector<GroupCommitter::Write> GroupCommitter::CommitGroup(std::vector<Write> writes) {
-  auto group = store_.BeginGroup();
-  for (Write& w : writes) {
-    StatusOr<uint64_t> seq = group->Mutate(w.key, w.op);
-    if (seq.ok()) {
-      w.result.seq = *seq;
-    } else {
-      w.result.status = seq.status();
+void GroupCommitter::WriterLoop() {
+  while (true) {
+    std::vector<std::vector<Write>> batches;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      writer_waiting_ = true;
+      wake_writer_.wait(lock, [this] { return stopping_ || !queued_.empty(); });
+      writer_waiting_ = false;
+      if (queued_.empty()) return;  // stopping, and nothing left
+      while (!queued_.empty()) {
+        batches.push_back(std::move(queued_.front()));
+        queued_.pop_front();
+      }
     }
+    CommitGroup(batches);
+    kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& batch : batches) finished_.push_back(std::move(batch));
+      wake = kj::mv(wake_loop_);
+    }
+    if (wake) wake->fulfill();
+  }
+}
+
+void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
+  auto group = store_.BeginGroup();
+  size_t writes = 0;
+  for (auto& batch : batches) {
+    for (Write& w : batch) {
+      StatusOr<uint64_t> seq = group->Mutate(w.key, w.op);
+      if (seq.ok()) {
+        w.result.seq = *seq;
+      } else {
+        w.result.status = seq.status();
+      }
+    }
+    writes += batch.size();
   }
   Status committed = group->Commit();
+  if (!committed.ok()) {
+    spdlog::error("commit of a group of {} writes failed: {}", writes, committed.ToString());
+  }
   uint64_t last_seq = store_.LastSeq();
-  for (Write& w : writes) {
-    if (!committed.ok()) {
-      w.result.status = committed;
-    } else if (w.result.status.ok() && w.result.seq == 0) {
-      w.result.seq = last_seq;
+  for (auto& batch : batches) {
+    for (Write& w : batch) {
+      if (!committed.ok()) {
+        w.result.status = committed;
+      } else if (w.result.status.ok() && w.result.seq == 0) {
+        w.result.seq = last_seq;
+      }
     }
   }
-  if (!committed.ok()) {
-    spdlog::error("commit of a group of {} writes failed: {}", writes.size(),
-                  committed.ToString());
-  }
-  return writes;
+  std::lock_guard<std::mutex> lock(mu_);
+  ++groups_committed_;
 }
 
 void GroupCommitter::NotifyIfIdle() {

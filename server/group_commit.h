@@ -1,7 +1,8 @@
 // Group commit: the writes that arrive in one turn of the KJ event loop are
-// committed as one store group (one WAL write, one fsync in kFsync) on a
-// writer thread, so the loop never blocks on the disk. While a group is
-// being written, new writes gather for the next one. No write's promise
+// handed to a writer thread, which commits everything handed to it since its
+// last commit as one store group (one WAL write, one fsync in kFsync). The
+// loop never blocks on the disk, and while the writer commits a group, the
+// next one gathers without waiting for the loop. No write's promise
 // resolves before its group is durable.
 
 #ifndef GEOKV_SERVER_GROUP_COMMIT_H_
@@ -9,8 +10,11 @@
 
 #include <kj/async.h>
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,8 +37,8 @@ struct WriteResult {
 // is made on that thread.
 class GroupCommitter : private kj::TaskSet::ErrorHandler {
  public:
-  // `store` must outlive the committer. More than `max_pending` writes
-  // waiting or being written make Submit fail with OVERLOADED.
+  // `store` must outlive the committer. Submit refuses writes beyond
+  // `max_pending` waiting or being written (see HasRoom).
   GroupCommitter(Store& store, size_t max_pending);
   // REQUIRES: Drain() resolved (no write pending).
   ~GroupCommitter();
@@ -52,10 +56,13 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   // Resolves once no write is pending or being written.
   kj::Promise<void> Drain();
 
-  size_t pending() const { return next_.size() + in_flight_; }
+  size_t pending() const { return next_.size() + handed_over_; }
 
   // Groups written so far (successfully or not).
-  uint64_t groups_committed() const { return groups_committed_; }
+  uint64_t groups_committed() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return groups_committed_;
+  }
 
  private:
   struct Write {
@@ -63,30 +70,46 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
     Operation op;
     WriteResult result;
   };
-
   void ScheduleFlush();
   void Flush();
-  // On the writer thread.
-  std::vector<Write> CommitGroup(std::vector<Write> writes);
-  void GroupDone();
+  // Arms the writer's wakeup of the loop for finished batches.
+  void AwaitFinished();
+  // Answers the writes of every finished batch.
+  void AnswerFinished();
   void NotifyIfIdle();
   void taskFailed(kj::Exception&& exception) override;
 
+  // The writer thread's loop, and one group of it.
+  void WriterLoop();
+  void CommitGroup(std::vector<std::vector<Write>>& batches);
+
   Store& store_;
   const size_t max_pending_;
+
+  // Loop thread only.
   std::vector<Write> next_;
   std::vector<kj::Own<kj::PromiseFulfiller<WriteResult>>> next_fulfillers_;
-  uint64_t groups_committed_ = 0;
-  size_t in_flight_ = 0;  // writes in the group being written
-  std::vector<kj::Own<kj::PromiseFulfiller<WriteResult>>> in_flight_fulfillers_;
+  // The fulfillers of the batches handed to the writer, oldest first.
+  std::deque<std::vector<kj::Own<kj::PromiseFulfiller<WriteResult>>>> handed_fulfillers_;
+  size_t handed_over_ = 0;  // writes handed to the writer, not yet answered
   bool flush_scheduled_ = false;
+  bool awaiting_finished_ = false;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> drain_waiters_;
+  kj::TaskSet tasks_;
+
+  // Shared with the writer thread. Batches travel in order: queued_ to the
+  // writer, finished_ back; one wakeup each way at most per group, which
+  // keeps thread switches rare when batches are small.
+  mutable std::mutex mu_;
+  std::condition_variable wake_writer_;
+  std::deque<std::vector<Write>> queued_;
+  std::deque<std::vector<Write>> finished_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake_loop_;  // armed by the loop
+  bool writer_waiting_ = false;
+  bool stopping_ = false;
+  uint64_t groups_committed_ = 0;
 
   std::thread writer_;
-  const kj::Executor* writer_executor_ = nullptr;
-  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_writer_;
-
-  kj::TaskSet tasks_;
 };
 
 }  // namespace geokv

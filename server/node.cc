@@ -45,6 +45,10 @@ int RunNode(const ServerOptions& options) {
 
   auto io = kj::setupAsyncIo();
   auto& ws = io.waitScope;
+  // Check the sockets and the writer's answers every 64 events, not only
+  // when the queue runs dry: a steady stream of calls would otherwise starve
+  // the commit answers.
+  ws.setBusyPollInterval(64);
   kj::Timer& timer = io.provider->getTimer();
 
   auto committer = std::make_unique<GroupCommitter>(*store, options.max_pending_writes);
