@@ -52,9 +52,11 @@
 #include <vector>
 
 #include "schema/kv.capnp.h"
+#include "schema/kv_text.h"
 #include "server/rpc_listener.h"
 #include "storage/rocks_config.h"
 #include "util/cli.h"
+#include "util/json.h"
 #include "util/status.h"
 
 namespace geokv {
@@ -82,29 +84,6 @@ constexpr double kRocksRatioGoal = 0.7;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-capnp::Data::Reader AsData(std::string_view s) {
-  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
-}
-
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
 }
 
 // ---- the workload ------------------------------------------------------------
@@ -360,23 +339,10 @@ std::string ResultJson(const RunResult& r) {
 
 // ---- the workload over RPC ---------------------------------------------------
 
-std::string_view CodeName(rpc::Outcome::Code code) {
-  switch (code) {
-    case rpc::Outcome::Code::OK: return "ok";
-    case rpc::Outcome::Code::NOT_FOUND: return "notFound";
-    case rpc::Outcome::Code::WRONG_TYPE: return "wrongType";
-    case rpc::Outcome::Code::TOO_LARGE: return "tooLarge";
-    case rpc::Outcome::Code::INVALID: return "invalid";
-    case rpc::Outcome::Code::UNAVAILABLE: return "unavailable";
-    case rpc::Outcome::Code::INTERNAL: return "internal";
-  }
-  return "unknown code";
-}
-
 // Empty when `outcome` is ok, else what went wrong.
 std::string CheckReply(rpc::Outcome::Reader outcome, std::string_view what) {
   if (outcome.getCode() == rpc::Outcome::Code::OK) return {};
-  return fmt::format("{}: {}: {}", what, CodeName(outcome.getCode()),
+  return fmt::format("{}: {}: {}", what, OutcomeName(outcome.getCode()),
                      outcome.getMessage().cStr());
 }
 

@@ -15,8 +15,10 @@
 #include <vector>
 
 #include "schema/kv.capnp.h"
+#include "schema/kv_text.h"
 #include "util/cli.h"
 #include "util/coding.h"
+#include "util/json.h"
 
 namespace geokv {
 namespace {
@@ -25,38 +27,6 @@ constexpr int kExitOk = 0;
 constexpr int kExitNotFound = 1;
 constexpr int kExitServerError = 3;
 constexpr int kExitCannotConnect = 4;
-
-capnp::Data::Reader AsData(const std::string& s) {
-  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
-}
-
-std::string String(capnp::Data::Reader bytes) {
-  return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
-}
-
-const char* CodeName(rpc::Outcome::Code code) {
-  switch (code) {
-    case rpc::Outcome::Code::OK: return "OK";
-    case rpc::Outcome::Code::NOT_FOUND: return "NOT_FOUND";
-    case rpc::Outcome::Code::WRONG_TYPE: return "WRONG_TYPE";
-    case rpc::Outcome::Code::TOO_LARGE: return "TOO_LARGE";
-    case rpc::Outcome::Code::INVALID: return "INVALID";
-    case rpc::Outcome::Code::UNAVAILABLE: return "UNAVAILABLE";
-    case rpc::Outcome::Code::INTERNAL: return "INTERNAL";
-  }
-  return "UNKNOWN";
-}
-
-const char* TypeName(rpc::Type type) {
-  switch (type) {
-    case rpc::Type::NONE: return "none";
-    case rpc::Type::LWW: return "lww";
-    case rpc::Type::MV_REGISTER: return "mvregister";
-    case rpc::Type::OR_SET: return "orset";
-    case rpc::Type::COUNTER: return "counter";
-  }
-  return "unknown";
-}
 
 // Whether `s` is UTF-8 by its byte structure (overlong forms pass).
 bool IsUtf8(std::string_view s) {
@@ -70,29 +40,6 @@ bool IsUtf8(std::string_view s) {
     i += n + 1;
   }
   return true;
-}
-
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(ch);
-        }
-    }
-  }
-  return out + "\"";
 }
 
 // One JSON object, built field by field. Byte strings that are not UTF-8 go
@@ -153,7 +100,7 @@ class Cli {
   int Finish(rpc::Outcome::Reader outcome, const Printed& printed) const {
     auto code = outcome.getCode();
     JsonObject json;
-    json.Text("outcome", CodeName(code));
+    json.Text("outcome", OutcomeName(code));
     if (code != rpc::Outcome::Code::OK) {
       json.Text("message", outcome.getMessage().cStr());
       if (settings_.json) {
@@ -161,7 +108,7 @@ class Cli {
       } else if (code == rpc::Outcome::Code::NOT_FOUND) {
         std::cout << "(nil)\n";
       } else {
-        std::cerr << "(error) " << CodeName(code) << ": " << outcome.getMessage().cStr() << "\n";
+        std::cerr << "(error) " << OutcomeName(code) << ": " << outcome.getMessage().cStr() << "\n";
       }
       return code == rpc::Outcome::Code::NOT_FOUND ? kExitNotFound : kExitServerError;
     }

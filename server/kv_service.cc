@@ -5,21 +5,12 @@
 
 #include <algorithm>
 
+#include "schema/kv_text.h"
 #include "server/api_codec.h"
 #include "util/coding.h"
 
 namespace geokv {
 namespace {
-
-std::string_view View(capnp::Data::Reader bytes) {
-  return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
-}
-
-std::string String(capnp::Data::Reader bytes) { return std::string(View(bytes)); }
-
-capnp::Data::Reader AsData(std::string_view s) {
-  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
-}
 
 std::vector<std::string> Strings(capnp::List<capnp::Data>::Reader list) {
   std::vector<std::string> out;

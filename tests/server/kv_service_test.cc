@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "schema/kv_text.h"
 #include "server/api_codec.h"
 #include "server/group_commit.h"
 #include "tests/storage/test_dir.h"
@@ -19,14 +20,6 @@ namespace geokv {
 namespace {
 
 using Code = rpc::Outcome::Code;
-
-capnp::Data::Reader Bytes(const std::string& s) {
-  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
-}
-
-std::string String(capnp::Data::Reader d) {
-  return {reinterpret_cast<const char*>(d.begin()), d.size()};
-}
 
 struct Limits {
   size_t max_key_bytes = 64;
@@ -82,17 +75,17 @@ class KvServiceTest : public ::testing::Test {
 
   Code Set(const std::string& key, const std::string& value, std::string* token = nullptr) {
     auto req = kv().setRequest();
-    req.setKey(Bytes(key));
-    req.setValue(Bytes(value));
+    req.setKey(AsData(key));
+    req.setValue(AsData(value));
     return Finish(kj::mv(req), token);
   }
 
   Code Get(const std::string& key, std::string* value = nullptr,
            const std::vector<std::string>& tokens = {}) {
     auto req = kv().getRequest();
-    req.setKey(Bytes(key));
+    req.setKey(AsData(key));
     auto list = req.initTokens(tokens.size());
-    for (size_t i = 0; i < tokens.size(); ++i) list.set(i, Bytes(tokens[i]));
+    for (size_t i = 0; i < tokens.size(); ++i) list.set(i, AsData(tokens[i]));
     auto reply = req.send().wait(ws());
     last_message_ = reply.getOutcome().getMessage();
     if (value) *value = String(reply.getValue());
@@ -101,38 +94,38 @@ class KvServiceTest : public ::testing::Test {
 
   Code Del(const std::string& key) {
     auto req = kv().delRequest();
-    req.setKey(Bytes(key));
+    req.setKey(AsData(key));
     return Finish(kj::mv(req));
   }
 
   Code SAdd(const std::string& key, const std::vector<std::string>& elements,
             std::string* token = nullptr) {
     auto req = kv().sAddRequest();
-    req.setKey(Bytes(key));
+    req.setKey(AsData(key));
     auto list = req.initElements(elements.size());
-    for (size_t i = 0; i < elements.size(); ++i) list.set(i, Bytes(elements[i]));
+    for (size_t i = 0; i < elements.size(); ++i) list.set(i, AsData(elements[i]));
     return Finish(kj::mv(req), token);
   }
 
   Code SRem(const std::string& key, const std::vector<std::string>& elements,
             std::string* token = nullptr) {
     auto req = kv().sRemRequest();
-    req.setKey(Bytes(key));
+    req.setKey(AsData(key));
     auto list = req.initElements(elements.size());
-    for (size_t i = 0; i < elements.size(); ++i) list.set(i, Bytes(elements[i]));
+    for (size_t i = 0; i < elements.size(); ++i) list.set(i, AsData(elements[i]));
     return Finish(kj::mv(req), token);
   }
 
   Code IncrBy(const std::string& key, int64_t delta) {
     auto req = kv().incrByRequest();
-    req.setKey(Bytes(key));
+    req.setKey(AsData(key));
     req.setDelta(delta);
     return Finish(kj::mv(req));
   }
 
   Code CounterGet(const std::string& key, int64_t* value) {
     auto req = kv().counterGetRequest();
-    req.setKey(Bytes(key));
+    req.setKey(AsData(key));
     auto reply = req.send().wait(ws());
     last_message_ = reply.getOutcome().getMessage();
     *value = reply.getValue();
@@ -141,15 +134,15 @@ class KvServiceTest : public ::testing::Test {
 
   Code MvSet(const std::string& key, const std::string& value, const std::string& context) {
     auto req = kv().mvSetRequest();
-    req.setKey(Bytes(key));
-    req.setValue(Bytes(value));
-    req.setContext(Bytes(context));
+    req.setKey(AsData(key));
+    req.setValue(AsData(value));
+    req.setContext(AsData(context));
     return Finish(kj::mv(req));
   }
 
   Code MvGet(const std::string& key, std::vector<std::string>* values, std::string* context) {
     auto req = kv().mvGetRequest();
-    req.setKey(Bytes(key));
+    req.setKey(AsData(key));
     auto reply = req.send().wait(ws());
     values->clear();
     for (auto v : reply.getValues()) values->push_back(String(v));
@@ -159,7 +152,7 @@ class KvServiceTest : public ::testing::Test {
 
   std::vector<std::string> Types(const std::string& key) {
     auto req = kv().typeRequest();
-    req.setKey(Bytes(key));
+    req.setKey(AsData(key));
     auto reply = req.send().wait(ws());
     EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
     std::vector<std::string> out;
@@ -299,8 +292,8 @@ TEST_F(KvServiceTest, MultiValueSiblingsAndContexts) {
   EXPECT_EQ(values, (std::vector<std::string>{"c"}));
 
   auto del = kv().mvDelRequest();
-  del.setKey(Bytes("m"));
-  del.setContext(Bytes(context));
+  del.setKey(AsData("m"));
+  del.setContext(AsData(context));
   ASSERT_EQ(Finish(kj::mv(del)), Code::OK);
   EXPECT_EQ(MvGet("m", &values, &context), Code::NOT_FOUND);
   EXPECT_FALSE(context.empty()) << "a cleared register still has a context";
@@ -336,8 +329,8 @@ TEST_F(KvServiceTest, SetOperations) {
 
   auto is_member = [&](const std::string& e) {
     auto req = kv().sIsMemberRequest();
-    req.setKey(Bytes("s"));
-    req.setElement(Bytes(e));
+    req.setKey(AsData("s"));
+    req.setElement(AsData(e));
     auto reply = req.send().wait(ws());
     EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
     return reply.getValue();
@@ -346,14 +339,14 @@ TEST_F(KvServiceTest, SetOperations) {
   EXPECT_FALSE(is_member("d"));
 
   auto card = kv().sCardRequest();
-  card.setKey(Bytes("s"));
+  card.setKey(AsData("s"));
   EXPECT_EQ(card.send().wait(ws()).getCount(), 3u);
 
   // Pages of two, in byte order.
   auto page = [&](std::optional<std::string> after) {
     auto req = kv().sMembersRequest();
-    req.setKey(Bytes("s"));
-    if (after) req.getFrom().setAfter(Bytes(*after));
+    req.setKey(AsData("s"));
+    if (after) req.getFrom().setAfter(AsData(*after));
     req.setLimit(2);
     auto reply = req.send().wait(ws());
     EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
@@ -371,12 +364,12 @@ TEST_F(KvServiceTest, SetOperations) {
 
 TEST_F(KvServiceTest, SetReadsOfAnAbsentKeyAreEmpty) {
   auto card = kv().sCardRequest();
-  card.setKey(Bytes("none"));
+  card.setKey(AsData("none"));
   auto reply = card.send().wait(ws());
   EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
   EXPECT_EQ(reply.getCount(), 0u);
   auto members = kv().sMembersRequest();
-  members.setKey(Bytes("none"));
+  members.setKey(AsData("none"));
   auto m = members.send().wait(ws());
   EXPECT_EQ(m.getOutcome().getCode(), Code::OK);
   EXPECT_EQ(m.getElements().size(), 0u);
@@ -414,17 +407,17 @@ TEST_F(KvServiceTest, BatchAnswersInOrderAndItsReadsSeeItsWrites) {
   auto req = kv().batchRequest();
   auto list = req.initRequests(6);
   auto set = list[0].initSet();
-  set.setKey(Bytes("a"));
-  set.setValue(Bytes("1"));
-  list[1].initGet().setKey(Bytes("a"));
+  set.setKey(AsData("a"));
+  set.setValue(AsData("1"));
+  list[1].initGet().setKey(AsData("a"));
   auto bad = list[2].initSAdd();  // refused alone
-  bad.setKey(Bytes("a"));
-  bad.initElements(1).set(0, Bytes("x"));
+  bad.setKey(AsData("a"));
+  bad.initElements(1).set(0, AsData("x"));
   auto incr = list[3].initIncrBy();
-  incr.setKey(Bytes("c"));
+  incr.setKey(AsData("c"));
   incr.setDelta(3);
-  list[4].initCounterGet().setKey(Bytes("c"));
-  list[5].initGet().setKey(Bytes(""));
+  list[4].initCounterGet().setKey(AsData("c"));
+  list[5].initGet().setKey(AsData(""));
   auto reply = req.send().wait(ws());
   auto r = reply.getReplies();
   ASSERT_EQ(r.size(), 6u);
@@ -443,7 +436,7 @@ TEST_F(KvServiceTest, BatchAnswersInOrderAndItsReadsSeeItsWrites) {
 TEST_F(KvServiceTest, BatchAnswersAnUnknownRequestKind) {
   auto req = kv().batchRequest();
   auto list = req.initRequests(2);
-  list[0].initGet().setKey(Bytes("a"));
+  list[0].initGet().setKey(AsData("a"));
   // A discriminant from a newer client: the union's tag is the first
   // 16 bits of the data section.
   auto data = capnp::AnyStruct::Builder(list[1]).getDataSection();
@@ -466,8 +459,8 @@ TEST_F(KvServiceTest, WritesArrivingWhileAGroupCommitsFormOneGroup) {
   kj::Vector<kj::Promise<void>> calls;
   for (int i = 0; i < 20; ++i) {
     auto req = kv().setRequest();
-    req.setKey(Bytes("k" + std::to_string(i)));
-    req.setValue(Bytes("v"));
+    req.setKey(AsData("k" + std::to_string(i)));
+    req.setValue(AsData("v"));
     calls.add(req.send().then([](auto reply) {
       EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
     }));
@@ -495,8 +488,8 @@ TEST_F(KvServiceTest, InfoNamesTheNode) {
 TEST_F(KvServiceTest, StoppedServiceRefusesCalls) {
   service_->StopServing();
   auto req = kv().setRequest();
-  req.setKey(Bytes("k"));
-  req.setValue(Bytes("v"));
+  req.setKey(AsData("k"));
+  req.setValue(AsData("v"));
   try {
     req.send().wait(ws());
     FAIL() << "a stopped service answered";
@@ -520,7 +513,7 @@ TEST_F(KvServiceOverloadTest, BatchBeyondThePendingLimitIsOverloadedAndAppliesNo
   auto list = req.initRequests(3);
   for (int i = 0; i < 3; ++i) {
     auto incr = list[i].initIncrBy();
-    incr.setKey(Bytes("c"));
+    incr.setKey(AsData("c"));
     incr.setDelta(1);
   }
   try {

@@ -14,6 +14,7 @@
 #include <random>
 
 #include "schema/kv.capnp.h"
+#include "schema/kv_text.h"
 #include "tests/process.h"
 #include "tests/server/server_process.h"
 #include "tests/storage/test_dir.h"
@@ -26,14 +27,6 @@ using testing::RunCommand;
 using testing::ServerProcess;
 using testing::TestDir;
 using Code = rpc::Outcome::Code;
-
-capnp::Data::Reader Bytes(const std::string& s) {
-  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
-}
-
-std::string String(capnp::Data::Reader d) {
-  return {reinterpret_cast<const char*>(d.begin()), d.size()};
-}
 
 class ServerProcessTest : public ::testing::Test {
  protected:
@@ -167,7 +160,7 @@ class WriteLoad {
     int i = next_++;
     if (i % 4 == 3) {
       auto req = kv_.incrByRequest();
-      req.setKey(Bytes(prefix_ + "counter"));
+      req.setKey(AsData(prefix_ + "counter"));
       req.setDelta(1);
       ++increments_sent_;
       return req.send().then([this](auto reply) {
@@ -178,8 +171,8 @@ class WriteLoad {
     }
     std::string key = prefix_ + std::to_string(i);
     auto req = kv_.setRequest();
-    req.setKey(Bytes(key));
-    req.setValue(Bytes("v" + key));
+    req.setKey(AsData(key));
+    req.setValue(AsData("v" + key));
     return req.send().then([this, key](auto reply) {
       EXPECT_EQ(reply.getOutcome().getCode(), Code::OK);
       acked_keys_.push_back(key);
@@ -211,7 +204,7 @@ void ExpectPresent(const std::string& address, const std::vector<std::string>& k
     size_t n = std::min<size_t>(500, keys.size() - start);
     auto req = kv.batchRequest();
     auto list = req.initRequests(n);
-    for (size_t i = 0; i < n; ++i) list[i].initGet().setKey(Bytes(keys[start + i]));
+    for (size_t i = 0; i < n; ++i) list[i].initGet().setKey(AsData(keys[start + i]));
     auto reply = req.send().wait(ws);
     for (size_t i = 0; i < n; ++i) {
       auto get = reply.getReplies()[i].getValue();
@@ -221,7 +214,7 @@ void ExpectPresent(const std::string& address, const std::vector<std::string>& k
     }
   }
   auto get = kv.counterGetRequest();
-  get.setKey(Bytes(counter));
+  get.setKey(AsData(counter));
   auto reply = get.send().wait(ws);
   if (max_count == 0) return;
   ASSERT_EQ(reply.getOutcome().getCode(), Code::OK);
@@ -324,11 +317,11 @@ bool ServerClosesAfter(int port, const std::string& bytes) {
 // One LWW set and get through `kv`; true when both answer as expected.
 bool Works(rpc::GeoKv::Client& kv, kj::WaitScope& ws, const std::string& key) {
   auto set = kv.setRequest();
-  set.setKey(Bytes(key));
-  set.setValue(Bytes("fine"));
+  set.setKey(AsData(key));
+  set.setValue(AsData("fine"));
   if (set.send().wait(ws).getOutcome().getCode() != Code::OK) return false;
   auto get = kv.getRequest();
-  get.setKey(Bytes(key));
+  get.setKey(AsData(key));
   return String(get.send().wait(ws).getValue()) == "fine";
 }
 
@@ -357,8 +350,8 @@ TEST_F(ServerProcessTest, GarbageAndOversizedInputDoNotStopTheServer) {
   {
     // Over max-value-bytes but within the message limit: TOO_LARGE.
     auto set = kv.setRequest();
-    set.setKey(Bytes("big"));
-    set.setValue(Bytes(std::string(600 << 10, 'v')));
+    set.setKey(AsData("big"));
+    set.setValue(AsData(std::string(600 << 10, 'v')));
     auto reply = set.send().wait(ws);
     EXPECT_EQ(reply.getOutcome().getCode(), Code::TOO_LARGE);
   }
@@ -367,13 +360,13 @@ TEST_F(ServerProcessTest, GarbageAndOversizedInputDoNotStopTheServer) {
     capnp::EzRpcClient rude(server->address());
     auto rude_kv = rude.getMain<rpc::GeoKv>();
     auto set = rude_kv.setRequest();
-    set.setKey(Bytes("huge"));
-    set.setValue(Bytes(std::string(2 << 20, 'v')));
+    set.setKey(AsData("huge"));
+    set.setValue(AsData(std::string(2 << 20, 'v')));
     EXPECT_ANY_THROW(set.send().wait(ws));
   }
   ASSERT_TRUE(Works(kv, ws, "after-oversized"));
   auto get = kv.getRequest();
-  get.setKey(Bytes("huge"));
+  get.setKey(AsData("huge"));
   EXPECT_EQ(get.send().wait(ws).getOutcome().getCode(), Code::NOT_FOUND);
   EXPECT_TRUE(server->child().Running());
 }
@@ -392,8 +385,8 @@ TEST_F(ServerProcessTest, ClientVanishingMidCallDoesNotStopTheServer) {
     kj::Vector<kj::Promise<void>> calls;
     for (int i = 0; i < 200; ++i) {
       auto set = v.setRequest();
-      set.setKey(Bytes("v" + std::to_string(i)));
-      set.setValue(Bytes(std::string(1000, 'x')));
+      set.setKey(AsData("v" + std::to_string(i)));
+      set.setValue(AsData(std::string(1000, 'x')));
       calls.add(set.send().ignoreResult());
     }
     // Dropping the calls and the client closes the connection mid-call.
