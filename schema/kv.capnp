@@ -64,65 +64,65 @@ enum Type {
 
 # Sets an LWW register to `value`.
 struct SetRequest {
-  key @0 :Data;
-  value @1 :Data;
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  value @1 :Data;  # up to max-value-bytes bytes; may be empty
 }
 
 # Reads an LWW register; notFound when it was never set or is deleted.
 struct GetRequest {
-  key @0 :Data;
-  tokens @1 :List(Data);
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  tokens @1 :List(Data);  # from earlier writes (see above); may be empty
 }
 
 # Deletes an LWW register (a write: it wins or loses by timestamp).
 struct DelRequest {
-  key @0 :Data;
+  key @0 :Data;  # 1 to max-key-bytes bytes
 }
 
 # Writes a multi-value register sibling that supersedes the siblings
 # `context` saw (empty `context`: supersedes nothing).
 struct MvSetRequest {
-  key @0 :Data;
-  value @1 :Data;
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  value @1 :Data;  # up to max-value-bytes bytes; may be empty
   # From an MvReply of the same key, or empty.
   context @2 :Data;
 }
 
 # Reads a multi-value register: its siblings and the context to write with.
 struct MvGetRequest {
-  key @0 :Data;
-  tokens @1 :List(Data);
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  tokens @1 :List(Data);  # from earlier writes (see above); may be empty
 }
 
 # Removes the siblings `context` saw from a multi-value register.
 struct MvDelRequest {
-  key @0 :Data;
+  key @0 :Data;  # 1 to max-key-bytes bytes
   # From an MvReply of the same key.
   context @1 :Data;
 }
 
 # Adds elements to an add-wins OR-set. At least one element.
 struct SAddRequest {
-  key @0 :Data;
-  elements @1 :List(Data);
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  elements @1 :List(Data);  # at least one; each up to max-key-bytes bytes
 }
 
 # Removes the elements this node has seen added. At least one element.
 struct SRemRequest {
-  key @0 :Data;
-  elements @1 :List(Data);
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  elements @1 :List(Data);  # at least one; each up to max-key-bytes bytes
 }
 
 # Whether `element` is in the set.
 struct SIsMemberRequest {
-  key @0 :Data;
-  element @1 :Data;
-  tokens @2 :List(Data);
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  element @1 :Data;  # the element asked about
+  tokens @2 :List(Data);  # from earlier writes (see above); may be empty
 }
 
 # A page of the set's elements in byte order.
 struct SMembersRequest {
-  key @0 :Data;
+  key @0 :Data;  # 1 to max-key-bytes bytes
   from :union {
     # From the smallest element.
     start @1 :Void;
@@ -131,51 +131,51 @@ struct SMembersRequest {
   }
   # Most elements to return; 0 means the server's default page (1000).
   limit @3 :UInt32;
-  tokens @4 :List(Data);
+  tokens @4 :List(Data);  # from earlier writes (see above); may be empty
 }
 
 # The number of elements in the set.
 struct SCardRequest {
-  key @0 :Data;
-  tokens @1 :List(Data);
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  tokens @1 :List(Data);  # from earlier writes (see above); may be empty
 }
 
 # Adds `delta` (negative to decrement) to a PN counter.
 struct IncrByRequest {
-  key @0 :Data;
-  delta @1 :Int64;
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  delta @1 :Int64;  # negative to subtract; the sum must fit in 64 bits
 }
 
 # Reads a PN counter; notFound when it was never changed.
 struct CounterGetRequest {
-  key @0 :Data;
-  tokens @1 :List(Data);
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  tokens @1 :List(Data);  # from earlier writes (see above); may be empty
 }
 
 # The types of the live values at a key.
 struct TypeRequest {
-  key @0 :Data;
-  tokens @1 :List(Data);
+  key @0 :Data;  # 1 to max-key-bytes bytes
+  tokens @1 :List(Data);  # from earlier writes (see above); may be empty
 }
 
 # ---- replies --------------------------------------------------------------
 
 # Every write's reply.
 struct WriteReply {
-  outcome @0 :Outcome;
+  outcome @0 :Outcome;  # how the operation ended
   # Names this write (when ok): pass it to reads to see at least this write.
   token @1 :Data;
 }
 
 # get
 struct ValueReply {
-  outcome @0 :Outcome;
-  value @1 :Data;
+  outcome @0 :Outcome;  # how the operation ended
+  value @1 :Data;  # the value, when ok
 }
 
 # mvGet
 struct MvReply {
-  outcome @0 :Outcome;
+  outcome @0 :Outcome;  # how the operation ended
   # The concurrent values, in a deterministic order; empty when notFound.
   values @1 :List(Data);
   # What this read saw; present even when notFound (the register may have
@@ -185,33 +185,33 @@ struct MvReply {
 
 # sIsMember
 struct BoolReply {
-  outcome @0 :Outcome;
-  value @1 :Bool;
+  outcome @0 :Outcome;  # how the operation ended
+  value @1 :Bool;  # whether the element is in the set
 }
 
 # sMembers
 struct MembersReply {
-  outcome @0 :Outcome;
-  elements @1 :List(Data);
+  outcome @0 :Outcome;  # how the operation ended
+  elements @1 :List(Data);  # the page, in byte order
   # More elements follow the last one: ask again with `from.after` set to it.
   more @2 :Bool;
 }
 
 # sCard
 struct CountReply {
-  outcome @0 :Outcome;
-  count @1 :UInt64;
+  outcome @0 :Outcome;  # how the operation ended
+  count @1 :UInt64;  # the number of elements
 }
 
 # counterGet
 struct CounterReply {
-  outcome @0 :Outcome;
-  value @1 :Int64;
+  outcome @0 :Outcome;  # how the operation ended
+  value @1 :Int64;  # the counter's value, when ok
 }
 
 # type
 struct TypeReply {
-  outcome @0 :Outcome;
+  outcome @0 :Outcome;  # how the operation ended
   # Empty when the key holds nothing; more than one only after concurrent
   # writes of different types in different regions.
   types @1 :List(Type);
@@ -259,7 +259,7 @@ struct Reply {
 struct NodeInfo {
   # The node's name (--node-id).
   name @0 :Text;
-  region @1 :Text;
+  region @1 :Text;  # the region this node belongs to (--region)
   # The random replica id that names this node's writes in dots and tokens.
   replicaId @2 :UInt64;
   # The geokv version, e.g. "0.1.0".
