@@ -998,7 +998,7 @@ int ServeNoop(const NoopOptions& o) {
     return 1;
   }
   RpcListener listener(kj::mv(receiver), kj::heap<NoopService>(o.value_size),
-                       RpcListenerOptions());
+                       io.provider->getTimer(), RpcListenerOptions());
   spdlog::info("no-op server: client API listening on {} port {}", o.listen, listener.port());
 
   auto sigterm = io.unixEventPort.onSignal(SIGTERM);

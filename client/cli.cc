@@ -8,7 +8,11 @@
 #include <capnp/ez-rpc.h>
 #include <kj/async-io.h>
 
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
 #include <functional>
 #include <iostream>
 #include <string>
@@ -325,7 +329,8 @@ void Commands::AddAll() {
           auto reply = req.send().wait(ws);
           for (auto e : reply.getElements()) members.push_back(String(e));
           bool more = reply.getMore();
-          if (reply.getOutcome().getCode() == rpc::Outcome::Code::OK && more && !one_page) {
+          if (reply.getOutcome().getCode() == rpc::Outcome::Code::OK && more && !one_page &&
+              !members.empty()) {
             after = members.back();
             continue;
           }
@@ -416,7 +421,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", settings.json, "Print one JSON object per command");
   app.add_option("--timeout", settings.timeout_seconds, "Seconds to wait for the answer")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(0.001, 86400.0));
   app.add_option("--token", settings.tokens_hex,
                  "Causal token (hex) from a write; reads wait for it (repeatable)");
   app.require_subcommand(1);
@@ -425,28 +430,39 @@ int main(int argc, char** argv) {
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
 
   const Run& run = commands.Chosen();
+  // The calls wait on the event loop; a watchdog ends the process if the
+  // node does not answer in time (the loop cannot be interrupted mid-wait).
+  std::mutex mu;
+  std::condition_variable finished_cv;
+  bool finished = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    auto timeout = std::chrono::duration<double>(settings.timeout_seconds);
+    if (!finished_cv.wait_for(lock, timeout, [&] { return finished; })) {
+      std::fprintf(stderr, "no answer from %s within %g s\n", settings.connect.c_str(),
+                   settings.timeout_seconds);
+      std::fflush(stdout);
+      std::_Exit(kExitCannotConnect);
+    }
+  });
   int code = kExitCannotConnect;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
     capnp::ReaderOptions reader;
     reader.traversalLimitInWords = (size_t{1} << 30) / sizeof(capnp::word);
     capnp::EzRpcClient client(settings.connect, 0, reader);
-    auto& ws = client.getWaitScope();
     Client kv = client.getMain<rpc::GeoKv>();
-    auto timeout = static_cast<int64_t>(settings.timeout_seconds * 1000) * kj::MILLISECONDS;
-    bool answered = kj::evalLater([&] { code = run(kv, ws); return true; })
-                        .exclusiveJoin(client.getIoProvider().getTimer().afterDelay(timeout).then(
-                            [] { return false; }))
-                        .wait(ws);
-    if (!answered) {
-      std::cerr << "no answer from " << settings.connect << " within " << settings.timeout_seconds
-                << " s\n";
-      code = kExitCannotConnect;
-    }
+    code = run(kv, client.getWaitScope());
   })) {
     bool transport = e->getType() == kj::Exception::Type::DISCONNECTED;
     std::cerr << (transport ? "cannot connect to " + settings.connect + ": " : "(error) ")
               << e->getDescription().cStr() << "\n";
-    return transport ? kExitCannotConnect : kExitServerError;
+    code = transport ? kExitCannotConnect : kExitServerError;
   }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    finished = true;
+  }
+  finished_cv.notify_one();
+  watchdog.join();
   return code;
 }

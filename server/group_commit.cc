@@ -110,7 +110,16 @@ void GroupCommitter::WriterLoop() {
         queued_.pop_front();
       }
     }
-    CommitGroup(batches);
+    try {
+      CommitGroup(batches);
+    } catch (const std::exception& e) {
+      // Nothing of the group was committed (an exception leaves Commit
+      // uncalled, and the group rolls back); every write says so.
+      spdlog::error("group of writes failed: {}", e.what());
+      for (auto& batch : batches) {
+        for (Write& w : batch) w.result = {Status::IOError(std::string("write failed: ") + e.what()), 0};
+      }
+    }
     kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake;
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -46,6 +46,8 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   GroupCommitter(const GroupCommitter&) = delete;
   GroupCommitter& operator=(const GroupCommitter&) = delete;
 
+  size_t max_pending() const { return max_pending_; }
+
   // Whether `n` more writes fit under max_pending.
   bool HasRoom(size_t n) const { return pending() + n <= max_pending_; }
 

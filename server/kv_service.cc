@@ -12,12 +12,6 @@
 namespace geokv {
 namespace {
 
-std::vector<std::string> Strings(capnp::List<capnp::Data>::Reader list) {
-  std::vector<std::string> out;
-  out.reserve(list.size());
-  for (auto item : list) out.push_back(String(item));
-  return out;
-}
 
 rpc::Outcome::Code CodeOf(const Status& s) {
   switch (s.code()) {
@@ -74,8 +68,11 @@ Status KvService::CheckValue(capnp::Data::Reader value) const {
   return Status::OK();
 }
 
-Status KvService::CheckElements(capnp::List<capnp::Data>::Reader elements) const {
+StatusOr<std::vector<std::string>> KvService::ReadElements(
+    capnp::List<capnp::Data>::Reader elements) const {
   if (elements.size() == 0) return Status::InvalidArgument("no set elements given");
+  std::vector<std::string> out;
+  out.reserve(elements.size());
   // Elements are stored as parts of row keys, so they share the key limit.
   for (auto e : elements) {
     if (e.size() > options_.max_key_bytes) {
@@ -83,7 +80,18 @@ Status KvService::CheckElements(capnp::List<capnp::Data>::Reader elements) const
                               " bytes exceeds max-key-bytes " +
                               std::to_string(options_.max_key_bytes));
     }
+    out.push_back(String(e));
   }
+  return out;
+}
+
+Status KvService::Spend(size_t reply_bytes) {
+  if (reply_bytes > reply_budget_) {
+    return Status::TooLarge("the reply would exceed max-message-bytes " +
+                            std::to_string(options_.max_message_bytes) +
+                            "; read fewer or smaller values per call");
+  }
+  reply_budget_ -= reply_bytes;
   return Status::OK();
 }
 
@@ -163,11 +171,11 @@ KvService::ParsedWrite KvService::Parse(rpc::MvDelRequest::Reader r) const {
 template <typename SetOperation, typename Request>
 KvService::ParsedWrite KvService::ParseElements(Request r) const {
   auto key = r.getKey();
-  auto elements = r.getElements();
   Status s = CheckKey(key);
-  if (s.ok()) s = CheckElements(elements);
   if (!s.ok()) return {s, {}, {}};
-  return {s, String(key), SetOperation{Strings(elements)}};
+  auto elements = ReadElements(r.getElements());
+  if (!elements.ok()) return {elements.status(), {}, {}};
+  return {s, String(key), SetOperation{std::move(elements).value()}};
 }
 
 KvService::ParsedWrite KvService::Parse(rpc::SAddRequest::Reader r) const {
@@ -207,6 +215,7 @@ Status KvService::Read(rpc::GetRequest::Reader r, rpc::ValueReply::Builder reply
   if (state) {
     const auto& value = std::get<LwwRegister>(*state).value();
     if (value) {
+      GEOKV_RETURN_IF_ERROR(Spend(value->size()));
       reply.setValue(AsData(*value));
       return Status::OK();
     }
@@ -224,6 +233,10 @@ Status KvService::Read(rpc::MvGetRequest::Reader r, rpc::MvReply::Builder reply)
   reply.setContext(AsData(EncodeClientContext(key, reg.context())));
   std::vector<std::string> values = reg.Values();
   if (values.empty()) return Absent(key, CrdtType::kMvRegister);
+  size_t bytes = 0;
+  for (const auto& v : values) bytes += v.size();
+  // Too large to answer: the context alone still lets a write merge them.
+  GEOKV_RETURN_IF_ERROR(Spend(bytes));
   auto out = reply.initValues(values.size());
   for (size_t i = 0; i < values.size(); ++i) out.set(i, AsData(values[i]));
   return Status::OK();
@@ -250,6 +263,9 @@ Status KvService::Read(rpc::SMembersRequest::Reader r, rpc::MembersReply::Builde
   uint32_t limit = r.getLimit() == 0 ? kDefaultMembersPage
                                      : std::min(r.getLimit(), kDefaultMembersPage);
   GEOKV_ASSIGN_OR_RETURN(SetPage page, store_.SetMembers(key, after, limit));
+  size_t bytes = 0;
+  for (const auto& e : page.elements) bytes += e.size();
+  GEOKV_RETURN_IF_ERROR(Spend(bytes));
   auto out = reply.initElements(page.elements.size());
   for (size_t i = 0; i < page.elements.size(); ++i) out.set(i, AsData(page.elements[i]));
   reply.setMore(page.more);
@@ -297,43 +313,48 @@ kj::Promise<void> KvService::batch(BatchContext context) {
   auto requests = context.getParams().getRequests();
   auto replies = context.getResults().initReplies(requests.size());
 
-  size_t write_count = 0;
-  for (auto r : requests) {
-    switch (r.which()) {
-      case rpc::Request::SET: case rpc::Request::DEL: case rpc::Request::MV_SET:
-      case rpc::Request::MV_DEL: case rpc::Request::S_ADD: case rpc::Request::S_REM:
-      case rpc::Request::INCR_BY:
-        ++write_count;
-        break;
-      default:
-        break;
-    }
-  }
-  // All or none of the batch's writes are queued: a retried batch must not
-  // apply a counter increment twice.
-  if (!committer_.HasRoom(write_count)) return Overloaded();
-
-  kj::Vector<kj::Promise<void>> writes;
+  // Every request is read and checked before any write is queued, so a
+  // batch that fails (a malformed message throws while it is read) or is
+  // refused leaves nothing applied: retrying it cannot apply an increment
+  // twice.
+  std::vector<std::pair<ParsedWrite, rpc::WriteReply::Builder>> parsed;
   std::vector<uint32_t> reads;
   for (uint32_t i = 0; i < requests.size(); ++i) {
     auto r = requests[i];
     auto reply = replies[i];
     switch (r.which()) {
-      case rpc::Request::SET: writes.add(Write(Parse(r.getSet()), reply.initWrite())); break;
-      case rpc::Request::DEL: writes.add(Write(Parse(r.getDel()), reply.initWrite())); break;
-      case rpc::Request::MV_SET: writes.add(Write(Parse(r.getMvSet()), reply.initWrite())); break;
-      case rpc::Request::MV_DEL: writes.add(Write(Parse(r.getMvDel()), reply.initWrite())); break;
-      case rpc::Request::S_ADD: writes.add(Write(Parse(r.getSAdd()), reply.initWrite())); break;
-      case rpc::Request::S_REM: writes.add(Write(Parse(r.getSRem()), reply.initWrite())); break;
+      case rpc::Request::SET: parsed.emplace_back(Parse(r.getSet()), reply.initWrite()); break;
+      case rpc::Request::DEL: parsed.emplace_back(Parse(r.getDel()), reply.initWrite()); break;
+      case rpc::Request::MV_SET:
+        parsed.emplace_back(Parse(r.getMvSet()), reply.initWrite());
+        break;
+      case rpc::Request::MV_DEL:
+        parsed.emplace_back(Parse(r.getMvDel()), reply.initWrite());
+        break;
+      case rpc::Request::S_ADD: parsed.emplace_back(Parse(r.getSAdd()), reply.initWrite()); break;
+      case rpc::Request::S_REM: parsed.emplace_back(Parse(r.getSRem()), reply.initWrite()); break;
       case rpc::Request::INCR_BY:
-        writes.add(Write(Parse(r.getIncrBy()), reply.initWrite()));
+        parsed.emplace_back(Parse(r.getIncrBy()), reply.initWrite());
         break;
       default:
         reads.push_back(i);
         break;
     }
   }
+  if (parsed.size() > committer_.max_pending()) {
+    // It could never fit: refusing each write is final, not OVERLOADED.
+    Status refused = Status::TooLarge("a batch of " + std::to_string(parsed.size()) +
+                                      " writes exceeds max-pending-writes " +
+                                      std::to_string(committer_.max_pending()));
+    for (auto& [write, reply] : parsed) write.status = refused;
+  } else if (!committer_.HasRoom(parsed.size())) {
+    return Overloaded();
+  }
+
+  kj::Vector<kj::Promise<void>> writes;
+  for (auto& [write, reply] : parsed) writes.add(Write(std::move(write), reply));
   auto run_reads = [this, requests, replies, reads = std::move(reads)]() mutable {
+    reply_budget_ = ReplyBudget();
     for (uint32_t i : reads) BatchRead(requests[i], replies[i]);
   };
   if (writes.empty()) {

@@ -19,6 +19,8 @@ struct KvServiceOptions {
   std::string region;
   size_t max_key_bytes = 4 << 10;    // keys and set elements
   size_t max_value_bytes = 8 << 20;  // register values
+  // The largest message; replies are kept below it (see ReplyBudget).
+  size_t max_message_bytes = 64 << 20;
 };
 
 // Default page of sMembers when the request's limit is 0, and its largest.
@@ -70,6 +72,7 @@ class KvService final : public rpc::GeoKv::Server {
   template <typename Context>
   kj::Promise<void> ReadCall(Context& context) {
     CheckServing();
+    reply_budget_ = ReplyBudget();
     Answer(context.getParams(), context.getResults());
     return kj::READY_NOW;
   }
@@ -88,7 +91,16 @@ class KvService final : public rpc::GeoKv::Server {
 
   Status CheckKey(capnp::Data::Reader key) const;
   Status CheckValue(capnp::Data::Reader value) const;
-  Status CheckElements(capnp::List<capnp::Data>::Reader elements) const;
+  // The elements, each checked against the limit, read once (every read
+  // counts against the message's traversal limit).
+  StatusOr<std::vector<std::string>> ReadElements(
+      capnp::List<capnp::Data>::Reader elements) const;
+
+  // Bytes of values one call's reply may carry: a reply, like a request,
+  // must fit in max-message-bytes, with room for its structure.
+  size_t ReplyBudget() const { return options_.max_message_bytes / 2; }
+  // Takes `reply_bytes` from the current call's budget, or TooLarge.
+  Status Spend(size_t reply_bytes);
   // OK when every token's write is visible here.
   Status CheckTokens(capnp::List<capnp::Data>::Reader tokens);
   // NotFound, or WrongType when another type is live at `key`.
@@ -121,6 +133,9 @@ class KvService final : public rpc::GeoKv::Server {
   GroupCommitter& committer_;
   const KvServiceOptions options_;
   bool serving_ = true;
+  // What the reply being built may still carry; reset by every call (reads
+  // run synchronously on the loop thread, one call at a time).
+  size_t reply_budget_ = 0;
 };
 
 }  // namespace geokv

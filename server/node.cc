@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 
 #include "server/group_commit.h"
 #include "server/kv_service.h"
@@ -54,7 +55,8 @@ int RunNode(const ServerOptions& options) {
   auto committer = std::make_unique<GroupCommitter>(*store, options.max_pending_writes);
   auto service_own = kj::heap<KvService>(
       *store, *committer,
-      KvServiceOptions{name, options.region, options.max_key_bytes, options.max_value_bytes});
+      KvServiceOptions{name, options.region, options.max_key_bytes, options.max_value_bytes,
+                       options.max_message_bytes});
   KvService& service = *service_own;
 
   kj::Own<kj::ConnectionReceiver> receiver;
@@ -67,7 +69,7 @@ int RunNode(const ServerOptions& options) {
     return 1;
   }
   auto listener = std::make_unique<RpcListener>(
-      kj::mv(receiver), kj::mv(service_own),
+      kj::mv(receiver), kj::mv(service_own), timer,
       RpcListenerOptions{options.max_connections, options.max_message_bytes});
   spdlog::info("client API listening on {} port {}", options.listen, listener->port());
 
@@ -93,7 +95,14 @@ int RunNode(const ServerOptions& options) {
     timer.afterDelay(10 * kj::MILLISECONDS).wait(ws);
   }
   listener.reset();
-  if (!drained) return 1;  // the writer thread may still hold a group
+  if (!drained) {
+    // The writer thread is stuck in a group (a hung disk); joining it would
+    // hang too. Make what was acknowledged durable and leave without it.
+    Status synced = store->Sync();
+    spdlog::error("exiting with writes still pending (final sync: {})", synced.ToString());
+    spdlog::default_logger()->flush();
+    std::_Exit(1);
+  }
   committer.reset();
   Status synced = store->Sync();
   if (!synced.ok()) {

@@ -42,7 +42,7 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   app.add_option("--shutdown-timeout", o.shutdown_timeout_seconds,
                  "Seconds calls in flight may take to finish after SIGTERM")
       ->capture_default_str()
-      ->check(AtLeast(0));
+      ->check(CLI::Range(0.0, 86400.0));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -57,7 +57,8 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   if (o.max_key_bytes == 0) return usage_error("--max-key-bytes: must be at least 1");
   if (o.max_value_bytes == 0) return usage_error("--max-value-bytes: must be at least 1");
   // A call carrying one largest key and value must fit in a message.
-  if (o.max_message_bytes < o.max_key_bytes + o.max_value_bytes + 4096) {
+  if (o.max_key_bytes >= o.max_message_bytes || o.max_value_bytes >= o.max_message_bytes ||
+      o.max_message_bytes - o.max_key_bytes - o.max_value_bytes < 4096) {
     return usage_error("--max-message-bytes: must exceed --max-key-bytes plus --max-value-bytes "
                        "plus 4 KiB");
   }

@@ -26,9 +26,11 @@ struct RpcListener::Connection {
 };
 
 RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver,
-                         capnp::Capability::Client bootstrap, RpcListenerOptions options)
+                         capnp::Capability::Client bootstrap, kj::Timer& timer,
+                         RpcListenerOptions options)
     : receiver_(kj::mv(receiver)),
       bootstrap_(kj::mv(bootstrap)),
+      timer_(timer),
       options_(options),
       port_(receiver_->getPort()),
       tasks_(*this) {
@@ -52,10 +54,18 @@ bool RpcListener::RepliesSent() {
 }
 
 kj::Promise<void> RpcListener::AcceptLoop() {
-  return receiver_->accept().then([this](kj::Own<kj::AsyncIoStream> stream) {
-    Serve(kj::mv(stream));
-    return AcceptLoop();
-  });
+  return receiver_->accept().then(
+      [this](kj::Own<kj::AsyncIoStream> stream) {
+        Serve(kj::mv(stream));
+        return AcceptLoop();
+      },
+      [this](kj::Exception&& e) {
+        // Out of file descriptors, most likely: open connections will close
+        // and free some.
+        spdlog::error("accepting a connection failed (retrying in 100 ms): {}",
+                      e.getDescription().cStr());
+        return timer_.afterDelay(100 * kj::MILLISECONDS).then([this] { return AcceptLoop(); });
+      });
 }
 
 void RpcListener::Serve(kj::Own<kj::AsyncIoStream> stream) {

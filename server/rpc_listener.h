@@ -3,7 +3,8 @@
 // closed at once, messages beyond max_message_bytes end their connection,
 // and a connection stops being read while its unanswered calls exceed
 // max_message_bytes (backpressure). A connection that sends garbage or
-// disconnects mid-call ends alone; the listener goes on.
+// disconnects mid-call ends alone; the listener goes on, and an accept that
+// fails (out of file descriptors) is retried.
 
 #ifndef GEOKV_SERVER_RPC_LISTENER_H_
 #define GEOKV_SERVER_RPC_LISTENER_H_
@@ -25,8 +26,9 @@ struct RpcListenerOptions {
 // Lives on the event loop's thread.
 class RpcListener : private kj::TaskSet::ErrorHandler {
  public:
+  // `timer` (for retrying failed accepts) must outlive the listener.
   RpcListener(kj::Own<kj::ConnectionReceiver> receiver, capnp::Capability::Client bootstrap,
-              RpcListenerOptions options);
+              kj::Timer& timer, RpcListenerOptions options);
   ~RpcListener();
 
   // The port the socket is bound to (useful after binding port 0).
@@ -49,6 +51,7 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
 
   kj::Own<kj::ConnectionReceiver> receiver_;
   capnp::Capability::Client bootstrap_;
+  kj::Timer& timer_;
   const RpcListenerOptions options_;
   unsigned port_;
   std::list<kj::Own<Connection>> connections_;

@@ -25,6 +25,7 @@ struct Limits {
   size_t max_key_bytes = 64;
   size_t max_value_bytes = 1024;
   size_t max_pending = 1000;
+  size_t max_message_bytes = 64 << 20;
 };
 
 class KvServiceTest : public ::testing::Test {
@@ -38,7 +39,8 @@ class KvServiceTest : public ::testing::Test {
     committer_ = std::make_unique<GroupCommitter>(*store_, limits.max_pending);
     auto service = kj::heap<KvService>(
         *store_, *committer_,
-        KvServiceOptions{"n1", "eu", limits.max_key_bytes, limits.max_value_bytes});
+        KvServiceOptions{"n1", "eu", limits.max_key_bytes, limits.max_value_bytes,
+                         limits.max_message_bytes});
     service_ = service.get();
     rpc_ = std::make_unique<Rpc>();
     rpc_->server = kj::heap<capnp::TwoPartyServer>(kj::mv(service));
@@ -508,24 +510,84 @@ class KvServiceOverloadTest : public KvServiceTest {
   }
 };
 
-TEST_F(KvServiceOverloadTest, BatchBeyondThePendingLimitIsOverloadedAndAppliesNothing) {
-  auto req = kv().batchRequest();
-  auto list = req.initRequests(3);
-  for (int i = 0; i < 3; ++i) {
+// A batch of `n` increments of "c".
+capnp::Request<rpc::GeoKv::BatchParams, rpc::GeoKv::BatchResults> Increments(
+    rpc::GeoKv::Client& kv, int n) {
+  auto req = kv.batchRequest();
+  auto list = req.initRequests(n);
+  for (int i = 0; i < n; ++i) {
     auto incr = list[i].initIncrBy();
     incr.setKey(AsData("c"));
     incr.setDelta(1);
   }
+  return req;
+}
+
+TEST_F(KvServiceOverloadTest, BatchWithoutRoomIsOverloadedAndAppliesNothing) {
+  // Two writes wait behind a held writer slot; a batch of two has no room.
+  auto held = store_->BeginGroup();
+  auto waiting = Increments(kv(), 2).send();
+  while (committer_->pending() < 2) ws().poll();
   try {
-    req.send().wait(ws());
+    Increments(kv(), 2).send().wait(ws());
     FAIL() << "an overloaded batch was answered";
   } catch (const kj::Exception& e) {
     EXPECT_EQ(e.getType(), kj::Exception::Type::OVERLOADED);
   }
+  ASSERT_TRUE(held->Commit().ok());
+  waiting.wait(ws());
+  int64_t n;
+  ASSERT_EQ(CounterGet("c", &n), Code::OK);
+  EXPECT_EQ(n, 2) << "only the first batch applies";
+}
+
+TEST_F(KvServiceOverloadTest, BatchLargerThanThePendingLimitIsRefusedForGood) {
+  auto reply = Increments(kv(), 3).send().wait(ws());
+  for (auto r : reply.getReplies()) {
+    EXPECT_EQ(r.getWrite().getOutcome().getCode(), Code::TOO_LARGE);
+    EXPECT_EQ(std::string(r.getWrite().getOutcome().getMessage().cStr()),
+              "a batch of 3 writes exceeds max-pending-writes 2");
+  }
   int64_t n;
   EXPECT_EQ(CounterGet("c", &n), Code::NOT_FOUND);
-  // Within the limit it goes through.
-  EXPECT_EQ(IncrBy("c", 1), Code::OK);
+}
+
+class KvServiceReplyLimitTest : public KvServiceTest {
+ protected:
+  void SetUp() override {
+    Limits limits;
+    limits.max_value_bytes = 1024;
+    limits.max_message_bytes = 8192;  // replies carry at most 4096 bytes of values
+    Start(limits);
+  }
+};
+
+TEST_F(KvServiceReplyLimitTest, BatchReadsBeyondTheReplyBudgetAreTooLarge) {
+  ASSERT_EQ(Set("k", std::string(1024, 'v')), Code::OK);
+  auto req = kv().batchRequest();
+  auto list = req.initRequests(5);
+  for (int i = 0; i < 5; ++i) list[i].initGet().setKey(AsData("k"));
+  auto reply = req.send().wait(ws());
+  auto r = reply.getReplies();
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(r[i].getValue().getOutcome().getCode(), Code::OK) << i;
+  EXPECT_EQ(r[4].getValue().getOutcome().getCode(), Code::TOO_LARGE);
+  EXPECT_EQ(r[4].getValue().getValue().size(), 0u);
+  // Every call has its own budget.
+  std::string value;
+  EXPECT_EQ(Get("k", &value), Code::OK);
+  EXPECT_EQ(value.size(), 1024u);
+}
+
+TEST_F(KvServiceReplyLimitTest, SiblingsTooLargeToReadStillGiveTheContextToMergeThem) {
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(MvSet("m", std::string(1024, 'a' + i), ""), Code::OK);
+  std::vector<std::string> values;
+  std::string context;
+  EXPECT_EQ(MvGet("m", &values, &context), Code::TOO_LARGE);
+  EXPECT_TRUE(values.empty());
+  ASSERT_FALSE(context.empty());
+  ASSERT_EQ(MvSet("m", "merged", context), Code::OK);
+  ASSERT_EQ(MvGet("m", &values, &context), Code::OK);
+  EXPECT_EQ(values, std::vector<std::string>{"merged"});
 }
 
 }  // namespace

@@ -371,6 +371,49 @@ TEST_F(ServerProcessTest, GarbageAndOversizedInputDoNotStopTheServer) {
   EXPECT_TRUE(server->child().Running());
 }
 
+TEST_F(ServerProcessTest, LargeRequestsWithinTheMessageLimitAreServed) {
+  // Every byte of a request is read once: a set add near the message limit
+  // is answered, not failed for exceeding the traversal limit.
+  auto server = NewServer({"--max-message-bytes", "64KiB", "--max-key-bytes", "64",
+                           "--max-value-bytes", "1KiB"});
+  START(server);
+  capnp::EzRpcClient client(server->address());
+  auto& ws = client.getWaitScope();
+  auto kv = client.getMain<rpc::GeoKv>();
+  auto add = kv.sAddRequest();
+  add.setKey(AsData("s"));
+  auto elements = add.initElements(600);  // ~43 KiB of elements and pointers
+  for (int i = 0; i < 600; ++i) {
+    std::string e = std::to_string(i) + std::string(60, 'e');
+    elements.set(i, AsData(e.substr(0, 64)));
+  }
+  EXPECT_EQ(add.send().wait(ws).getOutcome().getCode(), Code::OK);
+  auto card = kv.sCardRequest();
+  card.setKey(AsData("s"));
+  EXPECT_EQ(card.send().wait(ws).getCount(), 600u);
+}
+
+TEST_F(ServerProcessTest, CliGivesUpOnASilentNode) {
+  // A socket that accepts and never answers.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  auto start = std::chrono::steady_clock::now();
+  CommandResult r = RunCommand({GEOKV_CLI_BIN, "--connect",
+                                "127.0.0.1:" + std::to_string(ntohs(addr.sin_port)),
+                                "--timeout", "1", "get", "k"},
+                               dir_.path());
+  close(fd);
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_NE(r.err.find("no answer from"), std::string::npos) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+}
+
 TEST_F(ServerProcessTest, ClientVanishingMidCallDoesNotStopTheServer) {
   auto server = NewServer({"--durability", "wal"});
   START(server);
