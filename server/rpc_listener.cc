@@ -3,14 +3,101 @@
 #include <capnp/rpc-twoparty.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstring>
+
 namespace geokv {
+
+namespace {
+
+// The socket as the RPC system sees it: reads are served from a buffer (one
+// read() brings many small messages, where Cap'n Proto reads each message's
+// header, segment table and body separately), and reading pauses while the
+// replies queued for the client exceed `max_queued` (a client that sends
+// calls but does not read the answers cannot make the node buffer without
+// bound).
+class PacedStream final : public kj::AsyncIoStream {
+ public:
+  PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued)
+      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued) {}
+
+  // The network whose outgoing queue paces reading; set once it exists.
+  void PaceBy(capnp::TwoPartyVatNetwork* network) { network_ = network; }
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    if (network_ != nullptr && network_->getCurrentQueueSize() > max_queued_) {
+      return timer_.afterDelay(5 * kj::MILLISECONDS).then([this, buffer, min_bytes, max_bytes] {
+        return tryRead(buffer, min_bytes, max_bytes);
+      });
+    }
+    return ReadBuffered(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
+  }
+
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return inner_->write(buffer, size);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+  void getsockopt(int level, int option, void* value, kj::uint* length) override {
+    inner_->getsockopt(level, option, value, length);
+  }
+  void setsockopt(int level, int option, const void* value, kj::uint length) override {
+    inner_->setsockopt(level, option, value, length);
+  }
+  void getsockname(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getsockname(addr, length);
+  }
+  void getpeername(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getpeername(addr, length);
+  }
+
+ private:
+  static constexpr size_t kBufferBytes = 64 << 10;
+
+  // Copies what the buffer holds, then refills it from the socket until
+  // `min_bytes` are delivered (or the socket ends).
+  kj::Promise<size_t> ReadBuffered(kj::byte* out, size_t min_bytes, size_t max_bytes,
+                                   size_t done) {
+    size_t n = std::min(max_bytes - done, end_ - begin_);
+    memcpy(out + done, buffer_ + begin_, n);
+    begin_ += n;
+    done += n;
+    if (done >= min_bytes) return done;
+    begin_ = end_ = 0;
+    // A large read goes straight to the caller's memory.
+    if (max_bytes - done >= kBufferBytes) {
+      return inner_->tryRead(out + done, min_bytes - done, max_bytes - done)
+          .then([done](size_t got) { return done + got; });
+    }
+    return inner_->tryRead(buffer_, 1, kBufferBytes)
+        .then([this, out, min_bytes, max_bytes, done](size_t got) -> kj::Promise<size_t> {
+          if (got == 0) return done;  // end of stream
+          end_ = got;
+          return ReadBuffered(out, min_bytes, max_bytes, done);
+        });
+  }
+
+  kj::Own<kj::AsyncIoStream> inner_;
+  kj::Timer& timer_;
+  const size_t max_queued_;
+  capnp::TwoPartyVatNetwork* network_ = nullptr;
+  kj::byte buffer_[kBufferBytes];
+  size_t begin_ = 0, end_ = 0;
+};
+
+}  // namespace
 
 struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap,
-             const RpcListenerOptions& options)
-      : stream(kj::mv(s)),
+             kj::Timer& timer, const RpcListenerOptions& options)
+      : stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
+    stream->PaceBy(&network);
     rpc.setFlowLimit(options.max_message_bytes / sizeof(capnp::word));
   }
 
@@ -20,7 +107,7 @@ struct RpcListener::Connection {
     return r;
   }
 
-  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<PacedStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
@@ -74,7 +161,7 @@ void RpcListener::Serve(kj::Own<kj::AsyncIoStream> stream) {
                  connections_.size());
     return;  // dropping the stream closes it
   }
-  connections_.push_back(kj::heap<Connection>(kj::mv(stream), bootstrap_, options_));
+  connections_.push_back(kj::heap<Connection>(kj::mv(stream), bootstrap_, timer_, options_));
   auto it = std::prev(connections_.end());
   spdlog::debug("connection opened ({} open)", connections_.size());
   tasks_.add((*it)->network.onDisconnect()

@@ -2,7 +2,8 @@
 // socket accepts, within limits: connections beyond max_connections are
 // closed at once, messages beyond max_message_bytes end their connection,
 // and a connection stops being read while its unanswered calls exceed
-// max_message_bytes (backpressure). A connection that sends garbage or
+// max_message_bytes, or while its replies waiting to be sent do
+// (backpressure both ways). A connection that sends garbage or
 // disconnects mid-call ends alone; the listener goes on, and an accept that
 // fails (out of file descriptors) is retried.
 
