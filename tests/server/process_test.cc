@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <capnp/ez-rpc.h>
+#include <capnp/rpc-twoparty.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <netinet/in.h>
@@ -412,6 +413,81 @@ TEST_F(ServerProcessTest, CliGivesUpOnASilentNode) {
   EXPECT_EQ(r.exit_code, 4);
   EXPECT_NE(r.err.find("no answer from"), std::string::npos) << r.err;
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+}
+
+// Resident memory of process `pid`, in bytes.
+size_t ResidentBytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// A client stream that stops reading when told to, as a client that sends
+// calls but never reads the answers.
+class StallingStream final : public kj::AsyncIoStream {
+ public:
+  explicit StallingStream(kj::Own<kj::AsyncIoStream> inner) : inner_(kj::mv(inner)) {}
+  void Stall() { stalled_ = true; }
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    if (stalled_) return kj::NEVER_DONE;
+    return inner_->tryRead(buffer, min_bytes, max_bytes);
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return inner_->write(buffer, size);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+
+ private:
+  kj::Own<kj::AsyncIoStream> inner_;
+  bool stalled_ = false;
+};
+
+TEST_F(ServerProcessTest, ClientNotReadingItsRepliesDoesNotGrowTheServer) {
+  auto server = NewServer({"--max-message-bytes", "4MiB", "--max-value-bytes", "1MiB",
+                           "--durability", "wal"});
+  START(server);
+  capnp::EzRpcClient steady(server->address());
+  auto& ws = steady.getWaitScope();
+  auto kv = steady.getMain<rpc::GeoKv>();
+  {
+    auto set = kv.setRequest();
+    set.setKey(AsData("big"));
+    set.setValue(AsData(std::string(1 << 20, 'v')));
+    ASSERT_EQ(set.send().wait(ws).getOutcome().getCode(), Code::OK);
+  }
+  size_t baseline = ResidentBytes(server->child().pid());
+
+  auto address = steady.getIoProvider().getNetwork()
+                     .parseAddress("127.0.0.1", server->port()).wait(ws);
+  auto stream = kj::heap<StallingStream>(address->connect().wait(ws));
+  capnp::TwoPartyClient rude(*stream);
+  auto rude_kv = rude.bootstrap().castAs<rpc::GeoKv>();
+  ASSERT_TRUE(Works(rude_kv, ws, "rude"));
+  stream->Stall();
+  // 300 gets of the 1 MiB value: 300 MiB of replies nobody reads.
+  kj::Vector<kj::Promise<void>> calls;
+  for (int i = 0; i < 300; ++i) {
+    auto get = rude_kv.getRequest();
+    get.setKey(AsData("big"));
+    calls.add(get.send().ignoreResult());
+  }
+  // Give the server three seconds to read them all, if it would.
+  bool grew = testing::PollUntil(
+      [&] {
+        ws.poll();
+        return ResidentBytes(server->child().pid()) > baseline + (100 << 20);
+      },
+      std::chrono::seconds(3));
+  EXPECT_FALSE(grew) << "server grew from " << baseline << " to "
+                     << ResidentBytes(server->child().pid()) << " bytes";
+  EXPECT_TRUE(Works(kv, ws, "steady"));
 }
 
 TEST_F(ServerProcessTest, ClientVanishingMidCallDoesNotStopTheServer) {
