@@ -10,6 +10,7 @@ packages=(
   librocksdb-dev
   libgtest-dev libgmock-dev librapidcheck-dev
   libspdlog-dev libfmt-dev libcli11-dev
+  libboost-dev
 )
 
 missing=()
