@@ -330,28 +330,40 @@ WanProxy::WanProxy(boost::asio::io_context& io, WanProxyOptions options)
 
 WanProxy::~WanProxy() = default;
 
+namespace {
+
+// Opens `acceptor` listening on host:port (`address` names it in errors)
+// and sets *bound to the address it got.
+Status Listen(boost::asio::io_context& io, const std::string& address, const std::string& host,
+              const std::string& port, tcp::acceptor* acceptor, std::string* bound) {
+  error_code ec;
+  tcp::resolver resolver(io);
+  auto results = resolver.resolve(host, port, tcp::resolver::passive, ec);
+  if (ec || results.empty()) {
+    return Status::InvalidArgument("cannot resolve " + address + ": " + ec.message());
+  }
+  tcp::endpoint endpoint = results.begin()->endpoint();
+  acceptor->open(endpoint.protocol(), ec);
+  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor->bind(endpoint, ec);
+  if (!ec) acceptor->listen(boost::asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    error_code ignored;
+    acceptor->close(ignored);
+    return Status::IOError("cannot listen on " + address + ": " + ec.message());
+  }
+  *bound = FormatEndpoint(acceptor->local_endpoint(ec));
+  return Status::OK();
+}
+
+}  // namespace
+
 Status WanProxy::Start() {
   std::string host, port;
   GEOKV_RETURN_IF_ERROR(ParseHostPort(options_.listen, &host, &port).WithContext("listen"));
   GEOKV_RETURN_IF_ERROR(
       ParseHostPort(options_.target, &target_host_, &target_port_).WithContext("target"));
-  error_code ec;
-  tcp::resolver resolver(io_);
-  auto results = resolver.resolve(host, port, tcp::resolver::passive, ec);
-  if (ec || results.empty()) {
-    return Status::InvalidArgument("cannot resolve " + options_.listen + ": " + ec.message());
-  }
-  tcp::endpoint endpoint = results.begin()->endpoint();
-  acceptor_.open(endpoint.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(endpoint, ec);
-  if (!ec) acceptor_.listen(boost::asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    error_code ignored;
-    acceptor_.close(ignored);
-    return Status::IOError("cannot listen on " + options_.listen + ": " + ec.message());
-  }
-  listen_address_ = FormatEndpoint(acceptor_.local_endpoint(ec));
+  GEOKV_RETURN_IF_ERROR(Listen(io_, options_.listen, host, port, &acceptor_, &listen_address_));
   Accept();
   return Status::OK();
 }
@@ -617,23 +629,7 @@ WanProxyControl::~WanProxyControl() = default;
 Status WanProxyControl::Start(const std::string& listen) {
   std::string host, port;
   GEOKV_RETURN_IF_ERROR(ParseHostPort(listen, &host, &port).WithContext("control"));
-  error_code ec;
-  tcp::resolver resolver(io_);
-  auto results = resolver.resolve(host, port, tcp::resolver::passive, ec);
-  if (ec || results.empty()) {
-    return Status::InvalidArgument("cannot resolve " + listen + ": " + ec.message());
-  }
-  tcp::endpoint endpoint = results.begin()->endpoint();
-  acceptor_.open(endpoint.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(endpoint, ec);
-  if (!ec) acceptor_.listen(boost::asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    error_code ignored;
-    acceptor_.close(ignored);
-    return Status::IOError("cannot listen on " + listen + ": " + ec.message());
-  }
-  listen_address_ = FormatEndpoint(acceptor_.local_endpoint(ec));
+  GEOKV_RETURN_IF_ERROR(Listen(io_, listen, host, port, &acceptor_, &listen_address_));
   Accept();
   return Status::OK();
 }
