@@ -26,7 +26,6 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
-#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,6 +50,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
 #include "server/rpc_listener.h"
@@ -63,7 +63,7 @@ namespace geokv {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using Clock = BenchClock;
 
 constexpr size_t kLoadBatch = 1000;
 // Load batches in flight at once; the load is not measured.
@@ -82,9 +82,6 @@ constexpr int kPollMillis = 10;
 constexpr double kNoopRatioGoal = 0.8;
 constexpr double kRocksRatioGoal = 0.7;
 
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // ---- the workload ------------------------------------------------------------
 
@@ -670,40 +667,6 @@ StatusOr<RunResult> RunRocksWorkload(const WorkloadOptions& o, const std::string
 
 // ---- servers in child processes ----------------------------------------------
 
-// A directory for the servers' data and logs, removed with everything in it
-// on destruction.
-class ScratchDir {
- public:
-  static StatusOr<std::unique_ptr<ScratchDir>> Create() {
-    std::error_code ec;
-    std::string pattern = (fs::temp_directory_path(ec) / "geokv-bench.XXXXXX").string();
-    if (ec) return Status::IOError("temporary directory: " + ec.message());
-    if (mkdtemp(pattern.data()) == nullptr) {
-      return Status::IOError("mkdtemp " + pattern + ": " + std::strerror(errno));
-    }
-    return std::unique_ptr<ScratchDir>(new ScratchDir(pattern));
-  }
-
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-
-  std::string Path(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
-  // Fsync timings mean nothing on a RAM disk.
-  bool OnTmpfs() const {
-    struct statfs st;
-    constexpr long kTmpfsMagic = 0x01021994;
-    return statfs(path_.c_str(), &st) == 0 && static_cast<long>(st.f_type) == kTmpfsMagic;
-  }
-
- private:
-  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
-
-  std::string path_;
-};
-
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream s;
@@ -1086,7 +1049,7 @@ StatusOr<std::vector<RunResult>> CompareRuns(const WorkloadOptions& o, const Com
 
 int Compare(const WorkloadOptions& o, const CompareOptions& c, bool json) {
   std::signal(SIGPIPE, SIG_IGN);
-  StatusOr<std::unique_ptr<ScratchDir>> scratch = ScratchDir::Create();
+  StatusOr<std::unique_ptr<ScratchDir>> scratch = ScratchDir::Create("", "geokv-bench");
   StatusOr<std::vector<RunResult>> runs =
       scratch.ok() ? CompareRuns(o, c, **scratch) : StatusOr<std::vector<RunResult>>(
                                                         scratch.status());

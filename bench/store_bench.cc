@@ -18,7 +18,6 @@
 #include <rocksdb/db.h>
 #include <rocksdb/version.h>
 #include <rocksdb/write_batch.h>
-#include <sys/vfs.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -38,6 +37,7 @@
 #include <variant>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "storage/rocks_config.h"
 #include "storage/store.h"
 #include "util/cli.h"
@@ -48,7 +48,7 @@ namespace geokv {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using Clock = BenchClock;
 
 constexpr uint64_t kSeed = 301;
 constexpr size_t kDistinctValues = 1024;
@@ -127,65 +127,9 @@ std::string JoinSizes(const std::vector<uint64_t>& sizes) {
   return out;
 }
 
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 double MicrosSince(Clock::time_point start) {
   return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
 }
-
-// Where the benchmark's databases live. A temporary directory is removed,
-// with everything in it, on destruction; one the user named is left alone.
-class ScratchDir {
- public:
-  static StatusOr<std::unique_ptr<ScratchDir>> Create(const std::string& requested) {
-    std::error_code ec;
-    if (!requested.empty()) {
-      fs::create_directories(requested, ec);
-      if (ec) return Status::IOError("create " + requested + ": " + ec.message());
-      return std::unique_ptr<ScratchDir>(new ScratchDir(requested, false));
-    }
-    std::string pattern = (fs::temp_directory_path(ec) / "geokv-store-bench.XXXXXX").string();
-    if (ec) return Status::IOError("temporary directory: " + ec.message());
-    if (mkdtemp(pattern.data()) == nullptr) {
-      return Status::IOError("mkdtemp " + pattern + ": " + std::strerror(errno));
-    }
-    return std::unique_ptr<ScratchDir>(new ScratchDir(pattern, true));
-  }
-
-  ~ScratchDir() {
-    std::error_code ec;
-    if (temporary_) fs::remove_all(path_, ec);
-  }
-
-  // A path for one new database; refuses one that exists so that a run never
-  // measures a database left by an earlier one.
-  StatusOr<std::string> NewDb(const std::string& name) const {
-    std::string path = (fs::path(path_) / name).string();
-    std::error_code ec;
-    if (fs::exists(path, ec)) {
-      return Status::FailedPrecondition(path + " exists; give an empty --data_dir");
-    }
-    return path;
-  }
-
-  const std::string& path() const { return path_; }
-  bool temporary() const { return temporary_; }
-
-  // Fsync timings mean nothing on a RAM disk.
-  bool OnTmpfs() const {
-    struct statfs st;
-    constexpr long kTmpfsMagic = 0x01021994;
-    return statfs(path_.c_str(), &st) == 0 && static_cast<long>(st.f_type) == kTmpfsMagic;
-  }
-
- private:
-  ScratchDir(std::string path, bool temporary) : path_(std::move(path)), temporary_(temporary) {}
-
-  std::string path_;
-  bool temporary_;
-};
 
 // The keys and values of the LWW runs: uniform random keys, values drawn from
 // a pool of random (incompressible) byte strings. Workloads with the same
@@ -740,7 +684,7 @@ Status RunSets(const BenchOptions& o, const ScratchDir& scratch) {
 }
 
 Status Run(const BenchOptions& o) {
-  GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<ScratchDir> scratch, ScratchDir::Create(o.data_dir));
+  GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<ScratchDir> scratch, ScratchDir::Create(o.data_dir, "geokv-store-bench"));
   std::printf("geokv-store-bench, RocksDB %d.%d.%d\n", ROCKSDB_MAJOR, ROCKSDB_MINOR,
               ROCKSDB_PATCH);
   std::printf("data dir: %s%s\n", scratch->path().c_str(),
