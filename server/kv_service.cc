@@ -85,6 +85,12 @@ StatusOr<std::vector<std::string>> KvService::ReadElements(
   return out;
 }
 
+Status KvService::Spend(const std::vector<std::string>& values) {
+  size_t bytes = 0;
+  for (const auto& v : values) bytes += v.size();
+  return Spend(bytes);
+}
+
 Status KvService::Spend(size_t reply_bytes) {
   if (reply_bytes > reply_budget_) {
     return Status::TooLarge("the reply would exceed max-message-bytes " +
@@ -114,6 +120,11 @@ Status KvService::CheckTokens(capnp::List<capnp::Data>::Reader tokens) {
     }
   }
   return Status::OK();
+}
+
+Status KvService::EmptySet(std::string_view key) {
+  Status absent = Absent(key, CrdtType::kOrSet);
+  return absent.IsNotFound() ? Status::OK() : absent;
 }
 
 Status KvService::Absent(std::string_view key, CrdtType wanted) {
@@ -207,10 +218,8 @@ kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder 
 
 // ---- reads -----------------------------------------------------------------
 
-Status KvService::Read(rpc::GetRequest::Reader r, rpc::ValueReply::Builder reply) {
-  auto key_reader = r.getKey();
-  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
-  std::string_view key = View(key_reader);
+Status KvService::Read(std::string_view key, rpc::GetRequest::Reader,
+                       rpc::ValueReply::Builder reply) {
   GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store_.Get(key, CrdtType::kLww));
   if (state) {
     const auto& value = std::get<LwwRegister>(*state).value();
@@ -223,82 +232,64 @@ Status KvService::Read(rpc::GetRequest::Reader r, rpc::ValueReply::Builder reply
   return Absent(key, CrdtType::kLww);
 }
 
-Status KvService::Read(rpc::MvGetRequest::Reader r, rpc::MvReply::Builder reply) {
-  auto key_reader = r.getKey();
-  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
-  std::string_view key = View(key_reader);
+Status KvService::Read(std::string_view key, rpc::MvGetRequest::Reader,
+                       rpc::MvReply::Builder reply) {
   GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store_.Get(key, CrdtType::kMvRegister));
   if (!state) return Absent(key, CrdtType::kMvRegister);
   const auto& reg = std::get<MvRegister>(*state);
   reply.setContext(AsData(EncodeClientContext(key, reg.context())));
   std::vector<std::string> values = reg.Values();
   if (values.empty()) return Absent(key, CrdtType::kMvRegister);
-  size_t bytes = 0;
-  for (const auto& v : values) bytes += v.size();
   // Too large to answer: the context alone still lets a write merge them.
-  GEOKV_RETURN_IF_ERROR(Spend(bytes));
+  GEOKV_RETURN_IF_ERROR(Spend(values));
   auto out = reply.initValues(values.size());
   for (size_t i = 0; i < values.size(); ++i) out.set(i, AsData(values[i]));
   return Status::OK();
 }
 
-Status KvService::Read(rpc::SIsMemberRequest::Reader r, rpc::BoolReply::Builder reply) {
-  auto key_reader = r.getKey();
-  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
-  std::string_view key = View(key_reader);
+Status KvService::Read(std::string_view key, rpc::SIsMemberRequest::Reader r,
+                       rpc::BoolReply::Builder reply) {
   GEOKV_ASSIGN_OR_RETURN(bool member, store_.SetContains(key, View(r.getElement())));
   reply.setValue(member);
   if (member) return Status::OK();
-  Status absent = Absent(key, CrdtType::kOrSet);
-  return absent.IsNotFound() ? Status::OK() : absent;
+  return EmptySet(key);
 }
 
-Status KvService::Read(rpc::SMembersRequest::Reader r, rpc::MembersReply::Builder reply) {
-  auto key_reader = r.getKey();
-  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
-  std::string_view key = View(key_reader);
+Status KvService::Read(std::string_view key, rpc::SMembersRequest::Reader r,
+                       rpc::MembersReply::Builder reply) {
   std::optional<std::string_view> after;
   auto from = r.getFrom();
   if (from.isAfter()) after = View(from.getAfter());
   uint32_t limit = r.getLimit() == 0 ? kDefaultMembersPage
                                      : std::min(r.getLimit(), kDefaultMembersPage);
   GEOKV_ASSIGN_OR_RETURN(SetPage page, store_.SetMembers(key, after, limit));
-  size_t bytes = 0;
-  for (const auto& e : page.elements) bytes += e.size();
-  GEOKV_RETURN_IF_ERROR(Spend(bytes));
+  GEOKV_RETURN_IF_ERROR(Spend(page.elements));
   auto out = reply.initElements(page.elements.size());
   for (size_t i = 0; i < page.elements.size(); ++i) out.set(i, AsData(page.elements[i]));
   reply.setMore(page.more);
   if (!page.elements.empty() || after) return Status::OK();
-  Status absent = Absent(key, CrdtType::kOrSet);
-  return absent.IsNotFound() ? Status::OK() : absent;
+  return EmptySet(key);
 }
 
-Status KvService::Read(rpc::SCardRequest::Reader r, rpc::CountReply::Builder reply) {
-  auto key_reader = r.getKey();
-  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
-  std::string_view key = View(key_reader);
+Status KvService::Read(std::string_view key, rpc::SCardRequest::Reader,
+                       rpc::CountReply::Builder reply) {
   GEOKV_ASSIGN_OR_RETURN(uint64_t size, store_.SetSize(key));
   reply.setCount(size);
   if (size > 0) return Status::OK();
-  Status absent = Absent(key, CrdtType::kOrSet);
-  return absent.IsNotFound() ? Status::OK() : absent;
+  return EmptySet(key);
 }
 
-Status KvService::Read(rpc::CounterGetRequest::Reader r, rpc::CounterReply::Builder reply) {
-  auto key_reader = r.getKey();
-  GEOKV_RETURN_IF_ERROR(CheckKey(key_reader));
-  std::string_view key = View(key_reader);
+Status KvService::Read(std::string_view key, rpc::CounterGetRequest::Reader,
+                       rpc::CounterReply::Builder reply) {
   GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store_.Get(key, CrdtType::kCounter));
   if (!state) return Absent(key, CrdtType::kCounter);
   reply.setValue(std::get<PnCounter>(*state).Value());
   return Status::OK();
 }
 
-Status KvService::Read(rpc::TypeRequest::Reader r, rpc::TypeReply::Builder reply) {
-  auto key = r.getKey();
-  GEOKV_RETURN_IF_ERROR(CheckKey(key));
-  GEOKV_ASSIGN_OR_RETURN(std::vector<CrdtType> live, store_.LiveTypes(View(key)));
+Status KvService::Read(std::string_view key, rpc::TypeRequest::Reader,
+                       rpc::TypeReply::Builder reply) {
+  GEOKV_ASSIGN_OR_RETURN(std::vector<CrdtType> live, store_.LiveTypes(key));
   auto out = reply.initTypes(live.size());
   for (size_t i = 0; i < live.size(); ++i) {
     out.set(i, static_cast<rpc::Type>(static_cast<uint16_t>(live[i])));

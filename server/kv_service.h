@@ -7,8 +7,11 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "schema/kv.capnp.h"
+#include "schema/kv_text.h"
 #include "server/group_commit.h"
 #include "storage/store.h"
 
@@ -77,11 +80,14 @@ class KvService final : public rpc::GeoKv::Server {
     return kj::READY_NOW;
   }
 
-  // Answers a read request once its tokens are satisfied.
+  // Answers a read request once its key is checked and its tokens are
+  // satisfied.
   template <typename Request, typename Reply>
   void Answer(Request request, Reply reply) {
-    Status s = CheckTokens(request.getTokens());
-    if (s.ok()) s = Read(request, reply);
+    auto key = request.getKey();
+    Status s = CheckKey(key);
+    if (s.ok()) s = CheckTokens(request.getTokens());
+    if (s.ok()) s = Read(View(key), request, reply);
     SetOutcome(reply.initOutcome(), s);
   }
 
@@ -101,8 +107,12 @@ class KvService final : public rpc::GeoKv::Server {
   size_t ReplyBudget() const { return options_.max_message_bytes / 2; }
   // Takes `reply_bytes` from the current call's budget, or TooLarge.
   Status Spend(size_t reply_bytes);
+  Status Spend(const std::vector<std::string>& values);
   // OK when every token's write is visible here.
   Status CheckTokens(capnp::List<capnp::Data>::Reader tokens);
+  // For a set read with an empty answer: OK, or WrongType when another
+  // type is live at `key`.
+  Status EmptySet(std::string_view key);
   // NotFound, or WrongType when another type is live at `key`.
   Status Absent(std::string_view key, CrdtType wanted);
 
@@ -118,14 +128,22 @@ class KvService final : public rpc::GeoKv::Server {
   ParsedWrite ParseElements(Request r) const;
   kj::Promise<void> Write(ParsedWrite parsed, rpc::WriteReply::Builder reply);
 
-  // Fill the reply's fields but the outcome; return the outcome.
-  Status Read(rpc::GetRequest::Reader r, rpc::ValueReply::Builder reply);
-  Status Read(rpc::MvGetRequest::Reader r, rpc::MvReply::Builder reply);
-  Status Read(rpc::SIsMemberRequest::Reader r, rpc::BoolReply::Builder reply);
-  Status Read(rpc::SMembersRequest::Reader r, rpc::MembersReply::Builder reply);
-  Status Read(rpc::SCardRequest::Reader r, rpc::CountReply::Builder reply);
-  Status Read(rpc::CounterGetRequest::Reader r, rpc::CounterReply::Builder reply);
-  Status Read(rpc::TypeRequest::Reader r, rpc::TypeReply::Builder reply);
+  // Fill the reply's fields but the outcome; return the outcome. `key` is
+  // the request's key, already checked.
+  Status Read(std::string_view key, rpc::GetRequest::Reader r,
+              rpc::ValueReply::Builder reply);
+  Status Read(std::string_view key, rpc::MvGetRequest::Reader r,
+              rpc::MvReply::Builder reply);
+  Status Read(std::string_view key, rpc::SIsMemberRequest::Reader r,
+              rpc::BoolReply::Builder reply);
+  Status Read(std::string_view key, rpc::SMembersRequest::Reader r,
+              rpc::MembersReply::Builder reply);
+  Status Read(std::string_view key, rpc::SCardRequest::Reader r,
+              rpc::CountReply::Builder reply);
+  Status Read(std::string_view key, rpc::CounterGetRequest::Reader r,
+              rpc::CounterReply::Builder reply);
+  Status Read(std::string_view key, rpc::TypeRequest::Reader r,
+              rpc::TypeReply::Builder reply);
   // One read of a batch.
   void BatchRead(rpc::Request::Reader request, rpc::Reply::Builder reply);
 
