@@ -56,6 +56,7 @@
 #include "server/rpc_listener.h"
 #include "storage/rocks_config.h"
 #include "util/cli.h"
+#include "util/file.h"
 #include "util/json.h"
 #include "util/status.h"
 
@@ -666,13 +667,6 @@ StatusOr<RunResult> RunRocksWorkload(const WorkloadOptions& o, const std::string
 }
 
 // ---- servers in child processes ----------------------------------------------
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // The port of a "... listening on HOST:PORT port N" line of a server's log,
 // as geokv-server and serve-noop write it.

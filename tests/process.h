@@ -21,16 +21,13 @@
 #include <thread>
 #include <vector>
 
+#include "util/file.h"
+
 extern char** environ;
 
 namespace geokv::testing {
 
-inline std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using geokv::ReadFile;
 
 // Polls `condition` every 10 ms until it holds or `timeout` passes.
 template <typename Condition>
