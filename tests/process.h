@@ -25,8 +25,6 @@ extern char** environ;
 
 namespace geokv::testing {
 
-using geokv::ReadFile;
-
 // Polls `condition` every 10 ms until it holds or `timeout` passes.
 template <typename Condition>
 bool PollUntil(Condition condition, std::chrono::milliseconds timeout) {
