@@ -9,21 +9,32 @@
 //   K(key) 0x03 0x02 replica:8 counter:8 -> element (the dot index)
 // where K(key) is the key's length as 4 big-endian bytes, then the key.
 // Column family "log":  seq:8           -> framed LogEntry
+// Column family "tree" (the anti-entropy hash tree, storage/store.h):
+//   'k' segment:2 key                    -> "" (the keys with state, by segment)
+//   'd'                                  -> TreeDigests: the segments' digests
+// with segment big-endian. A state row counts in the tree when it is an
+// object or element row: StateRowHash below; the live-types and dot index
+// rows are derived from those and do not count.
 // Column family "default" (metadata): see kMeta* below.
 
 #ifndef GEOKV_STORAGE_KEYS_H_
 #define GEOKV_STORAGE_KEYS_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "crdt/crdt.h"
 #include "util/coding.h"
+#include "util/hash.h"
 
 namespace geokv::storage_keys {
 
 inline constexpr char kStateFamily[] = "state";
 inline constexpr char kLogFamily[] = "log";
+inline constexpr char kTreeFamily[] = "tree";
 
 inline constexpr char kMetaFormat[] = "format";          // one byte: kDiskFormat
 inline constexpr char kMetaNodeId[] = "node_id";         // 8 bytes big-endian
@@ -31,7 +42,7 @@ inline constexpr char kMetaWriter[] = "writer";          // framed WriterState
 inline constexpr char kMetaLogTrimmed[] = "log_trimmed";  // 8 bytes: trimmed through
 inline constexpr char kMetaWatermarkPrefix[] = "applied/";  // + origin:8 -> seq:8
 
-inline constexpr uint8_t kDiskFormat = 1;
+inline constexpr uint8_t kDiskFormat = 2;
 
 inline constexpr char kObjectRow = 0x00;
 inline constexpr char kElementRow = 0x01;
@@ -88,6 +99,60 @@ inline std::string DotIndexRow(std::string_view key, const Dot& dot) {
 }
 
 inline std::string LogRow(uint64_t seq) { return EncodeBigEndian64(seq); }
+
+// The prefix of the key index rows of `segment`.
+inline std::string TreeKeyPrefix(size_t segment) {
+  std::string out(1, 'k');
+  out.push_back(static_cast<char>(segment >> 8));
+  out.push_back(static_cast<char>(segment));
+  return out;
+}
+
+inline std::string TreeKeyRow(size_t segment, std::string_view key) {
+  std::string out = TreeKeyPrefix(segment);
+  out.append(key);
+  return out;
+}
+
+// The one row of the segments' digests. Its value, and each merge operand
+// written to it, is TreeDigests: entries (segment:2, digest:8), big-endian,
+// in increasing segment order, none 0; an absent segment has digest 0. A
+// commit merges in the XOR of its changes; merging XORs entry by entry
+// (rocks_config.cc), so the row never needs reading to be written.
+inline constexpr char kTreeDigestsRow[] = "d";
+inline constexpr size_t kTreeDigestsEntry = 10;
+
+// TreeDigests of the nonzero digests of `by_segment` (segment -> digest).
+// REQUIRES: every segment < kTreeSegments.
+template <typename Map>
+std::string EncodeTreeDigests(const Map& by_segment) {
+  std::string out;
+  for (const auto& [segment, digest] : by_segment) {
+    if (digest == 0) continue;
+    out.push_back(static_cast<char>(segment >> 8));
+    out.push_back(static_cast<char>(segment));
+    PutBigEndian64(&out, digest);
+  }
+  return out;
+}
+
+// XORs the TreeDigests `bytes` into `digests` (kTreeSegments of them).
+// Returns false, leaving `digests` partly changed, when `bytes` is malformed.
+inline bool XorTreeDigests(std::string_view bytes, std::vector<uint64_t>* digests) {
+  if (bytes.size() % kTreeDigestsEntry != 0) return false;
+  for (size_t at = 0; at < bytes.size(); at += kTreeDigestsEntry) {
+    const size_t segment = size_t{static_cast<uint8_t>(bytes[at])} << 8 |
+                           static_cast<uint8_t>(bytes[at + 1]);
+    if (segment >= digests->size()) return false;
+    (*digests)[segment] ^= DecodeBigEndian64(bytes.data() + at + 2);
+  }
+  return true;
+}
+
+// The hash of a counted state row: its value's, seeded with its key's.
+inline uint64_t StateRowHash(std::string_view row, std::string_view value) {
+  return Hash64(value, Hash64(row));
+}
 
 inline std::string WatermarkRow(ReplicaId origin) {
   std::string out = kMetaWatermarkPrefix;

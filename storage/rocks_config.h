@@ -16,7 +16,7 @@
 namespace geokv {
 
 // A data directory's database options and column families, in the order
-// metadata ("default"), "state", "log" (storage/keys.h).
+// metadata ("default"), "state", "log", "tree" (storage/keys.h).
 struct RocksConfig {
   rocksdb::DBOptions db;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;

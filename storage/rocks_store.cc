@@ -137,6 +137,19 @@ class RowReader {
   virtual Status Get(const std::string& row, std::string* value, bool* found) = 0;
   virtual std::unique_ptr<rocksdb::Iterator> NewIterator() = 0;
 
+  // Reads `row` into *value: nullopt when absent.
+  Status GetRow(const std::string& row, std::optional<std::string>* value) {
+    std::string v;
+    bool found;
+    GEOKV_RETURN_IF_ERROR(Get(row, &v, &found));
+    if (found) {
+      *value = std::move(v);
+    } else {
+      value->reset();
+    }
+    return Status::OK();
+  }
+
   Status GetLiveMask(std::string_view key, uint8_t* mask) {
     std::string v;
     bool found;
@@ -151,13 +164,15 @@ class RowReader {
     return Status::OK();
   }
 
-  // The state of a register or counter; bottom when absent.
-  StatusOr<Crdt> GetObject(std::string_view key, CrdtType type) {
-    std::string v;
-    bool found;
-    GEOKV_RETURN_IF_ERROR(Get(keys::ObjectRow(key, type), &v, &found));
-    if (!found) return Bottom(type);
-    StatusOr<Crdt> value = DecodeCrdt(v);
+  // The state of a register or counter; bottom when absent. With `raw`, the
+  // row as read goes there too (nullopt when absent).
+  StatusOr<Crdt> GetObject(std::string_view key, CrdtType type,
+                           std::optional<std::string>* raw = nullptr) {
+    std::optional<std::string> local;
+    if (raw == nullptr) raw = &local;
+    GEOKV_RETURN_IF_ERROR(GetRow(keys::ObjectRow(key, type), raw));
+    if (!*raw) return Bottom(type);
+    StatusOr<Crdt> value = DecodeCrdt(**raw);
     if (!value.ok()) return value.status().WithContext(Describe(key, type));
     if (TypeOf(*value) != type) {
       return Status::Corruption(Describe(key, type) + ": row holds a " +
@@ -166,23 +181,26 @@ class RowReader {
     return value;
   }
 
-  Status GetSetHeader(std::string_view key, SetHeader* out) {
-    std::string v;
-    bool found;
+  // The set's header; empty when absent. With `raw`, as GetObject.
+  Status GetSetHeader(std::string_view key, SetHeader* out,
+                      std::optional<std::string>* raw = nullptr) {
+    std::optional<std::string> local;
+    if (raw == nullptr) raw = &local;
     *out = SetHeader();
-    GEOKV_RETURN_IF_ERROR(Get(keys::ObjectRow(key, CrdtType::kOrSet), &v, &found));
-    if (!found) return Status::OK();
-    return DecodeSetHeader(v, out).WithContext(Describe(key, CrdtType::kOrSet));
+    GEOKV_RETURN_IF_ERROR(GetRow(keys::ObjectRow(key, CrdtType::kOrSet), raw));
+    if (!*raw) return Status::OK();
+    return DecodeSetHeader(**raw, out).WithContext(Describe(key, CrdtType::kOrSet));
   }
 
-  // The element's dots; empty when absent.
-  Status GetElementDots(std::string_view key, std::string_view element, DotSet* out) {
-    std::string v;
-    bool found;
+  // The element's dots; empty when absent. With `raw`, as GetObject.
+  Status GetElementDots(std::string_view key, std::string_view element, DotSet* out,
+                        std::optional<std::string>* raw = nullptr) {
+    std::optional<std::string> local;
+    if (raw == nullptr) raw = &local;
     out->clear();
-    GEOKV_RETURN_IF_ERROR(Get(keys::ElementRow(key, element), &v, &found));
-    if (!found) return Status::OK();
-    return DecodeElementDots(key, element, v, out);
+    GEOKV_RETURN_IF_ERROR(GetRow(keys::ElementRow(key, element), raw));
+    if (!*raw) return Status::OK();
+    return DecodeElementDots(key, element, **raw, out);
   }
 
   // The set's header context with the entries of `elements` only: enough for
@@ -216,8 +234,11 @@ class DbReader : public RowReader {
     return FromRocks(s, "read");
   }
 
-  std::unique_ptr<rocksdb::Iterator> NewIterator() override {
-    return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(options_, cf_));
+  std::unique_ptr<rocksdb::Iterator> NewIterator() override { return NewIterator(cf_); }
+
+  // An iterator over another column family, at the same snapshot.
+  std::unique_ptr<rocksdb::Iterator> NewIterator(rocksdb::ColumnFamilyHandle* cf) {
+    return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(options_, cf));
   }
 
  private:
@@ -251,6 +272,57 @@ class BatchReader : public RowReader {
   rocksdb::WriteBatchWithIndex* batch_;
   rocksdb::ReadOptions options_;
 };
+
+// The state of (key, type) as `reader` sees it; nullopt when bottom. An
+// OR-set is assembled from all its rows.
+StatusOr<std::optional<Crdt>> ReadState(RowReader& reader, std::string_view key, CrdtType type) {
+  if (type != CrdtType::kOrSet) {
+    GEOKV_ASSIGN_OR_RETURN(Crdt value, reader.GetObject(key, type));
+    if (IsBottom(value)) return std::optional<Crdt>();
+    return std::optional<Crdt>(std::move(value));
+  }
+  SetHeader header;
+  GEOKV_RETURN_IF_ERROR(reader.GetSetHeader(key, &header));
+  OrSet::Entries entries;
+  std::string prefix = keys::ElementPrefix(key);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator();
+  for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+    std::string element = it->key().ToString().substr(prefix.size());
+    DotSet dots;
+    GEOKV_RETURN_IF_ERROR(DecodeElementDots(
+        key, element, std::string_view(it->value().data(), it->value().size()), &dots));
+    entries.emplace_hint(entries.end(), std::move(element), std::move(dots));
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
+  OrSet set(std::move(entries), std::move(header.ctx));
+  if (set.IsBottom()) return std::optional<Crdt>();
+  return std::optional<Crdt>(std::move(set));
+}
+
+// The digest of `key` (storage/keys.h): the XOR of the hashes of its object
+// and element rows, read through `it`, an iterator over the state family.
+StatusOr<uint64_t> KeyDigestOf(rocksdb::Iterator* it, std::string_view key) {
+  const std::string prefix = keys::KeyPrefix(key);
+  std::string after_dot_index = prefix;
+  after_dot_index.push_back(static_cast<char>(CrdtType::kOrSet));
+  after_dot_index.push_back(keys::kDotIndexRow + 1);
+  uint64_t digest = 0;
+  for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix);) {
+    const rocksdb::Slice row = it->key();
+    // After K(key): one byte in the live-types row, else a type and a kind.
+    if (row.size() > prefix.size() + 1 && row[prefix.size() + 1] == keys::kDotIndexRow) {
+      it->Seek(after_dot_index);
+      continue;
+    }
+    if (row.size() > prefix.size() + 1) {
+      digest ^= keys::StateRowHash(std::string_view(row.data(), row.size()),
+                                   std::string_view(it->value().data(), it->value().size()));
+    }
+    it->Next();
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan key"));
+  return digest;
+}
 
 // The live-types rows of recently used keys, so that the WRONG_TYPE check of
 // a write seldom reads the database. It holds committed values only and is
@@ -299,6 +371,46 @@ class LiveTypesCache {
   std::minstd_rand rng_;
 };
 
+// Refuses a data dir whose `format` row holds `value` unless it is this
+// build's format.
+Status CheckFormat(std::string_view value) {
+  if (value.size() == 1 && static_cast<uint8_t>(value[0]) == keys::kDiskFormat) {
+    return Status::OK();
+  }
+  return Status::FailedPrecondition("data dir format " +
+                                    std::to_string(value.empty() ? 0 : uint8_t(value[0])) +
+                                    " is not the supported format " +
+                                    std::to_string(keys::kDiskFormat));
+}
+
+// Opening creates missing column families; a database in `dir` that lacks
+// some of `config`'s is of an older format, refused (by CheckFormat) from a
+// read-only look that leaves it as it was.
+Status CheckFamilies(const RocksConfig& config, const std::string& dir) {
+  std::vector<std::string> names;
+  if (!rocksdb::DB::ListColumnFamilies(config.db, dir, &names).ok()) return Status::OK();  // new
+  const bool complete =
+      std::all_of(config.families.begin(), config.families.end(), [&](const auto& family) {
+        return std::find(names.begin(), names.end(), family.name) != names.end();
+      });
+  if (complete) return Status::OK();
+  std::vector<rocksdb::ColumnFamilyDescriptor> existing;
+  for (const std::string& name : names) existing.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  GEOKV_RETURN_IF_ERROR(FromRocks(
+      rocksdb::DB::OpenForReadOnly(config.db, dir, existing, &handles, &raw), "read-only open"));
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::string format;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), db->DefaultColumnFamily(),
+                              keys::kMetaFormat, &format);
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "read format");
+  GEOKV_RETURN_IF_ERROR(CheckFormat(format));
+  return Status::Corruption("data dir of format " + std::to_string(keys::kDiskFormat) +
+                            " lacks column families");
+}
+
 class RocksStore;
 
 class RocksWriteGroup : public WriteGroup {
@@ -331,7 +443,21 @@ class RocksWriteGroup : public WriteGroup {
   // object is live afterwards.
   StatusOr<bool> JoinInto(std::string_view key, const Crdt& delta);
   StatusOr<bool> JoinSet(std::string_view key, const OrSet& delta);
-  void PutObject(std::string_view key, const Crdt& state);
+  // Writes the object row of `state`, whose row in the group is `old`
+  // (nullopt: absent). A bottom state gets no row: a store that never heard
+  // of the object must hold the same rows.
+  void PutObject(std::string_view key, const Crdt& state, const std::optional<std::string>& old);
+  // Writes the object row of (key, type); a key's first object row also
+  // enters the key in the tree's key index (object rows are never deleted).
+  void PutObjectRow(std::string_view key, CrdtType type, const std::optional<std::string>& old,
+                    std::string value);
+  // Writes `value` to `row`, a state row of `key` that counts in the hash
+  // tree (an object or element row), or deletes it when `value` is nullopt.
+  // `old` is the row's value in the group (nullopt: absent); the change of
+  // the row's hash goes to the group's tree changes. Every write of a
+  // counted row goes through here.
+  void WriteStateRow(std::string_view key, const std::string& row,
+                     const std::optional<std::string>& old, std::optional<std::string> value);
   // The live-types mask of `key` as of this group: from the group's own
   // writes, the cache, or the database.
   Status GetLiveMask(const std::string& key, uint8_t* mask);
@@ -351,6 +477,9 @@ class RocksWriteGroup : public WriteGroup {
   std::unordered_map<std::string, uint8_t> masks_;  // live-types rows written here
   // Each mask write's previous entry in masks_ (nullopt: none), for rollback.
   std::vector<std::pair<std::string, std::optional<uint8_t>>> mask_undo_;
+  // (segment, XOR of the row hashes a write removed and added), one per
+  // counted row written; folded into the store's digests at Commit().
+  std::vector<std::pair<size_t, uint64_t>> tree_changes_;
   rocksdb::WriteBatchWithIndex batch_;
   BatchReader reader_;
   uint64_t next_seq_;
@@ -389,11 +518,18 @@ class RocksStore : public Store {
   uint64_t LastSeq() const override { return last_seq_.load(); }
   uint64_t TrimmedThrough() const override { return trimmed_.load(); }
   Status TrimLog(uint64_t seq) override;
+  uint64_t LogBytesAfter(uint64_t seq) override;
   Status Sync() override { return FromRocks(db_->SyncWAL(), "sync the WAL"); }
   std::map<ReplicaId, uint64_t> AppliedPositions() const override {
     std::lock_guard<std::mutex> l(applied_mu_);
     return applied_;
   }
+  std::vector<uint64_t> TreeDigests() const override {
+    std::lock_guard<std::mutex> l(tree_mu_);
+    return digests_;
+  }
+  StatusOr<std::vector<KeyDigest>> SegmentKeys(size_t segment) override;
+  StatusOr<std::vector<Crdt>> GetStates(std::string_view key) override;
 
  private:
   friend class RocksWriteGroup;
@@ -401,6 +537,7 @@ class RocksStore : public Store {
   explicit RocksStore(const StoreOptions& options)
       : options_(options), live_types_cache_(options.live_types_cache_bytes) {}
   Status LoadMeta();
+  Status LoadDigests();
 
   StoreOptions options_;
   std::unique_ptr<HybridClock> owned_clock_;
@@ -410,6 +547,7 @@ class RocksStore : public Store {
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* state_ = nullptr;
   rocksdb::ColumnFamilyHandle* log_ = nullptr;
+  rocksdb::ColumnFamilyHandle* tree_ = nullptr;
   ReplicaId node_id_ = 0;
 
   std::mutex writer_mu_;  // the single writer slot
@@ -419,6 +557,8 @@ class RocksStore : public Store {
   std::mutex trim_mu_;
   mutable std::mutex applied_mu_;
   std::map<ReplicaId, uint64_t> applied_;
+  mutable std::mutex tree_mu_;
+  std::vector<uint64_t> digests_ = std::vector<uint64_t>(kTreeSegments);  // committed
 };
 
 RocksWriteGroup::RocksWriteGroup(RocksStore* store, std::unique_lock<std::mutex> lock)
@@ -435,12 +575,14 @@ auto RocksWriteGroup::Atomically(Write&& write) -> decltype(write()) {
   const uint64_t seq_before = next_seq_;
   const size_t size_before = size_;
   const size_t undo_mark = mask_undo_.size();
+  const size_t tree_mark = tree_changes_.size();
   auto result = write();
   if (result.ok()) {
     batch_.PopSavePoint();
   } else {
     batch_.RollbackToSavePoint();
     RollbackMasks(undo_mark);
+    tree_changes_.resize(tree_mark);
     next_seq_ = seq_before;
     size_ = size_before;
   }
@@ -480,22 +622,23 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   const ReplicaId node = store_->node_id_;
   HybridClock* clock = store_->clock_;
 
-  if (auto* set = std::get_if<LwwSet>(&op)) {
-    // No read: the clock has passed every stamp stored here (Join advances
-    // it), so this write's stamp is the greatest and the delta is the state.
-    LwwRegister delta(clock->Now(), node, set->value);
-    PutObject(key, delta);
-    return Result(Change{std::move(delta), true});
+  if (type == CrdtType::kLww) {
+    // The clock has passed every stamp stored here (Join advances it), so
+    // this write's stamp is the greatest and the delta is the state. The old
+    // row is read for the hash tree only, raw.
+    std::optional<std::string> old;
+    GEOKV_RETURN_IF_ERROR(reader_.GetRow(keys::ObjectRow(key, type), &old));
+    // A delete is written even when nothing is live here: the tombstone must
+    // also beat older writes still on their way from other regions.
+    auto* set = std::get_if<LwwSet>(&op);
+    LwwRegister delta(clock->Now(), node,
+                      set ? std::optional<std::string>(set->value) : std::nullopt);
+    PutObject(key, delta, old);
+    return Result(Change{std::move(delta), set != nullptr});
   }
-  if (std::holds_alternative<LwwDelete>(op)) {
-    // Written even when nothing is live here: the tombstone must also beat
-    // older writes still on their way from other regions.
-    LwwRegister delta(clock->Now(), node, std::nullopt);
-    PutObject(key, delta);
-    return Result(Change{std::move(delta), false});
-  }
+  std::optional<std::string> old;
   if (auto* write = std::get_if<MvWrite>(&op)) {
-    GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
+    GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
     auto& reg = std::get<MvRegister>(state);
     GEOKV_RETURN_IF_ERROR(CheckSeen(key, reg, write->seen));
     MvRegister delta = reg.Write(write->value, write->seen, node);
@@ -505,17 +648,17 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
                               std::to_string(store_->options_.max_siblings) +
                               "); write with the context of a read to merge them");
     }
-    PutObject(key, state);
+    PutObject(key, state, old);
     return Result(Change{std::move(delta), true});
   }
   if (auto* clear = std::get_if<MvClear>(&op)) {
-    GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
+    GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
     auto& reg = std::get<MvRegister>(state);
     GEOKV_RETURN_IF_ERROR(CheckSeen(key, reg, clear->seen));
     MvRegister before = reg;
     MvRegister delta = reg.Clear(clear->seen);
     if (reg == before) return Result();
-    PutObject(key, state);
+    PutObject(key, state, old);
     return Result(Change{std::move(delta), reg.sibling_count() > 0});
   }
   if (std::holds_alternative<SetAdd>(op) || std::holds_alternative<SetRemove>(op)) {
@@ -533,7 +676,7 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   }
   const auto& inc = std::get<CounterAdd>(op);
   if (inc.delta == 0) return Result();
-  GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type));
+  GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
   auto& counter = std::get<PnCounter>(state);
   __int128 next = static_cast<__int128>(counter.Value()) + inc.delta;
   if (next > std::numeric_limits<int64_t>::max() || next < std::numeric_limits<int64_t>::min()) {
@@ -552,7 +695,7 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
     }
   }
   PnCounter delta = counter.Increment(node, inc.delta);
-  PutObject(key, state);
+  PutObject(key, state, old);
   return Result(Change{std::move(delta), true});
 }
 
@@ -571,9 +714,10 @@ Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
 StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta) {
   if (auto* set = std::get_if<OrSet>(&delta)) return JoinSet(key, *set);
   if (auto* lww = std::get_if<LwwRegister>(&delta)) store_->clock_->Update(lww->timestamp());
-  GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, TypeOf(delta)));
+  std::optional<std::string> old;
+  GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, TypeOf(delta), &old));
   GEOKV_RETURN_IF_ERROR(geokv::Join(&state, delta));
-  PutObject(key, state);
+  PutObject(key, state, old);
   return std::visit(
       [](const auto& v) {
         using T = std::decay_t<decltype(v)>;
@@ -590,11 +734,14 @@ StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta
 
 StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta) {
   SetHeader header;
-  GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header));
+  std::optional<std::string> header_row;
+  GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
   auto* cf = store_->state_;
   int64_t cardinality = static_cast<int64_t>(header.cardinality);
 
-  auto rewrite = [&](const std::string& element, const DotSet& before, const DotSet& after) {
+  // `before` and `before_row`: the element's dots and row as read.
+  auto rewrite = [&](const std::string& element, const DotSet& before,
+                     const std::optional<std::string>& before_row, const DotSet& after) {
     for (const Dot& d : before) {
       if (!after.count(d)) batch_.Delete(cf, keys::DotIndexRow(key, d));
     }
@@ -603,11 +750,11 @@ StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta
     }
     if (after.empty()) {
       if (!before.empty()) {
-        batch_.Delete(cf, keys::ElementRow(key, element));
+        WriteStateRow(key, keys::ElementRow(key, element), before_row, std::nullopt);
         --cardinality;
       }
     } else if (before != after) {
-      batch_.Put(cf, keys::ElementRow(key, element), EncodeElementDots(after));
+      WriteStateRow(key, keys::ElementRow(key, element), before_row, EncodeElementDots(after));
       if (before.empty()) ++cardinality;
     }
   };
@@ -615,8 +762,10 @@ StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta
   // Elements the delta holds: the dot-store join of their two entries.
   for (const auto& [element, dots] : delta.entries()) {
     DotSet before;
-    GEOKV_RETURN_IF_ERROR(reader_.GetElementDots(key, element, &before));
-    rewrite(element, before, JoinDotStores(before, header.ctx, dots, delta.context()));
+    std::optional<std::string> before_row;
+    GEOKV_RETURN_IF_ERROR(reader_.GetElementDots(key, element, &before, &before_row));
+    rewrite(element, before, before_row,
+            JoinDotStores(before, header.ctx, dots, delta.context()));
   }
 
   // Dots the delta has seen but holds for no element are removals. The dot
@@ -645,11 +794,12 @@ StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta
   }
   for (const auto& [element, dots] : removed) {
     DotSet before;
-    GEOKV_RETURN_IF_ERROR(reader_.GetElementDots(key, element, &before));
+    std::optional<std::string> before_row;
+    GEOKV_RETURN_IF_ERROR(reader_.GetElementDots(key, element, &before, &before_row));
     DotSet after;
     std::set_difference(before.begin(), before.end(), dots.begin(), dots.end(),
                         std::inserter(after, after.end()));
-    rewrite(element, before, after);
+    rewrite(element, before, before_row, after);
   }
 
   if (cardinality < 0) {
@@ -657,12 +807,39 @@ StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta
   }
   header.ctx.Join(delta.context());
   header.cardinality = static_cast<uint64_t>(cardinality);
-  batch_.Put(cf, keys::ObjectRow(key, CrdtType::kOrSet), EncodeSetHeader(header));
+  // An empty context is the bottom set's (elements' dots are in the
+  // context): as PutObject, no row for it.
+  if (header_row || !header.ctx.empty()) {
+    PutObjectRow(key, CrdtType::kOrSet, header_row, EncodeSetHeader(header));
+  }
   return cardinality > 0;
 }
 
-void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state) {
-  batch_.Put(store_->state_, keys::ObjectRow(key, TypeOf(state)), EncodeCrdt(state));
+void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state,
+                                const std::optional<std::string>& old) {
+  if (!old && IsBottom(state)) return;
+  PutObjectRow(key, TypeOf(state), old, EncodeCrdt(state));
+}
+
+void RocksWriteGroup::PutObjectRow(std::string_view key, CrdtType type,
+                                   const std::optional<std::string>& old, std::string value) {
+  if (!old) batch_.Put(store_->tree_, keys::TreeKeyRow(TreeSegmentOf(key), key), "");
+  WriteStateRow(key, keys::ObjectRow(key, type), old, std::move(value));
+}
+
+void RocksWriteGroup::WriteStateRow(std::string_view key, const std::string& row,
+                                    const std::optional<std::string>& old,
+                                    std::optional<std::string> value) {
+  if (value == old) return;  // also spares the write of a join that changed nothing
+  uint64_t change = 0;
+  if (old) change ^= keys::StateRowHash(row, *old);
+  if (value) {
+    change ^= keys::StateRowHash(row, *value);
+    batch_.Put(store_->state_, row, *value);
+  } else {
+    batch_.Delete(store_->state_, row);
+  }
+  tree_changes_.emplace_back(TreeSegmentOf(key), change);
 }
 
 Status RocksWriteGroup::CheckSeen(std::string_view key, const MvRegister& reg,
@@ -749,6 +926,12 @@ Status RocksWriteGroup::Commit() {
   for (const auto& [origin, seq] : advanced) {
     batch_.Put(store_->meta_, keys::WatermarkRow(origin), EncodeBigEndian64(seq));
   }
+  // The digests' changes go in the same batch as the rows they cover, so
+  // that no crash leaves the tree out of step with the state.
+  std::map<size_t, uint64_t> changes;  // segment -> XOR into its digest
+  for (const auto& [segment, change] : tree_changes_) changes[segment] ^= change;
+  const std::string operand = keys::EncodeTreeDigests(changes);
+  if (!operand.empty()) batch_.Merge(store_->tree_, keys::kTreeDigestsRow, operand);
   rocksdb::WriteOptions wo;
   wo.sync = store_->options_.durability == Durability::kFsync;
   Status written = FromRocks(db->Write(wo, batch_.GetWriteBatch()), "commit");
@@ -760,6 +943,12 @@ Status RocksWriteGroup::Commit() {
     }
   }
   GEOKV_RETURN_IF_ERROR(written);
+  {
+    // Digests first: a reader that sees the new last sequence must also
+    // see the digests that cover it.
+    std::lock_guard<std::mutex> l(store_->tree_mu_);
+    for (const auto& [segment, change] : changes) store_->digests_[segment] ^= change;
+  }
   store_->last_seq_.store(last_seq);
   std::lock_guard<std::mutex> l(store_->applied_mu_);
   for (const auto& [origin, seq] : advanced) store_->applied_[origin] = seq;
@@ -777,6 +966,7 @@ StatusOr<std::unique_ptr<Store>> RocksStore::OpenImpl(const std::string& dir,
   }
 
   RocksConfig config = MakeRocksConfig(options);
+  GEOKV_RETURN_IF_ERROR(CheckFamilies(config, dir).WithContext("open " + dir));
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(config.db, dir, config.families, &store->handles_, &db);
   if (!s.ok()) return FromRocks(s, "open " + dir);
@@ -784,6 +974,7 @@ StatusOr<std::unique_ptr<Store>> RocksStore::OpenImpl(const std::string& dir,
   store->meta_ = store->handles_[0];
   store->state_ = store->handles_[1];
   store->log_ = store->handles_[2];
+  store->tree_ = store->handles_[3];
   GEOKV_RETURN_IF_ERROR(store->LoadMeta().WithContext("open " + dir));
   return std::unique_ptr<Store>(std::move(store));
 }
@@ -809,12 +1000,7 @@ Status RocksStore::LoadMeta() {
     return FromRocks(db_->Write(wo, &batch), "initialise");
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(s, "read format"));
-  if (v.size() != 1 || static_cast<uint8_t>(v[0]) != keys::kDiskFormat) {
-    return Status::FailedPrecondition("data dir format " +
-                                      std::to_string(v.empty() ? 0 : uint8_t(v[0])) +
-                                      " is not the supported format " +
-                                      std::to_string(keys::kDiskFormat));
-  }
+  GEOKV_RETURN_IF_ERROR(CheckFormat(v));
   GEOKV_RETURN_IF_ERROR(FromRocks(db_->Get(ro, meta_, keys::kMetaNodeId, &v), "read node id"));
   if (v.size() != 8) return Status::Corruption("bad node id row");
   node_id_ = DecodeBigEndian64(v.data());
@@ -843,32 +1029,53 @@ Status RocksStore::LoadMeta() {
     applied_[DecodeBigEndian64(it->key().data() + prefix.size())] =
         DecodeBigEndian64(it->value().data());
   }
-  return FromRocks(it->status(), "read applied positions");
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "read applied positions"));
+  return LoadDigests();
+}
+
+Status RocksStore::LoadDigests() {
+  std::string v;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), tree_, keys::kTreeDigestsRow, &v);
+  if (s.IsNotFound()) return Status::OK();  // all 0
+  GEOKV_RETURN_IF_ERROR(FromRocks(s, "read tree digests"));
+  std::lock_guard<std::mutex> l(tree_mu_);
+  if (!keys::XorTreeDigests(v, &digests_)) return Status::Corruption("bad tree digests row");
+  return Status::OK();
 }
 
 StatusOr<std::optional<Crdt>> RocksStore::Get(std::string_view key, CrdtType type) {
   DbReader reader(db_.get(), state_, /*snapshot=*/type == CrdtType::kOrSet);
-  if (type != CrdtType::kOrSet) {
-    GEOKV_ASSIGN_OR_RETURN(Crdt value, reader.GetObject(key, type));
-    if (IsBottom(value)) return std::optional<Crdt>();
-    return std::optional<Crdt>(std::move(value));
+  return ReadState(reader, key, type);
+}
+
+StatusOr<std::vector<Crdt>> RocksStore::GetStates(std::string_view key) {
+  DbReader reader(db_.get(), state_, /*snapshot=*/true);
+  std::vector<Crdt> out;
+  for (CrdtType type : kAllCrdtTypes) {
+    GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, ReadState(reader, key, type));
+    if (state) out.push_back(std::move(*state));
   }
-  SetHeader header;
-  GEOKV_RETURN_IF_ERROR(reader.GetSetHeader(key, &header));
-  OrSet::Entries entries;
-  std::string prefix = keys::ElementPrefix(key);
-  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator();
-  for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
-    std::string element = it->key().ToString().substr(prefix.size());
-    DotSet dots;
-    GEOKV_RETURN_IF_ERROR(DecodeElementDots(
-        key, element, std::string_view(it->value().data(), it->value().size()), &dots));
-    entries.emplace_hint(entries.end(), std::move(element), std::move(dots));
+  return out;
+}
+
+StatusOr<std::vector<KeyDigest>> RocksStore::SegmentKeys(size_t segment) {
+  if (segment >= kTreeSegments) {
+    return Status::InvalidArgument("tree segment " + std::to_string(segment) + " of " +
+                                   std::to_string(kTreeSegments));
   }
-  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
-  OrSet set(std::move(entries), std::move(header.ctx));
-  if (set.IsBottom()) return std::optional<Crdt>();
-  return std::optional<Crdt>(std::move(set));
+  DbReader reader(db_.get(), state_, /*snapshot=*/true);
+  std::unique_ptr<rocksdb::Iterator> index = reader.NewIterator(tree_);
+  std::unique_ptr<rocksdb::Iterator> rows = reader.NewIterator();
+  const std::string prefix = keys::TreeKeyPrefix(segment);
+  std::vector<KeyDigest> out;
+  for (index->Seek(prefix); index->Valid() && StartsWith(index->key(), prefix); index->Next()) {
+    KeyDigest k;
+    k.key.assign(index->key().data() + prefix.size(), index->key().size() - prefix.size());
+    GEOKV_ASSIGN_OR_RETURN(k.digest, KeyDigestOf(rows.get(), k.key));
+    out.push_back(std::move(k));
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(index->status(), "scan tree keys"));
+  return out;
 }
 
 StatusOr<std::vector<CrdtType>> RocksStore::LiveTypes(std::string_view key) {
@@ -971,7 +1178,24 @@ Status RocksStore::TrimLog(uint64_t seq) {
   return Status::OK();
 }
 
+uint64_t RocksStore::LogBytesAfter(uint64_t seq) {
+  if (seq == std::numeric_limits<uint64_t>::max()) return 0;
+  const std::string start = keys::LogRow(seq + 1);
+  const std::string limit = keys::LogRow(std::numeric_limits<uint64_t>::max());
+  const rocksdb::Range range(start, limit);
+  rocksdb::SizeApproximationOptions options;
+  options.include_memtables = true;
+  options.include_files = true;
+  uint64_t bytes = 0;
+  if (!db_->GetApproximateSizes(options, log_, &range, 1, &bytes).ok()) return 0;
+  return bytes;
+}
+
 }  // namespace
+
+size_t TreeSegmentOf(std::string_view key) {
+  return static_cast<size_t>(Hash64(key) >> (64 - kTreeSegmentBits));
+}
 
 CrdtType OperationType(const Operation& op) {
   return std::visit(

@@ -83,6 +83,22 @@ struct SetPage {
   bool more = false;  // further elements follow the last one here
 };
 
+// Anti-entropy hash tree: every key falls in one of kTreeSegments segments
+// by the top bits of Hash64(key). A key's digest is the XOR of Hash64 of each
+// of its state rows (object rows and OR-set element rows, not derived rows);
+// a segment's digest is the XOR of its keys' digests. Two stores holding the
+// same state have the same digests. The exact row hash is a persisted and
+// wire format: docs/formats.md.
+inline constexpr int kTreeSegmentBits = 10;
+inline constexpr size_t kTreeSegments = size_t{1} << kTreeSegmentBits;
+size_t TreeSegmentOf(std::string_view key);
+
+// One key of a segment and its digest.
+struct KeyDigest {
+  std::string key;
+  uint64_t digest = 0;
+};
+
 // A batch of writes committed atomically. Holds the store's single writer
 // slot from creation until Commit() or destruction: groups run one at a
 // time. Not thread-safe: create, use, commit and destroy it on one thread.
@@ -124,7 +140,9 @@ class Store {
   virtual ~Store() = default;
 
   // Opens (creating if absent) the RocksDB store in `dir`. A new store gets a
-  // fresh random node id. Fails with IOError if another process holds it.
+  // fresh random node id. Fails with IOError if another process holds it,
+  // and with FailedPrecondition, leaving it untouched, if it holds another
+  // disk format (docs/formats.md).
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
                                                const StoreOptions& options);
 
@@ -163,6 +181,12 @@ class Store {
   virtual uint64_t TrimmedThrough() const = 0;
   // Deletes log entries through `seq`. REQUIRES: seq <= LastSeq().
   virtual Status TrimLog(uint64_t seq) = 0;
+  // An estimate of the bytes of log entries after `seq` (RocksDB approximate
+  // sizes including memtables); for backlog limits, not exact. Entries in
+  // table files are estimated closely; the most recent ones, still in a
+  // memtable (up to the write buffer size), from a walk of its skip list
+  // that can be off by a factor of 2 or more. 0 when RocksDB cannot estimate.
+  virtual uint64_t LogBytesAfter(uint64_t seq) = 0;
 
   // Makes every committed write durable against a machine crash (fsyncs
   // the WAL); what Commit() already does in kFsync. For a clean shutdown in
@@ -171,6 +195,19 @@ class Store {
 
   // The committed RecordApplied positions, by origin.
   virtual std::map<ReplicaId, uint64_t> AppliedPositions() const = 0;
+
+  // The digests of all kTreeSegments segments as of the last commit. A
+  // commit updates its segments' digests after its write succeeds, so the
+  // result may trail a concurrent reader's view of the state by one commit.
+  virtual std::vector<uint64_t> TreeDigests() const = 0;
+  // The keys with state in `segment`, in byte order, each with its digest,
+  // read at one snapshot. REQUIRES: segment < kTreeSegments (else
+  // InvalidArgument).
+  virtual StatusOr<std::vector<KeyDigest>> SegmentKeys(size_t segment) = 0;
+  // The full state of every type stored at `key` (including non-live ones,
+  // such as a deleted LWW register, whose tombstone must still travel), in
+  // CrdtType order; empty when the key has no state. Read at one snapshot.
+  virtual StatusOr<std::vector<Crdt>> GetStates(std::string_view key) = 0;
 };
 
 }  // namespace geokv

@@ -6,55 +6,10 @@
 #include "crdt/codec.h"
 #include "storage/keys.h"
 #include "storage/store.h"
-#include "tests/storage/test_dir.h"
+#include "tests/storage/store_fixture.h"
 
 namespace geokv::testing {
 namespace {
-
-#define ASSERT_OK(expr)                                  \
-  do {                                                   \
-    ::geokv::Status _s = (expr);                         \
-    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.ToString(); \
-  } while (0)
-
-class StoreTest : public ::testing::Test {
- protected:
-  void SetUp() override { Reopen(); }
-
-  void Reopen(StoreOptions options = StoreOptions()) {
-    store_.reset();
-    options.durability = Durability::kWal;
-    auto s = Store::Open(dir_.Sub("db"), options);
-    ASSERT_TRUE(s.ok()) << s.status().ToString();
-    store_ = std::move(s).value();
-  }
-
-  // Applies one operation in its own group; returns its log sequence.
-  StatusOr<uint64_t> Apply(std::string_view key, const Operation& op) {
-    auto group = store_->BeginGroup();
-    StatusOr<uint64_t> seq = group->Mutate(key, op);
-    if (!seq.ok()) return seq;
-    GEOKV_RETURN_IF_ERROR(group->Commit());
-    return seq;
-  }
-
-  std::optional<std::string> GetLww(std::string_view key) {
-    auto v = store_->Get(key, CrdtType::kLww);
-    EXPECT_TRUE(v.ok()) << v.status().ToString();
-    if (!v.ok() || !v->has_value()) return std::nullopt;
-    return std::get<LwwRegister>(**v).value();
-  }
-
-  std::vector<std::string> Members(std::string_view key) {
-    auto v = store_->Get(key, CrdtType::kOrSet);
-    EXPECT_TRUE(v.ok()) << v.status().ToString();
-    if (!v.ok() || !v->has_value()) return {};
-    return std::get<OrSet>(**v).Elements();
-  }
-
-  TestDir dir_;
-  std::unique_ptr<Store> store_;
-};
 
 TEST_F(StoreTest, IdentityPersistsAndAWipedDirGetsANewOne) {
   ReplicaId first = store_->node_id();
@@ -65,6 +20,46 @@ TEST_F(StoreTest, IdentityPersistsAndAWipedDirGetsANewOne) {
   std::filesystem::remove_all(dir_.Sub("db"));
   Reopen();
   EXPECT_NE(store_->node_id(), first);
+}
+
+// A directory of disk format 1 (without the "tree" family) is refused by its
+// format, and left as it was: opening creates no family in it.
+TEST_F(StoreTest, DirOfAnOlderFormatIsRefusedUntouched) {
+  store_.reset();
+  const std::string dir = dir_.Sub("old");
+  {
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    options.create_missing_column_families = true;
+    rocksdb::DB* raw;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, {}},
+        {storage_keys::kStateFamily, {}},
+        {storage_keys::kLogFamily, {}}};
+    ASSERT_TRUE(rocksdb::DB::Open(options, dir, families, &handles, &raw).ok());
+    ASSERT_TRUE(raw->Put({}, handles[0], storage_keys::kMetaFormat, std::string(1, '\x01')).ok());
+    for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
+    delete raw;
+  }
+  auto opened = Store::Open(dir, StoreOptions());
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_NE(opened.status().message().find("data dir format 1 is not the supported format 2"),
+            std::string::npos)
+      << opened.status().ToString();
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir, &names).ok());
+  EXPECT_EQ(names.size(), 3u);
+
+  // A directory of this format with another format byte is refused the same way.
+  Reopen();
+  EditRows([](rocksdb::DB* db, const auto& families) {
+    ASSERT_TRUE(db->Put({}, families[0], storage_keys::kMetaFormat, std::string(1, '\x01')).ok());
+  });
+  opened = Store::Open(dir_.Sub("db"), StoreOptions());
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.status().code(), Status::Code::kFailedPrecondition);
 }
 
 TEST_F(StoreTest, SecondOpenOfTheSameDirFails) {
@@ -298,22 +293,12 @@ TEST_F(StoreTest, LocalWriteBeatsAFutureStampEvenAfterRestart) {
 TEST_F(StoreTest, UndecodableRowIsCorruptionNamingTheKey) {
   ASSERT_TRUE(Apply("bad\x01key", LwwSet{"v"}).ok());
   ASSERT_TRUE(Apply("set", SetAdd{{"elem"}}).ok());
-  store_.reset();
-  {
-    rocksdb::DB* raw;
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-        {rocksdb::kDefaultColumnFamilyName, {}},
-        {storage_keys::kStateFamily, {}},
-        {storage_keys::kLogFamily, {}}};
-    ASSERT_TRUE(rocksdb::DB::Open({}, dir_.Sub("db"), families, &handles, &raw).ok());
+  EditRows([](rocksdb::DB* db, const auto& families) {
     rocksdb::WriteOptions wo;
-    ASSERT_TRUE(raw->Put(wo, handles[1], storage_keys::ObjectRow("bad\x01key", CrdtType::kLww),
-                         "garbage").ok());
-    ASSERT_TRUE(raw->Put(wo, handles[1], storage_keys::ElementRow("set", "elem"), "junk!").ok());
-    for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
-    delete raw;
-  }
+    ASSERT_TRUE(db->Put(wo, families[1], storage_keys::ObjectRow("bad\x01key", CrdtType::kLww),
+                        "garbage").ok());
+    ASSERT_TRUE(db->Put(wo, families[1], storage_keys::ElementRow("set", "elem"), "junk!").ok());
+  });
   Reopen();
   auto v = store_->Get("bad\x01key", CrdtType::kLww);
   ASSERT_FALSE(v.ok());
