@@ -158,6 +158,7 @@ struct Args {
   std::vector<std::string> elements;
   int64_t delta = 0;
   uint32_t limit = 0;
+  uint32_t wait_ms = 0;
 };
 
 using Client = rpc::GeoKv::Client;
@@ -386,26 +387,89 @@ void Commands::AddAll() {
     });
   }));
 
-  Add("info", "Who the node is", [this](Client& kv, kj::WaitScope& ws) {
+  Add("info", "Who the node is, its replication log and its peers",
+      [this](Client& kv, kj::WaitScope& ws) {
     auto reply = kv.infoRequest().send().wait(ws);
-    char id[17];
-    std::snprintf(id, sizeof(id), "%016llx",
-                  static_cast<unsigned long long>(reply.getReplicaId()));
+    auto hex = [](uint64_t v) {
+      char buf[17];
+      std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+      return std::string(buf);
+    };
     JsonObject j;
     j.Text("name", reply.getName().cStr());
     j.Text("region", reply.getRegion().cStr());
-    j.Text("replica_id", id);
+    j.Text("replica_id", hex(reply.getReplicaId()));
     j.Text("version", reply.getVersion().cStr());
     j.Unsigned("api_version", reply.getApiVersion());
+    j.Text("state_digest", hex(reply.getStateDigest()));
+    j.Unsigned("last_seq", reply.getLastSeq());
+    j.Number("clock_offset_ms", reply.getClockOffsetMs());
+    j.Text("writes_refused", reply.getWritesRefused().cStr());
+    std::string peers_json = "[";
+    std::string peers_text;
+    for (auto p : reply.getPeers()) {
+      JsonObject pj;
+      pj.Text("region", p.getRegion().cStr());
+      pj.Text("address", p.getAddress().cStr());
+      pj.Text("name", p.getName().cStr());
+      pj.Bool("connected", p.getConnected());
+      pj.Bool("repairing", p.getRepairing());
+      pj.Unsigned("acked", p.getAcked());
+      pj.Unsigned("backlog_bytes", p.getBacklogBytes());
+      pj.Number("clock_offset_ms", p.getClockOffsetMs());
+      if (peers_json.size() > 1) peers_json += ",";
+      peers_json += pj.str();
+      peers_text += std::string("peer: ") + p.getRegion().cStr() + " " + p.getAddress().cStr() +
+                    (p.getConnected() ? " connected" : " disconnected") +
+                    (p.getRepairing() ? " repairing" : "") +
+                    " acked=" + std::to_string(p.getAcked()) +
+                    " backlog_bytes=" + std::to_string(p.getBacklogBytes()) +
+                    " clock_offset_ms=" + std::to_string(p.getClockOffsetMs()) + "\n";
+    }
+    j.Raw("peers", peers_json + "]");
     if (settings_.json) {
       std::cout << j.str() << "\n";
     } else {
       std::cout << "name: " << reply.getName().cStr() << "\nregion: " << reply.getRegion().cStr()
-                << "\nreplica_id: " << id << "\nversion: " << reply.getVersion().cStr()
-                << "\napi_version: " << reply.getApiVersion() << "\n";
+                << "\nreplica_id: " << hex(reply.getReplicaId())
+                << "\nversion: " << reply.getVersion().cStr()
+                << "\napi_version: " << reply.getApiVersion()
+                << "\nstate_digest: " << hex(reply.getStateDigest())
+                << "\nlast_seq: " << reply.getLastSeq()
+                << "\nclock_offset_ms: " << reply.getClockOffsetMs() << "\n";
+      if (reply.getWritesRefused().size() > 0) {
+        std::cout << "writes_refused: " << reply.getWritesRefused().cStr() << "\n";
+      }
+      std::cout << peers_text;
     }
     return kExitOk;
   });
+
+  CLI::App* wait = Add(
+      "wait-replicated", "Wait until regions have the writes of the --token tokens",
+      [this](Client& kv, kj::WaitScope& ws) {
+        auto req = kv.waitReplicatedRequest();
+        if (!cli_.SetTokens(req)) return kExitUsage;
+        auto regions = req.initRegions(a_.elements.size());
+        for (size_t i = 0; i < a_.elements.size(); ++i) regions.set(i, a_.elements[i]);
+        req.setTimeoutMs(a_.wait_ms);
+        auto reply = req.send().wait(ws);
+        std::vector<std::string> missing;
+        for (auto m : reply.getMissing()) missing.emplace_back(m.cStr());
+        if (!missing.empty() && settings_.json) {
+          JsonObject j;
+          j.Text("outcome", OutcomeName(reply.getOutcome().getCode()));
+          j.Text("message", reply.getOutcome().getMessage().cStr());
+          j.BytesList("missing", missing);
+          std::cout << j.str() << "\n";
+          return kExitServerError;
+        }
+        return cli_.Finish(reply.getOutcome(), {nullptr, [] { std::cout << "OK\n"; }});
+      });
+  wait->add_option("regions", a_.elements,
+                   "Regions that must have the writes (default: this node's and its peers')");
+  wait->add_option("--wait", a_.wait_ms, "Milliseconds to wait (default: the node's --token-wait)")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{86400000}));
 }
 
 }  // namespace

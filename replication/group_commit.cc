@@ -1,7 +1,9 @@
-#include "server/group_commit.h"
+#include "replication/group_commit.h"
 
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
+
+#include "util/coding.h"
 
 namespace geokv {
 
@@ -20,9 +22,22 @@ GroupCommitter::~GroupCommitter() {
 }
 
 kj::Promise<WriteResult> GroupCommitter::Submit(std::string key, Operation op) {
+  return Queue(Write{std::move(key), std::move(op), {}});
+}
+
+kj::Promise<WriteResult> GroupCommitter::SubmitRemote(RemoteApply apply) {
+  if (HasRoom(1)) return Queue(Write{{}, std::move(apply), {}});
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  room_waiters_.push_back(kj::mv(paf.fulfiller));
+  return paf.promise.then([this, apply = std::move(apply)]() mutable {
+    return SubmitRemote(std::move(apply));
+  });
+}
+
+kj::Promise<WriteResult> GroupCommitter::Queue(Write write) {
   KJ_REQUIRE(HasRoom(1));
   auto paf = kj::newPromiseAndFulfiller<WriteResult>();
-  next_.push_back(Write{std::move(key), std::move(op), {}});
+  next_.push_back(std::move(write));
   next_fulfillers_.push_back(kj::mv(paf.fulfiller));
   ScheduleFlush();
   return kj::mv(paf.promise);
@@ -93,6 +108,7 @@ void GroupCommitter::AnswerFinished() {
     handed_over_ -= batch.size();
   }
   if (handed_over_ > 0) AwaitFinished();
+  if (!finished.empty() && on_committed_) on_committed_();
   NotifyIfIdle();
 }
 
@@ -116,6 +132,7 @@ void GroupCommitter::WriterLoop() {
       // Nothing of the group was committed (an exception leaves Commit
       // uncalled, and the group rolls back); every write says so.
       spdlog::error("group of writes failed: {}", e.what());
+      remote_through_.clear();
       for (auto& batch : batches) {
         for (Write& w : batch) w.result = {Status::IOError(std::string("write failed: ") + e.what()), 0};
       }
@@ -135,17 +152,22 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
   size_t writes = 0;
   for (auto& batch : batches) {
     for (Write& w : batch) {
-      StatusOr<uint64_t> seq = group->Mutate(w.key, w.op);
-      if (seq.ok()) {
-        w.result.seq = *seq;
+      if (auto* op = std::get_if<Operation>(&w.work)) {
+        StatusOr<uint64_t> seq = group->Mutate(w.key, *op);
+        if (seq.ok()) {
+          w.result.seq = *seq;
+        } else {
+          w.result.status = seq.status();
+        }
       } else {
-        w.result.status = seq.status();
+        w.result.status = Apply(*group, std::get<RemoteApply>(w.work));
       }
     }
     writes += batch.size();
   }
   Status committed = group->Commit();
   if (!committed.ok()) {
+    remote_through_.clear();
     spdlog::error("commit of a group of {} writes failed: {}", writes, committed.ToString());
   }
   uint64_t last_seq = store_.LastSeq();
@@ -162,7 +184,41 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
   ++groups_committed_;
 }
 
+Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
+  uint64_t* through = nullptr;
+  if (apply.origin != 0) {
+    auto it = remote_through_.find(apply.origin);
+    if (it == remote_through_.end()) {
+      auto applied = store_.AppliedPositions();
+      auto a = applied.find(apply.origin);
+      it = remote_through_.emplace(apply.origin, a == applied.end() ? 0 : a->second).first;
+    }
+    through = &it->second;
+    if (apply.first != 0 && apply.first > *through + 1) {
+      return Status::FailedPrecondition("entries from " + std::to_string(apply.first) +
+                                        " do not follow the applied position " +
+                                        std::to_string(*through));
+    }
+  }
+  for (const auto& [key, value] : apply.joins) {
+    Status joined = group.Join(key, value);
+    // Joins before this one stay: they are harmless to keep and arrive
+    // again, since the position does not advance.
+    if (!joined.ok()) return joined.WithContext("join key '" + PrintableBytes(key) + "'");
+  }
+  if (through != nullptr && apply.through > *through) {
+    group.RecordApplied(apply.origin, apply.through);
+    *through = apply.through;
+  }
+  return Status::OK();
+}
+
 void GroupCommitter::NotifyIfIdle() {
+  if (HasRoom(1)) {
+    // Each resumed waiter checks for room again before it queues.
+    for (auto& waiter : room_waiters_) waiter->fulfill();
+    room_waiters_.clear();
+  }
   if (pending() != 0) return;
   for (auto& waiter : drain_waiters_) waiter->fulfill();
   drain_waiters_.clear();

@@ -1,12 +1,13 @@
-// Group commit: the writes that arrive in one turn of the KJ event loop are
-// handed to a writer thread, which commits everything handed to it since its
+// Group commit: the writes that arrive in one turn of the KJ event loop
+// (client writes, and deltas and states received from peers) are handed to
+// a writer thread, which commits everything handed to it since its
 // last commit as one store group (one WAL write, one fsync in kFsync). The
 // loop never blocks on the disk, and while the writer commits a group, the
 // next one gathers without waiting for the loop. No write's promise
 // resolves before its group is durable.
 
-#ifndef GEOKV_SERVER_GROUP_COMMIT_H_
-#define GEOKV_SERVER_GROUP_COMMIT_H_
+#ifndef GEOKV_REPLICATION_GROUP_COMMIT_H_
+#define GEOKV_REPLICATION_GROUP_COMMIT_H_
 
 #include <kj/async.h>
 
@@ -16,7 +17,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <functional>
+#include <map>
 #include <thread>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "storage/store.h"
@@ -31,6 +36,22 @@ struct WriteResult {
   // The write's log sequence; when it changed nothing, the last sequence
   // committed with its group.
   uint64_t seq = 0;
+};
+
+// Deltas or full states made elsewhere, joined in order without logging.
+struct RemoteApply {
+  // The node whose log entries `joins` are, or 0 for full states from
+  // anti-entropy (which advance no position).
+  ReplicaId origin = 0;
+  // Once every join succeeded, the store records origin's log as applied
+  // through this sequence (0: nothing to record).
+  uint64_t through = 0;
+  // The sequence of the first join's entry: the joins are entries
+  // first..through, applied only when they continue what is applied (a
+  // failed earlier hand-over leaves a gap, and the peer must resend). 0:
+  // no check (full states, or a position proved by anti-entropy).
+  uint64_t first = 0;
+  std::vector<std::pair<std::string, Crdt>> joins;
 };
 
 // Lives on the thread of a KJ event loop, which must outlive it; every call
@@ -55,6 +76,17 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   // REQUIRES: HasRoom(1).
   kj::Promise<WriteResult> Submit(std::string key, Operation op);
 
+  // Queues `apply` for the next group as one write, waiting first while
+  // there is no room (backpressure for peers, which must not be refused):
+  // its joins in order, stopping at the first that fails (whose error the
+  // result carries), then the recorded position when all succeeded. The
+  // result's seq is unused.
+  kj::Promise<WriteResult> SubmitRemote(RemoteApply apply);
+
+  // Called on the loop thread after the writes of each committed group are
+  // answered: new log entries or positions may be there.
+  void OnCommitted(std::function<void()> hook) { on_committed_ = std::move(hook); }
+
   // Resolves once no write is pending or being written.
   kj::Promise<void> Drain();
 
@@ -69,9 +101,10 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
  private:
   struct Write {
     std::string key;
-    Operation op;
+    std::variant<Operation, RemoteApply> work;
     WriteResult result;
   };
+  kj::Promise<WriteResult> Queue(Write write);
   void ScheduleFlush();
   void Flush();
   // Arms the writer's wakeup of the loop for finished batches.
@@ -84,6 +117,7 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   // The writer thread's loop, and one group of it.
   void WriterLoop();
   void CommitGroup(std::vector<std::vector<Write>>& batches);
+  Status Apply(WriteGroup& group, const RemoteApply& apply);
 
   Store& store_;
   const size_t max_pending_;
@@ -97,6 +131,8 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   bool flush_scheduled_ = false;
   bool awaiting_finished_ = false;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> drain_waiters_;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> room_waiters_;
+  std::function<void()> on_committed_;
   kj::TaskSet tasks_;
 
   // Shared with the writer thread. Batches travel in order: queued_ to the
@@ -111,9 +147,13 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   bool stopping_ = false;
   uint64_t groups_committed_ = 0;
 
+  // Writer thread only: per origin, the position as of the groups written
+  // (from the store when absent; cleared when a commit fails).
+  std::map<ReplicaId, uint64_t> remote_through_;
+
   std::thread writer_;
 };
 
 }  // namespace geokv
 
-#endif  // GEOKV_SERVER_GROUP_COMMIT_H_
+#endif  // GEOKV_REPLICATION_GROUP_COMMIT_H_

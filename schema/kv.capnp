@@ -39,12 +39,17 @@ struct Outcome {
     # not decode or belongs to another key, an empty element list, a
     # counter that would overflow.
     invalid @4;
-    # Not now: a token names a write this node has not seen yet, or the
-    # node is shutting down. Retrying later may succeed.
+    # Not now: the node is shutting down, or refuses writes while its clock
+    # is too far off its peers' (--max-clock-offset). Retrying later may
+    # succeed.
     unavailable @5;
     # The node failed (a disk error, a stored row that does not decode).
     # Nothing of the operation was applied.
     internal @6;
+    # A wait ran out: a read's tokens did not become visible here within
+    # --token-wait, or waitReplicated's regions did not all get the writes
+    # within its timeout. Nothing was read; retrying later may succeed.
+    timeout @7;
   }
 }
 
@@ -60,7 +65,8 @@ enum Type {
 # ---- requests -------------------------------------------------------------
 
 # Reads accept `tokens` from earlier writes (anywhere): the read answers only
-# once every named write is visible on this node, else `unavailable`.
+# once every named write is visible on this node, waiting up to the node's
+# --token-wait for them to arrive, else `timeout`.
 
 # Sets an LWW register to `value`.
 struct SetRequest {
@@ -266,6 +272,51 @@ struct NodeInfo {
   version @3 :Text;
   # The client API version this node serves (1 for this file).
   apiVersion @4 :UInt32;
+  # A digest of the node's whole state (of its anti-entropy tree): two
+  # nodes holding the same data show the same digest.
+  stateDigest @5 :UInt64;
+  # The sequence of the last entry of this node's replication log.
+  lastSeq @6 :UInt64;
+  # The other regions' nodes this node replicates with.
+  peers @7 :List(PeerInfo);
+  # This node's clock minus the median of its peers' clocks (and its own),
+  # estimated from heartbeats.
+  clockOffsetMs @8 :Int64;
+  # Why client writes are refused now; empty when they are accepted.
+  writesRefused @9 :Text;
+}
+
+struct PeerInfo {
+  region @0 :Text;
+  address @1 :Text;     # as configured (--peers)
+  name @2 :Text;        # the peer's --node-id, once connected
+  connected @3 :Bool;
+  # The peer is being brought up to date by anti-entropy instead of the
+  # log (it fell behind by more than --max-backlog, or entries it needs
+  # were trimmed).
+  repairing @4 :Bool;
+  acked @5 :UInt64;          # the peer's durable position in this node's log
+  backlogBytes @6 :UInt64;   # estimated log bytes the peer has not acknowledged
+  clockOffsetMs @7 :Int64;   # the peer's clock minus this node's
+}
+
+struct WaitReplicatedRequest {
+  # Causal tokens of writes (from WriteReply.token), made in any region.
+  tokens @0 :List(Data);
+  # The regions that must have them, this node's own among them or not;
+  # empty: every region this node replicates with, and its own.
+  regions @1 :List(Text);
+  # How long to wait; 0: the node's --token-wait.
+  timeoutMs @2 :UInt32;
+}
+
+struct WaitReplicatedReply {
+  # ok once every named region has every token's write; timeout when the
+  # wait ran out; invalid for a bad token or a region this node does not
+  # know.
+  outcome @0 :Outcome;
+  # The regions that did not have them in time (outcome timeout).
+  missing @1 :List(Text);
 }
 
 interface GeoKv {
@@ -291,4 +342,8 @@ interface GeoKv {
   batch @14 (requests :List(Request)) -> (replies :List(Reply));
 
   info @15 () -> NodeInfo;
+
+  # Answers once the named regions have the writes the tokens name (each
+  # region's node reached through this node's peer links).
+  waitReplicated @16 WaitReplicatedRequest -> WaitReplicatedReply;
 }

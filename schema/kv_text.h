@@ -34,6 +34,7 @@ inline const char* OutcomeName(rpc::Outcome::Code code) {
     case rpc::Outcome::Code::INVALID: return "INVALID";
     case rpc::Outcome::Code::UNAVAILABLE: return "UNAVAILABLE";
     case rpc::Outcome::Code::INTERNAL: return "INTERNAL";
+    case rpc::Outcome::Code::TIMEOUT: return "TIMEOUT";
   }
   return "UNKNOWN";
 }

@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev librapidcheck-dev
   libspdlog-dev libfmt-dev libcli11-dev
   libboost-dev
+  faketime  # tests: a node whose clock is off
 )
 
 missing=()

@@ -6,8 +6,6 @@
 namespace geokv {
 namespace {
 
-constexpr char kTokenVersion = 1;
-constexpr size_t kTokenSize = 1 + 8 + 8;
 constexpr char kContextVersion = 1;
 
 // FNV-1a, 64 bits: a guard against a context pasted onto the wrong key, not
@@ -22,23 +20,6 @@ uint64_t KeyFingerprint(std::string_view key) {
 }
 
 }  // namespace
-
-std::string EncodeToken(const CausalToken& token) {
-  std::string out(1, kTokenVersion);
-  PutBigEndian64(&out, token.origin);
-  PutBigEndian64(&out, token.seq);
-  return out;
-}
-
-StatusOr<CausalToken> DecodeToken(std::string_view bytes) {
-  if (bytes.size() != kTokenSize || bytes[0] != kTokenVersion) {
-    return Status::InvalidArgument("not a causal token: " + PrintableBytes(bytes));
-  }
-  CausalToken token;
-  token.origin = DecodeBigEndian64(bytes.data() + 1);
-  token.seq = DecodeBigEndian64(bytes.data() + 9);
-  return token;
-}
 
 std::string EncodeClientContext(std::string_view key, const CausalContext& context) {
   if (context.empty()) return {};

@@ -6,8 +6,10 @@
 #include <algorithm>
 
 #include "schema/kv_text.h"
+#include "replication/causal_token.h"
 #include "server/api_codec.h"
 #include "util/coding.h"
+#include "util/hash.h"
 
 namespace geokv {
 namespace {
@@ -21,6 +23,7 @@ rpc::Outcome::Code CodeOf(const Status& s) {
     case Status::Code::kTooLarge: return rpc::Outcome::Code::TOO_LARGE;
     case Status::Code::kInvalidArgument: return rpc::Outcome::Code::INVALID;
     case Status::Code::kUnavailable: return rpc::Outcome::Code::UNAVAILABLE;
+    case Status::Code::kTimeout: return rpc::Outcome::Code::TIMEOUT;
     case Status::Code::kCorruption:
     case Status::Code::kIOError:
     case Status::Code::kFailedPrecondition: return rpc::Outcome::Code::INTERNAL;
@@ -30,8 +33,9 @@ rpc::Outcome::Code CodeOf(const Status& s) {
 
 }  // namespace
 
-KvService::KvService(Store& store, GroupCommitter& committer, KvServiceOptions options)
-    : store_(store), committer_(committer), options_(std::move(options)) {}
+KvService::KvService(Store& store, GroupCommitter& committer, Replicator& replicator,
+                     KvServiceOptions options)
+    : store_(store), committer_(committer), replicator_(replicator), options_(std::move(options)) {}
 
 void KvService::CheckServing() const {
   if (!serving_) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "node is shutting down"));
@@ -101,25 +105,10 @@ Status KvService::Spend(size_t reply_bytes) {
   return Status::OK();
 }
 
-Status KvService::CheckTokens(capnp::List<capnp::Data>::Reader tokens) {
-  if (tokens.size() == 0) return Status::OK();
-  std::optional<std::map<ReplicaId, uint64_t>> applied;
-  for (auto bytes : tokens) {
-    GEOKV_ASSIGN_OR_RETURN(CausalToken token, DecodeToken(View(bytes)));
-    uint64_t visible;
-    if (token.origin == store_.node_id()) {
-      visible = store_.LastSeq();
-    } else {
-      if (!applied) applied = store_.AppliedPositions();
-      auto it = applied->find(token.origin);
-      visible = it == applied->end() ? 0 : it->second;
-    }
-    if (token.seq > visible) {
-      return Status::Unavailable("the write " + std::to_string(token.seq) + " of node " +
-                                 std::to_string(token.origin) + " is not visible here yet");
-    }
-  }
-  return Status::OK();
+kj::Promise<Status> KvService::TokensVisible(capnp::List<capnp::Data>::Reader list) {
+  auto tokens = DecodeTokens(list);
+  if (!tokens.ok()) return tokens.status();
+  return replicator_.WaitVisible(std::move(tokens).value(), replicator_.token_wait());
 }
 
 Status KvService::EmptySet(std::string_view key) {
@@ -203,6 +192,7 @@ KvService::ParsedWrite KvService::Parse(rpc::IncrByRequest::Reader r) const {
 }
 
 kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder reply) {
+  if (parsed.status.ok()) parsed.status = replicator_.WritesAllowed();
   if (!parsed.status.ok()) {
     SetOutcome(reply.initOutcome(), parsed.status);
     return kj::READY_NOW;
@@ -344,26 +334,61 @@ kj::Promise<void> KvService::batch(BatchContext context) {
 
   kj::Vector<kj::Promise<void>> writes;
   for (auto& [write, reply] : parsed) writes.add(Write(std::move(write), reply));
-  auto run_reads = [this, requests, replies, reads = std::move(reads)]() mutable {
+  // The reads run after the writes, and once the tokens of all of them are
+  // visible (or --token-wait ran out: then each read whose own tokens are
+  // not visible answers timeout).
+  std::vector<CausalToken> tokens;
+  for (uint32_t i : reads) {
+    auto decoded = DecodeTokens(TokensOf(requests[i]));
+    if (decoded.ok()) tokens.insert(tokens.end(), decoded->begin(), decoded->end());
+  }
+  kj::Promise<void> ready = writes.empty() ? kj::Promise<void>(kj::READY_NOW)
+                                           : kj::joinPromises(writes.releaseAsArray());
+  if (!tokens.empty()) {
+    ready = ready.then([this, tokens = std::move(tokens)]() mutable {
+      return replicator_.WaitVisible(std::move(tokens), replicator_.token_wait()).ignoreResult();
+    });
+  }
+  return ready.then([this, requests, replies, reads = std::move(reads)]() mutable {
     reply_budget_ = ReplyBudget();
     for (uint32_t i : reads) BatchRead(requests[i], replies[i]);
-  };
-  if (writes.empty()) {
-    run_reads();
-    return kj::READY_NOW;
+  });
+}
+
+capnp::List<capnp::Data>::Reader KvService::TokensOf(rpc::Request::Reader request) {
+  switch (request.which()) {
+    case rpc::Request::GET: return request.getGet().getTokens();
+    case rpc::Request::MV_GET: return request.getMvGet().getTokens();
+    case rpc::Request::S_IS_MEMBER: return request.getSIsMember().getTokens();
+    case rpc::Request::S_MEMBERS: return request.getSMembers().getTokens();
+    case rpc::Request::S_CARD: return request.getSCard().getTokens();
+    case rpc::Request::COUNTER_GET: return request.getCounterGet().getTokens();
+    case rpc::Request::TYPE: return request.getType().getTokens();
+    default: return {};
   }
-  return kj::joinPromises(writes.releaseAsArray()).then(kj::mv(run_reads));
+}
+
+Status KvService::TokensNow(capnp::List<capnp::Data>::Reader list) const {
+  GEOKV_ASSIGN_OR_RETURN(std::vector<CausalToken> tokens, DecodeTokens(list));
+  if (replicator_.Visible(tokens)) return Status::OK();
+  return Status::Timeout("the tokens' writes did not become visible here within --token-wait (" +
+                         std::to_string(replicator_.token_wait().count()) + " ms)");
 }
 
 void KvService::BatchRead(rpc::Request::Reader request, rpc::Reply::Builder reply) {
+  Status tokens = TokensNow(TokensOf(request));
   switch (request.which()) {
-    case rpc::Request::GET: Answer(request.getGet(), reply.initValue()); return;
-    case rpc::Request::MV_GET: Answer(request.getMvGet(), reply.initMv()); return;
-    case rpc::Request::S_IS_MEMBER: Answer(request.getSIsMember(), reply.initBoolean()); return;
-    case rpc::Request::S_MEMBERS: Answer(request.getSMembers(), reply.initMembers()); return;
-    case rpc::Request::S_CARD: Answer(request.getSCard(), reply.initCount()); return;
-    case rpc::Request::COUNTER_GET: Answer(request.getCounterGet(), reply.initCounter()); return;
-    case rpc::Request::TYPE: Answer(request.getType(), reply.initType()); return;
+    case rpc::Request::GET: Answer(request.getGet(), reply.initValue(), tokens); return;
+    case rpc::Request::MV_GET: Answer(request.getMvGet(), reply.initMv(), tokens); return;
+    case rpc::Request::S_IS_MEMBER:
+      Answer(request.getSIsMember(), reply.initBoolean(), tokens);
+      return;
+    case rpc::Request::S_MEMBERS: Answer(request.getSMembers(), reply.initMembers(), tokens); return;
+    case rpc::Request::S_CARD: Answer(request.getSCard(), reply.initCount(), tokens); return;
+    case rpc::Request::COUNTER_GET:
+      Answer(request.getCounterGet(), reply.initCounter(), tokens);
+      return;
+    case rpc::Request::TYPE: Answer(request.getType(), reply.initType(), tokens); return;
     default:
       SetOutcome(reply.initUnknown(),
                  Status::InvalidArgument("unknown request kind " +
@@ -380,7 +405,63 @@ kj::Promise<void> KvService::info(InfoContext context) {
   out.setReplicaId(store_.node_id());
   out.setVersion(GEOKV_VERSION);
   out.setApiVersion(1);
+  std::vector<uint64_t> digests = store_.TreeDigests();
+  out.setStateDigest(Hash64(std::string_view(reinterpret_cast<const char*>(digests.data()),
+                                             digests.size() * sizeof(uint64_t))));
+  out.setLastSeq(store_.LastSeq());
+  out.setClockOffsetMs(replicator_.ClockOffsetMs());
+  Status writes = replicator_.WritesAllowed();
+  if (!writes.ok()) out.setWritesRefused(writes.message());
+  std::vector<PeerStatus> peers = replicator_.Peers();
+  auto list = out.initPeers(peers.size());
+  for (size_t i = 0; i < peers.size(); ++i) {
+    const PeerStatus& p = peers[i];
+    auto info = list[i];
+    info.setRegion(p.address.region);
+    info.setAddress(p.address.address);
+    info.setName(p.name);
+    info.setConnected(p.connected);
+    info.setRepairing(p.repairing);
+    info.setAcked(p.acked);
+    info.setBacklogBytes(p.backlog_bytes);
+    info.setClockOffsetMs(p.clock_offset_ms.value_or(0));
+  }
   return kj::READY_NOW;
+}
+
+kj::Promise<void> KvService::waitReplicated(WaitReplicatedContext context) {
+  CheckServing();
+  auto request = context.getParams();
+  auto reply = context.getResults();
+  auto tokens = DecodeTokens(request.getTokens());
+  if (!tokens.ok()) {
+    SetOutcome(reply.initOutcome(), tokens.status());
+    return kj::READY_NOW;
+  }
+  std::vector<std::string> regions;
+  for (auto r : request.getRegions()) regions.emplace_back(r.cStr());
+  auto timeout = request.getTimeoutMs() == 0 ? replicator_.token_wait()
+                                             : std::chrono::milliseconds(request.getTimeoutMs());
+  return replicator_.WaitReplicated(std::move(tokens).value(), std::move(regions), timeout)
+      .then([this, reply, timeout](StatusOr<std::vector<std::string>> missing) mutable {
+        if (!missing.ok()) {
+          SetOutcome(reply.initOutcome(), missing.status());
+          return;
+        }
+        if (missing->empty()) {
+          SetOutcome(reply.initOutcome(), Status::OK());
+          return;
+        }
+        std::string names;
+        auto list = reply.initMissing(missing->size());
+        for (size_t i = 0; i < missing->size(); ++i) {
+          list.set(i, (*missing)[i]);
+          names += (i ? ", " : "") + (*missing)[i];
+        }
+        SetOutcome(reply.initOutcome(),
+                   Status::Timeout("not replicated to " + names + " within " +
+                                   std::to_string(timeout.count()) + " ms"));
+      });
 }
 
 }  // namespace geokv

@@ -12,7 +12,8 @@
 
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
-#include "server/group_commit.h"
+#include "replication/group_commit.h"
+#include "replication/replicator.h"
 #include "storage/store.h"
 
 namespace geokv {
@@ -32,8 +33,9 @@ inline constexpr uint32_t kDefaultMembersPage = 1000;
 // Lives on the event loop's thread, like the committer and every call.
 class KvService final : public rpc::GeoKv::Server {
  public:
-  // `store` and `committer` must outlive the service.
-  KvService(Store& store, GroupCommitter& committer, KvServiceOptions options);
+  // `store`, `committer` and `replicator` must outlive the service.
+  KvService(Store& store, GroupCommitter& committer, Replicator& replicator,
+            KvServiceOptions options);
 
   // From now on every call fails with DISCONNECTED ("shutting down"); calls
   // already accepted run to the end.
@@ -55,6 +57,7 @@ class KvService final : public rpc::GeoKv::Server {
   kj::Promise<void> type(TypeContext context) override { return ReadCall(context); }
   kj::Promise<void> batch(BatchContext context) override;
   kj::Promise<void> info(InfoContext context) override;
+  kj::Promise<void> waitReplicated(WaitReplicatedContext context) override;
 
  private:
   // A write request turned into what the store applies, or why it is refused.
@@ -72,21 +75,28 @@ class KvService final : public rpc::GeoKv::Server {
     return Write(std::move(parsed), context.getResults());
   }
 
+  // Answers at once, or once the request's tokens are visible here.
   template <typename Context>
   kj::Promise<void> ReadCall(Context& context) {
     CheckServing();
-    reply_budget_ = ReplyBudget();
-    Answer(context.getParams(), context.getResults());
-    return kj::READY_NOW;
+    auto request = context.getParams();
+    if (request.getTokens().size() == 0) {
+      reply_budget_ = ReplyBudget();
+      Answer(request, context.getResults(), Status::OK());
+      return kj::READY_NOW;
+    }
+    return TokensVisible(request.getTokens()).then([this, context](Status s) mutable {
+      reply_budget_ = ReplyBudget();
+      Answer(context.getParams(), context.getResults(), s);
+    });
   }
 
-  // Answers a read request once its key is checked and its tokens are
-  // satisfied.
+  // Answers a read request whose tokens ended as `tokens` says.
   template <typename Request, typename Reply>
-  void Answer(Request request, Reply reply) {
+  void Answer(Request request, Reply reply, Status tokens) {
     auto key = request.getKey();
     Status s = CheckKey(key);
-    if (s.ok()) s = CheckTokens(request.getTokens());
+    if (s.ok()) s = tokens;
     if (s.ok()) s = Read(View(key), request, reply);
     SetOutcome(reply.initOutcome(), s);
   }
@@ -108,8 +118,9 @@ class KvService final : public rpc::GeoKv::Server {
   // Takes `reply_bytes` from the current call's budget, or TooLarge.
   Status Spend(size_t reply_bytes);
   Status Spend(const std::vector<std::string>& values);
-  // OK when every token's write is visible here.
-  Status CheckTokens(capnp::List<capnp::Data>::Reader tokens);
+  // Resolves OK once every token's write is visible here, Timeout after
+  // --token-wait, InvalidArgument for a token that does not decode.
+  kj::Promise<Status> TokensVisible(capnp::List<capnp::Data>::Reader tokens);
   // For a set read with an empty answer: OK, or WrongType when another
   // type is live at `key`.
   Status EmptySet(std::string_view key);
@@ -146,9 +157,15 @@ class KvService final : public rpc::GeoKv::Server {
               rpc::TypeReply::Builder reply);
   // One read of a batch.
   void BatchRead(rpc::Request::Reader request, rpc::Reply::Builder reply);
+  // The tokens of a read request (empty for a write or unknown kind).
+  static capnp::List<capnp::Data>::Reader TokensOf(rpc::Request::Reader request);
+  // OK when the tokens' writes are visible now, else Timeout (after the
+  // batch waited) or InvalidArgument.
+  Status TokensNow(capnp::List<capnp::Data>::Reader tokens) const;
 
   Store& store_;
   GroupCommitter& committer_;
+  Replicator& replicator_;
   const KvServiceOptions options_;
   bool serving_ = true;
   // What the reply being built may still carry; reset by every call (reads

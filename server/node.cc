@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "server/group_commit.h"
+#include "replication/group_commit.h"
 #include "server/kv_service.h"
 #include "server/rpc_listener.h"
 
@@ -53,18 +53,42 @@ int RunNode(const ServerOptions& options) {
   kj::Timer& timer = io.provider->getTimer();
 
   auto committer = std::make_unique<GroupCommitter>(*store, options.max_pending_writes);
+  ReplicatorOptions replication;
+  replication.name = name;
+  replication.region = options.region;
+  replication.peers = options.peers;
+  replication.max_message_bytes = options.max_message_bytes;
+  replication.batch_bytes = options.replication_batch_bytes;
+  replication.window = options.replication_window;
+  replication.max_backlog_bytes = options.max_backlog_bytes;
+  replication.max_clock_offset = std::chrono::milliseconds(options.max_clock_offset_ms);
+  replication.token_wait = std::chrono::milliseconds(options.token_wait_ms);
+  replication.anti_entropy_interval = std::chrono::milliseconds(options.anti_entropy_interval_ms);
+  replication.anti_entropy_bytes_per_second = options.anti_entropy_bytes_per_second;
+  replication.heartbeat = std::chrono::milliseconds(options.heartbeat_ms);
+  auto replicator =
+      std::make_unique<Replicator>(*store, *committer, *io.provider, std::move(replication));
   auto service_own = kj::heap<KvService>(
-      *store, *committer,
+      *store, *committer, *replicator,
       KvServiceOptions{name, options.region, options.max_key_bytes, options.max_value_bytes,
                        options.max_message_bytes});
   KvService& service = *service_own;
 
-  kj::Own<kj::ConnectionReceiver> receiver;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-    auto address = io.provider->getNetwork().parseAddress(options.listen).wait(ws);
-    receiver = address->listen();
-  })) {
-    spdlog::error("cannot listen on {}: {}", options.listen, e->getDescription().cStr());
+  auto listen = [&](const std::string& address) -> kj::Own<kj::ConnectionReceiver> {
+    kj::Own<kj::ConnectionReceiver> receiver;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+      receiver = io.provider->getNetwork().parseAddress(address).wait(ws)->listen();
+    })) {
+      spdlog::error("cannot listen on {}: {}", address, e->getDescription().cStr());
+    }
+    return receiver;
+  };
+  kj::Own<kj::ConnectionReceiver> receiver = listen(options.listen);
+  kj::Own<kj::ConnectionReceiver> peer_receiver;
+  if (receiver.get() != nullptr && !options.peer_listen.empty()) {
+    peer_receiver = listen(options.peer_listen);
+  }
+  if (receiver.get() == nullptr || (!options.peer_listen.empty() && peer_receiver.get() == nullptr)) {
     committer->Drain().wait(ws);
     return 1;
   }
@@ -72,6 +96,17 @@ int RunNode(const ServerOptions& options) {
       kj::mv(receiver), kj::mv(service_own), timer,
       RpcListenerOptions{options.max_connections, options.max_message_bytes});
   spdlog::info("client API listening on {} port {}", options.listen, listener->port());
+  std::unique_ptr<RpcListener> peer_listener;
+  if (peer_receiver.get() != nullptr) {
+    peer_listener = std::make_unique<RpcListener>(
+        kj::mv(peer_receiver), replicator->PeerBootstrap(), timer,
+        RpcListenerOptions{options.max_connections, options.max_message_bytes});
+    spdlog::info("peer API listening on {} port {}", options.peer_listen, peer_listener->port());
+  } else if (!options.peers.empty()) {
+    spdlog::warn("--peers given without --peer-listen: this node ships to its peers, but they "
+                 "cannot ship to it");
+  }
+  replicator->Start();
 
   auto sigterm = io.unixEventPort.onSignal(SIGTERM);
   auto sigint = io.unixEventPort.onSignal(SIGINT);
@@ -79,7 +114,9 @@ int RunNode(const ServerOptions& options) {
   spdlog::info("{} received: shutting down", signal.si_signo == SIGTERM ? "SIGTERM" : "SIGINT");
 
   listener->StopAccepting();
+  if (peer_listener) peer_listener->StopAccepting();
   service.StopServing();
+  replicator->Stop();
   auto timeout = static_cast<int64_t>(options.shutdown_timeout_seconds * 1000) * kj::MILLISECONDS;
   bool drained = committer->Drain()
                      .then([] { return true; })
@@ -95,6 +132,7 @@ int RunNode(const ServerOptions& options) {
     timer.afterDelay(10 * kj::MILLISECONDS).wait(ws);
   }
   listener.reset();
+  peer_listener.reset();
   if (!drained) {
     // The writer thread is stuck in a group (a hung disk); joining it would
     // hang too. Make what was acknowledged durable and leave without it.
@@ -103,6 +141,7 @@ int RunNode(const ServerOptions& options) {
     spdlog::default_logger()->flush();
     std::_Exit(1);
   }
+  replicator.reset();
   committer.reset();
   Status synced = store->Sync();
   if (!synced.ok()) {

@@ -1,5 +1,8 @@
 #include "server/options.h"
 
+#include <algorithm>
+#include <map>
+
 #include "util/cli.h"
 
 namespace geokv {
@@ -43,6 +46,35 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                  "Seconds calls in flight may take to finish after SIGTERM")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 86400.0));
+  auto ms_option = [&](const char* name, uint64_t* value, const char* help) {
+    return app.add_option(name, *value, help)
+        ->transform(CLI::AsNumberWithUnit(std::map<std::string, uint64_t>{
+            {"ms", 1}, {"s", 1000}, {"min", 60000}}))
+        ->default_str(std::to_string(*value) + "ms");
+  };
+  app.add_option("--peer-listen", o.peer_listen,
+                 "HOST:PORT of the peer API other regions' nodes connect to (default: none)");
+  std::string peers;
+  app.add_option("--peers", peers,
+                 "The other regions' nodes: REGION=HOST:PORT,... (their --peer-listen)");
+  size_option("--max-backlog", &o.max_backlog_bytes,
+              "Log bytes a peer may lag before anti-entropy repairs it instead");
+  ms_option("--max-clock-offset", &o.max_clock_offset_ms,
+            "Clock offset from the peers' median beyond which writes are refused (ms, s)");
+  ms_option("--token-wait", &o.token_wait_ms,
+            "How long a read waits for its tokens' writes to arrive");
+  ms_option("--anti-entropy-interval", &o.anti_entropy_interval_ms,
+            "Pause between anti-entropy passes against each peer");
+  size_option("--anti-entropy-rate", &o.anti_entropy_bytes_per_second,
+              "Bytes per second anti-entropy may exchange with each peer");
+  size_option("--replication-batch-bytes", &o.replication_batch_bytes,
+              "Log bytes per batch shipped to a peer");
+  app.add_option("--replication-window", o.replication_window,
+                 "Batches in flight to each peer")
+      ->capture_default_str()
+      ->check(AtLeast(1));
+  ms_option("--heartbeat", &o.heartbeat_ms, "Interval of heartbeats to each peer")
+      ->check(CLI::Range(uint64_t{10}, uint64_t{60000}));
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -63,6 +95,19 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                        "plus 4 KiB");
   }
   if (o.data_dir.empty()) return usage_error("--data-dir: must not be empty");
+  auto parsed_peers = ParsePeers(peers, o.region);
+  if (!parsed_peers.ok()) return usage_error("--peers: " + parsed_peers.status().message());
+  o.peers = std::move(parsed_peers).value();
+  if (app.count("--replication-batch-bytes") == 0) {
+    o.replication_batch_bytes = std::min(o.replication_batch_bytes, o.max_message_bytes / 4);
+  }
+  if (o.replication_batch_bytes == 0 || o.replication_batch_bytes > o.max_message_bytes / 2) {
+    return usage_error("--replication-batch-bytes: must be between 1 and half of "
+                       "--max-message-bytes");
+  }
+  if (o.anti_entropy_bytes_per_second == 0) {
+    return usage_error("--anti-entropy-rate: must be at least 1");
+  }
   return o;
 }
 

@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <string>
 #include <variant>
+#include <vector>
 
+#include "replication/replicator.h"
 #include "storage/store.h"
 
 namespace geokv {
@@ -38,6 +40,22 @@ struct ServerOptions {
   size_t max_pending_writes = 100000;
   // After SIGTERM, how long calls in flight may take to finish.
   double shutdown_timeout_seconds = 30;
+
+  // Replication with other regions (docs/replication.md).
+  // HOST:PORT of the peer API; empty: none served (peers cannot ship here).
+  std::string peer_listen;
+  // The other regions' nodes, from --peers REGION=HOST:PORT,...
+  std::vector<PeerAddress> peers;
+  // Unacknowledged log bytes beyond which a peer is repaired by
+  // anti-entropy instead of the log.
+  size_t max_backlog_bytes = size_t{256} << 20;
+  uint64_t max_clock_offset_ms = 500;
+  uint64_t token_wait_ms = 5000;
+  uint64_t anti_entropy_interval_ms = 10000;
+  size_t anti_entropy_bytes_per_second = size_t{8} << 20;
+  size_t replication_batch_bytes = size_t{1} << 20;
+  size_t replication_window = 4;
+  uint64_t heartbeat_ms = 1000;
 
   // trace, debug, info, warn, error, off. Default: info.
   std::string log_level = "info";

@@ -12,6 +12,7 @@ std::string_view CodeName(Status::Code code) {
     case Status::Code::kTooLarge: return "TOO_LARGE";
     case Status::Code::kIOError: return "IO_ERROR";
     case Status::Code::kUnavailable: return "UNAVAILABLE";
+    case Status::Code::kTimeout: return "TIMEOUT";
     case Status::Code::kFailedPrecondition: return "FAILED_PRECONDITION";
   }
   return "UNKNOWN";

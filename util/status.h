@@ -25,6 +25,7 @@ class [[nodiscard]] Status {
     kIOError,          // the disk or the OS failed
     kUnavailable,      // retry later (shutting down, peer unreachable)
     kFailedPrecondition,  // the state does not allow the call
+    kTimeout,          // a bounded wait ran out
   };
 
   Status() = default;
@@ -41,6 +42,7 @@ class [[nodiscard]] Status {
   static Status FailedPrecondition(std::string msg) {
     return Status(Code::kFailedPrecondition, std::move(msg));
   }
+  static Status Timeout(std::string msg) { return Status(Code::kTimeout, std::move(msg)); }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "schema/kv_text.h"
+#include "replication/causal_token.h"
+#include "replication/group_commit.h"
+#include "replication/replicator.h"
 #include "server/api_codec.h"
-#include "server/group_commit.h"
 #include "tests/storage/test_dir.h"
 
 namespace geokv {
@@ -37,8 +39,13 @@ class KvServiceTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_ = std::move(store).value();
     committer_ = std::make_unique<GroupCommitter>(*store_, limits.max_pending);
+    ReplicatorOptions replication;
+    replication.region = "eu";
+    replication.token_wait = std::chrono::milliseconds(300);
+    replicator_ = std::make_unique<Replicator>(*store_, *committer_, *io_->provider,
+                                               std::move(replication));
     auto service = kj::heap<KvService>(
-        *store_, *committer_,
+        *store_, *committer_, *replicator_,
         KvServiceOptions{"n1", "eu", limits.max_key_bytes, limits.max_value_bytes,
                          limits.max_message_bytes});
     service_ = service.get();
@@ -59,6 +66,7 @@ class KvServiceTest : public ::testing::Test {
     }
     if (committer_) committer_->Drain().wait(ws());
     rpc_.reset();
+    replicator_.reset();
     committer_.reset();
     store_.reset();
   }
@@ -168,6 +176,7 @@ class KvServiceTest : public ::testing::Test {
       std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo());
   std::unique_ptr<Store> store_;
   std::unique_ptr<GroupCommitter> committer_;
+  std::unique_ptr<Replicator> replicator_;
   KvService* service_ = nullptr;
   struct Rpc {
     kj::Own<capnp::TwoPartyServer> server;
@@ -223,15 +232,52 @@ TEST_F(KvServiceTest, ReadsCheckTokens) {
   ASSERT_EQ(Set("k", "v", &token), Code::OK);
   EXPECT_EQ(Get("k", nullptr, {token}), Code::OK);
 
-  // A write this node has not seen (another origin) is not visible yet.
+  // A write this node has not seen (another origin) is waited for, up to
+  // the token wait (300 ms here).
   std::string elsewhere = EncodeToken({store_->node_id() + 1, 5});
-  EXPECT_EQ(Get("k", nullptr, {token, elsewhere}), Code::UNAVAILABLE);
-  EXPECT_NE(last_message_.find("not visible here yet"), std::string::npos) << last_message_;
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(Get("k", nullptr, {token, elsewhere}), Code::TIMEOUT);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+  EXPECT_NE(last_message_.find("write 5 of node"), std::string::npos) << last_message_;
   std::string ahead = EncodeToken({store_->node_id(), 99});
-  EXPECT_EQ(Get("k", nullptr, {ahead}), Code::UNAVAILABLE);
+  EXPECT_EQ(Get("k", nullptr, {ahead}), Code::TIMEOUT);
 
   EXPECT_EQ(Get("k", nullptr, {"garbage"}), Code::INVALID);
   EXPECT_NE(last_message_.find("not a causal token"), std::string::npos) << last_message_;
+}
+
+TEST_F(KvServiceTest, AReadWaitsForItsTokensWriteToArrive) {
+  ASSERT_EQ(Set("k", "v"), Code::OK);
+  const ReplicaId other = store_->node_id() + 1;
+  auto req = kv().getRequest();
+  req.setKey(AsData("k"));
+  req.initTokens(1).set(0, AsData(EncodeToken({other, 3})));
+  auto pending = req.send();
+  // The read waits; the other origin's entries 1..3 arrive while it does.
+  kj::Promise<void> later = io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS);
+  later.wait(ws());
+  RemoteApply apply;
+  apply.origin = other;
+  apply.first = 1;
+  apply.through = 3;
+  apply.joins.emplace_back("k2", LwwRegister(HlcTimestamp{1, 0}, other, std::string("x")));
+  auto applied = committer_->SubmitRemote(std::move(apply)).wait(ws());
+  ASSERT_TRUE(applied.status.ok()) << applied.status.ToString();
+  auto reply = pending.wait(ws());
+  EXPECT_EQ(reply.getOutcome().getCode(), Code::OK) << reply.getOutcome().getMessage().cStr();
+  EXPECT_EQ(View(reply.getValue()), "v");
+}
+
+TEST_F(KvServiceTest, RemoteEntriesMustContinueTheAppliedPosition) {
+  const ReplicaId other = store_->node_id() + 1;
+  RemoteApply gap;
+  gap.origin = other;
+  gap.first = 5;
+  gap.through = 5;
+  gap.joins.emplace_back("k", LwwRegister(HlcTimestamp{1, 0}, other, std::string("x")));
+  auto result = committer_->SubmitRemote(std::move(gap)).wait(ws());
+  EXPECT_FALSE(result.status.ok());
+  EXPECT_EQ(store_->AppliedPositions().count(other), 0u);
 }
 
 TEST_F(KvServiceTest, KeysAreChecked) {

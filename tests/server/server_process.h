@@ -15,18 +15,22 @@ namespace geokv::testing {
 
 class ServerProcess {
  public:
-  // `binary` is geokv-server; each start logs to `log_prefix`.N.
+  // `binary` is geokv-server; each start logs to `log_prefix`.N. A
+  // non-empty `wrapper` runs the server under it (e.g. faketime and its
+  // arguments).
   ServerProcess(std::string binary, std::string data_dir, std::string log_prefix,
-                std::vector<std::string> flags = {})
+                std::vector<std::string> flags = {}, std::vector<std::string> wrapper = {})
       : binary_(std::move(binary)),
         data_dir_(std::move(data_dir)),
         log_prefix_(std::move(log_prefix)),
-        flags_(std::move(flags)) {}
+        flags_(std::move(flags)),
+        wrapper_(std::move(wrapper)) {}
 
   // Starts the server on port 0 and waits until it listens. False (with the
   // log in *why) if it does not within 30 s.
   bool Start(std::string* why) {
-    std::vector<std::string> argv{binary_, "--listen", "127.0.0.1:0", "--data-dir", data_dir_};
+    std::vector<std::string> argv = wrapper_;
+    argv.insert(argv.end(), {binary_, "--listen", "127.0.0.1:0", "--data-dir", data_dir_});
     argv.insert(argv.end(), flags_.begin(), flags_.end());
     child_ = std::make_unique<ChildProcess>(argv,
                                             log_prefix_ + "." + std::to_string(++starts_));
@@ -60,6 +64,7 @@ class ServerProcess {
  private:
   std::string binary_, data_dir_, log_prefix_;
   std::vector<std::string> flags_;
+  std::vector<std::string> wrapper_;
   std::unique_ptr<ChildProcess> child_;
   int starts_ = 0;
   int port_ = 0;

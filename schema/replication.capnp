@@ -1,0 +1,101 @@
+# The peer API: what geokv nodes of different regions call on each other.
+#
+# Each node serves `Peer` on its --peer-listen address and calls it on every
+# peer it knows. The bootstrap capability has one method, `hello`, which
+# answers with the session capability that carries every other call, so
+# nothing happens on a connection before the two nodes know each other. Values travel as framed `Value`s of
+# crdt.capnp (docs/formats.md), so every delta and state is checksummed and
+# validated on arrival.
+#
+# Evolution rules are those of kv.capnp (docs/api.md): ordinals only grow;
+# nothing is renumbered, retyped or reused. `schemaVersion` changes only for
+# an incompatible change; a node refuses a peer whose version it does not
+# speak.
+
+@0x9f7e6a46e1c430c8;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("geokv::peer");
+
+# The version of this file that a node speaks.
+const schemaVersion :UInt32 = 1;
+
+# Who a node is; exchanged by `hello`.
+struct NodeHello {
+  # The random replica id that names the node's writes (its log's origin).
+  replicaId @0 :UInt64;
+  name @1 :Text;    # --node-id
+  region @2 :Text;  # --region
+  schemaVersion @3 :UInt32;
+  # The sender's wall clock when it sent this, in milliseconds since the
+  # Unix epoch; feeds the clock-offset estimate.
+  wallClockMs @4 :Int64;
+}
+
+# One entry of the origin's replication log.
+struct Delta {
+  seq @0 :UInt64;   # the entry's position in the origin's log
+  key @1 :Data;
+  value @2 :Data;   # a framed Value: the delta
+}
+
+# Consecutive entries of one origin's log, oldest first.
+struct DeltaBatch {
+  origin @0 :UInt64;  # the replica id of the node whose log this is
+  entries @1 :List(Delta);
+}
+
+struct KeyDigest {
+  key @0 :Data;
+  digest @1 :UInt64;  # of all the key's state rows (docs/formats.md)
+}
+
+# The full state of every type stored at one key.
+struct KeyStates {
+  key @0 :Data;
+  states @1 :List(Data);  # framed Values
+}
+
+interface Peer {
+  # Introduces the caller. Answers with the callee's own introduction,
+  # `applied`: the callee's durable position in the caller's log (every
+  # entry through it is applied), where the caller's shipper resumes, and
+  # the session for everything else. Fails when the schema versions differ
+  # or both nodes are one replica.
+  hello @0 (hello :NodeHello) -> (hello :NodeHello, applied :UInt64, session :PeerSession);
+}
+
+# What one node asks of another, after hello. `caller` below is the node
+# that said hello.
+interface PeerSession {
+  # Joins the entries and answers with the callee's durable position in the
+  # origin's log once they are committed. Entries at or below the position
+  # are replays and are skipped; a batch starting past the position + 1
+  # (a gap) applies nothing, and the answer tells the caller where to
+  # resume. Fails with OVERLOADED when the callee's writes are backed up.
+  pushDeltas @0 (batch :DeltaBatch) -> (applied :UInt64);
+
+  # A liveness and clock probe: answers with the callee's wall clock.
+  heartbeat @1 (wallClockMs :Int64) -> (wallClockMs :Int64);
+
+  # Anti-entropy: the digests of every segment of the callee's hash tree
+  # (kTreeSegments entries, segment order).
+  treeDigests @2 () -> (digests :List(UInt64));
+  # Every key of one segment with its digest, in byte order.
+  segmentKeys @3 (segment :UInt32) -> (keys :List(KeyDigest));
+  # The full states of the first `served` named keys (keys with no state
+  # are left out): the callee stops where the reply would pass its batch
+  # size, and the caller asks again for the rest.
+  getStates @4 (keys :List(Data)) -> (states :List(KeyStates), served :UInt32);
+  # Joins full states into the callee; answers once they are committed.
+  putStates @5 (states :List(KeyStates)) -> ();
+
+  # After a complete anti-entropy pass begun when the caller's last log
+  # entry was `through`, the callee holds every write of the caller through
+  # it: records that as its position in the caller's log (never lowers it).
+  markRepaired @6 (through :UInt64) -> (applied :UInt64);
+
+  # Answers true once every token's write (causal tokens of kv.capnp) is
+  # visible on the callee, or false after `timeoutMs`.
+  waitVisible @7 (tokens :List(Data), timeoutMs :UInt32) -> (visible :Bool);
+}

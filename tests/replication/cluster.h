@@ -1,0 +1,341 @@
+// A multi-region cluster on loopback for tests: one geokv-server per region,
+// and a WAN proxy on every directed link between regions (i -> j), so a test
+// can delay traffic, cut connections or partition a region off.
+
+#ifndef GEOKV_TESTS_REPLICATION_CLUSTER_H_
+#define GEOKV_TESTS_REPLICATION_CLUSTER_H_
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <capnp/ez-rpc.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "crdt/codec.h"
+#include "schema/kv.capnp.h"
+#include "schema/kv_text.h"
+#include "storage/store.h"
+#include "tests/server/server_process.h"
+#include "tools/wan_proxy.h"
+#include "util/coding.h"
+
+namespace geokv::testing {
+
+// A loopback port free at the time of the call.
+inline int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Every key's encoded states, as a data dir holds them.
+using Dump = std::map<std::string, std::vector<std::string>>;
+
+// Reads a stopped node's data dir whole.
+inline Dump DumpDataDir(const std::string& dir, std::string* why) {
+  Dump out;
+  auto store = Store::Open(dir, StoreOptions{Durability::kWal});
+  if (!store.ok()) {
+    *why = store.status().ToString();
+    return out;
+  }
+  for (size_t seg = 0; seg < kTreeSegments; ++seg) {
+    auto keys = (*store)->SegmentKeys(seg);
+    if (!keys.ok()) {
+      *why = keys.status().ToString();
+      return out;
+    }
+    for (const KeyDigest& kd : *keys) {
+      auto states = (*store)->GetStates(kd.key);
+      if (!states.ok()) {
+        *why = states.status().ToString();
+        return out;
+      }
+      for (const Crdt& c : *states) out[kd.key].push_back(EncodeCrdt(c));
+    }
+  }
+  return out;
+}
+
+// A client of one node, on the calling thread.
+class Client {
+ public:
+  explicit Client(const std::string& address) : ez_(address), kv_(ez_.getMain<rpc::GeoKv>()) {}
+
+  kj::WaitScope& ws() { return ez_.getWaitScope(); }
+  rpc::GeoKv::Client& kv() { return kv_; }
+
+  // Each write returns its token, or "" when it failed.
+  std::string Set(const std::string& key, const std::string& value) {
+    auto req = kv_.setRequest();
+    req.setKey(AsData(key));
+    req.setValue(AsData(value));
+    return Token(req.send().wait(ws()));
+  }
+  std::string Del(const std::string& key) {
+    auto req = kv_.delRequest();
+    req.setKey(AsData(key));
+    return Token(req.send().wait(ws()));
+  }
+  std::string MvSet(const std::string& key, const std::string& value) {
+    auto req = kv_.mvSetRequest();
+    req.setKey(AsData(key));
+    req.setValue(AsData(value));
+    return Token(req.send().wait(ws()));
+  }
+  std::string SAdd(const std::string& key, const std::string& element) {
+    auto req = kv_.sAddRequest();
+    req.setKey(AsData(key));
+    req.initElements(1).set(0, AsData(element));
+    return Token(req.send().wait(ws()));
+  }
+  std::string SRem(const std::string& key, const std::string& element) {
+    auto req = kv_.sRemRequest();
+    req.setKey(AsData(key));
+    req.initElements(1).set(0, AsData(element));
+    return Token(req.send().wait(ws()));
+  }
+  std::string IncrBy(const std::string& key, int64_t delta) {
+    auto req = kv_.incrByRequest();
+    req.setKey(AsData(key));
+    req.setDelta(delta);
+    return Token(req.send().wait(ws()));
+  }
+
+  // nullopt when absent; the outcome code in *code when given.
+  std::optional<std::string> Get(const std::string& key, const std::vector<std::string>& tokens = {},
+                                 rpc::Outcome::Code* code = nullptr) {
+    auto req = kv_.getRequest();
+    req.setKey(AsData(key));
+    auto list = req.initTokens(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) list.set(i, AsData(tokens[i]));
+    auto reply = req.send().wait(ws());
+    if (code) *code = reply.getOutcome().getCode();
+    if (reply.getOutcome().getCode() != rpc::Outcome::Code::OK) return std::nullopt;
+    return String(reply.getValue());
+  }
+  std::vector<std::string> MvGet(const std::string& key) {
+    auto req = kv_.mvGetRequest();
+    req.setKey(AsData(key));
+    auto reply = req.send().wait(ws());
+    std::vector<std::string> out;
+    for (auto v : reply.getValues()) out.push_back(String(v));
+    return out;
+  }
+  std::vector<std::string> SMembers(const std::string& key) {
+    auto req = kv_.sMembersRequest();
+    req.setKey(AsData(key));
+    req.setLimit(1000);
+    auto reply = req.send().wait(ws());
+    std::vector<std::string> out;
+    for (auto e : reply.getElements()) out.push_back(String(e));
+    return out;
+  }
+  int64_t Counter(const std::string& key) {
+    auto req = kv_.counterGetRequest();
+    req.setKey(AsData(key));
+    return req.send().wait(ws()).getValue();
+  }
+  uint64_t StateDigest() { return kv_.infoRequest().send().wait(ws()).getStateDigest(); }
+  // Whether every peer link is up.
+  bool AllPeersConnected() {
+    auto info = kv_.infoRequest().send().wait(ws());
+    for (auto p : info.getPeers()) {
+      if (!p.getConnected()) return false;
+    }
+    return true;
+  }
+
+ private:
+  template <typename Reply>
+  static std::string Token(const Reply& reply) {
+    if (reply.getOutcome().getCode() != rpc::Outcome::Code::OK) return "";
+    return String(reply.getToken());
+  }
+
+  capnp::EzRpcClient ez_;
+  rpc::GeoKv::Client kv_;
+};
+
+class Cluster {
+ public:
+  struct Options {
+    int regions = 3;
+    std::chrono::milliseconds delay{0};   // one-way, on every link
+    std::vector<std::string> flags;       // for every node
+    // Per region, a command the node runs under (e.g. faketime).
+    std::map<int, std::vector<std::string>> wrappers;
+  };
+
+  Cluster(std::string dir, Options options) : dir_(std::move(dir)), options_(std::move(options)) {}
+
+  ~Cluster() {
+    for (auto& node : nodes_) {
+      if (node && node->child().Running()) node->Kill();
+    }
+    for (auto& [link, proxy] : proxies_) proxy->Stop();
+    work_.reset();
+    if (io_thread_.joinable()) io_thread_.join();
+  }
+
+  static std::string Region(int i) { return "r" + std::to_string(i); }
+  std::string DataDir(int i) const { return dir_ + "/data" + std::to_string(i); }
+
+  // Starts the proxies and every node, and waits until every link is up.
+  bool Start(std::string* why) {
+    const int n = options_.regions;
+    for (int i = 0; i < n; ++i) peer_ports_.push_back(FreePort());
+    for (int i = 0; i < n; ++i) {
+      for (int j = 0; j < n; ++j) {
+        if (i == j) continue;
+        WanProxyOptions po;
+        po.target = "127.0.0.1:" + std::to_string(peer_ports_[j]);
+        po.delay = options_.delay;
+        po.seed = static_cast<uint64_t>(i * 10 + j + 1);
+        auto proxy = std::make_unique<WanProxy>(io_, po);
+        Status started = proxy->Start();
+        if (!started.ok()) {
+          *why = "proxy: " + started.ToString();
+          return false;
+        }
+        proxies_[{i, j}] = std::move(proxy);
+      }
+    }
+    io_thread_ = std::thread([this] { io_.run(); });
+    for (int i = 0; i < n; ++i) {
+      std::string peers;
+      for (int j = 0; j < n; ++j) {
+        if (i == j) continue;
+        if (!peers.empty()) peers += ",";
+        peers += Region(j) + "=" + proxies_[{i, j}]->listen_address();
+      }
+      std::vector<std::string> flags{"--region", Region(i), "--node-id", "node-" + Region(i),
+                                     "--peer-listen",
+                                     "127.0.0.1:" + std::to_string(peer_ports_[i]),
+                                     "--peers", peers, "--durability", "wal"};
+      flags.insert(flags.end(), options_.flags.begin(), options_.flags.end());
+      auto wrapper = options_.wrappers.find(i);
+      nodes_.push_back(std::make_unique<ServerProcess>(
+          GEOKV_SERVER_BIN, DataDir(i), dir_ + "/node" + std::to_string(i) + ".log", flags,
+          wrapper == options_.wrappers.end() ? std::vector<std::string>{} : wrapper->second));
+      if (!nodes_.back()->Start(why)) return false;
+    }
+    return WaitConnected(why);
+  }
+
+  bool WaitConnected(std::string* why) {
+    for (int i = 0; i < options_.regions; ++i) {
+      Client c(address(i));
+      if (!PollUntil([&] { return c.AllPeersConnected(); }, std::chrono::seconds(30))) {
+        *why = Region(i) + "'s peer links did not come up.";
+        for (int j = 0; j < options_.regions; ++j) {
+          *why += "\n--- " + Region(j) + ":\n" + node(j).child().Log();
+        }
+        return false;
+      }
+    }
+    return true;
+  }
+
+  ServerProcess& node(int i) { return *nodes_[i]; }
+  std::string address(int i) const { return nodes_[i]->address(); }
+  WanProxy& proxy(int from, int to) { return *proxies_.at({from, to}); }
+
+  // Cuts region i off from every other region, both ways.
+  void Partition(int i) { ForLinksOf(i, [](WanProxy& p) { p.Partition(); }); }
+  void Heal(int i) { ForLinksOf(i, [](WanProxy& p) { p.Heal(); }); }
+  // Resets every open connection between regions (they reconnect).
+  void CutAll() {
+    for (auto& [link, proxy] : proxies_) {
+      proxy->Partition();
+      proxy->Heal();
+    }
+  }
+
+  // Waits until every node shows the same state digest.
+  bool WaitConverged(std::chrono::milliseconds timeout, std::string* why) {
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int i = 0; i < options_.regions; ++i) clients.push_back(std::make_unique<Client>(address(i)));
+    std::vector<uint64_t> digests;
+    bool ok = PollUntil(
+        [&] {
+          digests.clear();
+          for (auto& c : clients) digests.push_back(c->StateDigest());
+          return std::all_of(digests.begin(), digests.end(),
+                             [&](uint64_t d) { return d == digests[0]; });
+        },
+        timeout);
+    if (!ok) {
+      *why = "digests still differ:";
+      for (uint64_t d : digests) *why += " " + ToHex(EncodeBigEndian64(d));
+    }
+    return ok;
+  }
+
+  // Stops every node (SIGTERM) and compares their data dirs whole.
+  bool StopAndCompareDumps(std::string* why) {
+    for (int i = 0; i < options_.regions; ++i) {
+      auto status = node(i).Stop();
+      if (!status || *status != 0) {
+        *why = Region(i) + " did not stop cleanly:\n" + node(i).child().Log();
+        return false;
+      }
+    }
+    Dump first = DumpDataDir(DataDir(0), why);
+    if (!why->empty()) return false;
+    if (first.empty()) {
+      *why = "empty dump";
+      return false;
+    }
+    for (int i = 1; i < options_.regions; ++i) {
+      Dump other = DumpDataDir(DataDir(i), why);
+      if (!why->empty()) return false;
+      if (other != first) {
+        *why = Region(i) + "'s dump differs from " + Region(0) + "'s (" +
+               std::to_string(other.size()) + " against " + std::to_string(first.size()) +
+               " keys)";
+        return false;
+      }
+    }
+    return true;
+  }
+
+ private:
+  template <typename F>
+  void ForLinksOf(int i, F f) {
+    for (auto& [link, proxy] : proxies_) {
+      if (link.first == i || link.second == i) f(*proxy);
+    }
+  }
+
+  std::string dir_;
+  Options options_;
+  boost::asio::io_context io_;
+  std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_ =
+      std::make_unique<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>(
+          io_.get_executor());
+  std::thread io_thread_;
+  std::vector<int> peer_ports_;
+  std::map<std::pair<int, int>, std::unique_ptr<WanProxy>> proxies_;
+  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+};
+
+}  // namespace geokv::testing
+
+#endif  // GEOKV_TESTS_REPLICATION_CLUSTER_H_

@@ -1,0 +1,60 @@
+// The replicator's pure decisions: the peer list and the clock judge.
+
+#include "replication/replicator.h"
+
+#include <gtest/gtest.h>
+
+namespace geokv {
+namespace {
+
+TEST(ParsePeersTest, ReadsRegionsAndAddresses) {
+  auto peers = ParsePeers("us=10.0.0.1:7401,ap=host.example:7401", "eu");
+  ASSERT_TRUE(peers.ok()) << peers.status().ToString();
+  ASSERT_EQ(peers->size(), 2u);
+  EXPECT_EQ((*peers)[0].region, "us");
+  EXPECT_EQ((*peers)[0].address, "10.0.0.1:7401");
+  EXPECT_EQ((*peers)[1].region, "ap");
+  EXPECT_EQ((*peers)[1].address, "host.example:7401");
+  EXPECT_TRUE(ParsePeers("", "eu")->empty());
+}
+
+TEST(ParsePeersTest, RefusesWhatCannotBeRight) {
+  for (const char* bad : {"us", "us=", "=h:1", "us=host", "us=h:1,", "us=h:1,,ap=h:2"}) {
+    auto peers = ParsePeers(bad, "eu");
+    EXPECT_FALSE(peers.ok()) << bad;
+    if (!peers.ok()) {
+      EXPECT_NE(peers.status().message().find("is not REGION=HOST:PORT"), std::string::npos)
+          << peers.status().message();
+    }
+  }
+  auto own = ParsePeers("eu=h:1", "eu");
+  ASSERT_FALSE(own.ok());
+  EXPECT_NE(own.status().message().find("own region"), std::string::npos);
+  auto twice = ParsePeers("us=h:1,us=h:2", "eu");
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("named twice"), std::string::npos);
+}
+
+TEST(ClockJudgeTest, TheNodeOffTheMedianIsTheOneRefused) {
+  ClockJudge judge(std::chrono::milliseconds(500));
+  // Without peers there is nothing to be off from.
+  EXPECT_TRUE(judge.Judge({}).ok());
+  // This node is 2 s ahead of both peers: it is off.
+  EXPECT_EQ(ClockJudge::OwnOffset({-2000, -2010}), 2000);
+  Status refused = judge.Judge({-2000, -2010});
+  EXPECT_EQ(refused.code(), Status::Code::kUnavailable);
+  EXPECT_NE(refused.message().find("2000 ms off"), std::string::npos) << refused.message();
+  EXPECT_NE(refused.message().find("--max-clock-offset 500 ms"), std::string::npos);
+  // One peer is 2 s ahead and the other agrees with this node: the peer is
+  // off, not this node.
+  EXPECT_EQ(ClockJudge::OwnOffset({2000, 5}), -5);
+  EXPECT_TRUE(judge.Judge({2000, 5}).ok());
+  // Two nodes: each is off by half their difference.
+  EXPECT_EQ(ClockJudge::OwnOffset({-1200}), 600);
+  EXPECT_FALSE(judge.Judge({-1200}).ok());
+  EXPECT_TRUE(judge.Judge({-1000}).ok());
+  EXPECT_TRUE(judge.Judge({400, -400}).ok());
+}
+
+}  // namespace
+}  // namespace geokv
