@@ -285,7 +285,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   // a connect that hangs) must not hold the link forever.
   kj::Promise<void> Session() {
     auto hello = Connect();
-    return r_.io_.getTimer().timeoutAfter(SilenceLimit(), kj::mv(hello)).then([this] {
+    return r_.io_.getTimer().timeoutAfter(HelloLimit(), kj::mv(hello)).then([this] {
       session_started_ = r_.io_.getTimer().now();
       return Serve();
     });
@@ -363,6 +363,8 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   kj::Duration SilenceLimit() const {
     return std::max(3 * ToKj(r_.options_.heartbeat), 1 * kj::SECONDS);
   }
+  // How long connecting and saying hello may take, whatever the heartbeat.
+  kj::Duration HelloLimit() const { return std::min(SilenceLimit(), 5 * kj::SECONDS); }
 
   void Teardown() {
     // A session that lasted resets the backoff; one that fails at once (a

@@ -62,7 +62,7 @@ struct ReplicatorOptions {
   // Log bytes per pushed batch (a batch holds at least one entry).
   size_t batch_bytes = 1 << 20;
   // Batches in flight per peer.
-  size_t window = 4;
+  size_t window = 64;
   // Unacknowledged log bytes beyond which a peer is repaired by
   // anti-entropy instead.
   uint64_t max_backlog_bytes = uint64_t{256} << 20;

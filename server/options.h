@@ -54,7 +54,7 @@ struct ServerOptions {
   uint64_t anti_entropy_interval_ms = 10000;
   size_t anti_entropy_bytes_per_second = size_t{8} << 20;
   size_t replication_batch_bytes = size_t{1} << 20;
-  size_t replication_window = 4;
+  size_t replication_window = 64;
   uint64_t heartbeat_ms = 1000;
 
   // trace, debug, info, warn, error, off. Default: info.
