@@ -70,7 +70,7 @@ constexpr size_t kLoadBatch = 1000;
 // Load batches in flight at once; the load is not measured.
 constexpr size_t kLoadInflight = 4;
 constexpr size_t kDistinctValues = 1024;
-// As long as a token of geokv-server (api_codec.h), so that a no-op write
+// As long as a token of geokv-server (replication/causal_token.h), so that a no-op write
 // reply costs the transport what a real one does.
 constexpr size_t kNoopTokenBytes = 17;
 // A server opens its store before it listens; stopping lets calls finish

@@ -93,16 +93,6 @@ std::vector<std::pair<std::string, Crdt>> DecodeStates(
 
 }  // namespace
 
-// The full states of a key, encoded for the peer API. A key whose states
-// could not travel in one message is left out (and logged): repairing it
-// needs paging, which the peer API does not have yet.
-struct EncodedKeyStates {
-  std::vector<std::string> encoded;
-  size_t bytes = 0;
-};
-
-EncodedKeyStates EncodedStates(Replicator& r, std::string_view key);
-
 template <typename Builder>
 void SetStates(Builder out, const std::vector<std::pair<std::string, std::vector<std::string>>>& found) {
   for (size_t i = 0; i < found.size(); ++i) {
@@ -177,7 +167,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   const PeerAddress& address() const { return address_; }
   bool connected() const { return connected_; }
 
-  PeerStatus Status() const {
+  PeerStatus Report() const {
     PeerStatus s;
     s.address = address_;
     s.name = name_;
@@ -604,7 +594,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
     for (; to < keys.size() && to - from < kRepairChunkKeys &&
            (to == from || bytes < r_.options_.batch_bytes);
          ++to) {
-      auto states = EncodedStates(r_, keys[to]);
+      auto states = r_.EncodedStates(keys[to]);
       bytes += states.bytes + keys[to].size();
       if (!states.encoded.empty()) local.emplace_back(keys[to], std::move(states.encoded));
     }
@@ -697,7 +687,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     uint64_t& submitted = Submitted(origin);
     // A hand-over that failed may have lowered it below what later ones
     // made durable.
-    submitted = std::max(submitted, Durable(origin));
+    submitted = std::max(submitted, r_.DurablePosition(origin));
     RemoteApply apply;
     apply.origin = origin;
     bool gap = false;
@@ -723,7 +713,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
           it == r_.last_submit_.end() || gap ? kj::Promise<void>(kj::READY_NOW)
                                              : it->second.addBranch();
       return before.then([this, context, origin]() mutable {
-        context.getResults().setApplied(Durable(origin));
+        context.getResults().setApplied(r_.DurablePosition(origin));
       });
     }
     apply.first = apply.through - apply.joins.size() + 1;
@@ -742,7 +732,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     kj::Promise<void> mine = committed.addBranch();
     r_.last_submit_.insert_or_assign(origin, kj::mv(committed));
     return mine.then([this, context, origin]() mutable {
-      context.getResults().setApplied(Durable(origin));
+      context.getResults().setApplied(r_.DurablePosition(origin));
     });
   }
 
@@ -781,7 +771,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     size_t bytes = 0;
     uint32_t served = 0;
     for (auto k : keys) {
-      auto states = EncodedStates(r_, View(k));
+      auto states = r_.EncodedStates(View(k));
       if (!found.empty() && bytes + states.bytes > r_.options_.batch_bytes) break;
       ++served;
       bytes += states.bytes;
@@ -815,7 +805,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
           KJ_REQUIRE(result.status.ok(), "cannot record the repair", result.status.ToString());
           spdlog::info("region {} repaired this node through its log position {}", region_,
                        context.getParams().getThrough());
-          context.getResults().setApplied(Durable(caller_));
+          context.getResults().setApplied(r_.DurablePosition(caller_));
         });
   }
 
@@ -836,11 +826,10 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
 
   uint64_t& Submitted(ReplicaId origin) {
     auto it = r_.submitted_.find(origin);
-    if (it == r_.submitted_.end()) it = r_.submitted_.emplace(origin, Durable(origin)).first;
+    if (it == r_.submitted_.end()) it = r_.submitted_.emplace(origin, r_.DurablePosition(origin)).first;
     return it->second;
   }
 
-  uint64_t Durable(ReplicaId origin) const { return r_.DurablePosition(origin); }
 
   Replicator& r_;
   const ReplicaId caller_;
@@ -881,15 +870,15 @@ class PeerServiceImpl final : public peer::Peer::Server {
 
 // ---- the replicator --------------------------------------------------------
 
-EncodedKeyStates EncodedStates(Replicator& r, std::string_view key) {
+Replicator::EncodedKeyStates Replicator::EncodedStates(std::string_view key) {
   EncodedKeyStates out;
-  auto states = r.store_.GetStates(key);
+  auto states = store_.GetStates(key);
   KJ_REQUIRE(states.ok(), "cannot read states", states.status().ToString());
   for (const Crdt& c : *states) {
     out.encoded.push_back(EncodeCrdt(c));
     out.bytes += out.encoded.back().size();
   }
-  if (out.bytes + key.size() > r.options_.max_message_bytes / 2) {
+  if (out.bytes + key.size() > options_.max_message_bytes / 2) {
     spdlog::error("key '{}': its states ({} bytes) exceed half of --max-message-bytes; "
                   "anti-entropy cannot repair it",
                   PrintableBytes(key), out.bytes);
@@ -957,20 +946,13 @@ Status Replicator::WritesAllowed() const { return judge_.Judge(PeerOffsets()); }
 
 int64_t Replicator::ClockOffsetMs() const { return ClockJudge::OwnOffset(PeerOffsets()); }
 
+uint64_t Replicator::HeldThrough(ReplicaId origin) const {
+  return origin == store_.node_id() ? store_.LastSeq() : DurablePosition(origin);
+}
+
 bool Replicator::Visible(const std::vector<CausalToken>& tokens) const {
-  std::optional<std::map<ReplicaId, uint64_t>> applied;
-  for (const CausalToken& t : tokens) {
-    uint64_t visible;
-    if (t.origin == store_.node_id()) {
-      visible = store_.LastSeq();
-    } else {
-      if (!applied) applied = store_.AppliedPositions();
-      auto it = applied->find(t.origin);
-      visible = it == applied->end() ? 0 : it->second;
-    }
-    if (t.seq > visible) return false;
-  }
-  return true;
+  return std::all_of(tokens.begin(), tokens.end(),
+                     [this](const CausalToken& t) { return t.seq <= HeldThrough(t.origin); });
 }
 
 kj::Promise<Status> Replicator::WaitVisible(std::vector<CausalToken> tokens,
@@ -982,13 +964,12 @@ kj::Promise<Status> Replicator::WaitVisible(std::vector<CausalToken> tokens,
   waiters_.push_back(waiter);
   auto expired = io_.getTimer().afterDelay(ToKj(timeout)).then([this, waiter, timeout] {
     waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), waiter), waiters_.end());
-    auto applied = store_.AppliedPositions();
     for (const CausalToken& t : waiter->tokens) {
-      if (Visible({t})) continue;
-      auto it = applied.find(t.origin);
+      uint64_t held = HeldThrough(t.origin);
+      if (t.seq <= held) continue;
       return Status::Timeout("waited " + std::to_string(timeout.count()) + " ms for the " +
                              Describe(t) + "; this node holds that node's log through " +
-                             std::to_string(it == applied.end() ? 0 : it->second));
+                             std::to_string(held));
     }
     return Status::OK();
   });
@@ -1036,7 +1017,7 @@ uint64_t Replicator::DurablePosition(ReplicaId origin) const {
 
 std::vector<PeerStatus> Replicator::Peers() const {
   std::vector<PeerStatus> out;
-  for (const auto& link : links_) out.push_back(link->Status());
+  for (const auto& link : links_) out.push_back(link->Report());
   return out;
 }
 

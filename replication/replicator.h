@@ -158,7 +158,6 @@ class Replicator {
   friend class PeerLink;
   friend class PeerServiceImpl;
   friend class PeerSessionImpl;
-  friend struct EncodedKeyStates EncodedStates(Replicator& r, std::string_view key);
 
   struct Waiter {
     std::vector<CausalToken> tokens;
@@ -173,6 +172,18 @@ class Replicator {
   std::vector<int64_t> PeerOffsets() const;
   // This node's committed position in `origin`'s log.
   uint64_t DurablePosition(ReplicaId origin) const;
+  // How far this node holds `origin`'s log: its own through its last
+  // committed entry, another's through the committed position.
+  uint64_t HeldThrough(ReplicaId origin) const;
+
+  // The full states of a key, encoded for the peer API. A key whose states
+  // could not travel in one message is left out (and logged): repairing it
+  // needs paging, which the peer API does not have yet.
+  struct EncodedKeyStates {
+    std::vector<std::string> encoded;
+    size_t bytes = 0;
+  };
+  EncodedKeyStates EncodedStates(std::string_view key);
   uint64_t NowMillis() const { return options_.wall_clock->NowMillis(); }
 
   Store& store_;
