@@ -15,7 +15,12 @@
 // with segment big-endian. A state row counts in the tree when it is an
 // object or element row: StateRowHash below; the live-types and dot index
 // rows are derived from those and do not count.
-// Column family "default" (metadata): see kMeta* below.
+// Column family "default" (metadata): see kMeta* below. Among them:
+//   "dropped_segments"                   -> kTreeSegments / 8 bytes, bit
+//                                           (s % 8) of byte s / 8 set when a
+//                                           drop removed a key of segment s
+//                                           (Store::DroppedSegments); absent:
+//                                           none
 
 #ifndef GEOKV_STORAGE_KEYS_H_
 #define GEOKV_STORAGE_KEYS_H_
@@ -41,6 +46,7 @@ inline constexpr char kMetaNodeId[] = "node_id";         // 8 bytes big-endian
 inline constexpr char kMetaWriter[] = "writer";          // framed WriterState
 inline constexpr char kMetaLogTrimmed[] = "log_trimmed";  // 8 bytes: trimmed through
 inline constexpr char kMetaWatermarkPrefix[] = "applied/";  // + origin:8 -> seq:8
+inline constexpr char kMetaDroppedSegments[] = "dropped_segments";  // bitmap, see above
 
 inline constexpr uint8_t kDiskFormat = 2;
 
@@ -100,9 +106,12 @@ inline std::string DotIndexRow(std::string_view key, const Dot& dot) {
 
 inline std::string LogRow(uint64_t seq) { return EncodeBigEndian64(seq); }
 
+// The prefix of every key index row.
+inline constexpr char kTreeKeyIndex[] = "k";
+
 // The prefix of the key index rows of `segment`.
 inline std::string TreeKeyPrefix(size_t segment) {
-  std::string out(1, 'k');
+  std::string out = kTreeKeyIndex;
   out.push_back(static_cast<char>(segment >> 8));
   out.push_back(static_cast<char>(segment));
   return out;
@@ -152,6 +161,27 @@ inline bool XorTreeDigests(std::string_view bytes, std::vector<uint64_t>* digest
 // The hash of a counted state row: its value's, seeded with its key's.
 inline uint64_t StateRowHash(std::string_view row, std::string_view value) {
   return Hash64(value, Hash64(row));
+}
+
+// The value of the kMetaDroppedSegments row for `dropped` (kTreeSegments
+// entries).
+inline std::string EncodeDroppedSegments(const std::vector<bool>& dropped) {
+  std::string out(kSegments / 8, '\0');
+  for (size_t s = 0; s < kSegments && s < dropped.size(); ++s) {
+    if (dropped[s]) out[s / 8] = static_cast<char>(out[s / 8] | (1 << (s % 8)));
+  }
+  return out;
+}
+
+// Decodes the kMetaDroppedSegments row into `dropped` (kTreeSegments
+// entries). Returns false when `bytes` has the wrong size.
+inline bool DecodeDroppedSegments(std::string_view bytes, std::vector<bool>* dropped) {
+  if (bytes.size() != kSegments / 8) return false;
+  dropped->assign(kSegments, false);
+  for (size_t s = 0; s < kSegments; ++s) {
+    (*dropped)[s] = (static_cast<uint8_t>(bytes[s / 8]) >> (s % 8)) & 1;
+  }
+  return true;
 }
 
 inline std::string WatermarkRow(ReplicaId origin) {

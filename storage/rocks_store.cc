@@ -419,6 +419,8 @@ class RocksWriteGroup : public WriteGroup {
 
   StatusOr<uint64_t> Mutate(std::string_view key, const Operation& op) override;
   Status Join(std::string_view key, const Crdt& delta) override;
+  StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) override;
+  void ClearDropped(size_t segment) override;
   void RecordApplied(ReplicaId origin, uint64_t seq) override;
   Status Commit() override;
   size_t size() const override { return size_; }
@@ -448,7 +450,8 @@ class RocksWriteGroup : public WriteGroup {
   // of the object must hold the same rows.
   void PutObject(std::string_view key, const Crdt& state, const std::optional<std::string>& old);
   // Writes the object row of (key, type); a key's first object row also
-  // enters the key in the tree's key index (object rows are never deleted).
+  // enters the key in the tree's key index (only Drop deletes object rows,
+  // and the index row with them).
   void PutObjectRow(std::string_view key, CrdtType type, const std::optional<std::string>& old,
                     std::string value);
   // Writes `value` to `row`, a state row of `key` that counts in the hash
@@ -468,8 +471,13 @@ class RocksWriteGroup : public WriteGroup {
   // Writes the live-types row of `key`, whose current value is `mask`, with
   // `type` marked live or not.
   void PutLiveMask(const std::string& key, uint8_t mask, CrdtType type, bool live);
+  // Sets the live-types mask of `key` in the group to `mask`, without
+  // writing its row.
+  void SetMask(const std::string& key, uint8_t mask);
   // Undoes the mask writes made since the undo log had `mark` entries.
   void RollbackMasks(size_t mark);
+  // The group's DroppedSegments: the store's until the group changes it.
+  std::vector<bool>& Dropped();
   uint64_t AppendLog(std::string_view key, HlcTimestamp ts, const Crdt& delta);
 
   RocksStore* const store_;
@@ -484,6 +492,9 @@ class RocksWriteGroup : public WriteGroup {
   BatchReader reader_;
   uint64_t next_seq_;
   std::map<ReplicaId, uint64_t> applied_;
+  // Copied from the store on the group's first change; the writer slot keeps
+  // the store's from changing meanwhile.
+  std::optional<std::vector<bool>> dropped_;
   size_t size_ = 0;
   bool spent_ = false;
 };
@@ -528,7 +539,13 @@ class RocksStore : public Store {
     std::lock_guard<std::mutex> l(tree_mu_);
     return digests_;
   }
-  StatusOr<std::vector<KeyDigest>> SegmentKeys(size_t segment) override;
+  StatusOr<std::vector<geokv::KeyDigest>> SegmentKeys(size_t segment) override;
+  StatusOr<uint64_t> KeyDigest(std::string_view key) override;
+  StatusOr<uint64_t> KeyCount() override;
+  std::vector<bool> DroppedSegments() const override {
+    std::lock_guard<std::mutex> l(tree_mu_);
+    return dropped_;
+  }
   StatusOr<std::vector<Crdt>> GetStates(std::string_view key) override;
 
  private:
@@ -559,6 +576,7 @@ class RocksStore : public Store {
   std::map<ReplicaId, uint64_t> applied_;
   mutable std::mutex tree_mu_;
   std::vector<uint64_t> digests_ = std::vector<uint64_t>(kTreeSegments);  // committed
+  std::vector<bool> dropped_ = std::vector<bool>(kTreeSegments);           // committed
 };
 
 RocksWriteGroup::RocksWriteGroup(RocksStore* store, std::unique_lock<std::mutex> lock)
@@ -853,6 +871,42 @@ Status RocksWriteGroup::CheckSeen(std::string_view key, const MvRegister& reg,
   return Status::OK();
 }
 
+StatusOr<bool> RocksWriteGroup::Drop(std::string_view key, uint64_t expected_digest) {
+  return Atomically([&]() -> StatusOr<bool> {
+    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
+    GEOKV_ASSIGN_OR_RETURN(uint64_t digest, KeyDigestOf(it.get(), key));
+    if (digest != expected_digest) return false;
+    // Every row of the key, the derived ones too. Collected first: the
+    // iterator reads the batch, which must not change under it.
+    const std::string prefix = keys::KeyPrefix(key);
+    std::vector<std::string> rows;
+    for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+      rows.push_back(it->key().ToString());
+    }
+    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan key"));
+    it.reset();
+    if (rows.empty()) return true;
+    for (const std::string& row : rows) batch_.Delete(store_->state_, row);
+    const size_t segment = TreeSegmentOf(key);
+    batch_.Delete(store_->tree_, keys::TreeKeyRow(segment, key));
+    // The digest is the XOR of the hashes of exactly the counted rows gone.
+    tree_changes_.emplace_back(segment, digest);
+    SetMask(std::string(key), 0);
+    Dropped()[segment] = true;
+    ++size_;
+    return true;
+  });
+}
+
+void RocksWriteGroup::ClearDropped(size_t segment) {
+  if (segment < kTreeSegments) Dropped()[segment] = false;
+}
+
+std::vector<bool>& RocksWriteGroup::Dropped() {
+  if (!dropped_) dropped_ = store_->DroppedSegments();
+  return *dropped_;
+}
+
 Status RocksWriteGroup::GetLiveMask(const std::string& key, uint8_t* mask) {
   if (auto it = masks_.find(key); it != masks_.end()) {
     *mask = it->second;
@@ -879,13 +933,17 @@ void RocksWriteGroup::RollbackMasks(size_t mark) {
   }
 }
 
+void RocksWriteGroup::SetMask(const std::string& key, uint8_t mask) {
+  auto it = masks_.find(key);
+  mask_undo_.emplace_back(key, it == masks_.end() ? std::nullopt : std::optional(it->second));
+  masks_[key] = mask;
+}
+
 void RocksWriteGroup::PutLiveMask(const std::string& key, uint8_t mask, CrdtType type,
                                   bool live) {
   uint8_t next = live ? (mask | TypeBit(type)) : (mask & ~TypeBit(type));
   if (next == mask) return;
-  auto it = masks_.find(key);
-  mask_undo_.emplace_back(key, it == masks_.end() ? std::nullopt : std::optional(it->second));
-  masks_[key] = next;
+  SetMask(key, next);
   if (next == 0) {
     batch_.Delete(store_->state_, keys::LiveTypesRow(key));
   } else {
@@ -910,7 +968,8 @@ Status RocksWriteGroup::Commit() {
   if (spent_) return Status::FailedPrecondition("write group already committed");
   spent_ = true;
   std::unique_lock<std::mutex> slot = std::move(lock_);  // released on return
-  if (size_ == 0 && applied_.empty()) return Status::OK();
+  const bool dropped_changed = dropped_ && *dropped_ != store_->DroppedSegments();
+  if (size_ == 0 && applied_.empty() && !dropped_changed) return Status::OK();
   auto* db = store_->db_.get();
   const uint64_t last_seq = next_seq_ - 1;
   batch_.Put(store_->meta_, keys::kMetaWriter,
@@ -925,6 +984,13 @@ Status RocksWriteGroup::Commit() {
   }
   for (const auto& [origin, seq] : advanced) {
     batch_.Put(store_->meta_, keys::WatermarkRow(origin), EncodeBigEndian64(seq));
+  }
+  if (dropped_changed) {
+    if (std::find(dropped_->begin(), dropped_->end(), true) == dropped_->end()) {
+      batch_.Delete(store_->meta_, keys::kMetaDroppedSegments);
+    } else {
+      batch_.Put(store_->meta_, keys::kMetaDroppedSegments, keys::EncodeDroppedSegments(*dropped_));
+    }
   }
   // The digests' changes go in the same batch as the rows they cover, so
   // that no crash leaves the tree out of step with the state.
@@ -948,6 +1014,7 @@ Status RocksWriteGroup::Commit() {
     // see the digests that cover it.
     std::lock_guard<std::mutex> l(store_->tree_mu_);
     for (const auto& [segment, change] : changes) store_->digests_[segment] ^= change;
+    if (dropped_changed) store_->dropped_ = std::move(*dropped_);
   }
   store_->last_seq_.store(last_seq);
   std::lock_guard<std::mutex> l(store_->applied_mu_);
@@ -1030,6 +1097,15 @@ Status RocksStore::LoadMeta() {
         DecodeBigEndian64(it->value().data());
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "read applied positions"));
+  s = db_->Get(ro, meta_, keys::kMetaDroppedSegments, &v);
+  if (s.ok()) {
+    std::lock_guard<std::mutex> l(tree_mu_);
+    if (!keys::DecodeDroppedSegments(v, &dropped_)) {
+      return Status::Corruption("bad dropped segments row");
+    }
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read dropped segments");
+  }
   return LoadDigests();
 }
 
@@ -1058,7 +1134,7 @@ StatusOr<std::vector<Crdt>> RocksStore::GetStates(std::string_view key) {
   return out;
 }
 
-StatusOr<std::vector<KeyDigest>> RocksStore::SegmentKeys(size_t segment) {
+StatusOr<std::vector<geokv::KeyDigest>> RocksStore::SegmentKeys(size_t segment) {
   if (segment >= kTreeSegments) {
     return Status::InvalidArgument("tree segment " + std::to_string(segment) + " of " +
                                    std::to_string(kTreeSegments));
@@ -1067,15 +1143,31 @@ StatusOr<std::vector<KeyDigest>> RocksStore::SegmentKeys(size_t segment) {
   std::unique_ptr<rocksdb::Iterator> index = reader.NewIterator(tree_);
   std::unique_ptr<rocksdb::Iterator> rows = reader.NewIterator();
   const std::string prefix = keys::TreeKeyPrefix(segment);
-  std::vector<KeyDigest> out;
+  std::vector<geokv::KeyDigest> out;
   for (index->Seek(prefix); index->Valid() && StartsWith(index->key(), prefix); index->Next()) {
-    KeyDigest k;
+    geokv::KeyDigest k;
     k.key.assign(index->key().data() + prefix.size(), index->key().size() - prefix.size());
     GEOKV_ASSIGN_OR_RETURN(k.digest, KeyDigestOf(rows.get(), k.key));
     out.push_back(std::move(k));
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(index->status(), "scan tree keys"));
   return out;
+}
+
+StatusOr<uint64_t> RocksStore::KeyDigest(std::string_view key) {
+  // An iterator reads at one implicit snapshot.
+  DbReader reader(db_.get(), state_, /*snapshot=*/false);
+  std::unique_ptr<rocksdb::Iterator> rows = reader.NewIterator();
+  return KeyDigestOf(rows.get(), key);
+}
+
+StatusOr<uint64_t> RocksStore::KeyCount() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), tree_));
+  const std::string prefix = keys::kTreeKeyIndex;
+  uint64_t count = 0;
+  for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) ++count;
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan tree keys"));
+  return count;
 }
 
 StatusOr<std::vector<CrdtType>> RocksStore::LiveTypes(std::string_view key) {
@@ -1192,10 +1284,6 @@ uint64_t RocksStore::LogBytesAfter(uint64_t seq) {
 }
 
 }  // namespace
-
-size_t TreeSegmentOf(std::string_view key) {
-  return static_cast<size_t>(Hash64(key) >> (64 - kTreeSegmentBits));
-}
 
 CrdtType OperationType(const Operation& op) {
   return std::visit(

@@ -23,6 +23,7 @@
 
 #include "crdt/crdt.h"
 #include "crdt/hlc.h"
+#include "util/hash.h"
 #include "util/status.h"
 
 namespace geokv {
@@ -83,15 +84,16 @@ struct SetPage {
   bool more = false;  // further elements follow the last one here
 };
 
-// Anti-entropy hash tree: every key falls in one of kTreeSegments segments
-// by the top bits of Hash64(key). A key's digest is the XOR of Hash64 of each
-// of its state rows (object rows and OR-set element rows, not derived rows);
-// a segment's digest is the XOR of its keys' digests. Two stores holding the
-// same state have the same digests. The exact row hash is a persisted and
-// wire format: docs/formats.md.
-inline constexpr int kTreeSegmentBits = 10;
-inline constexpr size_t kTreeSegments = size_t{1} << kTreeSegmentBits;
-size_t TreeSegmentOf(std::string_view key);
+// Anti-entropy hash tree: every key falls in one of kTreeSegments segments,
+// the key segments of util/hash.h (placement uses the same ones). A key's
+// digest is the XOR of Hash64 of each of its state rows (object rows and
+// OR-set element rows, not derived rows); a segment's digest is the XOR of
+// its keys' digests. Two stores holding the same state have the same
+// digests. The exact row hash is a persisted and wire format:
+// docs/formats.md.
+inline constexpr int kTreeSegmentBits = kSegmentBits;
+inline constexpr size_t kTreeSegments = kSegments;
+inline size_t TreeSegmentOf(std::string_view key) { return SegmentOf(key); }
 
 // One key of a segment and its digest.
 struct KeyDigest {
@@ -122,6 +124,22 @@ class WriteGroup {
   // logging it. Advances the clock past any LWW stamp in it.
   virtual Status Join(std::string_view key, const Crdt& delta) = 0;
 
+  // Removes every row of `key`, of every type, as if the key never had
+  // state, and takes its digest out of the hash tree; but only if the key's
+  // digest as of the earlier writes in this group (Store::KeyDigest) equals
+  // `expected_digest`, so that a write that arrived after the caller read the
+  // digest is never lost. Returns whether it dropped: true also for an absent
+  // key with `expected_digest` 0, which changes nothing. Not a CRDT operation
+  // and not logged: it is how a node hands over a key it no longer owns,
+  // once the key's new owners hold it. A drop that removed something marks
+  // the key's segment in DroppedSegments(). On error (a failed read) nothing
+  // of the drop stays in the group.
+  virtual StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) = 0;
+
+  // Unmarks `segment` in DroppedSegments(), at commit.
+  // REQUIRES: segment < kTreeSegments (others are ignored).
+  virtual void ClearDropped(size_t segment) = 0;
+
   // Records that `origin`'s log is applied through `seq`; persisted at
   // commit. Lower positions than the recorded one are ignored.
   virtual void RecordApplied(ReplicaId origin, uint64_t seq) = 0;
@@ -130,7 +148,8 @@ class WriteGroup {
   // visible to readers. After Commit(), successful or not, the group is spent.
   virtual Status Commit() = 0;
 
-  // Writes (operations that changed something, and joins) in the group.
+  // Writes (operations that changed something, joins, and drops that removed
+  // a key) in the group.
   virtual size_t size() const = 0;
 };
 
@@ -203,7 +222,19 @@ class Store {
   // The keys with state in `segment`, in byte order, each with its digest,
   // read at one snapshot. REQUIRES: segment < kTreeSegments (else
   // InvalidArgument).
-  virtual StatusOr<std::vector<KeyDigest>> SegmentKeys(size_t segment) = 0;
+  // (Qualified: the method KeyDigest below hides the struct in this class.)
+  virtual StatusOr<std::vector<geokv::KeyDigest>> SegmentKeys(size_t segment) = 0;
+  // The digest of `key` as SegmentKeys reports it; 0 when the key has no
+  // state. Read at one snapshot: O(rows of the key, without the OR-set dot
+  // index). Compares one key across replicas.
+  virtual StatusOr<uint64_t> KeyDigest(std::string_view key) = 0;
+  // The number of keys with state, counted from the tree's key index:
+  // O(keys); for administration and tests.
+  virtual StatusOr<uint64_t> KeyCount() = 0;
+  // The segments from which a WriteGroup::Drop removed a key since their
+  // last WriteGroup::ClearDropped, as of the last commit: kTreeSegments
+  // entries. Persisted.
+  virtual std::vector<bool> DroppedSegments() const = 0;
   // The full state of every type stored at `key` (including non-live ones,
   // such as a deleted LWW register, whose tombstone must still travel), in
   // CrdtType order; empty when the key has no state. Read at one snapshot.

@@ -1,7 +1,7 @@
-// A 64-bit hash of bytes that is part of geokv's persisted and wire formats:
-// anti-entropy tree segments and digests, and the placement ring, depend on
-// its exact outputs. It must never change; tests/storage/tree_test.cc pins
-// known outputs.
+// A 64-bit hash of bytes, and the key segments built on it, that are part of
+// geokv's persisted and wire formats: anti-entropy tree segments and digests,
+// and the placement ring, depend on their exact outputs. They must never
+// change; tests/storage/tree_test.cc pins known outputs.
 
 #ifndef GEOKV_UTIL_HASH_H_
 #define GEOKV_UTIL_HASH_H_
@@ -45,6 +45,18 @@ inline uint64_t Hash64(std::string_view data, uint64_t seed = 0) {
   h *= kMul;
   h ^= h >> kShift;
   return h;
+}
+
+// Keys are grouped in kSegments segments: the unit of the anti-entropy hash
+// tree (storage/) and of placement (placement/), so that all keys of a tree
+// segment have the same owners.
+inline constexpr int kSegmentBits = 10;
+inline constexpr size_t kSegments = size_t{1} << kSegmentBits;
+
+// The segment of a key: the top kSegmentBits of Hash64(key). Part of the disk
+// and wire formats.
+inline size_t SegmentOf(std::string_view key) {
+  return static_cast<size_t>(Hash64(key) >> (64 - kSegmentBits));
 }
 
 }  // namespace geokv
