@@ -88,7 +88,59 @@ struct Settings {
   bool json = false;
   double timeout_seconds = 10;
   std::vector<std::string> tokens_hex;
+  std::string consistency = "default";
 };
+
+rpc::Consistency ConsistencyNamed(const std::string& name) {
+  if (name == "one") return rpc::Consistency::ONE;
+  if (name == "quorum") return rpc::Consistency::QUORUM;
+  if (name == "all") return rpc::Consistency::ALL;
+  return rpc::Consistency::DEFAULT;
+}
+
+const char* StateName(rpc::MemberState s) {
+  switch (s) {
+    case rpc::MemberState::ALIVE: return "alive";
+    case rpc::MemberState::SUSPECT: return "suspect";
+    case rpc::MemberState::DEAD: return "dead";
+    case rpc::MemberState::LEFT: return "left";
+  }
+  return "unknown";
+}
+
+std::string Hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// One member as a JSON object.
+std::string MemberJson(rpc::MemberInfo::Reader m) {
+  JsonObject j;
+  j.Text("name", m.getName().cStr());
+  j.Text("region", m.getRegion().cStr());
+  j.Text("replica_id", Hex64(m.getReplicaId()));
+  j.Text("state", StateName(m.getState()));
+  j.Unsigned("incarnation", m.getIncarnation());
+  j.Text("gossip_address", m.getGossipAddress().cStr());
+  j.Text("client_address", m.getClientAddress().cStr());
+  j.Text("peer_address", m.getPeerAddress().cStr());
+  j.Raw("owned_share", std::to_string(m.getOwnedShare()));
+  j.Raw("primary_share", std::to_string(m.getPrimaryShare()));
+  return j.str();
+}
+
+// The cluster as `members --json` and `ring --json` print it.
+std::string ClusterJson(rpc::ClusterInfo::Reader reply) {
+  std::string list = "[";
+  for (auto m : reply.getMembers()) list += (list.size() > 1 ? "," : "") + MemberJson(m);
+  JsonObject j;
+  j.Unsigned("replication_factor", reply.getReplicationFactor());
+  j.Unsigned("vnodes", reply.getVnodes());
+  j.Unsigned("failure_detections", reply.getFailureDetections());
+  j.Raw("members", list + "]");
+  return j.str();
+}
 
 // What a command prints when its outcome is ok.
 struct Printed {
@@ -190,6 +242,7 @@ class Commands {
   template <typename Request>
   void SetKey(Request& req) const {
     req.setKey(AsData(a_.key));
+    req.setConsistency(ConsistencyNamed(settings_.consistency));
   }
 
   // Sends a read with the --token tokens and finishes with `printed`.
@@ -445,6 +498,77 @@ void Commands::AddAll() {
     return kExitOk;
   });
 
+  Add("members", "The members of every region this node knows, with their states",
+      [this](Client& kv, kj::WaitScope& ws) {
+        auto reply = kv.clusterRequest().send().wait(ws);
+        if (settings_.json) {
+          std::cout << ClusterJson(reply) << "\n";
+          return kExitOk;
+        }
+        for (auto m : reply.getMembers()) {
+          std::printf("%-10s %-16s %-8s inc=%-4llu client=%s peer=%s\n", m.getRegion().cStr(),
+                      m.getName().cStr(), StateName(m.getState()),
+                      static_cast<unsigned long long>(m.getIncarnation()),
+                      m.getClientAddress().cStr(), m.getPeerAddress().cStr());
+        }
+        return kExitOk;
+      });
+
+  Add("ring", "Each region's ring: every node's share of the keys",
+      [this](Client& kv, kj::WaitScope& ws) {
+        auto reply = kv.clusterRequest().send().wait(ws);
+        if (settings_.json) {
+          std::cout << ClusterJson(reply) << "\n";
+          return kExitOk;
+        }
+        std::printf("replication factor %u, %u tokens per node\n", reply.getReplicationFactor(),
+                    reply.getVnodes());
+        for (auto m : reply.getMembers()) {
+          if (m.getState() == rpc::MemberState::LEFT) continue;
+          std::printf("%-10s %-16s owns %5.1f%% of the keys, first owner of %5.1f%%\n",
+                      m.getRegion().cStr(), m.getName().cStr(), 100 * m.getOwnedShare(),
+                      100 * m.getPrimaryShare());
+        }
+        return kExitOk;
+      });
+
+  Key(Add("owners", "The nodes that own a key, in every region, in preference order",
+          [this](Client& kv, kj::WaitScope& ws) {
+            auto req = kv.ownersRequest();
+            req.setKey(AsData(a_.key));
+            auto reply = req.send().wait(ws);
+            std::string list = "[";
+            std::string text;
+            for (auto r : reply.getRegions()) {
+              std::string owners = "[";
+              text += std::string(r.getRegion().cStr()) + ":";
+              for (auto m : r.getOwners()) {
+                owners += (owners.size() > 1 ? "," : "") + MemberJson(m);
+                text += std::string(" ") + m.getName().cStr() + "(" + StateName(m.getState()) + ")";
+              }
+              JsonObject rj;
+              rj.Text("region", r.getRegion().cStr());
+              rj.Raw("owners", owners + "]");
+              list += (list.size() > 1 ? "," : "") + rj.str();
+              text += "\n";
+            }
+            uint32_t segment = reply.getSegment();
+            return cli_.Finish(reply.getOutcome(),
+                               {[&](JsonObject& j) {
+                                  j.Unsigned("segment", segment);
+                                  j.Raw("regions", list + "]");
+                                },
+                                [&] { std::cout << "segment " << segment << "\n" << text; }});
+          }));
+
+  Add("leave",
+      "Make the node leave the cluster for good: it hands its keys over, then exits",
+      [this](Client& kv, kj::WaitScope& ws) {
+        auto reply = kv.leaveRequest().send().wait(ws);
+        return cli_.Finish(reply.getOutcome(),
+                           {nullptr, [] { std::cout << "OK leaving\n"; }});
+      });
+
   CLI::App* wait = Add(
       "wait-replicated", "Wait until regions have the writes of the --token tokens",
       [this](Client& kv, kj::WaitScope& ws) {
@@ -488,6 +612,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.001, 86400.0));
   app.add_option("--token", settings.tokens_hex,
                  "Causal token (hex) from a write; reads wait for it (repeatable)");
+  app.add_option("--consistency", settings.consistency,
+                 "Owners a read or write waits for: one, quorum, all (default: the node's)")
+      ->check(CLI::IsMember({"default", "one", "quorum", "all"}));
   app.require_subcommand(1);
   app.fallthrough();
   Commands commands(app, settings);

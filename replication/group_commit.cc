@@ -206,6 +206,11 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
     // again, since the position does not advance.
     if (!joined.ok()) return joined.WithContext("join key '" + PrintableBytes(key) + "'");
   }
+  for (const auto& [key, digest] : apply.drops) {
+    StatusOr<bool> dropped = group.Drop(key, digest);
+    if (!dropped.ok()) return dropped.status().WithContext("drop key '" + PrintableBytes(key) + "'");
+  }
+  for (size_t segment : apply.clear_dropped) group.ClearDropped(segment);
   if (through != nullptr && apply.through > *through) {
     group.RecordApplied(apply.origin, apply.through);
     *through = apply.through;

@@ -52,6 +52,11 @@ struct RemoteApply {
   // no check (full states, or a position proved by anti-entropy).
   uint64_t first = 0;
   std::vector<std::pair<std::string, Crdt>> joins;
+  // After the joins: keys this node hands over, each removed only if its
+  // digest is still the one given (WriteGroup::Drop), and segments whose
+  // dropped mark is cleared.
+  std::vector<std::pair<std::string, uint64_t>> drops;
+  std::vector<size_t> clear_dropped;
 };
 
 // Lives on the thread of a KJ event loop, which must outlive it; every call

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <deque>
 #include <random>
 #include <set>
 
@@ -13,6 +14,7 @@
 #include "schema/kv_text.h"
 #include "schema/replication.capnp.h"
 #include "util/coding.h"
+#include "util/hash.h"
 
 namespace geokv {
 namespace {
@@ -91,6 +93,72 @@ std::vector<std::pair<std::string, Crdt>> DecodeStates(
   return out;
 }
 
+PeerState FromWire(peer::MemberState s) {
+  switch (s) {
+    case peer::MemberState::ALIVE: return PeerState::kAlive;
+    case peer::MemberState::SUSPECT: return PeerState::kSuspect;
+    case peer::MemberState::DEAD: return PeerState::kDead;
+    case peer::MemberState::LEFT: return PeerState::kLeft;
+  }
+  return PeerState::kDead;
+}
+
+std::vector<MemberRecord> DecodeMembers(capnp::List<peer::Member>::Reader list) {
+  std::vector<MemberRecord> out;
+  for (auto m : list) {
+    MemberRecord r;
+    r.id = m.getReplicaId();
+    r.name = m.getName();
+    r.region = m.getRegion();
+    r.peer_address = m.getPeerAddress();
+    r.client_address = m.getClientAddress();
+    for (auto route : m.getRoutes()) r.routes[route.getRegion()] = route.getAddress();
+    r.incarnation = m.getIncarnation();
+    r.state = FromWire(m.getState());
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void EncodeMembers(const std::vector<MemberRecord>& members,
+                   capnp::List<peer::Member>::Builder out) {
+  for (size_t i = 0; i < members.size(); ++i) {
+    const MemberRecord& r = members[i];
+    auto m = out[i];
+    m.setReplicaId(r.id);
+    m.setName(r.name);
+    m.setRegion(r.region);
+    m.setPeerAddress(r.peer_address);
+    m.setClientAddress(r.client_address);
+    auto routes = m.initRoutes(r.routes.size());
+    size_t j = 0;
+    for (const auto& [region, address] : r.routes) {
+      routes[j].setRegion(region);
+      routes[j].setAddress(address);
+      ++j;
+    }
+    m.setIncarnation(r.incarnation);
+    m.setState(static_cast<peer::MemberState>(static_cast<uint16_t>(r.state)));
+  }
+}
+
+// Tells apart member lists, so that a heartbeat carries one only when it
+// changed.
+uint64_t ViewHash(const std::vector<MemberRecord>& members) {
+  std::string bytes;
+  for (const MemberRecord& m : members) {
+    bytes += EncodeBigEndian64(m.id) + EncodeBigEndian64(m.incarnation);
+    bytes += static_cast<char>(m.state);
+    for (const std::string* s : {&m.name, &m.region, &m.peer_address, &m.client_address}) {
+      bytes += EncodeBigEndian64(s->size()) + *s;
+    }
+    for (const auto& [region, address] : m.routes) {
+      bytes += EncodeBigEndian64(region.size()) + region + EncodeBigEndian64(address.size()) + address;
+    }
+  }
+  return Hash64(bytes);
+}
+
 }  // namespace
 
 template <typename Builder>
@@ -154,11 +222,16 @@ Status ClockJudge::Judge(const std::vector<int64_t>& peer_offsets) const {
 
 // ---- the link to one peer --------------------------------------------------
 
+// A link to a seed (`target` empty: hello and heartbeats only, to learn its
+// region's members) or to a node this node replicates to.
 class PeerLink final : public kj::TaskSet::ErrorHandler {
  public:
-  PeerLink(Replicator& r, PeerAddress address)
-      : r_(r), address_(std::move(address)), backoff_(r.options_.backoff_min),
-        rng_(std::random_device{}()) {}
+  PeerLink(Replicator& r, PeerAddress address, std::optional<PeerTarget> target)
+      : r_(r), address_(std::move(address)), target_(std::move(target)),
+        backoff_(r.options_.backoff_min), rng_(std::random_device{}()) {
+    if (target_) name_ = target_->name;
+  }
+  ~PeerLink() noexcept(false) { canceler_.cancel("the link closed"); }
 
   void Start() { run_ = Run().eagerlyEvaluate([](kj::Exception&& e) {
     spdlog::error("peer link stopped: {}", e.getDescription().cStr());
@@ -166,6 +239,34 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
 
   const PeerAddress& address() const { return address_; }
   bool connected() const { return connected_; }
+  bool is_seed() const { return !target_; }
+  const PeerTarget& target() const { return *target_; }
+  void Retarget(PeerTarget target) {
+    target_ = std::move(target);
+    name_ = target_->name;
+  }
+  uint64_t acked() const { return acked_; }
+
+  // A write of `seq` was acknowledged while this peer, one of its owners,
+  // was away.
+  void Hint(uint64_t seq) {
+    if (seq <= acked_) return;
+    hinted_.push_back(seq);
+    ++r_.hints_.stored;
+  }
+  size_t hints_pending() const { return hinted_.size(); }
+  // Counts the hints the peer now holds, or that repair takes over.
+  void SettleHints(bool dropped) {
+    while (!hinted_.empty() && (dropped || hinted_.front() <= acked_)) {
+      hinted_.pop_front();
+      ++(dropped ? r_.hints_.dropped : r_.hints_.replayed);
+    }
+  }
+  bool has_session() const { return session_ != nullptr; }
+  kj::Maybe<peer::PeerSession::Client> MaybeSession() {
+    KJ_IF_MAYBE(s, session_) { return *s; }
+    return nullptr;
+  }
 
   PeerStatus Report() const {
     PeerStatus s;
@@ -224,14 +325,21 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
       for (size_t i = 0; i < tokens.size(); ++i) list.set(i, AsData(EncodeToken(tokens[i])));
       auto left = (deadline - timer.now()) / kj::MILLISECONDS;
       req.setTimeoutMs(static_cast<uint32_t>(std::min<int64_t>(left, UINT32_MAX)));
-      return timer.timeoutAfter(deadline - timer.now() + 1 * kj::SECONDS, req.send())
-          .then([](auto&& resp) -> kj::Promise<bool> { return resp.getVisible(); },
-                [this, tokens, deadline](kj::Exception&&) mutable {
-                  return Retry(std::move(tokens), deadline);
-                });
+      return canceler_.wrap(
+          timer.timeoutAfter(deadline - timer.now() + 1 * kj::SECONDS, req.send())
+              .then([](auto&& resp) -> kj::Promise<bool> { return resp.getVisible(); },
+                    [this, tokens, deadline](kj::Exception&&) mutable {
+                      return Retry(std::move(tokens), deadline);
+                    }));
     }
-    return Retry(std::move(tokens), deadline);
+    return canceler_.wrap(Retry(std::move(tokens), deadline));
   }
+
+  // Brings one segment in step with the peer, both ways, every differing
+  // key. REQUIRES: has_session().
+  kj::Promise<void> SyncSegment(uint32_t segment) { return RepairSegment(segment, true); }
+  // Waits as long as `bytes` take at the anti-entropy rate.
+  kj::Promise<void> Budget(size_t bytes) { return Throttle(bytes); }
 
  private:
   kj::Promise<bool> Retry(std::vector<CausalToken> tokens, kj::TimePoint deadline) {
@@ -306,12 +414,24 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
     KJ_REQUIRE(hello.getSchemaVersion() == peer::SCHEMA_VERSION,
                "peer speaks another peer schema version", hello.getSchemaVersion());
     if (hello.getRegion() != address_.region) {
-      spdlog::warn("peer at {} says it is in region {}, configured as {}", address_.address,
+      spdlog::warn("peer at {} says it is in region {}, expected {}", address_.address,
                    hello.getRegion().cStr(), address_.region);
+    }
+    if (target_ && hello.getReplicaId() != target_->id) {
+      // Another node now listens there (a restart with a new data dir):
+      // its members list will say who it is.
+      KJ_FAIL_REQUIRE("the peer at this address is another node", address_.address,
+                      hello.getName().cStr());
     }
     RecordOffset(hello.getWallClockMs(), probe);
     name_ = hello.getName();
     session_ = resp.getSession();
+    TakeMembers(hello.getRegion(), resp.getViewHash(), resp.getMembers());
+    if (!target_) {
+      connected_ = true;
+      last_error_.clear();
+      return;
+    }
     acked_ = resp.getApplied();
     acked_known_ = true;
     sent_ = acked_;
@@ -340,9 +460,11 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
     auto failed = kj::newPromiseAndFulfiller<void>();
     failed_ = kj::mv(failed.fulfiller);
     session_tasks_ = kj::heap<kj::TaskSet>(*this);
-    session_tasks_->add(Ship());
     session_tasks_->add(Heartbeats());
-    session_tasks_->add(AntiEntropyLoop());
+    if (target_) {
+      session_tasks_->add(Ship());
+      session_tasks_->add(AntiEntropyLoop());
+    }
     return kj::mv(failed.promise).exclusiveJoin(conn_->network.onDisconnect().then([]() {
       kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "connection closed"));
     }));
@@ -386,9 +508,19 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
     KJ_FAIL_REQUIRE("no session");
   }
 
+  void TakeMembers(kj::StringPtr region, uint64_t hash,
+                   capnp::List<peer::Member>::Reader members) {
+    region_seen_ = region;
+    view_hash_ = hash;
+    if (r_.options_.on_remote_members && members.size() > 0 && region_seen_ != r_.options_.region) {
+      r_.options_.on_remote_members(region_seen_, DecodeMembers(members));
+    }
+  }
+
   void StartRepair(const std::string& why) {
     if (repairing_) return;
     repairing_ = true;
+    SettleHints(true);
     spdlog::warn("peer {} ({}): repairing by anti-entropy instead of the log: {}",
                  address_.region, address_.address, why);
     wake_.Notify();
@@ -426,23 +558,35 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
     return wake_.Wait().then([this] { return Ship(); });
   }
 
-  void Push(const std::vector<LogEntry>& entries) {
+  // Sends the entries of `read` for keys the peer owns, as covering the log
+  // from sent_ through the last of `read`.
+  void Push(const std::vector<LogEntry>& read) {
+    std::vector<const LogEntry*> entries;
+    for (const LogEntry& e : read) {
+      if (target_->owned.empty() || target_->owned[TreeSegmentOf(e.key)]) entries.push_back(&e);
+    }
     auto req = session().pushDeltasRequest();
     auto batch = req.initBatch();
     batch.setOrigin(r_.store_.node_id());
+    batch.setFrom(sent_);
+    batch.setThrough(read.back().seq);
     auto list = batch.initEntries(entries.size());
     for (size_t i = 0; i < entries.size(); ++i) {
-      list[i].setSeq(entries[i].seq);
-      list[i].setKey(AsData(entries[i].key));
-      list[i].setValue(AsData(EncodeCrdt(entries[i].delta)));
+      list[i].setSeq(entries[i]->seq);
+      list[i].setKey(AsData(entries[i]->key));
+      list[i].setValue(AsData(EncodeCrdt(entries[i]->delta)));
     }
-    const uint64_t last = entries.back().seq;
+    const uint64_t last = read.back().seq;
     sent_ = last;
     ++inflight_;
     session_tasks_->add(req.send().then([this, last](auto&& resp) {
       --inflight_;
       uint64_t applied = resp.getApplied();
-      if (applied > acked_) acked_ = applied;
+      if (applied > acked_) {
+        acked_ = applied;
+        SettleHints(false);
+        r_.AckAdvanced();
+      }
       // A gap at the peer (entries it lost with a restart): resend from
       // what it holds.
       if (applied < last && sent_ > acked_) sent_ = acked_;
@@ -459,9 +603,11 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
       Probe probe = StartProbe();
       auto req = session().heartbeatRequest();
       req.setWallClockMs(probe.wall_ms);
+      req.setViewHash(view_hash_);
       return timer.timeoutAfter(SilenceLimit(), req.send())
           .then([this, probe](auto&& resp) {
             RecordOffset(resp.getWallClockMs(), probe);
+            if (resp.hasMembers()) TakeMembers(region_seen_, resp.getViewHash(), resp.getMembers());
             return Heartbeats();
           });
     });
@@ -493,6 +639,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
           req.setThrough(repair_from_);
           return req.send().then([this](auto&& resp) {
             acked_ = std::max(acked_, resp.getApplied());
+            r_.AckAdvanced();
             sent_ = acked_;
             repairing_ = false;
             repair_active_ = false;
@@ -511,7 +658,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
       std::vector<uint64_t> local = r_.store_.TreeDigests();
       std::vector<uint32_t> differing;
       for (uint32_t i = 0; i < kTreeSegments; ++i) {
-        if (remote[i] != local[i]) differing.push_back(i);
+        if (remote[i] != local[i] && BothOwn(i)) differing.push_back(i);
       }
       if (!differing.empty()) {
         spdlog::debug("peer {}: {} tree segments differ", address_.region, differing.size());
@@ -576,6 +723,14 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
             return RepairKeys(std::move(stable), 0);
           });
     });
+  }
+
+  // Whether this node and the peer both own `segment`: only then do both
+  // hold all of its keys.
+  bool BothOwn(size_t segment) const {
+    const auto& mine = r_.own_segments_;
+    const auto& theirs = target_->owned;
+    return (mine.empty() || mine[segment]) && (theirs.empty() || theirs[segment]);
   }
 
   static std::vector<std::string> KeysOf(const Differences& d) {
@@ -643,6 +798,10 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
 
   Replicator& r_;
   const PeerAddress address_;
+  std::optional<PeerTarget> target_;
+  kj::Canceler canceler_;  // WaitVisible calls, which refer to the link
+  std::string region_seen_;  // the region the peer said it is in
+  uint64_t view_hash_ = 0;   // of the members it last sent
   std::chrono::milliseconds backoff_;
   std::mt19937_64 rng_;
   std::string last_error_;
@@ -663,6 +822,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
 
   // Across connections.
   uint64_t acked_ = 0;  // the peer's durable position in this node's log
+  std::deque<uint64_t> hinted_;  // hinted writes it does not hold yet
   bool acked_known_ = false;
   bool repairing_ = false;
   bool repair_active_ = false;  // a repair pass runs now, from repair_from_
@@ -688,25 +848,25 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     // A hand-over that failed may have lowered it below what later ones
     // made durable.
     submitted = std::max(submitted, r_.DurablePosition(origin));
+    const uint64_t from = batch.getFrom();
+    const uint64_t through = batch.getThrough();
+    KJ_REQUIRE(from < through, "a batch covering no log positions", from, through);
     RemoteApply apply;
     apply.origin = origin;
-    bool gap = false;
-    uint64_t prev = 0;
+    // Positions from+1..submitted are replays; a batch starting past
+    // submitted + 1 leaves a gap, and the peer resends from the answer.
+    const bool gap = from > submitted;
+    uint64_t prev = from;
     for (auto e : batch.getEntries()) {
       uint64_t seq = e.getSeq();
-      KJ_REQUIRE(prev == 0 || seq == prev + 1, "log entries out of order", prev, seq);
+      KJ_REQUIRE(seq > prev && seq <= through, "log entries out of order", prev, seq);
       prev = seq;
-      if (seq <= submitted) continue;  // a replay
-      if (apply.joins.empty() && seq != submitted + 1) {
-        gap = true;
-        break;
-      }
+      if (gap || seq <= submitted) continue;
       StatusOr<Crdt> delta = DecodeCrdt(View(e.getValue()));
       KJ_REQUIRE(delta.ok(), "a delta that does not decode", seq, delta.status().ToString());
       apply.joins.emplace_back(std::string(String(e.getKey())), std::move(delta).value());
-      apply.through = seq;
     }
-    if (gap || apply.joins.empty()) {
+    if (gap || through <= submitted) {
       // Answer once what was handed over before has committed.
       auto it = r_.last_submit_.find(origin);
       kj::Promise<void> before =
@@ -716,8 +876,9 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
         context.getResults().setApplied(r_.DurablePosition(origin));
       });
     }
-    apply.first = apply.through - apply.joins.size() + 1;
-    submitted = apply.through;
+    apply.first = submitted + 1;
+    apply.through = through;
+    submitted = through;
     Replicator& r = r_;
     auto committed = r_.committer_.SubmitRemote(std::move(apply))
                          .then([&r, origin](WriteResult result) {
@@ -738,7 +899,34 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
 
   kj::Promise<void> heartbeat(HeartbeatContext context) override {
     CheckRunning();
-    context.getResults().setWallClockMs(static_cast<int64_t>(r_.NowMillis()));
+    auto results = context.getResults();
+    results.setWallClockMs(static_cast<int64_t>(r_.NowMillis()));
+    std::vector<MemberRecord> members = r_.LocalMembers();
+    uint64_t hash = ViewHash(members);
+    results.setViewHash(hash);
+    if (hash != context.getParams().getViewHash()) {
+      EncodeMembers(members, results.initMembers(members.size()));
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> forward(ForwardContext context) override {
+    CheckRunning();
+    KJ_REQUIRE(r_.forward_handler_ != nullptr, "this node does not coordinate requests");
+    auto params = context.getParams();
+    return r_.forward_handler_(params.getRequest(), params.getConsistency(),
+                               context.getResults().initReply());
+  }
+
+  kj::Promise<void> keyDigests(KeyDigestsContext context) override {
+    CheckRunning();
+    auto keys = context.getParams().getKeys();
+    auto out = context.getResults().initDigests(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto digest = r_.store_.KeyDigest(View(keys[i]));
+      KJ_REQUIRE(digest.ok(), "cannot read a key's digest", digest.status().ToString());
+      out.set(i, *digest);
+    }
     return kj::READY_NOW;
   }
 
@@ -859,8 +1047,11 @@ class PeerServiceImpl final : public peer::Peer::Server {
     auto it = applied.find(caller);
     results.setApplied(it == applied.end() ? 0 : it->second);
     results.setSession(kj::heap<PeerSessionImpl>(r_, caller, theirs.getRegion()));
-    spdlog::info("peer {} of region {} said hello", theirs.getName().cStr(),
-                 theirs.getRegion().cStr());
+    std::vector<MemberRecord> members = r_.LocalMembers();
+    results.setViewHash(ViewHash(members));
+    EncodeMembers(members, results.initMembers(members.size()));
+    spdlog::debug("peer {} of region {} said hello", theirs.getName().cStr(),
+                  theirs.getRegion().cStr());
     return kj::READY_NOW;
   }
 
@@ -905,7 +1096,9 @@ Replicator::Replicator(Store& store, GroupCommitter& committer, kj::AsyncIoProvi
       error_logger_(kj::heap<ErrorLogger>()) {
   if (options_.wall_clock == nullptr) options_.wall_clock = WallClock::System();
   tasks_ = kj::heap<kj::TaskSet>(*error_logger_);
-  for (const PeerAddress& p : options_.peers) links_.push_back(kj::heap<PeerLink>(*this, p));
+  for (const PeerAddress& p : options_.seeds) {
+    seed_links_.push_back(kj::heap<PeerLink>(*this, p, std::nullopt));
+  }
   committer_.OnCommitted([this] { Committed(); });
 }
 
@@ -915,8 +1108,290 @@ Replicator::~Replicator() {
 }
 
 void Replicator::Start() {
-  for (auto& link : links_) link->Start();
+  started_ = true;
+  dropped_ = store_.DroppedSegments();
+  for (auto& link : seed_links_) link->Start();
+  for (auto& [id, link] : links_) link->Start();
   tasks_->add(Maintain());
+  tasks_->add(Rebalance());
+}
+
+bool Replicator::Syncing(size_t segment) const {
+  return segment < dropped_.size() && dropped_[segment] &&
+         (own_segments_.empty() || own_segments_[segment]);
+}
+
+bool Replicator::HoldsOnlyOwned() const {
+  if (own_segments_.empty()) return true;
+  std::vector<uint64_t> digests = store_.TreeDigests();
+  for (size_t s = 0; s < digests.size(); ++s) {
+    if (digests[s] != 0 && !own_segments_[s]) return false;
+  }
+  return true;
+}
+
+bool Replicator::LogDelivered() const {
+  for (const auto& [id, link] : links_) {
+    PeerState state = link->target().state;
+    if (state == PeerState::kDead || state == PeerState::kLeft) continue;
+    if (link->acked() < store_.LastSeq()) return false;
+  }
+  return true;
+}
+
+std::vector<PeerLink*> Replicator::RegionOwners(size_t segment) {
+  std::vector<PeerLink*> out;
+  for (auto& [id, link] : links_) {
+    const PeerTarget& t = link->target();
+    if (t.region != options_.region || t.state == PeerState::kLeft) continue;
+    if (!t.owned.empty() && t.owned[segment]) out.push_back(link.get());
+  }
+  return out;
+}
+
+kj::Promise<void> Replicator::Rebalance() {
+  return io_.getTimer()
+      .afterDelay(ToKj(std::min(options_.anti_entropy_interval, std::chrono::milliseconds(1000))))
+      .then([this] {
+        std::vector<uint64_t> digests = store_.TreeDigests();
+        kj::Promise<void> pass = kj::READY_NOW;
+        size_t handing = 0;
+        for (size_t s = 0; s < digests.size() && !own_segments_.empty(); ++s) {
+          std::vector<PeerLink*> owners = RegionOwners(s);
+          bool reachable = !owners.empty() &&
+                           std::all_of(owners.begin(), owners.end(),
+                                       [](PeerLink* l) { return l->has_session(); });
+          if (digests[s] != 0 && !own_segments_[s] && reachable) {
+            ++handing;
+            pass = pass.then([this, s, owners] { return HandOff(s, owners); });
+          } else if (Syncing(s) && reachable) {
+            pass = pass.then([this, s, owner = owners.front()] {
+              return owner->SyncSegment(static_cast<uint32_t>(s)).then([this, s] {
+                RemoteApply apply;
+                apply.clear_dropped.push_back(s);
+                return committer_.SubmitRemote(std::move(apply));
+              }).then([this, s](WriteResult r) {
+                KJ_REQUIRE(r.status.ok(), "cannot clear a segment's mark", r.status.ToString());
+                dropped_[s] = false;
+              });
+            });
+          }
+        }
+        if (handing > 0) spdlog::info("handing {} segments over to their owners", handing);
+        return pass;
+      })
+      .catch_([](kj::Exception&& e) {
+        spdlog::warn("rebalancing pass failed: {}", e.getDescription().cStr());
+      })
+      .then([this] { return Rebalance(); });
+}
+
+kj::Promise<void> Replicator::HandOff(size_t segment, std::vector<PeerLink*> owners) {
+  auto keys = store_.SegmentKeys(segment);
+  KJ_REQUIRE(keys.ok(), "cannot list a segment", keys.status().ToString());
+  return HandOffKeys(segment, std::move(owners), std::move(keys).value(), 0);
+}
+
+kj::Promise<void> Replicator::HandOffKeys(size_t segment, std::vector<PeerLink*> owners,
+                                          std::vector<geokv::KeyDigest> keys, size_t from) {
+  constexpr size_t kChunkKeys = 64;
+  if (from >= keys.size()) return kj::READY_NOW;
+  std::vector<std::pair<std::string, std::vector<std::string>>> states;
+  RemoteApply drops;
+  size_t bytes = 0, to = from;
+  for (; to < keys.size() && to - from < kChunkKeys && (to == from || bytes < options_.batch_bytes);
+       ++to) {
+    auto encoded = EncodedStates(keys[to].key);
+    if (encoded.encoded.empty()) continue;  // too large to travel: kept here
+    bytes += encoded.bytes + keys[to].key.size();
+    states.emplace_back(keys[to].key, std::move(encoded.encoded));
+    drops.drops.emplace_back(keys[to].key, keys[to].digest);
+  }
+  // Every owner confirms (its commit) before this node lets go of a key,
+  // and a key written here since it was read is kept.
+  kj::Vector<kj::Promise<void>> puts;
+  for (PeerLink* owner : owners) {
+    auto session = KJ_ASSERT_NONNULL(owner->MaybeSession());
+    auto req = session.putStatesRequest();
+    SetStates(req.initStates(states.size()), states);
+    puts.add(io_.getTimer().timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
+  }
+  PeerLink* budget = owners.front();
+  return kj::joinPromises(puts.releaseAsArray())
+      .then([this, drops = std::move(drops)]() mutable {
+        if (drops.drops.empty()) return kj::Promise<WriteResult>(WriteResult{});
+        return committer_.SubmitRemote(std::move(drops));
+      })
+      .then([this, segment](WriteResult r) {
+        KJ_REQUIRE(r.status.ok(), "cannot drop handed-over keys", r.status.ToString());
+        if (segment < dropped_.size()) dropped_[segment] = true;
+      })
+      .then([budget, bytes] { return budget->Budget(bytes * 2); })
+      .then([this, segment, owners = std::move(owners), keys = std::move(keys), to]() mutable {
+        return HandOffKeys(segment, std::move(owners), std::move(keys), to);
+      });
+}
+
+void Replicator::SetPlacement(std::vector<bool> own_segments, std::vector<PeerTarget> targets) {
+  if (stopped_) return;
+  own_segments_ = std::move(own_segments);
+  std::map<ReplicaId, kj::Own<PeerLink>> links;
+  for (PeerTarget& t : targets) {
+    if (t.id == store_.node_id() || t.state == PeerState::kLeft) continue;
+    auto it = links_.find(t.id);
+    if (it != links_.end() && it->second->address().address == t.address) {
+      it->second->Retarget(std::move(t));
+      links.emplace(it->first, kj::mv(it->second));
+      links_.erase(it);
+      continue;
+    }
+    spdlog::info("replicating to {} of region {} at {}", t.name, t.region, t.address);
+    ReplicaId id = t.id;
+    PeerAddress address{t.region, t.address};
+    auto link = kj::heap<PeerLink>(*this, std::move(address), std::move(t));
+    if (started_) link->Start();
+    links.emplace(id, kj::mv(link));
+  }
+  for (auto& [id, link] : links_) {
+    spdlog::info("no longer replicating to {} of region {}", link->Report().name,
+                 link->address().region);
+    // Destroyed later: this may run inside one of the link's own calls.
+    retired_.push_back(kj::mv(link));
+  }
+  links_ = std::move(links);
+  if (!retired_.empty()) tasks_->add(kj::evalLater([this] { retired_.clear(); }));
+  // A node that left may have been what waiters were waiting for.
+  AckAdvanced();
+}
+
+std::vector<MemberRecord> Replicator::LocalMembers() const {
+  if (options_.local_members) return options_.local_members();
+  MemberRecord self;
+  self.id = store_.node_id();
+  self.name = options_.name;
+  self.region = options_.region;
+  return {self};
+}
+
+bool Replicator::IsConnected(ReplicaId node) const {
+  auto it = links_.find(node);
+  return it != links_.end() && it->second->has_session();
+}
+
+void Replicator::NoteHints(const std::vector<ReplicaId>& owners, uint64_t seq) {
+  for (ReplicaId id : owners) {
+    auto it = links_.find(id);
+    if (it == links_.end() || it->second->connected()) continue;
+    it->second->Hint(seq);
+  }
+}
+
+Replicator::HintStats Replicator::Hints() const {
+  HintStats out = hints_;
+  for (const auto& [id, link] : links_) out.pending += link->hints_pending();
+  return out;
+}
+
+PeerLink& Replicator::LinkWithSession(ReplicaId node) {
+  auto it = links_.find(node);
+  if (it == links_.end() || !it->second->has_session()) {
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "node is not connected", Hex(node)));
+  }
+  return *it->second;
+}
+
+kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Replicator::Forward(
+    ReplicaId node, rpc::Request::Reader request, rpc::Consistency consistency,
+    std::chrono::milliseconds timeout) {
+  return kj::evalNow([&]() {
+    auto session = KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
+    auto req = session.forwardRequest();
+    req.setRequest(request);
+    req.setConsistency(consistency);
+    return io_.getTimer().timeoutAfter(ToKj(timeout), req.send());
+  });
+}
+
+kj::Promise<uint64_t> Replicator::KeyDigest(ReplicaId node, std::string key,
+                                            std::chrono::milliseconds timeout) {
+  return kj::evalNow([&]() {
+    auto session = KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
+    auto req = session.keyDigestsRequest();
+    req.initKeys(1).set(0, AsData(key));
+    return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).then([](auto&& resp) {
+      KJ_REQUIRE(resp.getDigests().size() == 1, "a digest reply of the wrong size");
+      return resp.getDigests()[0];
+    });
+  });
+}
+
+kj::Promise<std::vector<Crdt>> Replicator::FetchStates(ReplicaId node, std::string key,
+                                                       std::chrono::milliseconds timeout) {
+  return kj::evalNow([&]() {
+    auto session = KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
+    auto req = session.getStatesRequest();
+    req.initKeys(1).set(0, AsData(key));
+    return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).then([](auto&& resp) {
+      std::vector<Crdt> out;
+      for (auto& [k, state] : DecodeStates(resp.getStates())) out.push_back(std::move(state));
+      return out;
+    });
+  });
+}
+
+kj::Promise<void> Replicator::PushStates(ReplicaId node, std::string key,
+                                         std::chrono::milliseconds timeout) {
+  return kj::evalNow([&]() -> kj::Promise<void> {
+    auto session = KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
+    auto states = EncodedStates(key);
+    if (states.encoded.empty()) return kj::READY_NOW;
+    auto req = session.putStatesRequest();
+    std::vector<std::pair<std::string, std::vector<std::string>>> found;
+    found.emplace_back(std::move(key), std::move(states.encoded));
+    SetStates(req.initStates(1), found);
+    return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).ignoreResult();
+  });
+}
+
+size_t Replicator::Acked(const AckWaiter& w) const {
+  size_t n = 0;
+  for (ReplicaId id : w.nodes) {
+    auto it = links_.find(id);
+    if (it != links_.end() && it->second->acked() >= w.seq) ++n;
+  }
+  return n;
+}
+
+kj::Promise<size_t> Replicator::WaitAcked(std::vector<ReplicaId> nodes, uint64_t seq,
+                                          size_t needed, std::chrono::milliseconds timeout) {
+  auto waiter = std::make_shared<AckWaiter>(AckWaiter{std::move(nodes), seq, needed, {}});
+  size_t now = Acked(*waiter);
+  if (now >= needed) return now;
+  if (stopped_) return now;
+  auto paf = kj::newPromiseAndFulfiller<size_t>();
+  waiter->fulfiller = kj::mv(paf.fulfiller);
+  ack_waiters_.push_back(waiter);
+  auto expired = io_.getTimer().afterDelay(ToKj(timeout)).then([this, waiter] {
+    ack_waiters_.erase(std::remove(ack_waiters_.begin(), ack_waiters_.end(), waiter),
+                       ack_waiters_.end());
+    return Acked(*waiter);
+  });
+  return canceler_.wrap(paf.promise.exclusiveJoin(kj::mv(expired)));
+}
+
+void Replicator::AckAdvanced() {
+  if (ack_waiters_.empty()) return;
+  std::vector<std::shared_ptr<AckWaiter>> still;
+  for (auto& w : ack_waiters_) {
+    if (!w->fulfiller->isWaiting()) continue;
+    size_t n = Acked(*w);
+    if (n >= w->needed) {
+      w->fulfiller->fulfill(kj::mv(n));
+    } else {
+      still.push_back(w);
+    }
+  }
+  ack_waiters_ = std::move(still);
 }
 
 void Replicator::Stop() {
@@ -926,8 +1401,10 @@ void Replicator::Stop() {
   canceler_.cancel("node is shutting down");
   tasks_ = nullptr;
   links_.clear();
+  seed_links_.clear();
   for (auto& w : waiters_) w->fulfiller->fulfill(Status::Unavailable("node is shutting down"));
   waiters_.clear();
+  ack_waiters_.clear();
 }
 
 capnp::Capability::Client Replicator::PeerBootstrap() {
@@ -936,7 +1413,7 @@ capnp::Capability::Client Replicator::PeerBootstrap() {
 
 std::vector<int64_t> Replicator::PeerOffsets() const {
   std::vector<int64_t> out;
-  for (const auto& link : links_) {
+  for (const auto& [id, link] : links_) {
     if (link->connected() && link->offset_ms()) out.push_back(*link->offset_ms());
   }
   return out;
@@ -980,26 +1457,32 @@ kj::Promise<StatusOr<std::vector<std::string>>> Replicator::WaitReplicated(
     std::vector<CausalToken> tokens, std::vector<std::string> regions,
     std::chrono::milliseconds timeout) {
   using Result = StatusOr<std::vector<std::string>>;
-  if (regions.empty()) {
-    regions.push_back(options_.region);
-    for (const auto& link : links_) regions.push_back(link->address().region);
-  }
+  std::set<std::string> known{options_.region};
+  for (const auto& [id, link] : links_) known.insert(link->address().region);
+  if (regions.empty()) regions.assign(known.begin(), known.end());
   kj::TimePoint deadline = io_.getTimer().now() + ToKj(timeout);
   kj::Vector<kj::Promise<bool>> waits;
   for (const std::string& region : regions) {
-    if (region == options_.region) {
-      waits.add(WaitVisible(tokens, timeout).then([](Status s) { return s.ok(); }));
-      continue;
-    }
-    auto link = std::find_if(links_.begin(), links_.end(),
-                             [&](const auto& l) { return l->address().region == region; });
-    if (link == links_.end()) {
+    if (!known.count(region)) {
       return Result(Status::InvalidArgument("region '" + region +
-                                            "' is not this node's nor one of its peers'"));
+                                            "' is not this node's nor one it replicates to"));
     }
-    waits.add(canceler_.wrap((*link)->WaitVisible(tokens, deadline)));
+    // A region has the writes once each of its live nodes holds them.
+    kj::Vector<kj::Promise<bool>> nodes;
+    if (region == options_.region) {
+      nodes.add(WaitVisible(tokens, timeout).then([](Status s) { return s.ok(); }));
+    }
+    for (auto& [id, link] : links_) {
+      if (link->address().region != region) continue;
+      PeerState state = link->target().state;
+      if (state == PeerState::kDead || state == PeerState::kLeft) continue;
+      nodes.add(link->WaitVisible(tokens, deadline));
+    }
+    waits.add(kj::joinPromises(nodes.releaseAsArray()).then([](kj::Array<bool> done) {
+      return std::all_of(done.begin(), done.end(), [](bool b) { return b; });
+    }));
   }
-  return kj::joinPromises(waits.releaseAsArray())
+  return canceler_.wrap(kj::joinPromises(waits.releaseAsArray()))
       .then([regions = std::move(regions)](kj::Array<bool> done) {
         std::vector<std::string> missing;
         for (size_t i = 0; i < done.size(); ++i) {
@@ -1017,12 +1500,12 @@ uint64_t Replicator::DurablePosition(ReplicaId origin) const {
 
 std::vector<PeerStatus> Replicator::Peers() const {
   std::vector<PeerStatus> out;
-  for (const auto& link : links_) out.push_back(link->Report());
+  for (const auto& [id, link] : links_) out.push_back(link->Report());
   return out;
 }
 
 void Replicator::Committed() {
-  for (auto& link : links_) link->Wake();
+  for (auto& [id, link] : links_) link->Wake();
   if (waiters_.empty()) return;
   std::vector<std::shared_ptr<Waiter>> still;
   for (auto& w : waiters_) {
@@ -1047,9 +1530,9 @@ kj::Promise<void> Replicator::Maintain() {
         spdlog::error("{}", writes.message());
       }
     }
-    for (auto& link : links_) link->CheckBacklog();
+    for (auto& [id, link] : links_) link->CheckBacklog();
     uint64_t through = store_.LastSeq();
-    for (const auto& link : links_) {
+    for (const auto& [id, link] : links_) {
       if (auto floor = link->TrimFloor()) through = std::min(through, *floor);
     }
     if (through > store_.TrimmedThrough()) {

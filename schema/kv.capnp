@@ -39,16 +39,19 @@ struct Outcome {
     # not decode or belongs to another key, an empty element list, a
     # counter that would overflow.
     invalid @4;
-    # Not now: the node is shutting down, or refuses writes while its clock
-    # is too far off its peers' (--max-clock-offset). Retrying later may
-    # succeed.
+    # Not now: the node is shutting down, refuses writes while its clock
+    # is too far off its peers' (--max-clock-offset), or fewer owners of the
+    # key are alive than the consistency level needs. Nothing was applied.
+    # Retrying later may succeed.
     unavailable @5;
     # The node failed (a disk error, a stored row that does not decode).
     # Nothing of the operation was applied.
     internal @6;
     # A wait ran out: a read's tokens did not become visible here within
-    # --token-wait, or waitReplicated's regions did not all get the writes
-    # within its timeout. Nothing was read; retrying later may succeed.
+    # --token-wait, waitReplicated's regions did not all get the writes
+    # within its timeout, or fewer owners than the consistency level needs
+    # answered within --request-timeout. A write that timed out is durable
+    # on at least one owner (its token is set) and will reach the others.
     timeout @7;
   }
 }
@@ -62,6 +65,18 @@ enum Type {
   counter @4;
 }
 
+# How many of a key's owners in this region (the replication factor N of
+# them) an operation waits for. A write waits for W owners to have it
+# durably, a read for R owners' answers, which it joins (repairing owners
+# that were behind). R + W > N, as with quorum and quorum, means a read
+# sees every write acknowledged before it in this region.
+enum Consistency {
+  default @0;  # the node's --consistency (quorum unless configured)
+  one @1;      # 1
+  quorum @2;   # N / 2 + 1
+  all @3;      # N
+}
+
 # ---- requests -------------------------------------------------------------
 
 # Reads accept `tokens` from earlier writes (anywhere): the read answers only
@@ -72,17 +87,20 @@ enum Type {
 struct SetRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   value @1 :Data;  # up to max-value-bytes bytes; may be empty
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # Reads an LWW register; notFound when it was never set or is deleted.
 struct GetRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   tokens @1 :List(Data);  # from earlier writes (see above); may be empty
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # Deletes an LWW register (a write: it wins or loses by timestamp).
 struct DelRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
+  consistency @1 :Consistency;  # see Consistency
 }
 
 # Writes a multi-value register sibling that supersedes the siblings
@@ -92,12 +110,14 @@ struct MvSetRequest {
   value @1 :Data;  # up to max-value-bytes bytes; may be empty
   # From an MvReply of the same key, or empty.
   context @2 :Data;
+  consistency @3 :Consistency;  # see Consistency
 }
 
 # Reads a multi-value register: its siblings and the context to write with.
 struct MvGetRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   tokens @1 :List(Data);  # from earlier writes (see above); may be empty
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # Removes the siblings `context` saw from a multi-value register.
@@ -105,18 +125,21 @@ struct MvDelRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   # From an MvReply of the same key.
   context @1 :Data;
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # Adds elements to an add-wins OR-set. At least one element.
 struct SAddRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   elements @1 :List(Data);  # at least one; each up to max-key-bytes bytes
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # Removes the elements this node has seen added. At least one element.
 struct SRemRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   elements @1 :List(Data);  # at least one; each up to max-key-bytes bytes
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # Whether `element` is in the set.
@@ -124,6 +147,7 @@ struct SIsMemberRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   element @1 :Data;  # the element asked about
   tokens @2 :List(Data);  # from earlier writes (see above); may be empty
+  consistency @3 :Consistency;  # see Consistency
 }
 
 # A page of the set's elements in byte order.
@@ -138,30 +162,35 @@ struct SMembersRequest {
   # Most elements to return; 0 means the server's default page (1000).
   limit @3 :UInt32;
   tokens @4 :List(Data);  # from earlier writes (see above); may be empty
+  consistency @5 :Consistency;  # see Consistency
 }
 
 # The number of elements in the set.
 struct SCardRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   tokens @1 :List(Data);  # from earlier writes (see above); may be empty
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # Adds `delta` (negative to decrement) to a PN counter.
 struct IncrByRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   delta @1 :Int64;  # negative to subtract; the sum must fit in 64 bits
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # Reads a PN counter; notFound when it was never changed.
 struct CounterGetRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   tokens @1 :List(Data);  # from earlier writes (see above); may be empty
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # The types of the live values at a key.
 struct TypeRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   tokens @1 :List(Data);  # from earlier writes (see above); may be empty
+  consistency @2 :Consistency;  # see Consistency
 }
 
 # ---- replies --------------------------------------------------------------
@@ -284,6 +313,19 @@ struct NodeInfo {
   clockOffsetMs @8 :Int64;
   # Why client writes are refused now; empty when they are accepted.
   writesRefused @9 :Text;
+  # Keys with state on this node (an exact count: it reads every key).
+  keyCount @10 :UInt64;
+  # Writes acknowledged while one of their owners was away, whose log
+  # entries are kept for it: in all, since replayed to their owner, left to
+  # anti-entropy (past --max-backlog), and waiting now.
+  hintsStored @11 :UInt64;
+  hintsReplayed @12 :UInt64;
+  hintsDropped @13 :UInt64;
+  hintsPending @14 :UInt64;
+  # Requests this node sent on to an owner of their key, and quorum reads
+  # that found owners differing and repaired them.
+  forwarded @15 :UInt64;
+  readRepairs @16 :UInt64;
 }
 
 struct PeerInfo {
@@ -319,6 +361,52 @@ struct WaitReplicatedReply {
   missing @1 :List(Text);
 }
 
+enum MemberState {
+  alive @0;
+  suspect @1;  # missed its probes; dead unless it answers in time
+  dead @2;     # declared dead; still an owner (it gets hinted writes)
+  left @3;     # left the cluster; owns nothing
+}
+
+# A node of the cluster as this node sees it.
+struct MemberInfo {
+  name @0 :Text;
+  region @1 :Text;
+  replicaId @2 :UInt64;
+  state @3 :MemberState;
+  incarnation @4 :UInt64;
+  gossipAddress @5 :Text;  # empty for members of other regions
+  clientAddress @6 :Text;
+  peerAddress @7 :Text;    # the address this node uses to reach it
+  # Of its region's segments, the fraction it owns (as one of N owners).
+  ownedShare @8 :Float64;
+  # Of its region's hash space, the fraction where it is the first owner.
+  primaryShare @9 :Float64;
+}
+
+struct ClusterInfo {
+  replicationFactor @0 :UInt32;  # N: owners per key in each region
+  vnodes @1 :UInt32;             # ring tokens per node
+  members @2 :List(MemberInfo);  # every region's, this node's first
+  # Members this node's gossip declared dead since it started.
+  failureDetections @3 :UInt64;
+}
+
+struct OwnersRequest {
+  key @0 :Data;
+}
+
+struct OwnersReply {
+  outcome @0 :Outcome;
+  segment @1 :UInt32;  # the key's segment (docs/formats.md)
+  regions @2 :List(RegionOwners);
+}
+
+struct RegionOwners {
+  region @0 :Text;
+  owners @1 :List(MemberInfo);  # in preference order
+}
+
 interface GeoKv {
   set @0 SetRequest -> WriteReply;
   get @1 GetRequest -> ValueReply;
@@ -346,4 +434,16 @@ interface GeoKv {
   # Answers once the named regions have the writes the tokens name (each
   # region's node reached through this node's peer links).
   waitReplicated @16 WaitReplicatedRequest -> WaitReplicatedReply;
+
+  # The members of every region this node knows, with their states.
+  cluster @17 () -> ClusterInfo;
+
+  # Which nodes own a key, in every region this node knows.
+  owners @18 OwnersRequest -> OwnersReply;
+
+  # Makes this node leave the cluster for good: it announces it through
+  # gossip, hands every key it holds over to the key's other owners, waits
+  # until they hold its whole log, and exits. The answer comes at once;
+  # `unavailable` when the node runs no gossip (a one-node region).
+  leave @19 () -> (outcome :Outcome);
 }

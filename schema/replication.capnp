@@ -1,7 +1,9 @@
-# The peer API: what geokv nodes of different regions call on each other.
+# The peer API: what geokv nodes call on each other, within a region and
+# across regions.
 #
 # Each node serves `Peer` on its --peer-listen address and calls it on every
-# peer it knows. The bootstrap capability has one method, `hello`, which
+# other node it knows of (from gossip in its own region, and from the member
+# lists that nodes of other regions send back). The bootstrap capability has one method, `hello`, which
 # answers with the session capability that carries every other call, so
 # nothing happens on a connection before the two nodes know each other. Values travel as framed `Value`s of
 # crdt.capnp (docs/formats.md), so every delta and state is checksummed and
@@ -18,7 +20,9 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("geokv::peer");
 
 # The version of this file that a node speaks.
-const schemaVersion :UInt32 = 1;
+const schemaVersion :UInt32 = 2;
+
+using Kv = import "/schema/kv.capnp";
 
 # Who a node is; exchanged by `hello`.
 struct NodeHello {
@@ -39,10 +43,40 @@ struct Delta {
   value @2 :Data;   # a framed Value: the delta
 }
 
-# Consecutive entries of one origin's log, oldest first.
+# The part of one origin's log positions from+1..through that the callee
+# owns (by its region's ring as the caller sees it), oldest first: entries
+# for keys the callee does not own are left out, so a batch may hold none
+# and still advance the callee's position.
 struct DeltaBatch {
   origin @0 :UInt64;  # the replica id of the node whose log this is
   entries @1 :List(Delta);
+  from @2 :UInt64;     # the position before this batch's range
+  through @3 :UInt64;  # the last position this batch covers
+}
+
+enum MemberState {
+  alive @0;
+  suspect @1;
+  dead @2;
+  left @3;
+}
+
+# A peer address a member advertises to the nodes of one other region.
+struct Route {
+  region @0 :Text;
+  address @1 :Text;
+}
+
+# One member of a region as its region's gossip knows it.
+struct Member {
+  replicaId @0 :UInt64;
+  name @1 :Text;
+  region @2 :Text;
+  peerAddress @3 :Text;    # for nodes of its own region
+  clientAddress @4 :Text;
+  routes @5 :List(Route);  # peer addresses for nodes of other regions
+  incarnation @6 :UInt64;
+  state @7 :MemberState;
 }
 
 struct KeyDigest {
@@ -62,7 +96,10 @@ interface Peer {
   # entry through it is applied), where the caller's shipper resumes, and
   # the session for everything else. Fails when the schema versions differ
   # or both nodes are one replica.
-  hello @0 (hello :NodeHello) -> (hello :NodeHello, applied :UInt64, session :PeerSession);
+  # `members` is the callee's region as its gossip knows it, and `viewHash`
+  # a hash of that list (see heartbeat).
+  hello @0 (hello :NodeHello) -> (hello :NodeHello, applied :UInt64, session :PeerSession,
+                                  members :List(Member), viewHash :UInt64);
 }
 
 # What one node asks of another, after hello. `caller` below is the node
@@ -75,8 +112,11 @@ interface PeerSession {
   # resume. Fails with OVERLOADED when the callee's writes are backed up.
   pushDeltas @0 (batch :DeltaBatch) -> (applied :UInt64);
 
-  # A liveness and clock probe: answers with the callee's wall clock.
-  heartbeat @1 (wallClockMs :Int64) -> (wallClockMs :Int64);
+  # A liveness and clock probe: answers with the callee's wall clock, and
+  # with its region's members when their hash differs from `viewHash`, the
+  # hash of the list the caller last received.
+  heartbeat @1 (wallClockMs :Int64, viewHash :UInt64)
+      -> (wallClockMs :Int64, viewHash :UInt64, members :List(Member));
 
   # Anti-entropy: the digests of every segment of the callee's hash tree
   # (kTreeSegments entries, segment order).
@@ -98,4 +138,13 @@ interface PeerSession {
   # Answers true once every token's write (causal tokens of kv.capnp) is
   # visible on the callee, or false after `timeoutMs`.
   waitVisible @7 (tokens :List(Data), timeoutMs :UInt32) -> (visible :Bool);
+
+  # Runs a client request as its coordinator, without forwarding it again:
+  # the caller is a node of the callee's region that does not own the key.
+  # `consistency` is the level the client asked for, already resolved.
+  forward @8 (request :Kv.Request, consistency :Kv.Consistency) -> (reply :Kv.Reply);
+
+  # The digests of the named keys (0 for a key with no state), in order:
+  # a quorum read compares them before it reads states.
+  keyDigests @9 (keys :List(Data)) -> (digests :List(UInt64));
 }

@@ -1,5 +1,6 @@
 #include "server/kv_service.h"
 
+#include <capnp/message.h>
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
@@ -31,11 +32,126 @@ rpc::Outcome::Code CodeOf(const Status& s) {
   return rpc::Outcome::Code::INTERNAL;
 }
 
+size_t Needed(rpc::Consistency level, size_t owners) {
+  switch (level) {
+    case rpc::Consistency::ONE: return 1;
+    case rpc::Consistency::ALL: return owners;
+    case rpc::Consistency::QUORUM:
+    case rpc::Consistency::DEFAULT: break;
+  }
+  return owners / 2 + 1;
+}
+
+const char* LevelName(rpc::Consistency level) {
+  switch (level) {
+    case rpc::Consistency::ONE: return "ONE";
+    case rpc::Consistency::ALL: return "ALL";
+    case rpc::Consistency::QUORUM:
+    case rpc::Consistency::DEFAULT: break;
+  }
+  return "QUORUM";
+}
+
+std::string Described(const kj::Exception& e) { return e.getDescription().cStr(); }
+
+// The union form of a typed request, to forward it.
+void Wrap(rpc::Request::Builder b, rpc::SetRequest::Reader r) { b.setSet(r); }
+void Wrap(rpc::Request::Builder b, rpc::GetRequest::Reader r) { b.setGet(r); }
+void Wrap(rpc::Request::Builder b, rpc::DelRequest::Reader r) { b.setDel(r); }
+void Wrap(rpc::Request::Builder b, rpc::MvSetRequest::Reader r) { b.setMvSet(r); }
+void Wrap(rpc::Request::Builder b, rpc::MvGetRequest::Reader r) { b.setMvGet(r); }
+void Wrap(rpc::Request::Builder b, rpc::MvDelRequest::Reader r) { b.setMvDel(r); }
+void Wrap(rpc::Request::Builder b, rpc::SAddRequest::Reader r) { b.setSAdd(r); }
+void Wrap(rpc::Request::Builder b, rpc::SRemRequest::Reader r) { b.setSRem(r); }
+void Wrap(rpc::Request::Builder b, rpc::SIsMemberRequest::Reader r) { b.setSIsMember(r); }
+void Wrap(rpc::Request::Builder b, rpc::SMembersRequest::Reader r) { b.setSMembers(r); }
+void Wrap(rpc::Request::Builder b, rpc::SCardRequest::Reader r) { b.setSCard(r); }
+void Wrap(rpc::Request::Builder b, rpc::IncrByRequest::Reader r) { b.setIncrBy(r); }
+void Wrap(rpc::Request::Builder b, rpc::CounterGetRequest::Reader r) { b.setCounterGet(r); }
+void Wrap(rpc::Request::Builder b, rpc::TypeRequest::Reader r) { b.setType(r); }
+
 }  // namespace
 
+class KvService::ErrorLogger final : public kj::TaskSet::ErrorHandler {
+ public:
+  void taskFailed(kj::Exception&& e) override {
+    spdlog::warn("coordination task failed: {}", e.getDescription().cStr());
+  }
+};
+
 KvService::KvService(Store& store, GroupCommitter& committer, Replicator& replicator,
-                     KvServiceOptions options)
-    : store_(store), committer_(committer), replicator_(replicator), options_(std::move(options)) {}
+                     const ClusterView& view, KvServiceOptions options)
+    : store_(store),
+      committer_(committer),
+      replicator_(replicator),
+      view_(view),
+      options_(std::move(options)),
+      error_logger_(kj::heap<ErrorLogger>()),
+      tasks_(*error_logger_) {}
+
+KvService::~KvService() = default;
+
+// ---- placement -------------------------------------------------------------
+
+std::string KvService::OwnerName(ReplicaId id) const {
+  const Member* m = view_.Find(id);
+  return m != nullptr ? m->name : fmt::format("{:016x}", id);
+}
+
+KvService::Plan KvService::PlanFor(std::string_view key, rpc::Consistency level,
+                                   bool forwarded, bool write) const {
+  Plan plan;
+  const ReplicaId self = view_.self_id();
+  std::vector<ReplicaId> owners = view_.Owners(key);
+  bool mine = std::find(owners.begin(), owners.end(), self) != owners.end();
+  // An owner that has not yet got back a segment it handed over leaves
+  // writes there to the others.
+  const bool syncing = write && mine && replicator_.Syncing(TreeSegmentOf(key));
+  if (syncing && forwarded) {
+    plan.status = Status::Unavailable("this node is still receiving the key's segment back");
+    return plan;
+  }
+  if ((!mine || syncing) && !forwarded) {
+    for (ReplicaId o : owners) {
+      if (o != self && view_.Up(o) && replicator_.IsConnected(o)) {
+        plan.forward_to = o;
+        return plan;
+      }
+    }
+    plan.status = Status::Unavailable("none of the " + std::to_string(owners.size()) +
+                                      " owners of the key in region " + view_.region() +
+                                      " is reachable from this node");
+    return plan;
+  }
+  if (!mine) owners.push_back(self);
+  const size_t needed = Needed(level, owners.size());
+  for (ReplicaId o : owners) {
+    if (o != self && view_.Up(o)) plan.others.push_back(o);
+  }
+  if (1 + plan.others.size() < needed) {
+    plan.status = Status::Unavailable(
+        std::string(LevelName(level)) + " needs " + std::to_string(needed) + " of the key's " +
+        std::to_string(owners.size()) + " owners in region " + view_.region() + "; " +
+        std::to_string(1 + plan.others.size()) + " are up");
+    return plan;
+  }
+  plan.needed = needed - 1;
+  return plan;
+}
+
+template <typename Request>
+kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> KvService::ForwardTo(
+    ReplicaId node, Request request, rpc::Consistency level) {
+  ++stats_.forwarded;
+  capnp::MallocMessageBuilder message;
+  if constexpr (std::is_same_v<Request, rpc::Request::Reader>) {
+    message.setRoot(request);
+  } else {
+    Wrap(message.initRoot<rpc::Request>(), request);
+  }
+  return replicator_.Forward(node, message.getRoot<rpc::Request>().asReader(), level,
+                             options_.request_timeout);
+}
 
 void KvService::CheckServing() const {
   if (!serving_) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "node is shutting down"));
@@ -103,12 +219,6 @@ Status KvService::Spend(size_t reply_bytes) {
   }
   reply_budget_ -= reply_bytes;
   return Status::OK();
-}
-
-kj::Promise<Status> KvService::TokensVisible(capnp::List<capnp::Data>::Reader list) {
-  auto tokens = DecodeTokens(list);
-  if (!tokens.ok()) return tokens.status();
-  return replicator_.WaitVisible(std::move(tokens).value(), replicator_.token_wait());
 }
 
 Status KvService::EmptySet(std::string_view key) {
@@ -191,22 +301,176 @@ KvService::ParsedWrite KvService::Parse(rpc::IncrByRequest::Reader r) const {
   return {CheckKey(key), String(key), CounterAdd{r.getDelta()}};
 }
 
-kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder reply) {
-  if (parsed.status.ok()) parsed.status = replicator_.WritesAllowed();
+template <typename Request, typename AdoptFn>
+kj::Promise<void> KvService::CoordinateWrite(Request request, ParsedWrite parsed,
+                                             rpc::WriteReply::Builder reply,
+                                             rpc::Consistency level, bool forwarded,
+                                             AdoptFn adopt) {
+  Plan plan;
+  if (parsed.status.ok()) {
+    plan = PlanFor(parsed.key, level, forwarded, true);
+    parsed.status = plan.status;
+  }
   if (!parsed.status.ok()) {
     SetOutcome(reply.initOutcome(), parsed.status);
     return kj::READY_NOW;
   }
+  if (plan.forward_to) {
+    ReplicaId node = *plan.forward_to;
+    return ForwardTo(node, request, level)
+        .then([adopt = kj::mv(adopt)](auto&& resp) mutable { adopt(resp.getReply()); },
+              [this, reply, node](kj::Exception&& e) mutable {
+                SetOutcome(reply.initOutcome(), Status::Unavailable(
+                    "forwarding to the key's owner " + OwnerName(node) + " failed: " +
+                    Described(e)));
+              });
+  }
+  return Write(std::move(parsed), reply, std::move(plan));
+}
+
+kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder reply,
+                                   Plan plan) {
+  Status allowed = replicator_.WritesAllowed();
+  if (!allowed.ok()) {
+    SetOutcome(reply.initOutcome(), allowed);
+    return kj::READY_NOW;
+  }
   return committer_.Submit(std::move(parsed.key), std::move(parsed.op))
-      .then([this, reply](WriteResult result) mutable {
-        SetOutcome(reply.initOutcome(), result.status);
-        if (result.status.ok()) {
-          reply.setToken(AsData(EncodeToken({store_.node_id(), result.seq})));
+      .then([this, reply, plan = std::move(plan)](WriteResult result) mutable -> kj::Promise<void> {
+        if (!result.status.ok()) {
+          SetOutcome(reply.initOutcome(), result.status);
+          return kj::READY_NOW;
         }
+        reply.setToken(AsData(EncodeToken({store_.node_id(), result.seq})));
+        replicator_.NoteHints(plan.others, result.seq);
+        if (plan.needed == 0) {
+          SetOutcome(reply.initOutcome(), Status::OK());
+          return kj::READY_NOW;
+        }
+        const size_t needed = plan.needed;
+        return replicator_.WaitAcked(plan.others, result.seq, needed, options_.request_timeout)
+            .then([this, reply, needed](size_t acked) mutable {
+              if (acked >= needed) {
+                SetOutcome(reply.initOutcome(), Status::OK());
+                return;
+              }
+              ++stats_.write_timeouts;
+              SetOutcome(reply.initOutcome(), Status::Timeout(
+                  "the write is durable here and on " + std::to_string(acked) +
+                  " other owner(s), " + std::to_string(needed - acked) +
+                  " fewer than its consistency level needs within --request-timeout (" +
+                  std::to_string(options_.request_timeout.count()) +
+                  " ms); it will reach the others"));
+            });
       });
 }
 
 // ---- reads -----------------------------------------------------------------
+
+template <typename Request, typename AdoptFn>
+kj::Promise<std::optional<Status>> KvService::PrepareRead(Request request,
+                                                          rpc::Consistency level,
+                                                          bool forwarded, AdoptFn adopt) {
+  using Prepared = std::optional<Status>;
+  auto key = request.getKey();
+  Status s = CheckKey(key);
+  if (!s.ok()) return Prepared(s);
+  auto tokens = DecodeTokens(request.getTokens());
+  if (!tokens.ok()) return Prepared(tokens.status());
+  Plan plan = PlanFor(View(key), level, forwarded, false);
+  if (!plan.status.ok()) return Prepared(plan.status);
+  if (plan.forward_to) {
+    ReplicaId node = *plan.forward_to;
+    return ForwardTo(node, request, level)
+        .then([adopt = kj::mv(adopt)](auto&& resp) mutable {
+                adopt(resp.getReply());
+                return Prepared();
+              },
+              [this, node](kj::Exception&& e) {
+                return Prepared(Status::Unavailable("forwarding to the key's owner " +
+                                                    OwnerName(node) + " failed: " +
+                                                    Described(e)));
+              });
+  }
+  kj::Promise<Status> visible =
+      tokens->empty() ? kj::Promise<Status>(Status::OK())
+                      : replicator_.WaitVisible(std::move(tokens).value(), replicator_.token_wait());
+  return visible.then([this, key = String(key), plan = std::move(plan)](Status s) mutable
+                      -> kj::Promise<Prepared> {
+    if (!s.ok() || plan.needed == 0) return Prepared(s);
+    return RepairRead(std::move(key), std::move(plan.others), plan.needed)
+        .then([](Status s) { return Prepared(s); });
+  });
+}
+
+kj::Promise<Status> KvService::RepairRead(std::string key, std::vector<ReplicaId> others,
+                                          size_t needed) {
+  auto local = store_.KeyDigest(key);
+  if (!local.ok()) return local.status();
+  // Gathers the first `needed` digests; the others are not waited for.
+  struct Gather {
+    size_t needed = 0, pending = 0, answered = 0;
+    uint64_t local = 0;
+    std::vector<ReplicaId> differing;
+    kj::Own<kj::PromiseFulfiller<void>> done;
+    void Settle() {
+      if (done->isWaiting() && (answered >= needed || pending == 0)) done->fulfill();
+    }
+  };
+  auto g = std::make_shared<Gather>();
+  g->needed = needed;
+  g->pending = others.size();
+  g->local = *local;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  g->done = kj::mv(paf.fulfiller);
+  for (ReplicaId id : others) {
+    tasks_.add(replicator_.KeyDigest(id, key, options_.request_timeout)
+                   .then([g, id](uint64_t digest) {
+                           --g->pending;
+                           ++g->answered;
+                           if (digest != g->local && g->answered <= g->needed) {
+                             g->differing.push_back(id);
+                           }
+                           g->Settle();
+                         },
+                         [g](kj::Exception&&) {
+                           --g->pending;
+                           g->Settle();
+                         }));
+  }
+  return paf.promise.then([this, g, key = std::move(key)]() mutable -> kj::Promise<Status> {
+    if (g->answered < g->needed) {
+      return Status::Timeout("the read needed " + std::to_string(g->needed) +
+                             " other owner(s) of the key; " + std::to_string(g->answered) +
+                             " answered within --request-timeout");
+    }
+    if (g->differing.empty()) return Status::OK();
+    ++stats_.read_repairs;
+    kj::Vector<kj::Promise<std::vector<Crdt>>> fetches;
+    for (ReplicaId id : g->differing) {
+      fetches.add(replicator_.FetchStates(id, key, options_.request_timeout)
+                      .catch_([](kj::Exception&&) { return std::vector<Crdt>(); }));
+    }
+    return kj::joinPromises(fetches.releaseAsArray())
+        .then([this, key](kj::Array<std::vector<Crdt>> fetched) {
+          RemoteApply apply;
+          for (auto& states : fetched) {
+            for (Crdt& state : states) apply.joins.emplace_back(key, std::move(state));
+          }
+          if (apply.joins.empty()) return kj::Promise<WriteResult>(WriteResult{});
+          return committer_.SubmitRemote(std::move(apply));
+        })
+        .then([this, g, key](WriteResult joined) {
+          if (!joined.status.ok()) return joined.status;
+          // The owners that differed get the joined state; the read does not
+          // wait for them.
+          for (ReplicaId id : g->differing) {
+            tasks_.add(replicator_.PushStates(id, key, options_.request_timeout));
+          }
+          return Status::OK();
+        });
+  });
+}
 
 Status KvService::Read(std::string_view key, rpc::GetRequest::Reader,
                        rpc::ValueReply::Builder reply) {
@@ -287,7 +551,111 @@ Status KvService::Read(std::string_view key, rpc::TypeRequest::Reader,
   return Status::OK();
 }
 
-// ---- batches ---------------------------------------------------------------
+// ---- typed calls -----------------------------------------------------------
+
+kj::Promise<void> KvService::set(SetContext context) { return WriteCall(context); }
+kj::Promise<void> KvService::get(GetContext context) { return ReadCall(context); }
+kj::Promise<void> KvService::del(DelContext context) { return WriteCall(context); }
+kj::Promise<void> KvService::mvSet(MvSetContext context) { return WriteCall(context); }
+kj::Promise<void> KvService::mvGet(MvGetContext context) { return ReadCall(context); }
+kj::Promise<void> KvService::mvDel(MvDelContext context) { return WriteCall(context); }
+kj::Promise<void> KvService::sAdd(SAddContext context) { return WriteCall(context); }
+kj::Promise<void> KvService::sRem(SRemContext context) { return WriteCall(context); }
+kj::Promise<void> KvService::sIsMember(SIsMemberContext context) { return ReadCall(context); }
+kj::Promise<void> KvService::sMembers(SMembersContext context) { return ReadCall(context); }
+kj::Promise<void> KvService::sCard(SCardContext context) { return ReadCall(context); }
+kj::Promise<void> KvService::incrBy(IncrByContext context) { return WriteCall(context); }
+kj::Promise<void> KvService::counterGet(CounterGetContext context) { return ReadCall(context); }
+kj::Promise<void> KvService::type(TypeContext context) { return ReadCall(context); }
+
+// ---- batches and forwarded requests ----------------------------------------
+
+bool KvService::IsWrite(rpc::Request::Reader r) {
+  switch (r.which()) {
+    case rpc::Request::SET:
+    case rpc::Request::DEL:
+    case rpc::Request::MV_SET:
+    case rpc::Request::MV_DEL:
+    case rpc::Request::S_ADD:
+    case rpc::Request::S_REM:
+    case rpc::Request::INCR_BY: return true;
+    default: return false;
+  }
+}
+
+KvService::ParsedWrite KvService::ParseWrite(rpc::Request::Reader r) const {
+  switch (r.which()) {
+    case rpc::Request::SET: return Parse(r.getSet());
+    case rpc::Request::DEL: return Parse(r.getDel());
+    case rpc::Request::MV_SET: return Parse(r.getMvSet());
+    case rpc::Request::MV_DEL: return Parse(r.getMvDel());
+    case rpc::Request::S_ADD: return Parse(r.getSAdd());
+    case rpc::Request::S_REM: return Parse(r.getSRem());
+    case rpc::Request::INCR_BY: return Parse(r.getIncrBy());
+    default: return {Status::InvalidArgument("not a write"), {}, {}};
+  }
+}
+
+kj::Promise<void> KvService::CoordinateUnionWrite(rpc::Request::Reader r, ParsedWrite parsed,
+                                             rpc::Reply::Builder reply, rpc::Consistency level,
+                                             bool forwarded,
+                                             kj::Function<void(rpc::Reply::Reader)> adopt) {
+  auto run = [&](auto request) {
+    return CoordinateWrite(request, std::move(parsed), reply.initWrite(),
+                           Resolve(level == rpc::Consistency::DEFAULT ? request.getConsistency()
+                                                                      : level),
+                           forwarded, kj::mv(adopt));
+  };
+  switch (r.which()) {
+    case rpc::Request::SET: return run(r.getSet());
+    case rpc::Request::DEL: return run(r.getDel());
+    case rpc::Request::MV_SET: return run(r.getMvSet());
+    case rpc::Request::MV_DEL: return run(r.getMvDel());
+    case rpc::Request::S_ADD: return run(r.getSAdd());
+    case rpc::Request::S_REM: return run(r.getSRem());
+    case rpc::Request::INCR_BY: return run(r.getIncrBy());
+    default: break;
+  }
+  KJ_FAIL_REQUIRE("not a write");
+}
+
+kj::Promise<std::optional<Status>> KvService::PrepareUnionRead(
+    rpc::Request::Reader r, rpc::Consistency level, bool forwarded,
+    kj::Function<void(rpc::Reply::Reader)> adopt) {
+  auto run = [&](auto request) {
+    return PrepareRead(request,
+                       Resolve(level == rpc::Consistency::DEFAULT ? request.getConsistency()
+                                                                  : level),
+                       forwarded, kj::mv(adopt));
+  };
+  switch (r.which()) {
+    case rpc::Request::GET: return run(r.getGet());
+    case rpc::Request::MV_GET: return run(r.getMvGet());
+    case rpc::Request::S_IS_MEMBER: return run(r.getSIsMember());
+    case rpc::Request::S_MEMBERS: return run(r.getSMembers());
+    case rpc::Request::S_CARD: return run(r.getSCard());
+    case rpc::Request::COUNTER_GET: return run(r.getCounterGet());
+    case rpc::Request::TYPE: return run(r.getType());
+    default: break;
+  }
+  return std::optional<Status>(Status::InvalidArgument(
+      "unknown request kind " + std::to_string(static_cast<int>(r.which()))));
+}
+
+void KvService::AnswerUnion(rpc::Request::Reader r, rpc::Reply::Builder reply, Status prepared) {
+  switch (r.which()) {
+    case rpc::Request::GET: Answer(r.getGet(), reply.initValue(), prepared); return;
+    case rpc::Request::MV_GET: Answer(r.getMvGet(), reply.initMv(), prepared); return;
+    case rpc::Request::S_IS_MEMBER: Answer(r.getSIsMember(), reply.initBoolean(), prepared); return;
+    case rpc::Request::S_MEMBERS: Answer(r.getSMembers(), reply.initMembers(), prepared); return;
+    case rpc::Request::S_CARD: Answer(r.getSCard(), reply.initCount(), prepared); return;
+    case rpc::Request::COUNTER_GET:
+      Answer(r.getCounterGet(), reply.initCounter(), prepared);
+      return;
+    case rpc::Request::TYPE: Answer(r.getType(), reply.initType(), prepared); return;
+    default: SetOutcome(reply.initUnknown(), prepared); return;
+  }
+}
 
 kj::Promise<void> KvService::batch(BatchContext context) {
   CheckServing();
@@ -298,103 +666,103 @@ kj::Promise<void> KvService::batch(BatchContext context) {
   // batch that fails (a malformed message throws while it is read) or is
   // refused leaves nothing applied: retrying it cannot apply an increment
   // twice.
-  std::vector<std::pair<ParsedWrite, rpc::WriteReply::Builder>> parsed;
+  std::vector<std::pair<uint32_t, ParsedWrite>> writes;
   std::vector<uint32_t> reads;
   for (uint32_t i = 0; i < requests.size(); ++i) {
-    auto r = requests[i];
-    auto reply = replies[i];
-    switch (r.which()) {
-      case rpc::Request::SET: parsed.emplace_back(Parse(r.getSet()), reply.initWrite()); break;
-      case rpc::Request::DEL: parsed.emplace_back(Parse(r.getDel()), reply.initWrite()); break;
-      case rpc::Request::MV_SET:
-        parsed.emplace_back(Parse(r.getMvSet()), reply.initWrite());
-        break;
-      case rpc::Request::MV_DEL:
-        parsed.emplace_back(Parse(r.getMvDel()), reply.initWrite());
-        break;
-      case rpc::Request::S_ADD: parsed.emplace_back(Parse(r.getSAdd()), reply.initWrite()); break;
-      case rpc::Request::S_REM: parsed.emplace_back(Parse(r.getSRem()), reply.initWrite()); break;
-      case rpc::Request::INCR_BY:
-        parsed.emplace_back(Parse(r.getIncrBy()), reply.initWrite());
-        break;
-      default:
-        reads.push_back(i);
-        break;
+    if (IsWrite(requests[i])) {
+      writes.emplace_back(i, ParseWrite(requests[i]));
+    } else {
+      reads.push_back(i);
     }
   }
-  if (parsed.size() > committer_.max_pending()) {
+  if (writes.size() > committer_.max_pending()) {
     // It could never fit: refusing each write is final, not OVERLOADED.
-    Status refused = Status::TooLarge("a batch of " + std::to_string(parsed.size()) +
+    Status refused = Status::TooLarge("a batch of " + std::to_string(writes.size()) +
                                       " writes exceeds max-pending-writes " +
                                       std::to_string(committer_.max_pending()));
-    for (auto& [write, reply] : parsed) write.status = refused;
-  } else if (!committer_.HasRoom(parsed.size())) {
+    for (auto& [i, write] : writes) write.status = refused;
+  } else if (!committer_.HasRoom(writes.size())) {
     return Overloaded();
   }
 
-  kj::Vector<kj::Promise<void>> writes;
-  for (auto& [write, reply] : parsed) writes.add(Write(std::move(write), reply));
-  // The reads run after the writes, and once the tokens of all of them are
-  // visible (or --token-wait ran out: then each read whose own tokens are
-  // not visible answers timeout).
-  std::vector<CausalToken> tokens;
-  for (uint32_t i : reads) {
-    auto decoded = DecodeTokens(TokensOf(requests[i]));
-    if (decoded.ok()) tokens.insert(tokens.end(), decoded->begin(), decoded->end());
+  kj::Vector<kj::Promise<void>> written;
+  for (auto& [i, write] : writes) {
+    written.add(CoordinateUnionWrite(requests[i], std::move(write), replies[i],
+                                rpc::Consistency::DEFAULT, false,
+                                [replies, i = i](rpc::Reply::Reader r) mutable {
+                                  replies.setWithCaveats(i, r);
+                                }));
   }
-  kj::Promise<void> ready = writes.empty() ? kj::Promise<void>(kj::READY_NOW)
-                                           : kj::joinPromises(writes.releaseAsArray());
-  if (!tokens.empty()) {
-    ready = ready.then([this, tokens = std::move(tokens)]() mutable {
-      return replicator_.WaitVisible(std::move(tokens), replicator_.token_wait()).ignoreResult();
-    });
-  }
-  return ready.then([this, requests, replies, reads = std::move(reads)]() mutable {
-    reply_budget_ = ReplyBudget();
-    for (uint32_t i : reads) BatchRead(requests[i], replies[i]);
-  });
+  // The reads run after the writes; they are answered together, within one
+  // reply budget, once each is prepared.
+  kj::Promise<void> ready = written.empty() ? kj::Promise<void>(kj::READY_NOW)
+                                            : kj::joinPromises(written.releaseAsArray());
+  return ready
+      .then([this, requests, replies, reads]() mutable {
+        kj::Vector<kj::Promise<std::optional<Status>>> prepared;
+        for (uint32_t i : reads) {
+          prepared.add(PrepareUnionRead(requests[i], rpc::Consistency::DEFAULT, false,
+                                   [replies, i](rpc::Reply::Reader r) mutable {
+                                     replies.setWithCaveats(i, r);
+                                   }));
+        }
+        return kj::joinPromises(prepared.releaseAsArray());
+      })
+      .then([this, requests, replies, reads](kj::Array<std::optional<Status>> prepared) mutable {
+        reply_budget_ = ReplyBudget();
+        for (size_t j = 0; j < reads.size(); ++j) {
+          if (prepared[j]) AnswerUnion(requests[reads[j]], replies[reads[j]], *prepared[j]);
+        }
+      });
 }
 
-capnp::List<capnp::Data>::Reader KvService::TokensOf(rpc::Request::Reader request) {
-  switch (request.which()) {
-    case rpc::Request::GET: return request.getGet().getTokens();
-    case rpc::Request::MV_GET: return request.getMvGet().getTokens();
-    case rpc::Request::S_IS_MEMBER: return request.getSIsMember().getTokens();
-    case rpc::Request::S_MEMBERS: return request.getSMembers().getTokens();
-    case rpc::Request::S_CARD: return request.getSCard().getTokens();
-    case rpc::Request::COUNTER_GET: return request.getCounterGet().getTokens();
-    case rpc::Request::TYPE: return request.getType().getTokens();
-    default: return {};
+kj::Promise<void> KvService::RunForwarded(rpc::Request::Reader request, rpc::Consistency level,
+                                          rpc::Reply::Builder reply) {
+  CheckServing();
+  auto no_adopt = [](rpc::Reply::Reader) { KJ_FAIL_REQUIRE("a forwarded request forwarded again"); };
+  if (IsWrite(request)) {
+    ParsedWrite parsed = ParseWrite(request);
+    if (parsed.status.ok() && !committer_.HasRoom(1)) return Overloaded();
+    return CoordinateUnionWrite(request, std::move(parsed), reply, level, true, no_adopt);
   }
+  return PrepareUnionRead(request, level, true, no_adopt)
+      .then([this, request, reply](std::optional<Status> s) mutable {
+        reply_budget_ = ReplyBudget();
+        AnswerUnion(request, reply, s.value_or(Status::OK()));
+      });
 }
 
-Status KvService::TokensNow(capnp::List<capnp::Data>::Reader list) const {
-  GEOKV_ASSIGN_OR_RETURN(std::vector<CausalToken> tokens, DecodeTokens(list));
-  if (replicator_.Visible(tokens)) return Status::OK();
-  return Status::Timeout("the tokens' writes did not become visible here within --token-wait (" +
-                         std::to_string(replicator_.token_wait().count()) + " ms)");
+rpc::WriteReply::Reader KvService::Pick(rpc::Reply::Reader r, rpc::WriteReply::Builder) {
+  KJ_REQUIRE(r.isWrite(), "the owner answered another kind of reply");
+  return r.getWrite();
 }
-
-void KvService::BatchRead(rpc::Request::Reader request, rpc::Reply::Builder reply) {
-  Status tokens = TokensNow(TokensOf(request));
-  switch (request.which()) {
-    case rpc::Request::GET: Answer(request.getGet(), reply.initValue(), tokens); return;
-    case rpc::Request::MV_GET: Answer(request.getMvGet(), reply.initMv(), tokens); return;
-    case rpc::Request::S_IS_MEMBER:
-      Answer(request.getSIsMember(), reply.initBoolean(), tokens);
-      return;
-    case rpc::Request::S_MEMBERS: Answer(request.getSMembers(), reply.initMembers(), tokens); return;
-    case rpc::Request::S_CARD: Answer(request.getSCard(), reply.initCount(), tokens); return;
-    case rpc::Request::COUNTER_GET:
-      Answer(request.getCounterGet(), reply.initCounter(), tokens);
-      return;
-    case rpc::Request::TYPE: Answer(request.getType(), reply.initType(), tokens); return;
-    default:
-      SetOutcome(reply.initUnknown(),
-                 Status::InvalidArgument("unknown request kind " +
-                                         std::to_string(static_cast<int>(request.which()))));
-      return;
-  }
+rpc::ValueReply::Reader KvService::Pick(rpc::Reply::Reader r, rpc::ValueReply::Builder) {
+  KJ_REQUIRE(r.isValue(), "the owner answered another kind of reply");
+  return r.getValue();
+}
+rpc::MvReply::Reader KvService::Pick(rpc::Reply::Reader r, rpc::MvReply::Builder) {
+  KJ_REQUIRE(r.isMv(), "the owner answered another kind of reply");
+  return r.getMv();
+}
+rpc::BoolReply::Reader KvService::Pick(rpc::Reply::Reader r, rpc::BoolReply::Builder) {
+  KJ_REQUIRE(r.isBoolean(), "the owner answered another kind of reply");
+  return r.getBoolean();
+}
+rpc::MembersReply::Reader KvService::Pick(rpc::Reply::Reader r, rpc::MembersReply::Builder) {
+  KJ_REQUIRE(r.isMembers(), "the owner answered another kind of reply");
+  return r.getMembers();
+}
+rpc::CountReply::Reader KvService::Pick(rpc::Reply::Reader r, rpc::CountReply::Builder) {
+  KJ_REQUIRE(r.isCount(), "the owner answered another kind of reply");
+  return r.getCount();
+}
+rpc::CounterReply::Reader KvService::Pick(rpc::Reply::Reader r, rpc::CounterReply::Builder) {
+  KJ_REQUIRE(r.isCounter(), "the owner answered another kind of reply");
+  return r.getCounter();
+}
+rpc::TypeReply::Reader KvService::Pick(rpc::Reply::Reader r, rpc::TypeReply::Builder) {
+  KJ_REQUIRE(r.isType(), "the owner answered another kind of reply");
+  return r.getType();
 }
 
 kj::Promise<void> KvService::info(InfoContext context) {
@@ -412,6 +780,15 @@ kj::Promise<void> KvService::info(InfoContext context) {
   out.setClockOffsetMs(replicator_.ClockOffsetMs());
   Status writes = replicator_.WritesAllowed();
   if (!writes.ok()) out.setWritesRefused(writes.message());
+  auto keys = store_.KeyCount();
+  out.setKeyCount(keys.ok() ? *keys : 0);
+  Replicator::HintStats hints = replicator_.Hints();
+  out.setHintsStored(hints.stored);
+  out.setHintsReplayed(hints.replayed);
+  out.setHintsDropped(hints.dropped);
+  out.setHintsPending(hints.pending);
+  out.setForwarded(stats_.forwarded);
+  out.setReadRepairs(stats_.read_repairs);
   std::vector<PeerStatus> peers = replicator_.Peers();
   auto list = out.initPeers(peers.size());
   for (size_t i = 0; i < peers.size(); ++i) {
@@ -462,6 +839,76 @@ kj::Promise<void> KvService::waitReplicated(WaitReplicatedContext context) {
                    Status::Timeout("not replicated to " + names + " within " +
                                    std::to_string(timeout.count()) + " ms"));
       });
+}
+
+namespace {
+
+rpc::MemberState WireState(MemberState s) {
+  switch (s) {
+    case MemberState::kAlive: return rpc::MemberState::ALIVE;
+    case MemberState::kSuspect: return rpc::MemberState::SUSPECT;
+    case MemberState::kDead: return rpc::MemberState::DEAD;
+    case MemberState::kLeft: return rpc::MemberState::LEFT;
+  }
+  return rpc::MemberState::DEAD;
+}
+
+}  // namespace
+
+void KvService::Describe(const Member& m, rpc::MemberInfo::Builder out) const {
+  out.setName(m.name);
+  out.setRegion(m.region);
+  out.setReplicaId(m.id);
+  out.setState(WireState(m.state));
+  out.setIncarnation(m.incarnation);
+  if (m.region == view_.region()) out.setGossipAddress(m.gossip_address);
+  out.setClientAddress(m.client_address);
+  auto route = m.peer_routes.find(view_.region());
+  out.setPeerAddress(m.region != view_.region() && route != m.peer_routes.end()
+                         ? route->second
+                         : m.peer_address);
+  out.setOwnedShare(view_.OwnedShare(m.id));
+  out.setPrimaryShare(view_.PrimaryShare(m.id));
+}
+
+kj::Promise<void> KvService::cluster(ClusterContext context) {
+  CheckServing();
+  auto out = context.getResults();
+  out.setReplicationFactor(static_cast<uint32_t>(view_.replication_factor()));
+  out.setVnodes(static_cast<uint32_t>(view_.vnodes()));
+  out.setFailureDetections(failure_detections_ ? failure_detections_() : 0);
+  std::vector<const Member*> members = view_.Members();
+  auto list = out.initMembers(members.size());
+  for (size_t i = 0; i < members.size(); ++i) Describe(*members[i], list[i]);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> KvService::owners(OwnersContext context) {
+  CheckServing();
+  auto key = context.getParams().getKey();
+  auto out = context.getResults();
+  Status s = CheckKey(key);
+  SetOutcome(out.initOutcome(), s);
+  if (!s.ok()) return kj::READY_NOW;
+  out.setSegment(static_cast<uint32_t>(TreeSegmentOf(View(key))));
+  std::vector<std::string> regions = view_.Regions();
+  auto list = out.initRegions(regions.size());
+  for (size_t i = 0; i < regions.size(); ++i) {
+    list[i].setRegion(regions[i]);
+    std::vector<ReplicaId> owners = view_.Owners(View(key), regions[i]);
+    auto owned = list[i].initOwners(owners.size());
+    for (size_t j = 0; j < owners.size(); ++j) {
+      if (const Member* m = view_.Find(owners[j])) Describe(*m, owned[j]);
+    }
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> KvService::leave(LeaveContext context) {
+  CheckServing();
+  Status s = leave_ ? leave_() : Status::Unavailable("this node cannot leave");
+  SetOutcome(context.getResults().initOutcome(), s);
+  return kj::READY_NOW;
 }
 
 }  // namespace geokv

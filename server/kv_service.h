@@ -1,11 +1,18 @@
 // The client API (schema/kv.capnp) of one node: validates each request
-// against the limits, sends writes through the group committer and answers
-// reads from the store on the event loop's thread.
+// against the limits and coordinates it. A request for a key this node does
+// not own is forwarded to an owner that is up; on an owner, a write goes
+// through the group committer and then waits until enough other owners hold
+// it (the request's consistency level), and a read compares the key's
+// digest with enough other owners, joins the states of those that differ
+// (and repairs them) and answers from the store, on the event loop's thread.
 
 #ifndef GEOKV_SERVER_KV_SERVICE_H_
 #define GEOKV_SERVER_KV_SERVICE_H_
 
+#include <chrono>
+#include <functional>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +21,7 @@
 #include "schema/kv_text.h"
 #include "replication/group_commit.h"
 #include "replication/replicator.h"
+#include "server/cluster_view.h"
 #include "storage/store.h"
 
 namespace geokv {
@@ -25,6 +33,18 @@ struct KvServiceOptions {
   size_t max_value_bytes = 8 << 20;  // register values
   // The largest message; replies are kept below it (see ReplyBudget).
   size_t max_message_bytes = 64 << 20;
+  // The level of requests that ask for `default`. Default: quorum.
+  rpc::Consistency consistency = rpc::Consistency::QUORUM;
+  // How long a coordinator waits for other owners (acknowledgements,
+  // digests, forwarded requests).
+  std::chrono::milliseconds request_timeout{5000};
+};
+
+// Counts of coordination events, for `info` and metrics.
+struct CoordinatorStats {
+  uint64_t forwarded = 0;      // requests sent on to an owner
+  uint64_t read_repairs = 0;   // quorum reads that found owners differing
+  uint64_t write_timeouts = 0;  // writes answered timeout for missing acks
 };
 
 // Default page of sMembers when the request's limit is 0, and its largest.
@@ -33,31 +53,46 @@ inline constexpr uint32_t kDefaultMembersPage = 1000;
 // Lives on the event loop's thread, like the committer and every call.
 class KvService final : public rpc::GeoKv::Server {
  public:
-  // `store`, `committer` and `replicator` must outlive the service.
+  // `store`, `committer`, `replicator` and `view` must outlive the service.
   KvService(Store& store, GroupCommitter& committer, Replicator& replicator,
-            KvServiceOptions options);
+            const ClusterView& view, KvServiceOptions options);
+  ~KvService();
+
+  // Runs a request another node of the region forwarded, here (the
+  // replicator's forward handler).
+  kj::Promise<void> RunForwarded(rpc::Request::Reader request, rpc::Consistency level,
+                                 rpc::Reply::Builder reply);
+
+  const CoordinatorStats& stats() const { return stats_; }
+  // Where `cluster` reads the failure detections count of gossip.
+  void SetFailureDetections(std::function<uint64_t()> f) { failure_detections_ = std::move(f); }
+  // What `leave` starts: OK, or why the node cannot leave.
+  void SetLeave(std::function<Status()> f) { leave_ = std::move(f); }
 
   // From now on every call fails with DISCONNECTED ("shutting down"); calls
   // already accepted run to the end.
   void StopServing() { serving_ = false; }
 
-  kj::Promise<void> set(SetContext context) override { return WriteCall(context); }
-  kj::Promise<void> get(GetContext context) override { return ReadCall(context); }
-  kj::Promise<void> del(DelContext context) override { return WriteCall(context); }
-  kj::Promise<void> mvSet(MvSetContext context) override { return WriteCall(context); }
-  kj::Promise<void> mvGet(MvGetContext context) override { return ReadCall(context); }
-  kj::Promise<void> mvDel(MvDelContext context) override { return WriteCall(context); }
-  kj::Promise<void> sAdd(SAddContext context) override { return WriteCall(context); }
-  kj::Promise<void> sRem(SRemContext context) override { return WriteCall(context); }
-  kj::Promise<void> sIsMember(SIsMemberContext context) override { return ReadCall(context); }
-  kj::Promise<void> sMembers(SMembersContext context) override { return ReadCall(context); }
-  kj::Promise<void> sCard(SCardContext context) override { return ReadCall(context); }
-  kj::Promise<void> incrBy(IncrByContext context) override { return WriteCall(context); }
-  kj::Promise<void> counterGet(CounterGetContext context) override { return ReadCall(context); }
-  kj::Promise<void> type(TypeContext context) override { return ReadCall(context); }
+  kj::Promise<void> set(SetContext context) override;
+  kj::Promise<void> get(GetContext context) override;
+  kj::Promise<void> del(DelContext context) override;
+  kj::Promise<void> mvSet(MvSetContext context) override;
+  kj::Promise<void> mvGet(MvGetContext context) override;
+  kj::Promise<void> mvDel(MvDelContext context) override;
+  kj::Promise<void> sAdd(SAddContext context) override;
+  kj::Promise<void> sRem(SRemContext context) override;
+  kj::Promise<void> sIsMember(SIsMemberContext context) override;
+  kj::Promise<void> sMembers(SMembersContext context) override;
+  kj::Promise<void> sCard(SCardContext context) override;
+  kj::Promise<void> incrBy(IncrByContext context) override;
+  kj::Promise<void> counterGet(CounterGetContext context) override;
+  kj::Promise<void> type(TypeContext context) override;
   kj::Promise<void> batch(BatchContext context) override;
   kj::Promise<void> info(InfoContext context) override;
   kj::Promise<void> waitReplicated(WaitReplicatedContext context) override;
+  kj::Promise<void> cluster(ClusterContext context) override;
+  kj::Promise<void> owners(OwnersContext context) override;
+  kj::Promise<void> leave(LeaveContext context) override;
 
  private:
   // A write request turned into what the store applies, or why it is refused.
@@ -67,37 +102,97 @@ class KvService final : public rpc::GeoKv::Server {
     Operation op;
   };
 
+  // Where an operation on one key runs.
+  struct Plan {
+    Status status;  // not OK: refuse the operation with it
+    std::optional<ReplicaId> forward_to;  // run it on that owner
+    std::vector<ReplicaId> others;  // running here: the other owners up
+    size_t needed = 0;              // of `others`, how many must answer
+  };
+  // `forwarded`: another node sent the request here to run, whatever this
+  // node's ring says.
+  Plan PlanFor(std::string_view key, rpc::Consistency level, bool forwarded, bool write) const;
+  std::string OwnerName(ReplicaId id) const;
+  void Describe(const Member& m, rpc::MemberInfo::Builder out) const;
+  rpc::Consistency Resolve(rpc::Consistency level) const {
+    return level == rpc::Consistency::DEFAULT ? options_.consistency : level;
+  }
+
   template <typename Context>
   kj::Promise<void> WriteCall(Context& context) {
     CheckServing();
-    ParsedWrite parsed = Parse(context.getParams());
+    auto request = context.getParams();
+    ParsedWrite parsed = Parse(request);
     if (parsed.status.ok() && !committer_.HasRoom(1)) return Overloaded();
-    return Write(std::move(parsed), context.getResults());
+    return CoordinateWrite(request, std::move(parsed), context.getResults(),
+                           Resolve(request.getConsistency()), false,
+                           [context](rpc::Reply::Reader r) mutable {
+                             context.setResults(Pick(r, context.getResults()));
+                           });
   }
 
-  // Answers at once, or once the request's tokens are visible here.
   template <typename Context>
   kj::Promise<void> ReadCall(Context& context) {
     CheckServing();
     auto request = context.getParams();
-    if (request.getTokens().size() == 0) {
-      reply_budget_ = ReplyBudget();
-      Answer(request, context.getResults(), Status::OK());
-      return kj::READY_NOW;
-    }
-    return TokensVisible(request.getTokens()).then([this, context](Status s) mutable {
-      reply_budget_ = ReplyBudget();
-      Answer(context.getParams(), context.getResults(), s);
-    });
+    return PrepareRead(request, Resolve(request.getConsistency()), false,
+                       [context](rpc::Reply::Reader r) mutable {
+                         context.setResults(Pick(r, context.getResults()));
+                       })
+        .then([this, context](std::optional<Status> s) mutable {
+          if (!s) return;
+          reply_budget_ = ReplyBudget();
+          Answer(context.getParams(), context.getResults(), *s);
+        });
   }
 
-  // Answers a read request whose tokens ended as `tokens` says.
+  // Runs a parsed write here or on the owner it is forwarded to (whose
+  // reply `adopt` takes).
+  template <typename Request, typename AdoptFn>
+  kj::Promise<void> CoordinateWrite(Request request, ParsedWrite parsed,
+                                    rpc::WriteReply::Builder reply, rpc::Consistency level,
+                                    bool forwarded, AdoptFn adopt);
+  // Resolves with the status to answer a read with from this node's store
+  // (after its tokens' wait and the quorum's repair), or nullopt when it
+  // was forwarded and `adopt` took the owner's reply.
+  template <typename Request, typename AdoptFn>
+  kj::Promise<std::optional<Status>> PrepareRead(Request request, rpc::Consistency level,
+                                                 bool forwarded, AdoptFn adopt);
+  // Compares the key's digest with `needed` of `others`, joins the states of
+  // those that differ here and sends them the result.
+  kj::Promise<Status> RepairRead(std::string key, std::vector<ReplicaId> others, size_t needed);
+  // Sends `request` to `node` to run; resolves with its reply.
+  template <typename Request>
+  kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> ForwardTo(
+      ReplicaId node, Request request, rpc::Consistency level);
+  // The union forms of the above, for batches and forwarded requests.
+  // `level`: DEFAULT takes the request's own level.
+  ParsedWrite ParseWrite(rpc::Request::Reader request) const;
+  kj::Promise<void> CoordinateUnionWrite(rpc::Request::Reader request, ParsedWrite parsed,
+                                    rpc::Reply::Builder reply, rpc::Consistency level,
+                                    bool forwarded,
+                                    kj::Function<void(rpc::Reply::Reader)> adopt);
+  kj::Promise<std::optional<Status>> PrepareUnionRead(rpc::Request::Reader request,
+                                                 rpc::Consistency level, bool forwarded,
+                                                 kj::Function<void(rpc::Reply::Reader)> adopt);
+  void AnswerUnion(rpc::Request::Reader request, rpc::Reply::Builder reply, Status prepared);
+  // The member of a forwarded request's reply that a call of the typed
+  // method answers with (the builder names the type); fails when the
+  // owner answered another kind.
+  static rpc::WriteReply::Reader Pick(rpc::Reply::Reader r, rpc::WriteReply::Builder);
+  static rpc::ValueReply::Reader Pick(rpc::Reply::Reader r, rpc::ValueReply::Builder);
+  static rpc::MvReply::Reader Pick(rpc::Reply::Reader r, rpc::MvReply::Builder);
+  static rpc::BoolReply::Reader Pick(rpc::Reply::Reader r, rpc::BoolReply::Builder);
+  static rpc::MembersReply::Reader Pick(rpc::Reply::Reader r, rpc::MembersReply::Builder);
+  static rpc::CountReply::Reader Pick(rpc::Reply::Reader r, rpc::CountReply::Builder);
+  static rpc::CounterReply::Reader Pick(rpc::Reply::Reader r, rpc::CounterReply::Builder);
+  static rpc::TypeReply::Reader Pick(rpc::Reply::Reader r, rpc::TypeReply::Builder);
+
+  // Answers a read request whose preparation ended as `prepared` says.
   template <typename Request, typename Reply>
-  void Answer(Request request, Reply reply, Status tokens) {
-    auto key = request.getKey();
-    Status s = CheckKey(key);
-    if (s.ok()) s = tokens;
-    if (s.ok()) s = Read(View(key), request, reply);
+  void Answer(Request request, Reply reply, Status prepared) {
+    Status s = prepared;
+    if (s.ok()) s = Read(View(request.getKey()), request, reply);
     SetOutcome(reply.initOutcome(), s);
   }
 
@@ -118,9 +213,6 @@ class KvService final : public rpc::GeoKv::Server {
   // Takes `reply_bytes` from the current call's budget, or TooLarge.
   Status Spend(size_t reply_bytes);
   Status Spend(const std::vector<std::string>& values);
-  // Resolves OK once every token's write is visible here, Timeout after
-  // --token-wait, InvalidArgument for a token that does not decode.
-  kj::Promise<Status> TokensVisible(capnp::List<capnp::Data>::Reader tokens);
   // For a set read with an empty answer: OK, or WrongType when another
   // type is live at `key`.
   Status EmptySet(std::string_view key);
@@ -137,7 +229,8 @@ class KvService final : public rpc::GeoKv::Server {
   // sAdd and sRem: a key and a non-empty list of elements.
   template <typename SetOperation, typename Request>
   ParsedWrite ParseElements(Request r) const;
-  kj::Promise<void> Write(ParsedWrite parsed, rpc::WriteReply::Builder reply);
+  // Applies a write here and waits for plan.needed other owners.
+  kj::Promise<void> Write(ParsedWrite parsed, rpc::WriteReply::Builder reply, Plan plan);
 
   // Fill the reply's fields but the outcome; return the outcome. `key` is
   // the request's key, already checked.
@@ -155,19 +248,20 @@ class KvService final : public rpc::GeoKv::Server {
               rpc::CounterReply::Builder reply);
   Status Read(std::string_view key, rpc::TypeRequest::Reader r,
               rpc::TypeReply::Builder reply);
-  // One read of a batch.
-  void BatchRead(rpc::Request::Reader request, rpc::Reply::Builder reply);
-  // The tokens of a read request (empty for a write or unknown kind).
-  static capnp::List<capnp::Data>::Reader TokensOf(rpc::Request::Reader request);
-  // OK when the tokens' writes are visible now, else Timeout (after the
-  // batch waited) or InvalidArgument.
-  Status TokensNow(capnp::List<capnp::Data>::Reader tokens) const;
+  static bool IsWrite(rpc::Request::Reader request);
 
   Store& store_;
   GroupCommitter& committer_;
   Replicator& replicator_;
+  const ClusterView& view_;
   const KvServiceOptions options_;
   bool serving_ = true;
+  CoordinatorStats stats_;
+  std::function<uint64_t()> failure_detections_;
+  std::function<Status()> leave_;
+  class ErrorLogger;
+  kj::Own<ErrorLogger> error_logger_;
+  kj::TaskSet tasks_;  // digest gathers and read repairs
   // What the reply being built may still carry; reset by every call (reads
   // run synchronously on the loop thread, one call at a time).
   size_t reply_budget_ = 0;

@@ -6,8 +6,11 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 
+#include "cluster/gossip.h"
 #include "replication/group_commit.h"
+#include "server/cluster_view.h"
 #include "server/kv_service.h"
 #include "server/rpc_listener.h"
 
@@ -20,6 +23,44 @@ std::string DefaultName(ReplicaId id) {
                 static_cast<unsigned long long>(id >> 32));
   return buf;
 }
+
+rpc::Consistency ConsistencyNamed(const std::string& name) {
+  if (name == "one") return rpc::Consistency::ONE;
+  if (name == "all") return rpc::Consistency::ALL;
+  return rpc::Consistency::QUORUM;
+}
+
+// Carries gossip's "members changed" from its thread to the event loop.
+class GossipFeed {
+ public:
+  // Called on the gossip thread.
+  void Changed() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (waiting_) {
+      waiting_->fulfill();
+      waiting_ = nullptr;
+    } else {
+      pending_ = true;
+    }
+  }
+
+  // Resolves at the next change (at once if one came since the last call).
+  kj::Promise<void> Next() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pending_) {
+      pending_ = false;
+      return kj::READY_NOW;
+    }
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    waiting_ = kj::mv(paf.fulfiller);
+    return kj::mv(paf.promise);
+  }
+
+ private:
+  std::mutex mu_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> waiting_;
+  bool pending_ = false;
+};
 
 }  // namespace
 
@@ -52,11 +93,50 @@ int RunNode(const ServerOptions& options) {
   ws.setBusyPollInterval(64);
   kj::Timer& timer = io.provider->getTimer();
 
+  Member self;
+  self.id = store->node_id();
+  self.name = name;
+  self.region = options.region;
+  self.client_address = options.listen;
+  self.peer_address = options.peer_advertise.empty() ? options.peer_listen : options.peer_advertise;
+  for (const PeerAddress& route : options.peer_routes) self.peer_routes[route.region] = route.address;
+  std::unique_ptr<Gossip> gossip;
+  if (!options.gossip_listen.empty()) {
+    GossipOptions g;
+    g.listen = options.gossip_listen;
+    g.self = self;
+    g.seeds = options.seeds;
+    g.membership.period = std::chrono::milliseconds(options.gossip_period_ms);
+    g.membership.ping_timeout = std::chrono::milliseconds(options.gossip_period_ms * 2 / 5);
+    g.membership.suspicion_timeout = std::chrono::milliseconds(options.suspicion_timeout_ms);
+    g.drop_probability = options.gossip_drop;
+    gossip = std::make_unique<Gossip>(std::move(g));
+    Status started = gossip->Start();
+    if (!started.ok()) {
+      spdlog::error("cannot start gossip: {}", started.ToString());
+      return 1;
+    }
+    self = gossip->Self();
+    std::string seeds;
+    for (const std::string& seed : options.seeds) seeds += (seeds.empty() ? "" : ",") + seed;
+    spdlog::info("gossip on {} (UDP), seeds {}", self.gossip_address,
+                 seeds.empty() ? "none" : seeds);
+  }
+  ClusterView view(self, options.replication_factor, options.vnodes);
+
   auto committer = std::make_unique<GroupCommitter>(*store, options.max_pending_writes);
+  std::unique_ptr<Replicator> replicator;
+  auto place = [&] {
+    if (replicator) replicator->SetPlacement(view.OwnSegments(), view.Targets());
+  };
   ReplicatorOptions replication;
   replication.name = name;
   replication.region = options.region;
-  replication.peers = options.peers;
+  replication.seeds = options.peers;
+  replication.on_remote_members = [&](const std::string& region, std::vector<MemberRecord> members) {
+    if (view.MergeRemote(region, members)) place();
+  };
+  replication.local_members = [&] { return view.LocalRecords(); };
   replication.max_message_bytes = options.max_message_bytes;
   replication.batch_bytes = options.replication_batch_bytes;
   replication.window = options.replication_window;
@@ -66,13 +146,26 @@ int RunNode(const ServerOptions& options) {
   replication.anti_entropy_interval = std::chrono::milliseconds(options.anti_entropy_interval_ms);
   replication.anti_entropy_bytes_per_second = options.anti_entropy_bytes_per_second;
   replication.heartbeat = std::chrono::milliseconds(options.heartbeat_ms);
-  auto replicator =
+  replicator =
       std::make_unique<Replicator>(*store, *committer, *io.provider, std::move(replication));
-  auto service_own = kj::heap<KvService>(
-      *store, *committer, *replicator,
-      KvServiceOptions{name, options.region, options.max_key_bytes, options.max_value_bytes,
-                       options.max_message_bytes});
+  KvServiceOptions service_options;
+  service_options.name = name;
+  service_options.region = options.region;
+  service_options.max_key_bytes = options.max_key_bytes;
+  service_options.max_value_bytes = options.max_value_bytes;
+  service_options.max_message_bytes = options.max_message_bytes;
+  service_options.consistency = ConsistencyNamed(options.consistency);
+  service_options.request_timeout = std::chrono::milliseconds(options.request_timeout_ms);
+  auto service_own = kj::heap<KvService>(*store, *committer, *replicator, view,
+                                         std::move(service_options));
   KvService& service = *service_own;
+  replicator->SetForwardHandler(
+      [&service](rpc::Request::Reader request, rpc::Consistency level, rpc::Reply::Builder reply) {
+        return service.RunForwarded(request, level, reply);
+      });
+  if (gossip) {
+    service.SetFailureDetections([&gossip] { return gossip->failure_detections(); });
+  }
 
   auto listen = [&](const std::string& address) -> kj::Own<kj::ConnectionReceiver> {
     kj::Own<kj::ConnectionReceiver> receiver;
@@ -106,16 +199,67 @@ int RunNode(const ServerOptions& options) {
     spdlog::warn("--peers given without --peer-listen: this node ships to its peers, but they "
                  "cannot ship to it");
   }
+  place();
   replicator->Start();
+  GossipFeed feed;
+  kj::Promise<void> following = nullptr;
+  std::function<kj::Promise<void>()> follow = [&]() -> kj::Promise<void> {
+    if (view.SetLocal(gossip->Members())) place();
+    return feed.Next().then([&follow] { return follow(); });
+  };
+  if (gossip) {
+    gossip->OnChange([&feed] { feed.Changed(); });
+    following = follow().eagerlyEvaluate([](kj::Exception&& e) {
+      spdlog::error("following membership stopped: {}", e.getDescription().cStr());
+    });
+  }
+
+  // Leaving: once every key is with its owners and every live node holds
+  // this node's log, the node shuts down as on SIGTERM.
+  bool leaving = false;
+  auto left = kj::newPromiseAndFulfiller<void>();
+  std::function<kj::Promise<void>()> watch_leave = [&]() -> kj::Promise<void> {
+    return timer.afterDelay(200 * kj::MILLISECONDS).then([&]() -> kj::Promise<void> {
+      if (replicator->HoldsOnlyOwned() && replicator->LogDelivered()) {
+        left.fulfiller->fulfill();
+        return kj::READY_NOW;
+      }
+      return watch_leave();
+    });
+  };
+  kj::Promise<void> leave_watch = nullptr;
+  service.SetLeave([&]() -> Status {
+    if (!gossip) {
+      return Status::Unavailable("this node runs no gossip (--gossip-listen): it is its region's "
+                                 "only member, and its keys have no other owner to go to");
+    }
+    if (leaving) return Status::OK();
+    leaving = true;
+    spdlog::info("leaving the cluster: announcing it, then handing every key over");
+    gossip->Leave(std::chrono::milliseconds(0));
+    leave_watch = watch_leave().eagerlyEvaluate([](kj::Exception&& e) {
+      spdlog::error("leaving failed: {}", e.getDescription().cStr());
+    });
+    return Status::OK();
+  });
 
   auto sigterm = io.unixEventPort.onSignal(SIGTERM);
   auto sigint = io.unixEventPort.onSignal(SIGINT);
-  siginfo_t signal = sigterm.exclusiveJoin(kj::mv(sigint)).wait(ws);
-  spdlog::info("{} received: shutting down", signal.si_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+  auto stop = sigterm.exclusiveJoin(kj::mv(sigint)).then([](siginfo_t signal) {
+    spdlog::info("{} received: shutting down",
+                 signal.si_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+  });
+  stop.exclusiveJoin(left.promise.then([] {
+        spdlog::info("left the cluster: every key is with its owners; shutting down");
+      }))
+      .wait(ws);
+  leave_watch = nullptr;
 
   listener->StopAccepting();
   if (peer_listener) peer_listener->StopAccepting();
   service.StopServing();
+  if (gossip) gossip->Stop();
+  following = nullptr;
   replicator->Stop();
   auto timeout = static_cast<int64_t>(options.shutdown_timeout_seconds * 1000) * kj::MILLISECONDS;
   bool drained = committer->Drain()

@@ -56,7 +56,39 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                  "HOST:PORT of the peer API other regions' nodes connect to (default: none)");
   std::string peers;
   app.add_option("--peers", peers,
-                 "The other regions' nodes: REGION=HOST:PORT,... (their --peer-listen)");
+                 "Seeds of the other regions: REGION=HOST:PORT,... (a node's peer API there)");
+  app.add_option("--peer-advertise", o.peer_advertise,
+                 "Peer address this region's nodes use (default: --peer-listen)");
+  std::string routes;
+  app.add_option("--peer-routes", routes,
+                 "Peer addresses for other regions' nodes: REGION=HOST:PORT,...");
+  app.add_option("--gossip-listen", o.gossip_listen,
+                 "HOST:PORT (UDP) of membership gossip (default: none, a one-node region)");
+  std::string seeds;
+  app.add_option("--seeds", seeds, "Gossip addresses of this region's nodes: HOST:PORT,...");
+  app.add_option("--replication-factor", o.replication_factor,
+                 "Owners of each key in each region (the same on every node)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{16}));
+  app.add_option("--vnodes", o.vnodes, "Ring tokens per node (the same on every node)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{4096}));
+  app.add_option("--consistency", o.consistency,
+                 "Level of requests that ask for the default: one, quorum, all")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"one", "quorum", "all"}));
+  ms_option("--request-timeout", &o.request_timeout_ms,
+            "How long a coordinator waits for the key's other owners")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{3600000}));
+  ms_option("--gossip-period", &o.gossip_period_ms, "Gossip protocol period (one probe each)")
+      ->check(CLI::Range(uint64_t{10}, uint64_t{60000}));
+  ms_option("--suspicion-timeout", &o.suspicion_timeout_ms,
+            "How long a suspected member has to refute before it is declared dead")
+      ->check(CLI::Range(uint64_t{10}, uint64_t{3600000}));
+  app.add_option("--gossip-drop", o.gossip_drop,
+                 "Fraction of gossip packets to drop, for tests")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   size_option("--max-backlog", &o.max_backlog_bytes,
               "Log bytes a peer may lag before anti-entropy repairs it instead");
   ms_option("--max-clock-offset", &o.max_clock_offset_ms,
@@ -98,6 +130,24 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   auto parsed_peers = ParsePeers(peers, o.region);
   if (!parsed_peers.ok()) return usage_error("--peers: " + parsed_peers.status().message());
   o.peers = std::move(parsed_peers).value();
+  auto parsed_routes = ParsePeers(routes, o.region);
+  if (!parsed_routes.ok()) return usage_error("--peer-routes: " + parsed_routes.status().message());
+  o.peer_routes = std::move(parsed_routes).value();
+  for (size_t pos = 0; pos < seeds.size();) {
+    size_t comma = std::min(seeds.find(',', pos), seeds.size());
+    std::string seed = seeds.substr(pos, comma - pos);
+    if (seed.find(':') == std::string::npos) {
+      return usage_error("--seeds: '" + seed + "' is not HOST:PORT");
+    }
+    o.seeds.push_back(seed);
+    pos = comma + 1;
+  }
+  if (!o.seeds.empty() && o.gossip_listen.empty()) {
+    return usage_error("--seeds: needs --gossip-listen");
+  }
+  if (o.gossip_period_ms * 2 > o.suspicion_timeout_ms) {
+    return usage_error("--suspicion-timeout: must be at least twice --gossip-period");
+  }
   if (app.count("--replication-batch-bytes") == 0) {
     o.replication_batch_bytes = std::min(o.replication_batch_bytes, o.max_message_bytes / 4);
   }

@@ -41,11 +41,36 @@ struct ServerOptions {
   // After SIGTERM, how long calls in flight may take to finish.
   double shutdown_timeout_seconds = 30;
 
-  // Replication with other regions (docs/replication.md).
+  // Replication (docs/replication.md).
   // HOST:PORT of the peer API; empty: none served (peers cannot ship here).
   std::string peer_listen;
-  // The other regions' nodes, from --peers REGION=HOST:PORT,...
+  // The peer address the nodes of this region use; empty: peer_listen.
+  std::string peer_advertise;
+  // Peer addresses for the nodes of particular other regions, from
+  // --peer-routes REGION=HOST:PORT,... (a WAN proxy, a NAT).
+  std::vector<PeerAddress> peer_routes;
+  // Seeds of the other regions, from --peers REGION=HOST:PORT,...: nodes
+  // there to learn those regions' members from.
   std::vector<PeerAddress> peers;
+
+  // Membership and placement (docs/cluster.md).
+  // HOST:PORT (UDP) of gossip; empty: no gossip, the node is its region's
+  // only member.
+  std::string gossip_listen;
+  // Gossip addresses of this region's nodes to join through.
+  std::vector<std::string> seeds;
+  // Owners of each key in each region (N). The same on every node.
+  size_t replication_factor = 3;
+  // Ring tokens per node. The same on every node.
+  size_t vnodes = 256;
+  // The level of requests that leave it to the server: one, quorum, all.
+  std::string consistency = "quorum";
+  // How long a coordinator waits for the key's other owners.
+  uint64_t request_timeout_ms = 5000;
+  uint64_t gossip_period_ms = 500;
+  uint64_t suspicion_timeout_ms = 2500;
+  // Fraction of gossip packets dropped on purpose (for tests).
+  double gossip_drop = 0;
   // Unacknowledged log bytes beyond which a peer is repaired by
   // anti-entropy instead of the log.
   size_t max_backlog_bytes = size_t{256} << 20;

@@ -1,6 +1,8 @@
-// A multi-region cluster on loopback for tests: one geokv-server per region,
-// and a WAN proxy on every directed link between regions (i -> j), so a test
-// can delay traffic, cut connections or partition a region off.
+// A multi-region cluster on loopback for tests: one or more geokv-servers
+// per region (with gossip when more than one), and a WAN proxy on every
+// directed link from a region to a node of another region, which that node
+// advertises to the region (--peer-routes), so a test can delay traffic, cut
+// connections or partition a region off.
 
 #ifndef GEOKV_TESTS_REPLICATION_CLUSTER_H_
 #define GEOKV_TESTS_REPLICATION_CLUSTER_H_
@@ -153,9 +155,10 @@ class Client {
     return req.send().wait(ws()).getValue();
   }
   uint64_t StateDigest() { return kv_.infoRequest().send().wait(ws()).getStateDigest(); }
-  // Whether every peer link is up.
-  bool AllPeersConnected() {
+  // Whether every peer link is up, and there are at least `peers`.
+  bool AllPeersConnected(size_t peers = 0) {
     auto info = kv_.infoRequest().send().wait(ws());
+    if (info.getPeers().size() < peers) return false;
     for (auto p : info.getPeers()) {
       if (!p.getConnected()) return false;
     }
@@ -181,6 +184,7 @@ class Cluster {
     std::vector<std::string> flags;       // for every node
     // Per region, a command the node runs under (e.g. faketime).
     std::map<int, std::vector<std::string>> wrappers;
+    int nodes_per_region = 1;
   };
 
   Cluster(std::string dir, Options options) : dir_(std::move(dir)), options_(std::move(options)) {}
@@ -196,57 +200,91 @@ class Cluster {
 
   static std::string Region(int i) { return "r" + std::to_string(i); }
   std::string DataDir(int i) const { return dir_ + "/data" + std::to_string(i); }
+  // Nodes are numbered region by region: node k of region r is
+  // r * nodes_per_region + k.
+  int nodes() const { return options_.regions * options_.nodes_per_region; }
+  int RegionOf(int node) const { return node / options_.nodes_per_region; }
+  std::string Name(int node) const {
+    return options_.nodes_per_region == 1
+               ? "node-" + Region(node)
+               : Region(RegionOf(node)) + "-" + std::to_string(node % options_.nodes_per_region);
+  }
 
   // Starts the proxies and every node, and waits until every link is up.
   bool Start(std::string* why) {
-    const int n = options_.regions;
-    for (int i = 0; i < n; ++i) peer_ports_.push_back(FreePort());
+    const int n = nodes();
     for (int i = 0; i < n; ++i) {
+      peer_ports_.push_back(FreePort());
+      gossip_ports_.push_back(FreePort());
+    }
+    for (int r = 0; r < options_.regions; ++r) {
       for (int j = 0; j < n; ++j) {
-        if (i == j) continue;
+        if (RegionOf(j) == r) continue;
         WanProxyOptions po;
         po.target = "127.0.0.1:" + std::to_string(peer_ports_[j]);
         po.delay = options_.delay;
-        po.seed = static_cast<uint64_t>(i * 10 + j + 1);
+        po.seed = static_cast<uint64_t>(r * 1000 + j + 1);
         auto proxy = std::make_unique<WanProxy>(io_, po);
         Status started = proxy->Start();
         if (!started.ok()) {
           *why = "proxy: " + started.ToString();
           return false;
         }
-        proxies_[{i, j}] = std::move(proxy);
+        proxies_[{r, j}] = std::move(proxy);
       }
     }
     io_thread_ = std::thread([this] { io_.run(); });
     for (int i = 0; i < n; ++i) {
-      std::string peers;
-      for (int j = 0; j < n; ++j) {
-        if (i == j) continue;
-        if (!peers.empty()) peers += ",";
-        peers += Region(j) + "=" + proxies_[{i, j}]->listen_address();
-      }
-      std::vector<std::string> flags{"--region", Region(i), "--node-id", "node-" + Region(i),
-                                     "--peer-listen",
-                                     "127.0.0.1:" + std::to_string(peer_ports_[i]),
-                                     "--peers", peers, "--durability", "wal"};
-      flags.insert(flags.end(), options_.flags.begin(), options_.flags.end());
-      auto wrapper = options_.wrappers.find(i);
-      nodes_.push_back(std::make_unique<ServerProcess>(
-          GEOKV_SERVER_BIN, DataDir(i), dir_ + "/node" + std::to_string(i) + ".log", flags,
-          wrapper == options_.wrappers.end() ? std::vector<std::string>{} : wrapper->second));
-      if (!nodes_.back()->Start(why)) return false;
+      if (!StartNode(i, why)) return false;
     }
     return WaitConnected(why);
   }
 
+  // Starts node i (again, after a kill), on the same ports and data dir.
+  bool StartNode(int i, std::string* why) {
+    const int region = RegionOf(i);
+    std::string peers, routes;
+    for (int r = 0; r < options_.regions; ++r) {
+      if (r == region) continue;
+      int seed = r * options_.nodes_per_region;
+      peers += (peers.empty() ? "" : ",") + Region(r) + "=" +
+               proxies_[{region, seed}]->listen_address();
+      routes += (routes.empty() ? "" : ",") + Region(r) + "=" +
+                proxies_[{r, i}]->listen_address();
+    }
+    std::vector<std::string> flags{"--region", Region(region), "--node-id", Name(i),
+                                   "--peer-listen",
+                                   "127.0.0.1:" + std::to_string(peer_ports_[i]),
+                                   "--peers", peers, "--peer-routes", routes,
+                                   "--durability", "wal"};
+    if (options_.nodes_per_region > 1) {
+      int seed = region * options_.nodes_per_region;
+      flags.insert(flags.end(),
+                   {"--gossip-listen", "127.0.0.1:" + std::to_string(gossip_ports_[i]),
+                    "--seeds", "127.0.0.1:" + std::to_string(gossip_ports_[seed])});
+    }
+    flags.insert(flags.end(), options_.flags.begin(), options_.flags.end());
+    auto wrapper = options_.wrappers.find(region);
+    const int run = ++runs_[i];
+    auto process = std::make_unique<ServerProcess>(
+        GEOKV_SERVER_BIN, DataDir(i),
+        dir_ + "/node" + std::to_string(i) + (run > 1 ? "-run" + std::to_string(run) : "") + ".log",
+        flags,
+        wrapper == options_.wrappers.end() ? std::vector<std::string>{} : wrapper->second);
+    if (i < static_cast<int>(nodes_.size())) {
+      nodes_[i] = std::move(process);
+    } else {
+      nodes_.push_back(std::move(process));
+    }
+    return nodes_[i]->Start(why);
+  }
+
   bool WaitConnected(std::string* why) {
-    for (int i = 0; i < options_.regions; ++i) {
+    for (int i = 0; i < nodes(); ++i) {
       Client c(address(i));
-      if (!PollUntil([&] { return c.AllPeersConnected(); }, std::chrono::seconds(30))) {
-        *why = Region(i) + "'s peer links did not come up.";
-        for (int j = 0; j < options_.regions; ++j) {
-          *why += "\n--- " + Region(j) + ":\n" + node(j).child().Log();
-        }
+      if (!PollUntil([&] { return c.AllPeersConnected(nodes() - 1); },
+                     std::chrono::seconds(30))) {
+        *why = Name(i) + "'s peer links did not come up." + Logs();
         return false;
       }
     }
@@ -254,12 +292,19 @@ class Cluster {
   }
 
   ServerProcess& node(int i) { return *nodes_[i]; }
+  // Every node's log, for failure messages.
+  std::string Logs() {
+    std::string out;
+    for (int j = 0; j < nodes(); ++j) out += "\n--- " + Name(j) + ":\n" + node(j).child().Log();
+    return out;
+  }
   std::string address(int i) const { return nodes_[i]->address(); }
+  // The proxy region `from` reaches node `to` of another region through.
   WanProxy& proxy(int from, int to) { return *proxies_.at({from, to}); }
 
-  // Cuts region i off from every other region, both ways.
-  void Partition(int i) { ForLinksOf(i, [](WanProxy& p) { p.Partition(); }); }
-  void Heal(int i) { ForLinksOf(i, [](WanProxy& p) { p.Heal(); }); }
+  // Cuts region r off from every other region, both ways.
+  void Partition(int r) { ForLinksOf(r, [](WanProxy& p) { p.Partition(); }); }
+  void Heal(int r) { ForLinksOf(r, [](WanProxy& p) { p.Heal(); }); }
   // Resets every open connection between regions (they reconnect).
   void CutAll() {
     for (auto& [link, proxy] : proxies_) {
@@ -271,7 +316,7 @@ class Cluster {
   // Waits until every node shows the same state digest.
   bool WaitConverged(std::chrono::milliseconds timeout, std::string* why) {
     std::vector<std::unique_ptr<Client>> clients;
-    for (int i = 0; i < options_.regions; ++i) clients.push_back(std::make_unique<Client>(address(i)));
+    for (int i = 0; i < nodes(); ++i) clients.push_back(std::make_unique<Client>(address(i)));
     std::vector<uint64_t> digests;
     bool ok = PollUntil(
         [&] {
@@ -290,10 +335,10 @@ class Cluster {
 
   // Stops every node (SIGTERM) and compares their data dirs whole.
   bool StopAndCompareDumps(std::string* why) {
-    for (int i = 0; i < options_.regions; ++i) {
+    for (int i = 0; i < nodes(); ++i) {
       auto status = node(i).Stop();
       if (!status || *status != 0) {
-        *why = Region(i) + " did not stop cleanly:\n" + node(i).child().Log();
+        *why = Name(i) + " did not stop cleanly:\n" + node(i).child().Log();
         return false;
       }
     }
@@ -303,11 +348,11 @@ class Cluster {
       *why = "empty dump";
       return false;
     }
-    for (int i = 1; i < options_.regions; ++i) {
+    for (int i = 1; i < nodes(); ++i) {
       Dump other = DumpDataDir(DataDir(i), why);
       if (!why->empty()) return false;
       if (other != first) {
-        *why = Region(i) + "'s dump differs from " + Region(0) + "'s (" +
+        *why = Name(i) + "'s dump differs from " + Name(0) + "'s (" +
                std::to_string(other.size()) + " against " + std::to_string(first.size()) +
                " keys)";
         return false;
@@ -318,9 +363,9 @@ class Cluster {
 
  private:
   template <typename F>
-  void ForLinksOf(int i, F f) {
+  void ForLinksOf(int r, F f) {
     for (auto& [link, proxy] : proxies_) {
-      if (link.first == i || link.second == i) f(*proxy);
+      if (link.first == r || RegionOf(link.second) == r) f(*proxy);
     }
   }
 
@@ -332,6 +377,8 @@ class Cluster {
           io_.get_executor());
   std::thread io_thread_;
   std::vector<int> peer_ports_;
+  std::vector<int> gossip_ports_;
+  std::map<int, int> runs_;  // starts of each node
   std::map<std::pair<int, int>, std::unique_ptr<WanProxy>> proxies_;
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
 };

@@ -44,8 +44,13 @@ class KvServiceTest : public ::testing::Test {
     replication.token_wait = std::chrono::milliseconds(300);
     replicator_ = std::make_unique<Replicator>(*store_, *committer_, *io_->provider,
                                                std::move(replication));
+    Member self;
+    self.id = store_->node_id();
+    self.name = "n1";
+    self.region = "eu";
+    view_ = std::make_unique<ClusterView>(self, 3, Ring::kDefaultVnodes);
     auto service = kj::heap<KvService>(
-        *store_, *committer_, *replicator_,
+        *store_, *committer_, *replicator_, *view_,
         KvServiceOptions{"n1", "eu", limits.max_key_bytes, limits.max_value_bytes,
                          limits.max_message_bytes});
     service_ = service.get();
@@ -177,6 +182,7 @@ class KvServiceTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
   std::unique_ptr<GroupCommitter> committer_;
   std::unique_ptr<Replicator> replicator_;
+  std::unique_ptr<ClusterView> view_;
   KvService* service_ = nullptr;
   struct Rpc {
     kj::Own<capnp::TwoPartyServer> server;

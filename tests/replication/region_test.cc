@@ -1,0 +1,206 @@
+// Regions of several nodes, as real processes on loopback: placement with
+// N = 3, quorums, hinted handoff, failure detection by gossip, and
+// replication between regions of three nodes each.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/replication/cluster.h"
+#include "tests/storage/test_dir.h"
+
+namespace geokv {
+namespace {
+
+using namespace std::chrono_literals;
+using Code = rpc::Outcome::Code;
+using testing::Client;
+using testing::Cluster;
+using testing::PollUntil;
+using testing::TestDir;
+
+const std::vector<std::string> kRegionFlags = {
+    "--anti-entropy-interval", "1s",  "--heartbeat",   "200ms", "--token-wait",
+    "10s",                     "--replication-factor", "3",     "--request-timeout", "2s"};
+
+#define START_CLUSTER(cluster)                 \
+  do {                                         \
+    std::string why;                           \
+    ASSERT_TRUE((cluster).Start(&why)) << why; \
+  } while (0)
+
+Cluster::Options TwoRegionsOfThree() {
+  Cluster::Options o;
+  o.regions = 2;
+  o.flags = kRegionFlags;
+  o.nodes_per_region = 3;
+  return o;
+}
+
+// A write at `level`; its outcome code.
+Code SetAt(Client& c, const std::string& key, const std::string& value, rpc::Consistency level) {
+  auto req = c.kv().setRequest();
+  req.setKey(AsData(key));
+  req.setValue(AsData(value));
+  req.setConsistency(level);
+  return req.send().wait(c.ws()).getOutcome().getCode();
+}
+
+// A read at `level`: the value, or nullopt (and the code in *code).
+std::optional<std::string> GetAt(Client& c, const std::string& key, rpc::Consistency level,
+                                 Code* code = nullptr) {
+  auto req = c.kv().getRequest();
+  req.setKey(AsData(key));
+  req.setConsistency(level);
+  auto reply = req.send().wait(c.ws());
+  if (code) *code = reply.getOutcome().getCode();
+  if (reply.getOutcome().getCode() != Code::OK) return std::nullopt;
+  return String(reply.getValue());
+}
+
+// The state `c`'s node sees member `name` in ("" when it does not know it).
+std::string StateOf(Client& c, const std::string& name) {
+  auto reply = c.kv().clusterRequest().send().wait(c.ws());
+  for (auto m : reply.getMembers()) {
+    if (m.getName() != name) continue;
+    switch (m.getState()) {
+      case rpc::MemberState::ALIVE: return "alive";
+      case rpc::MemberState::SUSPECT: return "suspect";
+      case rpc::MemberState::DEAD: return "dead";
+      case rpc::MemberState::LEFT: return "left";
+    }
+  }
+  return "";
+}
+
+TEST(RegionTest, QuorumWorksWithOneNodeDownAndItsHintsReachItWhenBack) {
+  TestDir dir;
+  Cluster cluster(dir.path(), TwoRegionsOfThree());
+  START_CLUSTER(cluster);
+  cluster.node(2).Kill();  // r0-2, one of every key's three owners in r0
+  ASSERT_TRUE(cluster.node(0).child().Running() && cluster.node(1).child().Running())
+      << cluster.Logs();
+  Client a(cluster.address(0)), b(cluster.address(1));
+  constexpr int kKeys = 60;
+  for (int i = 0; i < kKeys; ++i) {
+    // Writes through either live node, forwarded or not, reach a quorum.
+    Client& via = i % 2 ? a : b;
+    ASSERT_EQ(SetAt(via, "k" + std::to_string(i), "v" + std::to_string(i),
+                    rpc::Consistency::QUORUM),
+              Code::OK)
+        << i;
+  }
+  for (int i = 0; i < kKeys; ++i) {
+    EXPECT_EQ(GetAt(b, "k" + std::to_string(i), rpc::Consistency::QUORUM),
+              "v" + std::to_string(i));
+  }
+  // ALL cannot be met while an owner is away (it is still in the ring).
+  Code code;
+  EXPECT_EQ(GetAt(a, "k0", rpc::Consistency::ALL, &code), std::nullopt);
+  EXPECT_NE(code, Code::OK);
+
+  auto hints = [&](Client& c) { return c.kv().infoRequest().send().wait(c.ws()); };
+  uint64_t stored = hints(a).getHintsStored() + hints(b).getHintsStored();
+  EXPECT_GE(stored, static_cast<uint64_t>(kKeys)) << "every write hinted for the node away";
+
+  std::string why;
+  ASSERT_TRUE(cluster.StartNode(2, &why)) << why;
+  ASSERT_TRUE(PollUntil([&] { return hints(a).getHintsPending() == 0 &&
+                                     hints(b).getHintsPending() == 0; },
+                        30s))
+      << "hints still pending: " << hints(a).getHintsPending() << " "
+      << hints(b).getHintsPending();
+  EXPECT_GE(hints(a).getHintsReplayed() + hints(b).getHintsReplayed(), stored);
+  // The restarted node serves the hinted writes on its own (ONE, local).
+  ASSERT_TRUE(cluster.node(2).child().Running()) << cluster.node(2).child().Log();
+  Client c(cluster.address(2));
+  for (int i = 0; i < kKeys; ++i) {
+    EXPECT_EQ(GetAt(c, "k" + std::to_string(i), rpc::Consistency::ONE), "v" + std::to_string(i))
+        << i;
+  }
+}
+
+TEST(RegionTest, GossipDeclaresAKilledNodeDeadAndAPausedOneNot) {
+  TestDir dir;
+  Cluster cluster(dir.path(), TwoRegionsOfThree());
+  START_CLUSTER(cluster);
+  Client a(cluster.address(0));
+
+  // SIGSTOP for 1 s, under the 2.5 s suspicion timeout: suspected at most.
+  const std::string paused = cluster.Name(2);
+  cluster.node(2).child().Signal(SIGSTOP);
+  auto resume = std::chrono::steady_clock::now() + 1s;
+  std::set<std::string> seen;
+  while (std::chrono::steady_clock::now() < resume) {
+    seen.insert(StateOf(a, paused));
+    std::this_thread::sleep_for(50ms);
+  }
+  cluster.node(2).child().Signal(SIGCONT);
+  auto settle = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < settle) {
+    seen.insert(StateOf(a, paused));
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(seen.count("dead"), 0u) << "a pause shorter than the suspicion timeout";
+  EXPECT_EQ(StateOf(a, paused), "alive");
+
+  // SIGKILL: dead within period + ping rounds + suspicion timeout (about
+  // 4 s here); the bound leaves a wide margin for a loaded machine.
+  const std::string killed = cluster.Name(1);
+  auto start = std::chrono::steady_clock::now();
+  cluster.node(1).Kill();
+  ASSERT_TRUE(PollUntil([&] { return StateOf(a, killed) == "dead"; }, 20s))
+      << "still " << StateOf(a, killed);
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(took, 15s);
+  // The other region hears of it from this one.
+  Client remote(cluster.address(3));
+  EXPECT_TRUE(PollUntil([&] { return StateOf(remote, killed) == "dead"; }, 10s));
+}
+
+TEST(RegionTest, RegionsOfThreeConvergeAfterConcurrentWritesAndAPartition) {
+  TestDir dir;
+  Cluster cluster(dir.path(), TwoRegionsOfThree());
+  START_CLUSTER(cluster);
+  std::vector<std::unique_ptr<Client>> c;
+  for (int i = 0; i < cluster.nodes(); ++i) c.push_back(std::make_unique<Client>(cluster.address(i)));
+  // Concurrent writes to the same keys through every node of both regions.
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < cluster.nodes(); ++i) {
+      std::string key = "k" + std::to_string(round % 7);
+      ASSERT_NE(c[i]->Set(key, "n" + std::to_string(i) + "r" + std::to_string(round)), "");
+      ASSERT_NE(c[i]->SAdd("set", "e" + std::to_string(i) + "-" + std::to_string(round)), "");
+      ASSERT_NE(c[i]->IncrBy("ctr", 1), "");
+    }
+  }
+  std::string why;
+  ASSERT_TRUE(cluster.WaitConverged(30s, &why)) << why;
+
+  cluster.Partition(1);
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < cluster.nodes(); ++i) {
+      ASSERT_NE(c[i]->IncrBy("ctr", 1), "");
+      ASSERT_NE(c[i]->Set("p" + std::to_string(round), "n" + std::to_string(i)), "");
+    }
+  }
+  // Each side sees only its own writes.
+  EXPECT_EQ(c[0]->Counter("ctr"), 120 + 60);
+  EXPECT_EQ(c[3]->Counter("ctr"), 120 + 60);
+  cluster.Heal(1);
+  ASSERT_TRUE(cluster.WaitConverged(60s, &why)) << why;
+  for (int i = 0; i < cluster.nodes(); ++i) {
+    EXPECT_EQ(c[i]->Counter("ctr"), 240);
+    EXPECT_EQ(c[i]->SMembers("set").size(), 120u);
+    EXPECT_EQ(c[i]->Get("p19"), c[0]->Get("p19"));
+  }
+  c.clear();
+  ASSERT_TRUE(cluster.StopAndCompareDumps(&why)) << why;
+}
+
+}  // namespace
+}  // namespace geokv
