@@ -200,44 +200,37 @@ class Cluster {
 
   static std::string Region(int i) { return "r" + std::to_string(i); }
   std::string DataDir(int i) const { return dir_ + "/data" + std::to_string(i); }
-  // Nodes are numbered region by region: node k of region r is
-  // r * nodes_per_region + k.
-  int nodes() const { return options_.regions * options_.nodes_per_region; }
-  int RegionOf(int node) const { return node / options_.nodes_per_region; }
+  // Nodes are numbered region by region at the start (node k of region r
+  // is r * nodes_per_region + k); AddNode numbers on from there.
+  int nodes() const { return static_cast<int>(region_of_.size()); }
+  int RegionOf(int node) const { return region_of_[node]; }
   std::string Name(int node) const {
-    return options_.nodes_per_region == 1
-               ? "node-" + Region(node)
-               : Region(RegionOf(node)) + "-" + std::to_string(node % options_.nodes_per_region);
+    if (options_.nodes_per_region == 1 && node < options_.regions) return "node-" + Region(node);
+    int k = 0;
+    for (int j = 0; j < node; ++j) k += region_of_[j] == region_of_[node];
+    return Region(RegionOf(node)) + "-" + std::to_string(k);
   }
 
   // Starts the proxies and every node, and waits until every link is up.
   bool Start(std::string* why) {
-    const int n = nodes();
-    for (int i = 0; i < n; ++i) {
-      peer_ports_.push_back(FreePort());
-      gossip_ports_.push_back(FreePort());
-    }
     for (int r = 0; r < options_.regions; ++r) {
-      for (int j = 0; j < n; ++j) {
-        if (RegionOf(j) == r) continue;
-        WanProxyOptions po;
-        po.target = "127.0.0.1:" + std::to_string(peer_ports_[j]);
-        po.delay = options_.delay;
-        po.seed = static_cast<uint64_t>(r * 1000 + j + 1);
-        auto proxy = std::make_unique<WanProxy>(io_, po);
-        Status started = proxy->Start();
-        if (!started.ok()) {
-          *why = "proxy: " + started.ToString();
-          return false;
-        }
-        proxies_[{r, j}] = std::move(proxy);
-      }
+      for (int k = 0; k < options_.nodes_per_region; ++k) Place(r);
+    }
+    for (int j = 0; j < nodes(); ++j) {
+      if (!AddProxies(j, why)) return false;
     }
     io_thread_ = std::thread([this] { io_.run(); });
-    for (int i = 0; i < n; ++i) {
+    for (int i = 0; i < nodes(); ++i) {
       if (!StartNode(i, why)) return false;
     }
     return WaitConnected(why);
+  }
+
+  // Adds a node to region r and starts it; returns its number, or -1.
+  int AddNode(int r, std::string* why) {
+    int j = Place(r);
+    if (!AddProxies(j, why) || !StartNode(j, why)) return -1;
+    return j;
   }
 
   // Starts node i (again, after a kill), on the same ports and data dir.
@@ -257,7 +250,7 @@ class Cluster {
                                    "127.0.0.1:" + std::to_string(peer_ports_[i]),
                                    "--peers", peers, "--peer-routes", routes,
                                    "--durability", "wal"};
-    if (options_.nodes_per_region > 1) {
+    if (options_.nodes_per_region > 1 || nodes() > options_.regions) {
       int seed = region * options_.nodes_per_region;
       flags.insert(flags.end(),
                    {"--gossip-listen", "127.0.0.1:" + std::to_string(gossip_ports_[i]),
@@ -362,6 +355,32 @@ class Cluster {
   }
 
  private:
+  int Place(int r) {
+    region_of_.push_back(r);
+    peer_ports_.push_back(FreePort());
+    gossip_ports_.push_back(FreePort());
+    return nodes() - 1;
+  }
+
+  // The proxies every other region reaches node j through.
+  bool AddProxies(int j, std::string* why) {
+    for (int r = 0; r < options_.regions; ++r) {
+      if (RegionOf(j) == r) continue;
+      WanProxyOptions po;
+      po.target = "127.0.0.1:" + std::to_string(peer_ports_[j]);
+      po.delay = options_.delay;
+      po.seed = static_cast<uint64_t>(r * 1000 + j + 1);
+      auto proxy = std::make_unique<WanProxy>(io_, po);
+      Status started = proxy->Start();
+      if (!started.ok()) {
+        *why = "proxy: " + started.ToString();
+        return false;
+      }
+      proxies_[{r, j}] = std::move(proxy);
+    }
+    return true;
+  }
+
   template <typename F>
   void ForLinksOf(int r, F f) {
     for (auto& [link, proxy] : proxies_) {
@@ -376,6 +395,7 @@ class Cluster {
       std::make_unique<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>(
           io_.get_executor());
   std::thread io_thread_;
+  std::vector<int> region_of_;
   std::vector<int> peer_ports_;
   std::vector<int> gossip_ports_;
   std::map<int, int> runs_;  // starts of each node

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -161,6 +163,116 @@ TEST(RegionTest, GossipDeclaresAKilledNodeDeadAndAPausedOneNot) {
   // The other region hears of it from this one.
   Client remote(cluster.address(3));
   EXPECT_TRUE(PollUntil([&] { return StateOf(remote, killed) == "dead"; }, 10s));
+}
+
+// The ids of `key`'s owners in region r0, as `c`'s node sees them.
+std::vector<uint64_t> OwnersOf(Client& c, const std::string& key) {
+  auto req = c.kv().ownersRequest();
+  req.setKey(AsData(key));
+  auto reply = req.send().wait(c.ws());
+  std::vector<uint64_t> out;
+  for (auto r : reply.getRegions()) {
+    if (r.getRegion() != Cluster::Region(0)) continue;
+    for (auto m : r.getOwners()) out.push_back(m.getReplicaId());
+  }
+  return out;
+}
+
+uint64_t KeyCount(Client& c) { return c.kv().infoRequest().send().wait(c.ws()).getKeyCount(); }
+
+TEST(RegionTest, ANodeJoinsUnderLoadTakingAQuarterAndALeavingNodeLosesNothing) {
+  TestDir dir;
+  Cluster cluster(dir.path(), TwoRegionsOfThree());
+  START_CLUSTER(cluster);
+  Client a(cluster.address(0));
+  constexpr int kSample = 1000;
+  std::vector<std::vector<uint64_t>> before;
+  for (int i = 0; i < kSample; ++i) before.push_back(OwnersOf(a, "k" + std::to_string(i)));
+
+  // Writes through two nodes of r0 until told to stop; the acknowledged
+  // keys are kept.
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<int> acked;
+  auto load = [&](int node, int first) {
+    Client c(cluster.address(node));
+    for (int i = first; !stop; i += 2) {
+      if (SetAt(c, "k" + std::to_string(i), "v" + std::to_string(i), rpc::Consistency::QUORUM) ==
+          Code::OK) {
+        std::lock_guard<std::mutex> lock(mu);
+        acked.push_back(i);
+      }
+    }
+  };
+  std::thread w0(load, 0, 0), w1(load, 1, 1);
+  auto acked_count = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return acked.size();
+  };
+  ASSERT_TRUE(PollUntil([&] { return acked_count() >= 200; }, 30s));
+  std::string why;
+  const int joined = cluster.AddNode(0, &why);
+  ASSERT_GE(joined, 0) << why;
+  ASSERT_TRUE(PollUntil([&] { return StateOf(a, cluster.Name(joined)) == "alive"; }, 30s));
+  const size_t at_join = acked_count();
+  ASSERT_TRUE(PollUntil([&] { return acked_count() >= at_join + 300; }, 60s));
+  stop = true;
+  w0.join();
+  w1.join();
+  ASSERT_GE(acked.size(), 500u);
+
+  // Of the (key, owner) placements, close to 1/4 moved to the new node.
+  size_t moved = 0, total = 0;
+  for (int i = 0; i < kSample; ++i) {
+    std::vector<uint64_t> after = OwnersOf(a, "k" + std::to_string(i));
+    ASSERT_EQ(after.size(), 3u);
+    for (uint64_t o : after) {
+      ++total;
+      moved += std::find(before[i].begin(), before[i].end(), o) == before[i].end();
+    }
+  }
+  double fraction = static_cast<double>(moved) / total;
+  EXPECT_LE(fraction, 2 * 0.25) << "moved " << moved << " of " << total;
+  EXPECT_GT(fraction, 0.0);
+  std::printf("fraction of placements moved by the join: %.3f\n", fraction);
+
+  auto all_readable = [&](Client& via) {
+    for (int i : acked) {
+      EXPECT_EQ(GetAt(via, "k" + std::to_string(i), rpc::Consistency::QUORUM),
+                "v" + std::to_string(i))
+          << i;
+      if (::testing::Test::HasFailure()) return;
+    }
+  };
+  Client b(cluster.address(1)), d(cluster.address(joined));
+  all_readable(b);
+  all_readable(d);
+
+  // The hand-over ends with every key on exactly three nodes of r0.
+  std::vector<int> r0{0, 1, 2, joined};
+  auto held = [&](const std::vector<int>& nodes) {
+    uint64_t sum = 0;
+    for (int n : nodes) {
+      Client c(cluster.address(n));
+      sum += KeyCount(c);
+    }
+    return sum;
+  };
+  ASSERT_TRUE(PollUntil([&] { return held(r0) == 3 * acked.size(); }, 60s))
+      << held(r0) << " key copies in r0 for " << acked.size() << " keys";
+  EXPECT_GT(KeyCount(d), 0u);
+
+  // A node leaves: it hands its keys over and exits; nothing is lost.
+  auto reply = b.kv().leaveRequest().send().wait(b.ws());
+  ASSERT_EQ(reply.getOutcome().getCode(), Code::OK) << reply.getOutcome().getMessage().cStr();
+  auto exited = cluster.node(1).child().Wait(60s);
+  ASSERT_TRUE(exited.has_value()) << cluster.node(1).child().Log();
+  EXPECT_EQ(*exited, 0);
+  ASSERT_TRUE(PollUntil([&] { return StateOf(a, cluster.Name(1)) == "left"; }, 10s));
+  all_readable(a);
+  all_readable(d);
+  ASSERT_TRUE(PollUntil([&] { return held({0, 2, joined}) == 3 * acked.size(); }, 60s))
+      << held({0, 2, joined}) << " key copies in r0 for " << acked.size() << " keys";
 }
 
 TEST(RegionTest, RegionsOfThreeConvergeAfterConcurrentWritesAndAPartition) {
