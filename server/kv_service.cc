@@ -126,7 +126,8 @@ KvService::Plan KvService::PlanFor(std::string_view key, rpc::Consistency level,
   if (!mine) owners.push_back(self);
   const size_t needed = Needed(level, owners.size());
   for (ReplicaId o : owners) {
-    if (o != self && view_.Up(o)) plan.others.push_back(o);
+    if (o == self) continue;
+    (view_.Up(o) ? plan.others : plan.away).push_back(o);
   }
   if (1 + plan.others.size() < needed) {
     plan.status = Status::Unavailable(
@@ -343,6 +344,7 @@ kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder 
         }
         reply.setToken(AsData(EncodeToken({store_.node_id(), result.seq})));
         replicator_.NoteHints(plan.others, result.seq);
+        replicator_.NoteHints(plan.away, result.seq);
         if (plan.needed == 0) {
           SetOutcome(reply.initOutcome(), Status::OK());
           return kj::READY_NOW;

@@ -107,6 +107,7 @@ class KvService final : public rpc::GeoKv::Server {
     Status status;  // not OK: refuse the operation with it
     std::optional<ReplicaId> forward_to;  // run it on that owner
     std::vector<ReplicaId> others;  // running here: the other owners up
+    std::vector<ReplicaId> away;    // and those that are not (hinted)
     size_t needed = 0;              // of `others`, how many must answer
   };
   // `forwarded`: another node sent the request here to run, whatever this
