@@ -458,6 +458,13 @@ void Commands::AddAll() {
     j.Unsigned("last_seq", reply.getLastSeq());
     j.Number("clock_offset_ms", reply.getClockOffsetMs());
     j.Text("writes_refused", reply.getWritesRefused().cStr());
+    j.Unsigned("key_count", reply.getKeyCount());
+    j.Unsigned("hints_stored", reply.getHintsStored());
+    j.Unsigned("hints_replayed", reply.getHintsReplayed());
+    j.Unsigned("hints_dropped", reply.getHintsDropped());
+    j.Unsigned("hints_pending", reply.getHintsPending());
+    j.Unsigned("forwarded", reply.getForwarded());
+    j.Unsigned("read_repairs", reply.getReadRepairs());
     std::string peers_json = "[";
     std::string peers_text;
     for (auto p : reply.getPeers()) {
@@ -489,7 +496,14 @@ void Commands::AddAll() {
                 << "\napi_version: " << reply.getApiVersion()
                 << "\nstate_digest: " << hex(reply.getStateDigest())
                 << "\nlast_seq: " << reply.getLastSeq()
-                << "\nclock_offset_ms: " << reply.getClockOffsetMs() << "\n";
+                << "\nclock_offset_ms: " << reply.getClockOffsetMs()
+                << "\nkey_count: " << reply.getKeyCount()
+                << "\nhints: stored=" << reply.getHintsStored()
+                << " replayed=" << reply.getHintsReplayed()
+                << " dropped=" << reply.getHintsDropped()
+                << " pending=" << reply.getHintsPending()
+                << "\nforwarded: " << reply.getForwarded()
+                << "\nread_repairs: " << reply.getReadRepairs() << "\n";
       if (reply.getWritesRefused().size() > 0) {
         std::cout << "writes_refused: " << reply.getWritesRefused().cStr() << "\n";
       }
