@@ -57,6 +57,39 @@ class Signal {
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiting_;
 };
 
+// A stream that counts the bytes through it.
+class CountingStream final : public kj::AsyncIoStream {
+ public:
+  CountingStream(kj::Own<kj::AsyncIoStream> inner, prometheus::Counter& sent,
+                 prometheus::Counter& received)
+      : inner_(kj::mv(inner)), sent_(sent), received_(received) {}
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    return inner_->tryRead(buffer, min_bytes, max_bytes).then([this](size_t n) {
+      received_.Increment(static_cast<double>(n));
+      return n;
+    });
+  }
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    sent_.Increment(static_cast<double>(size));
+    return inner_->write(buffer, size);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    size_t n = 0;
+    for (auto piece : pieces) n += piece.size();
+    sent_.Increment(static_cast<double>(n));
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+
+ private:
+  kj::Own<kj::AsyncIoStream> inner_;
+  prometheus::Counter& sent_;
+  prometheus::Counter& received_;
+};
+
 // The client end of a connection to a peer.
 struct PeerConnection {
   PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes)
@@ -247,19 +280,28 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   }
   uint64_t acked() const { return acked_; }
 
+  // This link's series: by the peer's name, or "seed:ADDRESS" for a seed.
+  Metrics::Peer& metrics() {
+    if (metrics_ == nullptr) {
+      metrics_ = &r_.metrics_->PeerMetrics(
+          target_ ? target_->name : "seed:" + address_.address, address_.region);
+    }
+    return *metrics_;
+  }
+
   // A write of `seq` was acknowledged while this peer, one of its owners,
   // was away.
   void Hint(uint64_t seq) {
     if (seq <= acked_) return;
     hinted_.push_back(seq);
-    ++r_.hints_.stored;
+    r_.metrics_->hints_stored.Increment();
   }
   size_t hints_pending() const { return hinted_.size(); }
   // Counts the hints the peer now holds, or that repair takes over.
   void SettleHints(bool dropped) {
     while (!hinted_.empty() && (dropped || hinted_.front() <= acked_)) {
       hinted_.pop_front();
-      ++(dropped ? r_.hints_.dropped : r_.hints_.replayed);
+      (dropped ? r_.metrics_->hints_dropped : r_.metrics_->hints_replayed).Increment();
     }
   }
   bool has_session() const { return session_ != nullptr; }
@@ -394,7 +436,10 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
         .parseAddress(address_.address)
         .then([](kj::Own<kj::NetworkAddress> a) { return a->connect(); })
         .then([this](kj::Own<kj::AsyncIoStream> stream) {
-          conn_ = kj::heap<PeerConnection>(kj::mv(stream), r_.options_.max_message_bytes);
+          Metrics::Peer& m = metrics();
+          conn_ = kj::heap<PeerConnection>(
+              kj::heap<CountingStream>(kj::mv(stream), *m.sent_bytes, *m.received_bytes),
+              r_.options_.max_message_bytes);
           auto req = conn_->Bootstrap().helloRequest();
           auto hello = req.initHello();
           hello.setReplicaId(r_.store_.node_id());
@@ -573,6 +618,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
     auto list = batch.initEntries(entries.size());
     for (size_t i = 0; i < entries.size(); ++i) {
       list[i].setSeq(entries[i]->seq);
+      list[i].setTimestampMs(entries[i]->timestamp.wall_ms);
       list[i].setKey(AsData(entries[i]->key));
       list[i].setValue(AsData(EncodeCrdt(entries[i]->delta)));
     }
@@ -693,6 +739,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
       }
       auto local = r_.store_.SegmentKeys(segment);
       KJ_REQUIRE(local.ok(), "cannot list a tree segment", local.status().ToString());
+      r_.metrics_->ae_keys_compared.Increment(static_cast<double>(local->size()));
       for (const KeyDigest& kd : *local) {
         auto it = diff.find(kd.key);
         if (it == diff.end()) {
@@ -753,6 +800,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
       bytes += states.bytes + keys[to].size();
       if (!states.encoded.empty()) local.emplace_back(keys[to], std::move(states.encoded));
     }
+    r_.metrics_->ae_keys_repaired.Increment(static_cast<double>(to - from));
     auto push = session().putStatesRequest();
     SetStates(push.initStates(local.size()), local);
     auto pull = session().getStatesRequest();
@@ -800,6 +848,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   const PeerAddress address_;
   std::optional<PeerTarget> target_;
   kj::Canceler canceler_;  // WaitVisible calls, which refer to the link
+  Metrics::Peer* metrics_ = nullptr;
   std::string region_seen_;  // the region the peer said it is in
   uint64_t view_hash_ = 0;   // of the members it last sent
   std::chrono::milliseconds backoff_;
@@ -856,6 +905,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     // Positions from+1..submitted are replays; a batch starting past
     // submitted + 1 leaves a gap, and the peer resends from the answer.
     const bool gap = from > submitted;
+    std::vector<uint64_t> made_ms;  // when the origin made each joined entry
     uint64_t prev = from;
     for (auto e : batch.getEntries()) {
       uint64_t seq = e.getSeq();
@@ -865,6 +915,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
       StatusOr<Crdt> delta = DecodeCrdt(View(e.getValue()));
       KJ_REQUIRE(delta.ok(), "a delta that does not decode", seq, delta.status().ToString());
       apply.joins.emplace_back(std::string(String(e.getKey())), std::move(delta).value());
+      made_ms.push_back(e.getTimestampMs());
     }
     if (gap || through <= submitted) {
       // Answer once what was handed over before has committed.
@@ -881,12 +932,17 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     submitted = through;
     Replicator& r = r_;
     auto committed = r_.committer_.SubmitRemote(std::move(apply))
-                         .then([&r, origin](WriteResult result) {
+                         .then([&r, origin, region = region_,
+                                made_ms = std::move(made_ms)](WriteResult result) {
                            if (!result.status.ok()) {
                              // Later hand-overs of this origin fail their
                              // continuity check; the peer resends from here.
                              r.submitted_[origin] = r.DurablePosition(origin);
                              KJ_FAIL_REQUIRE("cannot apply deltas", result.status.ToString());
+                           }
+                           const double now_ms = static_cast<double>(r.NowMillis());
+                           for (uint64_t ms : made_ms) {
+                             if (ms != 0) r.metrics_->ReplicationLag(region, (now_ms - ms) / 1000);
                            }
                          })
                          .fork();
@@ -1095,6 +1151,12 @@ Replicator::Replicator(Store& store, GroupCommitter& committer, kj::AsyncIoProvi
       judge_(options_.max_clock_offset),
       error_logger_(kj::heap<ErrorLogger>()) {
   if (options_.wall_clock == nullptr) options_.wall_clock = WallClock::System();
+  if (options_.metrics == nullptr) {
+    own_metrics_ = std::make_unique<Metrics>(options_.region);
+    options_.metrics = own_metrics_.get();
+  }
+  metrics_ = options_.metrics;
+  metrics_->max_clock_offset.Set(static_cast<double>(options_.max_clock_offset.count()) / 1000);
   tasks_ = kj::heap<kj::TaskSet>(*error_logger_);
   for (const PeerAddress& p : options_.seeds) {
     seed_links_.push_back(kj::heap<PeerLink>(*this, p, std::nullopt));
@@ -1287,7 +1349,10 @@ void Replicator::NoteHints(const std::vector<ReplicaId>& owners, uint64_t seq) {
 }
 
 Replicator::HintStats Replicator::Hints() const {
-  HintStats out = hints_;
+  HintStats out;
+  out.stored = static_cast<uint64_t>(metrics_->hints_stored.Value());
+  out.replayed = static_cast<uint64_t>(metrics_->hints_replayed.Value());
+  out.dropped = static_cast<uint64_t>(metrics_->hints_dropped.Value());
   for (const auto& [id, link] : links_) out.pending += link->hints_pending();
   return out;
 }
@@ -1492,6 +1557,22 @@ kj::Promise<StatusOr<std::vector<std::string>>> Replicator::WaitReplicated(
       });
 }
 
+void Replicator::Report() {
+  size_t pending = 0;
+  for (auto& [id, link] : links_) {
+    PeerStatus status = link->Report();
+    Metrics::Peer& m = link->metrics();
+    m.connected->Set(status.connected ? 1 : 0);
+    m.backlog_entries->Set(
+        static_cast<double>(store_.LastSeq() > status.acked ? store_.LastSeq() - status.acked : 0));
+    m.backlog_bytes->Set(static_cast<double>(status.backlog_bytes));
+    m.clock_offset->Set(static_cast<double>(status.clock_offset_ms.value_or(0)) / 1000);
+    pending += link->hints_pending();
+  }
+  metrics_->hints_pending.Set(static_cast<double>(pending));
+  metrics_->clock_offset.Set(static_cast<double>(ClockOffsetMs()) / 1000);
+}
+
 uint64_t Replicator::DurablePosition(ReplicaId origin) const {
   auto applied = store_.AppliedPositions();
   auto it = applied.find(origin);
@@ -1531,6 +1612,7 @@ kj::Promise<void> Replicator::Maintain() {
       }
     }
     for (auto& [id, link] : links_) link->CheckBacklog();
+    Report();
     uint64_t through = store_.LastSeq();
     for (const auto& [id, link] : links_) {
       if (auto floor = link->TrimFloor()) through = std::min(through, *floor);

@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "crdt/hlc.h"
+#include "monitoring/metrics.h"
 #include "replication/causal_token.h"
 #include "schema/kv.capnp.h"
 #include "schema/replication.capnp.h"
@@ -125,6 +126,9 @@ struct ReplicatorOptions {
   std::chrono::milliseconds backoff_max{5000};
   // The clock heartbeats read. Not owned. Default (nullptr): the system's.
   WallClock* wall_clock = nullptr;
+  // Where replication reports. Not owned. Default (nullptr): its own,
+  // served nowhere.
+  Metrics* metrics = nullptr;
 };
 
 // A peer's state, for `info` and logs.
@@ -295,6 +299,8 @@ class Replicator {
   // backlog is too large to repair; every second.
   kj::Promise<void> Maintain();
   std::vector<int64_t> PeerOffsets() const;
+  // Sets the per-peer gauges (backlog, connection, clock) and the node's.
+  void Report();
   // This node's committed position in `origin`'s log.
   uint64_t DurablePosition(ReplicaId origin) const;
   // How far this node holds `origin`'s log: its own through its last
@@ -324,7 +330,8 @@ class Replicator {
   ForwardHandler forward_handler_;
   std::vector<std::shared_ptr<Waiter>> waiters_;
   std::vector<std::shared_ptr<AckWaiter>> ack_waiters_;
-  HintStats hints_;
+  std::unique_ptr<Metrics> own_metrics_;
+  Metrics* metrics_ = nullptr;
   // Per origin: the last log sequence handed to the committer, and the
   // promise of that hand-over's commit (replays wait for it).
   std::map<ReplicaId, uint64_t> submitted_;

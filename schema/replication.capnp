@@ -41,6 +41,9 @@ struct Delta {
   seq @0 :UInt64;   # the entry's position in the origin's log
   key @1 :Data;
   value @2 :Data;   # a framed Value: the delta
+  # When the origin made the entry (its HLC's wall milliseconds), for the
+  # replication lag metric; 0 when unknown.
+  timestampMs @3 :UInt64;
 }
 
 # The part of one origin's log positions from+1..through that the callee

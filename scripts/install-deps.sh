@@ -11,6 +11,8 @@ packages=(
   libgtest-dev libgmock-dev librapidcheck-dev
   libspdlog-dev libfmt-dev libcli11-dev
   libboost-dev
+  prometheus-cpp-dev
+  prometheus  # tests: promtool, and a real server scraping a cluster
   faketime  # tests: a node whose clock is off
 )
 

@@ -86,8 +86,14 @@ KvService::KvService(Store& store, GroupCommitter& committer, Replicator& replic
       replicator_(replicator),
       view_(view),
       options_(std::move(options)),
+      metrics_(options_.metrics),
       error_logger_(kj::heap<ErrorLogger>()),
-      tasks_(*error_logger_) {}
+      tasks_(*error_logger_) {
+  if (metrics_ == nullptr) {
+    own_metrics_ = std::make_unique<Metrics>(options_.region);
+    metrics_ = own_metrics_.get();
+  }
+}
 
 KvService::~KvService() = default;
 
@@ -143,7 +149,7 @@ KvService::Plan KvService::PlanFor(std::string_view key, rpc::Consistency level,
 template <typename Request>
 kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> KvService::ForwardTo(
     ReplicaId node, Request request, rpc::Consistency level) {
-  ++stats_.forwarded;
+  metrics_->forwarded.Increment();
   capnp::MallocMessageBuilder message;
   if constexpr (std::is_same_v<Request, rpc::Request::Reader>) {
     message.setRoot(request);
@@ -333,6 +339,7 @@ kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder 
                                    Plan plan) {
   Status allowed = replicator_.WritesAllowed();
   if (!allowed.ok()) {
+    metrics_->writes_refused_clock.Increment();
     SetOutcome(reply.initOutcome(), allowed);
     return kj::READY_NOW;
   }
@@ -356,7 +363,6 @@ kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder 
                 SetOutcome(reply.initOutcome(), Status::OK());
                 return;
               }
-              ++stats_.write_timeouts;
               SetOutcome(reply.initOutcome(), Status::Timeout(
                   "the write is durable here and on " + std::to_string(acked) +
                   " other owner(s), " + std::to_string(needed - acked) +
@@ -447,7 +453,7 @@ kj::Promise<Status> KvService::RepairRead(std::string key, std::vector<ReplicaId
                              " answered within --request-timeout");
     }
     if (g->differing.empty()) return Status::OK();
-    ++stats_.read_repairs;
+    metrics_->read_repairs.Increment();
     kj::Vector<kj::Promise<std::vector<Crdt>>> fetches;
     for (ReplicaId id : g->differing) {
       fetches.add(replicator_.FetchStates(id, key, options_.request_timeout)
@@ -495,6 +501,7 @@ Status KvService::Read(std::string_view key, rpc::MvGetRequest::Reader,
   const auto& reg = std::get<MvRegister>(*state);
   reply.setContext(AsData(EncodeClientContext(key, reg.context())));
   std::vector<std::string> values = reg.Values();
+  metrics_->mv_siblings.Observe(static_cast<double>(values.size()));
   if (values.empty()) return Absent(key, CrdtType::kMvRegister);
   // Too large to answer: the context alone still lets a write merge them.
   GEOKV_RETURN_IF_ERROR(Spend(values));
@@ -555,20 +562,48 @@ Status KvService::Read(std::string_view key, rpc::TypeRequest::Reader,
 
 // ---- typed calls -----------------------------------------------------------
 
-kj::Promise<void> KvService::set(SetContext context) { return WriteCall(context); }
-kj::Promise<void> KvService::get(GetContext context) { return ReadCall(context); }
-kj::Promise<void> KvService::del(DelContext context) { return WriteCall(context); }
-kj::Promise<void> KvService::mvSet(MvSetContext context) { return WriteCall(context); }
-kj::Promise<void> KvService::mvGet(MvGetContext context) { return ReadCall(context); }
-kj::Promise<void> KvService::mvDel(MvDelContext context) { return WriteCall(context); }
-kj::Promise<void> KvService::sAdd(SAddContext context) { return WriteCall(context); }
-kj::Promise<void> KvService::sRem(SRemContext context) { return WriteCall(context); }
-kj::Promise<void> KvService::sIsMember(SIsMemberContext context) { return ReadCall(context); }
-kj::Promise<void> KvService::sMembers(SMembersContext context) { return ReadCall(context); }
-kj::Promise<void> KvService::sCard(SCardContext context) { return ReadCall(context); }
-kj::Promise<void> KvService::incrBy(IncrByContext context) { return WriteCall(context); }
-kj::Promise<void> KvService::counterGet(CounterGetContext context) { return ReadCall(context); }
-kj::Promise<void> KvService::type(TypeContext context) { return ReadCall(context); }
+kj::Promise<void> KvService::set(SetContext context) {
+  return Timed(MetricOp::kSet, context, [&] { return WriteCall(context); });
+}
+kj::Promise<void> KvService::get(GetContext context) {
+  return Timed(MetricOp::kGet, context, [&] { return ReadCall(context); });
+}
+kj::Promise<void> KvService::del(DelContext context) {
+  return Timed(MetricOp::kDel, context, [&] { return WriteCall(context); });
+}
+kj::Promise<void> KvService::mvSet(MvSetContext context) {
+  return Timed(MetricOp::kMvSet, context, [&] { return WriteCall(context); });
+}
+kj::Promise<void> KvService::mvGet(MvGetContext context) {
+  return Timed(MetricOp::kMvGet, context, [&] { return ReadCall(context); });
+}
+kj::Promise<void> KvService::mvDel(MvDelContext context) {
+  return Timed(MetricOp::kMvDel, context, [&] { return WriteCall(context); });
+}
+kj::Promise<void> KvService::sAdd(SAddContext context) {
+  return Timed(MetricOp::kSAdd, context, [&] { return WriteCall(context); });
+}
+kj::Promise<void> KvService::sRem(SRemContext context) {
+  return Timed(MetricOp::kSRem, context, [&] { return WriteCall(context); });
+}
+kj::Promise<void> KvService::sIsMember(SIsMemberContext context) {
+  return Timed(MetricOp::kSIsMember, context, [&] { return ReadCall(context); });
+}
+kj::Promise<void> KvService::sMembers(SMembersContext context) {
+  return Timed(MetricOp::kSMembers, context, [&] { return ReadCall(context); });
+}
+kj::Promise<void> KvService::sCard(SCardContext context) {
+  return Timed(MetricOp::kSCard, context, [&] { return ReadCall(context); });
+}
+kj::Promise<void> KvService::incrBy(IncrByContext context) {
+  return Timed(MetricOp::kIncrBy, context, [&] { return WriteCall(context); });
+}
+kj::Promise<void> KvService::counterGet(CounterGetContext context) {
+  return Timed(MetricOp::kCounterGet, context, [&] { return ReadCall(context); });
+}
+kj::Promise<void> KvService::type(TypeContext context) {
+  return Timed(MetricOp::kType, context, [&] { return ReadCall(context); });
+}
 
 // ---- batches and forwarded requests ----------------------------------------
 
@@ -660,6 +695,64 @@ void KvService::AnswerUnion(rpc::Request::Reader r, rpc::Reply::Builder reply, S
 }
 
 kj::Promise<void> KvService::batch(BatchContext context) {
+  auto start = std::chrono::steady_clock::now();
+  return kj::evalNow([&] { return RunBatch(context); })
+      .then(
+          [this, context, start]() mutable {
+            double seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            auto requests = context.getParams().getRequests();
+            auto replies = context.getResults().getReplies();
+            for (uint32_t i = 0; i < requests.size() && i < replies.size(); ++i) {
+              CountBatched(requests[i], replies[i], seconds);
+            }
+            metrics_->Request(MetricOp::kBatch, 0, seconds);
+          },
+          [this, start](kj::Exception&& e) {
+            double seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            metrics_->Request(MetricOp::kBatch,
+                              static_cast<uint16_t>(rpc::Outcome::Code::UNAVAILABLE), seconds);
+            kj::throwFatalException(kj::mv(e));
+          });
+}
+
+void KvService::CountBatched(rpc::Request::Reader request, rpc::Reply::Reader reply,
+                             double seconds) {
+  MetricOp op;
+  switch (request.which()) {
+    case rpc::Request::SET: op = MetricOp::kSet; break;
+    case rpc::Request::GET: op = MetricOp::kGet; break;
+    case rpc::Request::DEL: op = MetricOp::kDel; break;
+    case rpc::Request::MV_SET: op = MetricOp::kMvSet; break;
+    case rpc::Request::MV_GET: op = MetricOp::kMvGet; break;
+    case rpc::Request::MV_DEL: op = MetricOp::kMvDel; break;
+    case rpc::Request::S_ADD: op = MetricOp::kSAdd; break;
+    case rpc::Request::S_REM: op = MetricOp::kSRem; break;
+    case rpc::Request::S_IS_MEMBER: op = MetricOp::kSIsMember; break;
+    case rpc::Request::S_MEMBERS: op = MetricOp::kSMembers; break;
+    case rpc::Request::S_CARD: op = MetricOp::kSCard; break;
+    case rpc::Request::INCR_BY: op = MetricOp::kIncrBy; break;
+    case rpc::Request::COUNTER_GET: op = MetricOp::kCounterGet; break;
+    case rpc::Request::TYPE: op = MetricOp::kType; break;
+    default: return;
+  }
+  rpc::Outcome::Reader outcome;
+  switch (reply.which()) {
+    case rpc::Reply::WRITE: outcome = reply.getWrite().getOutcome(); break;
+    case rpc::Reply::VALUE: outcome = reply.getValue().getOutcome(); break;
+    case rpc::Reply::MV: outcome = reply.getMv().getOutcome(); break;
+    case rpc::Reply::BOOLEAN: outcome = reply.getBoolean().getOutcome(); break;
+    case rpc::Reply::MEMBERS: outcome = reply.getMembers().getOutcome(); break;
+    case rpc::Reply::COUNT: outcome = reply.getCount().getOutcome(); break;
+    case rpc::Reply::COUNTER: outcome = reply.getCounter().getOutcome(); break;
+    case rpc::Reply::TYPE: outcome = reply.getType().getOutcome(); break;
+    case rpc::Reply::UNKNOWN: outcome = reply.getUnknown(); break;
+  }
+  metrics_->Request(op, static_cast<uint16_t>(outcome.getCode()), seconds);
+}
+
+kj::Promise<void> KvService::RunBatch(BatchContext context) {
   CheckServing();
   auto requests = context.getParams().getRequests();
   auto replies = context.getResults().initReplies(requests.size());
@@ -789,8 +882,8 @@ kj::Promise<void> KvService::info(InfoContext context) {
   out.setHintsReplayed(hints.replayed);
   out.setHintsDropped(hints.dropped);
   out.setHintsPending(hints.pending);
-  out.setForwarded(stats_.forwarded);
-  out.setReadRepairs(stats_.read_repairs);
+  out.setForwarded(static_cast<uint64_t>(metrics_->forwarded.Value()));
+  out.setReadRepairs(static_cast<uint64_t>(metrics_->read_repairs.Value()));
   std::vector<PeerStatus> peers = replicator_.Peers();
   auto list = out.initPeers(peers.size());
   for (size_t i = 0; i < peers.size(); ++i) {
@@ -809,6 +902,10 @@ kj::Promise<void> KvService::info(InfoContext context) {
 }
 
 kj::Promise<void> KvService::waitReplicated(WaitReplicatedContext context) {
+  return Timed(MetricOp::kWaitReplicated, context, [&] { return RunWaitReplicated(context); });
+}
+
+kj::Promise<void> KvService::RunWaitReplicated(WaitReplicatedContext context) {
   CheckServing();
   auto request = context.getParams();
   auto reply = context.getResults();

@@ -20,6 +20,7 @@
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
 #include "replication/group_commit.h"
+#include "monitoring/metrics.h"
 #include "replication/replicator.h"
 #include "server/cluster_view.h"
 #include "storage/store.h"
@@ -38,14 +39,11 @@ struct KvServiceOptions {
   // How long a coordinator waits for other owners (acknowledgements,
   // digests, forwarded requests).
   std::chrono::milliseconds request_timeout{5000};
+  // Where the service reports. Not owned. Default (nullptr): its own,
+  // served nowhere.
+  Metrics* metrics = nullptr;
 };
 
-// Counts of coordination events, for `info` and metrics.
-struct CoordinatorStats {
-  uint64_t forwarded = 0;      // requests sent on to an owner
-  uint64_t read_repairs = 0;   // quorum reads that found owners differing
-  uint64_t write_timeouts = 0;  // writes answered timeout for missing acks
-};
 
 // Default page of sMembers when the request's limit is 0, and its largest.
 inline constexpr uint32_t kDefaultMembersPage = 1000;
@@ -63,7 +61,6 @@ class KvService final : public rpc::GeoKv::Server {
   kj::Promise<void> RunForwarded(rpc::Request::Reader request, rpc::Consistency level,
                                  rpc::Reply::Builder reply);
 
-  const CoordinatorStats& stats() const { return stats_; }
   // Where `cluster` reads the failure detections count of gossip.
   void SetFailureDetections(std::function<uint64_t()> f) { failure_detections_ = std::move(f); }
   // What `leave` starts: OK, or why the node cannot leave.
@@ -117,6 +114,25 @@ class KvService final : public rpc::GeoKv::Server {
   void Describe(const Member& m, rpc::MemberInfo::Builder out) const;
   rpc::Consistency Resolve(rpc::Consistency level) const {
     return level == rpc::Consistency::DEFAULT ? options_.consistency : level;
+  }
+
+  // Runs a typed call and counts it: its operation, its outcome (unavailable
+  // for an exception) and its time.
+  template <typename Context, typename Call>
+  kj::Promise<void> Timed(MetricOp op, Context context, Call call) {
+    auto start = std::chrono::steady_clock::now();
+    auto seconds = [start] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
+    return kj::evalNow(call).then(
+        [this, op, context, seconds]() mutable {
+          metrics_->Request(op, static_cast<uint16_t>(context.getResults().getOutcome().getCode()),
+                            seconds());
+        },
+        [this, op, seconds](kj::Exception&& e) {
+          metrics_->Request(op, static_cast<uint16_t>(rpc::Outcome::Code::UNAVAILABLE), seconds());
+          kj::throwFatalException(kj::mv(e));
+        });
   }
 
   template <typename Context>
@@ -250,6 +266,10 @@ class KvService final : public rpc::GeoKv::Server {
   Status Read(std::string_view key, rpc::TypeRequest::Reader r,
               rpc::TypeReply::Builder reply);
   static bool IsWrite(rpc::Request::Reader request);
+  kj::Promise<void> RunBatch(BatchContext context);
+  kj::Promise<void> RunWaitReplicated(WaitReplicatedContext context);
+  // Counts one request of a batch, by its reply's outcome.
+  void CountBatched(rpc::Request::Reader request, rpc::Reply::Reader reply, double seconds);
 
   Store& store_;
   GroupCommitter& committer_;
@@ -257,7 +277,8 @@ class KvService final : public rpc::GeoKv::Server {
   const ClusterView& view_;
   const KvServiceOptions options_;
   bool serving_ = true;
-  CoordinatorStats stats_;
+  std::unique_ptr<Metrics> own_metrics_;
+  Metrics* metrics_;
   std::function<uint64_t()> failure_detections_;
   std::function<Status()> leave_;
   class ErrorLogger;

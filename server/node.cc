@@ -8,7 +8,10 @@
 #include <cstdlib>
 #include <mutex>
 
+#include <sys/statvfs.h>
+
 #include "cluster/gossip.h"
+#include "monitoring/metrics.h"
 #include "replication/group_commit.h"
 #include "server/cluster_view.h"
 #include "server/kv_service.h"
@@ -123,6 +126,18 @@ int RunNode(const ServerOptions& options) {
                  seeds.empty() ? "none" : seeds);
   }
   ClusterView view(self, options.replication_factor, options.vnodes);
+  Metrics metrics(options.region);
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (!options.metrics_listen.empty()) {
+    auto served = MetricsServer::Start(options.metrics_listen, metrics.registry());
+    if (!served.ok()) {
+      spdlog::error("{}", served.status().ToString());
+      return 1;
+    }
+    metrics_server = std::move(served).value();
+    spdlog::info("metrics on http://{}/metrics port {}", options.metrics_listen,
+                 metrics_server->port());
+  }
 
   auto committer = std::make_unique<GroupCommitter>(*store, options.max_pending_writes);
   std::unique_ptr<Replicator> replicator;
@@ -137,6 +152,7 @@ int RunNode(const ServerOptions& options) {
     if (view.MergeRemote(region, members)) place();
   };
   replication.local_members = [&] { return view.LocalRecords(); };
+  replication.metrics = &metrics;
   replication.max_message_bytes = options.max_message_bytes;
   replication.batch_bytes = options.replication_batch_bytes;
   replication.window = options.replication_window;
@@ -156,6 +172,7 @@ int RunNode(const ServerOptions& options) {
   service_options.max_message_bytes = options.max_message_bytes;
   service_options.consistency = ConsistencyNamed(options.consistency);
   service_options.request_timeout = std::chrono::milliseconds(options.request_timeout_ms);
+  service_options.metrics = &metrics;
   auto service_own = kj::heap<KvService>(*store, *committer, *replicator, view,
                                          std::move(service_options));
   KvService& service = *service_own;
@@ -201,6 +218,36 @@ int RunNode(const ServerOptions& options) {
   }
   place();
   replicator->Start();
+  // Once a second: what the store, the disk and gossip report.
+  uint64_t lww_counted = 0, detections_counted = 0;
+  std::function<kj::Promise<void>()> sample = [&]() -> kj::Promise<void> {
+    Store::SpaceEstimates space = store->Space();
+    metrics.rocksdb_live_data.Set(static_cast<double>(space.live_data_bytes));
+    metrics.rocksdb_memtable.Set(static_cast<double>(space.memtable_bytes));
+    metrics.rocksdb_pending_compaction.Set(static_cast<double>(space.pending_compaction_bytes));
+    struct statvfs fs {};
+    if (statvfs(options.data_dir.c_str(), &fs) == 0) {
+      metrics.disk_free.Set(static_cast<double>(fs.f_bavail) * fs.f_frsize);
+      metrics.disk_total.Set(static_cast<double>(fs.f_blocks) * fs.f_frsize);
+    }
+    uint64_t lww = store->LwwOverwritten();
+    metrics.lww_overwritten.Increment(static_cast<double>(lww - lww_counted));
+    lww_counted = lww;
+    if (gossip) {
+      uint64_t detections = gossip->failure_detections();
+      metrics.failure_detections.Increment(static_cast<double>(detections - detections_counted));
+      detections_counted = detections;
+    }
+    std::map<std::pair<std::string, std::string>, int> members;
+    for (const Member* m : view.Members()) {
+      ++members[{m->region, std::string(MemberStateName(m->state))}];
+    }
+    metrics.SetMembers(members);
+    return timer.afterDelay(1 * kj::SECONDS).then([&sample] { return sample(); });
+  };
+  kj::Promise<void> sampling = sample().eagerlyEvaluate([](kj::Exception&& e) {
+    spdlog::error("sampling metrics stopped: {}", e.getDescription().cStr());
+  });
   GossipFeed feed;
   kj::Promise<void> following = nullptr;
   std::function<kj::Promise<void>()> follow = [&]() -> kj::Promise<void> {
@@ -260,6 +307,7 @@ int RunNode(const ServerOptions& options) {
   service.StopServing();
   if (gossip) gossip->Stop();
   following = nullptr;
+  sampling = nullptr;
   replicator->Stop();
   auto timeout = static_cast<int64_t>(options.shutdown_timeout_seconds * 1000) * kj::MILLISECONDS;
   bool drained = committer->Drain()

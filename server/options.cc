@@ -107,6 +107,8 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
       ->check(AtLeast(1));
   ms_option("--heartbeat", &o.heartbeat_ms, "Interval of heartbeats to each peer")
       ->check(CLI::Range(uint64_t{10}, uint64_t{60000}));
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "HOST:PORT serving /metrics for Prometheus (default: none)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));

@@ -82,6 +82,9 @@ struct ServerOptions {
   size_t replication_window = 64;
   uint64_t heartbeat_ms = 1000;
 
+  // HOST:PORT where /metrics is served for Prometheus; empty: nowhere.
+  std::string metrics_listen;
+
   // trace, debug, info, warn, error, off. Default: info.
   std::string log_level = "info";
 };

@@ -496,6 +496,7 @@ class RocksWriteGroup : public WriteGroup {
   // the store's from changing meanwhile.
   std::optional<std::vector<bool>> dropped_;
   size_t size_ = 0;
+  uint64_t lww_overwritten_ = 0;  // LWW joins that lost, added at commit
   bool spent_ = false;
 };
 
@@ -527,6 +528,15 @@ class RocksStore : public Store {
   StatusOr<std::vector<LogEntry>> ReadLog(uint64_t after_seq, size_t max_entries,
                                           size_t max_bytes) override;
   uint64_t LastSeq() const override { return last_seq_.load(); }
+  uint64_t LwwOverwritten() const override { return lww_overwritten_.load(); }
+  SpaceEstimates Space() override {
+    SpaceEstimates out;
+    db_->GetAggregatedIntProperty("rocksdb.estimate-live-data-size", &out.live_data_bytes);
+    db_->GetAggregatedIntProperty("rocksdb.cur-size-all-mem-tables", &out.memtable_bytes);
+    db_->GetAggregatedIntProperty("rocksdb.estimate-pending-compaction-bytes",
+                                  &out.pending_compaction_bytes);
+    return out;
+  }
   uint64_t TrimmedThrough() const override { return trimmed_.load(); }
   Status TrimLog(uint64_t seq) override;
   uint64_t LogBytesAfter(uint64_t seq) override;
@@ -570,6 +580,7 @@ class RocksStore : public Store {
   std::mutex writer_mu_;  // the single writer slot
   LiveTypesCache live_types_cache_;  // guarded by writer_mu_
   std::atomic<uint64_t> last_seq_{0};
+  std::atomic<uint64_t> lww_overwritten_{0};
   std::atomic<uint64_t> trimmed_{0};
   std::mutex trim_mu_;
   mutable std::mutex applied_mu_;
@@ -734,6 +745,10 @@ StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta
   if (auto* lww = std::get_if<LwwRegister>(&delta)) store_->clock_->Update(lww->timestamp());
   std::optional<std::string> old;
   GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, TypeOf(delta), &old));
+  if (auto* lww = std::get_if<LwwRegister>(&delta)) {
+    const auto& here = std::get<LwwRegister>(state);
+    if (!here.IsBottom() && lww->timestamp() < here.timestamp()) ++lww_overwritten_;
+  }
   GEOKV_RETURN_IF_ERROR(geokv::Join(&state, delta));
   PutObject(key, state, old);
   return std::visit(
@@ -1017,6 +1032,7 @@ Status RocksWriteGroup::Commit() {
     if (dropped_changed) store_->dropped_ = std::move(*dropped_);
   }
   store_->last_seq_.store(last_seq);
+  store_->lww_overwritten_.fetch_add(lww_overwritten_);
   std::lock_guard<std::mutex> l(store_->applied_mu_);
   for (const auto& [origin, seq] : advanced) store_->applied_[origin] = seq;
   return Status::OK();

@@ -235,6 +235,19 @@ class Store {
   // last WriteGroup::ClearDropped, as of the last commit: kTreeSegments
   // entries. Persisted.
   virtual std::vector<bool> DroppedSegments() const = 0;
+
+  // LWW values joined from elsewhere (replication or repair) that lost to a
+  // later stamp already here: writes overwritten by a concurrent write.
+  virtual uint64_t LwwOverwritten() const = 0;
+
+  // What RocksDB estimates for the whole store, for metrics: the live data
+  // size, the bytes in memtables and the bytes compaction must rewrite.
+  struct SpaceEstimates {
+    uint64_t live_data_bytes = 0;
+    uint64_t memtable_bytes = 0;
+    uint64_t pending_compaction_bytes = 0;
+  };
+  virtual SpaceEstimates Space() = 0;
   // The full state of every type stored at `key` (including non-live ones,
   // such as a deleted LWW register, whose tombstone must still travel), in
   // CrdtType order; empty when the key has no state. Read at one snapshot.

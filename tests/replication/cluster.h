@@ -185,6 +185,7 @@ class Cluster {
     // Per region, a command the node runs under (e.g. faketime).
     std::map<int, std::vector<std::string>> wrappers;
     int nodes_per_region = 1;
+    bool metrics = false;  // serve /metrics on a port of each node's
   };
 
   Cluster(std::string dir, Options options) : dir_(std::move(dir)), options_(std::move(options)) {}
@@ -256,6 +257,7 @@ class Cluster {
                    {"--gossip-listen", "127.0.0.1:" + std::to_string(gossip_ports_[i]),
                     "--seeds", "127.0.0.1:" + std::to_string(gossip_ports_[seed])});
     }
+    if (options_.metrics) flags.insert(flags.end(), {"--metrics-listen", metrics_address(i)});
     flags.insert(flags.end(), options_.flags.begin(), options_.flags.end());
     auto wrapper = options_.wrappers.find(region);
     const int run = ++runs_[i];
@@ -285,6 +287,10 @@ class Cluster {
   }
 
   ServerProcess& node(int i) { return *nodes_[i]; }
+  // Where node i serves /metrics (with Options::metrics).
+  std::string metrics_address(int i) const {
+    return "127.0.0.1:" + std::to_string(metrics_ports_[i]);
+  }
   // Every node's log, for failure messages.
   std::string Logs() {
     std::string out;
@@ -359,6 +365,7 @@ class Cluster {
     region_of_.push_back(r);
     peer_ports_.push_back(FreePort());
     gossip_ports_.push_back(FreePort());
+    metrics_ports_.push_back(FreePort());
     return nodes() - 1;
   }
 
@@ -398,6 +405,7 @@ class Cluster {
   std::vector<int> region_of_;
   std::vector<int> peer_ports_;
   std::vector<int> gossip_ports_;
+  std::vector<int> metrics_ports_;
   std::map<int, int> runs_;  // starts of each node
   std::map<std::pair<int, int>, std::unique_ptr<WanProxy>> proxies_;
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
