@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
 # The geokv demo: builds what is missing, starts three regions (eu, us, ap)
-# on loopback, one node each, with a WAN emulator on every link between them
-# (50 ms one way), and shows with geokv-cli every data type, replication with
-# causal tokens, a partition with writes on both sides, and convergence after
-# healing.
+# of two nodes each on loopback, with a WAN emulator between the regions
+# (one way: eu-us 30 ms, us-ap 80 ms, eu-ap 120 ms) and a metrics endpoint
+# per node, and narrates a short run: concurrent conflicting writes in every
+# region and what each region converges to; a partition with writes on both
+# sides, the heal and the time to converge; read-your-writes across regions
+# with a causal token; the replication lag percentiles. Needs no root.
 #
-#   ./scripts/demo.sh                 run the session, then stop the cluster
-#   ./scripts/demo.sh --keep-running  leave the cluster up until Ctrl-C
+#   ./scripts/demo.sh                 run it, then keep the cluster up until Ctrl-C
+#   ./scripts/demo.sh --duration S    run it, keep the cluster up S seconds, stop
 #
-#   GEOKV_DEMO_BUILD_DIR  build directory (default: build/demo, Release)
-#   GEOKV_DEMO_DELAY_MS   one-way delay between regions (default: 50)
+#   GEOKV_DEMO_BUILD_DIR     build directory (default: build/demo, Release)
+#   GEOKV_DEMO_METRICS_PORT  first metrics port (default: 9401; the six nodes
+#                            take it and the next five, as monitoring/prometheus.yml expects)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-keep_running=0
-for arg in "$@"; do
-  case "$arg" in
-    --keep-running) keep_running=1 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "demo.sh: unknown argument $arg (see --help)" >&2; exit 2 ;;
+duration=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --duration)
+      [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || { echo "demo.sh: --duration takes whole seconds" >&2; exit 2; }
+      duration=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 build_dir=${GEOKV_DEMO_BUILD_DIR:-build/demo}
-delay_ms=${GEOKV_DEMO_DELAY_MS:-50}
+metrics_port=${GEOKV_DEMO_METRICS_PORT:-9401}
 server="$build_dir/server/geokv-server"
 cli_bin="$build_dir/client/geokv-cli"
 proxy_bin="$build_dir/tools/geokv-wan-proxy"
@@ -37,6 +42,8 @@ if [[ ! -x "$server" || ! -x "$cli_bin" || ! -x "$proxy_bin" ]]; then
 fi
 
 regions=(eu us ap)
+nodes=(eu-1 eu-2 us-1 us-2 ap-1 ap-2)
+declare -A delay_ms=([eu-us]=30 [us-eu]=30 [us-ap]=80 [ap-us]=80 [eu-ap]=120 [ap-eu]=120)
 work=$(mktemp -d -t geokv-demo-XXXXXX)
 pids=()
 cleanup() {
@@ -45,6 +52,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'echo; echo "== Ctrl-C: stopping"; exit 0' INT
 
 # Sets `port` to a loopback port nothing listens on now, below the range
 # the kernel hands out for port 0, from a random start.
@@ -69,62 +77,80 @@ wait_for_log() {
   return 1
 }
 
-declare -A peer_port client_address proxy_address control_port
-for r in "${regions[@]}"; do
-  free_port
-  peer_port[$r]=$port
+region_of() { echo "${1%-*}"; }
+
+declare -A peer_port gossip_port metrics_address client_address proxy_address control_port
+i=0
+for n in "${nodes[@]}"; do
+  free_port; peer_port[$n]=$port
+  free_port; gossip_port[$n]=$port
+  metrics_address[$n]="127.0.0.1:$((metrics_port + i))"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$((metrics_port + i))") 2>/dev/null; then
+    echo "demo.sh: port $((metrics_port + i)) is taken; set GEOKV_DEMO_METRICS_PORT" >&2
+    exit 1
+  fi
+  i=$((i + 1))
 done
 
-echo "== starting a WAN emulator on each link between regions (${delay_ms} ms one way)"
-for from in "${regions[@]}"; do
-  for to in "${regions[@]}"; do
-    [[ $from == "$to" ]] && continue
-    log="$work/proxy-$from-$to.log"
-    "$proxy_bin" --listen 127.0.0.1:0 --target "127.0.0.1:${peer_port[$to]}" \
-      --delay-ms "$delay_ms" --jitter-ms 5 --control 127.0.0.1:0 --log-level warn 2>"$log" &
+echo "== starting the WAN emulator: every region reaches every node of another"
+echo "   region through a proxy (one way: eu-us 30 ms, us-ap 80 ms, eu-ap 120 ms)"
+for n in "${nodes[@]}"; do
+  for r in "${regions[@]}"; do
+    [[ $r == "$(region_of "$n")" ]] && continue
+    log="$work/proxy-$r-$n.log"
+    "$proxy_bin" --listen 127.0.0.1:0 --target "127.0.0.1:${peer_port[$n]}" \
+      --delay-ms "${delay_ms[$r-$(region_of "$n")]}" --jitter-ms 2 --control 127.0.0.1:0 \
+      --log-level warn 2>"$log" &
     pids+=($!)
-    proxy_address[$from-$to]=$(wait_for_log "$log" '^listening on \(.*\)$' $!)
-    control_port[$from-$to]=$(wait_for_log "$log" '^control on .*:\([0-9]*\)$' $!)
+    proxy_address[$r-$n]=$(wait_for_log "$log" '^listening on \(.*\)$' $!)
+    control_port[$r-$n]=$(wait_for_log "$log" '^control on .*:\([0-9]*\)$' $!)
   done
 done
 
-echo "== starting one node per region"
-for r in "${regions[@]}"; do
-  peers=""
+echo "== starting six nodes: two per region, gossip within each region, N = 2"
+for n in "${nodes[@]}"; do
+  r=$(region_of "$n")
+  seeds="" routes=""
   for p in "${regions[@]}"; do
-    [[ $p == "$r" ]] || peers+="${peers:+,}$p=${proxy_address[$r-$p]}"
+    [[ $p == "$r" ]] && continue
+    seeds+="${seeds:+,}$p=${proxy_address[$r-$p-1]}"
+    routes+="${routes:+,}$p=${proxy_address[$p-$n]}"
   done
-  log="$work/node-$r.log"
-  "$server" --node-id "$r-1" --region "$r" --listen 127.0.0.1:0 --data-dir "$work/data-$r" \
-    --peer-listen "127.0.0.1:${peer_port[$r]}" --peers "$peers" --durability fsync \
+  log="$work/node-$n.log"
+  "$server" --node-id "$n" --region "$r" --listen 127.0.0.1:0 --data-dir "$work/data-$n" \
+    --peer-listen "127.0.0.1:${peer_port[$n]}" --peers "$seeds" --peer-routes "$routes" \
+    --gossip-listen "127.0.0.1:${gossip_port[$n]}" --seeds "127.0.0.1:${gossip_port[$r-1]}" \
+    --replication-factor 2 --metrics-listen "${metrics_address[$n]}" --durability fsync \
     --anti-entropy-interval 2s --heartbeat 250ms 2>"$log" &
   pids+=($!)
   port=$(wait_for_log "$log" '.*client API listening on .* port \([0-9]*\).*' $!)
-  client_address[$r]="127.0.0.1:$port"
-  echo "   $r: client API on ${client_address[$r]}, peers $peers"
+  client_address[$n]="127.0.0.1:$port"
+  echo "   $n: client API ${client_address[$n]}, metrics http://${metrics_address[$n]}/metrics"
 done
 
-cli() { local r=$1; shift; "$cli_bin" --connect "${client_address[$r]}" "$@"; }
+cli() { local n=$1; shift; "$cli_bin" --connect "${client_address[$n]}" "$@"; }
 
-# Prints the command, runs it against region $1, shows output and exit code.
+# Prints the command, runs it against node $1, shows output and exit code.
 step() {
-  local r=$1; shift
+  local n=$1; shift
   echo
-  echo "[$r] \$ geokv-cli $*"
+  echo "[$n] \$ geokv-cli $*"
   set +e
-  cli "$r" "$@"
+  cli "$n" "$@"
   local rc=$?
   set -e
   [[ $rc -eq 0 ]] || echo "   (exit code $rc)"
 }
 
 token_of() { sed -n 's/.*"token":"\([0-9a-f]*\)".*/\1/p'; }
+digest_of() { cli "$1" --json info | sed -n 's/.*"state_digest":"\([0-9a-f]*\)".*/\1/p'; }
+now_ms() { date +%s%3N; }
 
-# Sends a control command to the proxies of every link touching region $1.
+# Sends a control command to the proxies of every link into or out of region $1.
 links_of() {
   local r=$1 command=$2
   for key in "${!control_port[@]}"; do
-    [[ $key == "$r-"* || $key == *"-$r" ]] || continue
+    [[ $key == "$r-"* || $key == *"-$r-"* ]] || continue
     exec 3<>"/dev/tcp/127.0.0.1/${control_port[$key]}"
     echo "$command" >&3
     head -n1 <&3 >/dev/null
@@ -132,84 +158,118 @@ links_of() {
   done
 }
 
-echo "   waiting for every region to connect to the others"
-for r in "${regions[@]}"; do
+# Waits until every node shows the same state digest (N = 2: each holds every key).
+wait_converged() {
+  local distinct=0
+  for _ in $(seq 1 600); do
+    distinct=$(for n in "${nodes[@]}"; do digest_of "$n"; done | sort -u | wc -l)
+    [[ $distinct -eq 1 ]] && return 0
+    sleep 0.1
+  done
+  echo "demo.sh: the nodes did not converge" >&2
+  return 1
+}
+
+echo "   waiting until every node knows all six and its links are up"
+for n in "${nodes[@]}"; do
   for _ in $(seq 1 300); do
-    cli "$r" --json info | grep -q '"connected":false' || break
+    info=$(cli "$n" --json info)
+    peers=$(grep -o '"connected":true' <<<"$info" | wc -l)
+    [[ $peers -ge 5 ]] && break
     sleep 0.1
   done
 done
+step eu-1 members
 
 echo
-echo "== Every type, written in eu"
-step eu set greeting "hello, world"
-step eu mvset profile '{"name":"ada"}'
-step eu sadd tags db crdt geo
-step eu incrby visits 10
-step eu type tags
-step eu sadd visits oops
+echo "== Concurrent conflicting writes: all three regions set 'color' at once"
+writers=()
+cli eu-1 set color red >/dev/null & writers+=($!)
+cli us-1 set color green >/dev/null & writers+=($!)
+cli ap-2 set color blue >/dev/null & writers+=($!)
+cli eu-2 mvset motto "eu: local first" >/dev/null & writers+=($!)
+cli us-2 mvset motto "us: move fast" >/dev/null & writers+=($!)
+cli ap-1 mvset motto "ap: converge" >/dev/null & writers+=($!)
+wait "${writers[@]}"
+wait_converged
+for n in eu-1 us-1 ap-1; do step "$n" get color; done
+echo "   (every region picked the same value: the write with the latest hybrid"
+echo "    timestamp wins an LWW register, whichever region made it)"
+step us-2 mvget motto
+echo "   (a multi-value register keeps all three concurrent writes as siblings)"
 
 echo
-echo "== Read-your-writes in another region with a causal token"
-token=$(cli eu --json set session active | token_of)
-echo "   eu wrote session=active, token $token"
-step us --token "$token" get session
-echo "   (us waited until the write had crossed the ${delay_ms} ms link)"
-step eu --token "$token" wait-replicated us ap
-
-echo
-echo "== Counters add up across regions"
-step eu incrby hits 1
-step us incrby hits 10
-step ap incrby hits 100
-token=$(cli ap --json incrby hits 1000 | token_of)
-step eu --token "$token" counter hits
+echo "== Read-your-writes across regions with a causal token"
+token=$(cli eu-1 --json set session active | token_of)
+echo "   eu-1 wrote session=active; its token: $token"
+start=$(now_ms)
+step ap-2 --token "$token" get session
+echo "   (ap-2 answered after $(( $(now_ms) - start )) ms: it waited for the write to cross the 120 ms link)"
+step eu-1 --token "$token" wait-replicated us ap
 
 echo
 echo "== ap is cut off; both sides keep taking writes"
 links_of ap partition
-step ap incrby hits 5
-step eu incrby hits 7
-step eu srem tags geo
-step ap sadd tags geo maps
-step eu mvset profile '{"name":"Ada Lovelace"}'
-step ap mvset profile '{"name":"Countess of Lovelace"}'
-step eu counter hits
-step ap counter hits
+step ap-1 incrby hits 5
+step eu-2 incrby hits 7
+step us-1 sadd tags geo
+step ap-2 srem tags geo
+step eu-1 counter hits
+step ap-1 counter hits
 echo "   (each side sees only its own increment)"
-token=$(cli eu --json set during-partition eu | token_of)
-step eu --token "$token" wait-replicated ap --wait 1000
+token=$(cli eu-1 --json set during-partition eu | token_of)
+step eu-1 --token "$token" wait-replicated ap --wait 1000
 echo "   (ap cannot get eu's writes while the partition lasts)"
 
 echo
-echo "== Healing: the regions converge"
+echo "== Healing: how long until all six nodes hold the same data"
+start=$(now_ms)
 links_of ap heal
-ap_token=$(cli ap --json set healed yes | token_of)
-step eu --token "$token" wait-replicated ap --wait 10000
-step eu --token "$ap_token" get healed
-for r in "${regions[@]}"; do step "$r" counter hits; done
-echo "   (1111 before the partition, +7 in eu and +5 in ap while apart)"
-step us smembers tags
-echo "   (geo: ap's add was concurrent with eu's remove, and an add wins)"
-step us mvget profile
-echo "   (both concurrent profile writes are kept as siblings; a write with this read's context merges them)"
-for _ in $(seq 1 100); do
-  digests=$(for r in "${regions[@]}"; do cli "$r" --json info | sed -n 's/.*"state_digest":"\([0-9a-f]*\)".*/\1/p'; done | sort -u | wc -l)
-  [[ $digests -eq 1 ]] && break
-  sleep 0.1
-done
-[[ $digests -eq 1 ]] || { echo "demo.sh: the regions did not converge" >&2; exit 1; }
-echo
-for r in "${regions[@]}"; do
-  echo "   $r state digest: $(cli "$r" --json info | sed -n 's/.*"state_digest":"\([0-9a-f]*\)".*/\1/p')"
-done
-step eu info
+wait_converged
+echo "   converged $(( $(now_ms) - start )) ms after the heal"
+for n in eu-1 us-2 ap-1; do step "$n" counter hits; done
+echo "   (12 everywhere: +7 in eu and +5 in ap while apart)"
+step ap-2 smembers tags
+echo "   (ap's remove could not remove an add it had not seen: geo stays)"
 
-if [[ $keep_running -eq 1 ]]; then
-  echo
+echo
+echo "== Replication lag under a short write load in eu"
+for i in $(seq 1 100); do cli eu-$(( i % 2 + 1 )) set "load$i" "v$i" >/dev/null; done
+wait_converged
+# Percentiles from the geokv_replication_lag_seconds histogram of a node.
+lag_percentiles() {
+  local n=$1 source=$2 address=${metrics_address[$1]}
+  exec 3<>"/dev/tcp/${address%:*}/${address#*:}"
+  printf 'GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$address" >&3
+  cat <&3 | tr -d '\r' | awk -v src="$source" -v node="$n" '
+    $1 ~ /^geokv_replication_lag_seconds_bucket/ && index($1, "source_region=\"" src "\"") {
+      match($1, /le="[^"]*"/); le = substr($1, RSTART + 4, RLENGTH - 5)
+      les[++k] = le; counts[k] = $2 }
+    END {
+      total = counts[k]
+      if (total == 0) { printf "   %s: no writes from %s yet\n", node, src; exit }
+      split("0.5 0.9 0.99", qs, " ")
+      line = sprintf("   %s, writes from %s (%d):", node, src, total)
+      for (q = 1; q <= 3; q++) {
+        for (i = 1; i <= k; i++) if (counts[i] >= qs[q] * total) break
+        line = line sprintf(" p%s <= %s s", qs[q] * 100, les[i])
+      }
+      print line }'
+  exec 3>&-
+}
+lag_percentiles us-1 eu
+lag_percentiles ap-1 eu
+echo "   (upper bucket bounds; the lag includes each link's one-way delay, and the"
+echo "    tail the writes that waited out the partition)"
+
+echo
+echo "== metrics: curl http://${metrics_address[eu-1]}/metrics; Prometheus: monitoring/prometheus.yml"
+if [[ -z $duration ]]; then
   echo "== the cluster keeps running; Ctrl-C stops it"
-  for r in "${regions[@]}"; do echo "   $r: geokv-cli --connect ${client_address[$r]} ..."; done
+  for n in "${nodes[@]}"; do echo "   $n: geokv-cli --connect ${client_address[$n]} ..."; done
   wait "${pids[@]}" || true
+else
+  [[ $duration -gt 0 ]] && { echo "== keeping the cluster up for $duration s"; sleep "$duration"; }
 fi
 echo
 echo "== stopping the cluster (SIGTERM)"

@@ -96,11 +96,30 @@ int RunNode(const ServerOptions& options) {
   ws.setBusyPollInterval(64);
   kj::Timer& timer = io.provider->getTimer();
 
+  auto listen = [&](const std::string& address) -> kj::Own<kj::ConnectionReceiver> {
+    kj::Own<kj::ConnectionReceiver> receiver;
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+      receiver = io.provider->getNetwork().parseAddress(address).wait(ws)->listen();
+    })) {
+      spdlog::error("cannot listen on {}: {}", address, e->getDescription().cStr());
+    }
+    return receiver;
+  };
+  kj::Own<kj::ConnectionReceiver> receiver = listen(options.listen);
+  kj::Own<kj::ConnectionReceiver> peer_receiver;
+  if (receiver.get() != nullptr && !options.peer_listen.empty()) {
+    peer_receiver = listen(options.peer_listen);
+  }
+  if (receiver.get() == nullptr || (!options.peer_listen.empty() && peer_receiver.get() == nullptr)) {
+    return 1;
+  }
   Member self;
   self.id = store->node_id();
   self.name = name;
   self.region = options.region;
-  self.client_address = options.listen;
+  // The address the client API really listens on (port 0 picks one).
+  self.client_address =
+      options.listen.substr(0, options.listen.rfind(':') + 1) + std::to_string(receiver->getPort());
   self.peer_address = options.peer_advertise.empty() ? options.peer_listen : options.peer_advertise;
   for (const PeerAddress& route : options.peer_routes) self.peer_routes[route.region] = route.address;
   std::unique_ptr<Gossip> gossip;
@@ -184,24 +203,6 @@ int RunNode(const ServerOptions& options) {
     service.SetFailureDetections([&gossip] { return gossip->failure_detections(); });
   }
 
-  auto listen = [&](const std::string& address) -> kj::Own<kj::ConnectionReceiver> {
-    kj::Own<kj::ConnectionReceiver> receiver;
-    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-      receiver = io.provider->getNetwork().parseAddress(address).wait(ws)->listen();
-    })) {
-      spdlog::error("cannot listen on {}: {}", address, e->getDescription().cStr());
-    }
-    return receiver;
-  };
-  kj::Own<kj::ConnectionReceiver> receiver = listen(options.listen);
-  kj::Own<kj::ConnectionReceiver> peer_receiver;
-  if (receiver.get() != nullptr && !options.peer_listen.empty()) {
-    peer_receiver = listen(options.peer_listen);
-  }
-  if (receiver.get() == nullptr || (!options.peer_listen.empty() && peer_receiver.get() == nullptr)) {
-    committer->Drain().wait(ws);
-    return 1;
-  }
   auto listener = std::make_unique<RpcListener>(
       kj::mv(receiver), kj::mv(service_own), timer,
       RpcListenerOptions{options.max_connections, options.max_message_bytes});
