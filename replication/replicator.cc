@@ -1201,12 +1201,12 @@ bool Replicator::LogDelivered() const {
   return true;
 }
 
-std::vector<PeerLink*> Replicator::RegionOwners(size_t segment) {
-  std::vector<PeerLink*> out;
-  for (auto& [id, link] : links_) {
+std::vector<ReplicaId> Replicator::RegionOwners(size_t segment) const {
+  std::vector<ReplicaId> out;
+  for (const auto& [id, link] : links_) {
     const PeerTarget& t = link->target();
     if (t.region != options_.region || t.state == PeerState::kLeft) continue;
-    if (!t.owned.empty() && t.owned[segment]) out.push_back(link.get());
+    if (!t.owned.empty() && t.owned[segment]) out.push_back(id);
   }
   return out;
 }
@@ -1219,16 +1219,17 @@ kj::Promise<void> Replicator::Rebalance() {
         kj::Promise<void> pass = kj::READY_NOW;
         size_t handing = 0;
         for (size_t s = 0; s < digests.size() && !own_segments_.empty(); ++s) {
-          std::vector<PeerLink*> owners = RegionOwners(s);
+          std::vector<ReplicaId> owners = RegionOwners(s);
           bool reachable = !owners.empty() &&
                            std::all_of(owners.begin(), owners.end(),
-                                       [](PeerLink* l) { return l->has_session(); });
+                                       [this](ReplicaId id) { return IsConnected(id); });
           if (digests[s] != 0 && !own_segments_[s] && reachable) {
             ++handing;
             pass = pass.then([this, s, owners] { return HandOff(s, owners); });
           } else if (Syncing(s) && reachable) {
+            // Links are looked up when used: one may close meanwhile.
             pass = pass.then([this, s, owner = owners.front()] {
-              return owner->SyncSegment(static_cast<uint32_t>(s)).then([this, s] {
+              return LinkWithSession(owner).SyncSegment(static_cast<uint32_t>(s)).then([this, s] {
                 RemoteApply apply;
                 apply.clear_dropped.push_back(s);
                 return committer_.SubmitRemote(std::move(apply));
@@ -1248,13 +1249,13 @@ kj::Promise<void> Replicator::Rebalance() {
       .then([this] { return Rebalance(); });
 }
 
-kj::Promise<void> Replicator::HandOff(size_t segment, std::vector<PeerLink*> owners) {
+kj::Promise<void> Replicator::HandOff(size_t segment, std::vector<ReplicaId> owners) {
   auto keys = store_.SegmentKeys(segment);
   KJ_REQUIRE(keys.ok(), "cannot list a segment", keys.status().ToString());
   return HandOffKeys(segment, std::move(owners), std::move(keys).value(), 0);
 }
 
-kj::Promise<void> Replicator::HandOffKeys(size_t segment, std::vector<PeerLink*> owners,
+kj::Promise<void> Replicator::HandOffKeys(size_t segment, std::vector<ReplicaId> owners,
                                           std::vector<geokv::KeyDigest> keys, size_t from) {
   constexpr size_t kChunkKeys = 64;
   if (from >= keys.size()) return kj::READY_NOW;
@@ -1272,13 +1273,12 @@ kj::Promise<void> Replicator::HandOffKeys(size_t segment, std::vector<PeerLink*>
   // Every owner confirms (its commit) before this node lets go of a key,
   // and a key written here since it was read is kept.
   kj::Vector<kj::Promise<void>> puts;
-  for (PeerLink* owner : owners) {
-    auto session = KJ_ASSERT_NONNULL(owner->MaybeSession());
+  for (ReplicaId owner : owners) {
+    auto session = KJ_ASSERT_NONNULL(LinkWithSession(owner).MaybeSession());
     auto req = session.putStatesRequest();
     SetStates(req.initStates(states.size()), states);
     puts.add(io_.getTimer().timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
   }
-  PeerLink* budget = owners.front();
   return kj::joinPromises(puts.releaseAsArray())
       .then([this, drops = std::move(drops)]() mutable {
         if (drops.drops.empty()) return kj::Promise<WriteResult>(WriteResult{});
@@ -1288,7 +1288,9 @@ kj::Promise<void> Replicator::HandOffKeys(size_t segment, std::vector<PeerLink*>
         KJ_REQUIRE(r.status.ok(), "cannot drop handed-over keys", r.status.ToString());
         if (segment < dropped_.size()) dropped_[segment] = true;
       })
-      .then([budget, bytes] { return budget->Budget(bytes * 2); })
+      .then([this, owner = owners.front(), bytes] {
+        return LinkWithSession(owner).Budget(bytes * 2);
+      })
       .then([this, segment, owners = std::move(owners), keys = std::move(keys), to]() mutable {
         return HandOffKeys(segment, std::move(owners), std::move(keys), to);
       });

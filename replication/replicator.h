@@ -287,11 +287,11 @@ class Replicator {
   // their owners in its region (then drops them), and brings segments it
   // owns again after a hand-over back in step.
   kj::Promise<void> Rebalance();
-  kj::Promise<void> HandOff(size_t segment, std::vector<PeerLink*> owners);
-  kj::Promise<void> HandOffKeys(size_t segment, std::vector<PeerLink*> owners,
+  kj::Promise<void> HandOff(size_t segment, std::vector<ReplicaId> owners);
+  kj::Promise<void> HandOffKeys(size_t segment, std::vector<ReplicaId> owners,
                                 std::vector<geokv::KeyDigest> keys, size_t from);
-  // The links to the other owners of `segment` in this node's region.
-  std::vector<PeerLink*> RegionOwners(size_t segment);
+  // The other owners of `segment` in this node's region.
+  std::vector<ReplicaId> RegionOwners(size_t segment) const;
 
   // After each committed group: wakes waiters and shippers.
   void Committed();
