@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/cluster_runs.h"
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
 #include "tests/replication/cluster.h"
@@ -55,18 +56,13 @@
 namespace geokv {
 namespace {
 
+constexpr char kTool[] = "geokv-repl-bench";
+
 using Clock = BenchClock;
 using testing::Cluster;
 
 // ---- failing ---------------------------------------------------------------
 
-// Aborts the run: thrown as a kj::Exception so that it also rejects the
-// promise it is raised in; Main prints `what`.
-[[noreturn]] void Fail(const std::string& what) {
-  kj::throwFatalException(
-      kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                    kj::heapString(what.data(), what.size())));
-}
 
 void Check(rpc::Outcome::Reader outcome, std::string_view what) {
   if (outcome.getCode() == rpc::Outcome::Code::OK) return;
@@ -246,49 +242,6 @@ const char* JsonBool(bool b) { return b ? "true" : "false"; }
 
 // ---- common ----------------------------------------------------------------
 
-struct CommonOptions {
-  std::string data_dir;  // empty: a temporary directory, removed at the end
-  bool json = false;
-  std::vector<std::string> server_args;  // appended to every node's flags
-};
-
-// The --server-arg list, for the text and JSON outputs.
-std::string ServerArgsText(const CommonOptions& c) {
-  std::string out;
-  for (const std::string& a : c.server_args) out += (out.empty() ? "" : " ") + a;
-  return out;
-}
-
-std::string ServerArgsJson(const CommonOptions& c) {
-  std::string out;
-  for (const std::string& a : c.server_args) out += (out.empty() ? "" : ",") + JsonString(a);
-  return "[" + out + "]";
-}
-
-// Printed under a text header: extra node arguments, and retried starts.
-void PrintServerArgs(const CommonOptions& c, int starts) {
-  if (!c.server_args.empty()) {
-    std::printf("extra server arguments: %s\n", ServerArgsText(c).c_str());
-  }
-  if (starts > 1) std::printf("the cluster started at attempt %d (see stderr)\n", starts);
-}
-
-// A scratch root and a fresh directory in it for one cluster.
-struct Scratch {
-  std::unique_ptr<ScratchDir> root;
-  std::string cluster_dir;
-};
-
-Scratch MakeScratch(const CommonOptions& c, const std::string& name) {
-  auto root = ScratchDir::Create(c.data_dir, "geokv-repl-bench");
-  if (!root.ok()) Fail(root.status().ToString());
-  auto dir = (*root)->NewDb(name);
-  if (!dir.ok()) Fail(dir.status().ToString());
-  std::error_code ec;
-  std::filesystem::create_directories(*dir, ec);
-  if (ec) Fail("create " + *dir + ": " + ec.message());
-  return Scratch{std::move(root).value(), *dir};
-}
 
 // Three regions, `delay` one-way on every link, `flags` and then
 // --server-arg for every node.
@@ -302,30 +255,6 @@ Cluster::Options ClusterOptions(const CommonOptions& c, std::chrono::millisecond
   return options;
 }
 
-// Cluster starts tried before giving up. A node whose first hello goes
-// unanswered waits 3 heartbeats before it tries again (with --heartbeat 60s
-// longer than the harness waits for the links), so a start that fails is
-// retried with fresh nodes and proxies.
-constexpr int kStartAttempts = 3;
-
-// A started cluster in a fresh subdirectory of `dir`, and how many starts
-// it took.
-std::unique_ptr<Cluster> StartCluster(const std::string& dir, const Cluster::Options& options,
-                                      int* starts) {
-  std::string why;
-  for (*starts = 1; *starts <= kStartAttempts; ++*starts) {
-    const std::string attempt = dir + "/start" + std::to_string(*starts);
-    std::error_code ec;
-    std::filesystem::create_directories(attempt, ec);
-    if (ec) Fail("create " + attempt + ": " + ec.message());
-    auto cluster = std::make_unique<Cluster>(attempt, options);
-    why.clear();
-    if (cluster->Start(&why)) return cluster;
-    std::fprintf(stderr, "geokv-repl-bench: cluster start %d of %d failed: %s\n", *starts,
-                 kStartAttempts, why.substr(0, why.find('\n')).c_str());
-  }
-  Fail("cluster did not start: " + why);
-}
 
 // ---- lag -------------------------------------------------------------------
 
@@ -399,10 +328,10 @@ kj::Promise<void> SampleBacklog(Node& node, uint64_t* max_backlog) {
 }
 
 int RunLag(const CommonOptions& c, const LagOptions& o) {
-  Scratch scratch = MakeScratch(c, "lag");
+  Scratch scratch = MakeScratch(c, kTool, "lag");
   int starts = 0;
-  std::unique_ptr<Cluster> started = StartCluster(
-      scratch.cluster_dir,
+  std::unique_ptr<Cluster> started = StartCluster(kTool,
+      scratch.dir,
       ClusterOptions(c, std::chrono::milliseconds(o.delay_ms), {"--token-wait", "30s"}),
       &starts);
   Cluster& cluster = *started;
@@ -622,10 +551,10 @@ int RunOrSetBytes(const CommonOptions& c, const OrSetOptions& o) {
     Fail(fmt::format("orset-bytes: --element-size {} cannot hold {} distinct elements",
                      o.element_size, last_index));
   }
-  Scratch scratch = MakeScratch(c, "orset-bytes");
+  Scratch scratch = MakeScratch(c, kTool, "orset-bytes");
   int starts = 0;
-  std::unique_ptr<Cluster> started = StartCluster(
-      scratch.cluster_dir, ClusterOptions(c, std::chrono::milliseconds(0), kQuietFlags), &starts);
+  std::unique_ptr<Cluster> started = StartCluster(kTool,
+      scratch.dir, ClusterOptions(c, std::chrono::milliseconds(0), kQuietFlags), &starts);
   Cluster& cluster = *started;
   Node r0(cluster.address(0)), r1(cluster.address(1));
   const std::string key = "big-set";
@@ -763,12 +692,12 @@ std::vector<std::string> AntiEntropyRepairs(Cluster& cluster, int i) {
 }
 
 int RunConverge(const CommonOptions& c, const ConvergeOptions& o) {
-  Scratch scratch = MakeScratch(c, "converge");
+  Scratch scratch = MakeScratch(c, kTool, "converge");
   std::vector<std::string> flags;
   if (!o.max_backlog.empty()) flags = {"--max-backlog", o.max_backlog};
   int starts = 0;
-  std::unique_ptr<Cluster> started = StartCluster(
-      scratch.cluster_dir, ClusterOptions(c, std::chrono::milliseconds(0), flags), &starts);
+  std::unique_ptr<Cluster> started = StartCluster(kTool,
+      scratch.dir, ClusterOptions(c, std::chrono::milliseconds(0), flags), &starts);
   Cluster& cluster = *started;
   std::vector<std::unique_ptr<Node>> nodes;
   for (int i = 0; i < 3; ++i) nodes.push_back(std::make_unique<Node>(cluster.address(i)));
@@ -918,17 +847,6 @@ int RunConverge(const CommonOptions& c, const ConvergeOptions& o) {
 
 // ---- main ------------------------------------------------------------------
 
-void AddCommonFlags(CLI::App* app, CommonOptions* c) {
-  app->add_option("--data-dir", c->data_dir,
-                  "Scratch root for the nodes' data and logs, left in place (default: a "
-                  "temporary directory, removed at the end)");
-  app->add_flag("--json", c->json, "Print one JSON object instead of the text");
-  app->add_option("--server-arg", c->server_args,
-                  "An argument appended to every geokv-server's command line (repeat it: "
-                  "--server-arg=--replication-window --server-arg=16)")
-      ->allow_extra_args(false);
-}
-
 int Main(int argc, char** argv) {
   CLI::App app{
       "geokv-repl-bench: geo-replication on real processes. Each subcommand starts one\n"
@@ -1004,25 +922,15 @@ int Main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
 
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
-  std::signal(SIGPIPE, SIG_IGN);
-  // The in-process WAN proxies log through spdlog: keep stdout for results.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("geokv-repl-bench"));
-  spdlog::set_level(spdlog::level::err);
-  int code = 1;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+  return RunMeasurement(kTool, [&] {
     if (lag_cmd->parsed()) {
-      code = RunLag(lag_common, lag);
+      return RunLag(lag_common, lag);
     } else if (orset_cmd->parsed()) {
-      code = RunOrSetBytes(orset_common, orset);
+      return RunOrSetBytes(orset_common, orset);
     } else {
-      code = RunConverge(converge_common, converge);
+      return RunConverge(converge_common, converge);
     }
-  })) {
-    std::fprintf(stderr, "geokv-repl-bench: %s\n", e->getDescription().cStr());
-    std::fprintf(stderr, "(run with --data-dir DIR to keep the nodes' logs)\n");
-    return 1;
-  }
-  return code;
+  });
 }
 
 }  // namespace
