@@ -16,6 +16,9 @@ namespace {
 
 // A non-empty list of structs starts with a tag word.
 constexpr size_t kListTagBytes = 8;
+// Updates above this incarnation are ignored: a member refutes by going one
+// higher, which must not wrap.
+constexpr uint64_t kMaxIncarnation = uint64_t{1} << 62;
 
 size_t TextWords(const std::string& s) { return s.empty() ? 0 : (s.size() + 1 + 7) / 8; }
 
@@ -269,14 +272,17 @@ void Membership::Receive(const std::string& from, std::string_view bytes, Time n
         Send(from, p.sender_id, ack);
         break;
       }
-      if (p.target_address.empty()) break;
+      // Relays only to a member this node knows, at the address it knows:
+      // a packet must not make it probe an address of the sender's choosing.
+      const Member* target = Lookup(p.target_id);
+      if (target == nullptr) break;
       uint64_t seq = next_seq_++;
       relays_[seq] = Relay{from, p.sender_id, p.seq, now + options_.period};
       Packet ping;
       ping.kind = Kind::kPing;
       ping.seq = seq;
       ping.target_id = p.target_id;
-      Send(p.target_address, p.target_id, ping);
+      Send(target->gossip_address, p.target_id, ping);
       break;
     }
     case Kind::kJoin: {
@@ -745,6 +751,8 @@ bool Membership::Decode(std::string_view bytes, Packet* out) {
       if (!FromWire(u.getState(), &m.state)) continue;
       m.id = u.getId();
       m.incarnation = u.getIncarnation();
+      // No member counts this high; refuting it would wrap to 0.
+      if (m.incarnation > kMaxIncarnation) continue;
       m.name = FromText(u.getName());
       m.region = FromText(u.getRegion());
       m.gossip_address = FromText(u.getGossipAddress());

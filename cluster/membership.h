@@ -105,9 +105,10 @@ struct MembershipOptions {
   // How long a dead member stays listed; 0 forever. Default: 0, because
   // placement keeps dead members in the ring for hinted handoff.
   std::chrono::milliseconds dead_forget{0};
-  // How long a left member stays listed; 0 forever. Listing it for a while
-  // keeps stale gossip from bringing it back alive. Default: 60 s.
-  std::chrono::milliseconds left_forget{60000};
+  // How long a left member stays listed; 0 forever. Listing it keeps stale
+  // gossip (from a node partitioned away while it left) from bringing it
+  // back as a dead owner that never answers. Default: 0.
+  std::chrono::milliseconds left_forget{0};
   // Seeds the random choices (probe order, indirect probers); 0 takes a
   // seed from std::random_device. Default: 0.
   uint64_t seed = 0;

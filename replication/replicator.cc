@@ -272,6 +272,8 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
 
   const PeerAddress& address() const { return address_; }
   bool connected() const { return connected_; }
+  // Whether the peer ever answered hello on this link.
+  bool heard() const { return heard_; }
   bool is_seed() const { return !target_; }
   const PeerTarget& target() const { return *target_; }
   void Retarget(PeerTarget target) {
@@ -293,8 +295,13 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   // was away.
   void Hint(uint64_t seq) {
     if (seq <= acked_) return;
-    hinted_.push_back(seq);
     r_.metrics_->hints_stored.Increment();
+    // A peer under repair gets the write from the repair, not the log.
+    if (repairing_) {
+      r_.metrics_->hints_dropped.Increment();
+      return;
+    }
+    hinted_.push_back(seq);
   }
   size_t hints_pending() const { return hinted_.size(); }
   // Counts the hints the peer now holds, or that repair takes over.
@@ -378,10 +385,14 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   }
 
   // Brings one segment in step with the peer, both ways, every differing
-  // key. REQUIRES: has_session().
-  kj::Promise<void> SyncSegment(uint32_t segment) { return RepairSegment(segment, true); }
-  // Waits as long as `bytes` take at the anti-entropy rate.
-  kj::Promise<void> Budget(size_t bytes) { return Throttle(bytes); }
+  // key. REQUIRES: has_session(). Ends, failed, if the link is destroyed
+  // meanwhile (its continuations refer to it).
+  kj::Promise<void> SyncSegment(uint32_t segment) {
+    return canceler_.wrap(RepairSegment(segment, true));
+  }
+  // Waits as long as `bytes` take at the anti-entropy rate; as SyncSegment
+  // if the link goes.
+  kj::Promise<void> Budget(size_t bytes) { return canceler_.wrap(Throttle(bytes)); }
 
  private:
   kj::Promise<bool> Retry(std::vector<CausalToken> tokens, kj::TimePoint deadline) {
@@ -472,6 +483,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
     name_ = hello.getName();
     session_ = resp.getSession();
     TakeMembers(hello.getRegion(), resp.getViewHash(), resp.getMembers());
+    heard_ = true;
     if (!target_) {
       connected_ = true;
       last_error_.clear();
@@ -607,8 +619,17 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   // from sent_ through the last of `read`.
   void Push(const std::vector<LogEntry>& read) {
     std::vector<const LogEntry*> entries;
+    std::optional<std::unordered_set<uint64_t>> awaited;
     for (const LogEntry& e : read) {
-      if (target_->owned.empty() || target_->owned[TreeSegmentOf(e.key)]) entries.push_back(&e);
+      if (target_->owned.empty() || target_->owned[TreeSegmentOf(e.key)]) {
+        entries.push_back(&e);
+        continue;
+      }
+      // A write that counts this peer toward its quorum goes to it even if
+      // the peer stopped owning the key since: its position past the entry
+      // must mean it holds the entry.
+      if (!awaited) awaited = r_.AwaitedSeqs(target_->id);
+      if (awaited->count(e.seq) != 0) entries.push_back(&e);
     }
     auto req = session().pushDeltasRequest();
     auto batch = req.initBatch();
@@ -847,7 +868,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   Replicator& r_;
   const PeerAddress address_;
   std::optional<PeerTarget> target_;
-  kj::Canceler canceler_;  // WaitVisible calls, which refer to the link
+  kj::Canceler canceler_;  // calls whose continuations refer to the link
   Metrics::Peer* metrics_ = nullptr;
   std::string region_seen_;  // the region the peer said it is in
   uint64_t view_hash_ = 0;   // of the members it last sent
@@ -862,6 +883,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   kj::Own<kj::TaskSet> session_tasks_;
   kj::Own<kj::PromiseFulfiller<void>> failed_;
   bool connected_ = false;
+  bool heard_ = false;
   std::string name_;
   std::optional<int64_t> offset_ms_;
   std::vector<std::pair<int64_t, int64_t>> samples_;  // (round trip, offset) ms
@@ -1178,9 +1200,12 @@ void Replicator::Start() {
   tasks_->add(Rebalance());
 }
 
+bool Replicator::Dropped(size_t segment) const {
+  return segment < dropped_.size() && dropped_[segment];
+}
+
 bool Replicator::Syncing(size_t segment) const {
-  return segment < dropped_.size() && dropped_[segment] &&
-         (own_segments_.empty() || own_segments_[segment]);
+  return Dropped(segment) && (own_segments_.empty() || own_segments_[segment]);
 }
 
 bool Replicator::HoldsOnlyOwned() const {
@@ -1230,14 +1255,13 @@ kj::Promise<void> Replicator::Rebalance() {
             // Links are looked up when used: one may close meanwhile.
             pass = pass.then([this, s, owner = owners.front()] {
               return LinkWithSession(owner).SyncSegment(static_cast<uint32_t>(s)).then([this, s] {
-                RemoteApply apply;
-                apply.clear_dropped.push_back(s);
-                return committer_.SubmitRemote(std::move(apply));
-              }).then([this, s](WriteResult r) {
-                KJ_REQUIRE(r.status.ok(), "cannot clear a segment's mark", r.status.ToString());
-                dropped_[s] = false;
+                return ClearDropped(s);
               });
             });
+          } else if (Syncing(s) && owners.empty() && !trim_held_) {
+            // No other node of the region (as gossip knows it) owns it: the
+            // nodes it went to handed it back before they left.
+            pass = pass.then([this, s] { return ClearDropped(s); });
           }
         }
         if (handing > 0) spdlog::info("handing {} segments over to their owners", handing);
@@ -1247,6 +1271,15 @@ kj::Promise<void> Replicator::Rebalance() {
         spdlog::warn("rebalancing pass failed: {}", e.getDescription().cStr());
       })
       .then([this] { return Rebalance(); });
+}
+
+kj::Promise<void> Replicator::ClearDropped(size_t segment) {
+  RemoteApply apply;
+  apply.clear_dropped.push_back(segment);
+  return committer_.SubmitRemote(std::move(apply)).then([this, segment](WriteResult r) {
+    KJ_REQUIRE(r.status.ok(), "cannot clear a segment's mark", r.status.ToString());
+    dropped_[segment] = false;
+  });
 }
 
 kj::Promise<void> Replicator::HandOff(size_t segment, std::vector<ReplicaId> owners) {
@@ -1446,6 +1479,14 @@ kj::Promise<size_t> Replicator::WaitAcked(std::vector<ReplicaId> nodes, uint64_t
   return canceler_.wrap(paf.promise.exclusiveJoin(kj::mv(expired)));
 }
 
+std::unordered_set<uint64_t> Replicator::AwaitedSeqs(ReplicaId node) const {
+  std::unordered_set<uint64_t> out;
+  for (const auto& w : ack_waiters_) {
+    if (std::find(w->nodes.begin(), w->nodes.end(), node) != w->nodes.end()) out.insert(w->seq);
+  }
+  return out;
+}
+
 void Replicator::AckAdvanced() {
   if (ack_waiters_.empty()) return;
   std::vector<std::shared_ptr<AckWaiter>> still;
@@ -1619,7 +1660,14 @@ kj::Promise<void> Replicator::Maintain() {
     for (const auto& [id, link] : links_) {
       if (auto floor = link->TrimFloor()) through = std::min(through, *floor);
     }
-    if (through > store_.TrimmedThrough()) {
+    // Until each remote seed first answers, this node does not know that
+    // region's nodes, which may need the whole log (up to --max-backlog).
+    bool held = trim_held_;
+    for (const auto& link : seed_links_) {
+      held = held || (!link->heard() && store_.LastSeq() > store_.TrimmedThrough() &&
+                      store_.LogBytesAfter(store_.TrimmedThrough()) <= options_.max_backlog_bytes);
+    }
+    if (!held && through > store_.TrimmedThrough()) {
       Status trimmed = store_.TrimLog(through);
       if (!trimmed.ok()) spdlog::error("cannot trim the log: {}", trimmed.ToString());
     }

@@ -42,6 +42,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "crdt/hlc.h"
@@ -182,6 +183,13 @@ class Replicator {
   // nodes no longer listed close; new ones start.
   void SetPlacement(std::vector<bool> own_segments, std::vector<PeerTarget> targets);
 
+  // While held, the log is not trimmed: this node does not yet know every
+  // node of its region that may still need it (gossip has not joined), nor
+  // whether another node owns a segment it handed over.
+  // Seed links hold it the same way until they first said hello, or until
+  // the log passes --max-backlog. Default: not held.
+  void HoldTrimming(bool held) { trim_held_ = held; }
+
   // Runs requests that nodes of this region forward; set before Start().
   using ForwardHandler = std::function<kj::Promise<void>(
       rpc::Request::Reader, rpc::Consistency, rpc::Reply::Builder)>;
@@ -200,6 +208,9 @@ class Replicator {
   // Joins this node's states of `key` into `node`; resolves once committed there.
   kj::Promise<void> PushStates(ReplicaId node, std::string key, std::chrono::milliseconds timeout);
 
+  // Whether this node handed `segment` over and has not since brought it
+  // back in step with another owner.
+  bool Dropped(size_t segment) const;
   // Whether this node owns `segment` again after it handed it over, and has
   // not yet brought it back in step with another owner: it must not
   // coordinate writes there (its own dots and counter totals there may be
@@ -278,6 +289,8 @@ class Replicator {
   size_t Acked(const AckWaiter& w) const;
   // After a link's acknowledged position advanced.
   void AckAdvanced();
+  // The log sequences whose writes wait for `node`'s acknowledgement.
+  std::unordered_set<uint64_t> AwaitedSeqs(ReplicaId node) const;
   // The link to `node`; DISCONNECTED unless it has a session.
   PeerLink& LinkWithSession(ReplicaId node);
   // This node's region's members, and their hash.
@@ -288,6 +301,8 @@ class Replicator {
   // owns again after a hand-over back in step.
   kj::Promise<void> Rebalance();
   kj::Promise<void> HandOff(size_t segment, std::vector<ReplicaId> owners);
+  // Lets this node coordinate writes in `segment` again (durably).
+  kj::Promise<void> ClearDropped(size_t segment);
   kj::Promise<void> HandOffKeys(size_t segment, std::vector<ReplicaId> owners,
                                 std::vector<geokv::KeyDigest> keys, size_t from);
   // The other owners of `segment` in this node's region.
@@ -338,6 +353,7 @@ class Replicator {
   std::map<ReplicaId, kj::ForkedPromise<void>> last_submit_;
   bool started_ = false;
   bool stopped_ = false;
+  bool trim_held_ = false;
   bool writes_allowed_ = true;  // as last logged
   kj::Canceler canceler_;  // waits that must end when the replicator stops
   kj::Own<kj::TaskSet> tasks_;

@@ -15,9 +15,11 @@
 #             `targetId`, when not 0, is the member the sender means, so a
 #             different node now at that address does not answer for it.
 #   ack       answers the ping (or relayed ping) numbered `seq`.
-#   pingReq   asks the receiver to ping `targetAddress` on the sender's
+#   pingReq   asks the receiver to ping member `targetId` on the sender's
 #             behalf and, if the target acks, to send the sender an ack
-#             with the sender's `seq`.
+#             with the sender's `seq`. The receiver pings the address it
+#             knows for `targetId` and ignores the request for a member it
+#             does not know; `targetAddress` is informational.
 #   join      asks for the receiver's member list; `updates` holds at
 #             least the sender's own entry.
 #   joinReply the receiver's member list, split over as many packets as it

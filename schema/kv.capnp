@@ -51,7 +51,9 @@ struct Outcome {
     # --token-wait, waitReplicated's regions did not all get the writes
     # within its timeout, or fewer owners than the consistency level needs
     # answered within --request-timeout. A write that timed out is durable
-    # on at least one owner (its token is set) and will reach the others.
+    # on at least one owner (its token is set) and will reach the others,
+    # except a write forwarded to an owner that did not answer in time
+    # (no token): it may or may not have been applied.
     timeout @7;
   }
 }

@@ -57,6 +57,14 @@ class ClusterView {
   double OwnedShare(ReplicaId id) const;
   double PrimaryShare(ReplicaId id) const;
 
+  // Whether this node knows its region's members: it heard from another
+  // member through gossip, had no other seed to hear from, or waited for
+  // the seeds long enough to serve as the region's only member. Until then
+  // its ring holds only itself, so only consistency ONE is served.
+  // Default: true.
+  bool joined() const { return joined_; }
+  void set_joined(bool joined) { joined_ = joined; }
+
   // For the replicator.
   std::vector<bool> OwnSegments() const;
   std::vector<PeerTarget> Targets() const;
@@ -67,6 +75,7 @@ class ClusterView {
   const Ring* RingOf(const std::string& region) const;
 
   Member self_;
+  bool joined_ = true;
   const size_t replication_factor_;
   const size_t vnodes_;
   std::map<ReplicaId, Member> members_;  // every region's

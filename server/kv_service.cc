@@ -107,14 +107,27 @@ std::string KvService::OwnerName(ReplicaId id) const {
 KvService::Plan KvService::PlanFor(std::string_view key, rpc::Consistency level,
                                    bool forwarded, bool write) const {
   Plan plan;
+  if (level != rpc::Consistency::ONE && !view_.joined()) {
+    plan.status = Status::Unavailable(
+        std::string(LevelName(level)) + " needs the key's owners in region " + view_.region() +
+        ", and this node has not yet heard from its region's gossip seeds; ONE is served");
+    return plan;
+  }
   const ReplicaId self = view_.self_id();
   std::vector<ReplicaId> owners = view_.Owners(key);
   bool mine = std::find(owners.begin(), owners.end(), self) != owners.end();
-  // An owner that has not yet got back a segment it handed over leaves
-  // writes there to the others.
-  const bool syncing = write && mine && replicator_.Syncing(TreeSegmentOf(key));
+  // A node that handed a segment over no longer holds its keys' causal
+  // contexts or counter totals: a write there would reuse dots and totals
+  // the owners already have. Until it gets the segment back it leaves writes
+  // there to the others, and refuses them when a node with an older view
+  // forwards them here.
+  const size_t segment = TreeSegmentOf(key);
+  const bool syncing =
+      write && (mine ? replicator_.Syncing(segment) : replicator_.Dropped(segment));
   if (syncing && forwarded) {
-    plan.status = Status::Unavailable("this node is still receiving the key's segment back");
+    plan.status = Status::Unavailable(
+        mine ? "this node is still receiving the key's segment back"
+             : "this node handed the key's segment over to its owners");
     return plan;
   }
   if ((!mine || syncing) && !forwarded) {
@@ -156,8 +169,11 @@ kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> KvService::Forwa
   } else {
     Wrap(message.initRoot<rpc::Request>(), request);
   }
+  // The owner may wait for tokens and then for its own replicas: the
+  // forward gives it both waits and a margin before giving up on it.
   return replicator_.Forward(node, message.getRoot<rpc::Request>().asReader(), level,
-                             options_.request_timeout);
+                             options_.request_timeout + replicator_.token_wait() +
+                                 std::chrono::seconds(1));
 }
 
 void KvService::CheckServing() const {
@@ -327,9 +343,15 @@ kj::Promise<void> KvService::CoordinateWrite(Request request, ParsedWrite parsed
     return ForwardTo(node, request, level)
         .then([adopt = kj::mv(adopt)](auto&& resp) mutable { adopt(resp.getReply()); },
               [this, reply, node](kj::Exception&& e) mutable {
-                SetOutcome(reply.initOutcome(), Status::Unavailable(
-                    "forwarding to the key's owner " + OwnerName(node) + " failed: " +
-                    Described(e)));
+                // A call that timed out or lost its connection may have been
+                // applied by the owner: only a refusal means nothing was.
+                const bool unknown = e.getType() == kj::Exception::Type::OVERLOADED ||
+                                     e.getType() == kj::Exception::Type::DISCONNECTED;
+                std::string what = "forwarding to the key's owner " + OwnerName(node) +
+                                   " failed: " + Described(e);
+                SetOutcome(reply.initOutcome(),
+                           unknown ? Status::Timeout(what + "; the write may have been applied")
+                                   : Status::Unavailable(what));
               });
   }
   return Write(std::move(parsed), reply, std::move(plan));
@@ -454,16 +476,32 @@ kj::Promise<Status> KvService::RepairRead(std::string key, std::vector<ReplicaId
     }
     if (g->differing.empty()) return Status::OK();
     metrics_->read_repairs.Increment();
-    kj::Vector<kj::Promise<std::vector<Crdt>>> fetches;
+    // A differing owner whose state does not arrive has not answered: the
+    // read cannot count it toward its level.
+    kj::Vector<kj::Promise<std::optional<std::vector<Crdt>>>> fetches;
     for (ReplicaId id : g->differing) {
       fetches.add(replicator_.FetchStates(id, key, options_.request_timeout)
-                      .catch_([](kj::Exception&&) { return std::vector<Crdt>(); }));
+                      .then([](std::vector<Crdt> states) {
+                              return std::optional<std::vector<Crdt>>(std::move(states));
+                            },
+                            [](kj::Exception&&) { return std::optional<std::vector<Crdt>>(); }));
     }
     return kj::joinPromises(fetches.releaseAsArray())
-        .then([this, key](kj::Array<std::vector<Crdt>> fetched) {
+        .then([this, g, key](kj::Array<std::optional<std::vector<Crdt>>> fetched)
+                  -> kj::Promise<WriteResult> {
+          size_t failed = 0;
+          for (const auto& states : fetched) failed += states ? 0 : 1;
+          if (g->answered - failed < g->needed) {
+            WriteResult r;
+            r.status = Status::Timeout(
+                "the read needed " + std::to_string(g->needed) + " other owner(s) of the key; " +
+                std::to_string(failed) + " differed and did not send their state");
+            return r;
+          }
           RemoteApply apply;
           for (auto& states : fetched) {
-            for (Crdt& state : states) apply.joins.emplace_back(key, std::move(state));
+            if (!states) continue;
+            for (Crdt& state : *states) apply.joins.emplace_back(key, std::move(state));
           }
           if (apply.joins.empty()) return kj::Promise<WriteResult>(WriteResult{});
           return committer_.SubmitRemote(std::move(apply));

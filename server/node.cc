@@ -3,6 +3,7 @@
 #include <kj/async-unix.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -217,6 +218,31 @@ int RunNode(const ServerOptions& options) {
     spdlog::warn("--peers given without --peer-listen: this node ships to its peers, but they "
                  "cannot ship to it");
   }
+  // A node with seeds other than itself knows its region only once another
+  // member answers; until then its ring holds only itself. It serves ONE
+  // and keeps its whole log until then, or until kJoinWait passes without
+  // an answer (it is then its region's only member).
+  constexpr auto kJoinWait = 10 * kj::SECONDS;
+  const bool must_join =
+      gossip && std::any_of(options.seeds.begin(), options.seeds.end(),
+                            [&](const std::string& seed) { return seed != self.gossip_address; });
+  auto joined = [&](const char* how) {
+    if (view.joined()) return;
+    view.set_joined(true);
+    replicator->HoldTrimming(false);
+    spdlog::info("joined region {}: {}", options.region, how);
+  };
+  view.set_joined(!must_join);
+  replicator->HoldTrimming(must_join);
+  kj::Promise<void> join_wait = nullptr;
+  if (must_join) {
+    join_wait = timer.afterDelay(kJoinWait).then([&] {
+      if (view.joined()) return;
+      spdlog::warn("no gossip seed answered within {} s: serving as the only member of region {}",
+                   kJoinWait / kj::SECONDS, options.region);
+      joined("no seed answered");
+    }).eagerlyEvaluate(nullptr);
+  }
   place();
   replicator->Start();
   // Once a second: what the store, the disk and gossip report.
@@ -252,7 +278,13 @@ int RunNode(const ServerOptions& options) {
   GossipFeed feed;
   kj::Promise<void> following = nullptr;
   std::function<kj::Promise<void>()> follow = [&]() -> kj::Promise<void> {
-    if (view.SetLocal(gossip->Members())) place();
+    std::vector<Member> members = gossip->Members();
+    if (!view.joined() && std::any_of(members.begin(), members.end(), [&](const Member& m) {
+          return m.id != self.id && m.state == MemberState::kAlive;
+        })) {
+      joined("heard from another member");
+    }
+    if (view.SetLocal(std::move(members))) place();
     return feed.Next().then([&follow] { return follow(); });
   };
   if (gossip) {
@@ -309,8 +341,21 @@ int RunNode(const ServerOptions& options) {
   if (gossip) gossip->Stop();
   following = nullptr;
   sampling = nullptr;
-  replicator->Stop();
   auto timeout = static_cast<int64_t>(options.shutdown_timeout_seconds * 1000) * kj::MILLISECONDS;
+  if (leaving) {
+    // Writes taken between the hand-over check and StopServing are only in
+    // this node's log: the others must have them before it goes.
+    auto deadline = timer.now() + timeout;
+    while (!(committer->pending() == 0 && replicator->LogDelivered()) && timer.now() < deadline) {
+      timer.afterDelay(50 * kj::MILLISECONDS).wait(ws);
+    }
+    if (!replicator->LogDelivered()) {
+      spdlog::error("left with writes not yet shipped to every node after {} s; they reach the "
+                    "others only if this data dir is started again",
+                    options.shutdown_timeout_seconds);
+    }
+  }
+  replicator->Stop();
   bool drained = committer->Drain()
                      .then([] { return true; })
                      .exclusiveJoin(timer.afterDelay(timeout).then([] { return false; }))

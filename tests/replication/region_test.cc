@@ -65,6 +65,27 @@ std::optional<std::string> GetAt(Client& c, const std::string& key, rpc::Consist
   return String(reply.getValue());
 }
 
+// An increment at `level`; its outcome code.
+Code IncrAt(Client& c, const std::string& key, int64_t delta, rpc::Consistency level) {
+  auto req = c.kv().incrByRequest();
+  req.setKey(AsData(key));
+  req.setDelta(delta);
+  req.setConsistency(level);
+  return req.send().wait(c.ws()).getOutcome().getCode();
+}
+
+// A counter read at `level`; 0 when it was never changed.
+int64_t CounterAt(Client& c, const std::string& key, rpc::Consistency level) {
+  auto req = c.kv().counterGetRequest();
+  req.setKey(AsData(key));
+  req.setConsistency(level);
+  auto reply = req.send().wait(c.ws());
+  EXPECT_TRUE(reply.getOutcome().getCode() == Code::OK ||
+              reply.getOutcome().getCode() == Code::NOT_FOUND)
+      << reply.getOutcome().getMessage().cStr();
+  return reply.getValue();
+}
+
 // The state `c`'s node sees member `name` in ("" when it does not know it).
 std::string StateOf(Client& c, const std::string& name) {
   auto reply = c.kv().clusterRequest().send().wait(c.ws());
@@ -190,10 +211,14 @@ TEST(RegionTest, ANodeJoinsUnderLoadTakingAQuarterAndALeavingNodeLosesNothing) {
   for (int i = 0; i < kSample; ++i) before.push_back(OwnersOf(a, "k" + std::to_string(i)));
 
   // Writes through two nodes of r0 until told to stop; the acknowledged
-  // keys are kept.
+  // keys are kept. Each also increments one of 16 counters: a node that
+  // coordinated an increment after handing the counter over would reuse its
+  // old total, and increments would be lost.
+  constexpr int kCounters = 16;
   std::atomic<bool> stop{false};
   std::mutex mu;
   std::vector<int> acked;
+  int64_t increments_acked = 0, increments_maybe = 0;
   auto load = [&](int node, int first) {
     Client c(cluster.address(node));
     for (int i = first; !stop; i += 2) {
@@ -201,6 +226,13 @@ TEST(RegionTest, ANodeJoinsUnderLoadTakingAQuarterAndALeavingNodeLosesNothing) {
           Code::OK) {
         std::lock_guard<std::mutex> lock(mu);
         acked.push_back(i);
+      }
+      Code incr = IncrAt(c, "c" + std::to_string(i % kCounters), 1, rpc::Consistency::QUORUM);
+      std::lock_guard<std::mutex> lock(mu);
+      if (incr == Code::OK) {
+        ++increments_acked;
+      } else if (incr == Code::TIMEOUT) {
+        ++increments_maybe;  // durable somewhere, or unknown
       }
     }
   };
@@ -258,9 +290,18 @@ TEST(RegionTest, ANodeJoinsUnderLoadTakingAQuarterAndALeavingNodeLosesNothing) {
     }
     return sum;
   };
-  ASSERT_TRUE(PollUntil([&] { return held(r0) == 3 * acked.size(); }, 60s))
-      << held(r0) << " key copies in r0 for " << acked.size() << " keys";
+  ASSERT_TRUE(PollUntil([&] { return held(r0) == 3 * acked.size() + 3 * kCounters; }, 60s))
+      << held(r0) << " key copies in r0 for " << acked.size() << " + " << kCounters << " keys";
   EXPECT_GT(KeyCount(d), 0u);
+  auto counted = [&](Client& via) {
+    int64_t sum = 0;
+    for (int i = 0; i < kCounters; ++i) {
+      sum += CounterAt(via, "c" + std::to_string(i), rpc::Consistency::QUORUM);
+    }
+    return sum;
+  };
+  EXPECT_GE(counted(d), increments_acked);
+  EXPECT_LE(counted(d), increments_acked + increments_maybe);
 
   // A node leaves: it hands its keys over and exits; nothing is lost.
   auto reply = b.kv().leaveRequest().send().wait(b.ws());
@@ -271,8 +312,12 @@ TEST(RegionTest, ANodeJoinsUnderLoadTakingAQuarterAndALeavingNodeLosesNothing) {
   ASSERT_TRUE(PollUntil([&] { return StateOf(a, cluster.Name(1)) == "left"; }, 10s));
   all_readable(a);
   all_readable(d);
-  ASSERT_TRUE(PollUntil([&] { return held({0, 2, joined}) == 3 * acked.size(); }, 60s))
-      << held({0, 2, joined}) << " key copies in r0 for " << acked.size() << " keys";
+  ASSERT_TRUE(
+      PollUntil([&] { return held({0, 2, joined}) == 3 * acked.size() + 3 * kCounters; }, 60s))
+      << held({0, 2, joined}) << " key copies in r0 for " << acked.size() << " + " << kCounters
+      << " keys";
+  EXPECT_GE(counted(a), increments_acked);
+  EXPECT_LE(counted(a), increments_acked + increments_maybe);
 }
 
 TEST(RegionTest, RegionsOfThreeConvergeAfterConcurrentWritesAndAPartition) {
