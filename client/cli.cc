@@ -206,7 +206,7 @@ class Cli {
 
 // The words of the subcommands, filled by CLI11.
 struct Args {
-  std::string key, value, element, context_hex, after;
+  std::string key, value, element, context_hex, after, member;
   std::vector<std::string> elements;
   int64_t delta = 0;
   uint32_t limit = 0;
@@ -582,6 +582,19 @@ void Commands::AddAll() {
         return cli_.Finish(reply.getOutcome(),
                            {nullptr, [] { std::cout << "OK leaving\n"; }});
       });
+
+  CLI::App* remove = Add(
+      "remove",
+      "Remove a dead member of the node's region for good (one that will not come back)",
+      [this](Client& kv, kj::WaitScope& ws) {
+        auto req = kv.removeRequest();
+        req.setMember(a_.member);
+        auto reply = req.send().wait(ws);
+        return cli_.Finish(reply.getOutcome(),
+                           {nullptr, [this] { std::cout << "OK removed " << a_.member << "\n"; }});
+      });
+  remove->add_option("member", a_.member, "The member's name, or its replica id in hex")
+      ->required();
 
   CLI::App* wait = Add(
       "wait-replicated", "Wait until regions have the writes of the --token tokens",

@@ -131,6 +131,23 @@ void Gossip::Leave(std::chrono::milliseconds wait) {
                  [this] { return stopped_ || membership_->LeaveAcknowledged(); });
 }
 
+Status Gossip::Remove(ReplicaId id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!membership_ || stopped_) return Status::Unavailable("gossip is not running");
+  // Times fed to the membership come from the gossip thread, in order: the
+  // check is repeated there.
+  GEOKV_RETURN_IF_ERROR(membership_->CanRemove(id));
+  boost::asio::post(io_, [this, id] {
+    {
+      std::lock_guard<std::mutex> inner(mu_);
+      Status s = membership_->Remove(id, Clock::now());
+      if (!s.ok()) spdlog::warn("cannot remove member {:016x}: {}", id, s.ToString());
+    }
+    AfterEvent();
+  });
+  return Status::OK();
+}
+
 void Gossip::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -79,6 +79,9 @@ class Gossip {
   // Stop().
   void Leave(std::chrono::milliseconds wait = std::chrono::seconds(1));
 
+  // See Membership::Remove. Unavailable before Start() or after Stop().
+  Status Remove(ReplicaId id);
+
   // Stops the gossip thread and closes the socket, without announcing
   // anything: to the others this node fails. Idempotent.
   void Stop();

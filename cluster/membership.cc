@@ -397,6 +397,31 @@ void Membership::Install(const Member& member, Time now) {
   Changed();
 }
 
+Status Membership::CanRemove(ReplicaId id) const {
+  if (id == self_.id) {
+    return Status::FailedPrecondition("a node cannot remove itself; make it leave instead");
+  }
+  auto it = members_.find(id);
+  if (it == members_.end()) return Status::NotFound("no member with that id in this region");
+  const Member& m = it->second.member;
+  if (m.state != MemberState::kDead && m.state != MemberState::kLeft) {
+    return Status::FailedPrecondition("member " + m.name + " is " +
+                                      std::string(MemberStateName(m.state)) +
+                                      ": only a dead member can be removed; a running node "
+                                      "leaves instead");
+  }
+  return Status::OK();
+}
+
+Status Membership::Remove(ReplicaId id, Time now) {
+  GEOKV_RETURN_IF_ERROR(CanRemove(id));
+  Member m = members_.at(id).member;
+  if (m.state == MemberState::kLeft) return Status::OK();
+  m.state = MemberState::kLeft;
+  Install(m, now);
+  return Status::OK();
+}
+
 void Membership::Refute(uint64_t above) {
   self_.incarnation = above + 1;
   self_.state = MemberState::kAlive;

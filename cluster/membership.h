@@ -168,6 +168,15 @@ class Membership {
   // probes or joins, and still answers pings. Idempotent.
   void Leave(Time now);
 
+  // Declares a dead member gone for good, on the operator's word: its entry
+  // becomes left at its incarnation (left outranks dead), which spreads as
+  // any update does. If it is in fact running, it refutes and is alive
+  // again. OK also when it already left; NotFound for an unknown id;
+  // FailedPrecondition for this node or a member not dead.
+  Status Remove(ReplicaId id, Time now);
+  // What Remove would return, changing nothing.
+  Status CanRemove(ReplicaId id) const;
+
   // Whether Leave was called and every member it was sent to acked it (or
   // was found dead or left meanwhile).
   bool LeaveAcknowledged() const;

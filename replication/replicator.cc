@@ -1352,6 +1352,7 @@ void Replicator::SetPlacement(std::vector<bool> own_segments, std::vector<PeerTa
   for (auto& [id, link] : links_) {
     spdlog::info("no longer replicating to {} of region {}", link->Report().name,
                  link->address().region);
+    link->SettleHints(true);  // the node left: its hints have no one to go to
     // Destroyed later: this may run inside one of the link's own calls.
     retired_.push_back(kj::mv(link));
   }

@@ -448,4 +448,14 @@ interface GeoKv {
   # until they hold its whole log, and exits. The answer comes at once;
   # `unavailable` when the node runs no gossip (a one-node region).
   leave @19 () -> (outcome :Outcome);
+
+  # Removes a dead member of this node's region for good, on the operator's
+  # word (a node that died and will not come back): gossip marks it left,
+  # every ring drops it, and its keys get their new owners from the nodes
+  # that hold them. `member` is its name or its replica id in 16 hex
+  # digits. `notFound` when this region has no such member, `invalid` when
+  # it is not dead (a running node leaves instead), `unavailable` when this
+  # node runs no gossip. If the member was in fact running, it refutes and
+  # comes back alive.
+  remove @20 (member :Text) -> (outcome :Outcome);
 }

@@ -1048,4 +1048,29 @@ kj::Promise<void> KvService::leave(LeaveContext context) {
   return kj::READY_NOW;
 }
 
+kj::Promise<void> KvService::remove(RemoveContext context) {
+  CheckServing();
+  const std::string wanted = context.getParams().getMember();
+  std::optional<ReplicaId> id;
+  for (const Member* m : view_.Members()) {
+    if (m->region == view_.region() &&
+        (m->name == wanted || fmt::format("{:016x}", m->id) == wanted)) {
+      id = m->id;
+    }
+  }
+  Status s;
+  if (!remove_) {
+    s = Status::Unavailable("this node runs no gossip (--gossip-listen): its region has no "
+                            "other members");
+  } else if (!id) {
+    s = Status::NotFound("region " + view_.region() + " has no member named " + wanted);
+  } else {
+    s = remove_(*id);
+    if (s.code() == Status::Code::kFailedPrecondition) s = Status::InvalidArgument(s.message());
+    if (s.ok()) spdlog::info("member {} of region {} removed", wanted, view_.region());
+  }
+  SetOutcome(context.getResults().initOutcome(), s);
+  return kj::READY_NOW;
+}
+
 }  // namespace geokv

@@ -65,6 +65,8 @@ class KvService final : public rpc::GeoKv::Server {
   void SetFailureDetections(std::function<uint64_t()> f) { failure_detections_ = std::move(f); }
   // What `leave` starts: OK, or why the node cannot leave.
   void SetLeave(std::function<Status()> f) { leave_ = std::move(f); }
+  // What `remove` does to a member of this region: see Membership::Remove.
+  void SetMemberRemoval(std::function<Status(ReplicaId)> f) { remove_ = std::move(f); }
 
   // From now on every call fails with DISCONNECTED ("shutting down"); calls
   // already accepted run to the end.
@@ -90,6 +92,7 @@ class KvService final : public rpc::GeoKv::Server {
   kj::Promise<void> cluster(ClusterContext context) override;
   kj::Promise<void> owners(OwnersContext context) override;
   kj::Promise<void> leave(LeaveContext context) override;
+  kj::Promise<void> remove(RemoveContext context) override;
 
  private:
   // A write request turned into what the store applies, or why it is refused.
@@ -281,6 +284,7 @@ class KvService final : public rpc::GeoKv::Server {
   Metrics* metrics_;
   std::function<uint64_t()> failure_detections_;
   std::function<Status()> leave_;
+  std::function<Status(ReplicaId)> remove_;
   class ErrorLogger;
   kj::Own<ErrorLogger> error_logger_;
   kj::TaskSet tasks_;  // digest gathers and read repairs

@@ -323,6 +323,8 @@ int RunNode(const ServerOptions& options) {
     return Status::OK();
   });
 
+  if (gossip) service.SetMemberRemoval([&gossip](ReplicaId id) { return gossip->Remove(id); });
+
   auto sigterm = io.unixEventPort.onSignal(SIGTERM);
   auto sigint = io.unixEventPort.onSignal(SIGINT);
   auto stop = sigterm.exclusiveJoin(kj::mv(sigint)).then([](siginfo_t signal) {

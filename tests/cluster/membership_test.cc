@@ -429,6 +429,32 @@ TEST(MembershipTest, ADeadMemberThatComesBackIsAliveAgain) {
   EXPECT_GT(net.node(0).Find(net.self_template(victim).id)->incarnation, dead_at);
 }
 
+TEST(MembershipTest, RemoveTakesOnlyDeadMembersAndSpreadsThemAsLeft) {
+  SimNetwork net(11);
+  net.AddGroup(4, TestOptions(11));
+  ASSERT_TRUE(net.RunUntil([&] { return net.Converged(); }, 5s));
+  const ReplicaId alive = net.self_template(1).id;
+  EXPECT_EQ(net.node(0).Remove(alive, net.now()).code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(net.node(0).Remove(net.self_template(0).id, net.now()).code(),
+            Status::Code::kFailedPrecondition);
+  EXPECT_EQ(net.node(0).Remove(0xdead, net.now()).code(), Status::Code::kNotFound);
+  EXPECT_EQ(net.node(0).Find(alive)->state, MemberState::kAlive);
+
+  const size_t victim = 2;
+  const ReplicaId id = net.self_template(victim).id;
+  const uint64_t dead_at = KillUntilDead(net, victim);
+  ASSERT_TRUE(net.node(0).CanRemove(id).ok());
+  ASSERT_TRUE(net.node(0).Remove(id, net.now()).ok());
+  EXPECT_TRUE(net.node(0).Remove(id, net.now()).ok());  // idempotent
+  ASSERT_TRUE(net.RunUntil([&] { return net.AllSee({victim}, MemberState::kLeft); }, 5s, 10ms));
+  EXPECT_EQ(net.node(1).Find(id)->incarnation, dead_at);
+
+  // It was only paused: it refutes and is alive again everywhere.
+  net.Resume(victim);
+  ASSERT_TRUE(net.RunUntil([&] { return net.Converged(); }, 10s));
+  EXPECT_GT(net.node(0).Find(id)->incarnation, dead_at);
+}
+
 TEST(MembershipTest, ARestartedMemberJoiningThroughSeedsRefutesItsDeath) {
   SimNetwork net(6);
   net.AddGroup(4, TestOptions(6));

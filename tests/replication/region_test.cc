@@ -148,7 +148,14 @@ TEST(RegionTest, QuorumWorksWithOneNodeDownAndItsHintsReachItWhenBack) {
   }
 }
 
-TEST(RegionTest, GossipDeclaresAKilledNodeDeadAndAPausedOneNot) {
+// `remove` of `member` through `c`'s node; its outcome code.
+Code RemoveMember(Client& c, const std::string& member) {
+  auto req = c.kv().removeRequest();
+  req.setMember(member);
+  return req.send().wait(c.ws()).getOutcome().getCode();
+}
+
+TEST(RegionTest, GossipDeclaresAKilledNodeDeadAPausedOneNotAndRemoveTakesTheDeadOut) {
   TestDir dir;
   Cluster cluster(dir.path(), TwoRegionsOfThree());
   START_CLUSTER(cluster);
@@ -184,6 +191,20 @@ TEST(RegionTest, GossipDeclaresAKilledNodeDeadAndAPausedOneNot) {
   // The other region hears of it from this one.
   Client remote(cluster.address(3));
   EXPECT_TRUE(PollUntil([&] { return StateOf(remote, killed) == "dead"; }, 10s));
+
+  // A dead owner blocks ALL until the operator removes it for good; a
+  // running node cannot be removed, nor a name the region does not have.
+  EXPECT_EQ(SetAt(a, "after", "x", rpc::Consistency::ALL), Code::UNAVAILABLE);
+  EXPECT_EQ(RemoveMember(a, paused), Code::INVALID);
+  EXPECT_EQ(RemoveMember(a, "no-such-node"), Code::NOT_FOUND);
+  EXPECT_EQ(StateOf(a, paused), "alive");
+  ASSERT_EQ(RemoveMember(a, killed), Code::OK);
+  Client c(cluster.address(2));
+  EXPECT_TRUE(PollUntil([&] { return StateOf(c, killed) == "left"; }, 10s));
+  EXPECT_TRUE(PollUntil([&] { return StateOf(remote, killed) == "left"; }, 10s));
+  EXPECT_TRUE(PollUntil(
+      [&] { return SetAt(c, "after", "x", rpc::Consistency::ALL) == Code::OK; }, 10s));
+  EXPECT_EQ(GetAt(a, "after", rpc::Consistency::ALL), "x");
 }
 
 // The ids of `key`'s owners in region r0, as `c`'s node sees them.
