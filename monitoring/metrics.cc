@@ -25,6 +25,9 @@ constexpr const char* kOpNames[kMetricOps] = {
     "sismember", "smembers", "scard", "incrby", "counterget", "type", "batch", "waitreplicated"};
 constexpr const char* kOutcomeNames[kMetricOutcomes] = {
     "ok", "not_found", "wrong_type", "too_large", "invalid", "unavailable", "internal", "timeout"};
+// cluster/membership.cc's MemberStateName values: every region seen gets all
+// four, so "none dead" is a 0 an operator can see rather than no series.
+constexpr const char* kMemberStates[] = {"alive", "suspect", "dead", "left"};
 
 // A family whose every series carries the node's region.
 template <typename T>
@@ -225,17 +228,21 @@ void Metrics::Request(MetricOp op, uint16_t outcome, double seconds) {
   request_durations_[i]->Observe(seconds);
 }
 
+prometheus::Histogram& Metrics::LagLocked(const std::string& source_region) {
+  auto it = lag_by_region_.find(source_region);
+  if (it == lag_by_region_.end()) {
+    it = lag_by_region_
+             .emplace(source_region, &lag_.Add({{"source_region", source_region}}, LagBuckets()))
+             .first;
+  }
+  return *it->second;
+}
+
 void Metrics::ReplicationLag(const std::string& source_region, double seconds) {
   prometheus::Histogram* h;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = lag_by_region_.find(source_region);
-    if (it == lag_by_region_.end()) {
-      it = lag_by_region_
-               .emplace(source_region, &lag_.Add({{"source_region", source_region}}, LagBuckets()))
-               .first;
-    }
-    h = it->second;
+    h = &LagLocked(source_region);
   }
   h->Observe(seconds < 0 ? 0 : seconds);
 }
@@ -250,21 +257,40 @@ Metrics::Peer& Metrics::PeerMetrics(const std::string& peer, const std::string& 
            &received_bytes_.Add(labels),  &connected_.Add(labels),
             &peer_clock_offset_.Add(labels)};
     it = peers_.emplace(key, p).first;
+    // The pair's lag series exists from the first link, at count 0, so a
+    // pair that has carried no write yet reads 0 rather than nothing.
+    LagLocked(peer_region);
   }
   return it->second;
 }
 
+void Metrics::ForgetPeer(const std::string& peer, const std::string& peer_region) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = peers_.find(std::make_pair(peer, peer_region));
+  if (it == peers_.end()) return;
+  backlog_entries_.Remove(it->second.backlog_entries);
+  backlog_bytes_.Remove(it->second.backlog_bytes);
+  connected_.Remove(it->second.connected);
+  peer_clock_offset_.Remove(it->second.clock_offset);
+  peers_.erase(it);
+}
+
 void Metrics::SetMembers(const std::map<std::pair<std::string, std::string>, int>& counts) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [key, gauge] : member_gauges_) gauge->Set(0);
-  for (const auto& [key, n] : counts) {
+  auto gauge = [&](const std::string& region, const std::string& state) {
+    auto key = std::make_pair(region, state);
     auto it = member_gauges_.find(key);
     if (it == member_gauges_.end()) {
       it = member_gauges_
-               .emplace(key, &members_.Add({{"member_region", key.first}, {"state", key.second}}))
+               .emplace(key, &members_.Add({{"member_region", region}, {"state", state}}))
                .first;
     }
-    it->second->Set(n);
+    return it->second;
+  };
+  for (auto& [key, g] : member_gauges_) g->Set(0);
+  for (const auto& [key, n] : counts) {
+    for (const char* state : kMemberStates) gauge(key.first, state);
+    gauge(key.first, key.second)->Set(n);
   }
 }
 

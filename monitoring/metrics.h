@@ -60,7 +60,8 @@ class Metrics {
   // origin made it.
   void ReplicationLag(const std::string& source_region, double seconds);
 
-  // The handles of one peer, created on first use.
+  // The handles of one peer, created on first use (with the lag series of
+  // writes from its region, so every pair this node links shows up at once).
   struct Peer {
     prometheus::Gauge* backlog_entries;
     prometheus::Gauge* backlog_bytes;
@@ -70,8 +71,12 @@ class Metrics {
     prometheus::Gauge* clock_offset;
   };
   Peer& PeerMetrics(const std::string& peer, const std::string& peer_region);
+  // Drops a peer's gauges (its byte counters stay, so they never go back).
+  // REQUIRES: nothing uses the peer's handles any more.
+  void ForgetPeer(const std::string& peer, const std::string& peer_region);
 
   // Members this node sees, by region and state; replaces the last count.
+  // Every region named gets a series for each state, 0 when it has none.
   void SetMembers(const std::map<std::pair<std::string, std::string>, int>& counts);
 
   prometheus::Counter& ae_keys_compared;
@@ -95,6 +100,9 @@ class Metrics {
   prometheus::Gauge& disk_total;
 
  private:
+  // REQUIRES: mu_ held.
+  prometheus::Histogram& LagLocked(const std::string& source_region);
+
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& durations_;
   prometheus::Family<prometheus::Histogram>& lag_;

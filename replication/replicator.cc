@@ -284,11 +284,12 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
 
   // This link's series: by the peer's name, or "seed:ADDRESS" for a seed.
   Metrics::Peer& metrics() {
-    if (metrics_ == nullptr) {
-      metrics_ = &r_.metrics_->PeerMetrics(
-          target_ ? target_->name : "seed:" + address_.address, address_.region);
-    }
+    if (metrics_ == nullptr) metrics_ = &r_.metrics_->PeerMetrics(metrics_name(), address_.region);
     return *metrics_;
+  }
+  // The `peer` label of this link's series.
+  std::string metrics_name() const {
+    return target_ ? target_->name : "seed:" + address_.address;
   }
 
   // A write of `seq` was acknowledged while this peer, one of its owners,
@@ -1349,15 +1350,29 @@ void Replicator::SetPlacement(std::vector<bool> own_segments, std::vector<PeerTa
     if (started_) link->Start();
     links.emplace(id, kj::mv(link));
   }
+  std::vector<std::pair<std::string, std::string>> gone;
   for (auto& [id, link] : links_) {
     spdlog::info("no longer replicating to {} of region {}", link->Report().name,
                  link->address().region);
     link->SettleHints(true);  // the node left: its hints have no one to go to
+    gone.emplace_back(link->metrics_name(), link->address().region);
     // Destroyed later: this may run inside one of the link's own calls.
     retired_.push_back(kj::mv(link));
   }
   links_ = std::move(links);
-  if (!retired_.empty()) tasks_->add(kj::evalLater([this] { retired_.clear(); }));
+  if (!retired_.empty()) {
+    tasks_->add(kj::evalLater([this, gone = std::move(gone)] {
+      retired_.clear();
+      // A peer no link goes to leaves no gauges behind (a disconnected
+      // series would look like a link that is down).
+      for (const auto& [name, region] : gone) {
+        bool linked = std::any_of(links_.begin(), links_.end(), [&](const auto& l) {
+          return l.second->metrics_name() == name && l.second->address().region == region;
+        });
+        if (!linked) metrics_->ForgetPeer(name, region);
+      }
+    }));
+  }
   // A node that left may have been what waiters were waiting for.
   AckAdvanced();
 }
@@ -1612,6 +1627,11 @@ void Replicator::Report() {
     m.backlog_bytes->Set(static_cast<double>(status.backlog_bytes));
     m.clock_offset->Set(static_cast<double>(status.clock_offset_ms.value_or(0)) / 1000);
     pending += link->hints_pending();
+  }
+  for (auto& link : seed_links_) {
+    Metrics::Peer& m = link->metrics();
+    m.connected->Set(link->connected() ? 1 : 0);
+    m.clock_offset->Set(static_cast<double>(link->offset_ms().value_or(0)) / 1000);
   }
   metrics_->hints_pending.Set(static_cast<double>(pending));
   metrics_->clock_offset.Set(static_cast<double>(ClockOffsetMs()) / 1000);

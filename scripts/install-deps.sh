@@ -13,6 +13,7 @@ packages=(
   libboost-dev
   prometheus-cpp-dev
   prometheus  # tests: promtool, and a real server scraping a cluster
+  python3  # tests: the dashboard and alert checks (tests/monitoring)
   faketime  # tests: a node whose clock is off
 )
 
