@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -551,6 +552,55 @@ TEST_F(KvServiceTest, StoppedServiceRefusesCalls) {
     EXPECT_EQ(e.getType(), kj::Exception::Type::DISCONNECTED);
   }
   EXPECT_EQ(store_->LastSeq(), 0u);
+}
+
+// A write another node forwards here, at ONE; its outcome code.
+Code ForwardedSet(KvService& service, kj::WaitScope& ws, const std::string& key) {
+  capnp::MallocMessageBuilder request, reply;
+  auto set = request.initRoot<rpc::Request>().initSet();
+  set.setKey(AsData(key));
+  set.setValue(AsData("forwarded"));
+  auto out = reply.initRoot<rpc::Reply>();
+  service.RunForwarded(request.getRoot<rpc::Request>().asReader(), rpc::Consistency::ONE, out)
+      .wait(ws);
+  return out.getWrite().getOutcome().getCode();
+}
+
+TEST_F(KvServiceTest, ANodeThatHandedASegmentOverRefusesWritesForwardedThere) {
+  // Three more members: with N = 3 of four nodes, some keys are not this
+  // node's.
+  std::vector<Member> members{*view_->Find(store_->node_id())};
+  for (int i = 2; i <= 4; ++i) {
+    Member m;
+    m.id = store_->node_id() + static_cast<ReplicaId>(i);
+    m.name = "n" + std::to_string(i);
+    m.region = "eu";
+    m.state = MemberState::kAlive;
+    members.push_back(m);
+  }
+  view_->SetLocal(members);
+  std::string key;
+  for (int i = 0; key.empty() && i < 1000; ++i) {
+    std::string k = "k" + std::to_string(i);
+    auto owners = view_->Owners(k);
+    if (std::find(owners.begin(), owners.end(), store_->node_id()) == owners.end()) key = k;
+  }
+  ASSERT_FALSE(key.empty());
+
+  // A node with a newer view than the sender's may take the write.
+  ASSERT_EQ(ForwardedSet(*service_, ws(), key), Code::OK);
+
+  // Once it handed the key's segment over, it no longer holds the key's
+  // dots and totals: a write there would reuse them.
+  auto digest = store_->KeyDigest(key);
+  ASSERT_TRUE(digest.ok());
+  RemoteApply drop;
+  drop.drops.emplace_back(key, *digest);
+  ASSERT_TRUE(committer_->SubmitRemote(std::move(drop)).wait(ws()).status.ok());
+  replicator_->Start();  // reads the dropped segments
+  const uint64_t before = store_->LastSeq();
+  EXPECT_EQ(ForwardedSet(*service_, ws(), key), Code::UNAVAILABLE);
+  EXPECT_EQ(store_->LastSeq(), before) << "nothing applied";
 }
 
 class KvServiceOverloadTest : public KvServiceTest {
