@@ -458,6 +458,8 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
           hello.setName(r_.options_.name);
           hello.setRegion(r_.options_.region);
           hello.setSchemaVersion(peer::SCHEMA_VERSION);
+          hello.setReplicationFactor(r_.options_.replication_factor);
+          hello.setVnodes(r_.options_.vnodes);
           Probe probe = StartProbe();
           hello.setWallClockMs(probe.wall_ms);
           return req.send().then([this, probe](capnp::Response<peer::Peer::HelloResults>&& resp) {
@@ -470,6 +472,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
     auto hello = resp.getHello();
     KJ_REQUIRE(hello.getSchemaVersion() == peer::SCHEMA_VERSION,
                "peer speaks another peer schema version", hello.getSchemaVersion());
+    r_.CheckPlacementSettings(hello);
     if (hello.getRegion() != address_.region) {
       spdlog::warn("peer at {} says it is in region {}, expected {}", address_.address,
                    hello.getRegion().cStr(), address_.region);
@@ -1115,12 +1118,15 @@ class PeerServiceImpl final : public peer::Peer::Server {
     const ReplicaId caller = theirs.getReplicaId();
     KJ_REQUIRE(caller != r_.store_.node_id() && caller != 0,
                "the caller has this node's replica id (a copied data dir?)");
+    r_.CheckPlacementSettings(theirs);
     auto results = context.getResults();
     auto mine = results.initHello();
     mine.setReplicaId(r_.store_.node_id());
     mine.setName(r_.options_.name);
     mine.setRegion(r_.options_.region);
     mine.setSchemaVersion(peer::SCHEMA_VERSION);
+    mine.setReplicationFactor(r_.options_.replication_factor);
+    mine.setVnodes(r_.options_.vnodes);
     mine.setWallClockMs(static_cast<int64_t>(r_.NowMillis()));
     auto applied = r_.store_.AppliedPositions();
     auto it = applied.find(caller);
@@ -1139,6 +1145,20 @@ class PeerServiceImpl final : public peer::Peer::Server {
 };
 
 // ---- the replicator --------------------------------------------------------
+
+void Replicator::CheckPlacementSettings(peer::NodeHello::Reader theirs) const {
+  auto differs = [](uint32_t mine, uint32_t other) { return mine != 0 && other != 0 && mine != other; };
+  if (differs(options_.replication_factor, theirs.getReplicationFactor()) ||
+      differs(options_.vnodes, theirs.getVnodes())) {
+    std::string why = fmt::format(
+        "placement settings differ: this node ({}) has --replication-factor {} --vnodes {}, "
+        "node {} of region {} has {} and {}; every node must use the same",
+        options_.name, options_.replication_factor, options_.vnodes, theirs.getName().cStr(),
+        theirs.getRegion().cStr(), theirs.getReplicationFactor(), theirs.getVnodes());
+    spdlog::error("{}", why);
+    KJ_FAIL_REQUIRE(why);
+  }
+}
 
 Replicator::EncodedKeyStates Replicator::EncodedStates(std::string_view key) {
   EncodedKeyStates out;

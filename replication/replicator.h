@@ -95,6 +95,11 @@ struct PeerTarget {
 struct ReplicatorOptions {
   std::string name;    // this node's --node-id
   std::string region;  // this node's --region
+  // The placement settings every node must share (--replication-factor,
+  // --vnodes): peers whose hello says otherwise are refused. 0 checks
+  // nothing. Default: 0.
+  uint32_t replication_factor = 0;
+  uint32_t vnodes = 0;
   // Nodes of other regions to learn those regions' members from.
   std::vector<PeerAddress> seeds;
   // Called with the members of another region as one of its nodes sent
@@ -289,6 +294,8 @@ class Replicator {
   size_t Acked(const AckWaiter& w) const;
   // After a link's acknowledged position advanced.
   void AckAdvanced();
+  // Fails (and logs) when a peer's hello names other placement settings.
+  void CheckPlacementSettings(peer::NodeHello::Reader theirs) const;
   // The log sequences whose writes wait for `node`'s acknowledgement.
   std::unordered_set<uint64_t> AwaitedSeqs(ReplicaId node) const;
   // The link to `node`; DISCONNECTED unless it has a session.

@@ -34,6 +34,11 @@ struct NodeHello {
   # The sender's wall clock when it sent this, in milliseconds since the
   # Unix epoch; feeds the clock-offset estimate.
   wallClockMs @4 :Int64;
+  # The sender's --replication-factor and --vnodes. Every node computes
+  # every ring, so all must agree; a node refuses a hello whose settings
+  # differ from its own. 0: not said.
+  replicationFactor @5 :UInt32;
+  vnodes @6 :UInt32;
 }
 
 # One entry of the origin's replication log.

@@ -167,6 +167,8 @@ int RunNode(const ServerOptions& options) {
   ReplicatorOptions replication;
   replication.name = name;
   replication.region = options.region;
+  replication.replication_factor = static_cast<uint32_t>(options.replication_factor);
+  replication.vnodes = static_cast<uint32_t>(options.vnodes);
   replication.seeds = options.peers;
   replication.on_remote_members = [&](const std::string& region, std::vector<MemberRecord> members) {
     if (view.MergeRemote(region, members)) place();

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -354,6 +355,32 @@ TEST(ReplicationTest, ANodeWhoseClockIsOffRefusesWritesAndSaysWhy) {
   EXPECT_EQ(skewed.Get("absent"), std::nullopt);
   EXPECT_NE(Client(cluster.address(0)).Set("k", "v"), "");
   EXPECT_NE(Client(cluster.address(1)).Set("k", "w"), "");
+}
+
+TEST(ReplicationTest, NodesWithOtherPlacementSettingsRefuseEachOther) {
+  TestDir dir;
+  const std::string a_peer = "127.0.0.1:" + std::to_string(FreePort());
+  const std::string b_peer = "127.0.0.1:" + std::to_string(FreePort());
+  ServerProcess a(GEOKV_SERVER_BIN, dir.Sub("a"), dir.path() + "/a.log",
+                  {"--region", "r0", "--node-id", "a", "--peer-listen", a_peer, "--peers",
+                   "r1=" + b_peer, "--durability", "wal", "--heartbeat", "200ms"});
+  // Every node computes every region's ring: a node with another
+  // replication factor would disagree about every key's owners.
+  ServerProcess b(GEOKV_SERVER_BIN, dir.Sub("b"), dir.path() + "/b.log",
+                  {"--region", "r1", "--node-id", "b", "--peer-listen", b_peer, "--peers",
+                   "r0=" + a_peer, "--durability", "wal", "--heartbeat", "200ms",
+                   "--replication-factor", "2"});
+  std::string why;
+  ASSERT_TRUE(a.Start(&why)) << why;
+  ASSERT_TRUE(b.Start(&why)) << why;
+  const std::regex refused("placement settings differ: .*--replication-factor 3 .* has 2 ");
+  const std::regex refused_b("placement settings differ: .*--replication-factor 2 .* has 3 ");
+  EXPECT_TRUE(a.child().WaitForLog(refused, 10s)) << a.child().Log();
+  EXPECT_TRUE(b.child().WaitForLog(refused_b, 10s)) << b.child().Log();
+  Client ca(a.address());
+  ASSERT_NE(ca.Set("k", "v"), "");
+  EXPECT_FALSE(ca.AllPeersConnected(1));
+  EXPECT_EQ(Client(b.address()).Get("k"), std::nullopt);
 }
 
 }  // namespace
