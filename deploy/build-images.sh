@@ -5,10 +5,8 @@
 # Also tags the build stage (geokv-build) and removes the untagged images
 # that earlier builds left behind.
 #
-# The geokv image is built from a clean copy of the tree: the files git
-# tracks plus untracked ones it does not ignore, so local build/ directories
-# (hundreds of MB, maybe being written to) never go into the build context.
-# `docker-compose build` works too, but sends the whole directory.
+# The build context is the repository less what .dockerignore leaves out
+# (build/ and .git/); `docker-compose build` sends the same.
 #
 #   deploy/build-images.sh
 #
@@ -17,9 +15,8 @@
 #   GEOKV_BASE_IMAGE        base image (default: deploy/Dockerfile's BASE_IMAGE)
 #   GEOKV_BUILD_JOBS        compiler jobs in the build stage (default: CPUs)
 #
-# Needs: a Docker engine this user may use; git (without it the context is
-# the whole tree less build/ and .git); root or sudo only if the
-# base image must be built. The first build compiles geokv (minutes); later
+# Needs: a Docker engine this user may use; root or sudo only if the base
+# image must be built. The first build compiles geokv (minutes); later
 # ones reuse the engine's layer cache unless the sources changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,18 +31,9 @@ export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
 scripts/docker-base-image.sh "$base"
 
 start=$(date +%s)
-context=$(mktemp -t geokv-context-XXXXXX.tar)
-trap 'rm -f "$context"' EXIT
-if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  # Files deleted from the working tree but still tracked are skipped.
-  git ls-files -z --cached --others --exclude-standard \
-    | tar --null --ignore-failed-read -T - -cf "$context" 2>/dev/null
-else
-  tar --exclude=./build --exclude=./.git -cf "$context" .
-fi
 build() {
   docker build -f deploy/Dockerfile --build-arg BASE_IMAGE="$base" \
-    --build-arg BUILD_JOBS="$jobs" "$@" - <"$context"
+    --build-arg BUILD_JOBS="$jobs" "$@" .
 }
 # The build stage gets a tag of its own, so that pruning the leftovers of
 # earlier builds below keeps its layers (the compiled sources) cached.

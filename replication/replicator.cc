@@ -272,10 +272,12 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
 
   const PeerAddress& address() const { return address_; }
   bool connected() const { return connected_; }
-  // Whether the peer ever answered hello on this link.
-  bool heard() const { return heard_; }
   bool is_seed() const { return !target_; }
   const PeerTarget& target() const { return *target_; }
+  // Whether the peer owns `segment` (what Push ships it). REQUIRES: !is_seed().
+  bool Owns(size_t segment) const {
+    return target_->owned.empty() || target_->owned[segment];
+  }
   void Retarget(PeerTarget target) {
     target_ = std::move(target);
     name_ = target_->name;
@@ -335,6 +337,16 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   // The log position this peer still needs, or nullopt when it does not
   // hold the log back (it is being repaired while away).
   std::optional<uint64_t> TrimFloor() const {
+    if (!target_) {
+      // A seed not yet heard from stands for nodes this node does not know
+      // yet, which may need the whole log: it holds it, up to --max-backlog.
+      const uint64_t trimmed = r_.store_.TrimmedThrough();
+      if (heard_ || (r_.store_.LastSeq() > trimmed &&
+                     r_.store_.LogBytesAfter(trimmed) > r_.options_.max_backlog_bytes)) {
+        return std::nullopt;
+      }
+      return trimmed;
+    }
     if (repairing_) {
       if (repair_active_ && repair_pins_log_) return repair_from_;
       return std::nullopt;
@@ -623,17 +635,8 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   // from sent_ through the last of `read`.
   void Push(const std::vector<LogEntry>& read) {
     std::vector<const LogEntry*> entries;
-    std::optional<std::unordered_set<uint64_t>> awaited;
     for (const LogEntry& e : read) {
-      if (target_->owned.empty() || target_->owned[TreeSegmentOf(e.key)]) {
-        entries.push_back(&e);
-        continue;
-      }
-      // A write that counts this peer toward its quorum goes to it even if
-      // the peer stopped owning the key since: its position past the entry
-      // must mean it holds the entry.
-      if (!awaited) awaited = r_.AwaitedSeqs(target_->id);
-      if (awaited->count(e.seq) != 0) entries.push_back(&e);
+      if (Owns(TreeSegmentOf(e.key))) entries.push_back(&e);
     }
     auto req = session().pushDeltasRequest();
     auto batch = req.initBatch();
@@ -801,8 +804,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   // hold all of its keys.
   bool BothOwn(size_t segment) const {
     const auto& mine = r_.own_segments_;
-    const auto& theirs = target_->owned;
-    return (mine.empty() || mine[segment]) && (theirs.empty() || theirs[segment]);
+    return (mine.empty() || mine[segment]) && Owns(segment);
   }
 
   static std::vector<std::string> KeysOf(const Differences& d) {
@@ -887,7 +889,7 @@ class PeerLink final : public kj::TaskSet::ErrorHandler {
   kj::Own<kj::TaskSet> session_tasks_;
   kj::Own<kj::PromiseFulfiller<void>> failed_;
   bool connected_ = false;
-  bool heard_ = false;
+  bool heard_ = false;  // the peer answered hello on this link at least once
   std::string name_;
   std::optional<int64_t> offset_ms_;
   std::vector<std::pair<int64_t, int64_t>> samples_;  // (round trip, offset) ms
@@ -1493,14 +1495,18 @@ size_t Replicator::Acked(const AckWaiter& w) const {
   size_t n = 0;
   for (ReplicaId id : w.nodes) {
     auto it = links_.find(id);
-    if (it != links_.end() && it->second->acked() >= w.seq) ++n;
+    // Shipping leaves out the entries of segments a node does not own, so
+    // its position covers the write only while it owns the write's segment.
+    if (it != links_.end() && it->second->Owns(w.segment) && it->second->acked() >= w.seq) ++n;
   }
   return n;
 }
 
 kj::Promise<size_t> Replicator::WaitAcked(std::vector<ReplicaId> nodes, uint64_t seq,
-                                          size_t needed, std::chrono::milliseconds timeout) {
-  auto waiter = std::make_shared<AckWaiter>(AckWaiter{std::move(nodes), seq, needed, {}});
+                                          size_t segment, size_t needed,
+                                          std::chrono::milliseconds timeout) {
+  auto waiter =
+      std::make_shared<AckWaiter>(AckWaiter{std::move(nodes), seq, segment, needed, {}});
   size_t now = Acked(*waiter);
   if (now >= needed) return now;
   if (stopped_) return now;
@@ -1513,14 +1519,6 @@ kj::Promise<size_t> Replicator::WaitAcked(std::vector<ReplicaId> nodes, uint64_t
     return Acked(*waiter);
   });
   return canceler_.wrap(paf.promise.exclusiveJoin(kj::mv(expired)));
-}
-
-std::unordered_set<uint64_t> Replicator::AwaitedSeqs(ReplicaId node) const {
-  std::unordered_set<uint64_t> out;
-  for (const auto& w : ack_waiters_) {
-    if (std::find(w->nodes.begin(), w->nodes.end(), node) != w->nodes.end()) out.insert(w->seq);
-  }
-  return out;
 }
 
 void Replicator::AckAdvanced() {
@@ -1701,14 +1699,10 @@ kj::Promise<void> Replicator::Maintain() {
     for (const auto& [id, link] : links_) {
       if (auto floor = link->TrimFloor()) through = std::min(through, *floor);
     }
-    // Until each remote seed first answers, this node does not know that
-    // region's nodes, which may need the whole log (up to --max-backlog).
-    bool held = trim_held_;
     for (const auto& link : seed_links_) {
-      held = held || (!link->heard() && store_.LastSeq() > store_.TrimmedThrough() &&
-                      store_.LogBytesAfter(store_.TrimmedThrough()) <= options_.max_backlog_bytes);
+      if (auto floor = link->TrimFloor()) through = std::min(through, *floor);
     }
-    if (!held && through > store_.TrimmedThrough()) {
+    if (!trim_held_ && through > store_.TrimmedThrough()) {
       Status trimmed = store_.TrimLog(through);
       if (!trimmed.ok()) spdlog::error("cannot trim the log: {}", trimmed.ToString());
     }

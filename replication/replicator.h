@@ -42,7 +42,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_set>
 #include <vector>
 
 #include "crdt/hlc.h"
@@ -191,8 +190,8 @@ class Replicator {
   // While held, the log is not trimmed: this node does not yet know every
   // node of its region that may still need it (gossip has not joined), nor
   // whether another node owns a segment it handed over.
-  // Seed links hold it the same way until they first said hello, or until
-  // the log passes --max-backlog. Default: not held.
+  // (Seed links hold the log too, through their trim floor, until they
+  // first said hello or the log passes --max-backlog.) Default: not held.
   void HoldTrimming(bool held) { trim_held_ = held; }
 
   // Runs requests that nodes of this region forward; set before Start().
@@ -242,10 +241,13 @@ class Replicator {
   };
   HintStats Hints() const;
 
-  // Resolves with how many of `nodes` hold this node's log through `seq`
-  // durably: once `needed` of them do, or after `timeout` with fewer.
-  kj::Promise<size_t> WaitAcked(std::vector<ReplicaId> nodes, uint64_t seq, size_t needed,
-                                std::chrono::milliseconds timeout);
+  // Resolves with how many of `nodes` hold this node's log entry `seq`, of
+  // tree segment `segment`, durably: once `needed` of them do, or after
+  // `timeout` with fewer. A node counts only while it owns the segment
+  // (shipping leaves other segments' entries out of what its position
+  // covers).
+  kj::Promise<size_t> WaitAcked(std::vector<ReplicaId> nodes, uint64_t seq, size_t segment,
+                                size_t needed, std::chrono::milliseconds timeout);
   // Closes every link; the peer service refuses further calls.
   void Stop();
 
@@ -286,6 +288,7 @@ class Replicator {
   struct AckWaiter {
     std::vector<ReplicaId> nodes;
     uint64_t seq;
+    size_t segment;
     size_t needed;
     kj::Own<kj::PromiseFulfiller<size_t>> fulfiller;
   };
@@ -296,8 +299,6 @@ class Replicator {
   void AckAdvanced();
   // Fails (and logs) when a peer's hello names other placement settings.
   void CheckPlacementSettings(peer::NodeHello::Reader theirs) const;
-  // The log sequences whose writes wait for `node`'s acknowledgement.
-  std::unordered_set<uint64_t> AwaitedSeqs(ReplicaId node) const;
   // The link to `node`; DISCONNECTED unless it has a session.
   PeerLink& LinkWithSession(ReplicaId node);
   // This node's region's members, and their hash.

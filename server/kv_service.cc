@@ -121,9 +121,9 @@ KvService::Plan KvService::PlanFor(std::string_view key, rpc::Consistency level,
   // the owners already have. Until it gets the segment back it leaves writes
   // there to the others, and refuses them when a node with an older view
   // forwards them here.
-  const size_t segment = TreeSegmentOf(key);
+  plan.segment = TreeSegmentOf(key);
   const bool syncing =
-      write && (mine ? replicator_.Syncing(segment) : replicator_.Dropped(segment));
+      write && (mine ? replicator_.Syncing(plan.segment) : replicator_.Dropped(plan.segment));
   if (syncing && forwarded) {
     plan.status = Status::Unavailable(
         mine ? "this node is still receiving the key's segment back"
@@ -379,7 +379,8 @@ kj::Promise<void> KvService::Write(ParsedWrite parsed, rpc::WriteReply::Builder 
           return kj::READY_NOW;
         }
         const size_t needed = plan.needed;
-        return replicator_.WaitAcked(plan.others, result.seq, needed, options_.request_timeout)
+        return replicator_
+            .WaitAcked(plan.others, result.seq, plan.segment, needed, options_.request_timeout)
             .then([this, reply, needed](size_t acked) mutable {
               if (acked >= needed) {
                 SetOutcome(reply.initOutcome(), Status::OK());

@@ -109,6 +109,7 @@ class KvService final : public rpc::GeoKv::Server {
     std::vector<ReplicaId> others;  // running here: the other owners up
     std::vector<ReplicaId> away;    // and those that are not (hinted)
     size_t needed = 0;              // of `others`, how many must answer
+    size_t segment = 0;             // the key's tree segment
   };
   // `forwarded`: another node sent the request here to run, whatever this
   // node's ring says.
