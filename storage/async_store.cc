@@ -1,0 +1,105 @@
+#include "storage/async_store.h"
+
+namespace geokv {
+
+AsyncStore::AsyncStore(Store& store, size_t threads) : store_(store) {
+  KJ_REQUIRE(threads >= 1, "an AsyncStore needs a reader thread");
+  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { ReaderLoop(); });
+}
+
+AsyncStore::~AsyncStore() {
+  std::deque<std::unique_ptr<Job>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    dropped.swap(queue_);
+  }
+  wake_.notify_all();
+  for (std::thread& t : threads_) t.join();
+}
+
+size_t AsyncStore::pending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size() + running_;
+}
+
+void AsyncStore::Queue(std::unique_ptr<Job> job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    KJ_REQUIRE(!stopping_, "the store's readers are stopping");
+    queue_.push_back(std::move(job));
+  }
+  wake_.notify_one();
+}
+
+void AsyncStore::ReaderLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    std::unique_ptr<Job> job = std::move(queue_.front());
+    queue_.pop_front();
+    ++running_;
+    lock.unlock();
+    job->Run(store_);
+    job.reset();
+    lock.lock();
+    --running_;
+  }
+}
+
+kj::Promise<StatusOr<std::optional<Crdt>>> AsyncStore::Get(std::string key, CrdtType type) {
+  return Run([key = std::move(key), type](Store& s) { return s.Get(key, type); });
+}
+
+kj::Promise<StatusOr<std::vector<CrdtType>>> AsyncStore::LiveTypes(std::string key) {
+  return Run([key = std::move(key)](Store& s) { return s.LiveTypes(key); });
+}
+
+kj::Promise<StatusOr<bool>> AsyncStore::SetContains(std::string key, std::string element) {
+  return Run([key = std::move(key), element = std::move(element)](Store& s) {
+    return s.SetContains(key, element);
+  });
+}
+
+kj::Promise<StatusOr<uint64_t>> AsyncStore::SetSize(std::string key) {
+  return Run([key = std::move(key)](Store& s) { return s.SetSize(key); });
+}
+
+kj::Promise<StatusOr<SetPage>> AsyncStore::SetMembers(std::string key,
+                                                      std::optional<std::string> start_after,
+                                                      size_t limit) {
+  return Run([key = std::move(key), start_after = std::move(start_after), limit](Store& s) {
+    std::optional<std::string_view> after;
+    if (start_after) after = *start_after;
+    return s.SetMembers(key, after, limit);
+  });
+}
+
+kj::Promise<StatusOr<std::vector<LogEntry>>> AsyncStore::ReadLog(uint64_t after_seq,
+                                                                 size_t max_entries,
+                                                                 size_t max_bytes) {
+  return Run([=](Store& s) { return s.ReadLog(after_seq, max_entries, max_bytes); });
+}
+
+kj::Promise<uint64_t> AsyncStore::LogBytesAfter(uint64_t seq) {
+  return Run([seq](Store& s) { return s.LogBytesAfter(seq); });
+}
+
+kj::Promise<StatusOr<std::vector<geokv::KeyDigest>>> AsyncStore::SegmentKeys(size_t segment) {
+  return Run([segment](Store& s) { return s.SegmentKeys(segment); });
+}
+
+kj::Promise<StatusOr<uint64_t>> AsyncStore::KeyDigest(std::string key) {
+  return Run([key = std::move(key)](Store& s) { return s.KeyDigest(key); });
+}
+
+kj::Promise<StatusOr<std::vector<Crdt>>> AsyncStore::GetStates(std::string key) {
+  return Run([key = std::move(key)](Store& s) { return s.GetStates(key); });
+}
+
+kj::Promise<Store::SpaceEstimates> AsyncStore::Space() {
+  return Run([](Store& s) { return s.Space(); });
+}
+
+}  // namespace geokv

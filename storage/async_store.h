@@ -1,0 +1,119 @@
+// Reads of a Store off the event loop (DESIGN.md section 3): every read,
+// scan and log read that the KJ event loop needs runs on a small pool of
+// reader threads, and its result comes back to the loop as a kj::Promise.
+// The loop never waits on the disk; writes go through the group committer
+// (replication/group_commit.h), never through here.
+//
+// Each call copies what it needs (the key, the bounds) before it returns, so
+// the caller's buffers may go at once. A promise that is dropped before it
+// resolves does not stop its read; the result is discarded.
+//
+// Thread safety: construct, call and destroy an AsyncStore on one thread,
+// which runs a KJ event loop; results resolve on that thread. The Store's
+// own in-memory accessors (node_id, LastSeq, TrimmedThrough, TreeDigests,
+// AppliedPositions, DroppedSegments) take no disk read and stay on Store.
+
+#ifndef GEOKV_STORAGE_ASYNC_STORE_H_
+#define GEOKV_STORAGE_ASYNC_STORE_H_
+
+#include <kj/async.h>
+#include <kj/debug.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "storage/store.h"
+
+namespace geokv {
+
+class AsyncStore {
+ public:
+  // Starts `threads` reader threads over `store`, which must outlive this.
+  // REQUIRES: threads >= 1.
+  AsyncStore(Store& store, size_t threads);
+  // Finishes the read each thread is running and joins them; reads still
+  // queued are not run (their promises, if still held, reject).
+  ~AsyncStore();
+
+  AsyncStore(const AsyncStore&) = delete;
+  AsyncStore& operator=(const AsyncStore&) = delete;
+
+  Store& store() { return store_; }
+
+  // Runs `read(store)` on a reader thread and resolves with its result on
+  // the calling loop's thread. `read` must not touch state of the loop
+  // thread; an exception it throws rejects the promise.
+  template <typename Read>
+  auto Run(Read read) -> kj::Promise<decltype(read(std::declval<Store&>()))>;
+
+  // The Store reads, as there (storage/store.h).
+  kj::Promise<StatusOr<std::optional<Crdt>>> Get(std::string key, CrdtType type);
+  kj::Promise<StatusOr<std::vector<CrdtType>>> LiveTypes(std::string key);
+  kj::Promise<StatusOr<bool>> SetContains(std::string key, std::string element);
+  kj::Promise<StatusOr<uint64_t>> SetSize(std::string key);
+  kj::Promise<StatusOr<SetPage>> SetMembers(std::string key, std::optional<std::string> start_after,
+                                            size_t limit);
+  kj::Promise<StatusOr<std::vector<LogEntry>>> ReadLog(uint64_t after_seq, size_t max_entries,
+                                                       size_t max_bytes);
+  kj::Promise<uint64_t> LogBytesAfter(uint64_t seq);
+  kj::Promise<StatusOr<std::vector<geokv::KeyDigest>>> SegmentKeys(size_t segment);
+  kj::Promise<StatusOr<uint64_t>> KeyDigest(std::string key);
+  kj::Promise<StatusOr<std::vector<Crdt>>> GetStates(std::string key);
+  kj::Promise<Store::SpaceEstimates> Space();
+
+  // Reads queued or running now.
+  size_t pending() const;
+
+ private:
+  struct Job {
+    virtual ~Job() noexcept(false) = default;
+    virtual void Run(Store& store) = 0;
+  };
+  template <typename T, typename Read>
+  struct JobFor final : Job {
+    JobFor(Read r, kj::Own<kj::CrossThreadPromiseFulfiller<T>> f)
+        : read(std::move(r)), fulfiller(kj::mv(f)) {}
+    void Run(Store& store) override {
+      std::optional<T> result;
+      KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { result.emplace(read(store)); })) {
+        fulfiller->reject(kj::mv(*e));
+        return;
+      }
+      fulfiller->fulfill(std::move(*result));
+    }
+    Read read;
+    kj::Own<kj::CrossThreadPromiseFulfiller<T>> fulfiller;
+  };
+
+  void Queue(std::unique_ptr<Job> job);
+  void ReaderLoop();
+
+  Store& store_;
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Job>> queue_;
+  size_t running_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+template <typename Read>
+auto AsyncStore::Run(Read read) -> kj::Promise<decltype(read(std::declval<Store&>()))> {
+  using T = decltype(read(std::declval<Store&>()));
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<T>();
+  Queue(std::make_unique<JobFor<T, Read>>(std::move(read), kj::mv(paf.fulfiller)));
+  return kj::mv(paf.promise);
+}
+
+}  // namespace geokv
+
+#endif  // GEOKV_STORAGE_ASYNC_STORE_H_
