@@ -186,6 +186,7 @@ class Cluster {
     std::map<int, std::vector<std::string>> wrappers;
     int nodes_per_region = 1;
     bool metrics = false;  // serve /metrics on a port of each node's
+    bool gossip = false;   // run gossip even with one node per region
   };
 
   Cluster(std::string dir, Options options) : dir_(std::move(dir)), options_(std::move(options)) {}
@@ -251,7 +252,7 @@ class Cluster {
                                    "127.0.0.1:" + std::to_string(peer_ports_[i]),
                                    "--peers", peers, "--peer-routes", routes,
                                    "--durability", "wal"};
-    if (options_.nodes_per_region > 1 || nodes() > options_.regions) {
+    if (options_.gossip || options_.nodes_per_region > 1 || nodes() > options_.regions) {
       int seed = region * options_.nodes_per_region;
       flags.insert(flags.end(),
                    {"--gossip-listen", "127.0.0.1:" + std::to_string(gossip_ports_[i]),
