@@ -99,6 +99,10 @@ inline size_t TreeSegmentOf(std::string_view key) { return SegmentOf(key); }
 struct KeyDigest {
   std::string key;
   uint64_t digest = 0;
+
+  friend bool operator==(const KeyDigest& a, const KeyDigest& b) {
+    return a.key == b.key && a.digest == b.digest;
+  }
 };
 
 // A batch of writes committed atomically. Holds the store's single writer
@@ -160,8 +164,10 @@ class Store {
 
   // Opens (creating if absent) the RocksDB store in `dir`. A new store gets a
   // fresh random node id. Fails with IOError if another process holds it,
-  // and with FailedPrecondition, leaving it untouched, if it holds another
-  // disk format (docs/formats.md).
+  // and with FailedPrecondition, leaving it untouched, if it holds a disk
+  // format this build neither opens nor migrates (docs/formats.md). A store
+  // of the previous format is migrated first, on the calling thread, at a
+  // cost of one walk of every key's rows.
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
                                                const StoreOptions& options);
 
@@ -220,16 +226,21 @@ class Store {
   // result may trail a concurrent reader's view of the state by one commit.
   virtual std::vector<uint64_t> TreeDigests() const = 0;
   // The keys with state in `segment`, in byte order, each with its digest,
-  // read at one snapshot. REQUIRES: segment < kTreeSegments (else
-  // InvalidArgument).
+  // read at one snapshot: O(keys of the segment), one row each.
+  // REQUIRES: segment < kTreeSegments (else InvalidArgument).
   // (Qualified: the method KeyDigest below hides the struct in this class.)
   virtual StatusOr<std::vector<geokv::KeyDigest>> SegmentKeys(size_t segment) = 0;
   // The digest of `key` as SegmentKeys reports it; 0 when the key has no
-  // state. Read at one snapshot: O(rows of the key, without the OR-set dot
-  // index). Compares one key across replicas.
+  // state. One row read (the key's digest is kept by every commit that
+  // changes the key): O(1) whatever the key's size. Compares one key across
+  // replicas.
   virtual StatusOr<uint64_t> KeyDigest(std::string_view key) = 0;
-  // The number of keys with state, counted from the tree's key index:
-  // O(keys); for administration and tests.
+  // The number of keys with state (with an object row of any type, a
+  // tombstone too), exactly as of the last commit: each commit counts the
+  // keys it creates and drops, persists the change in its batch and updates
+  // this count after its write succeeds, so it may trail a concurrent
+  // reader's view of the state by one commit. In memory, O(1), never fails;
+  // safe on the event loop.
   virtual StatusOr<uint64_t> KeyCount() = 0;
   // The segments from which a WriteGroup::Drop removed a key since their
   // last WriteGroup::ClearDropped, as of the last commit: kTreeSegments
