@@ -14,10 +14,11 @@
 //                                           state, by segment)
 //   'd'                                  -> TreeDigests: the segments' digests
 //   'n'                                  -> count:8, the keys with state
-// with segment, digest and count big-endian. All three are written as merge
-// operands (rocks_config.cc), never read to be written. A state row counts in the tree when it is an
-// object or element row: StateRowHash below; the live-types and dot index
-// rows are derived from those and do not count.
+// with segment, digest and count big-endian. All three are written as
+// merge operands (rocks_config.cc), never read to be written. A state row
+// counts in the tree when it is an object or element row: StateRowHash
+// below; the live-types and dot index rows are derived from those and do
+// not count.
 // Column family "default" (metadata): see kMeta* below. Among them:
 //   "dropped_segments"                   -> kTreeSegments / 8 bytes, bit
 //                                           (s % 8) of byte s / 8 set when a
