@@ -273,6 +273,19 @@ class BatchReader : public RowReader {
   rocksdb::ReadOptions options_;
 };
 
+// Positions `it`, over the state family, at the first element row of the
+// set at `key` greater than `start_after` (the first, when nullopt).
+void SeekElementsAfter(rocksdb::Iterator* it, std::string_view key,
+                       const std::optional<std::string_view>& start_after) {
+  if (!start_after) {
+    it->Seek(keys::ElementPrefix(key));
+    return;
+  }
+  const std::string from = keys::ElementRow(key, *start_after);
+  it->Seek(from);
+  if (it->Valid() && it->key() == rocksdb::Slice(from)) it->Next();
+}
+
 // The state of (key, type) as `reader` sees it; nullopt when bottom. An
 // OR-set is assembled from all its rows.
 StatusOr<std::optional<Crdt>> ReadState(RowReader& reader, std::string_view key, CrdtType type) {
@@ -427,6 +440,8 @@ class RocksWriteGroup : public WriteGroup {
 
   StatusOr<uint64_t> Mutate(std::string_view key, const Operation& op) override;
   Status Join(std::string_view key, const Crdt& delta) override;
+  Status JoinSetPage(std::string_view key, const OrSetPage& page) override;
+  Status JoinSetContext(std::string_view key, const CausalContext& ctx) override;
   StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) override;
   void ClearDropped(size_t segment) override;
   void RecordApplied(ReplicaId origin, uint64_t seq) override;
@@ -454,6 +469,21 @@ class RocksWriteGroup : public WriteGroup {
   // object is live afterwards.
   StatusOr<bool> JoinInto(std::string_view key, const Crdt& delta);
   StatusOr<bool> JoinSet(std::string_view key, const OrSet& delta);
+  StatusOr<bool> JoinPageInto(std::string_view key, const OrSetPage& page);
+  // Joins into (key, type) with `join`, which returns whether the object is
+  // live afterwards, and keeps the key's live types.
+  template <typename JoinFn>
+  Status JoinAndMark(std::string_view key, CrdtType type, JoinFn&& join);
+  // Rewrites the row of `element` in the set at `key` from `before` (its
+  // dots and `before_row` its row as read) to `after`, with the dot index,
+  // counting the element in or out of *cardinality.
+  void RewriteElement(std::string_view key, const std::string& element, const DotSet& before,
+                      const std::optional<std::string>& before_row, const DotSet& after,
+                      int64_t* cardinality);
+  // Writes the set's header with `cardinality`, whose row in the group is
+  // `header_row`; returns whether the set is live.
+  StatusOr<bool> PutSetHeader(std::string_view key, SetHeader header,
+                              const std::optional<std::string>& header_row, int64_t cardinality);
   // Writes the object row of `state`, whose row in the group is `old`
   // (nullopt: absent). A bottom state gets no row: a store that never heard
   // of the object must hold the same rows.
@@ -548,6 +578,9 @@ class RocksStore : public Store {
   StatusOr<uint64_t> SetSize(std::string_view key) override;
   StatusOr<SetPage> SetMembers(std::string_view key, std::optional<std::string_view> start_after,
                                size_t limit) override;
+  StatusOr<OrSetPage> SetStatePage(std::string_view key,
+                                   std::optional<std::string_view> start_after,
+                                   size_t max_elements, size_t max_bytes) override;
   StatusOr<std::vector<LogEntry>> ReadLog(uint64_t after_seq, size_t max_entries,
                                           size_t max_bytes) override;
   uint64_t LastSeq() const override { return last_seq_.load(); }
@@ -767,16 +800,88 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   return Result(Change{std::move(delta), true});
 }
 
-Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
+template <typename JoinFn>
+Status RocksWriteGroup::JoinAndMark(std::string_view key, CrdtType type, JoinFn&& join) {
   return Atomically(key, [&]() -> Status {
     const std::string key_string(key);
     uint8_t mask;
     GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
-    GEOKV_ASSIGN_OR_RETURN(bool live, JoinInto(key, delta));
-    PutLiveMask(key_string, mask, TypeOf(delta), live);
+    GEOKV_ASSIGN_OR_RETURN(bool live, join());
+    PutLiveMask(key_string, mask, type, live);
     ++size_;
     return Status::OK();
   });
+}
+
+Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
+  return JoinAndMark(key, TypeOf(delta), [&] { return JoinInto(key, delta); });
+}
+
+Status RocksWriteGroup::JoinSetPage(std::string_view key, const OrSetPage& page) {
+  return JoinAndMark(key, CrdtType::kOrSet, [&] { return JoinPageInto(key, page); });
+}
+
+Status RocksWriteGroup::JoinSetContext(std::string_view key, const CausalContext& ctx) {
+  return JoinAndMark(key, CrdtType::kOrSet, [&]() -> StatusOr<bool> {
+    SetHeader header;
+    std::optional<std::string> header_row;
+    GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
+    header.ctx.Join(ctx);
+    const auto cardinality = static_cast<int64_t>(header.cardinality);
+    return PutSetHeader(key, std::move(header), header_row, cardinality);
+  });
+}
+
+StatusOr<bool> RocksWriteGroup::JoinPageInto(std::string_view key, const OrSetPage& page) {
+  SetHeader header;
+  std::optional<std::string> header_row;
+  GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
+  int64_t cardinality = static_cast<int64_t>(header.cardinality);
+
+  // This set's elements of the page's range, collected first: the iterator
+  // reads the batch, which the rewrites below change.
+  std::vector<std::pair<std::string, std::string>> held;  // element, row
+  {
+    const std::string prefix = keys::ElementPrefix(key);
+    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
+    for (SeekElementsAfter(it.get(), key, page.after);
+         it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+      std::string element = it->key().ToString().substr(prefix.size());
+      if (!page.InRange(element)) break;
+      held.emplace_back(std::move(element), it->value().ToString());
+    }
+    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
+  }
+
+  // Per element of the range, on either side: the dot-store join, the
+  // page's context deciding what this set holds and the page lacks.
+  static const DotSet kNone;
+  DotSet seen;  // the page's dots, the only ones it adds to the context
+  auto h = held.begin();
+  auto p = page.entries.begin();
+  while (p != page.entries.end() && !page.InRange(p->first)) ++p;
+  while (h != held.end() || p != page.entries.end()) {
+    const bool here = h != held.end() && (p == page.entries.end() || h->first <= p->first);
+    const bool there = p != page.entries.end() && (h == held.end() || p->first <= h->first);
+    const std::string& element = here ? h->first : p->first;
+    DotSet before;
+    std::optional<std::string> before_row;
+    if (here) {
+      before_row = h->second;
+      GEOKV_RETURN_IF_ERROR(DecodeElementDots(key, element, *before_row, &before));
+    }
+    const DotSet& dots = there ? p->second : kNone;
+    seen.insert(dots.begin(), dots.end());
+    RewriteElement(key, element, before, before_row,
+                   JoinDotStores(before, header.ctx, dots, page.context), &cardinality);
+    if (here) ++h;
+    if (there) {
+      ++p;
+      if (p != page.entries.end() && !page.InRange(p->first)) p = page.entries.end();
+    }
+  }
+  header.ctx.InsertAll(seen);
+  return PutSetHeader(key, std::move(header), header_row, cardinality);
 }
 
 StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta) {
@@ -808,27 +913,10 @@ StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta
   SetHeader header;
   std::optional<std::string> header_row;
   GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
-  auto* cf = store_->state_;
   int64_t cardinality = static_cast<int64_t>(header.cardinality);
-
-  // `before` and `before_row`: the element's dots and row as read.
   auto rewrite = [&](const std::string& element, const DotSet& before,
                      const std::optional<std::string>& before_row, const DotSet& after) {
-    for (const Dot& d : before) {
-      if (!after.count(d)) batch_.Delete(cf, keys::DotIndexRow(key, d));
-    }
-    for (const Dot& d : after) {
-      if (!before.count(d)) batch_.Put(cf, keys::DotIndexRow(key, d), element);
-    }
-    if (after.empty()) {
-      if (!before.empty()) {
-        WriteStateRow(keys::ElementRow(key, element), before_row, std::nullopt);
-        --cardinality;
-      }
-    } else if (before != after) {
-      WriteStateRow(keys::ElementRow(key, element), before_row, EncodeElementDots(after));
-      if (before.empty()) ++cardinality;
-    }
+    RewriteElement(key, element, before, before_row, after, &cardinality);
   };
 
   // Elements the delta holds: the dot-store join of their two entries.
@@ -873,11 +961,38 @@ StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta
                         std::inserter(after, after.end()));
     rewrite(element, before, before_row, after);
   }
+  header.ctx.Join(delta.context());
+  return PutSetHeader(key, std::move(header), header_row, cardinality);
+}
 
+void RocksWriteGroup::RewriteElement(std::string_view key, const std::string& element,
+                                     const DotSet& before,
+                                     const std::optional<std::string>& before_row,
+                                     const DotSet& after, int64_t* cardinality) {
+  auto* cf = store_->state_;
+  for (const Dot& d : before) {
+    if (!after.count(d)) batch_.Delete(cf, keys::DotIndexRow(key, d));
+  }
+  for (const Dot& d : after) {
+    if (!before.count(d)) batch_.Put(cf, keys::DotIndexRow(key, d), element);
+  }
+  if (after.empty()) {
+    if (!before.empty()) {
+      WriteStateRow(keys::ElementRow(key, element), before_row, std::nullopt);
+      --*cardinality;
+    }
+  } else if (before != after) {
+    WriteStateRow(keys::ElementRow(key, element), before_row, EncodeElementDots(after));
+    if (before.empty()) ++*cardinality;
+  }
+}
+
+StatusOr<bool> RocksWriteGroup::PutSetHeader(std::string_view key, SetHeader header,
+                                             const std::optional<std::string>& header_row,
+                                             int64_t cardinality) {
   if (cardinality < 0) {
     return Status::Corruption(Describe(key, CrdtType::kOrSet) + ": cardinality below zero");
   }
-  header.ctx.Join(delta.context());
   header.cardinality = static_cast<uint64_t>(cardinality);
   // An empty context is the bottom set's (elements' dots are in the
   // context): as PutObject, no row for it.
@@ -1334,13 +1449,7 @@ StatusOr<SetPage> RocksStore::SetMembers(std::string_view key,
   DbReader reader(db_.get(), state_, false);
   std::string prefix = keys::ElementPrefix(key);
   std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator();
-  if (start_after) {
-    std::string from = keys::ElementRow(key, *start_after);
-    it->Seek(from);
-    if (it->Valid() && it->key() == rocksdb::Slice(from)) it->Next();
-  } else {
-    it->Seek(prefix);
-  }
+  SeekElementsAfter(it.get(), key, start_after);
   SetPage page;
   for (; it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
     if (page.elements.size() == limit) {
@@ -1348,6 +1457,37 @@ StatusOr<SetPage> RocksStore::SetMembers(std::string_view key,
       break;
     }
     page.elements.push_back(it->key().ToString().substr(prefix.size()));
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
+  return page;
+}
+
+StatusOr<OrSetPage> RocksStore::SetStatePage(std::string_view key,
+                                             std::optional<std::string_view> start_after,
+                                             size_t max_elements, size_t max_bytes) {
+  DbReader reader(db_.get(), state_, /*snapshot=*/true);
+  SetHeader header;
+  GEOKV_RETURN_IF_ERROR(reader.GetSetHeader(key, &header));
+  OrSetPage page;
+  if (start_after) page.after = std::string(*start_after);
+  page.context = std::move(header.ctx);
+  const std::string prefix = keys::ElementPrefix(key);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator();
+  size_t bytes = 0;
+  for (SeekElementsAfter(it.get(), key, start_after);
+       it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+    const size_t row_bytes = it->key().size() - prefix.size() + it->value().size();
+    if (!page.entries.empty() &&
+        (page.entries.size() >= max_elements || bytes + row_bytes > max_bytes)) {
+      page.through = page.entries.rbegin()->first;
+      break;
+    }
+    std::string element = it->key().ToString().substr(prefix.size());
+    DotSet dots;
+    GEOKV_RETURN_IF_ERROR(DecodeElementDots(
+        key, element, std::string_view(it->value().data(), it->value().size()), &dots));
+    page.entries.emplace_hint(page.entries.end(), std::move(element), std::move(dots));
+    bytes += row_bytes;
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
   return page;

@@ -128,6 +128,24 @@ class WriteGroup {
   // logging it. Advances the clock past any LWW stamp in it.
   virtual Status Join(std::string_view key, const Crdt& delta) = 0;
 
+  // Joins one page of another store's OR-set at `key` (Store::SetStatePage)
+  // as OrSet::JoinPage does, without logging it: the elements of the page's
+  // range end as a join of the whole set would leave them, the others stay,
+  // and the set's context gains only the dots of the page's elements. Each
+  // page is a delta on its own, so a transfer cut off after any page loses
+  // nothing and brings nothing back. Costs O(elements of the range, on both
+  // sides). On error nothing of the page stays in the group:
+  //   WrongType   never; a page joins beside values of other types, as Join
+  //   Corruption  a stored row of the set does not decode
+  virtual Status JoinSetPage(std::string_view key, const OrSetPage& page) = 0;
+
+  // Joins `ctx` into the context of the OR-set at `key`, removing no
+  // element (OrSet::JoinPagedContext): the last step of a paged transfer.
+  // REQUIRES: pages covering the whole byte range were joined since `ctx`
+  // was read, each read at or after it; in a transfer that reads its pages
+  // in order, pass the first page's context.
+  virtual Status JoinSetContext(std::string_view key, const CausalContext& ctx) = 0;
+
   // Removes every row of `key`, of every type, as if the key never had
   // state, and takes its digest out of the hash tree; but only if the key's
   // digest as of the earlier writes in this group (Store::KeyDigest) equals
@@ -193,6 +211,18 @@ class Store {
   virtual StatusOr<SetPage> SetMembers(std::string_view key,
                                        std::optional<std::string_view> start_after,
                                        size_t limit) = 0;
+  // One page of the full state of the OR-set at `key`, for moving it in
+  // pieces (WriteGroup::JoinSetPage): the elements greater than
+  // `start_after` (from the first, when nullopt) with their dots, stopping
+  // before `max_elements` elements or `max_bytes` of element names and
+  // encoded dots would be passed (at least one element when any is there),
+  // and the set's whole context; read at one snapshot. The page's range is
+  // (start_after, its last element] when more follow (page.more()), else
+  // everything after start_after. An absent set gives an empty page with an
+  // empty context. O(page).
+  virtual StatusOr<OrSetPage> SetStatePage(std::string_view key,
+                                           std::optional<std::string_view> start_after,
+                                           size_t max_elements, size_t max_bytes) = 0;
 
   // Up to `max_entries` log entries after `after_seq`, stopping once
   // `max_bytes` of encoded entries are read (at least one entry is returned
