@@ -111,6 +111,10 @@ RocksConfig MakeRocksConfig(const StoreOptions& options) {
   // Commits read the key index rows of the keys they create: most are absent.
   rocksdb::ColumnFamilyOptions tree = family_options(true);
   tree.merge_operator = std::make_shared<TreeMerge>();
+  // A key written by every commit would pile up operands that each read of
+  // its digest folds; past this many in a memtable, the write folds them
+  // (one read per that many writes).
+  tree.max_successive_merges = 64;
   config.families = {
       {rocksdb::kDefaultColumnFamilyName, family_options(false)},
       {storage_keys::kStateFamily, family_options(true)},

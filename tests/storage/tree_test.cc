@@ -609,6 +609,28 @@ TEST_F(TreeTest, LogBytesAfterFollowsTheLog) {
   EXPECT_LT(store_->LogBytesAfter(store_->LastSeq()), reopened / 100);
 }
 
+// A key changed by thousands of commits: the write path folds its digest's
+// operands (max_successive_merges), and the digest stays the one the rows
+// give, before and after reopening.
+TEST_F(TreeTest, HotKeyDigestFollowsItsRows) {
+  for (int i = 0; i < 3000; ++i) {
+    ASSERT_TRUE(Apply("hot", CounterAdd{1}).ok());
+    if (i % 10 == 0) {
+      ASSERT_TRUE(Apply("warm" + std::to_string(i % 3), LwwSet{"v"}).ok());
+    }
+  }
+  const uint64_t digest = *store_->KeyDigest("hot");
+  EXPECT_EQ(KeyDigestOf(store_.get(), "hot"), digest);
+  const std::vector<uint64_t> digests = store_->TreeDigests();
+  store_.reset();
+  const ScannedTree scanned = ScanTree(dir_.Sub("db"));
+  EXPECT_EQ(scanned.keys.at("hot"), digest);
+  EXPECT_EQ(scanned.digests, digests);
+  Reopen();
+  EXPECT_EQ(*store_->KeyDigest("hot"), digest);
+  EXPECT_EQ(*store_->KeyCount(), 4u);
+}
+
 // The digests are merge operands until a flush or compaction folds them;
 // every reopen flushes, and the tree must match the rows after each.
 TEST_F(TreeTest, DigestsSurviveReopening) {
