@@ -11,17 +11,30 @@
 //
 // Mutators need only the element's own entry and the context, so they work
 // on a projection of a large set (see storage/).
+//
+// Paged transfer: a large set moves as pages (OrSetPage), each holding the
+// sender's elements of one byte range and its whole context. JoinPage
+// decides only the elements of the page's range and adds to the context
+// only the dots of the page's elements, so each page is a delta of the
+// sender's state on its own: pages may come in any order, repeat, or stop
+// after any one, and nothing is lost or brought back. The rest of the
+// sender's context (the dots of elements it removed, whose names it no
+// longer knows) joins last, with JoinPagedContext.
 
 #ifndef GEOKV_CRDT_OR_SET_H_
 #define GEOKV_CRDT_OR_SET_H_
 
+#include <cstddef>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "crdt/causal_context.h"
 
 namespace geokv {
+
+struct OrSetPage;
 
 class OrSet {
  public:
@@ -47,6 +60,27 @@ class OrSet {
 
   void Join(const OrSet& other);
 
+  // The page of up to `max_elements` (at least 1) elements after `after`
+  // (from the first when nullopt), with this state's context.
+  OrSetPage PageAfter(const std::optional<std::string>& after, size_t max_elements) const;
+
+  // Joins one page of another replica's state: each element of the page's
+  // range ends as Join of that replica's whole state would leave it; every
+  // other element is left as it is; the context gains the dots of the
+  // page's elements only. The result is the join with a state below the
+  // sender's (a delta), whatever pages came before. Entries of the page
+  // outside its range are ignored.
+  void JoinPage(const OrSetPage& page);
+
+  // Adds `ctx` to the context without removing any element: the last step
+  // of a paged transfer, which brings the dots of the sender's removed
+  // elements. REQUIRES: since `ctx` was read from the sender, pages of the
+  // sender covering every element (the whole byte range) were joined, each
+  // read at or after `ctx` (in a transfer that reads its pages in order,
+  // the context of its first page). A context read later could hold adds
+  // whose pages came earlier, and would mark them as removed here.
+  void JoinPagedContext(const CausalContext& ctx);
+
   bool IsBottom() const { return entries_.empty() && ctx_.empty(); }
   bool Contains(const std::string& element) const { return entries_.count(element) > 0; }
   size_t size() const { return entries_.size(); }
@@ -62,6 +96,27 @@ class OrSet {
  private:
   Entries entries_;
   CausalContext ctx_;
+};
+
+// One page of an OR-set's state: its elements in the byte range
+// (after, through], with their dots, and the set's whole causal context at
+// the read that made the page.
+struct OrSetPage {
+  std::optional<std::string> after;    // exclusive bound; nullopt: from the first element
+  std::optional<std::string> through;  // inclusive bound; nullopt: through the last
+  OrSet::Entries entries;              // every element of the range, none outside it
+  CausalContext context;               // holds every dot of `entries`
+
+  // Whether elements follow the range: the next page starts after `through`.
+  bool more() const { return through.has_value(); }
+  bool InRange(const std::string& element) const {
+    return (!after || *after < element) && (!through || element <= *through);
+  }
+
+  friend bool operator==(const OrSetPage& a, const OrSetPage& b) {
+    return a.after == b.after && a.through == b.through && a.entries == b.entries &&
+           a.context == b.context;
+  }
 };
 
 }  // namespace geokv

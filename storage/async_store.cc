@@ -76,6 +76,17 @@ kj::Promise<StatusOr<SetPage>> AsyncStore::SetMembers(std::string key,
   });
 }
 
+kj::Promise<StatusOr<OrSetPage>> AsyncStore::SetStatePage(std::string key,
+                                                          std::optional<std::string> start_after,
+                                                          size_t max_elements, size_t max_bytes) {
+  return Run([key = std::move(key), start_after = std::move(start_after), max_elements,
+              max_bytes](Store& s) {
+    std::optional<std::string_view> after;
+    if (start_after) after = *start_after;
+    return s.SetStatePage(key, after, max_elements, max_bytes);
+  });
+}
+
 kj::Promise<StatusOr<std::vector<LogEntry>>> AsyncStore::ReadLog(uint64_t after_seq,
                                                                  size_t max_entries,
                                                                  size_t max_bytes) {

@@ -62,6 +62,9 @@ class AsyncStore {
   kj::Promise<StatusOr<uint64_t>> SetSize(std::string key);
   kj::Promise<StatusOr<SetPage>> SetMembers(std::string key, std::optional<std::string> start_after,
                                             size_t limit);
+  kj::Promise<StatusOr<OrSetPage>> SetStatePage(std::string key,
+                                                std::optional<std::string> start_after,
+                                                size_t max_elements, size_t max_bytes);
   kj::Promise<StatusOr<std::vector<LogEntry>>> ReadLog(uint64_t after_seq, size_t max_entries,
                                                        size_t max_bytes);
   kj::Promise<uint64_t> LogBytesAfter(uint64_t seq);

@@ -10,11 +10,15 @@
 // where K(key) is the key's length as 4 big-endian bytes, then the key.
 // Column family "log":  seq:8           -> framed LogEntry
 // Column family "tree" (the anti-entropy hash tree, storage/store.h):
-//   'k' segment:2 key                    -> "" (the keys with state, by segment)
+//   'k' segment:2 key                    -> digest:8, the key's (the keys with
+//                                           state, by segment)
 //   'd'                                  -> TreeDigests: the segments' digests
-// with segment big-endian. A state row counts in the tree when it is an
-// object or element row: StateRowHash below; the live-types and dot index
-// rows are derived from those and do not count.
+//   'n'                                  -> count:8, the keys with state
+// with segment, digest and count big-endian. All three are written as
+// merge operands (rocks_config.cc), never read to be written. A state row
+// counts in the tree when it is an object or element row: StateRowHash
+// below; the live-types and dot index rows are derived from those and do
+// not count.
 // Column family "default" (metadata): see kMeta* below. Among them:
 //   "dropped_segments"                   -> kTreeSegments / 8 bytes, bit
 //                                           (s % 8) of byte s / 8 set when a
@@ -48,7 +52,10 @@ inline constexpr char kMetaLogTrimmed[] = "log_trimmed";  // 8 bytes: trimmed th
 inline constexpr char kMetaWatermarkPrefix[] = "applied/";  // + origin:8 -> seq:8
 inline constexpr char kMetaDroppedSegments[] = "dropped_segments";  // bitmap, see above
 
-inline constexpr uint8_t kDiskFormat = 2;
+inline constexpr uint8_t kDiskFormat = 3;
+// The older format a store migrates at open (its key index rows hold "" and
+// it has no key count row); older ones are refused.
+inline constexpr uint8_t kMigratedDiskFormat = 2;
 
 inline constexpr char kObjectRow = 0x00;
 inline constexpr char kElementRow = 0x01;
@@ -122,6 +129,17 @@ inline std::string TreeKeyRow(size_t segment, std::string_view key) {
   out.append(key);
   return out;
 }
+
+// A key index row's value, and each merge operand written to it, is 8 bytes
+// big-endian: the key's digest, or the XOR a commit applies to it. Present
+// exactly while the key has an object row: a commit that first writes one
+// merges the row into being, and Drop deletes it.
+inline constexpr size_t kTreeKeyDigestSize = 8;
+
+// The one row of the number of keys with state: 8 bytes big-endian. Each
+// merge operand written to it is a change of the count, 8 bytes big-endian
+// in two's complement, added modulo 2^64.
+inline constexpr char kTreeKeyCountRow[] = "n";
 
 // The one row of the segments' digests. Its value, and each merge operand
 // written to it, is TreeDigests: entries (segment:2, digest:8), big-endian,

@@ -14,34 +14,65 @@
 namespace geokv {
 namespace {
 
-// Merges TreeDigests (storage/keys.h) by XOR, segment by segment: commits
-// write their digest changes as operands, so that a commit adds one row to
-// its batch however many segments it changes, and never reads the row.
-class TreeDigestsMerge : public rocksdb::MergeOperator {
+// Merges the rows of the tree family (storage/keys.h), each by its kind:
+// TreeDigests XOR segment by segment, key digests XOR, the key count adds.
+// Commits write their changes as operands, so that a commit adds one row to
+// its batch per changed key however many of the key's rows it changes, and
+// never reads a tree row to write it.
+class TreeMerge : public rocksdb::MergeOperator {
  public:
-  const char* Name() const override { return "geokv.TreeDigestsXor"; }
+  const char* Name() const override { return "geokv.TreeXor"; }
 
   bool FullMergeV2(const MergeOperationInput& in, MergeOperationOutput* out) const override {
-    std::vector<uint64_t> digests(kTreeSegments);
-    if (in.existing_value != nullptr && !XorInto(*in.existing_value, &digests)) return false;
-    for (const rocksdb::Slice& operand : in.operand_list) {
-      if (!XorInto(operand, &digests)) return false;
-    }
-    out->new_value = Encode(digests);
-    return true;
+    return Fold(in.key, in.existing_value, in.operand_list.begin(), in.operand_list.end(),
+                &out->new_value);
   }
 
-  bool PartialMergeMulti(const rocksdb::Slice&, const std::deque<rocksdb::Slice>& operands,
+  bool PartialMergeMulti(const rocksdb::Slice& key, const std::deque<rocksdb::Slice>& operands,
                          std::string* out, rocksdb::Logger*) const override {
-    std::vector<uint64_t> digests(kTreeSegments);
-    for (const rocksdb::Slice& operand : operands) {
-      if (!XorInto(operand, &digests)) return false;
-    }
-    *out = Encode(digests);
-    return true;
+    return Fold(key, nullptr, operands.begin(), operands.end(), out);
   }
 
  private:
+  enum class Kind { kDigests, kKeyDigest, kKeyCount, kOther };
+
+  static Kind KindOf(const rocksdb::Slice& key) {
+    if (key == rocksdb::Slice(storage_keys::kTreeDigestsRow)) return Kind::kDigests;
+    if (key == rocksdb::Slice(storage_keys::kTreeKeyCountRow)) return Kind::kKeyCount;
+    if (key.starts_with(storage_keys::kTreeKeyIndex)) return Kind::kKeyDigest;
+    return Kind::kOther;
+  }
+
+  // Folds `existing` (may be null) and the operands [begin, end) into *out.
+  template <typename It>
+  static bool Fold(const rocksdb::Slice& key, const rocksdb::Slice* existing, It begin, It end,
+                   std::string* out) {
+    const Kind kind = KindOf(key);
+    if (kind == Kind::kOther) return false;
+    if (kind == Kind::kDigests) {
+      std::vector<uint64_t> digests(kTreeSegments);
+      if (existing != nullptr && !XorInto(*existing, &digests)) return false;
+      for (It it = begin; it != end; ++it) {
+        if (!XorInto(*it, &digests)) return false;
+      }
+      *out = Encode(digests);
+      return true;
+    }
+    uint64_t value = 0;
+    auto fold = [&value, kind](const rocksdb::Slice& bytes) {
+      if (bytes.size() != 8) return false;
+      const uint64_t x = DecodeBigEndian64(bytes.data());
+      value = kind == Kind::kKeyCount ? value + x : value ^ x;
+      return true;
+    };
+    if (existing != nullptr && !fold(*existing)) return false;
+    for (It it = begin; it != end; ++it) {
+      if (!fold(*it)) return false;
+    }
+    *out = EncodeBigEndian64(value);
+    return true;
+  }
+
   static bool XorInto(const rocksdb::Slice& bytes, std::vector<uint64_t>* digests) {
     return storage_keys::XorTreeDigests(std::string_view(bytes.data(), bytes.size()), digests);
   }
@@ -77,8 +108,13 @@ RocksConfig MakeRocksConfig(const StoreOptions& options) {
     cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
     return cf;
   };
-  rocksdb::ColumnFamilyOptions tree = family_options(false);
-  tree.merge_operator = std::make_shared<TreeDigestsMerge>();
+  // Commits read the key index rows of the keys they create: most are absent.
+  rocksdb::ColumnFamilyOptions tree = family_options(true);
+  tree.merge_operator = std::make_shared<TreeMerge>();
+  // A key written by every commit would pile up operands that each read of
+  // its digest folds; past this many in a memtable, the write folds them
+  // (one read per that many writes).
+  tree.max_successive_merges = 64;
   config.families = {
       {rocksdb::kDefaultColumnFamilyName, family_options(false)},
       {storage_keys::kStateFamily, family_options(true)},

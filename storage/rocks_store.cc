@@ -273,6 +273,19 @@ class BatchReader : public RowReader {
   rocksdb::ReadOptions options_;
 };
 
+// Positions `it`, over the state family, at the first element row of the
+// set at `key` greater than `start_after` (the first, when nullopt).
+void SeekElementsAfter(rocksdb::Iterator* it, std::string_view key,
+                       const std::optional<std::string_view>& start_after) {
+  if (!start_after) {
+    it->Seek(keys::ElementPrefix(key));
+    return;
+  }
+  const std::string from = keys::ElementRow(key, *start_after);
+  it->Seek(from);
+  if (it->Valid() && it->key() == rocksdb::Slice(from)) it->Next();
+}
+
 // The state of (key, type) as `reader` sees it; nullopt when bottom. An
 // OR-set is assembled from all its rows.
 StatusOr<std::optional<Crdt>> ReadState(RowReader& reader, std::string_view key, CrdtType type) {
@@ -301,6 +314,7 @@ StatusOr<std::optional<Crdt>> ReadState(RowReader& reader, std::string_view key,
 
 // The digest of `key` (storage/keys.h): the XOR of the hashes of its object
 // and element rows, read through `it`, an iterator over the state family.
+// O(rows of the key); only a migration walks it, the key index row holds it.
 StatusOr<uint64_t> KeyDigestOf(rocksdb::Iterator* it, std::string_view key) {
   const std::string prefix = keys::KeyPrefix(key);
   std::string after_dot_index = prefix;
@@ -372,15 +386,22 @@ class LiveTypesCache {
 };
 
 // Refuses a data dir whose `format` row holds `value` unless it is this
-// build's format.
+// build's format or the one it migrates.
 Status CheckFormat(std::string_view value) {
-  if (value.size() == 1 && static_cast<uint8_t>(value[0]) == keys::kDiskFormat) {
-    return Status::OK();
+  const uint8_t format = value.size() == 1 ? static_cast<uint8_t>(value[0]) : 0;
+  if (format == keys::kDiskFormat || format == keys::kMigratedDiskFormat) return Status::OK();
+  return Status::FailedPrecondition(
+      "data dir format " + std::to_string(format) + " is not supported: this build opens format " +
+      std::to_string(keys::kDiskFormat) + " and migrates format " +
+      std::to_string(keys::kMigratedDiskFormat));
+}
+
+// The number held by a key index row (a digest) or the key count row.
+StatusOr<uint64_t> DecodeTreeValue(const std::string& value, std::string_view what) {
+  if (value.size() != keys::kTreeKeyDigestSize) {
+    return Status::Corruption("bad " + std::string(what) + " row in the tree");
   }
-  return Status::FailedPrecondition("data dir format " +
-                                    std::to_string(value.empty() ? 0 : uint8_t(value[0])) +
-                                    " is not the supported format " +
-                                    std::to_string(keys::kDiskFormat));
+  return DecodeBigEndian64(value.data());
 }
 
 // Opening creates missing column families; a database in `dir` that lacks
@@ -419,6 +440,8 @@ class RocksWriteGroup : public WriteGroup {
 
   StatusOr<uint64_t> Mutate(std::string_view key, const Operation& op) override;
   Status Join(std::string_view key, const Crdt& delta) override;
+  Status JoinSetPage(std::string_view key, const OrSetPage& page) override;
+  Status JoinSetContext(std::string_view key, const CausalContext& ctx) override;
   StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) override;
   void ClearDropped(size_t segment) override;
   void RecordApplied(ReplicaId origin, uint64_t seq) override;
@@ -432,10 +455,11 @@ class RocksWriteGroup : public WriteGroup {
     bool live;
   };
 
-  // Runs `write` so that it takes effect in the group entirely or, when it
-  // returns an error, not at all (batch rows, masks, sequence, size).
+  // Runs `write`, which changes `key` only, so that it takes effect in the
+  // group entirely or, when it returns an error, not at all (batch rows,
+  // masks, sequence, size, tree changes).
   template <typename Write>
-  auto Atomically(Write&& write) -> decltype(write());
+  auto Atomically(std::string_view key, Write&& write) -> decltype(write());
   // Mutate without Atomically: may leave partial writes on error.
   StatusOr<uint64_t> MutateUnguarded(std::string_view key, const Operation& op);
   // Writes the new state of the object `op` acts on; nullopt when `op`
@@ -445,22 +469,37 @@ class RocksWriteGroup : public WriteGroup {
   // object is live afterwards.
   StatusOr<bool> JoinInto(std::string_view key, const Crdt& delta);
   StatusOr<bool> JoinSet(std::string_view key, const OrSet& delta);
+  StatusOr<bool> JoinPageInto(std::string_view key, const OrSetPage& page);
+  // Joins into (key, type) with `join`, which returns whether the object is
+  // live afterwards, and keeps the key's live types.
+  template <typename JoinFn>
+  Status JoinAndMark(std::string_view key, CrdtType type, JoinFn&& join);
+  // Rewrites the row of `element` in the set at `key` from `before` (its
+  // dots and `before_row` its row as read) to `after`, with the dot index,
+  // counting the element in or out of *cardinality.
+  void RewriteElement(std::string_view key, const std::string& element, const DotSet& before,
+                      const std::optional<std::string>& before_row, const DotSet& after,
+                      int64_t* cardinality);
+  // Writes the set's header with `cardinality`, whose row in the group is
+  // `header_row`; returns whether the set is live.
+  StatusOr<bool> PutSetHeader(std::string_view key, SetHeader header,
+                              const std::optional<std::string>& header_row, int64_t cardinality);
   // Writes the object row of `state`, whose row in the group is `old`
   // (nullopt: absent). A bottom state gets no row: a store that never heard
   // of the object must hold the same rows.
   void PutObject(std::string_view key, const Crdt& state, const std::optional<std::string>& old);
   // Writes the object row of (key, type); a key's first object row also
-  // enters the key in the tree's key index (only Drop deletes object rows,
-  // and the index row with them).
+  // enters the key in the tree's key index at commit (only Drop deletes
+  // object rows, and the index row with them).
   void PutObjectRow(std::string_view key, CrdtType type, const std::optional<std::string>& old,
                     std::string value);
-  // Writes `value` to `row`, a state row of `key` that counts in the hash
-  // tree (an object or element row), or deletes it when `value` is nullopt.
-  // `old` is the row's value in the group (nullopt: absent); the change of
-  // the row's hash goes to the group's tree changes. Every write of a
-  // counted row goes through here.
-  void WriteStateRow(std::string_view key, const std::string& row,
-                     const std::optional<std::string>& old, std::optional<std::string> value);
+  // Writes `value` to `row`, a state row of the running operation's key
+  // that counts in the hash tree (an object or element row), or deletes it
+  // when `value` is nullopt. `old` is the row's value in the group (nullopt:
+  // absent); the change of the row's hash goes to the operation's tree
+  // change. Every write of a counted row goes through here.
+  void WriteStateRow(const std::string& row, const std::optional<std::string>& old,
+                     std::optional<std::string> value);
   // The live-types mask of `key` as of this group: from the group's own
   // writes, the cache, or the database.
   Status GetLiveMask(const std::string& key, uint8_t* mask);
@@ -478,6 +517,11 @@ class RocksWriteGroup : public WriteGroup {
   void RollbackMasks(size_t mark);
   // The group's DroppedSegments: the store's until the group changes it.
   std::vector<bool>& Dropped();
+  // The digest of `key` as of the earlier writes in this group.
+  StatusOr<uint64_t> DigestInGroup(const std::string& key);
+  // Adds the tree rows of key_changes_ to the batch and returns the change
+  // of the key count.
+  StatusOr<int64_t> WriteTreeRows();
   uint64_t AppendLog(std::string_view key, HlcTimestamp ts, const Crdt& delta);
 
   RocksStore* const store_;
@@ -485,9 +529,18 @@ class RocksWriteGroup : public WriteGroup {
   std::unordered_map<std::string, uint8_t> masks_;  // live-types rows written here
   // Each mask write's previous entry in masks_ (nullopt: none), for rollback.
   std::vector<std::pair<std::string, std::optional<uint8_t>>> mask_undo_;
-  // (segment, XOR of the row hashes a write removed and added), one per
-  // counted row written; folded into the store's digests at Commit().
-  std::vector<std::pair<size_t, uint64_t>> tree_changes_;
+  // What the group changes of one key's entry in the tree.
+  struct KeyChange {
+    uint64_t digest_change = 0;  // XOR into the digest (into 0 after a drop)
+    bool dropped = false;        // a Drop removed the key: its index row goes
+    bool created = false;        // an object row was first written, after any drop
+  };
+  std::unordered_map<std::string, KeyChange> key_changes_;
+  std::map<size_t, uint64_t> segment_changes_;  // segment -> XOR into its digest
+  // The running operation's share, folded into the two above if it succeeds.
+  uint64_t op_digest_change_ = 0;
+  bool op_created_ = false;
+  bool op_dropped_ = false;
   rocksdb::WriteBatchWithIndex batch_;
   BatchReader reader_;
   uint64_t next_seq_;
@@ -525,6 +578,9 @@ class RocksStore : public Store {
   StatusOr<uint64_t> SetSize(std::string_view key) override;
   StatusOr<SetPage> SetMembers(std::string_view key, std::optional<std::string_view> start_after,
                                size_t limit) override;
+  StatusOr<OrSetPage> SetStatePage(std::string_view key,
+                                   std::optional<std::string_view> start_after,
+                                   size_t max_elements, size_t max_bytes) override;
   StatusOr<std::vector<LogEntry>> ReadLog(uint64_t after_seq, size_t max_entries,
                                           size_t max_bytes) override;
   uint64_t LastSeq() const override { return last_seq_.load(); }
@@ -551,7 +607,7 @@ class RocksStore : public Store {
   }
   StatusOr<std::vector<geokv::KeyDigest>> SegmentKeys(size_t segment) override;
   StatusOr<uint64_t> KeyDigest(std::string_view key) override;
-  StatusOr<uint64_t> KeyCount() override;
+  StatusOr<uint64_t> KeyCount() override { return key_count_.load(); }
   std::vector<bool> DroppedSegments() const override {
     std::lock_guard<std::mutex> l(tree_mu_);
     return dropped_;
@@ -565,6 +621,11 @@ class RocksStore : public Store {
       : options_(options), live_types_cache_(options.live_types_cache_bytes) {}
   Status LoadMeta();
   Status LoadDigests();
+  // Rewrites a store of keys::kMigratedDiskFormat to this format: every key
+  // index row gets its key's digest, walked from its rows, and the key count
+  // row is written; then the format row. Idempotent: a crash part-way leaves
+  // the old format, and the next open starts over.
+  Status Migrate();
 
   StoreOptions options_;
   std::unique_ptr<HybridClock> owned_clock_;
@@ -580,6 +641,7 @@ class RocksStore : public Store {
   std::mutex writer_mu_;  // the single writer slot
   LiveTypesCache live_types_cache_;  // guarded by writer_mu_
   std::atomic<uint64_t> last_seq_{0};
+  std::atomic<uint64_t> key_count_{0};  // committed; wraps as its row does
   std::atomic<uint64_t> lww_overwritten_{0};
   std::atomic<uint64_t> trimmed_{0};
   std::mutex trim_mu_;
@@ -598,20 +660,30 @@ RocksWriteGroup::RocksWriteGroup(RocksStore* store, std::unique_lock<std::mutex>
       next_seq_(store->last_seq_.load() + 1) {}
 
 template <typename Write>
-auto RocksWriteGroup::Atomically(Write&& write) -> decltype(write()) {
+auto RocksWriteGroup::Atomically(std::string_view key, Write&& write) -> decltype(write()) {
   if (spent_) return Status::FailedPrecondition("write group already committed");
   batch_.SetSavePoint();
   const uint64_t seq_before = next_seq_;
   const size_t size_before = size_;
   const size_t undo_mark = mask_undo_.size();
-  const size_t tree_mark = tree_changes_.size();
+  op_digest_change_ = 0;
+  op_created_ = op_dropped_ = false;
   auto result = write();
   if (result.ok()) {
     batch_.PopSavePoint();
+    if (op_digest_change_ != 0 || op_created_ || op_dropped_) {
+      KeyChange& c = key_changes_[std::string(key)];
+      if (op_dropped_) {
+        c = KeyChange{0, true, false};
+      } else {
+        c.digest_change ^= op_digest_change_;
+        c.created = c.created || op_created_;
+      }
+      segment_changes_[TreeSegmentOf(key)] ^= op_digest_change_;
+    }
   } else {
     batch_.RollbackToSavePoint();
     RollbackMasks(undo_mark);
-    tree_changes_.resize(tree_mark);
     next_seq_ = seq_before;
     size_ = size_before;
   }
@@ -619,7 +691,7 @@ auto RocksWriteGroup::Atomically(Write&& write) -> decltype(write()) {
 }
 
 StatusOr<uint64_t> RocksWriteGroup::Mutate(std::string_view key, const Operation& op) {
-  return Atomically([&] { return MutateUnguarded(key, op); });
+  return Atomically(key, [&] { return MutateUnguarded(key, op); });
 }
 
 StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const Operation& op) {
@@ -728,16 +800,88 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   return Result(Change{std::move(delta), true});
 }
 
-Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
-  return Atomically([&]() -> Status {
+template <typename JoinFn>
+Status RocksWriteGroup::JoinAndMark(std::string_view key, CrdtType type, JoinFn&& join) {
+  return Atomically(key, [&]() -> Status {
     const std::string key_string(key);
     uint8_t mask;
     GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
-    GEOKV_ASSIGN_OR_RETURN(bool live, JoinInto(key, delta));
-    PutLiveMask(key_string, mask, TypeOf(delta), live);
+    GEOKV_ASSIGN_OR_RETURN(bool live, join());
+    PutLiveMask(key_string, mask, type, live);
     ++size_;
     return Status::OK();
   });
+}
+
+Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
+  return JoinAndMark(key, TypeOf(delta), [&] { return JoinInto(key, delta); });
+}
+
+Status RocksWriteGroup::JoinSetPage(std::string_view key, const OrSetPage& page) {
+  return JoinAndMark(key, CrdtType::kOrSet, [&] { return JoinPageInto(key, page); });
+}
+
+Status RocksWriteGroup::JoinSetContext(std::string_view key, const CausalContext& ctx) {
+  return JoinAndMark(key, CrdtType::kOrSet, [&]() -> StatusOr<bool> {
+    SetHeader header;
+    std::optional<std::string> header_row;
+    GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
+    header.ctx.Join(ctx);
+    const auto cardinality = static_cast<int64_t>(header.cardinality);
+    return PutSetHeader(key, std::move(header), header_row, cardinality);
+  });
+}
+
+StatusOr<bool> RocksWriteGroup::JoinPageInto(std::string_view key, const OrSetPage& page) {
+  SetHeader header;
+  std::optional<std::string> header_row;
+  GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
+  int64_t cardinality = static_cast<int64_t>(header.cardinality);
+
+  // This set's elements of the page's range, collected first: the iterator
+  // reads the batch, which the rewrites below change.
+  std::vector<std::pair<std::string, std::string>> held;  // element, row
+  {
+    const std::string prefix = keys::ElementPrefix(key);
+    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
+    for (SeekElementsAfter(it.get(), key, page.after);
+         it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+      std::string element = it->key().ToString().substr(prefix.size());
+      if (!page.InRange(element)) break;
+      held.emplace_back(std::move(element), it->value().ToString());
+    }
+    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
+  }
+
+  // Per element of the range, on either side: the dot-store join, the
+  // page's context deciding what this set holds and the page lacks.
+  static const DotSet kNone;
+  DotSet seen;  // the page's dots, the only ones it adds to the context
+  auto h = held.begin();
+  auto p = page.entries.begin();
+  while (p != page.entries.end() && !page.InRange(p->first)) ++p;
+  while (h != held.end() || p != page.entries.end()) {
+    const bool here = h != held.end() && (p == page.entries.end() || h->first <= p->first);
+    const bool there = p != page.entries.end() && (h == held.end() || p->first <= h->first);
+    const std::string& element = here ? h->first : p->first;
+    DotSet before;
+    std::optional<std::string> before_row;
+    if (here) {
+      before_row = h->second;
+      GEOKV_RETURN_IF_ERROR(DecodeElementDots(key, element, *before_row, &before));
+    }
+    const DotSet& dots = there ? p->second : kNone;
+    seen.insert(dots.begin(), dots.end());
+    RewriteElement(key, element, before, before_row,
+                   JoinDotStores(before, header.ctx, dots, page.context), &cardinality);
+    if (here) ++h;
+    if (there) {
+      ++p;
+      if (p != page.entries.end() && !page.InRange(p->first)) p = page.entries.end();
+    }
+  }
+  header.ctx.InsertAll(seen);
+  return PutSetHeader(key, std::move(header), header_row, cardinality);
 }
 
 StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta) {
@@ -769,27 +913,10 @@ StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta
   SetHeader header;
   std::optional<std::string> header_row;
   GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
-  auto* cf = store_->state_;
   int64_t cardinality = static_cast<int64_t>(header.cardinality);
-
-  // `before` and `before_row`: the element's dots and row as read.
   auto rewrite = [&](const std::string& element, const DotSet& before,
                      const std::optional<std::string>& before_row, const DotSet& after) {
-    for (const Dot& d : before) {
-      if (!after.count(d)) batch_.Delete(cf, keys::DotIndexRow(key, d));
-    }
-    for (const Dot& d : after) {
-      if (!before.count(d)) batch_.Put(cf, keys::DotIndexRow(key, d), element);
-    }
-    if (after.empty()) {
-      if (!before.empty()) {
-        WriteStateRow(key, keys::ElementRow(key, element), before_row, std::nullopt);
-        --cardinality;
-      }
-    } else if (before != after) {
-      WriteStateRow(key, keys::ElementRow(key, element), before_row, EncodeElementDots(after));
-      if (before.empty()) ++cardinality;
-    }
+    RewriteElement(key, element, before, before_row, after, &cardinality);
   };
 
   // Elements the delta holds: the dot-store join of their two entries.
@@ -834,11 +961,38 @@ StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta
                         std::inserter(after, after.end()));
     rewrite(element, before, before_row, after);
   }
+  header.ctx.Join(delta.context());
+  return PutSetHeader(key, std::move(header), header_row, cardinality);
+}
 
+void RocksWriteGroup::RewriteElement(std::string_view key, const std::string& element,
+                                     const DotSet& before,
+                                     const std::optional<std::string>& before_row,
+                                     const DotSet& after, int64_t* cardinality) {
+  auto* cf = store_->state_;
+  for (const Dot& d : before) {
+    if (!after.count(d)) batch_.Delete(cf, keys::DotIndexRow(key, d));
+  }
+  for (const Dot& d : after) {
+    if (!before.count(d)) batch_.Put(cf, keys::DotIndexRow(key, d), element);
+  }
+  if (after.empty()) {
+    if (!before.empty()) {
+      WriteStateRow(keys::ElementRow(key, element), before_row, std::nullopt);
+      --*cardinality;
+    }
+  } else if (before != after) {
+    WriteStateRow(keys::ElementRow(key, element), before_row, EncodeElementDots(after));
+    if (before.empty()) ++*cardinality;
+  }
+}
+
+StatusOr<bool> RocksWriteGroup::PutSetHeader(std::string_view key, SetHeader header,
+                                             const std::optional<std::string>& header_row,
+                                             int64_t cardinality) {
   if (cardinality < 0) {
     return Status::Corruption(Describe(key, CrdtType::kOrSet) + ": cardinality below zero");
   }
-  header.ctx.Join(delta.context());
   header.cardinality = static_cast<uint64_t>(cardinality);
   // An empty context is the bottom set's (elements' dots are in the
   // context): as PutObject, no row for it.
@@ -856,11 +1010,11 @@ void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state,
 
 void RocksWriteGroup::PutObjectRow(std::string_view key, CrdtType type,
                                    const std::optional<std::string>& old, std::string value) {
-  if (!old) batch_.Put(store_->tree_, keys::TreeKeyRow(TreeSegmentOf(key), key), "");
-  WriteStateRow(key, keys::ObjectRow(key, type), old, std::move(value));
+  if (!old) op_created_ = true;
+  WriteStateRow(keys::ObjectRow(key, type), old, std::move(value));
 }
 
-void RocksWriteGroup::WriteStateRow(std::string_view key, const std::string& row,
+void RocksWriteGroup::WriteStateRow(const std::string& row,
                                     const std::optional<std::string>& old,
                                     std::optional<std::string> value) {
   if (value == old) return;  // also spares the write of a join that changed nothing
@@ -872,7 +1026,7 @@ void RocksWriteGroup::WriteStateRow(std::string_view key, const std::string& row
   } else {
     batch_.Delete(store_->state_, row);
   }
-  tree_changes_.emplace_back(TreeSegmentOf(key), change);
+  op_digest_change_ ^= change;
 }
 
 Status RocksWriteGroup::CheckSeen(std::string_view key, const MvRegister& reg,
@@ -887,10 +1041,10 @@ Status RocksWriteGroup::CheckSeen(std::string_view key, const MvRegister& reg,
 }
 
 StatusOr<bool> RocksWriteGroup::Drop(std::string_view key, uint64_t expected_digest) {
-  return Atomically([&]() -> StatusOr<bool> {
-    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
-    GEOKV_ASSIGN_OR_RETURN(uint64_t digest, KeyDigestOf(it.get(), key));
+  return Atomically(key, [&]() -> StatusOr<bool> {
+    GEOKV_ASSIGN_OR_RETURN(uint64_t digest, DigestInGroup(std::string(key)));
     if (digest != expected_digest) return false;
+    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
     // Every row of the key, the derived ones too. Collected first: the
     // iterator reads the batch, which must not change under it.
     const std::string prefix = keys::KeyPrefix(key);
@@ -902,12 +1056,11 @@ StatusOr<bool> RocksWriteGroup::Drop(std::string_view key, uint64_t expected_dig
     it.reset();
     if (rows.empty()) return true;
     for (const std::string& row : rows) batch_.Delete(store_->state_, row);
-    const size_t segment = TreeSegmentOf(key);
-    batch_.Delete(store_->tree_, keys::TreeKeyRow(segment, key));
     // The digest is the XOR of the hashes of exactly the counted rows gone.
-    tree_changes_.emplace_back(segment, digest);
+    op_digest_change_ = digest;
+    op_dropped_ = true;
     SetMask(std::string(key), 0);
-    Dropped()[segment] = true;
+    Dropped()[TreeSegmentOf(key)] = true;
     ++size_;
     return true;
   });
@@ -920,6 +1073,50 @@ void RocksWriteGroup::ClearDropped(size_t segment) {
 std::vector<bool>& RocksWriteGroup::Dropped() {
   if (!dropped_) dropped_ = store_->DroppedSegments();
   return *dropped_;
+}
+
+StatusOr<uint64_t> RocksWriteGroup::DigestInGroup(const std::string& key) {
+  auto change = key_changes_.find(key);
+  uint64_t digest = change == key_changes_.end() ? 0 : change->second.digest_change;
+  if (change != key_changes_.end() && change->second.dropped) return digest;
+  // The writer slot keeps the committed row as it was when the group began.
+  std::string value;
+  rocksdb::Status s = store_->db_->Get(rocksdb::ReadOptions(), store_->tree_,
+                                       keys::TreeKeyRow(TreeSegmentOf(key), key), &value);
+  if (s.IsNotFound()) return digest;
+  GEOKV_RETURN_IF_ERROR(FromRocks(s, "read key digest"));
+  GEOKV_ASSIGN_OR_RETURN(uint64_t committed, DecodeTreeValue(value, "key digest"));
+  return digest ^ committed;
+}
+
+StatusOr<int64_t> RocksWriteGroup::WriteTreeRows() {
+  int64_t count_change = 0;
+  for (const auto& [key, c] : key_changes_) {
+    const std::string row = keys::TreeKeyRow(TreeSegmentOf(key), key);
+    const std::string operand = EncodeBigEndian64(c.digest_change);
+    if (c.created || c.dropped) {
+      std::string value;
+      rocksdb::Status s = store_->db_->Get(rocksdb::ReadOptions(), store_->tree_, row, &value);
+      if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "read key index");
+      const bool existed = s.ok();
+      const bool exists = c.created || (existed && !c.dropped);
+      count_change += int64_t{exists} - int64_t{existed};
+    }
+    if (c.dropped) {
+      if (c.created) {
+        batch_.Put(store_->tree_, row, operand);
+      } else {
+        batch_.Delete(store_->tree_, row);
+      }
+    } else if (c.created || c.digest_change != 0) {
+      batch_.Merge(store_->tree_, row, operand);
+    }
+  }
+  if (count_change != 0) {
+    batch_.Merge(store_->tree_, keys::kTreeKeyCountRow,
+                 EncodeBigEndian64(static_cast<uint64_t>(count_change)));
+  }
+  return count_change;
 }
 
 Status RocksWriteGroup::GetLiveMask(const std::string& key, uint8_t* mask) {
@@ -1007,10 +1204,10 @@ Status RocksWriteGroup::Commit() {
       batch_.Put(store_->meta_, keys::kMetaDroppedSegments, keys::EncodeDroppedSegments(*dropped_));
     }
   }
-  // The digests' changes go in the same batch as the rows they cover, so
+  // The tree's changes go in the same batch as the rows they cover, so
   // that no crash leaves the tree out of step with the state.
-  std::map<size_t, uint64_t> changes;  // segment -> XOR into its digest
-  for (const auto& [segment, change] : tree_changes_) changes[segment] ^= change;
+  GEOKV_ASSIGN_OR_RETURN(const int64_t count_change, WriteTreeRows());
+  const std::map<size_t, uint64_t>& changes = segment_changes_;
   const std::string operand = keys::EncodeTreeDigests(changes);
   if (!operand.empty()) batch_.Merge(store_->tree_, keys::kTreeDigestsRow, operand);
   rocksdb::WriteOptions wo;
@@ -1031,6 +1228,7 @@ Status RocksWriteGroup::Commit() {
     for (const auto& [segment, change] : changes) store_->digests_[segment] ^= change;
     if (dropped_changed) store_->dropped_ = std::move(*dropped_);
   }
+  store_->key_count_.fetch_add(static_cast<uint64_t>(count_change));
   store_->last_seq_.store(last_seq);
   store_->lww_overwritten_.fetch_add(lww_overwritten_);
   std::lock_guard<std::mutex> l(store_->applied_mu_);
@@ -1084,6 +1282,10 @@ Status RocksStore::LoadMeta() {
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(s, "read format"));
   GEOKV_RETURN_IF_ERROR(CheckFormat(v));
+  if (static_cast<uint8_t>(v[0]) == keys::kMigratedDiskFormat) {
+    GEOKV_RETURN_IF_ERROR(Migrate().WithContext(
+        "migrate from disk format " + std::to_string(keys::kMigratedDiskFormat)));
+  }
   GEOKV_RETURN_IF_ERROR(FromRocks(db_->Get(ro, meta_, keys::kMetaNodeId, &v), "read node id"));
   if (v.size() != 8) return Status::Corruption("bad node id row");
   node_id_ = DecodeBigEndian64(v.data());
@@ -1127,12 +1329,49 @@ Status RocksStore::LoadMeta() {
 
 Status RocksStore::LoadDigests() {
   std::string v;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), tree_, keys::kTreeDigestsRow, &v);
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), tree_, keys::kTreeKeyCountRow, &v);
+  if (s.ok()) {
+    GEOKV_ASSIGN_OR_RETURN(uint64_t count, DecodeTreeValue(v, "key count"));
+    key_count_.store(count);
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read key count");
+  }
+  s = db_->Get(rocksdb::ReadOptions(), tree_, keys::kTreeDigestsRow, &v);
   if (s.IsNotFound()) return Status::OK();  // all 0
   GEOKV_RETURN_IF_ERROR(FromRocks(s, "read tree digests"));
   std::lock_guard<std::mutex> l(tree_mu_);
   if (!keys::XorTreeDigests(v, &digests_)) return Status::Corruption("bad tree digests row");
   return Status::OK();
+}
+
+Status RocksStore::Migrate() {
+  // Iterators read at one implicit snapshot, so the writes below do not
+  // disturb them.
+  const rocksdb::ReadOptions ro;
+  std::unique_ptr<rocksdb::Iterator> index(db_->NewIterator(ro, tree_));
+  std::unique_ptr<rocksdb::Iterator> rows(db_->NewIterator(ro, state_));
+  const std::string prefix = keys::kTreeKeyIndex;
+  const size_t key_at = prefix.size() + 2;  // after the segment
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::WriteBatch batch;
+  uint64_t count = 0;
+  for (index->Seek(prefix); index->Valid() && StartsWith(index->key(), prefix); index->Next()) {
+    const rocksdb::Slice row = index->key();
+    if (row.size() < key_at) return Status::Corruption("bad key index row in the tree");
+    const std::string_view key(row.data() + key_at, row.size() - key_at);
+    GEOKV_ASSIGN_OR_RETURN(uint64_t digest, KeyDigestOf(rows.get(), key));
+    batch.Put(tree_, row, EncodeBigEndian64(digest));
+    ++count;
+    if (batch.Count() >= 10000) {
+      GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "write key digests"));
+      batch.Clear();
+    }
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(index->status(), "scan tree keys"));
+  batch.Put(tree_, keys::kTreeKeyCountRow, EncodeBigEndian64(count));
+  batch.Put(meta_, keys::kMetaFormat, std::string(1, static_cast<char>(keys::kDiskFormat)));
+  return FromRocks(db_->Write(wo, &batch), "write key count and format");
 }
 
 StatusOr<std::optional<Crdt>> RocksStore::Get(std::string_view key, CrdtType type) {
@@ -1155,15 +1394,14 @@ StatusOr<std::vector<geokv::KeyDigest>> RocksStore::SegmentKeys(size_t segment) 
     return Status::InvalidArgument("tree segment " + std::to_string(segment) + " of " +
                                    std::to_string(kTreeSegments));
   }
-  DbReader reader(db_.get(), state_, /*snapshot=*/true);
-  std::unique_ptr<rocksdb::Iterator> index = reader.NewIterator(tree_);
-  std::unique_ptr<rocksdb::Iterator> rows = reader.NewIterator();
+  // An iterator reads at one implicit snapshot.
+  std::unique_ptr<rocksdb::Iterator> index(db_->NewIterator(rocksdb::ReadOptions(), tree_));
   const std::string prefix = keys::TreeKeyPrefix(segment);
   std::vector<geokv::KeyDigest> out;
   for (index->Seek(prefix); index->Valid() && StartsWith(index->key(), prefix); index->Next()) {
     geokv::KeyDigest k;
     k.key.assign(index->key().data() + prefix.size(), index->key().size() - prefix.size());
-    GEOKV_ASSIGN_OR_RETURN(k.digest, KeyDigestOf(rows.get(), k.key));
+    GEOKV_ASSIGN_OR_RETURN(k.digest, DecodeTreeValue(index->value().ToString(), "key digest"));
     out.push_back(std::move(k));
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(index->status(), "scan tree keys"));
@@ -1171,19 +1409,12 @@ StatusOr<std::vector<geokv::KeyDigest>> RocksStore::SegmentKeys(size_t segment) 
 }
 
 StatusOr<uint64_t> RocksStore::KeyDigest(std::string_view key) {
-  // An iterator reads at one implicit snapshot.
-  DbReader reader(db_.get(), state_, /*snapshot=*/false);
-  std::unique_ptr<rocksdb::Iterator> rows = reader.NewIterator();
-  return KeyDigestOf(rows.get(), key);
-}
-
-StatusOr<uint64_t> RocksStore::KeyCount() {
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), tree_));
-  const std::string prefix = keys::kTreeKeyIndex;
-  uint64_t count = 0;
-  for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) ++count;
-  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan tree keys"));
-  return count;
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), tree_,
+                               keys::TreeKeyRow(TreeSegmentOf(key), key), &value);
+  if (s.IsNotFound()) return uint64_t{0};
+  GEOKV_RETURN_IF_ERROR(FromRocks(s, "read key digest"));
+  return DecodeTreeValue(value, "key digest");
 }
 
 StatusOr<std::vector<CrdtType>> RocksStore::LiveTypes(std::string_view key) {
@@ -1218,13 +1449,7 @@ StatusOr<SetPage> RocksStore::SetMembers(std::string_view key,
   DbReader reader(db_.get(), state_, false);
   std::string prefix = keys::ElementPrefix(key);
   std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator();
-  if (start_after) {
-    std::string from = keys::ElementRow(key, *start_after);
-    it->Seek(from);
-    if (it->Valid() && it->key() == rocksdb::Slice(from)) it->Next();
-  } else {
-    it->Seek(prefix);
-  }
+  SeekElementsAfter(it.get(), key, start_after);
   SetPage page;
   for (; it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
     if (page.elements.size() == limit) {
@@ -1232,6 +1457,37 @@ StatusOr<SetPage> RocksStore::SetMembers(std::string_view key,
       break;
     }
     page.elements.push_back(it->key().ToString().substr(prefix.size()));
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
+  return page;
+}
+
+StatusOr<OrSetPage> RocksStore::SetStatePage(std::string_view key,
+                                             std::optional<std::string_view> start_after,
+                                             size_t max_elements, size_t max_bytes) {
+  DbReader reader(db_.get(), state_, /*snapshot=*/true);
+  SetHeader header;
+  GEOKV_RETURN_IF_ERROR(reader.GetSetHeader(key, &header));
+  OrSetPage page;
+  if (start_after) page.after = std::string(*start_after);
+  page.context = std::move(header.ctx);
+  const std::string prefix = keys::ElementPrefix(key);
+  std::unique_ptr<rocksdb::Iterator> it = reader.NewIterator();
+  size_t bytes = 0;
+  for (SeekElementsAfter(it.get(), key, start_after);
+       it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+    const size_t row_bytes = it->key().size() - prefix.size() + it->value().size();
+    if (!page.entries.empty() &&
+        (page.entries.size() >= max_elements || bytes + row_bytes > max_bytes)) {
+      page.through = page.entries.rbegin()->first;
+      break;
+    }
+    std::string element = it->key().ToString().substr(prefix.size());
+    DotSet dots;
+    GEOKV_RETURN_IF_ERROR(DecodeElementDots(
+        key, element, std::string_view(it->value().data(), it->value().size()), &dots));
+    page.entries.emplace_hint(page.entries.end(), std::move(element), std::move(dots));
+    bytes += row_bytes;
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
   return page;

@@ -99,6 +99,10 @@ inline size_t TreeSegmentOf(std::string_view key) { return SegmentOf(key); }
 struct KeyDigest {
   std::string key;
   uint64_t digest = 0;
+
+  friend bool operator==(const KeyDigest& a, const KeyDigest& b) {
+    return a.key == b.key && a.digest == b.digest;
+  }
 };
 
 // A batch of writes committed atomically. Holds the store's single writer
@@ -123,6 +127,24 @@ class WriteGroup {
   // Joins a delta or full state made elsewhere (replication, repair) without
   // logging it. Advances the clock past any LWW stamp in it.
   virtual Status Join(std::string_view key, const Crdt& delta) = 0;
+
+  // Joins one page of another store's OR-set at `key` (Store::SetStatePage)
+  // as OrSet::JoinPage does, without logging it: the elements of the page's
+  // range end as a join of the whole set would leave them, the others stay,
+  // and the set's context gains only the dots of the page's elements. Each
+  // page is a delta on its own, so a transfer cut off after any page loses
+  // nothing and brings nothing back. Costs O(elements of the range, on both
+  // sides). On error nothing of the page stays in the group:
+  //   WrongType   never; a page joins beside values of other types, as Join
+  //   Corruption  a stored row of the set does not decode
+  virtual Status JoinSetPage(std::string_view key, const OrSetPage& page) = 0;
+
+  // Joins `ctx` into the context of the OR-set at `key`, removing no
+  // element (OrSet::JoinPagedContext): the last step of a paged transfer.
+  // REQUIRES: pages covering the whole byte range were joined since `ctx`
+  // was read, each read at or after it; in a transfer that reads its pages
+  // in order, pass the first page's context.
+  virtual Status JoinSetContext(std::string_view key, const CausalContext& ctx) = 0;
 
   // Removes every row of `key`, of every type, as if the key never had
   // state, and takes its digest out of the hash tree; but only if the key's
@@ -160,8 +182,10 @@ class Store {
 
   // Opens (creating if absent) the RocksDB store in `dir`. A new store gets a
   // fresh random node id. Fails with IOError if another process holds it,
-  // and with FailedPrecondition, leaving it untouched, if it holds another
-  // disk format (docs/formats.md).
+  // and with FailedPrecondition, leaving it untouched, if it holds a disk
+  // format this build neither opens nor migrates (docs/formats.md). A store
+  // of the previous format is migrated first, on the calling thread, at a
+  // cost of one walk of every key's rows.
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
                                                const StoreOptions& options);
 
@@ -187,6 +211,18 @@ class Store {
   virtual StatusOr<SetPage> SetMembers(std::string_view key,
                                        std::optional<std::string_view> start_after,
                                        size_t limit) = 0;
+  // One page of the full state of the OR-set at `key`, for moving it in
+  // pieces (WriteGroup::JoinSetPage): the elements greater than
+  // `start_after` (from the first, when nullopt) with their dots, stopping
+  // before `max_elements` elements or `max_bytes` of element names and
+  // encoded dots would be passed (at least one element when any is there),
+  // and the set's whole context; read at one snapshot. The page's range is
+  // (start_after, its last element] when more follow (page.more()), else
+  // everything after start_after. An absent set gives an empty page with an
+  // empty context. O(page).
+  virtual StatusOr<OrSetPage> SetStatePage(std::string_view key,
+                                           std::optional<std::string_view> start_after,
+                                           size_t max_elements, size_t max_bytes) = 0;
 
   // Up to `max_entries` log entries after `after_seq`, stopping once
   // `max_bytes` of encoded entries are read (at least one entry is returned
@@ -220,16 +256,21 @@ class Store {
   // result may trail a concurrent reader's view of the state by one commit.
   virtual std::vector<uint64_t> TreeDigests() const = 0;
   // The keys with state in `segment`, in byte order, each with its digest,
-  // read at one snapshot. REQUIRES: segment < kTreeSegments (else
-  // InvalidArgument).
+  // read at one snapshot: O(keys of the segment), one row each.
+  // REQUIRES: segment < kTreeSegments (else InvalidArgument).
   // (Qualified: the method KeyDigest below hides the struct in this class.)
   virtual StatusOr<std::vector<geokv::KeyDigest>> SegmentKeys(size_t segment) = 0;
   // The digest of `key` as SegmentKeys reports it; 0 when the key has no
-  // state. Read at one snapshot: O(rows of the key, without the OR-set dot
-  // index). Compares one key across replicas.
+  // state. One row read (the key's digest is kept by every commit that
+  // changes the key): O(1) whatever the key's size. Compares one key across
+  // replicas.
   virtual StatusOr<uint64_t> KeyDigest(std::string_view key) = 0;
-  // The number of keys with state, counted from the tree's key index:
-  // O(keys); for administration and tests.
+  // The number of keys with state (with an object row of any type, a
+  // tombstone too), exactly as of the last commit: each commit counts the
+  // keys it creates and drops, persists the change in its batch and updates
+  // this count after its write succeeds, so it may trail a concurrent
+  // reader's view of the state by one commit. In memory, O(1), never fails;
+  // safe on the event loop.
   virtual StatusOr<uint64_t> KeyCount() = 0;
   // The segments from which a WriteGroup::Drop removed a key since their
   // last WriteGroup::ClearDropped, as of the last commit: kTreeSegments

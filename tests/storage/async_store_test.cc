@@ -36,6 +36,11 @@ TEST_F(AsyncStoreTest, ReadsResolveOnTheLoopThreadWithTheStoresAnswers) {
   ASSERT_TRUE(page.ok());
   EXPECT_EQ(page->elements, (std::vector<std::string>{"b", "c"}));
 
+  auto state_page = reader.SetStatePage("s", std::string("a"), 1, 1 << 20).wait(io_.waitScope);
+  ASSERT_TRUE(state_page.ok());
+  EXPECT_EQ(*state_page, *store_->SetStatePage("s", std::string_view("a"), 1, 1 << 20));
+  EXPECT_EQ(state_page->through, std::optional<std::string>("b"));
+
   auto digest = reader.KeyDigest("k").wait(io_.waitScope);
   ASSERT_TRUE(digest.ok());
   EXPECT_EQ(*digest, *store_->KeyDigest("k"));

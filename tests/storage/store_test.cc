@@ -45,21 +45,87 @@ TEST_F(StoreTest, DirOfAnOlderFormatIsRefusedUntouched) {
   auto opened = Store::Open(dir, StoreOptions());
   ASSERT_FALSE(opened.ok());
   EXPECT_EQ(opened.status().code(), Status::Code::kFailedPrecondition);
-  EXPECT_NE(opened.status().message().find("data dir format 1 is not the supported format 2"),
+  EXPECT_NE(opened.status().message().find(
+                "data dir format 1 is not supported: this build opens format 3 and migrates "
+                "format 2"),
             std::string::npos)
       << opened.status().ToString();
   std::vector<std::string> names;
   ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir, &names).ok());
   EXPECT_EQ(names.size(), 3u);
 
-  // A directory of this format with another format byte is refused the same way.
-  Reopen();
+  // A directory of this layout with another format byte, older or newer, is
+  // refused the same way.
+  for (const char format : {'\x01', '\x04'}) {
+    std::filesystem::remove_all(dir_.Sub("db"));
+    Reopen();
+    EditRows([format](rocksdb::DB* db, const auto& families) {
+      ASSERT_TRUE(db->Put({}, families[0], storage_keys::kMetaFormat, std::string(1, format)).ok());
+    });
+    opened = Store::Open(dir_.Sub("db"), StoreOptions());
+    ASSERT_FALSE(opened.ok());
+    EXPECT_EQ(opened.status().code(), Status::Code::kFailedPrecondition);
+    EXPECT_NE(opened.status().message().find("data dir format " + std::to_string(format)),
+              std::string::npos)
+        << opened.status().ToString();
+  }
+}
+
+// A directory of format 2 (key index rows without digests, no key count
+// row) is migrated at open: every key's digest is rebuilt from its rows.
+TEST_F(StoreTest, DirOfFormat2IsMigratedAtOpen) {
+  ASSERT_TRUE(Apply("lww", LwwSet{"v"}).ok());
+  ASSERT_TRUE(Apply("gone", LwwSet{"v"}).ok());
+  ASSERT_TRUE(Apply("gone", LwwDelete{}).ok());
+  std::vector<std::string> many;
+  for (int i = 0; i < 500; ++i) many.push_back("e" + std::to_string(i));
+  ASSERT_TRUE(Apply("set", SetAdd{many}).ok());
+  ASSERT_TRUE(Apply("set", SetRemove{{"e7"}}).ok());
+  ASSERT_TRUE(Apply("count", CounterAdd{3}).ok());
+  ASSERT_TRUE(Apply("mv", MvWrite{"x", {}}).ok());
+  {
+    auto group = store_->BeginGroup();
+    for (int i = 0; i < 30000; ++i) {  // more than one migration batch
+      ASSERT_TRUE(group->Mutate("k" + std::to_string(i), LwwSet{"v"}).ok()) << i;
+    }
+    ASSERT_OK(group->Commit());
+  }
+  const std::vector<uint64_t> digests = store_->TreeDigests();
+  const uint64_t count = *store_->KeyCount();
+  ASSERT_EQ(count, 30005u);
+  std::vector<std::vector<KeyDigest>> segments;
+  for (size_t s = 0; s < kTreeSegments; ++s) segments.push_back(*store_->SegmentKeys(s));
+  const uint64_t set_digest = *store_->KeyDigest("set");
+  ASSERT_NE(set_digest, 0u);
+
+  // Format 2 as it was written: empty key index rows, no count row.
   EditRows([](rocksdb::DB* db, const auto& families) {
-    ASSERT_TRUE(db->Put({}, families[0], storage_keys::kMetaFormat, std::string(1, '\x01')).ok());
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, families[3]));
+    const std::string prefix = storage_keys::kTreeKeyIndex;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      ASSERT_TRUE(db->Put({}, families[3], it->key(), "").ok());
+    }
+    ASSERT_TRUE(db->Delete({}, families[3], storage_keys::kTreeKeyCountRow).ok());
+    ASSERT_TRUE(db->Put({}, families[0], storage_keys::kMetaFormat, std::string(1, '\x02')).ok());
   });
-  opened = Store::Open(dir_.Sub("db"), StoreOptions());
-  ASSERT_FALSE(opened.ok());
-  EXPECT_EQ(opened.status().code(), Status::Code::kFailedPrecondition);
+  Reopen();
+  EXPECT_EQ(store_->TreeDigests(), digests);
+  EXPECT_EQ(*store_->KeyCount(), count);
+  EXPECT_EQ(*store_->KeyDigest("set"), set_digest);
+  for (size_t s = 0; s < kTreeSegments; ++s) {
+    ASSERT_EQ(*store_->SegmentKeys(s), segments[s]) << s;
+  }
+  // It is of the new format now, and keeps its digests up to date.
+  ASSERT_TRUE(Apply("set", SetRemove{{"e8"}}).ok());
+  EXPECT_NE(*store_->KeyDigest("set"), set_digest);
+  store_.reset();
+  EditRaw(dir_.Sub("db"), [](rocksdb::DB* db, const auto& families) {
+    std::string format;
+    ASSERT_TRUE(db->Get({}, families[0], storage_keys::kMetaFormat, &format).ok());
+    EXPECT_EQ(format, std::string(1, '\x03'));
+  });
+  Reopen();
+  EXPECT_EQ(*store_->KeyCount(), count);
 }
 
 TEST_F(StoreTest, SecondOpenOfTheSameDirFails) {

@@ -71,15 +71,15 @@ TEST(TreeDigestsMerge, XorsEntryBySegment) {
   const std::string a = storage_keys::EncodeTreeDigests(Entries{{1, 0xaa}, {5, 0xbb}});
   const std::string b = storage_keys::EncodeTreeDigests(Entries{{1, 0xaa}, {1023, 0xcc}});
   const std::string base = storage_keys::EncodeTreeDigests(Entries{{5, 0x0f}});
+  const rocksdb::Slice row(storage_keys::kTreeDigestsRow);
   std::string partial;
-  ASSERT_TRUE(merge->PartialMergeMulti({}, {a, b}, &partial, nullptr));
+  ASSERT_TRUE(merge->PartialMergeMulti(row, {a, b}, &partial, nullptr));
   // Segment 1 cancels out and is left out.
   EXPECT_EQ(partial, storage_keys::EncodeTreeDigests(Entries{{5, 0xbb}, {1023, 0xcc}}));
 
   std::string full;
   rocksdb::Slice existing_operand;
   rocksdb::MergeOperator::MergeOperationOutput out(full, existing_operand);
-  const rocksdb::Slice row(storage_keys::kTreeDigestsRow);
   const rocksdb::Slice existing(base);
   const std::vector<rocksdb::Slice> operands = {a, b};
   using Input = rocksdb::MergeOperator::MergeOperationInput;
@@ -89,7 +89,43 @@ TEST(TreeDigestsMerge, XorsEntryBySegment) {
   const std::vector<rocksdb::Slice> bad = {a, rocksdb::Slice("short")};
   EXPECT_FALSE(merge->FullMergeV2(Input(row, nullptr, bad, nullptr), &out));
   const std::string too_far = std::string("\x04\x00", 2) + std::string(8, '\x01');  // 1024
-  EXPECT_FALSE(merge->PartialMergeMulti({}, {a, too_far}, &partial, nullptr));
+  EXPECT_FALSE(merge->PartialMergeMulti(row, {a, too_far}, &partial, nullptr));
+}
+
+// A key index row XORs 8-byte digests; the key count row adds 8-byte changes
+// in two's complement; any other row, or an operand of another size, fails.
+TEST(TreeDigestsMerge, XorsKeyDigestsAndAddsTheKeyCount) {
+  const std::shared_ptr<rocksdb::MergeOperator> merge =
+      MakeRocksConfig(StoreOptions()).families[3].options.merge_operator;
+  using Input = rocksdb::MergeOperator::MergeOperationInput;
+  std::string full;
+  rocksdb::Slice existing_operand;
+  rocksdb::MergeOperator::MergeOperationOutput out(full, existing_operand);
+  const std::string key_row = storage_keys::TreeKeyRow(7, "key");
+  const std::string existing = EncodeBigEndian64(0xf0f0);
+  const std::vector<rocksdb::Slice> digests = {EncodeBigEndian64(0x0ff0),
+                                               EncodeBigEndian64(0x1)};
+  const rocksdb::Slice existing_slice(existing);
+  ASSERT_TRUE(merge->FullMergeV2(Input(key_row, &existing_slice, digests, nullptr), &out));
+  EXPECT_EQ(full, EncodeBigEndian64(0xff01));
+  // Absent before: the row comes into being with the operands' XOR.
+  ASSERT_TRUE(merge->FullMergeV2(Input(key_row, nullptr, digests, nullptr), &out));
+  EXPECT_EQ(full, EncodeBigEndian64(0x0ff1));
+
+  const std::string count_row = storage_keys::kTreeKeyCountRow;
+  const std::vector<rocksdb::Slice> changes = {EncodeBigEndian64(5),
+                                               EncodeBigEndian64(uint64_t(-2))};
+  std::string partial;
+  ASSERT_TRUE(merge->PartialMergeMulti(count_row, {changes[0], changes[1]}, &partial, nullptr));
+  EXPECT_EQ(partial, EncodeBigEndian64(3));
+  const std::string ten = EncodeBigEndian64(10);
+  const rocksdb::Slice ten_slice(ten);
+  ASSERT_TRUE(merge->FullMergeV2(Input(count_row, &ten_slice, changes, nullptr), &out));
+  EXPECT_EQ(full, EncodeBigEndian64(13));
+
+  const std::vector<rocksdb::Slice> short_operand = {rocksdb::Slice("1234567")};
+  EXPECT_FALSE(merge->FullMergeV2(Input(key_row, nullptr, short_operand, nullptr), &out));
+  EXPECT_FALSE(merge->FullMergeV2(Input(rocksdb::Slice("x"), nullptr, digests, nullptr), &out));
 }
 
 // ---- A from-scratch tree -----------------------------------------------------
@@ -225,6 +261,32 @@ Operation RandomOperation(Store* store, const std::string& key) {
   }
 }
 
+// The store's kept tree (SegmentKeys, KeyDigest, KeyCount, TreeDigests)
+// equals the scan of its rows; closes and reopens `store`.
+void CheckAgainstScan(const std::string& dir, HybridClock* clock,
+                      std::unique_ptr<Store>* store) {
+  const std::vector<uint64_t> digests = (*store)->TreeDigests();
+  RC_ASSERT(digests.size() == kTreeSegments);
+  const auto listed = AllSegmentKeys(store->get(), digests);
+  RC_ASSERT(listed.ok());
+  for (const std::string& key : kKeys) {
+    const auto it = listed->find(key);
+    RC_ASSERT(*(*store)->KeyDigest(key) == (it == listed->end() ? 0 : it->second));
+  }
+  RC_ASSERT(*(*store)->KeyCount() == listed->size());
+  store->reset();
+  const ScannedTree scanned = ScanTree(dir);
+  RC_ASSERT(digests == scanned.digests);
+  RC_ASSERT(*listed == scanned.keys);
+
+  *store = OpenStore(dir, clock);
+  RC_ASSERT((*store)->TreeDigests() == scanned.digests);
+  RC_ASSERT(*(*store)->KeyCount() == scanned.keys.size());
+  const auto reopened = AllSegmentKeys(store->get(), (*store)->TreeDigests());
+  RC_ASSERT(reopened.ok());
+  RC_ASSERT(*reopened == scanned.keys);
+}
+
 // ---- Properties --------------------------------------------------------------
 
 TEST(TreeProperties, DigestsMatchAScanOfTheRowsAcrossGroupsAndReopening) {
@@ -238,7 +300,7 @@ TEST(TreeProperties, DigestsMatchAScanOfTheRowsAcrossGroupsAndReopening) {
     const int steps = *rc::gen::inRange(0, 80);
     for (int i = 0; i < steps; ++i) {
       const std::string& key = *rc::gen::elementOf(kKeys);
-      switch (*rc::gen::inRange(0, 9)) {
+      switch (*rc::gen::inRange(0, 11)) {
         case 0: case 1: remotes.Step(); break;
         case 2: case 3: case 4: {
           auto seq = group->Mutate(key, RandomOperation(store.get(), key));
@@ -255,6 +317,18 @@ TEST(TreeProperties, DigestsMatchAScanOfTheRowsAcrossGroupsAndReopening) {
           group = store->BeginGroup();
           break;
         }
+        case 8: {  // a drop, expecting the committed digest, 0 or another
+          const uint64_t committed = *store->KeyDigest(key);
+          const uint64_t expected = *rc::gen::element(committed, uint64_t{0}, uint64_t{42});
+          RC_ASSERT(group->Drop(key, expected).ok());
+          break;
+        }
+        case 9:
+          RC_ASSERT(group->Commit().ok());
+          group.reset();
+          CheckAgainstScan(dir.Sub("db"), &clock, &store);
+          group = store->BeginGroup();
+          break;
         default:
           RC_ASSERT(group->Commit().ok());
           group = store->BeginGroup();
@@ -263,21 +337,7 @@ TEST(TreeProperties, DigestsMatchAScanOfTheRowsAcrossGroupsAndReopening) {
     }
     RC_ASSERT(group->Commit().ok());
     group.reset();
-
-    const std::vector<uint64_t> digests = store->TreeDigests();
-    RC_ASSERT(digests.size() == kTreeSegments);
-    const auto listed = AllSegmentKeys(store.get(), digests);
-    RC_ASSERT(listed.ok());
-    store.reset();
-    const ScannedTree scanned = ScanTree(dir.Sub("db"));
-    RC_ASSERT(digests == scanned.digests);
-    RC_ASSERT(*listed == scanned.keys);
-
-    store = OpenStore(dir.Sub("db"), &clock);
-    RC_ASSERT(store->TreeDigests() == scanned.digests);
-    const auto reopened = AllSegmentKeys(store.get(), store->TreeDigests());
-    RC_ASSERT(reopened.ok());
-    RC_ASSERT(*reopened == scanned.keys);
+    CheckAgainstScan(dir.Sub("db"), &clock, &store);
   }));
 }
 
@@ -547,6 +607,28 @@ TEST_F(TreeTest, LogBytesAfterFollowsTheLog) {
   EXPECT_GT(half, reopened / 4);
   EXPECT_LT(half, reopened / 4 * 3);
   EXPECT_LT(store_->LogBytesAfter(store_->LastSeq()), reopened / 100);
+}
+
+// A key changed by thousands of commits: the write path folds its digest's
+// operands (max_successive_merges), and the digest stays the one the rows
+// give, before and after reopening.
+TEST_F(TreeTest, HotKeyDigestFollowsItsRows) {
+  for (int i = 0; i < 3000; ++i) {
+    ASSERT_TRUE(Apply("hot", CounterAdd{1}).ok());
+    if (i % 10 == 0) {
+      ASSERT_TRUE(Apply("warm" + std::to_string(i % 3), LwwSet{"v"}).ok());
+    }
+  }
+  const uint64_t digest = *store_->KeyDigest("hot");
+  EXPECT_EQ(KeyDigestOf(store_.get(), "hot"), digest);
+  const std::vector<uint64_t> digests = store_->TreeDigests();
+  store_.reset();
+  const ScannedTree scanned = ScanTree(dir_.Sub("db"));
+  EXPECT_EQ(scanned.keys.at("hot"), digest);
+  EXPECT_EQ(scanned.digests, digests);
+  Reopen();
+  EXPECT_EQ(*store_->KeyDigest("hot"), digest);
+  EXPECT_EQ(*store_->KeyCount(), 4u);
 }
 
 // The digests are merge operands until a flush or compaction folds them;
