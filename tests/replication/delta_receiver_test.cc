@@ -14,7 +14,7 @@
 
 #include "crdt/codec.h"
 #include "crdt/lww_register.h"
-#include "tests/storage/test_dir.h"
+#include "tests/storage/store_fixture.h"
 
 namespace geokv {
 namespace {
@@ -188,12 +188,11 @@ TEST(DeltaReceiver, MarkRepairedRecordsThePositionAndLaterBatchesContinueIt) {
   EXPECT_EQ(rig.Committed(40, 41, /*first=*/41), 41u);
 }
 
-TEST(DeltaReceiver, JoinsIntoARealStoreAndSkipsReplaysThere) {
-  testing::TestDir dir;
+using DeltaReceiverOnAStore = testing::StoreTest;
+
+TEST_F(DeltaReceiverOnAStore, JoinsAndSkipsReplaysThere) {
   auto io = kj::setupAsyncIo();
-  auto opened = Store::Open(dir.Sub("db"), StoreOptions{Durability::kWal});
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  std::unique_ptr<Store> store = std::move(opened).value();
+  Store* store = store_.get();
   {
     GroupCommitter committer(*store, 100);
     DeltaReceiverOptions o;

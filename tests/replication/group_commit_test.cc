@@ -9,17 +9,16 @@
 #include <memory>
 #include <string>
 
-#include "tests/storage/test_dir.h"
+#include "tests/storage/store_fixture.h"
 
 namespace geokv {
 namespace {
 
-TEST(GroupCommitTrim, TrimsTheLogOnTheWriterThreadAfterTheGroupsWrites) {
-  testing::TestDir dir;
+using GroupCommitTrim = testing::StoreTest;
+
+TEST_F(GroupCommitTrim, TrimsTheLogOnTheWriterThreadAfterTheGroupsWrites) {
   auto io = kj::setupAsyncIo();
-  auto opened = Store::Open(dir.Sub("db"), StoreOptions{Durability::kWal});
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  std::unique_ptr<Store> store = std::move(opened).value();
+  Store* store = store_.get();
   {
     GroupCommitter committer(*store, 100);
     for (int i = 0; i < 5; ++i) {
