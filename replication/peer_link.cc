@@ -41,7 +41,12 @@ PeerLink::PeerLink(ReplicationEnv& env, PeerAddress address, std::optional<PeerT
   shipper_.SetOwns([this](size_t s) { return Owns(s); });
 }
 
-PeerLink::~PeerLink() noexcept(false) { canceler_.cancel("the link closed"); }
+PeerLink::~PeerLink() noexcept(false) {
+  canceler_.cancel("the link closed");
+  // The session's calls go before the connection they travel on.
+  session_tasks_ = nullptr;
+  shipper_.Disconnected();
+}
 
 void PeerLink::Start() {
   run_ = Run().eagerlyEvaluate([](kj::Exception&& e) {
