@@ -165,19 +165,20 @@ uint64_t LogShipper::BacklogFloor() const {
 kj::Promise<void> LogShipper::SampleBacklog() {
   const uint64_t acked = acked_;
   const uint64_t floor = BacklogFloor();
+  const bool repairing = repairing_;
   const uint64_t last = log_.LastSeq();
   auto bytes_after = [this, last](uint64_t position) {
     return last > position ? log_.LogBytesAfter(position) : kj::Promise<uint64_t>(uint64_t{0});
   };
   auto after_floor = floor == acked ? kj::Promise<uint64_t>(uint64_t{0}) : bytes_after(floor);
   return bytes_after(acked).then(
-      [this, acked, floor, after_floor = kj::mv(after_floor)](uint64_t bytes) mutable {
-        return after_floor.then([this, acked, floor, bytes](uint64_t floor_bytes) {
-          acked_sampled_ = acked;
+      [this, acked, floor, repairing, after_floor = kj::mv(after_floor)](uint64_t bytes) mutable {
+        return after_floor.then([this, acked, floor, repairing, bytes](uint64_t floor_bytes) {
           acked_bytes_ = bytes;
-          floor_sampled_ = floor;
           floor_bytes_ = floor == acked ? bytes : floor_bytes;
           sampled_ = true;
+          sampled_repairing_ = repairing;
+          floor_sampled_ = floor;
         });
       });
 }
@@ -188,10 +189,13 @@ uint64_t LogShipper::backlog_bytes() const {
 }
 
 void LogShipper::CheckBacklog() {
-  // A sample taken from another floor than today's says nothing about it:
-  // the next turn samples again.
-  if (!sampled_ || floor_sampled_ != BacklogFloor()) return;
+  // A sample taken in the other mode measured from another floor: the next
+  // turn samples again. (Shipping, the floor only moves up between a sample
+  // and this check, by what was acknowledged meanwhile, which the limit
+  // need not count exactly; repairing, it moves only with a new pass.)
+  if (!sampled_ || sampled_repairing_ != repairing_) return;
   if (repairing_) {
+    if (floor_sampled_ != repair_from_) return;
     // A long pass must not hold the log without bound either: past the
     // limit it lets go, and another pass follows from where the log is.
     if (repair_active_ && repair_pins_log_ && log_.LastSeq() > repair_from_ &&
@@ -200,7 +204,7 @@ void LogShipper::CheckBacklog() {
     }
     return;
   }
-  if (log_.LastSeq() <= floor_sampled_) return;
+  if (log_.LastSeq() <= BacklogFloor()) return;
   if (floor_bytes_ > options_.max_backlog_bytes) {
     StartRepair("its backlog of " + std::to_string(floor_bytes_) +
                 " bytes exceeds --max-backlog");

@@ -186,12 +186,12 @@ class LogShipper final : private kj::TaskSet::ErrorHandler {
   bool repair_active_ = false;    // a repair pass runs now, from repair_from_
   bool repair_pins_log_ = false;  // and the log is kept from repair_from_ for it
   uint64_t repair_from_ = 0;
-  // The last samples: bytes after acked_sampled_, and after floor_sampled_.
-  uint64_t acked_sampled_ = 0;
+  // The last samples: log bytes after acked, and after BacklogFloor().
   uint64_t acked_bytes_ = 0;
-  uint64_t floor_sampled_ = 0;
   uint64_t floor_bytes_ = 0;
+  uint64_t floor_sampled_ = 0;  // the floor of the last sample
   bool sampled_ = false;
+  bool sampled_repairing_ = false;  // the mode the last sample was taken in
 };
 
 }  // namespace geokv

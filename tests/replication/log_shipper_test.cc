@@ -110,7 +110,10 @@ class FakeTransport final : public ShipTransport {
   }
   kj::Promise<void> RepairPass() override {
     ++repair_passes;
-    return kj::READY_NOW;
+    if (!hold_repairs) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    repair = kj::mv(paf.fulfiller);
+    return kj::mv(paf.promise);
   }
   kj::Promise<uint64_t> MarkRepaired(uint64_t through) override {
     marked.push_back(through);
@@ -124,6 +127,8 @@ class FakeTransport final : public ShipTransport {
 
   std::vector<Push> pushes;
   int repair_passes = 0;
+  bool hold_repairs = false;  // then a pass ends when the test fulfills `repair`
+  kj::Own<kj::PromiseFulfiller<void>> repair;
   std::vector<uint64_t> marked;
 };
 
@@ -282,6 +287,39 @@ TEST(LogShipper, ATargetThatNeedsTrimmedEntriesIsRepairedThenShippedFromThePassS
   rig.AnswerAllReads(ws);
   ASSERT_EQ(rig.transport.pushes.size(), 1u);
   EXPECT_EQ(rig.transport.pushes[0].from, 10u);
+}
+
+TEST(LogShipper, ARepairPassHoldsTheLogFromItsStartUntilTheBacklogPassesTheLimit) {
+  kj::EventLoop loop;
+  kj::WaitScope ws(loop);
+  Rig rig(10);
+  rig.transport.hold_repairs = true;
+  rig.log.Trim(5);
+  rig.shipper.Connected(2);
+  auto run = rig.shipper.Run(rig.transport).eagerlyEvaluate(nullptr);
+  ws.poll();
+  ASSERT_EQ(rig.transport.repair_passes, 1);
+  EXPECT_EQ(rig.shipper.TrimFloor(), std::optional<uint64_t>(10));
+  for (uint64_t p = 11; p <= 40; ++p) rig.log.Append(p);  // ~3000 bytes after 10
+  rig.shipper.SampleBacklog().wait(ws);
+  rig.shipper.CheckBacklog();
+  EXPECT_EQ(rig.shipper.TrimFloor(), std::nullopt);  // let go of the log
+  // The log is trimmed past the pass's start: the pass is done again from
+  // where the log is, and holds it from there; the old sample (taken from
+  // the first pass's start) does not count for the new pass.
+  rig.log.Trim(20);
+  rig.transport.repair->fulfill();
+  ws.poll();
+  ASSERT_EQ(rig.transport.repair_passes, 2);
+  EXPECT_TRUE(rig.transport.marked.empty());
+  rig.log.Append(41);
+  rig.shipper.CheckBacklog();
+  EXPECT_EQ(rig.shipper.TrimFloor(), std::optional<uint64_t>(40));
+  rig.transport.repair->fulfill();
+  ws.poll();
+  EXPECT_EQ(rig.transport.marked, (std::vector<uint64_t>{40}));
+  EXPECT_FALSE(rig.shipper.repairing());
+  EXPECT_EQ(rig.shipper.acked(), 40u);
 }
 
 TEST(LogShipper, ABacklogOverTheLimitSwitchesToRepairOnTheSampleTaken) {
