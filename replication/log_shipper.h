@@ -54,7 +54,8 @@ class ShipperLog {
   virtual kj::Promise<uint64_t> LogBytesAfter(uint64_t position) = 0;
 };
 
-// The ShipperLog of a Store, read through an AsyncStore. Both must outlive it.
+// The ShipperLog of a Store, read through an AsyncStore, which must outlive
+// it.
 class StoreLog final : public ShipperLog {
  public:
   explicit StoreLog(AsyncStore& reader) : reader_(reader) {}

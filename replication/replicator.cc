@@ -184,11 +184,11 @@ bool Replicator::IsConnected(ReplicaId node) const {
   return it != links_.end() && it->second->has_session();
 }
 
-void Replicator::NoteHints(const std::vector<ReplicaId>& owners, uint64_t seq) {
+void Replicator::NoteHints(const std::vector<ReplicaId>& owners, uint64_t position) {
   for (ReplicaId id : owners) {
     auto it = links_.find(id);
     if (it == links_.end() || it->second->connected()) continue;
-    it->second->shipper().Hint(seq);
+    it->second->shipper().Hint(position);
   }
 }
 
@@ -268,10 +268,10 @@ kj::Promise<void> Replicator::PushStates(ReplicaId node, std::string key,
   });
 }
 
-kj::Promise<size_t> Replicator::WaitAcked(std::vector<ReplicaId> nodes, uint64_t seq,
+kj::Promise<size_t> Replicator::WaitAcked(std::vector<ReplicaId> nodes, uint64_t position,
                                           size_t segment, size_t needed,
                                           std::chrono::milliseconds timeout) {
-  return acks_->WaitAcked(std::move(nodes), seq, segment, needed, timeout);
+  return acks_->WaitAcked(std::move(nodes), position, segment, needed, timeout);
 }
 
 void Replicator::AckAdvanced() { acks_->AckAdvanced(); }

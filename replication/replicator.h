@@ -135,10 +135,10 @@ class Replicator final : private HandOver::Links {
   // Whether the link to `node` has a session now.
   bool IsConnected(ReplicaId node) const override;
 
-  // Counts `seq` as a hinted write for each of `owners` not connected now:
-  // its log entry is kept for that owner (up to --max-backlog) and shipped
-  // when it is back.
-  void NoteHints(const std::vector<ReplicaId>& owners, uint64_t seq);
+  // Counts the write at `position` as hinted for each of `owners` not
+  // connected now: its log entry is kept for that owner (up to
+  // --max-backlog) and shipped when it is back.
+  void NoteHints(const std::vector<ReplicaId>& owners, uint64_t position);
   struct HintStats {
     uint64_t stored = 0;    // hinted writes so far
     uint64_t replayed = 0;  // of them, acknowledged by their owner since
@@ -147,12 +147,12 @@ class Replicator final : private HandOver::Links {
   };
   HintStats Hints() const;
 
-  // Resolves with how many of `nodes` hold this node's log position `seq`, of
-  // tree segment `segment`, durably: once `needed` of them do, or after
-  // `timeout` with fewer. A node counts only while it owns the segment
+  // Resolves with how many of `nodes` hold this node's log through
+  // `position`, a write of tree segment `segment`, durably: once `needed`
+  // of them do, or after `timeout` with fewer. A node counts only while it owns the segment
   // (shipping leaves other segments' entries out of what its position
   // covers).
-  kj::Promise<size_t> WaitAcked(std::vector<ReplicaId> nodes, uint64_t seq, size_t segment,
+  kj::Promise<size_t> WaitAcked(std::vector<ReplicaId> nodes, uint64_t position, size_t segment,
                                 size_t needed, std::chrono::milliseconds timeout);
   // Closes every link; the peer service refuses further calls.
   void Stop();
