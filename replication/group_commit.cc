@@ -26,11 +26,21 @@ kj::Promise<WriteResult> GroupCommitter::Submit(std::string key, Operation op) {
 }
 
 kj::Promise<WriteResult> GroupCommitter::SubmitRemote(RemoteApply apply) {
-  if (HasRoom(1)) return Queue(Write{{}, std::move(apply), {}});
+  return QueueWhenRoom(Write{{}, std::move(apply), {}});
+}
+
+kj::Promise<Status> GroupCommitter::SubmitTrim(uint64_t through) {
+  return QueueWhenRoom(Write{{}, LogTrim{through}, {}}).then([](WriteResult r) {
+    return r.status;
+  });
+}
+
+kj::Promise<WriteResult> GroupCommitter::QueueWhenRoom(Write write) {
+  if (HasRoom(1)) return Queue(std::move(write));
   auto paf = kj::newPromiseAndFulfiller<void>();
   room_waiters_.push_back(kj::mv(paf.fulfiller));
-  return paf.promise.then([this, apply = std::move(apply)]() mutable {
-    return SubmitRemote(std::move(apply));
+  return paf.promise.then([this, write = std::move(write)]() mutable {
+    return QueueWhenRoom(std::move(write));
   });
 }
 
@@ -159,8 +169,8 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
         } else {
           w.result.status = seq.status();
         }
-      } else {
-        w.result.status = Apply(*group, std::get<RemoteApply>(w.work));
+      } else if (auto* apply = std::get_if<RemoteApply>(&w.work)) {
+        w.result.status = Apply(*group, *apply);
       }
     }
     writes += batch.size();
@@ -175,6 +185,9 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
     for (Write& w : batch) {
       if (!committed.ok()) {
         w.result.status = committed;
+      } else if (auto* trim = std::get_if<LogTrim>(&w.work)) {
+        // After the group's commit: the entries it trims are durable.
+        w.result.status = store_.TrimLog(trim->through);
       } else if (w.result.status.ok() && w.result.seq == 0) {
         w.result.seq = last_seq;
       }

@@ -4,7 +4,7 @@
 // last commit as one store group (one WAL write, one fsync in kFsync). The
 // loop never blocks on the disk, and while the writer commits a group, the
 // next one gathers without waiting for the loop. No write's promise
-// resolves before its group is durable.
+// resolves before its group is durable. Trims of the log run there too.
 
 #ifndef GEOKV_REPLICATION_GROUP_COMMIT_H_
 #define GEOKV_REPLICATION_GROUP_COMMIT_H_
@@ -88,6 +88,13 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   // result's seq is unused.
   kj::Promise<WriteResult> SubmitRemote(RemoteApply apply);
 
+  // Queues a trim of the log through `through` (Store::TrimLog) for the
+  // next group, waiting first while there is no room: the writer thread runs
+  // it once the group's writes have committed, so the loop never waits on
+  // it. Resolves with the trim's status (or the group's commit failure).
+  // REQUIRES: through <= the store's LastSeq().
+  kj::Promise<Status> SubmitTrim(uint64_t through);
+
   // Called on the loop thread after the writes of each committed group are
   // answered: new log entries or positions may be there.
   void OnCommitted(std::function<void()> hook) { on_committed_ = std::move(hook); }
@@ -104,12 +111,17 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   }
 
  private:
+  struct LogTrim {
+    uint64_t through = 0;
+  };
   struct Write {
     std::string key;
-    std::variant<Operation, RemoteApply> work;
+    std::variant<Operation, RemoteApply, LogTrim> work;
     WriteResult result;
   };
   kj::Promise<WriteResult> Queue(Write write);
+  // Queues `write` once there is room.
+  kj::Promise<WriteResult> QueueWhenRoom(Write write);
   void ScheduleFlush();
   void Flush();
   // Arms the writer's wakeup of the loop for finished batches.

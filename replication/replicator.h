@@ -26,7 +26,15 @@
 // requests other nodes of the region forward (SetForwardHandler) and answers
 // key digests for quorum reads.
 //
-// Everything here lives on the KJ event loop's thread.
+// The replicator only wires the units of replication/, one role each:
+// peer_link (a link's connection lifecycle), log_shipper, delta_receiver,
+// anti_entropy, hand_over, clock, quorum_acks, token_visibility, members
+// and peer_service (the Cap'n Proto adapter). A "position" is a sequence in
+// one node's replication log, everywhere.
+//
+// Everything here lives on the KJ event loop's thread, which never reads the
+// store: reads run on an AsyncStore's pool, writes (trims too) on the group
+// committer's writer thread.
 
 #ifndef GEOKV_REPLICATION_REPLICATOR_H_
 #define GEOKV_REPLICATION_REPLICATOR_H_
@@ -47,134 +55,33 @@
 #include "crdt/hlc.h"
 #include "monitoring/metrics.h"
 #include "replication/causal_token.h"
+#include "replication/clock.h"
+#include "replication/group_commit.h"
+#include "replication/hand_over.h"
+#include "replication/peer_service.h"
+#include "replication/peer_types.h"
 #include "schema/kv.capnp.h"
 #include "schema/replication.capnp.h"
-#include "replication/group_commit.h"
+#include "storage/async_store.h"
 #include "storage/store.h"
 
 namespace geokv {
 
-// A seed of another region as configured: its region and the HOST:PORT of
-// its peer API.
-struct PeerAddress {
-  std::string region;
-  std::string address;
-};
-
-// Parses "region=host:port,region=host:port". InvalidArgument names the bad
-// entry; a region named twice, or `own_region`, is refused.
-StatusOr<std::vector<PeerAddress>> ParsePeers(std::string_view spec, std::string_view own_region);
-
-enum class PeerState : uint8_t { kAlive = 0, kSuspect = 1, kDead = 2, kLeft = 3 };
-
-// A member of a region as its region's gossip knows it; nodes send their
-// region's members to the nodes of other regions.
-struct MemberRecord {
-  ReplicaId id = 0;
-  std::string name;
-  std::string region;
-  std::string peer_address;    // for nodes of its own region
-  std::string client_address;
-  std::map<std::string, std::string> routes;  // region -> peer address for it
-  uint64_t incarnation = 0;
-  PeerState state = PeerState::kAlive;
-};
-
-// Another node this node replicates to.
-struct PeerTarget {
-  ReplicaId id = 0;
-  std::string name;
-  std::string region;
-  std::string address;  // its peer API, as this node reaches it
-  PeerState state = PeerState::kAlive;
-  // The key segments it owns (kSegments entries).
-  std::vector<bool> owned;
-};
-
-struct ReplicatorOptions {
-  std::string name;    // this node's --node-id
-  std::string region;  // this node's --region
-  // The placement settings every node must share (--replication-factor,
-  // --vnodes): peers whose hello says otherwise are refused. 0 checks
-  // nothing. Default: 0.
-  uint32_t replication_factor = 0;
-  uint32_t vnodes = 0;
-  // Nodes of other regions to learn those regions' members from.
-  std::vector<PeerAddress> seeds;
-  // Called with the members of another region as one of its nodes sent
-  // them (on hello, and on a heartbeat when they changed).
-  std::function<void(const std::string& region, std::vector<MemberRecord>)> on_remote_members;
-  // This node's region's members, sent to nodes of other regions. Default:
-  // this node alone.
-  std::function<std::vector<MemberRecord>()> local_members;
-
-  // The largest message sent or accepted on a peer connection.
-  size_t max_message_bytes = 64 << 20;
-  // Log bytes per pushed batch (a batch holds at least one entry).
-  size_t batch_bytes = 1 << 20;
-  // Batches in flight per peer.
-  size_t window = 64;
-  // Unacknowledged log bytes beyond which a peer is repaired by
-  // anti-entropy instead.
-  uint64_t max_backlog_bytes = uint64_t{256} << 20;
-  // A node whose clock is further than this from the median of its peers'
-  // refuses client writes.
-  std::chrono::milliseconds max_clock_offset{500};
-  // How long a read with tokens waits for them to become visible.
-  std::chrono::milliseconds token_wait{5000};
-  // Pause between anti-entropy passes against each peer.
-  std::chrono::milliseconds anti_entropy_interval{10000};
-  // Bytes of keys and states exchanged by anti-entropy per second, per peer.
-  uint64_t anti_entropy_bytes_per_second = 8 << 20;
-  std::chrono::milliseconds heartbeat{1000};
-  std::chrono::milliseconds backoff_min{100};
-  std::chrono::milliseconds backoff_max{5000};
-  // The clock heartbeats read. Not owned. Default (nullptr): the system's.
-  WallClock* wall_clock = nullptr;
-  // Where replication reports. Not owned. Default (nullptr): its own,
-  // served nowhere.
-  Metrics* metrics = nullptr;
-};
-
-// A peer's state, for `info` and logs.
-struct PeerStatus {
-  PeerAddress address;
-  std::string name;
-  bool connected = false;
-  bool repairing = false;
-  uint64_t acked = 0;
-  uint64_t backlog_bytes = 0;
-  std::optional<int64_t> clock_offset_ms;  // the peer's clock minus ours
-};
-
-// Decides from the peers' clock offsets whether this node's clock is off.
-// This node is off by the median of {0} and the peers' offsets (negated):
-// with three or more nodes, the one whose clock is wrong is the one off the
-// median; with two, each is off by half their difference.
-class ClockJudge {
- public:
-  explicit ClockJudge(std::chrono::milliseconds max_offset) : max_offset_(max_offset) {}
-
-  // This node's clock minus the median clock; 0 without peer samples.
-  static int64_t OwnOffset(const std::vector<int64_t>& peer_offsets);
-
-  // OK, or Unavailable saying how far off the clock is.
-  Status Judge(const std::vector<int64_t>& peer_offsets) const;
-
- private:
-  std::chrono::milliseconds max_offset_;
-};
-
 class PeerLink;
-class PeerServiceImpl;
-class PeerSessionImpl;
+class DeltaReceiver;
+class QuorumAcks;
+class TokenVisibility;
 
-class Replicator {
+class Replicator final : private HandOver::Links {
  public:
-  // `store`, `committer` and `io` must outlive the replicator.
+  // `store`, `reader` (over `store`), `committer` and `io` must outlive the
+  // replicator; every store read it makes goes through `reader`.
+  Replicator(Store& store, AsyncStore& reader, GroupCommitter& committer,
+             kj::AsyncIoProvider& io, ReplicatorOptions options);
+  // As above with a reader pool of its own (one thread).
   Replicator(Store& store, GroupCommitter& committer, kj::AsyncIoProvider& io,
              ReplicatorOptions options);
-  ~Replicator();
+  ~Replicator() override;
 
   Replicator(const Replicator&) = delete;
   Replicator& operator=(const Replicator&) = delete;
@@ -195,8 +102,7 @@ class Replicator {
   void HoldTrimming(bool held) { trim_held_ = held; }
 
   // Runs requests that nodes of this region forward; set before Start().
-  using ForwardHandler = std::function<kj::Promise<void>(
-      rpc::Request::Reader, rpc::Consistency, rpc::Reply::Builder)>;
+  using ForwardHandler = PeerForwardHandler;
   void SetForwardHandler(ForwardHandler handler) { forward_handler_ = std::move(handler); }
 
   // Calls on one other node, for the coordinator. Each fails with
@@ -227,12 +133,12 @@ class Replicator {
   bool LogDelivered() const;
 
   // Whether the link to `node` has a session now.
-  bool IsConnected(ReplicaId node) const;
+  bool IsConnected(ReplicaId node) const override;
 
-  // Counts `seq` as a hinted write for each of `owners` not connected now:
-  // its log entry is kept for that owner (up to --max-backlog) and shipped
-  // when it is back.
-  void NoteHints(const std::vector<ReplicaId>& owners, uint64_t seq);
+  // Counts the write at `position` as hinted for each of `owners` not
+  // connected now: its log entry is kept for that owner (up to
+  // --max-backlog) and shipped when it is back.
+  void NoteHints(const std::vector<ReplicaId>& owners, uint64_t position);
   struct HintStats {
     uint64_t stored = 0;    // hinted writes so far
     uint64_t replayed = 0;  // of them, acknowledged by their owner since
@@ -241,12 +147,12 @@ class Replicator {
   };
   HintStats Hints() const;
 
-  // Resolves with how many of `nodes` hold this node's log entry `seq`, of
-  // tree segment `segment`, durably: once `needed` of them do, or after
-  // `timeout` with fewer. A node counts only while it owns the segment
+  // Resolves with how many of `nodes` hold this node's log through
+  // `position`, a write of tree segment `segment`, durably: once `needed`
+  // of them do, or after `timeout` with fewer. A node counts only while it owns the segment
   // (shipping leaves other segments' entries out of what its position
   // covers).
-  kj::Promise<size_t> WaitAcked(std::vector<ReplicaId> nodes, uint64_t seq, size_t segment,
+  kj::Promise<size_t> WaitAcked(std::vector<ReplicaId> nodes, uint64_t position, size_t segment,
                                 size_t needed, std::chrono::milliseconds timeout);
   // Closes every link; the peer service refuses further calls.
   void Stop();
@@ -277,50 +183,24 @@ class Replicator {
   int64_t ClockOffsetMs() const;
 
  private:
-  friend class PeerLink;
-  friend class PeerServiceImpl;
-  friend class PeerSessionImpl;
+  Replicator(Store& store, std::unique_ptr<AsyncStore> own_reader, AsyncStore* reader,
+             GroupCommitter& committer, kj::AsyncIoProvider& io, ReplicatorOptions options);
 
-  struct Waiter {
-    std::vector<CausalToken> tokens;
-    kj::Own<kj::PromiseFulfiller<Status>> fulfiller;
-  };
-  struct AckWaiter {
-    std::vector<ReplicaId> nodes;
-    uint64_t seq;
-    size_t segment;
-    size_t needed;
-    kj::Own<kj::PromiseFulfiller<size_t>> fulfiller;
-  };
+  // HandOver::Links.
+  std::vector<ReplicaId> RegionOwners(size_t segment) const override;
+  PeerLink& LinkWithSession(ReplicaId node) override;
 
-  // Of `w`'s nodes, how many acknowledged its sequence.
-  size_t Acked(const AckWaiter& w) const;
+  // This node's region's members.
+  std::vector<MemberRecord> LocalMembers() const;
   // After a link's acknowledged position advanced.
   void AckAdvanced();
-  // Fails (and logs) when a peer's hello names other placement settings.
-  void CheckPlacementSettings(peer::NodeHello::Reader theirs) const;
-  // The link to `node`; DISCONNECTED unless it has a session.
-  PeerLink& LinkWithSession(ReplicaId node);
-  // This node's region's members, and their hash.
-  std::vector<MemberRecord> LocalMembers() const;
-
-  // Every second: hands the segments this node holds but no longer owns to
-  // their owners in its region (then drops them), and brings segments it
-  // owns again after a hand-over back in step.
-  kj::Promise<void> Rebalance();
-  kj::Promise<void> HandOff(size_t segment, std::vector<ReplicaId> owners);
-  // Lets this node coordinate writes in `segment` again (durably).
-  kj::Promise<void> ClearDropped(size_t segment);
-  kj::Promise<void> HandOffKeys(size_t segment, std::vector<ReplicaId> owners,
-                                std::vector<geokv::KeyDigest> keys, size_t from);
-  // The other owners of `segment` in this node's region.
-  std::vector<ReplicaId> RegionOwners(size_t segment) const;
-
   // After each committed group: wakes waiters and shippers.
   void Committed();
-  // Trims the log through what every peer holds, and switches peers whose
-  // backlog is too large to repair; every second.
+  // Every second: samples backlogs off the loop, then switches peers whose
+  // backlog is too large to repair and trims the log (on the committer's
+  // writer thread) through what every peer holds.
   kj::Promise<void> Maintain();
+  kj::Promise<void> MaintainTurn();
   std::vector<int64_t> PeerOffsets() const;
   // Sets the per-peer gauges (backlog, connection, clock) and the node's.
   void Report();
@@ -329,40 +209,33 @@ class Replicator {
   // How far this node holds `origin`'s log: its own through its last
   // committed entry, another's through the committed position.
   uint64_t HeldThrough(ReplicaId origin) const;
-
-  // The full states of a key, encoded for the peer API. A key whose states
-  // could not travel in one message is left out (and logged): repairing it
-  // needs paging, which the peer API does not have yet.
-  struct EncodedKeyStates {
-    std::vector<std::string> encoded;
-    size_t bytes = 0;
-  };
-  EncodedKeyStates EncodedStates(std::string_view key);
   uint64_t NowMillis() const { return options_.wall_clock->NowMillis(); }
 
   Store& store_;
+  std::unique_ptr<AsyncStore> own_reader_;
+  AsyncStore& reader_;
   GroupCommitter& committer_;
   kj::AsyncIoProvider& io_;
   ReplicatorOptions options_;
-  ClockJudge judge_;
-  std::vector<kj::Own<PeerLink>> seed_links_;
-  std::map<ReplicaId, kj::Own<PeerLink>> links_;
-  std::vector<kj::Own<PeerLink>> retired_;
-  std::vector<bool> own_segments_;
-  std::vector<bool> dropped_;  // as the store's DroppedSegments, kept here
-  ForwardHandler forward_handler_;
-  std::vector<std::shared_ptr<Waiter>> waiters_;
-  std::vector<std::shared_ptr<AckWaiter>> ack_waiters_;
   std::unique_ptr<Metrics> own_metrics_;
   Metrics* metrics_ = nullptr;
-  // Per origin: the last log sequence handed to the committer, and the
-  // promise of that hand-over's commit (replays wait for it).
-  std::map<ReplicaId, uint64_t> submitted_;
-  std::map<ReplicaId, kj::ForkedPromise<void>> last_submit_;
+  std::vector<bool> own_segments_;
   bool started_ = false;
   bool stopped_ = false;
   bool trim_held_ = false;
   bool writes_allowed_ = true;  // as last logged
+  bool trimming_ = false;       // a trim is with the committer
+  ForwardHandler forward_handler_;
+  ClockJudge judge_;
+  std::unique_ptr<ReplicationEnv> env_;
+  std::unique_ptr<DeltaReceiver> receiver_;
+  std::unique_ptr<QuorumAcks> acks_;
+  std::unique_ptr<TokenVisibility> visibility_;
+  std::unique_ptr<HandOver> hand_over_;
+  std::unique_ptr<PeerServiceContext> service_context_;
+  std::vector<kj::Own<PeerLink>> seed_links_;
+  std::map<ReplicaId, kj::Own<PeerLink>> links_;
+  std::vector<kj::Own<PeerLink>> retired_;
   kj::Canceler canceler_;  // waits that must end when the replicator stops
   kj::Own<kj::TaskSet> tasks_;
   class ErrorLogger;

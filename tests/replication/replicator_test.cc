@@ -1,4 +1,5 @@
-// The replicator's pure decisions: the peer list and the clock judge.
+// The replicator's pure decisions: the peer list, the clock estimator and
+// the clock judge.
 
 #include "replication/replicator.h"
 
@@ -54,6 +55,30 @@ TEST(ClockJudgeTest, TheNodeOffTheMedianIsTheOneRefused) {
   EXPECT_FALSE(judge.Judge({-1200}).ok());
   EXPECT_TRUE(judge.Judge({-1000}).ok());
   EXPECT_TRUE(judge.Judge({400, -400}).ok());
+}
+
+TEST(ClockEstimatorTest, TheShortestRoundTripOfTheLastSamplesCounts) {
+  ClockEstimator clock;
+  EXPECT_EQ(clock.offset_ms(), std::nullopt);
+  // Sent at 1000, back after 100 ms with the peer's 1350: the peer read its
+  // clock halfway, at our 1050, so it is 300 ms ahead.
+  clock.Record(1350, 1000, 100);
+  EXPECT_EQ(clock.offset_ms(), std::optional<int64_t>(300));
+  // A slower probe (more queueing) does not displace it.
+  clock.Record(5000, 2000, 900);
+  EXPECT_EQ(clock.offset_ms(), std::optional<int64_t>(300));
+  // A faster one does.
+  clock.Record(3210, 3000, 20);
+  EXPECT_EQ(clock.offset_ms(), std::optional<int64_t>(200));
+  // Nonsense is ignored.
+  clock.Record(3210, 3000, -5);
+  clock.Record(int64_t{1} << 60, 3000, 1);
+  EXPECT_EQ(clock.offset_ms(), std::optional<int64_t>(200));
+  // Only the last kSamples count: the fast sample ages out.
+  for (size_t i = 0; i < ClockEstimator::kSamples; ++i) clock.Record(4000 + 50, 4000, 100);
+  EXPECT_EQ(clock.offset_ms(), std::optional<int64_t>(0));
+  clock.Reset();
+  EXPECT_EQ(clock.offset_ms(), std::nullopt);
 }
 
 }  // namespace

@@ -1,0 +1,180 @@
+#include "replication/anti_entropy.h"
+
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace geokv {
+
+kj::Promise<void> AntiEntropy::Pass(peer::PeerSession::Client session, bool complete) {
+  return session.treeDigestsRequest().send().then([this, session, complete](auto&& resp) mutable {
+    auto remote = resp.getDigests();
+    KJ_REQUIRE(remote.size() == kTreeSegments, "peer has another tree shape", remote.size());
+    std::vector<uint64_t> local = env_.store.TreeDigests();
+    std::vector<uint32_t> differing;
+    for (uint32_t i = 0; i < kTreeSegments; ++i) {
+      if (remote[i] != local[i] && BothOwn(i)) differing.push_back(i);
+    }
+    if (!differing.empty()) {
+      spdlog::debug("peer {}: {} tree segments differ", region_, differing.size());
+    }
+    return RepairSegments(kj::mv(session), std::move(differing), 0, complete);
+  });
+}
+
+kj::Promise<void> AntiEntropy::RepairSegments(peer::PeerSession::Client session,
+                                              std::vector<uint32_t> segments, size_t i,
+                                              bool complete) {
+  if (i == segments.size()) return kj::READY_NOW;
+  uint32_t segment = segments[i];
+  return RepairSegment(session, segment, complete)
+      .then([this, session, segments = std::move(segments), i, complete]() mutable {
+        return RepairSegments(kj::mv(session), std::move(segments), i + 1, complete);
+      });
+}
+
+kj::Promise<AntiEntropy::Differences> AntiEntropy::Differ(peer::PeerSession::Client session,
+                                                          uint32_t segment) {
+  auto req = session.segmentKeysRequest();
+  req.setSegment(segment);
+  return req.send().then([this, segment](auto&& resp) {
+    size_t bytes = 0;
+    Differences diff;
+    for (auto kd : resp.getKeys()) {
+      diff[std::string(String(kd.getKey()))] = {0, kd.getDigest()};
+      bytes += kd.getKey().size() + 16;
+    }
+    return env_.reader.SegmentKeys(segment).then(
+        [this, bytes, diff = std::move(diff)](StatusOr<std::vector<KeyDigest>> local) mutable {
+          KJ_REQUIRE(local.ok(), "cannot list a tree segment", local.status().ToString());
+          env_.metrics.ae_keys_compared.Increment(static_cast<double>(local->size()));
+          for (const KeyDigest& kd : *local) {
+            auto it = diff.find(kd.key);
+            if (it == diff.end()) {
+              diff[kd.key] = {kd.digest, 0};
+            } else if (it->second.second == kd.digest) {
+              diff.erase(it);
+            } else {
+              it->second.first = kd.digest;
+            }
+          }
+          return Throttle(bytes).then([diff = std::move(diff)]() mutable { return std::move(diff); });
+        });
+  });
+}
+
+kj::Promise<void> AntiEntropy::RepairSegment(peer::PeerSession::Client session, uint32_t segment,
+                                             bool complete) {
+  return Differ(session, segment)
+      .then([this, session, segment, complete](Differences first) mutable -> kj::Promise<void> {
+        if (first.empty()) return kj::READY_NOW;
+        if (complete) {
+          std::vector<std::string> keys;
+          for (const auto& [key, digests] : first) keys.push_back(key);
+          return RepairKeys(kj::mv(session), std::move(keys), 0);
+        }
+        return env_.io.getTimer()
+            .afterDelay(kSettle)
+            .then([this, session, segment]() mutable { return Differ(kj::mv(session), segment); })
+            .then([this, session, first = std::move(first)](Differences second) mutable {
+              std::vector<std::string> stable;
+              for (const auto& [key, digests] : second) {
+                auto it = first.find(key);
+                if (it != first.end() && it->second == digests) stable.push_back(key);
+              }
+              return RepairKeys(kj::mv(session), std::move(stable), 0);
+            });
+      });
+}
+
+kj::Promise<void> AntiEntropy::RepairKeys(peer::PeerSession::Client session,
+                                          std::vector<std::string> keys, size_t from) {
+  if (from >= keys.size()) return kj::READY_NOW;
+  const ReplicatorOptions& o = env_.options;
+  return ReadStatesChunk(env_.reader, keys, from, kChunkKeys, o.batch_bytes, o.max_message_bytes)
+      .then([this, session, keys = std::move(keys), from](StatesChunk local) mutable {
+        env_.metrics.ae_keys_repaired.Increment(static_cast<double>(local.to - from));
+        auto push = session.putStatesRequest();
+        SetStates(push.initStates(local.found.size()), local.found);
+        auto pulled = Pull(session, keys, from, local.to);
+        kj::Promise<void> pushed = local.found.empty() ? kj::Promise<void>(kj::READY_NOW)
+                                                       : push.send().ignoreResult();
+        return pushed.then([this, bytes = local.bytes] { return Throttle(bytes); })
+            .then([pulled = kj::mv(pulled)]() mutable { return kj::mv(pulled); })
+            .then([this, session, keys = std::move(keys), from](uint32_t served) mutable {
+              // Keys the peer left out are asked for again (and their local
+              // states sent again, harmlessly).
+              return RepairKeys(kj::mv(session), std::move(keys), from + served);
+            });
+      });
+}
+
+kj::Promise<uint32_t> AntiEntropy::Pull(peer::PeerSession::Client session,
+                                        const std::vector<std::string>& keys, size_t from,
+                                        size_t to) {
+  auto pull = session.getStatesRequest();
+  auto names = pull.initKeys(to - from);
+  for (size_t i = from; i < to; ++i) names.set(i - from, AsData(keys[i]));
+  return pull.send().then([this](auto&& resp) {
+    RemoteApply apply;
+    apply.joins = DecodeStates(resp.getStates());
+    size_t received = resp.totalSize().wordCount * sizeof(capnp::word);
+    uint32_t served = std::max<uint32_t>(resp.getServed(), 1);
+    kj::Promise<void> joined = kj::READY_NOW;
+    if (!apply.joins.empty()) {
+      joined = env_.committer.SubmitRemote(std::move(apply)).then([](WriteResult result) {
+        KJ_REQUIRE(result.status.ok(), "cannot join repaired states", result.status.ToString());
+      });
+    }
+    return joined.then([this, received] { return Throttle(received); }).then([served] {
+      return served;
+    });
+  });
+}
+
+kj::Promise<void> AntiEntropy::Throttle(size_t bytes) {
+  kj::Timer& timer = env_.io.getTimer();
+  kj::TimePoint now = timer.now();
+  if (budget_free_at_ < now) budget_free_at_ = now;
+  uint64_t rate = std::max<uint64_t>(env_.options.anti_entropy_bytes_per_second, 1);
+  budget_free_at_ += static_cast<int64_t>(bytes * 1'000'000 / rate) * kj::MICROSECONDS;
+  if (budget_free_at_ <= now) return kj::READY_NOW;
+  return timer.atTime(budget_free_at_);
+}
+
+kj::Promise<StatesChunk> ReadStatesChunk(AsyncStore& reader, const std::vector<std::string>& keys,
+                                         size_t from, size_t max_keys, size_t batch_bytes,
+                                         size_t max_message_bytes) {
+  std::vector<std::string> slice(keys.begin() + from,
+                                 keys.begin() + std::min(keys.size(), from + max_keys));
+  return reader.Run([slice = std::move(slice), from, batch_bytes, max_message_bytes](Store& s) {
+    StatesChunk out;
+    size_t i = 0;
+    for (; i < slice.size() && (i == 0 || out.bytes < batch_bytes); ++i) {
+      EncodedKeyStates states = EncodeKeyStates(s, slice[i], max_message_bytes);
+      out.bytes += states.bytes + slice[i].size();
+      if (!states.encoded.empty()) out.found.emplace_back(slice[i], std::move(states.encoded));
+    }
+    out.to = from + i;
+    return out;
+  });
+}
+
+kj::Promise<ServedStates> ReadServedStates(AsyncStore& reader, std::vector<std::string> keys,
+                                           size_t batch_bytes, size_t max_message_bytes) {
+  return reader.Run([keys = std::move(keys), batch_bytes, max_message_bytes](Store& s) {
+    ServedStates out;
+    size_t bytes = 0;
+    for (const std::string& key : keys) {
+      EncodedKeyStates states = EncodeKeyStates(s, key, max_message_bytes);
+      if (!out.found.empty() && bytes + states.bytes > batch_bytes) break;
+      ++out.served;
+      bytes += states.bytes;
+      if (!states.encoded.empty()) out.found.emplace_back(key, std::move(states.encoded));
+    }
+    return out;
+  });
+}
+
+}  // namespace geokv

@@ -1,0 +1,97 @@
+#include "replication/delta_receiver.h"
+
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "crdt/codec.h"
+
+namespace geokv {
+
+uint64_t& DeltaReceiver::SubmittedRef(ReplicaId origin) {
+  auto it = submitted_.find(origin);
+  if (it == submitted_.end()) it = submitted_.emplace(origin, options_.durable(origin)).first;
+  // A hand-over that failed may have lowered it below what later ones made
+  // durable.
+  it->second = std::max(it->second, options_.durable(origin));
+  return it->second;
+}
+
+uint64_t DeltaReceiver::Submitted(ReplicaId origin) { return SubmittedRef(origin); }
+
+kj::Promise<uint64_t> DeltaReceiver::Durable(kj::Promise<void> before, ReplicaId origin) {
+  return before.then([this, origin] { return options_.durable(origin); });
+}
+
+kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, DeltaBatch batch) {
+  const ReplicaId origin = batch.origin;
+  KJ_REQUIRE(origin != options_.self && origin != 0, "deltas of a bad origin", origin);
+  const uint64_t from = batch.from;
+  const uint64_t through = batch.through;
+  KJ_REQUIRE(from < through, "a batch covering no log positions", from, through);
+  uint64_t& submitted = SubmittedRef(origin);
+  RemoteApply apply;
+  apply.origin = origin;
+  // Positions from+1..submitted are replays; a batch starting past
+  // submitted + 1 leaves a gap, and the origin resends from the answer.
+  const bool gap = from > submitted;
+  std::vector<uint64_t> made_ms;  // when the origin made each joined entry
+  uint64_t prev = from;
+  for (ReceivedEntry& e : batch.entries) {
+    KJ_REQUIRE(e.position > prev && e.position <= through, "log entries out of order", prev,
+               e.position);
+    prev = e.position;
+    if (gap || e.position <= submitted) continue;
+    StatusOr<Crdt> delta = DecodeCrdt(e.delta);
+    KJ_REQUIRE(delta.ok(), "a delta that does not decode", e.position, delta.status().ToString());
+    apply.joins.emplace_back(std::move(e.key), std::move(delta).value());
+    made_ms.push_back(e.made_ms);
+  }
+  if (gap || through <= submitted) {
+    // Answer once what was handed over before has committed.
+    auto it = last_submit_.find(origin);
+    kj::Promise<void> before = it == last_submit_.end() || gap ? kj::Promise<void>(kj::READY_NOW)
+                                                               : it->second.addBranch();
+    return Durable(kj::mv(before), origin);
+  }
+  apply.first = submitted + 1;
+  apply.through = through;
+  submitted = through;
+  auto committed =
+      options_.submit(std::move(apply))
+          .then([this, origin, region, made_ms = std::move(made_ms)](WriteResult result) {
+            if (!result.status.ok()) {
+              // Later hand-overs of this origin fail their continuity
+              // check; the origin resends from here.
+              submitted_[origin] = options_.durable(origin);
+              KJ_FAIL_REQUIRE("cannot apply deltas", result.status.ToString());
+            }
+            if (options_.clock == nullptr || options_.metrics == nullptr) return;
+            const double now_ms = static_cast<double>(options_.clock->NowMillis());
+            for (uint64_t ms : made_ms) {
+              if (ms != 0) options_.metrics->ReplicationLag(region, (now_ms - ms) / 1000);
+            }
+          })
+          .fork();
+  kj::Promise<void> mine = committed.addBranch();
+  last_submit_.insert_or_assign(origin, kj::mv(committed));
+  return Durable(kj::mv(mine), origin);
+}
+
+kj::Promise<uint64_t> DeltaReceiver::MarkRepaired(const std::string& region, ReplicaId origin,
+                                                  uint64_t through) {
+  RemoteApply apply;
+  apply.origin = origin;
+  apply.through = through;
+  uint64_t& submitted = SubmittedRef(origin);
+  submitted = std::max(submitted, through);
+  return options_.submit(std::move(apply))
+      .then([this, region, origin, through](WriteResult result) {
+        KJ_REQUIRE(result.status.ok(), "cannot record the repair", result.status.ToString());
+        spdlog::info("region {} repaired this node through its log position {}", region, through);
+        return options_.durable(origin);
+      });
+}
+
+}  // namespace geokv

@@ -1,0 +1,105 @@
+// The delta receiver: joins the log entries other nodes push to this node
+// (pushDeltas) and the positions their repairs prove (markRepaired), and
+// answers each with this node's durable position in the origin's log
+// (DESIGN.md: a "position" is a sequence in one node's log).
+//
+// Per origin it keeps the position last handed to the committer
+// ("submitted"). Of a batch covering (from, through]:
+//   - entries at or below submitted are replays and are skipped; a batch
+//     made only of replays is answered once what was handed over before it
+//     is durable;
+//   - a batch with from > submitted leaves a gap: nothing of it is joined,
+//     and it is answered at once with the durable position, from which the
+//     origin resends;
+//   - otherwise its new entries are handed over as one write that the
+//     committer applies only if it continues what is applied (a failed
+//     earlier hand-over leaves a gap). A hand-over that fails lowers
+//     submitted back to the durable position, so the next batch is a gap.
+//
+// Thread safety: loop thread only.
+
+#ifndef GEOKV_REPLICATION_DELTA_RECEIVER_H_
+#define GEOKV_REPLICATION_DELTA_RECEIVER_H_
+
+#include <kj/async.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "crdt/hlc.h"
+#include "monitoring/metrics.h"
+#include "replication/group_commit.h"
+#include "storage/store.h"
+
+namespace geokv {
+
+// One log entry as received: its position, when its origin made it (0:
+// unknown), its key and its encoded delta (crdt/codec.h).
+struct ReceivedEntry {
+  uint64_t position = 0;
+  uint64_t made_ms = 0;
+  std::string key;
+  std::string delta;
+};
+
+// A batch of an origin's log: it covers the positions after `from` through
+// `through`, of which `entries` (in order) are those for this node's
+// segments.
+struct DeltaBatch {
+  ReplicaId origin = 0;
+  uint64_t from = 0;
+  uint64_t through = 0;
+  std::vector<ReceivedEntry> entries;
+};
+
+struct DeltaReceiverOptions {
+  ReplicaId self = 0;
+  // Hands a write to the writer thread (GroupCommitter::SubmitRemote).
+  std::function<kj::Promise<WriteResult>(RemoteApply)> submit;
+  // This node's durable position in an origin's log (from the store's
+  // in-memory AppliedPositions).
+  std::function<uint64_t(ReplicaId origin)> durable;
+  // For the replication lag metric; both may be nullptr (no metric).
+  WallClock* clock = nullptr;
+  Metrics* metrics = nullptr;
+};
+
+class DeltaReceiver {
+ public:
+  explicit DeltaReceiver(DeltaReceiverOptions options) : options_(std::move(options)) {}
+
+  DeltaReceiver(const DeltaReceiver&) = delete;
+  DeltaReceiver& operator=(const DeltaReceiver&) = delete;
+
+  // Joins `batch` (see above) from a node of `region`; resolves with the
+  // durable position in the origin's log. Rejects (KJ_REQUIRE) a batch of
+  // this node's or no origin, one covering no positions, entries out of
+  // order or a delta that does not decode; rejects when the hand-over fails.
+  kj::Promise<uint64_t> PushDeltas(const std::string& region, DeltaBatch batch);
+
+  // Records that this node holds `origin`'s log through `through` (a repair
+  // pass by `origin`, of `region`, that began there is done); resolves with
+  // the durable position. Rejects when the write fails.
+  kj::Promise<uint64_t> MarkRepaired(const std::string& region, ReplicaId origin,
+                                     uint64_t through);
+
+  // The position last handed over for `origin`, at least the durable one.
+  uint64_t Submitted(ReplicaId origin);
+
+ private:
+  uint64_t& SubmittedRef(ReplicaId origin);
+  kj::Promise<uint64_t> Durable(kj::Promise<void> before, ReplicaId origin);
+
+  DeltaReceiverOptions options_;
+  // Per origin: the last position handed to the committer, and the promise
+  // of that hand-over's commit (replays wait for it).
+  std::map<ReplicaId, uint64_t> submitted_;
+  std::map<ReplicaId, kj::ForkedPromise<void>> last_submit_;
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_REPLICATION_DELTA_RECEIVER_H_

@@ -1,0 +1,134 @@
+#include "replication/hand_over.h"
+
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace geokv {
+namespace {
+
+// One chunk of a hand-over: the states sent, and the keys (with the digests
+// sent) to drop once every owner holds them.
+struct HandOffChunk {
+  EncodedStatesList states;
+  RemoteApply drops;
+  size_t bytes = 0;
+  size_t to = 0;
+};
+
+kj::Promise<HandOffChunk> ReadHandOffChunk(AsyncStore& reader, const std::vector<KeyDigest>& keys,
+                                           size_t from, size_t batch_bytes,
+                                           size_t max_message_bytes) {
+  std::vector<KeyDigest> slice(keys.begin() + from,
+                               keys.begin() + std::min(keys.size(), from + HandOver::kChunkKeys));
+  return reader.Run([slice = std::move(slice), from, batch_bytes, max_message_bytes](Store& s) {
+    HandOffChunk out;
+    size_t i = 0;
+    for (; i < slice.size() && (i == 0 || out.bytes < batch_bytes); ++i) {
+      EncodedKeyStates encoded = EncodeKeyStates(s, slice[i].key, max_message_bytes);
+      if (encoded.encoded.empty()) continue;  // too large to travel: kept here
+      out.bytes += encoded.bytes + slice[i].key.size();
+      out.states.emplace_back(slice[i].key, std::move(encoded.encoded));
+      out.drops.drops.emplace_back(slice[i].key, slice[i].digest);
+    }
+    out.to = from + i;
+    return out;
+  });
+}
+
+}  // namespace
+
+kj::Promise<void> HandOver::Run() {
+  const auto interval = std::min(env_.options.anti_entropy_interval, std::chrono::milliseconds(1000));
+  return env_.io.getTimer()
+      .afterDelay(ToKj(interval))
+      .then([this] { return Pass(); })
+      .catch_([](kj::Exception&& e) {
+        spdlog::warn("rebalancing pass failed: {}", e.getDescription().cStr());
+      })
+      .then([this] { return Run(); });
+}
+
+kj::Promise<void> HandOver::Pass() {
+  std::vector<uint64_t> digests = env_.store.TreeDigests();
+  kj::Promise<void> pass = kj::READY_NOW;
+  size_t handing = 0;
+  for (size_t s = 0; s < digests.size() && !env_.own_segments.empty(); ++s) {
+    std::vector<ReplicaId> owners = links_.RegionOwners(s);
+    bool reachable = !owners.empty() &&
+                     std::all_of(owners.begin(), owners.end(),
+                                 [this](ReplicaId id) { return links_.IsConnected(id); });
+    if (digests[s] != 0 && !env_.own_segments[s] && reachable) {
+      ++handing;
+      pass = pass.then([this, s, owners] { return HandOff(s, owners); });
+    } else if (Syncing(s) && reachable) {
+      // Links are looked up when used: one may close meanwhile.
+      pass = pass.then([this, s, owner = owners.front()] {
+        return links_.LinkWithSession(owner).SyncSegment(static_cast<uint32_t>(s)).then([this, s] {
+          return ClearDropped(s);
+        });
+      });
+    } else if (Syncing(s) && owners.empty() && !trim_held_) {
+      // No other node of the region (as gossip knows it) owns it: the nodes
+      // it went to handed it back before they left.
+      pass = pass.then([this, s] { return ClearDropped(s); });
+    }
+  }
+  if (handing > 0) spdlog::info("handing {} segments over to their owners", handing);
+  return pass;
+}
+
+kj::Promise<void> HandOver::ClearDropped(size_t segment) {
+  RemoteApply apply;
+  apply.clear_dropped.push_back(segment);
+  return env_.committer.SubmitRemote(std::move(apply)).then([this, segment](WriteResult r) {
+    KJ_REQUIRE(r.status.ok(), "cannot clear a segment's mark", r.status.ToString());
+    dropped_[segment] = false;
+  });
+}
+
+kj::Promise<void> HandOver::HandOff(size_t segment, std::vector<ReplicaId> owners) {
+  return env_.reader.SegmentKeys(segment).then(
+      [this, segment, owners = std::move(owners)](StatusOr<std::vector<KeyDigest>> keys) mutable {
+        KJ_REQUIRE(keys.ok(), "cannot list a segment", keys.status().ToString());
+        return HandOffKeys(segment, std::move(owners), std::move(keys).value(), 0);
+      });
+}
+
+kj::Promise<void> HandOver::HandOffKeys(size_t segment, std::vector<ReplicaId> owners,
+                                        std::vector<KeyDigest> keys, size_t from) {
+  if (from >= keys.size()) return kj::READY_NOW;
+  const ReplicatorOptions& o = env_.options;
+  auto chunk = ReadHandOffChunk(env_.reader, keys, from, o.batch_bytes, o.max_message_bytes);
+  return chunk.then([this, segment, owners = std::move(owners),
+                     keys = std::move(keys)](HandOffChunk chunk) mutable {
+    // Every owner confirms (its commit) before this node lets go of a key,
+    // and a key written here since it was read is kept.
+    kj::Vector<kj::Promise<void>> puts;
+    for (ReplicaId owner : owners) {
+      auto session = KJ_ASSERT_NONNULL(links_.LinkWithSession(owner).MaybeSession());
+      auto req = session.putStatesRequest();
+      SetStates(req.initStates(chunk.states.size()), chunk.states);
+      puts.add(env_.io.getTimer().timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
+    }
+    const size_t bytes = chunk.bytes, to = chunk.to;
+    return kj::joinPromises(puts.releaseAsArray())
+        .then([this, drops = std::move(chunk.drops)]() mutable {
+          if (drops.drops.empty()) return kj::Promise<WriteResult>(WriteResult{});
+          return env_.committer.SubmitRemote(std::move(drops));
+        })
+        .then([this, segment](WriteResult r) {
+          KJ_REQUIRE(r.status.ok(), "cannot drop handed-over keys", r.status.ToString());
+          if (segment < dropped_.size()) dropped_[segment] = true;
+        })
+        .then([this, owner = owners.front(), bytes] {
+          return links_.LinkWithSession(owner).Budget(bytes * 2);
+        })
+        .then([this, segment, owners = std::move(owners), keys = std::move(keys), to]() mutable {
+          return HandOffKeys(segment, std::move(owners), std::move(keys), to);
+        });
+  });
+}
+
+}  // namespace geokv

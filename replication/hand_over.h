@@ -1,0 +1,76 @@
+// Hand-over: every second, this node hands the segments it holds but no
+// longer owns to their owners in its region, and brings the segments it
+// owns again after a hand-over back in step with another owner.
+//
+// A segment is handed over in chunks (at most kChunkKeys keys and about
+// batch_bytes of states): every owner commits a chunk's states before this
+// node drops its keys, each only if it was not written meanwhile (its
+// digest is still the one sent), and marks the segment dropped. A dropped
+// segment this node owns again is "syncing": it must not coordinate writes
+// there until one complete anti-entropy pass against an owner (or, with no
+// other owner, at once) clears the mark. Keys too large to travel stay.
+//
+// Store reads (segment keys, states) run on the reader pool; writes go
+// through the committer.
+//
+// Thread safety: loop thread only.
+
+#ifndef GEOKV_REPLICATION_HAND_OVER_H_
+#define GEOKV_REPLICATION_HAND_OVER_H_
+
+#include <kj/async.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "replication/peer_link.h"
+#include "replication/replication_env.h"
+
+namespace geokv {
+
+class HandOver {
+ public:
+  static constexpr size_t kChunkKeys = 64;
+
+  // What hand-over needs of the links.
+  class Links {
+   public:
+    virtual ~Links() noexcept(false) = default;
+    // The other owners of `segment` in this node's region.
+    virtual std::vector<ReplicaId> RegionOwners(size_t segment) const = 0;
+    virtual bool IsConnected(ReplicaId node) const = 0;
+    // The link to `node`; throws DISCONNECTED unless it has a session.
+    virtual PeerLink& LinkWithSession(ReplicaId node) = 0;
+  };
+
+  // `env`, `links` and `trim_held` (whether trimming is held: gossip may not
+  // know every owner yet) must outlive this.
+  HandOver(ReplicationEnv& env, Links& links, const bool& trim_held)
+      : env_(env), links_(links), trim_held_(trim_held) {}
+
+  // Takes the store's dropped marks (at start).
+  void Load(std::vector<bool> dropped) { dropped_ = std::move(dropped); }
+
+  bool Dropped(size_t segment) const { return segment < dropped_.size() && dropped_[segment]; }
+  bool Syncing(size_t segment) const { return Dropped(segment) && env_.OwnsSegment(segment); }
+
+  // Passes every second, forever; a pass that fails is logged.
+  kj::Promise<void> Run();
+
+ private:
+  kj::Promise<void> Pass();
+  kj::Promise<void> HandOff(size_t segment, std::vector<ReplicaId> owners);
+  kj::Promise<void> HandOffKeys(size_t segment, std::vector<ReplicaId> owners,
+                                std::vector<KeyDigest> keys, size_t from);
+  // Lets this node coordinate writes in `segment` again (durably).
+  kj::Promise<void> ClearDropped(size_t segment);
+
+  ReplicationEnv& env_;
+  Links& links_;
+  const bool& trim_held_;
+  std::vector<bool> dropped_;  // as the store's DroppedSegments, kept here
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_REPLICATION_HAND_OVER_H_

@@ -1,0 +1,309 @@
+#include "replication/peer_link.h"
+
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "crdt/codec.h"
+#include "replication/members.h"
+#include "replication/token_visibility.h"
+
+namespace geokv {
+namespace {
+
+ShipperOptions ShipperOptionsFor(const ReplicationEnv& env, const PeerAddress& address,
+                                 std::function<void()> on_acked) {
+  ShipperOptions o;
+  o.region = address.region;
+  o.address = address.address;
+  o.batch_bytes = env.options.batch_bytes;
+  o.window = env.options.window;
+  o.max_backlog_bytes = env.options.max_backlog_bytes;
+  o.on_acked = std::move(on_acked);
+  o.metrics = &env.metrics;
+  return o;
+}
+
+}  // namespace
+
+PeerLink::PeerLink(ReplicationEnv& env, PeerAddress address, std::optional<PeerTarget> target,
+                   std::function<void()> on_acked)
+    : env_(env),
+      address_(std::move(address)),
+      target_(std::move(target)),
+      log_(env.reader),
+      shipper_(log_, ShipperOptionsFor(env, address_, std::move(on_acked))),
+      anti_entropy_(env, address_.region, [this](size_t s) { return Owns(s); }),
+      backoff_(env.options.backoff_min),
+      rng_(std::random_device{}()) {
+  if (target_) name_ = target_->name;
+  shipper_.SetOwns([this](size_t s) { return Owns(s); });
+}
+
+PeerLink::~PeerLink() noexcept(false) {
+  canceler_.cancel("the link closed");
+  // The session's calls go before the connection they travel on.
+  session_tasks_ = nullptr;
+  shipper_.Disconnected();
+}
+
+void PeerLink::Start() {
+  run_ = Run().eagerlyEvaluate([](kj::Exception&& e) {
+    spdlog::error("peer link stopped: {}", e.getDescription().cStr());
+  });
+}
+
+void PeerLink::Retarget(PeerTarget target) {
+  target_ = std::move(target);
+  name_ = target_->name;
+}
+
+Metrics::Peer& PeerLink::metrics() {
+  if (metrics_ == nullptr) metrics_ = &env_.metrics.PeerMetrics(metrics_name(), address_.region);
+  return *metrics_;
+}
+
+std::string PeerLink::metrics_name() const {
+  return target_ ? target_->name : "seed:" + address_.address;
+}
+
+kj::Maybe<peer::PeerSession::Client> PeerLink::MaybeSession() {
+  KJ_IF_MAYBE(s, session_) { return *s; }
+  return nullptr;
+}
+
+PeerStatus PeerLink::Report() const {
+  PeerStatus s;
+  s.address = address_;
+  s.name = name_;
+  s.connected = connected_;
+  s.repairing = shipper_.repairing();
+  s.acked = shipper_.acked();
+  s.clock_offset_ms = clock_.offset_ms();
+  s.backlog_bytes = shipper_.backlog_bytes();
+  return s;
+}
+
+std::optional<uint64_t> PeerLink::TrimFloor(uint64_t bytes_after_trimmed) const {
+  if (target_) return shipper_.TrimFloor();
+  // A seed not yet heard from stands for nodes this node does not know yet,
+  // which may need the whole log: it holds it, up to --max-backlog.
+  const uint64_t trimmed = env_.store.TrimmedThrough();
+  if (heard_ || (env_.store.LastSeq() > trimmed &&
+                 bytes_after_trimmed > env_.options.max_backlog_bytes)) {
+    return std::nullopt;
+  }
+  return trimmed;
+}
+
+kj::Promise<void> PeerLink::SampleBacklog() {
+  if (!target_) return kj::READY_NOW;
+  return canceler_.wrap(shipper_.SampleBacklog()).catch_([](kj::Exception&&) {});
+}
+
+kj::Promise<bool> PeerLink::WaitVisible(std::vector<CausalToken> tokens, kj::TimePoint deadline) {
+  return canceler_.wrap(WaitRemoteVisible(
+      env_.io.getTimer(), [this] { return MaybeSession(); }, std::move(tokens), deadline));
+}
+
+kj::Promise<void> PeerLink::SyncSegment(uint32_t segment) {
+  return canceler_.wrap(anti_entropy_.RepairSegment(session(), segment, true));
+}
+
+kj::Promise<void> PeerLink::Budget(size_t bytes) {
+  return canceler_.wrap(anti_entropy_.Throttle(bytes));
+}
+
+PeerLink::Probe PeerLink::StartProbe() {
+  return Probe{static_cast<int64_t>(env_.NowMillis()), env_.io.getTimer().now()};
+}
+
+void PeerLink::RecordOffset(int64_t remote_ms, Probe probe) {
+  int64_t rtt_ms = (env_.io.getTimer().now() - probe.sent) / kj::MILLISECONDS;
+  clock_.Record(remote_ms, probe.wall_ms, rtt_ms);
+}
+
+kj::Promise<void> PeerLink::Run() {
+  return Session()
+      .catch_([this](kj::Exception&& e) {
+        std::string why = e.getDescription().cStr();
+        if (connected_ || why != last_error_) {
+          spdlog::warn("peer {} ({}): link down: {}", address_.region, address_.address, why);
+        }
+        last_error_ = why;
+      })
+      .then([this] {
+        Teardown();
+        auto max = backoff_.count();
+        std::uniform_int_distribution<int64_t> jitter(max / 2, max);
+        auto delay = std::chrono::milliseconds(jitter(rng_));
+        backoff_ = std::min(backoff_ * 2, env_.options.backoff_max);
+        return env_.io.getTimer().afterDelay(ToKj(delay));
+      })
+      .then([this] { return Run(); });
+}
+
+// A peer that accepts and then stays silent (or a connect that hangs) must
+// not hold the link forever.
+kj::Promise<void> PeerLink::Session() {
+  auto hello = Connect();
+  return env_.io.getTimer().timeoutAfter(HelloLimit(), kj::mv(hello)).then([this] {
+    session_started_ = env_.io.getTimer().now();
+    return Serve();
+  });
+}
+
+kj::Promise<void> PeerLink::Connect() {
+  return env_.io.getNetwork()
+      .parseAddress(address_.address)
+      .then([](kj::Own<kj::NetworkAddress> a) { return a->connect(); })
+      .then([this](kj::Own<kj::AsyncIoStream> stream) {
+        Metrics::Peer& m = metrics();
+        conn_ = kj::heap<PeerConnection>(
+            kj::heap<CountingStream>(kj::mv(stream), *m.sent_bytes, *m.received_bytes),
+            env_.options.max_message_bytes);
+        auto req = conn_->Bootstrap().helloRequest();
+        Probe probe = StartProbe();
+        FillHello(env_.options, env_.store.node_id(), probe.wall_ms, req.initHello());
+        return req.send().then([this, probe](capnp::Response<peer::Peer::HelloResults>&& resp) {
+          Established(resp, probe);
+        });
+      });
+}
+
+void PeerLink::Established(peer::Peer::HelloResults::Reader resp, Probe probe) {
+  auto hello = resp.getHello();
+  KJ_REQUIRE(hello.getSchemaVersion() == peer::SCHEMA_VERSION,
+             "peer speaks another peer schema version", hello.getSchemaVersion());
+  CheckPlacementSettings(env_.options, hello);
+  if (hello.getRegion() != address_.region) {
+    spdlog::warn("peer at {} says it is in region {}, expected {}", address_.address,
+                 hello.getRegion().cStr(), address_.region);
+  }
+  if (target_ && hello.getReplicaId() != target_->id) {
+    // Another node now listens there (a restart with a new data dir): its
+    // members list will say who it is.
+    KJ_FAIL_REQUIRE("the peer at this address is another node", address_.address,
+                    hello.getName().cStr());
+  }
+  RecordOffset(hello.getWallClockMs(), probe);
+  name_ = hello.getName();
+  session_ = resp.getSession();
+  TakeMembers(hello.getRegion(), resp.getViewHash(), resp.getMembers());
+  heard_ = true;
+  connected_ = true;
+  last_error_.clear();
+  if (!target_) return;
+  spdlog::info("peer {} ({}, {}) connected; it holds this node's log through {}",
+               address_.region, name_, address_.address, resp.getApplied());
+  shipper_.Connected(resp.getApplied());
+}
+
+kj::Promise<void> PeerLink::Serve() {
+  auto failed = kj::newPromiseAndFulfiller<void>();
+  failed_ = kj::mv(failed.fulfiller);
+  session_tasks_ = kj::heap<kj::TaskSet>(static_cast<kj::TaskSet::ErrorHandler&>(*this));
+  session_tasks_->add(Heartbeats());
+  if (target_) {
+    session_tasks_->add(shipper_.Run(*this));
+    session_tasks_->add(AntiEntropyLoop());
+  }
+  return kj::mv(failed.promise).exclusiveJoin(conn_->network.onDisconnect().then([]() {
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "connection closed"));
+  }));
+}
+
+kj::Duration PeerLink::SilenceLimit() const {
+  return std::max(3 * ToKj(env_.options.heartbeat), 1 * kj::SECONDS);
+}
+
+kj::Duration PeerLink::HelloLimit() const { return std::min(SilenceLimit(), 5 * kj::SECONDS); }
+
+void PeerLink::Teardown() {
+  // A session that lasted resets the backoff; one that fails at once (a
+  // batch the peer refuses) keeps backing off.
+  if (connected_ && env_.io.getTimer().now() - session_started_ > 10 * kj::SECONDS) {
+    backoff_ = env_.options.backoff_min;
+  }
+  session_tasks_ = nullptr;
+  shipper_.Disconnected();
+  failed_ = nullptr;
+  session_ = nullptr;
+  conn_ = nullptr;
+  if (connected_) spdlog::info("peer {} ({}) disconnected", address_.region, name_);
+  connected_ = false;
+  clock_.Reset();
+}
+
+void PeerLink::taskFailed(kj::Exception&& e) {
+  if (failed_.get() != nullptr) {
+    failed_->reject(kj::mv(e));
+    failed_ = nullptr;
+  }
+}
+
+peer::PeerSession::Client& PeerLink::session() {
+  KJ_IF_MAYBE(s, session_) { return *s; }
+  KJ_FAIL_REQUIRE("no session");
+}
+
+void PeerLink::TakeMembers(kj::StringPtr region, uint64_t hash,
+                           capnp::List<peer::Member>::Reader members) {
+  region_seen_ = region;
+  view_hash_ = hash;
+  const ReplicatorOptions& o = env_.options;
+  if (o.on_remote_members && members.size() > 0 && region_seen_ != o.region) {
+    o.on_remote_members(region_seen_, DecodeMembers(members));
+  }
+}
+
+kj::Promise<void> PeerLink::Heartbeats() {
+  kj::Timer& timer = env_.io.getTimer();
+  return timer.afterDelay(ToKj(env_.options.heartbeat)).then([this, &timer] {
+    Probe probe = StartProbe();
+    auto req = session().heartbeatRequest();
+    req.setWallClockMs(probe.wall_ms);
+    req.setViewHash(view_hash_);
+    return timer.timeoutAfter(SilenceLimit(), req.send()).then([this, probe](auto&& resp) {
+      RecordOffset(resp.getWallClockMs(), probe);
+      if (resp.hasMembers()) TakeMembers(region_seen_, resp.getViewHash(), resp.getMembers());
+      return Heartbeats();
+    });
+  });
+}
+
+kj::Promise<void> PeerLink::AntiEntropyLoop() {
+  kj::Promise<void> pass = shipper_.repairing() ? kj::Promise<void>(kj::READY_NOW)
+                                                : anti_entropy_.Pass(session(), false);
+  return pass
+      .then([this] { return env_.io.getTimer().afterDelay(ToKj(env_.options.anti_entropy_interval)); })
+      .then([this] { return AntiEntropyLoop(); });
+}
+
+kj::Promise<uint64_t> PeerLink::PushDeltas(uint64_t from, uint64_t through,
+                                           const std::vector<const LogEntry*>& entries) {
+  auto req = session().pushDeltasRequest();
+  auto batch = req.initBatch();
+  batch.setOrigin(env_.store.node_id());
+  batch.setFrom(from);
+  batch.setThrough(through);
+  auto list = batch.initEntries(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    list[i].setSeq(entries[i]->seq);
+    list[i].setTimestampMs(entries[i]->timestamp.wall_ms);
+    list[i].setKey(AsData(entries[i]->key));
+    list[i].setValue(AsData(EncodeCrdt(entries[i]->delta)));
+  }
+  return req.send().then([](auto&& resp) { return resp.getApplied(); });
+}
+
+kj::Promise<void> PeerLink::RepairPass() { return anti_entropy_.Pass(session(), true); }
+
+kj::Promise<uint64_t> PeerLink::MarkRepaired(uint64_t through) {
+  auto req = session().markRepairedRequest();
+  req.setThrough(through);
+  return req.send().then([](auto&& resp) { return resp.getApplied(); });
+}
+
+}  // namespace geokv

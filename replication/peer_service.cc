@@ -1,0 +1,188 @@
+#include "replication/peer_service.h"
+
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include <string>
+
+#include "replication/anti_entropy.h"
+#include "replication/members.h"
+#include "replication/peer_wire.h"
+#include "schema/kv_text.h"
+
+namespace geokv {
+namespace {
+
+void CheckRunning(const PeerServiceContext& c) {
+  if (c.stopped) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "node is shutting down"));
+}
+
+class PeerSessionImpl final : public peer::PeerSession::Server {
+ public:
+  PeerSessionImpl(PeerServiceContext& c, ReplicaId caller, std::string region)
+      : c_(c), caller_(caller), region_(std::move(region)) {}
+
+  kj::Promise<void> pushDeltas(PushDeltasContext context) override {
+    CheckRunning(c_);
+    auto wire = context.getParams().getBatch();
+    DeltaBatch batch;
+    batch.origin = wire.getOrigin();
+    batch.from = wire.getFrom();
+    batch.through = wire.getThrough();
+    batch.entries.reserve(wire.getEntries().size());
+    for (auto e : wire.getEntries()) {
+      batch.entries.push_back(ReceivedEntry{e.getSeq(), e.getTimestampMs(), String(e.getKey()),
+                                            String(e.getValue())});
+    }
+    return c_.receiver.PushDeltas(region_, std::move(batch))
+        .then([context](uint64_t applied) mutable { context.getResults().setApplied(applied); });
+  }
+
+  kj::Promise<void> heartbeat(HeartbeatContext context) override {
+    CheckRunning(c_);
+    auto results = context.getResults();
+    results.setWallClockMs(static_cast<int64_t>(c_.env.NowMillis()));
+    std::vector<MemberRecord> members = c_.local_members();
+    uint64_t hash = ViewHash(members);
+    results.setViewHash(hash);
+    if (hash != context.getParams().getViewHash()) {
+      EncodeMembers(members, results.initMembers(members.size()));
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> forward(ForwardContext context) override {
+    CheckRunning(c_);
+    KJ_REQUIRE(c_.forward != nullptr, "this node does not coordinate requests");
+    auto params = context.getParams();
+    return c_.forward(params.getRequest(), params.getConsistency(),
+                      context.getResults().initReply());
+  }
+
+  kj::Promise<void> keyDigests(KeyDigestsContext context) override {
+    CheckRunning(c_);
+    std::vector<std::string> keys;
+    for (auto k : context.getParams().getKeys()) keys.push_back(String(k));
+    return c_.env.reader
+        .Run([keys = std::move(keys)](Store& s) {
+          std::vector<uint64_t> out;
+          for (const std::string& key : keys) {
+            auto digest = s.KeyDigest(key);
+            KJ_REQUIRE(digest.ok(), "cannot read a key's digest", digest.status().ToString());
+            out.push_back(*digest);
+          }
+          return out;
+        })
+        .then([context](std::vector<uint64_t> digests) mutable {
+          auto out = context.getResults().initDigests(digests.size());
+          for (size_t i = 0; i < digests.size(); ++i) out.set(i, digests[i]);
+        });
+  }
+
+  kj::Promise<void> treeDigests(TreeDigestsContext context) override {
+    CheckRunning(c_);
+    std::vector<uint64_t> digests = c_.env.store.TreeDigests();
+    auto out = context.getResults().initDigests(digests.size());
+    for (size_t i = 0; i < digests.size(); ++i) out.set(i, digests[i]);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> segmentKeys(SegmentKeysContext context) override {
+    CheckRunning(c_);
+    uint32_t segment = context.getParams().getSegment();
+    KJ_REQUIRE(segment < kTreeSegments, "no such tree segment", segment);
+    return c_.env.reader.SegmentKeys(segment).then(
+        [context](StatusOr<std::vector<KeyDigest>> keys) mutable {
+          KJ_REQUIRE(keys.ok(), "cannot list a tree segment", keys.status().ToString());
+          auto out = context.getResults().initKeys(keys->size());
+          for (size_t i = 0; i < keys->size(); ++i) {
+            out[i].setKey(AsData((*keys)[i].key));
+            out[i].setDigest((*keys)[i].digest);
+          }
+        });
+  }
+
+  kj::Promise<void> getStates(GetStatesContext context) override {
+    CheckRunning(c_);
+    std::vector<std::string> keys;
+    for (auto k : context.getParams().getKeys()) keys.push_back(String(k));
+    const ReplicatorOptions& o = c_.env.options;
+    return ReadServedStates(c_.env.reader, std::move(keys), o.batch_bytes, o.max_message_bytes)
+        .then([context](ServedStates served) mutable {
+          auto results = context.getResults();
+          results.setServed(served.served);
+          SetStates(results.initStates(served.found.size()), served.found);
+        });
+  }
+
+  kj::Promise<void> putStates(PutStatesContext context) override {
+    CheckRunning(c_);
+    RemoteApply apply;
+    apply.joins = DecodeStates(context.getParams().getStates());
+    return c_.env.committer.SubmitRemote(std::move(apply)).then([](WriteResult result) {
+      KJ_REQUIRE(result.status.ok(), "cannot join states", result.status.ToString());
+    });
+  }
+
+  kj::Promise<void> markRepaired(MarkRepairedContext context) override {
+    CheckRunning(c_);
+    return c_.receiver.MarkRepaired(region_, caller_, context.getParams().getThrough())
+        .then([context](uint64_t applied) mutable { context.getResults().setApplied(applied); });
+  }
+
+  kj::Promise<void> waitVisible(WaitVisibleContext context) override {
+    CheckRunning(c_);
+    auto params = context.getParams();
+    auto tokens = DecodeTokens(params.getTokens());
+    KJ_REQUIRE(tokens.ok(), tokens.status().ToString());
+    auto timeout = std::chrono::milliseconds(params.getTimeoutMs());
+    return c_.visibility.WaitVisible(std::move(tokens).value(), timeout)
+        .then([context](Status s) mutable { context.getResults().setVisible(s.ok()); });
+  }
+
+ private:
+  PeerServiceContext& c_;
+  const ReplicaId caller_;
+  const std::string region_;
+};
+
+class PeerServiceImpl final : public peer::Peer::Server {
+ public:
+  explicit PeerServiceImpl(PeerServiceContext& c) : c_(c) {}
+
+  kj::Promise<void> hello(HelloContext context) override {
+    CheckRunning(c_);
+    auto theirs = context.getParams().getHello();
+    KJ_REQUIRE(theirs.getSchemaVersion() == peer::SCHEMA_VERSION,
+               "this node speaks peer schema version 1 only", theirs.getSchemaVersion());
+    const ReplicaId caller = theirs.getReplicaId();
+    Store& store = c_.env.store;
+    KJ_REQUIRE(caller != store.node_id() && caller != 0,
+               "the caller has this node's replica id (a copied data dir?)");
+    CheckPlacementSettings(c_.env.options, theirs);
+    auto results = context.getResults();
+    FillHello(c_.env.options, store.node_id(), static_cast<int64_t>(c_.env.NowMillis()),
+              results.initHello());
+    auto applied = store.AppliedPositions();
+    auto it = applied.find(caller);
+    results.setApplied(it == applied.end() ? 0 : it->second);
+    results.setSession(kj::heap<PeerSessionImpl>(c_, caller, theirs.getRegion()));
+    std::vector<MemberRecord> members = c_.local_members();
+    results.setViewHash(ViewHash(members));
+    EncodeMembers(members, results.initMembers(members.size()));
+    spdlog::debug("peer {} of region {} said hello", theirs.getName().cStr(),
+                  theirs.getRegion().cStr());
+    return kj::READY_NOW;
+  }
+
+ private:
+  PeerServiceContext& c_;
+};
+
+}  // namespace
+
+capnp::Capability::Client NewPeerService(PeerServiceContext& context) {
+  return kj::heap<PeerServiceImpl>(context);
+}
+
+}  // namespace geokv

@@ -1,0 +1,45 @@
+// The peer service served on --peer-listen: a thin Cap'n Proto adapter that
+// turns the peer API's messages (schema/replication.capnp) into calls on the
+// replication units and their answers back into messages. Bad input fails
+// the call (KJ_REQUIRE); a stopping node answers DISCONNECTED.
+//
+// Thread safety: loop thread only.
+
+#ifndef GEOKV_REPLICATION_PEER_SERVICE_H_
+#define GEOKV_REPLICATION_PEER_SERVICE_H_
+
+#include <capnp/capability.h>
+#include <kj/async.h>
+
+#include <functional>
+#include <vector>
+
+#include "replication/delta_receiver.h"
+#include "replication/replication_env.h"
+#include "replication/token_visibility.h"
+#include "schema/kv.capnp.h"
+#include "schema/replication.capnp.h"
+
+namespace geokv {
+
+// Runs a request another node of this region forwards.
+using PeerForwardHandler = std::function<kj::Promise<void>(
+    rpc::Request::Reader, rpc::Consistency, rpc::Reply::Builder)>;
+
+// What the service adapts to. Every reference outlives the service and the
+// sessions it hands out.
+struct PeerServiceContext {
+  ReplicationEnv& env;
+  DeltaReceiver& receiver;
+  TokenVisibility& visibility;
+  const bool& stopped;              // refuse calls once set
+  const PeerForwardHandler& forward;  // nullptr: forwarding is refused
+  std::function<std::vector<MemberRecord>()> local_members;
+};
+
+// The bootstrap capability: answers hello with a session.
+capnp::Capability::Client NewPeerService(PeerServiceContext& context);
+
+}  // namespace geokv
+
+#endif  // GEOKV_REPLICATION_PEER_SERVICE_H_

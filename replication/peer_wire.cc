@@ -1,0 +1,117 @@
+#include "replication/peer_wire.h"
+
+#include <capnp/message.h>
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include "crdt/codec.h"
+
+namespace geokv {
+
+std::string Hex(uint64_t v) {
+  std::string bytes = EncodeBigEndian64(v);
+  return ToHex(bytes);
+}
+
+kj::Promise<void> Signal::Wait() {
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  waiting_.push_back(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void Signal::Notify() {
+  auto waiting = kj::mv(waiting_);
+  waiting_.clear();
+  for (auto& f : waiting) f->fulfill();
+}
+
+kj::Promise<size_t> CountingStream::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
+  return inner_->tryRead(buffer, min_bytes, max_bytes).then([this](size_t n) {
+    received_.Increment(static_cast<double>(n));
+    return n;
+  });
+}
+
+kj::Promise<void> CountingStream::write(const void* buffer, size_t size) {
+  sent_.Increment(static_cast<double>(size));
+  return inner_->write(buffer, size);
+}
+
+kj::Promise<void> CountingStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
+  size_t n = 0;
+  for (auto piece : pieces) n += piece.size();
+  sent_.Increment(static_cast<double>(n));
+  return inner_->write(pieces);
+}
+
+PeerConnection::PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes)
+    : stream(kj::mv(s)),
+      network(*stream, capnp::rpc::twoparty::Side::CLIENT,
+              capnp::ReaderOptions{max_message_bytes / sizeof(capnp::word), 64}),
+      rpc(capnp::makeRpcClient(network)) {}
+
+peer::Peer::Client PeerConnection::Bootstrap() {
+  capnp::word scratch[4] = {};
+  capnp::MallocMessageBuilder message(scratch);
+  auto host = message.getRoot<capnp::rpc::twoparty::VatId>();
+  host.setSide(capnp::rpc::twoparty::Side::SERVER);
+  return rpc.bootstrap(host).castAs<peer::Peer>();
+}
+
+std::vector<std::pair<std::string, Crdt>> DecodeStates(capnp::List<peer::KeyStates>::Reader list) {
+  std::vector<std::pair<std::string, Crdt>> out;
+  for (auto ks : list) {
+    std::string key(String(ks.getKey()));
+    for (auto bytes : ks.getStates()) {
+      StatusOr<Crdt> state = DecodeCrdt(View(bytes));
+      KJ_REQUIRE(state.ok(), "a state that does not decode", key, state.status().ToString());
+      out.emplace_back(key, std::move(state).value());
+    }
+  }
+  return out;
+}
+
+EncodedKeyStates EncodeKeyStates(Store& store, std::string_view key, size_t max_message_bytes) {
+  EncodedKeyStates out;
+  auto states = store.GetStates(key);
+  KJ_REQUIRE(states.ok(), "cannot read states", states.status().ToString());
+  for (const Crdt& c : *states) {
+    out.encoded.push_back(EncodeCrdt(c));
+    out.bytes += out.encoded.back().size();
+  }
+  if (out.bytes + key.size() > max_message_bytes / 2) {
+    spdlog::error("key '{}': its states ({} bytes) exceed half of --max-message-bytes; "
+                  "anti-entropy cannot repair it",
+                  PrintableBytes(key), out.bytes);
+    out.encoded.clear();
+    out.bytes = 0;
+  }
+  return out;
+}
+
+void CheckPlacementSettings(const ReplicatorOptions& mine, peer::NodeHello::Reader theirs) {
+  auto differs = [](uint32_t a, uint32_t b) { return a != 0 && b != 0 && a != b; };
+  if (differs(mine.replication_factor, theirs.getReplicationFactor()) ||
+      differs(mine.vnodes, theirs.getVnodes())) {
+    std::string why = fmt::format(
+        "placement settings differ: this node ({}) has --replication-factor {} --vnodes {}, "
+        "node {} of region {} has {} and {}; every node must use the same",
+        mine.name, mine.replication_factor, mine.vnodes, theirs.getName().cStr(),
+        theirs.getRegion().cStr(), theirs.getReplicationFactor(), theirs.getVnodes());
+    spdlog::error("{}", why);
+    KJ_FAIL_REQUIRE(why);
+  }
+}
+
+void FillHello(const ReplicatorOptions& mine, ReplicaId self, int64_t wall_clock_ms,
+               peer::NodeHello::Builder hello) {
+  hello.setReplicaId(self);
+  hello.setName(mine.name);
+  hello.setRegion(mine.region);
+  hello.setSchemaVersion(peer::SCHEMA_VERSION);
+  hello.setReplicationFactor(mine.replication_factor);
+  hello.setVnodes(mine.vnodes);
+  hello.setWallClockMs(wall_clock_ms);
+}
+
+}  // namespace geokv

@@ -1,0 +1,114 @@
+// What the replication units share about the peer API's wire: the client
+// end of a connection, the framing of key states, the placement check of a
+// hello, and small helpers of the event loop.
+
+#ifndef GEOKV_REPLICATION_PEER_WIRE_H_
+#define GEOKV_REPLICATION_PEER_WIRE_H_
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <prometheus/counter.h>
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "replication/peer_types.h"
+#include "schema/replication.capnp.h"
+#include "storage/store.h"
+#include "schema/kv_text.h"
+#include "util/coding.h"
+
+namespace geokv {
+
+inline kj::Duration ToKj(std::chrono::milliseconds ms) {
+  return static_cast<int64_t>(ms.count()) * kj::MILLISECONDS;
+}
+
+// A node id as logs print it.
+std::string Hex(uint64_t v);
+
+// A wakeup for loops waiting for "something changed". Loop thread only.
+class Signal {
+ public:
+  kj::Promise<void> Wait();
+  void Notify();
+
+ private:
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiting_;
+};
+
+// A stream that counts the bytes through it into two counters, which must
+// outlive it.
+class CountingStream final : public kj::AsyncIoStream {
+ public:
+  CountingStream(kj::Own<kj::AsyncIoStream> inner, prometheus::Counter& sent,
+                 prometheus::Counter& received)
+      : inner_(kj::mv(inner)), sent_(sent), received_(received) {}
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
+  kj::Promise<void> write(const void* buffer, size_t size) override;
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+  void abortRead() override { inner_->abortRead(); }
+
+ private:
+  kj::Own<kj::AsyncIoStream> inner_;
+  prometheus::Counter& sent_;
+  prometheus::Counter& received_;
+};
+
+// The client end of a connection to a peer: Cap'n Proto RPC over `stream`,
+// accepting messages up to `max_message_bytes`.
+struct PeerConnection {
+  PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes);
+
+  peer::Peer::Client Bootstrap();
+
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+// Keys with their states, each state encoded (crdt/codec.h).
+using EncodedStatesList = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
+// Decodes framed states; a state that does not decode fails the call
+// (KJ_REQUIRE: this is the RPC edge).
+std::vector<std::pair<std::string, Crdt>> DecodeStates(capnp::List<peer::KeyStates>::Reader list);
+
+template <typename Builder>
+void SetStates(Builder out, const EncodedStatesList& found) {
+  for (size_t i = 0; i < found.size(); ++i) {
+    out[i].setKey(AsData(found[i].first));
+    auto list = out[i].initStates(found[i].second.size());
+    for (size_t j = 0; j < found[i].second.size(); ++j) list.set(j, AsData(found[i].second[j]));
+  }
+}
+
+// The full states of a key, encoded for the peer API. A key whose states
+// could not travel in one message (over half of `max_message_bytes`) is left
+// out, empty (and logged): repairing it needs paging, which the peer API
+// does not have yet.
+struct EncodedKeyStates {
+  std::vector<std::string> encoded;
+  size_t bytes = 0;
+};
+// Reads the store: call it on a reader thread (AsyncStore::Run), never on
+// the loop. Throws (KJ_REQUIRE) when the store cannot read the key.
+EncodedKeyStates EncodeKeyStates(Store& store, std::string_view key, size_t max_message_bytes);
+
+// Fails (KJ_FAIL_REQUIRE, and logs) when a peer's hello names other
+// placement settings than `mine`.
+void CheckPlacementSettings(const ReplicatorOptions& mine, peer::NodeHello::Reader theirs);
+
+// Fills this node's half of a hello.
+void FillHello(const ReplicatorOptions& mine, ReplicaId self, int64_t wall_clock_ms,
+               peer::NodeHello::Builder hello);
+
+}  // namespace geokv
+
+#endif  // GEOKV_REPLICATION_PEER_WIRE_H_

@@ -1,0 +1,65 @@
+// Quorum acknowledgements: a coordinator waits until enough owners of a
+// write hold this node's log through the write's position durably.
+//
+// Thread safety: loop thread only.
+
+#ifndef GEOKV_REPLICATION_QUORUM_ACKS_H_
+#define GEOKV_REPLICATION_QUORUM_ACKS_H_
+
+#include <kj/async.h>
+#include <kj/timer.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "storage/store.h"
+
+namespace geokv {
+
+class QuorumAcks {
+ public:
+  // Whether `node` holds this node's log through `position`, counting for
+  // a write of tree segment `segment` (shipping leaves out the entries of
+  // segments a node does not own, so its position covers the write only
+  // while it owns the segment).
+  using Holds = std::function<bool(ReplicaId node, uint64_t position, size_t segment)>;
+
+  // `timer` must outlive this.
+  QuorumAcks(kj::Timer& timer, Holds holds) : timer_(timer), holds_(std::move(holds)) {}
+
+  // Resolves with how many of `nodes` hold `position` (see Holds): once
+  // `needed` of them do, or after `timeout` with fewer, or at once after
+  // Stop().
+  kj::Promise<size_t> WaitAcked(std::vector<ReplicaId> nodes, uint64_t position, size_t segment,
+                                size_t needed, std::chrono::milliseconds timeout);
+
+  // Some node's position advanced (or the nodes changed): wakes the waits
+  // that have their count.
+  void AckAdvanced();
+
+  // Ends every wait (their promises are cancelled) and refuses to wait.
+  void Stop();
+
+ private:
+  struct Waiter {
+    std::vector<ReplicaId> nodes;
+    uint64_t position;
+    size_t segment;
+    size_t needed;
+    kj::Own<kj::PromiseFulfiller<size_t>> fulfiller;
+  };
+  size_t Count(const Waiter& w) const;
+
+  kj::Timer& timer_;
+  Holds holds_;
+  bool stopped_ = false;
+  std::vector<std::shared_ptr<Waiter>> waiters_;
+  kj::Canceler canceler_;
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_REPLICATION_QUORUM_ACKS_H_

@@ -1,0 +1,41 @@
+// What the replication units of one node share: the store, its readers
+// and committer, the event loop's I/O, the options and the metrics.
+
+#ifndef GEOKV_REPLICATION_REPLICATION_ENV_H_
+#define GEOKV_REPLICATION_REPLICATION_ENV_H_
+
+#include <kj/async-io.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "monitoring/metrics.h"
+#include "replication/group_commit.h"
+#include "replication/peer_types.h"
+#include "storage/async_store.h"
+#include "storage/store.h"
+
+namespace geokv {
+
+// Every reference outlives the units that hold the env. On the loop thread
+// only the store's in-memory accessors are called; reads go through
+// `reader`, writes through `committer`.
+struct ReplicationEnv {
+  Store& store;
+  AsyncStore& reader;
+  GroupCommitter& committer;
+  kj::AsyncIoProvider& io;
+  const ReplicatorOptions& options;  // wall_clock and metrics set
+  Metrics& metrics;
+  // The segments this node owns (empty: all), as SetPlacement last said.
+  const std::vector<bool>& own_segments;
+
+  uint64_t NowMillis() const { return options.wall_clock->NowMillis(); }
+  bool OwnsSegment(size_t segment) const {
+    return own_segments.empty() || own_segments[segment];
+  }
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_REPLICATION_REPLICATION_ENV_H_

@@ -1,0 +1,96 @@
+#include "replication/token_visibility.h"
+
+#include <algorithm>
+
+#include "replication/peer_wire.h"
+
+namespace geokv {
+namespace {
+
+std::string Describe(const CausalToken& t) {
+  return "write " + std::to_string(t.seq) + " of node " + Hex(t.origin);
+}
+
+}  // namespace
+
+bool TokenVisibility::Visible(const std::vector<CausalToken>& tokens) const {
+  return std::all_of(tokens.begin(), tokens.end(),
+                     [this](const CausalToken& t) { return t.seq <= held_(t.origin); });
+}
+
+kj::Promise<Status> TokenVisibility::WaitVisible(std::vector<CausalToken> tokens,
+                                                 std::chrono::milliseconds timeout) {
+  if (Visible(tokens)) return Status::OK();
+  if (stopped_) return Status::Unavailable("node is shutting down");
+  auto paf = kj::newPromiseAndFulfiller<Status>();
+  auto waiter = std::make_shared<Waiter>(Waiter{tokens, kj::mv(paf.fulfiller)});
+  waiters_.push_back(waiter);
+  auto expired = timer_.afterDelay(ToKj(timeout)).then([this, waiter, timeout] {
+    waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), waiter), waiters_.end());
+    for (const CausalToken& t : waiter->tokens) {
+      uint64_t held = held_(t.origin);
+      if (t.seq <= held) continue;
+      return Status::Timeout("waited " + std::to_string(timeout.count()) + " ms for the " +
+                             Describe(t) + "; this node holds that node's log through " +
+                             std::to_string(held));
+    }
+    return Status::OK();
+  });
+  return canceler_.wrap(paf.promise.exclusiveJoin(kj::mv(expired)));
+}
+
+void TokenVisibility::Committed() {
+  if (waiters_.empty()) return;
+  std::vector<std::shared_ptr<Waiter>> still;
+  for (auto& w : waiters_) {
+    if (!w->fulfiller->isWaiting()) continue;
+    if (Visible(w->tokens)) {
+      w->fulfiller->fulfill(Status::OK());
+    } else {
+      still.push_back(w);
+    }
+  }
+  waiters_ = std::move(still);
+}
+
+void TokenVisibility::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  canceler_.cancel("node is shutting down");
+  for (auto& w : waiters_) w->fulfiller->fulfill(Status::Unavailable("node is shutting down"));
+  waiters_.clear();
+}
+
+kj::Promise<bool> WaitRemoteVisible(kj::Timer& timer,
+                                    std::function<kj::Maybe<peer::PeerSession::Client>()> session,
+                                    std::vector<CausalToken> tokens, kj::TimePoint deadline) {
+  if (timer.now() >= deadline) return false;
+  auto retry = [&timer, session, tokens, deadline]() mutable {
+    return timer.afterDelay(50 * kj::MILLISECONDS)
+        .then([&timer, session = std::move(session), tokens = std::move(tokens), deadline]() mutable {
+          return WaitRemoteVisible(timer, std::move(session), std::move(tokens), deadline);
+        });
+  };
+  KJ_IF_MAYBE(s, session()) {
+    auto req = s->waitVisibleRequest();
+    auto list = req.initTokens(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) list.set(i, AsData(EncodeToken(tokens[i])));
+    auto left = (deadline - timer.now()) / kj::MILLISECONDS;
+    req.setTimeoutMs(static_cast<uint32_t>(std::min<int64_t>(left, UINT32_MAX)));
+    return timer.timeoutAfter(deadline - timer.now() + 1 * kj::SECONDS, req.send())
+        .then([](auto&& resp) -> kj::Promise<bool> { return resp.getVisible(); },
+              [retry](kj::Exception&&) mutable { return retry(); });
+  }
+  return retry();
+}
+
+std::vector<std::string> MissingRegions(const std::vector<std::string>& regions,
+                                        const kj::Array<bool>& done) {
+  std::vector<std::string> missing;
+  for (size_t i = 0; i < done.size(); ++i) {
+    if (!done[i]) missing.push_back(regions[i]);
+  }
+  return missing;
+}
+
+}  // namespace geokv
