@@ -15,17 +15,19 @@ namespace {
 // header, segment table and body separately), and reading pauses while the
 // replies queued for the client exceed `max_queued` (a client that sends
 // calls but does not read the answers cannot make the node buffer without
-// bound).
+// bound), or while the node is busy.
 class PacedStream final : public kj::AsyncIoStream {
  public:
-  PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued)
-      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued) {}
+  PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued,
+              std::function<bool()> busy)
+      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued), busy_(std::move(busy)) {}
 
   // The network whose outgoing queue paces reading; set once it exists.
   void PaceBy(capnp::TwoPartyVatNetwork* network) { network_ = network; }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
-    if (network_ != nullptr && network_->getCurrentQueueSize() > max_queued_) {
+    if ((network_ != nullptr && network_->getCurrentQueueSize() > max_queued_) ||
+        (busy_ && busy_())) {
       return timer_.afterDelay(5 * kj::MILLISECONDS).then([this, buffer, min_bytes, max_bytes] {
         return tryRead(buffer, min_bytes, max_bytes);
       });
@@ -84,6 +86,7 @@ class PacedStream final : public kj::AsyncIoStream {
   kj::Own<kj::AsyncIoStream> inner_;
   kj::Timer& timer_;
   const size_t max_queued_;
+  const std::function<bool()> busy_;
   capnp::TwoPartyVatNetwork* network_ = nullptr;
   kj::byte buffer_[kBufferBytes];
   size_t begin_ = 0, end_ = 0;
@@ -94,7 +97,7 @@ class PacedStream final : public kj::AsyncIoStream {
 struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap,
              kj::Timer& timer, const RpcListenerOptions& options)
-      : stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes)),
+      : stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes, options.busy)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
     stream->PaceBy(&network);

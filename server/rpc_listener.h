@@ -14,6 +14,7 @@
 #include <kj/async-io.h>
 
 #include <cstddef>
+#include <functional>
 #include <list>
 #include <string>
 
@@ -22,6 +23,10 @@ namespace geokv {
 struct RpcListenerOptions {
   size_t max_connections = 1024;
   size_t max_message_bytes = 64 << 20;
+  // While it says so, no connection is read: the node has more work under
+  // way than it takes on (calls waiting for the store's readers, whose
+  // replies are not yet queued). Default (empty): never.
+  std::function<bool()> busy;
 };
 
 // Lives on the event loop's thread.
