@@ -24,11 +24,29 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
+kj::Promise<void> CallLimit::Ready() {
+  if (under_way_ < max_) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  waiting_ = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
+void CallLimit::End() {
+  --under_way_;
+  if (waiting_ && under_way_ < max_) {
+    waiting_->fulfill();
+    waiting_ = nullptr;
+  }
+}
+
 KvService::KvService(Coordinator& coordinator, Admin& admin, Replicator& replicator,
+                     const ServingGate& gate, std::shared_ptr<CallLimit> calls,
                      KvServiceOptions options)
     : coordinator_(coordinator),
       admin_(admin),
       replicator_(replicator),
+      gate_(gate),
+      calls_(std::move(calls)),
       options_(std::move(options)),
       metrics_(options_.metrics) {
   if (metrics_ == nullptr) {
@@ -39,8 +57,14 @@ KvService::KvService(Coordinator& coordinator, Admin& admin, Replicator& replica
 
 KvService::~KvService() = default;
 
+kj::Promise<void> KvService::Counted(kj::Promise<void> call) {
+  if (!calls_) return call;
+  calls_->Begin();
+  return call.attach(kj::defer([calls = calls_] { calls->End(); }));
+}
+
 void KvService::CheckServing() const {
-  if (!serving_) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "node is shutting down"));
+  if (!gate_.open()) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "node is shutting down"));
 }
 
 void KvService::Overloaded() {
@@ -51,7 +75,7 @@ void KvService::Overloaded() {
 template <typename Context, typename Call>
 kj::Promise<void> KvService::Timed(MetricOp op, Context context, Call call) {
   auto start = std::chrono::steady_clock::now();
-  return kj::evalNow(call).then(
+  return Counted(kj::evalNow(call)).then(
       [this, op, context, start]() mutable {
         metrics_->Request(op, static_cast<uint16_t>(context.getResults().getOutcome().getCode()),
                           SecondsSince(start));
@@ -98,7 +122,7 @@ kj::Promise<void> KvService::type(TypeContext c) { return Single(MetricOp::kType
 
 kj::Promise<void> KvService::batch(BatchContext context) {
   auto start = std::chrono::steady_clock::now();
-  return kj::evalNow([&] { return RunBatch(context, start); })
+  return Counted(kj::evalNow([&] { return RunBatch(context, start); }))
       .then([this, start]() { metrics_->Request(MetricOp::kBatch, 0, SecondsSince(start)); },
             [this, start](kj::Exception&& e) {
               metrics_->Request(MetricOp::kBatch,
@@ -188,7 +212,7 @@ kj::Promise<void> KvService::RunWaitReplicated(WaitReplicatedContext context) {
 
 kj::Promise<void> KvService::info(InfoContext context) {
   CheckServing();
-  return admin_.Info(context.getResults());
+  return Counted(admin_.Info(context.getResults()));
 }
 
 kj::Promise<void> KvService::cluster(ClusterContext context) {

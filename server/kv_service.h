@@ -19,6 +19,39 @@
 
 namespace geokv {
 
+// Whether the client API takes calls: one gate for the services of every
+// connection of a node. Lives on the event loop's thread.
+class ServingGate {
+ public:
+  bool open() const { return open_; }
+  // From now on every call fails with DISCONNECTED ("shutting down"); calls
+  // already accepted run to the end.
+  void Close() { open_ = false; }
+
+ private:
+  bool open_ = true;
+};
+
+// The calls of one connection under way, and a wait for room below `max`:
+// a call's reply exists only once its reads are done, so the replies queued
+// on the connection alone would not hold back a client that sends calls and
+// never reads the answers. Lives on the event loop's thread.
+class CallLimit {
+ public:
+  explicit CallLimit(size_t max) : max_(max) {}
+  // Resolves once fewer than `max` calls are under way (at once if so now).
+  // A second wait replaces the first.
+  kj::Promise<void> Ready();
+  void Begin() { ++under_way_; }
+  void End();
+  size_t under_way() const { return under_way_; }
+
+ private:
+  const size_t max_;
+  size_t under_way_ = 0;
+  kj::Own<kj::PromiseFulfiller<void>> waiting_;
+};
+
 struct KvServiceOptions {
   RequestLimits limits;
   // Where the service counts calls. Not owned. Default (nullptr): its own,
@@ -29,19 +62,17 @@ struct KvServiceOptions {
 // Lives on the event loop's thread, like the coordinator and every call.
 class KvService final : public rpc::GeoKv::Server {
  public:
-  // `coordinator`, `admin` and `replicator` must outlive the service.
+  // `coordinator`, `admin`, `replicator` and `gate` must outlive the
+  // service. `calls` counts its calls (shared with the connection's pacing);
+  // may be null.
   KvService(Coordinator& coordinator, Admin& admin, Replicator& replicator,
-            KvServiceOptions options);
+            const ServingGate& gate, std::shared_ptr<CallLimit> calls, KvServiceOptions options);
   ~KvService();
 
   // Runs a request another node of the region forwarded, here (the
   // replicator's forward handler). `level` DEFAULT takes the request's own.
   kj::Promise<void> RunForwarded(rpc::Request::Reader request, rpc::Consistency level,
                                  rpc::Reply::Builder reply);
-
-  // From now on every call fails with DISCONNECTED ("shutting down"); calls
-  // already accepted run to the end.
-  void StopServing() { serving_ = false; }
 
   kj::Promise<void> set(SetContext context) override;
   kj::Promise<void> get(GetContext context) override;
@@ -77,14 +108,17 @@ class KvService final : public rpc::GeoKv::Server {
   kj::Promise<void> RunWaitReplicated(WaitReplicatedContext context);
 
   void CheckServing() const;
+  // Counts `call` among this connection's calls until it ends.
+  kj::Promise<void> Counted(kj::Promise<void> call);
   // The answer when the coordinator is overloaded: OVERLOADED.
   [[noreturn]] static void Overloaded();
 
   Coordinator& coordinator_;
   Admin& admin_;
   Replicator& replicator_;
+  const ServingGate& gate_;
+  std::shared_ptr<CallLimit> calls_;
   const KvServiceOptions options_;
-  bool serving_ = true;
   std::unique_ptr<Metrics> own_metrics_;
   Metrics* metrics_;
 };

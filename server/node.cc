@@ -30,10 +30,9 @@ namespace {
 
 // Threads that read the store for the loop.
 constexpr size_t kReaderThreads = 2;
-// Store reads queued beyond which the client API reads no more calls: a
-// read's reply exists only once it is done, so the replies queued per
-// connection would not hold back a client that never reads its answers.
-constexpr size_t kMaxQueuedReads = 16;
+// Calls under way on one client connection beyond which it is not read
+// (see CallLimit).
+constexpr size_t kMaxCallsPerConnection = 32;
 
 // A node with seeds other than itself waits this long for one to answer
 // before it serves as its region's only member.
@@ -234,19 +233,25 @@ void Node::StartServices() {
     admin_->SetFailureDetections([this] { return gossip_->failure_detections(); });
     admin_->SetMemberRemoval([this](ReplicaId id) { return gossip_->Remove(id); });
   }
-  auto service = kj::heap<KvService>(*coordinator_, *admin_, *replicator_,
-                                     KvServiceOptions{limits, metrics_.get()});
-  service_ = service.get();
+  serving_ = std::make_unique<ServingGate>();
+  const KvServiceOptions service_options{limits, metrics_.get()};
+  forward_service_ = std::make_unique<KvService>(*coordinator_, *admin_, *replicator_, *serving_,
+                                                 nullptr, service_options);
   replicator_->SetForwardHandler(
       [this](rpc::Request::Reader request, rpc::Consistency level, rpc::Reply::Builder reply) {
-        return service_->RunForwarded(request, level, reply);
+        return forward_service_->RunForwarded(request, level, reply);
       });
+  // One service per connection, counting its calls.
+  auto sessions = [this, service_options] {
+    auto calls = std::make_shared<CallLimit>(kMaxCallsPerConnection);
+    capnp::Capability::Client service = kj::heap<KvService>(
+        *coordinator_, *admin_, *replicator_, *serving_, calls, service_options);
+    return RpcSession{kj::mv(service), [calls] { return calls->Ready(); }};
+  };
   RpcListenerOptions client_options;
   client_options.max_connections = options_.max_connections;
   client_options.max_message_bytes = options_.max_message_bytes;
-  client_options.busy = [this] { return async_store_->pending() > kMaxQueuedReads; };
-  listener_ = std::make_unique<RpcListener>(kj::mv(receiver_), kj::mv(service), timer,
-                                            client_options);
+  listener_ = std::make_unique<RpcListener>(kj::mv(receiver_), sessions, timer, client_options);
   spdlog::info("client API listening on {} port {}", options_.listen, listener_->port());
   if (peer_receiver_.get() != nullptr) {
     RpcListenerOptions peer_options;
@@ -312,7 +317,7 @@ int Node::Shutdown() {
   kj::Timer& timer = io_->provider->getTimer();
   listener_->StopAccepting();
   if (peer_listener_) peer_listener_->StopAccepting();
-  service_->StopServing();
+  serving_->Close();
   if (gossip_) gossip_->Stop();
   if (follower_) follower_->Stop();
   sampler_->Stop();
@@ -351,6 +356,7 @@ int Node::Shutdown() {
     spdlog::default_logger()->flush();
     std::_Exit(1);
   }
+  forward_service_.reset();
   admin_.reset();
   coordinator_.reset();
   forwarder_.reset();

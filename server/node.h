@@ -28,6 +28,7 @@ class MetricSampler;
 class Metrics;
 class MetricsServer;
 class Replicator;
+class ServingGate;
 class ReplicatorForwarder;
 class RpcListener;
 class Store;
@@ -90,7 +91,9 @@ class Node {
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<Admin> admin_;
   std::unique_ptr<Leaver> leaver_;
-  KvService* service_ = nullptr;  // owned by listener_
+  std::unique_ptr<ServingGate> serving_;
+  // Runs the requests other nodes forward here.
+  std::unique_ptr<KvService> forward_service_;
   std::unique_ptr<RpcListener> listener_;
   std::unique_ptr<RpcListener> peer_listener_;
   std::unique_ptr<MembershipFollower> follower_;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 namespace geokv {
 
@@ -15,21 +16,25 @@ namespace {
 // header, segment table and body separately), and reading pauses while the
 // replies queued for the client exceed `max_queued` (a client that sends
 // calls but does not read the answers cannot make the node buffer without
-// bound), or while the node is busy.
+// bound), and until the session is ready for more calls.
 class PacedStream final : public kj::AsyncIoStream {
  public:
   PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued,
-              std::function<bool()> busy)
-      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued), busy_(std::move(busy)) {}
+              std::function<kj::Promise<void>()> ready)
+      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued), ready_(std::move(ready)) {}
 
   // The network whose outgoing queue paces reading; set once it exists.
   void PaceBy(capnp::TwoPartyVatNetwork* network) { network_ = network; }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
-    if ((network_ != nullptr && network_->getCurrentQueueSize() > max_queued_) ||
-        (busy_ && busy_())) {
+    if (network_ != nullptr && network_->getCurrentQueueSize() > max_queued_) {
       return timer_.afterDelay(5 * kj::MILLISECONDS).then([this, buffer, min_bytes, max_bytes] {
         return tryRead(buffer, min_bytes, max_bytes);
+      });
+    }
+    if (ready_) {
+      return ready_().then([this, buffer, min_bytes, max_bytes] {
+        return ReadBuffered(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
       });
     }
     return ReadBuffered(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
@@ -86,7 +91,7 @@ class PacedStream final : public kj::AsyncIoStream {
   kj::Own<kj::AsyncIoStream> inner_;
   kj::Timer& timer_;
   const size_t max_queued_;
-  const std::function<bool()> busy_;
+  const std::function<kj::Promise<void>()> ready_;
   capnp::TwoPartyVatNetwork* network_ = nullptr;
   kj::byte buffer_[kBufferBytes];
   size_t begin_ = 0, end_ = 0;
@@ -95,11 +100,12 @@ class PacedStream final : public kj::AsyncIoStream {
 }  // namespace
 
 struct RpcListener::Connection {
-  Connection(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap,
-             kj::Timer& timer, const RpcListenerOptions& options)
-      : stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes, options.busy)),
+  Connection(kj::Own<kj::AsyncIoStream> s, RpcSession session, kj::Timer& timer,
+             const RpcListenerOptions& options)
+      : stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes,
+                                     kj::mv(session.ready))),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
-        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
+        rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
     stream->PaceBy(&network);
     rpc.setFlowLimit(options.max_message_bytes / sizeof(capnp::word));
   }
@@ -118,8 +124,17 @@ struct RpcListener::Connection {
 RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver,
                          capnp::Capability::Client bootstrap, kj::Timer& timer,
                          RpcListenerOptions options)
+    : RpcListener(
+          kj::mv(receiver),
+          [shared = std::make_shared<capnp::Capability::Client>(kj::mv(bootstrap))] {
+            return RpcSession{*shared, {}};
+          },
+          timer, options) {}
+
+RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver, RpcSessionFactory sessions,
+                         kj::Timer& timer, RpcListenerOptions options)
     : receiver_(kj::mv(receiver)),
-      bootstrap_(kj::mv(bootstrap)),
+      sessions_(std::move(sessions)),
       timer_(timer),
       options_(options),
       port_(receiver_->getPort()),
@@ -164,7 +179,7 @@ void RpcListener::Serve(kj::Own<kj::AsyncIoStream> stream) {
                  connections_.size());
     return;  // dropping the stream closes it
   }
-  connections_.push_back(kj::heap<Connection>(kj::mv(stream), bootstrap_, timer_, options_));
+  connections_.push_back(kj::heap<Connection>(kj::mv(stream), sessions_(), timer_, options_));
   auto it = std::prev(connections_.end());
   spdlog::debug("connection opened ({} open)", connections_.size());
   tasks_.add((*it)->network.onDisconnect()

@@ -62,7 +62,7 @@ class KvServiceTest : public ::testing::Test {
     RequestLimits request_limits{limits.max_key_bytes, limits.max_value_bytes};
     admin_ = std::make_unique<Admin>(*async_store_, *replicator_, *view_,
                                      AdminOptions{"n1", "eu", request_limits, &metrics_});
-    auto service = kj::heap<KvService>(*coordinator_, *admin_, *replicator_,
+    auto service = kj::heap<KvService>(*coordinator_, *admin_, *replicator_, gate_, nullptr,
                                        KvServiceOptions{request_limits, &metrics_});
     service_ = service.get();
     rpc_ = std::make_unique<Rpc>();
@@ -204,6 +204,7 @@ class KvServiceTest : public ::testing::Test {
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<ClusterView> view_;
   Metrics metrics_{"eu"};
+  ServingGate gate_;
   std::unique_ptr<AsyncStore> async_store_;
   std::unique_ptr<ReplicatorForwarder> forwarder_;
   std::unique_ptr<Coordinator> coordinator_;
@@ -567,7 +568,7 @@ TEST_F(KvServiceTest, InfoNamesTheNode) {
 }
 
 TEST_F(KvServiceTest, StoppedServiceRefusesCalls) {
-  service_->StopServing();
+  gate_.Close();
   auto req = kv().setRequest();
   req.setKey(AsData("k"));
   req.setValue(AsData("v"));
@@ -743,6 +744,21 @@ TEST_F(KvServiceReplyLimitTest, SiblingsTooLargeToReadStillGiveTheContextToMerge
   ASSERT_EQ(MvSet("m", "merged", context), Code::OK);
   ASSERT_EQ(MvGet("m", &values, &context), Code::OK);
   EXPECT_EQ(values, std::vector<std::string>{"merged"});
+}
+
+TEST(CallLimit, AConnectionAtItsLimitWaitsForACallToEnd) {
+  kj::EventLoop loop;
+  kj::WaitScope ws(loop);
+  CallLimit calls(2);
+  EXPECT_TRUE(calls.Ready().poll(ws));
+  calls.Begin();
+  calls.Begin();
+  auto ready = calls.Ready();
+  EXPECT_FALSE(ready.poll(ws)) << "two calls under way: no room";
+  calls.End();
+  EXPECT_TRUE(ready.poll(ws));
+  ready.wait(ws);
+  EXPECT_EQ(calls.under_way(), 1u);
 }
 
 }  // namespace
