@@ -24,11 +24,11 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-kj::Promise<void> CallLimit::Ready() {
-  if (under_way_ < max_) return kj::READY_NOW;
+kj::Maybe<kj::Promise<void>> CallLimit::Wait() {
+  if (under_way_ < max_) return nullptr;
   auto paf = kj::newPromiseAndFulfiller<void>();
   waiting_ = kj::mv(paf.fulfiller);
-  return kj::mv(paf.promise);
+  return kj::Promise<void>(kj::mv(paf.promise));
 }
 
 void CallLimit::End() {

@@ -39,9 +39,9 @@ class ServingGate {
 class CallLimit {
  public:
   explicit CallLimit(size_t max) : max_(max) {}
-  // Resolves once fewer than `max` calls are under way (at once if so now).
-  // A second wait replaces the first.
-  kj::Promise<void> Ready();
+  // nullptr when fewer than `max` calls are under way; else a promise that
+  // resolves once they are. A second wait replaces the first.
+  kj::Maybe<kj::Promise<void>> Wait();
   void Begin() { ++under_way_; }
   void End();
   size_t under_way() const { return under_way_; }

@@ -246,7 +246,7 @@ void Node::StartServices() {
     auto calls = std::make_shared<CallLimit>(kMaxCallsPerConnection);
     capnp::Capability::Client service = kj::heap<KvService>(
         *coordinator_, *admin_, *replicator_, *serving_, calls, service_options);
-    return RpcSession{kj::mv(service), [calls] { return calls->Ready(); }};
+    return RpcSession{kj::mv(service), [calls] { return calls->Wait(); }};
   };
   RpcListenerOptions client_options;
   client_options.max_connections = options_.max_connections;

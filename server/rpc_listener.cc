@@ -20,8 +20,8 @@ namespace {
 class PacedStream final : public kj::AsyncIoStream {
  public:
   PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued,
-              std::function<kj::Promise<void>()> ready)
-      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued), ready_(std::move(ready)) {}
+              std::function<kj::Maybe<kj::Promise<void>>()> wait)
+      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued), wait_(std::move(wait)) {}
 
   // The network whose outgoing queue paces reading; set once it exists.
   void PaceBy(capnp::TwoPartyVatNetwork* network) { network_ = network; }
@@ -32,10 +32,12 @@ class PacedStream final : public kj::AsyncIoStream {
         return tryRead(buffer, min_bytes, max_bytes);
       });
     }
-    if (ready_) {
-      return ready_().then([this, buffer, min_bytes, max_bytes] {
-        return ReadBuffered(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
-      });
+    if (wait_) {
+      KJ_IF_MAYBE(room, wait_()) {
+        return room->then([this, buffer, min_bytes, max_bytes] {
+          return tryRead(buffer, min_bytes, max_bytes);
+        });
+      }
     }
     return ReadBuffered(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
   }
@@ -91,7 +93,7 @@ class PacedStream final : public kj::AsyncIoStream {
   kj::Own<kj::AsyncIoStream> inner_;
   kj::Timer& timer_;
   const size_t max_queued_;
-  const std::function<kj::Promise<void>()> ready_;
+  const std::function<kj::Maybe<kj::Promise<void>>()> wait_;
   capnp::TwoPartyVatNetwork* network_ = nullptr;
   kj::byte buffer_[kBufferBytes];
   size_t begin_ = 0, end_ = 0;
@@ -103,7 +105,7 @@ struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, RpcSession session, kj::Timer& timer,
              const RpcListenerOptions& options)
       : stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes,
-                                     kj::mv(session.ready))),
+                                     kj::mv(session.wait))),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
     stream->PaceBy(&network);

@@ -29,10 +29,10 @@ struct RpcListenerOptions {
 // What one connection is served.
 struct RpcSession {
   capnp::Capability::Client bootstrap;
-  // Resolves once the connection may be read again: its calls under way,
-  // whose replies are not queued yet, leave room for more. Called before
-  // each read. Default (empty): always at once.
-  std::function<kj::Promise<void>()> ready;
+  // Before each read: nullptr when the connection may be read now, else a
+  // promise that resolves once it may (its calls under way, whose replies
+  // are not queued yet, leave room for more). Default (empty): always now.
+  std::function<kj::Maybe<kj::Promise<void>>()> wait;
 };
 // Makes the session of each connection accepted.
 using RpcSessionFactory = std::function<RpcSession()>;

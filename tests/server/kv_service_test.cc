@@ -750,14 +750,19 @@ TEST(CallLimit, AConnectionAtItsLimitWaitsForACallToEnd) {
   kj::EventLoop loop;
   kj::WaitScope ws(loop);
   CallLimit calls(2);
-  EXPECT_TRUE(calls.Ready().poll(ws));
+  EXPECT_TRUE(calls.Wait() == nullptr) << "room now";
   calls.Begin();
   calls.Begin();
-  auto ready = calls.Ready();
-  EXPECT_FALSE(ready.poll(ws)) << "two calls under way: no room";
+  kj::Promise<void> room = nullptr;
+  KJ_IF_MAYBE(wait, calls.Wait()) {
+    room = kj::mv(*wait);
+  } else {
+    FAIL() << "two calls under way, and room for more";
+  }
+  EXPECT_FALSE(room.poll(ws));
   calls.End();
-  EXPECT_TRUE(ready.poll(ws));
-  ready.wait(ws);
+  EXPECT_TRUE(room.poll(ws));
+  room.wait(ws);
   EXPECT_EQ(calls.under_way(), 1u);
 }
 
