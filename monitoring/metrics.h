@@ -98,6 +98,8 @@ class Metrics {
   prometheus::Gauge& rocksdb_pending_compaction;
   prometheus::Gauge& disk_free;
   prometheus::Gauge& disk_total;
+  // How late a periodic timer of the event loop fires: the loop's lag.
+  prometheus::Histogram& event_loop_lag;
 
  private:
   // REQUIRES: mu_ held.

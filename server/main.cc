@@ -15,5 +15,6 @@ int main(int argc, char** argv) {
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   logger->set_level(spdlog::level::from_str(options.log_level));
   spdlog::set_default_logger(logger);
-  return geokv::RunNode(options);
+  geokv::Node node(options);
+  return node.Run();
 }

@@ -1,19 +1,105 @@
-// One geokv node: opens the store, serves the client API and shuts down
-// cleanly on SIGTERM or SIGINT.
+// One geokv node: opens the store, serves the client API and the peer API,
+// follows gossip, replicates, and shuts down cleanly on SIGTERM or SIGINT,
+// or once it has left the cluster.
 
 #ifndef GEOKV_SERVER_NODE_H_
 #define GEOKV_SERVER_NODE_H_
 
+#include <kj/async-io.h>
+
+#include <memory>
+#include <string>
+
 #include "server/options.h"
+#include "util/status.h"
 
 namespace geokv {
 
-// Runs the node until SIGTERM or SIGINT; returns the process exit code (0
-// after a clean shutdown, 1 when the node cannot start). On a signal: stops
-// accepting connections and calls, lets the calls in flight finish (up to
-// shutdown_timeout_seconds), makes every acknowledged write durable, closes
-// the store.
-int RunNode(const ServerOptions& options);
+class Admin;
+class AsyncStore;
+class ClusterView;
+class Coordinator;
+class Gossip;
+class GroupCommitter;
+class KvService;
+class Leaver;
+class MembershipFollower;
+class MetricSampler;
+class Metrics;
+class MetricsServer;
+class Replicator;
+class ServingGate;
+class ReplicatorForwarder;
+class RpcListener;
+class Store;
+
+// Lives on the thread that constructs it, which runs its event loop.
+// Create one per process: it takes SIGTERM and SIGINT.
+class Node {
+ public:
+  explicit Node(ServerOptions options);
+  ~Node();
+
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Opens the store, listens, starts gossip, replication and the metrics.
+  // Not OK (logged): the node cannot start; Shutdown() is then not needed.
+  Status Start();
+  // Serves until SIGTERM or SIGINT, or until the node has left the cluster.
+  // REQUIRES: Start() returned OK.
+  void RunUntilStopped();
+  // Stops accepting connections and calls, lets the calls in flight finish
+  // (up to shutdown_timeout_seconds), makes every acknowledged write
+  // durable and closes the store. Returns the process exit code (0 after a
+  // clean shutdown). Exits the process at once when the writer is stuck.
+  int Shutdown();
+
+  // Start, RunUntilStopped, Shutdown: the exit code (1 when the node cannot
+  // start).
+  int Run();
+
+ private:
+  Status Listen();
+  Status StartGossip();
+  Status StartMetricsServer();
+  void StartReplication();
+  void StartServices();
+  void StartJoining();
+  // Gives the replicator the view's placement.
+  void Place();
+  // The node has learned its region's members (`how`).
+  void Joined(const char* how);
+
+  const ServerOptions options_;
+  std::string name_;
+  // Gossip has seeds other than this node: it must hear from one (or wait
+  // kJoinWait) before it knows its region.
+  bool must_join_ = false;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<kj::AsyncIoContext> io_;
+  std::unique_ptr<AsyncStore> async_store_;
+  kj::Own<kj::ConnectionReceiver> receiver_;
+  kj::Own<kj::ConnectionReceiver> peer_receiver_;
+  std::unique_ptr<Gossip> gossip_;
+  std::unique_ptr<ClusterView> view_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<MetricsServer> metrics_server_;
+  std::unique_ptr<GroupCommitter> committer_;
+  std::unique_ptr<Replicator> replicator_;
+  std::unique_ptr<ReplicatorForwarder> forwarder_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<Admin> admin_;
+  std::unique_ptr<Leaver> leaver_;
+  std::unique_ptr<ServingGate> serving_;
+  // Runs the requests other nodes forward here.
+  std::unique_ptr<KvService> forward_service_;
+  std::unique_ptr<RpcListener> listener_;
+  std::unique_ptr<RpcListener> peer_listener_;
+  std::unique_ptr<MembershipFollower> follower_;
+  std::unique_ptr<MetricSampler> sampler_;
+  kj::Promise<void> join_wait_ = nullptr;
+};
 
 }  // namespace geokv
 

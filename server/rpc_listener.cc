@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 namespace geokv {
 
@@ -15,11 +16,12 @@ namespace {
 // header, segment table and body separately), and reading pauses while the
 // replies queued for the client exceed `max_queued` (a client that sends
 // calls but does not read the answers cannot make the node buffer without
-// bound).
+// bound), and until the session is ready for more calls.
 class PacedStream final : public kj::AsyncIoStream {
  public:
-  PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued)
-      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued) {}
+  PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued,
+              std::function<kj::Maybe<kj::Promise<void>>()> wait)
+      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued), wait_(std::move(wait)) {}
 
   // The network whose outgoing queue paces reading; set once it exists.
   void PaceBy(capnp::TwoPartyVatNetwork* network) { network_ = network; }
@@ -29,6 +31,13 @@ class PacedStream final : public kj::AsyncIoStream {
       return timer_.afterDelay(5 * kj::MILLISECONDS).then([this, buffer, min_bytes, max_bytes] {
         return tryRead(buffer, min_bytes, max_bytes);
       });
+    }
+    if (wait_) {
+      KJ_IF_MAYBE(room, wait_()) {
+        return room->then([this, buffer, min_bytes, max_bytes] {
+          return tryRead(buffer, min_bytes, max_bytes);
+        });
+      }
     }
     return ReadBuffered(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
   }
@@ -84,6 +93,7 @@ class PacedStream final : public kj::AsyncIoStream {
   kj::Own<kj::AsyncIoStream> inner_;
   kj::Timer& timer_;
   const size_t max_queued_;
+  const std::function<kj::Maybe<kj::Promise<void>>()> wait_;
   capnp::TwoPartyVatNetwork* network_ = nullptr;
   kj::byte buffer_[kBufferBytes];
   size_t begin_ = 0, end_ = 0;
@@ -92,11 +102,12 @@ class PacedStream final : public kj::AsyncIoStream {
 }  // namespace
 
 struct RpcListener::Connection {
-  Connection(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap,
-             kj::Timer& timer, const RpcListenerOptions& options)
-      : stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes)),
+  Connection(kj::Own<kj::AsyncIoStream> s, RpcSession session, kj::Timer& timer,
+             const RpcListenerOptions& options)
+      : stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes,
+                                     kj::mv(session.wait))),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
-        rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {
+        rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
     stream->PaceBy(&network);
     rpc.setFlowLimit(options.max_message_bytes / sizeof(capnp::word));
   }
@@ -115,8 +126,17 @@ struct RpcListener::Connection {
 RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver,
                          capnp::Capability::Client bootstrap, kj::Timer& timer,
                          RpcListenerOptions options)
+    : RpcListener(
+          kj::mv(receiver),
+          [shared = std::make_shared<capnp::Capability::Client>(kj::mv(bootstrap))] {
+            return RpcSession{*shared, {}};
+          },
+          timer, options) {}
+
+RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver, RpcSessionFactory sessions,
+                         kj::Timer& timer, RpcListenerOptions options)
     : receiver_(kj::mv(receiver)),
-      bootstrap_(kj::mv(bootstrap)),
+      sessions_(std::move(sessions)),
       timer_(timer),
       options_(options),
       port_(receiver_->getPort()),
@@ -161,7 +181,7 @@ void RpcListener::Serve(kj::Own<kj::AsyncIoStream> stream) {
                  connections_.size());
     return;  // dropping the stream closes it
   }
-  connections_.push_back(kj::heap<Connection>(kj::mv(stream), bootstrap_, timer_, options_));
+  connections_.push_back(kj::heap<Connection>(kj::mv(stream), sessions_(), timer_, options_));
   auto it = std::prev(connections_.end());
   spdlog::debug("connection opened ({} open)", connections_.size());
   tasks_.add((*it)->network.onDisconnect()

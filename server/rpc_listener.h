@@ -1,11 +1,12 @@
-// Serves a Cap'n Proto bootstrap capability to every connection a listening
-// socket accepts, within limits: connections beyond max_connections are
-// closed at once, messages beyond max_message_bytes end their connection,
-// and a connection stops being read while its unanswered calls exceed
-// max_message_bytes, or while its replies waiting to be sent do
-// (backpressure both ways). A connection that sends garbage or
-// disconnects mid-call ends alone; the listener goes on, and an accept that
-// fails (out of file descriptors) is retried.
+// Serves a Cap'n Proto bootstrap capability (one per connection, or one for
+// all) to every connection a listening socket accepts, within limits:
+// connections beyond max_connections are closed at once, messages beyond
+// max_message_bytes end their connection, and a connection stops being read
+// while its unanswered calls exceed max_message_bytes, while its replies
+// waiting to be sent do, or until its session is ready for more calls
+// (backpressure both ways). A connection that sends garbage or disconnects
+// mid-call ends alone; the listener goes on, and an accept that fails (out
+// of file descriptors) is retried.
 
 #ifndef GEOKV_SERVER_RPC_LISTENER_H_
 #define GEOKV_SERVER_RPC_LISTENER_H_
@@ -14,6 +15,7 @@
 #include <kj/async-io.h>
 
 #include <cstddef>
+#include <functional>
 #include <list>
 #include <string>
 
@@ -24,10 +26,24 @@ struct RpcListenerOptions {
   size_t max_message_bytes = 64 << 20;
 };
 
+// What one connection is served.
+struct RpcSession {
+  capnp::Capability::Client bootstrap;
+  // Before each read: nullptr when the connection may be read now, else a
+  // promise that resolves once it may (its calls under way, whose replies
+  // are not queued yet, leave room for more). Default (empty): always now.
+  std::function<kj::Maybe<kj::Promise<void>>()> wait;
+};
+// Makes the session of each connection accepted.
+using RpcSessionFactory = std::function<RpcSession()>;
+
 // Lives on the event loop's thread.
 class RpcListener : private kj::TaskSet::ErrorHandler {
  public:
   // `timer` (for retrying failed accepts) must outlive the listener.
+  RpcListener(kj::Own<kj::ConnectionReceiver> receiver, RpcSessionFactory sessions,
+              kj::Timer& timer, RpcListenerOptions options);
+  // Every connection bootstraps the same capability.
   RpcListener(kj::Own<kj::ConnectionReceiver> receiver, capnp::Capability::Client bootstrap,
               kj::Timer& timer, RpcListenerOptions options);
   ~RpcListener();
@@ -51,7 +67,7 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& exception) override;
 
   kj::Own<kj::ConnectionReceiver> receiver_;
-  capnp::Capability::Client bootstrap_;
+  RpcSessionFactory sessions_;
   kj::Timer& timer_;
   const RpcListenerOptions options_;
   unsigned port_;

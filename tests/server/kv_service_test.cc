@@ -17,6 +17,8 @@
 #include "replication/group_commit.h"
 #include "replication/replicator.h"
 #include "server/api_codec.h"
+#include "server/forwarder.h"
+#include "storage/async_store.h"
 #include "tests/storage/test_dir.h"
 
 namespace geokv {
@@ -50,15 +52,28 @@ class KvServiceTest : public ::testing::Test {
     self.name = "n1";
     self.region = "eu";
     view_ = std::make_unique<ClusterView>(self, 3, Ring::kDefaultVnodes);
-    auto service = kj::heap<KvService>(
-        *store_, *committer_, *replicator_, *view_,
-        KvServiceOptions{"n1", "eu", limits.max_key_bytes, limits.max_value_bytes,
-                         limits.max_message_bytes});
+    async_store_ = std::make_unique<AsyncStore>(*store_, 2);
+    forwarder_ = std::make_unique<ReplicatorForwarder>(*replicator_);
+    CoordinatorOptions coordination;
+    coordination.max_message_bytes = limits.max_message_bytes;
+    coordination.metrics = &metrics_;
+    coordinator_ = std::make_unique<Coordinator>(*async_store_, *committer_, *replicator_,
+                                                 *view_, *forwarder_, coordination);
+    RequestLimits request_limits{limits.max_key_bytes, limits.max_value_bytes};
+    admin_ = std::make_unique<Admin>(*async_store_, *replicator_, *view_,
+                                     AdminOptions{"n1", "eu", request_limits, &metrics_});
+    auto service = kj::heap<KvService>(*coordinator_, *admin_, *replicator_, gate_, nullptr,
+                                       KvServiceOptions{request_limits, &metrics_});
     service_ = service.get();
     rpc_ = std::make_unique<Rpc>();
-    rpc_->server = kj::heap<capnp::TwoPartyServer>(kj::mv(service));
     auto pipe = io_->provider->newTwoWayPipe();
-    rpc_->server->accept(kj::mv(pipe.ends[0]));
+    // The server reads calls as RpcListener does: up to max-message-bytes.
+    capnp::ReaderOptions reader;
+    reader.traversalLimitInWords = limits.max_message_bytes / sizeof(capnp::word);
+    rpc_->server_stream = kj::mv(pipe.ends[0]);
+    rpc_->network = kj::heap<capnp::TwoPartyVatNetwork>(
+        *rpc_->server_stream, capnp::rpc::twoparty::Side::SERVER, reader);
+    rpc_->server = kj::heap(capnp::makeRpcServer(*rpc_->network, kj::mv(service)));
     rpc_->client_stream = kj::mv(pipe.ends[1]);
     rpc_->client = kj::heap<capnp::TwoPartyClient>(*rpc_->client_stream);
     kv_ = std::make_unique<rpc::GeoKv::Client>(rpc_->client->bootstrap().castAs<rpc::GeoKv>());
@@ -72,8 +87,12 @@ class KvServiceTest : public ::testing::Test {
     }
     if (committer_) committer_->Drain().wait(ws());
     rpc_.reset();
+    admin_.reset();
+    coordinator_.reset();
+    forwarder_.reset();
     replicator_.reset();
     committer_.reset();
+    async_store_.reset();
     store_.reset();
   }
 
@@ -184,9 +203,17 @@ class KvServiceTest : public ::testing::Test {
   std::unique_ptr<GroupCommitter> committer_;
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<ClusterView> view_;
+  Metrics metrics_{"eu"};
+  ServingGate gate_;
+  std::unique_ptr<AsyncStore> async_store_;
+  std::unique_ptr<ReplicatorForwarder> forwarder_;
+  std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<Admin> admin_;
   KvService* service_ = nullptr;
   struct Rpc {
-    kj::Own<capnp::TwoPartyServer> server;
+    kj::Own<kj::AsyncIoStream> server_stream;
+    kj::Own<capnp::TwoPartyVatNetwork> network;
+    kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> server;
     kj::Own<kj::AsyncIoStream> client_stream;
     kj::Own<capnp::TwoPartyClient> client;
   };
@@ -541,7 +568,7 @@ TEST_F(KvServiceTest, InfoNamesTheNode) {
 }
 
 TEST_F(KvServiceTest, StoppedServiceRefusesCalls) {
-  service_->StopServing();
+  gate_.Close();
   auto req = kv().setRequest();
   req.setKey(AsData("k"));
   req.setValue(AsData("v"));
@@ -680,6 +707,33 @@ TEST_F(KvServiceReplyLimitTest, BatchReadsBeyondTheReplyBudgetAreTooLarge) {
   EXPECT_EQ(value.size(), 1024u);
 }
 
+TEST_F(KvServiceReplyLimitTest, ABatchNearTheTraversalLimitIsReadOnce) {
+  // An increment and 65 reads of 64-byte keys: about 880 of the 1024 words
+  // the server reads per message (8192 bytes). Reading any key twice would
+  // pass the limit part-way, after the increment was applied.
+  auto req = kv().batchRequest();
+  constexpr uint32_t kReads = 65;
+  auto list = req.initRequests(1 + kReads);
+  auto incr = list[0].initIncrBy();
+  incr.setKey(AsData("c"));
+  incr.setDelta(1);
+  for (uint32_t i = 0; i < kReads; ++i) {
+    std::string key(64, 'k');
+    key.replace(0, std::to_string(i).size(), std::to_string(i));
+    list[1 + i].initGet().setKey(AsData(key));
+  }
+  auto reply = req.send().wait(ws());
+  auto r = reply.getReplies();
+  ASSERT_EQ(r.size(), 1 + kReads);
+  EXPECT_EQ(r[0].getWrite().getOutcome().getCode(), Code::OK);
+  for (uint32_t i = 0; i < kReads; ++i) {
+    EXPECT_EQ(r[1 + i].getValue().getOutcome().getCode(), Code::NOT_FOUND) << i;
+  }
+  int64_t n;
+  ASSERT_EQ(CounterGet("c", &n), Code::OK);
+  EXPECT_EQ(n, 1);
+}
+
 TEST_F(KvServiceReplyLimitTest, SiblingsTooLargeToReadStillGiveTheContextToMergeThem) {
   for (int i = 0; i < 5; ++i) ASSERT_EQ(MvSet("m", std::string(1024, 'a' + i), ""), Code::OK);
   std::vector<std::string> values;
@@ -690,6 +744,26 @@ TEST_F(KvServiceReplyLimitTest, SiblingsTooLargeToReadStillGiveTheContextToMerge
   ASSERT_EQ(MvSet("m", "merged", context), Code::OK);
   ASSERT_EQ(MvGet("m", &values, &context), Code::OK);
   EXPECT_EQ(values, std::vector<std::string>{"merged"});
+}
+
+TEST(CallLimit, AConnectionAtItsLimitWaitsForACallToEnd) {
+  kj::EventLoop loop;
+  kj::WaitScope ws(loop);
+  CallLimit calls(2);
+  EXPECT_TRUE(calls.Wait() == nullptr) << "room now";
+  calls.Begin();
+  calls.Begin();
+  kj::Promise<void> room = nullptr;
+  KJ_IF_MAYBE(wait, calls.Wait()) {
+    room = kj::mv(*wait);
+  } else {
+    FAIL() << "two calls under way, and room for more";
+  }
+  EXPECT_FALSE(room.poll(ws));
+  calls.End();
+  EXPECT_TRUE(room.poll(ws));
+  room.wait(ws);
+  EXPECT_EQ(calls.under_way(), 1u);
 }
 
 }  // namespace

@@ -1,0 +1,248 @@
+// The coordinator's reads: token waits, quorum digests and read repair, and
+// the answer from this node's store on the reader pool.
+
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "server/api_codec.h"
+#include "server/coordinator.h"
+#include "server/coordinator_internal.h"
+#include "util/coding.h"
+
+namespace geokv {
+namespace {
+
+// NotFound, or WrongType when another type is live at `key`.
+Status Absent(Store& store, const std::string& key, CrdtType wanted) {
+  GEOKV_ASSIGN_OR_RETURN(std::vector<CrdtType> live, store.LiveTypes(key));
+  for (CrdtType t : live) {
+    if (t != wanted) {
+      return Status::WrongType("key '" + PrintableBytes(key) + "' holds a value of type " +
+                               std::string(TypeName(t)) + ", not " +
+                               std::string(TypeName(wanted)));
+    }
+  }
+  return Status::NotFound("key not found");
+}
+
+// For a set read with an empty answer: OK, or WrongType when another type
+// is live at `key`.
+Status EmptySet(Store& store, const std::string& key) {
+  Status absent = Absent(store, key, CrdtType::kOrSet);
+  return absent.IsNotFound() ? Status::OK() : absent;
+}
+
+// What a read asks of the store, copied for the reader thread.
+struct LocalRead {
+  RequestKind kind;
+  std::string key;
+  std::string element;
+  std::optional<std::string> after;
+  uint32_t limit;
+};
+
+// The answer of `read` from `store`; on a reader thread. `siblings` gets
+// the number of a multi-value register's siblings, when one was read.
+Status ReadStore(Store& store, const LocalRead& read, Result& out,
+                 std::optional<size_t>& siblings) {
+  const std::string& key = read.key;
+  switch (read.kind) {
+    case RequestKind::kGet: {
+      GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store.Get(key, CrdtType::kLww));
+      if (state) {
+        const auto& value = std::get<LwwRegister>(*state).value();
+        if (value) {
+          out.value = *value;
+          return Status::OK();
+        }
+      }
+      return Absent(store, key, CrdtType::kLww);
+    }
+    case RequestKind::kMvGet: {
+      GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store.Get(key, CrdtType::kMvRegister));
+      if (!state) return Absent(store, key, CrdtType::kMvRegister);
+      const auto& reg = std::get<MvRegister>(*state);
+      out.context = EncodeClientContext(key, reg.context());
+      out.values = reg.Values();
+      siblings = out.values.size();
+      if (out.values.empty()) return Absent(store, key, CrdtType::kMvRegister);
+      return Status::OK();
+    }
+    case RequestKind::kSIsMember: {
+      GEOKV_ASSIGN_OR_RETURN(out.member, store.SetContains(key, read.element));
+      if (out.member) return Status::OK();
+      return EmptySet(store, key);
+    }
+    case RequestKind::kSMembers: {
+      std::optional<std::string_view> after;
+      if (read.after) after = *read.after;
+      GEOKV_ASSIGN_OR_RETURN(SetPage page, store.SetMembers(key, after, read.limit));
+      out.elements = std::move(page.elements);
+      out.more = page.more;
+      if (!out.elements.empty() || read.after) return Status::OK();
+      return EmptySet(store, key);
+    }
+    case RequestKind::kSCard: {
+      GEOKV_ASSIGN_OR_RETURN(out.count, store.SetSize(key));
+      if (out.count > 0) return Status::OK();
+      return EmptySet(store, key);
+    }
+    case RequestKind::kCounterGet: {
+      GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store.Get(key, CrdtType::kCounter));
+      if (!state) return Absent(store, key, CrdtType::kCounter);
+      out.counter = std::get<PnCounter>(*state).Value();
+      return Status::OK();
+    }
+    case RequestKind::kType: {
+      GEOKV_ASSIGN_OR_RETURN(out.types, store.LiveTypes(key));
+      return Status::OK();
+    }
+    default: break;
+  }
+  return Status::InvalidArgument("not a read");
+}
+
+}  // namespace
+
+kj::Promise<Coordinator::ReadDone> Coordinator::Read(ParsedRequest request, bool forwarded) {
+  if (!request.status.ok()) return ReadDone{ResultOf(std::move(request.status)), true};
+  const Consistency level = Resolve(request.consistency);
+  Plan plan = MakePlan(view_, PlanRequest{request.key, level, forwarded, false}, *facts_);
+  if (!plan.status.ok()) return ReadDone{ResultOf(std::move(plan.status)), true};
+  if (plan.forward_to) {
+    const ReplicaId node = *plan.forward_to;
+    return Forward(node, request, level)
+        .then([](Result r) { return ReadDone{std::move(r), false}; },
+              [this, node](kj::Exception&& e) {
+                return ReadDone{ResultOf(Status::Unavailable("forwarding to the key's owner " +
+                                                             OwnerName(node) + " failed: " +
+                                                             Described(e))),
+                                true};
+              });
+  }
+  std::vector<CausalToken> tokens = std::move(request.tokens);
+  kj::Promise<Status> visible =
+      tokens.empty() ? kj::Promise<Status>(Status::OK())
+                     : replicator_.WaitVisible(std::move(tokens), replicator_.token_wait());
+  auto req = std::make_shared<ParsedRequest>(std::move(request));
+  return visible
+      .then([this, req, plan = std::move(plan)](Status s) mutable -> kj::Promise<Status> {
+        if (!s.ok() || plan.needed == 0) return s;
+        return RepairRead(req->key, std::move(plan.others), plan.needed);
+      })
+      .then([this, req](Status s) -> kj::Promise<ReadDone> {
+        if (!s.ok()) return ReadDone{ResultOf(std::move(s)), true};
+        return ReadHere(*req).then([](Result r) { return ReadDone{std::move(r), true}; });
+      });
+}
+
+kj::Promise<Result> Coordinator::ReadHere(const ParsedRequest& request) {
+  LocalRead read{request.kind, request.key, request.element, request.after, request.limit};
+  struct Done {
+    Result result;
+    std::optional<size_t> siblings;
+  };
+  return store_
+      .Run([read = std::move(read)](Store& store) {
+        Done done;
+        done.result.status = ReadStore(store, read, done.result, done.siblings);
+        return done;
+      })
+      .then([this](Done done) {
+        if (done.siblings) metrics_->mv_siblings.Observe(static_cast<double>(*done.siblings));
+        return kj::mv(done.result);
+      });
+}
+
+kj::Promise<Status> Coordinator::RepairRead(std::string key, std::vector<ReplicaId> others,
+                                            size_t needed) {
+  // Gathers the first `needed` digests; the others are not waited for.
+  struct Gather {
+    size_t needed = 0, pending = 0, answered = 0;
+    uint64_t local = 0;
+    std::vector<ReplicaId> differing;
+    kj::Own<kj::PromiseFulfiller<void>> done;
+    void Settle() {
+      if (done->isWaiting() && (answered >= needed || pending == 0)) done->fulfill();
+    }
+  };
+  return store_.KeyDigest(key).then([this, key, others = std::move(others), needed](
+                                        StatusOr<uint64_t> local) mutable -> kj::Promise<Status> {
+    if (!local.ok()) return local.status();
+    auto g = std::make_shared<Gather>();
+    g->needed = needed;
+    g->pending = others.size();
+    g->local = *local;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    g->done = kj::mv(paf.fulfiller);
+    for (ReplicaId id : others) {
+      tasks_.add(replicator_.KeyDigest(id, key, options_.request_timeout)
+                     .then(
+                         [g, id](uint64_t digest) {
+                           --g->pending;
+                           ++g->answered;
+                           if (digest != g->local && g->answered <= g->needed) {
+                             g->differing.push_back(id);
+                           }
+                           g->Settle();
+                         },
+                         [g](kj::Exception&&) {
+                           --g->pending;
+                           g->Settle();
+                         }));
+    }
+    return paf.promise.then([this, g, key = std::move(key)]() mutable -> kj::Promise<Status> {
+      if (g->answered < g->needed) {
+        return Status::Timeout("the read needed " + std::to_string(g->needed) +
+                               " other owner(s) of the key; " + std::to_string(g->answered) +
+                               " answered within --request-timeout");
+      }
+      if (g->differing.empty()) return Status::OK();
+      metrics_->read_repairs.Increment();
+      // A differing owner whose state does not arrive has not answered: the
+      // read cannot count it toward its level.
+      kj::Vector<kj::Promise<std::optional<std::vector<Crdt>>>> fetches;
+      for (ReplicaId id : g->differing) {
+        fetches.add(replicator_.FetchStates(id, key, options_.request_timeout)
+                        .then(
+                            [](std::vector<Crdt> states) {
+                              return std::optional<std::vector<Crdt>>(std::move(states));
+                            },
+                            [](kj::Exception&&) { return std::optional<std::vector<Crdt>>(); }));
+      }
+      return kj::joinPromises(fetches.releaseAsArray())
+          .then([this, g, key](kj::Array<std::optional<std::vector<Crdt>>> fetched)
+                    -> kj::Promise<WriteResult> {
+            size_t failed = 0;
+            for (const auto& states : fetched) failed += states ? 0 : 1;
+            if (g->answered - failed < g->needed) {
+              WriteResult r;
+              r.status = Status::Timeout(
+                  "the read needed " + std::to_string(g->needed) +
+                  " other owner(s) of the key; " + std::to_string(failed) +
+                  " differed and did not send their state");
+              return r;
+            }
+            RemoteApply apply;
+            for (auto& states : fetched) {
+              if (!states) continue;
+              for (Crdt& state : *states) apply.joins.emplace_back(key, std::move(state));
+            }
+            if (apply.joins.empty()) return kj::Promise<WriteResult>(WriteResult{});
+            return committer_.SubmitRemote(std::move(apply));
+          })
+          .then([this, g, key](WriteResult joined) {
+            if (!joined.status.ok()) return joined.status;
+            // The owners that differed get the joined state; the read does
+            // not wait for them.
+            for (ReplicaId id : g->differing) {
+              tasks_.add(replicator_.PushStates(id, key, options_.request_timeout));
+            }
+            return Status::OK();
+          });
+    });
+  });
+}
+
+}  // namespace geokv

@@ -1,0 +1,64 @@
+// Placement plans: where an operation on one key runs and whom it waits
+// for, decided from the cluster view and what the replicator says of the
+// key's segment and of the links, and nothing else. A pure function: the
+// same inputs give the same plan, so it is tested without a cluster.
+
+#ifndef GEOKV_SERVER_PLAN_H_
+#define GEOKV_SERVER_PLAN_H_
+
+#include <cstddef>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "crdt/crdt.h"
+#include "server/cluster_view.h"
+#include "server/request.h"
+#include "util/status.h"
+
+namespace geokv {
+
+// What the replicator knows that a plan depends on (Replicator::Syncing,
+// Dropped and IsConnected). Read on the loop thread.
+class ReplicaFacts {
+ public:
+  virtual ~ReplicaFacts() = default;
+  // This node owns `segment` again after handing it over, and is not yet
+  // back in step with another owner.
+  virtual bool Syncing(size_t segment) const = 0;
+  // This node handed `segment` over and has not brought it back in step.
+  virtual bool Dropped(size_t segment) const = 0;
+  // The link to `node` has a session now.
+  virtual bool IsConnected(ReplicaId node) const = 0;
+};
+
+// Where an operation on one key runs.
+struct Plan {
+  Status status;                        // not OK: refuse the operation with it
+  std::optional<ReplicaId> forward_to;  // run it on that owner
+  std::vector<ReplicaId> others;        // running here: the other owners up
+  std::vector<ReplicaId> away;          // and those that are not (hinted)
+  size_t needed = 0;                    // of `others`, how many must answer
+  size_t segment = 0;                   // the key's tree segment
+};
+
+// What is planned.
+struct PlanRequest {
+  std::string_view key;
+  // Resolved: kDefault counts as kQuorum.
+  Consistency level = Consistency::kQuorum;
+  // Another node sent the request here to run, whatever this node's ring
+  // says: it is never forwarded again.
+  bool forwarded = false;
+  bool write = false;
+};
+
+// Of `owners` owners, how many a level needs (itself among them).
+size_t Needed(Consistency level, size_t owners);
+
+// The plan of `request` on this node (view.self_id()).
+Plan MakePlan(const ClusterView& view, const PlanRequest& request, const ReplicaFacts& facts);
+
+}  // namespace geokv
+
+#endif  // GEOKV_SERVER_PLAN_H_
