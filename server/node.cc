@@ -210,7 +210,7 @@ void Node::StartReplication() {
   replication.anti_entropy_interval = std::chrono::milliseconds(options_.anti_entropy_interval_ms);
   replication.anti_entropy_bytes_per_second = options_.anti_entropy_bytes_per_second;
   replication.heartbeat = std::chrono::milliseconds(options_.heartbeat_ms);
-  replicator_ = std::make_unique<Replicator>(*store_, *committer_, *io_->provider,
+  replicator_ = std::make_unique<Replicator>(*store_, *async_store_, *committer_, *io_->provider,
                                              std::move(replication));
 }
 
