@@ -26,8 +26,8 @@
 #include <string>
 #include <vector>
 
-#include "tests/replication/cluster.h"
-#include "tests/storage/test_dir.h"
+#include "testing/cluster.h"
+#include "testing/test_dir.h"
 
 namespace geokv {
 namespace {
@@ -235,10 +235,12 @@ TEST(MetricsTest, PrometheusScrapesRequestLagAndMembershipSeries) {
     }
     out << "]\n";
   }
-  ChildProcess prometheus({kPrometheus, "--config.file=" + config,
-                           "--storage.tsdb.path=" + dir.path() + "/tsdb",
-                           "--web.listen-address=127.0.0.1:" + std::to_string(port)},
-                          dir.path() + "/prometheus.log");
+  auto launched = ChildProcess::Start({kPrometheus, "--config.file=" + config,
+                                       "--storage.tsdb.path=" + dir.path() + "/tsdb",
+                                       "--web.listen-address=127.0.0.1:" + std::to_string(port)},
+                                      testing::LogTo(dir.path() + "/prometheus.log"));
+  ASSERT_TRUE(launched.ok()) << launched.status().ToString();
+  ChildProcess& prometheus = **launched;
 
   // Whether at least `series` of the query's series have a positive value.
   auto has = [&](const std::string& query, size_t series) {

@@ -17,7 +17,7 @@
 #include "replication/group_commit.h"
 #include "replication/replicator.h"
 #include "server/api_codec.h"
-#include "tests/storage/test_dir.h"
+#include "testing/test_dir.h"
 
 namespace geokv {
 namespace {
