@@ -163,7 +163,7 @@ Cluster::Cluster(std::string dir, Options options)
 
 Cluster::~Cluster() {
   for (auto& node : nodes_) {
-    if (node && node->child().Running()) node->Kill();
+    if (node && node->Running()) node->Kill();
   }
   for (auto& [link, proxy] : proxies_) proxy->Stop();
   work_.reset();
@@ -246,7 +246,9 @@ bool Cluster::WaitConnected(std::string* why) {
 
 std::string Cluster::Logs() {
   std::string out;
-  for (int j = 0; j < nodes(); ++j) out += "\n--- " + Name(j) + ":\n" + node(j).child().Log();
+  for (int j = 0; j < static_cast<int>(nodes_.size()); ++j) {
+    out += "\n--- " + Name(j) + ":\n" + nodes_[j]->Log();
+  }
   return out;
 }
 
@@ -284,7 +286,7 @@ bool Cluster::StopAndCompareDumps(std::string* why) {
   for (int i = 0; i < nodes(); ++i) {
     auto status = node(i).Stop();
     if (!status || *status != 0) {
-      *why = Name(i) + " did not stop cleanly:\n" + node(i).child().Log();
+      *why = Name(i) + " did not stop cleanly:\n" + node(i).Log();
       return false;
     }
   }

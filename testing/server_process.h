@@ -29,14 +29,18 @@ class ServerProcess {
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
-  // REQUIRES: Start was called.
+  // REQUIRES: Start was called and launched the process.
   ChildProcess& child() { return *child_; }
+  // Whether the process was launched and has not ended.
+  bool Running() { return child_ && child_->Running(); }
+  // The latest start's log; empty before the first.
+  std::string Log() const { return child_ ? child_->Log() : ""; }
 
-  // kill -9, and reap.
+  // kill -9, and reap. REQUIRES: the process was launched.
   void Kill();
 
   // SIGTERM; the wait status, or nullopt if it is still running after
-  // `timeout` (it is then killed).
+  // `timeout` (it is then killed). REQUIRES: the process was launched.
   std::optional<int> Stop(std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
  private:
