@@ -1,7 +1,7 @@
 // geokv-cluster-bench: a region of several nodes measured on real processes.
 //
 // Every subcommand starts geokv-servers on loopback in one region (the
-// harness of tests/replication/cluster.h: --durability wal, SWIM gossip
+// harness of testing/cluster.h: --durability wal, SWIM gossip
 // over UDP when the region has more than one node), drives them over the
 // client API and prints what it measured:
 //

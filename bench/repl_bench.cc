@@ -2,7 +2,7 @@
 //
 // Every subcommand starts one geokv-server per region on loopback, with a
 // WAN proxy on every directed link between regions (the harness of
-// tests/replication/cluster.h), drives the nodes over the client API from
+// testing/cluster.h), drives the nodes over the client API from
 // one Cap'n Proto event loop, and prints what it measured:
 //
 //   lag          How long after region 0 acknowledges a write region 1 can
