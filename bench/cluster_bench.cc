@@ -1,7 +1,7 @@
 // geokv-cluster-bench: a region of several nodes measured on real processes.
 //
 // Every subcommand starts geokv-servers on loopback in one region (the
-// harness of tests/replication/cluster.h: --durability wal, SWIM gossip
+// harness of testing/cluster.h: --durability wal, SWIM gossip
 // over UDP when the region has more than one node), drives them over the
 // client API and prints what it measured:
 //
@@ -57,7 +57,8 @@
 #include "bench/cluster_runs.h"
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
-#include "tests/replication/cluster.h"
+#include "testing/cluster.h"
+#include "testing/percentile.h"
 #include "util/cli.h"
 #include "util/json.h"
 
@@ -69,6 +70,7 @@ constexpr char kTool[] = "geokv-cluster-bench";
 using Clock = BenchClock;
 using testing::ChildProcess;
 using testing::Cluster;
+using testing::Percentile;
 
 // ---- failing ---------------------------------------------------------------
 
@@ -200,13 +202,6 @@ void WaitAllAlive(std::vector<std::unique_ptr<Node>>& nodes, size_t members,
 }
 
 // ---- results ---------------------------------------------------------------
-
-// Nearest rank: the smallest sample at or above the fraction q of all.
-// REQUIRES: `sorted` is sorted and not empty.
-double Percentile(const std::vector<double>& sorted, double q) {
-  auto rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
-  return sorted[std::min(sorted.size(), std::max<size_t>(rank, 1)) - 1];
-}
 
 double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -601,23 +596,23 @@ double NumberField(const std::string& json, const std::string& field, const std:
 class BenchChild {
  public:
   BenchChild(const ThroughputOptions& o, BenchRun run, uint64_t seed, const std::string& log)
-      : run_(std::move(run)),
-        log_(log),
-        child_(std::vector<std::string>{o.bench_binary, "run", "--connect", run_.connect,
-                                        "--workload", run_.workload, "--inflight",
-                                        std::to_string(o.inflight), "--duration",
-                                        fmt::format("{}", o.duration_seconds), "--keys",
-                                        std::to_string(o.keys), "--value-size",
-                                        std::to_string(o.value_size), "--seed",
-                                        std::to_string(seed), "--json"},
-               log) {}
+      : run_(std::move(run)), log_(log) {
+    auto child = ChildProcess::Start(
+        {o.bench_binary, "run", "--connect", run_.connect, "--workload", run_.workload,
+         "--inflight", std::to_string(o.inflight), "--duration",
+         fmt::format("{}", o.duration_seconds), "--keys", std::to_string(o.keys), "--value-size",
+         std::to_string(o.value_size), "--seed", std::to_string(seed), "--json"},
+        testing::LogTo(log));
+    if (!child.ok()) Fail(child.status().ToString());
+    child_ = std::move(child).value();
+  }
 
   BenchRun Finish(double timeout_seconds) {
-    auto status = child_.Wait(
+    auto status = child_->Wait(
         std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
-    const std::string log = child_.Log();
+    const std::string log = child_->Log();
     if (!status) {
-      child_.Signal(SIGKILL);
+      child_->Kill();
       Fail(fmt::format("geokv-bench against {} still running after {:.0f} s:\n{}", run_.connect,
                        timeout_seconds, log));
     }
@@ -647,7 +642,7 @@ class BenchChild {
  private:
   BenchRun run_;
   std::string log_;
-  ChildProcess child_;
+  std::unique_ptr<ChildProcess> child_;
 };
 
 // The longest a run may take beyond --duration: the load phase (each key

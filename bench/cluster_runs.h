@@ -1,5 +1,5 @@
 // What the benchmarks that run real geokv-server processes through the test
-// harness (tests/replication/cluster.h) share: failing a run, the options
+// harness (testing/cluster.h) share: failing a run, the options
 // every subcommand takes, scratch directories and starting a cluster.
 
 #ifndef GEOKV_BENCH_CLUSTER_RUNS_H_
@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "tests/replication/cluster.h"
+#include "testing/cluster.h"
 #include "util/json.h"
 
 namespace geokv {

@@ -15,17 +15,14 @@
 // Results, and the machine they came from: docs/benchmarks.md.
 
 #include <capnp/ez-rpc.h>
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <kj/async-unix.h>
-#include <poll.h>
 #include <rocksdb/db.h>
 #include <rocksdb/version.h>
 #include <rocksdb/write_batch.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,7 +40,7 @@
 #include <memory>
 #include <optional>
 #include <random>
-#include <sstream>
+#include <regex>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -55,8 +52,9 @@
 #include "schema/kv_text.h"
 #include "server/rpc_listener.h"
 #include "storage/rocks_config.h"
+#include "testing/percentile.h"
+#include "testing/process.h"
 #include "util/cli.h"
-#include "util/file.h"
 #include "util/json.h"
 #include "util/status.h"
 
@@ -77,7 +75,6 @@ constexpr size_t kNoopTokenBytes = 17;
 // (geokv-server's --shutdown-timeout defaults to 30 s) and syncs.
 constexpr auto kStartTimeout = std::chrono::seconds(60);
 constexpr auto kStopTimeout = std::chrono::seconds(60);
-constexpr int kPollMillis = 10;
 
 // The goals the ratios are held to (docs/benchmarks.md).
 constexpr double kNoopRatioGoal = 0.8;
@@ -236,29 +233,7 @@ class OpStream {
 
 // ---- results -----------------------------------------------------------------
 
-struct Latency {
-  double p50 = 0, p99 = 0, p999 = 0, mean = 0, max = 0;
-};
-
-Latency Summarize(std::vector<double> micros) {
-  Latency out;
-  if (micros.empty()) return out;
-  std::sort(micros.begin(), micros.end());
-  const size_t n = micros.size();
-  // Nearest rank: the smallest sample at or above the fraction q of all.
-  auto rank = [&](double q) {
-    auto r = static_cast<size_t>(std::ceil(q * static_cast<double>(n)));
-    return micros[std::min(n, std::max<size_t>(r, 1)) - 1];
-  };
-  out.p50 = rank(0.50);
-  out.p99 = rank(0.99);
-  out.p999 = rank(0.999);
-  double sum = 0;
-  for (double m : micros) sum += m;
-  out.mean = sum / static_cast<double>(n);
-  out.max = micros.back();
-  return out;
-}
+using Latency = testing::LatencySummary;
 
 // One workload run against one target.
 struct RunResult {
@@ -385,10 +360,10 @@ class RpcRunner {
     for (size_t i = 0; i < o_.inflight; ++i) lanes.add(Lane());
     return kj::joinPromises(lanes.releaseAsArray()).then([this] {
       result_->seconds = SecondsSince(start_);
-      result_->latency = Summarize(std::move(latencies_));
+      result_->latency = testing::SummarizeLatency(std::move(latencies_));
       if (o_.batch == 1) {
-        if (!get_latencies_.empty()) result_->get_latency = Summarize(std::move(get_latencies_));
-        if (!set_latencies_.empty()) result_->set_latency = Summarize(std::move(set_latencies_));
+        if (!get_latencies_.empty()) result_->get_latency = testing::SummarizeLatency(std::move(get_latencies_));
+        if (!set_latencies_.empty()) result_->set_latency = testing::SummarizeLatency(std::move(set_latencies_));
       }
     });
   }
@@ -662,151 +637,65 @@ StatusOr<RunResult> RunRocksWorkload(const WorkloadOptions& o, const std::string
     if (failed > 0) result.Fail(failed, first);
   }
   result.seconds = SecondsSince(start);
-  result.latency = Summarize(std::move(latencies));
+  result.latency = testing::SummarizeLatency(std::move(latencies));
   return result;
 }
 
 // ---- servers in child processes ----------------------------------------------
 
-// The port of a "... listening on HOST:PORT port N" line of a server's log,
-// as geokv-server and serve-noop write it.
-std::optional<unsigned> FindPort(const std::string& log) {
-  std::istringstream lines(log);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.find("listening on") == std::string::npos) continue;
-    const size_t at = line.rfind(" port ");
-    if (at == std::string::npos) continue;
-    const char* digits = line.c_str() + at + 6;
-    char* end = nullptr;
-    const unsigned long port = std::strtoul(digits, &end, 10);
-    if (end != digits && port > 0 && port < 65536) return static_cast<unsigned>(port);
-  }
-  return std::nullopt;
-}
-
-std::string WaitStatusText(int status) {
-  if (WIFEXITED(status)) return fmt::format("exit status {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) {
-    return fmt::format("signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
-  }
-  return fmt::format("wait status {}", status);
-}
-
-// A server in its own process, its stdout and stderr in a log file. One
-// still running on destruction is killed.
+// A server in a child process, its output in a log file; SIGTERM stops it.
 class ChildServer {
  public:
   static StatusOr<std::unique_ptr<ChildServer>> Start(std::string name,
-                                                      std::vector<std::string> args,
+                                                      const std::vector<std::string>& args,
                                                       std::string log_path) {
-    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (log_fd < 0) return Status::IOError("open " + log_path + ": " + std::strerror(errno));
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-      const int err = errno;
-      ::close(log_fd);
-      return Status::IOError(std::string("fork: ") + std::strerror(err));
-    }
-    if (pid == 0) {
-      // Only async-signal-safe calls until exec. Die with the benchmark, so
-      // that an interrupted run leaves no server behind.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);
-      sigset_t none;
-      sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::signal(SIGPIPE, SIG_DFL);
-      ::dup2(log_fd, STDOUT_FILENO);
-      ::dup2(log_fd, STDERR_FILENO);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::close(log_fd);
-    return std::unique_ptr<ChildServer>(new ChildServer(std::move(name), pid, std::move(log_path)));
+    testing::ChildOptions options;
+    options.log_path = std::move(log_path);
+    options.truncate = true;
+    GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<testing::ChildProcess> child,
+                           testing::ChildProcess::Start(args, options));
+    return std::unique_ptr<ChildServer>(new ChildServer(std::move(name), std::move(child)));
   }
 
-  ~ChildServer() {
-    if (running_) {
-      ::kill(pid_, SIGKILL);
-      Reap(0);
-    }
-  }
-
-  // Polls the log for the port the server listens on, until it appears, the
-  // server exits or kStartTimeout passes.
+  // The port of the "... listening on HOST:PORT port N" line that
+  // geokv-server and serve-noop log, once it appears; an error if the server
+  // exits first or kStartTimeout passes.
   StatusOr<unsigned> WaitForPort() {
-    const Clock::time_point deadline = Clock::now() + kStartTimeout;
-    for (;;) {
-      if (std::optional<unsigned> port = FindPort(ReadFile(log_path_))) return *port;
-      if (std::optional<int> status = Poll()) {
-        return Status::FailedPrecondition(fmt::format("{} ended ({}) before listening{}", name_,
-                                                      WaitStatusText(*status), LogTail()));
-      }
-      if (Clock::now() >= deadline) {
-        return Status::FailedPrecondition(
-            fmt::format("{} did not listen within {} s{}", name_,
-                        std::chrono::duration_cast<std::chrono::seconds>(kStartTimeout).count(),
-                        LogTail()));
-      }
-      ::poll(nullptr, 0, kPollMillis);
+    std::optional<std::string> port =
+        child_->WaitForLog(std::regex("listening on [^\\n]* port ([0-9]+)"), kStartTimeout);
+    if (port) return static_cast<unsigned>(std::stoul(*port));
+    if (std::optional<int> status = child_->Wait(std::chrono::milliseconds(0))) {
+      return Status::FailedPrecondition(fmt::format("{} ended ({}) before listening{}", name_,
+                                                    testing::WaitStatusText(*status), LogTail()));
     }
+    return Status::FailedPrecondition(
+        fmt::format("{} did not listen within {} s{}", name_,
+                    std::chrono::duration_cast<std::chrono::seconds>(kStartTimeout).count(),
+                    LogTail()));
   }
 
   // Sends SIGTERM and waits for the exit. OK only for exit status 0.
   Status Stop() {
-    ::kill(pid_, SIGTERM);
-    const Clock::time_point deadline = Clock::now() + kStopTimeout;
-    for (;;) {
-      if (std::optional<int> status = Poll()) {
-        if (WIFEXITED(*status) && WEXITSTATUS(*status) == 0) return Status::OK();
-        return Status::FailedPrecondition(fmt::format("{} ended with {} after SIGTERM{}", name_,
-                                                      WaitStatusText(*status), LogTail()));
-      }
-      if (Clock::now() >= deadline) {
-        ::kill(pid_, SIGKILL);
-        Reap(0);
-        return Status::FailedPrecondition(fmt::format("{} did not exit within {} s of SIGTERM{}",
-                                                      name_, kStopTimeout.count(), LogTail()));
-      }
-      ::poll(nullptr, 0, kPollMillis);
+    std::optional<int> status = child_->Stop(kStopTimeout);
+    if (!status) {
+      return Status::FailedPrecondition(fmt::format("{} did not exit within {} s of SIGTERM{}",
+                                                    name_, kStopTimeout.count(), LogTail()));
     }
+    if (WIFEXITED(*status) && WEXITSTATUS(*status) == 0) return Status::OK();
+    return Status::FailedPrecondition(fmt::format("{} ended with {} after SIGTERM{}", name_,
+                                                  testing::WaitStatusText(*status), LogTail()));
   }
 
  private:
-  ChildServer(std::string name, pid_t pid, std::string log_path)
-      : name_(std::move(name)), pid_(pid), log_path_(std::move(log_path)) {}
-
-  // The wait status once the child has ended; nullopt while it runs.
-  std::optional<int> Poll() { return Reap(WNOHANG); }
-
-  std::optional<int> Reap(int flags) {
-    int status = 0;
-    pid_t r;
-    do {
-      r = ::waitpid(pid_, &status, flags);
-    } while (r < 0 && errno == EINTR);
-    if (r == 0) return std::nullopt;
-    running_ = false;
-    return r == pid_ ? status : -1;
-  }
+  ChildServer(std::string name, std::unique_ptr<testing::ChildProcess> child)
+      : name_(std::move(name)), child_(std::move(child)) {}
 
   std::string LogTail() const {
-    std::string log = ReadFile(log_path_);
-    constexpr size_t kTail = 2000;
-    if (log.size() > kTail) log = "..." + log.substr(log.size() - kTail);
-    return "; its log (" + log_path_ + "):\n" + log;
+    return "; its log (" + child_->log_path() + "):\n" + child_->LogTail();
   }
 
   std::string name_;
-  pid_t pid_;
-  std::string log_path_;
-  bool running_ = true;
+  std::unique_ptr<testing::ChildProcess> child_;
 };
 
 StatusOr<std::string> SelfPath() {
@@ -821,7 +710,7 @@ StatusOr<RunResult> RunAgainstChild(const WorkloadOptions& o, const std::string&
                                     std::vector<std::string> args, const std::string& log_path) {
   std::fprintf(stderr, "%s: starting %s...\n", target.c_str(), args[0].c_str());
   GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<ChildServer> server,
-                         ChildServer::Start(target, std::move(args), log_path));
+                         ChildServer::Start(target, args, log_path));
   GEOKV_ASSIGN_OR_RETURN(unsigned port, server->WaitForPort());
   GEOKV_ASSIGN_OR_RETURN(RunResult result,
                          RunRpcWorkload(o, "127.0.0.1:" + std::to_string(port), target));

@@ -2,7 +2,7 @@
 //
 // Every subcommand starts one geokv-server per region on loopback, with a
 // WAN proxy on every directed link between regions (the harness of
-// tests/replication/cluster.h), drives the nodes over the client API from
+// testing/cluster.h), drives the nodes over the client API from
 // one Cap'n Proto event loop, and prints what it measured:
 //
 //   lag          How long after region 0 acknowledges a write region 1 can
@@ -49,7 +49,8 @@
 #include "bench/cluster_runs.h"
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
-#include "tests/replication/cluster.h"
+#include "testing/cluster.h"
+#include "testing/percentile.h"
 #include "util/cli.h"
 #include "util/json.h"
 
@@ -60,6 +61,7 @@ constexpr char kTool[] = "geokv-repl-bench";
 
 using Clock = BenchClock;
 using testing::Cluster;
+using testing::Percentile;
 
 // ---- failing ---------------------------------------------------------------
 
@@ -226,14 +228,6 @@ class PacedLoad : private kj::TaskSet::ErrorHandler {
 };
 
 // ---- results ---------------------------------------------------------------
-
-// Nearest rank: the smallest sample at or above the fraction q of all.
-// REQUIRES: `sorted` is sorted and not empty.
-template <typename T>
-T Percentile(const std::vector<T>& sorted, double q) {
-  auto rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
-  return sorted[std::min(sorted.size(), std::max<size_t>(rank, 1)) - 1];
-}
 
 double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 

@@ -40,6 +40,7 @@
 #include "bench/bench_util.h"
 #include "storage/rocks_config.h"
 #include "storage/store.h"
+#include "testing/percentile.h"
 #include "util/cli.h"
 #include "util/coding.h"
 #include "util/status.h"
@@ -445,31 +446,7 @@ Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
   return Status::OK();
 }
 
-struct Latency {
-  size_t samples = 0;
-  double p50 = 0, p99 = 0, p999 = 0, mean = 0, max = 0;
-};
-
-Latency Summarize(std::vector<double> micros) {
-  Latency out;
-  if (micros.empty()) return out;
-  std::sort(micros.begin(), micros.end());
-  const size_t n = micros.size();
-  // Nearest rank: the smallest sample at or above the fraction q of all.
-  auto rank = [&](double q) {
-    size_t r = static_cast<size_t>(std::ceil(q * static_cast<double>(n)));
-    return micros[std::min(n, std::max<size_t>(r, 1)) - 1];
-  };
-  out.samples = n;
-  out.p50 = rank(0.50);
-  out.p99 = rank(0.99);
-  out.p999 = rank(0.999);
-  double sum = 0;
-  for (double m : micros) sum += m;
-  out.mean = sum / static_cast<double>(n);
-  out.max = micros.back();
-  return out;
-}
+using Latency = testing::LatencySummary;
 
 // Distinct for distinct i (SplitMix64's finaliser is a bijection), and
 // scattered over the key space as real elements would be.
@@ -590,9 +567,9 @@ StatusOr<std::vector<SetResult>> RunSetStore(const BenchOptions& o, const std::s
     r.size = sets[i].size;
     r.store_elements = store_elements;
     r.fill_seconds = fill_seconds[i];
-    r.add = Summarize(std::move(sets[i].add));
-    r.remove = Summarize(std::move(sets[i].remove));
-    r.contains = Summarize(std::move(sets[i].contains));
+    r.add = testing::SummarizeLatency(std::move(sets[i].add));
+    r.remove = testing::SummarizeLatency(std::move(sets[i].remove));
+    r.contains = testing::SummarizeLatency(std::move(sets[i].contains));
     results.push_back(std::move(r));
   }
   return results;

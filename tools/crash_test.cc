@@ -24,7 +24,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,6 +49,7 @@
 
 #include "crdt/crdt.h"
 #include "storage/store.h"
+#include "testing/process.h"
 #include "util/cli.h"
 #include "util/coding.h"
 #include "util/status.h"
@@ -815,42 +815,29 @@ Status CheckLog(Store* store, ReplicaId node, const std::vector<LogExpectation>&
 // Parent mode
 
 struct Child {
-  pid_t pid = -1;
+  std::unique_ptr<testing::ChildProcess> process;
   int ready_fd = -1;  // read end; closes when the child dies
 };
 
+// The child shares this process's stderr, so its complaints come first in a
+// failure's output.
 StatusOr<Child> SpawnChild(const Flags& flags, const std::string& program, uint64_t seed,
                            const std::string& journal) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return Status::IOError(std::string("pipe: ") + std::strerror(errno));
-  std::vector<std::string> args = {program,           "--child",        "--dir",
-                                   flags.dir,         "--journal",      journal,
-                                   "--seed",          std::to_string(seed),
-                                   "--durability",    DurabilityName(flags.durability),
-                                   "--ready-fd",      std::to_string(fds[1])};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  const pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    int err = errno;
-    ::close(fds[0]);
-    ::close(fds[1]);
-    return Status::IOError(std::string("fork: ") + std::strerror(err));
-  }
-  if (pid == 0) {
-    // Only async-signal-safe calls until exec. Die with the parent, so that
-    // a parent killed by a test timeout leaves no writer behind.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    ::fcntl(fds[1], F_SETFD, 0);
-    ::execv("/proc/self/exe", argv.data());
-    ::_exit(127);
-  }
+  testing::ChildOptions options;
+  options.keep_fds = {fds[1]};
+  auto process = testing::ChildProcess::Start(
+      {program, "--child", "--dir", flags.dir, "--journal", journal, "--seed",
+       std::to_string(seed), "--durability", DurabilityName(flags.durability), "--ready-fd",
+       std::to_string(fds[1])},
+      options);
   ::close(fds[1]);
-  return Child{pid, fds[0]};
+  if (!process.ok()) {
+    ::close(fds[0]);
+    return process.status();
+  }
+  return Child{std::move(process).value(), fds[0]};
 }
 
 // Waits up to `timeout_ms` for the child's ready byte. Returns whether it
@@ -892,27 +879,16 @@ void SleepWhileAlive(int fd, uint64_t ms) {
 // Kills and reaps the child. Returns an error unless it was our SIGKILL that
 // ended it.
 Status KillChild(const Child& child) {
-  ::kill(child.pid, SIGKILL);
-  int status = 0;
-  pid_t r;
-  do {
-    r = ::waitpid(child.pid, &status, 0);
-  } while (r < 0 && errno == EINTR);
+  const int status = child.process->Kill();
   ::close(child.ready_fd);
-  if (r < 0) return Status::IOError(std::string("waitpid: ") + std::strerror(errno));
   if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) return Status::OK();
+  const std::string who = "child " + std::to_string(child.process->pid());
   if (WIFEXITED(status)) {
-    return Status::FailedPrecondition("child " + std::to_string(child.pid) +
-                                      " exited with status " +
-                                      std::to_string(WEXITSTATUS(status)) +
+    return Status::FailedPrecondition(who + " ended with " + testing::WaitStatusText(status) +
                                       " before it was killed (its stderr is above)");
   }
-  if (WIFSIGNALED(status)) {
-    return Status::FailedPrecondition("child " + std::to_string(child.pid) + " died of signal " +
-                                      std::to_string(WTERMSIG(status)) + " (" +
-                                      strsignal(WTERMSIG(status)) + ") before it was killed");
-  }
-  return Status::FailedPrecondition("child ended with wait status " + std::to_string(status));
+  return Status::FailedPrecondition(who + " ended with " + testing::WaitStatusText(status) +
+                                    " before it was killed");
 }
 
 StatusOr<std::string> ReadFile(const std::string& path) {
@@ -1177,7 +1153,7 @@ class CrashTest {
 
   const Flags flags_;
   const std::string journal_;
-  const std::string program_ = "geokv-crash-test";
+  const std::string program_ = "/proc/self/exe";
   std::mt19937_64 rng_;
 
   std::optional<ReplicaId> node_;

@@ -8,10 +8,6 @@
 
 #include <gtest/gtest.h>
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -26,8 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "tests/replication/cluster.h"
-#include "tests/storage/test_dir.h"
+#include "testing/cluster.h"
+#include "testing/http_get.h"
+#include "testing/test_dir.h"
 
 namespace geokv {
 namespace {
@@ -42,22 +39,8 @@ using testing::TestDir;
 
 constexpr char kPrometheus[] = "/usr/bin/prometheus";
 
-// GET http://127.0.0.1:port/path; the body, or "" when the request failed.
 std::string HttpGet(int port, const std::string& path) {
-  try {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::socket socket(io);
-    socket.connect({boost::asio::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)});
-    std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    boost::asio::write(socket, boost::asio::buffer(request));
-    std::string response;
-    boost::system::error_code ec;
-    boost::asio::read(socket, boost::asio::dynamic_buffer(response), ec);
-    size_t body = response.find("\r\n\r\n");
-    return body == std::string::npos ? "" : response.substr(body + 4);
-  } catch (const std::exception&) {
-    return "";
-  }
+  return testing::HttpGet("127.0.0.1:" + std::to_string(port), path);
 }
 
 std::string Escape(const std::string& query) {
@@ -235,10 +218,12 @@ TEST(MetricsTest, PrometheusScrapesRequestLagAndMembershipSeries) {
     }
     out << "]\n";
   }
-  ChildProcess prometheus({kPrometheus, "--config.file=" + config,
-                           "--storage.tsdb.path=" + dir.path() + "/tsdb",
-                           "--web.listen-address=127.0.0.1:" + std::to_string(port)},
-                          dir.path() + "/prometheus.log");
+  auto launched = ChildProcess::Start({kPrometheus, "--config.file=" + config,
+                                       "--storage.tsdb.path=" + dir.path() + "/tsdb",
+                                       "--web.listen-address=127.0.0.1:" + std::to_string(port)},
+                                      testing::LogTo(dir.path() + "/prometheus.log"));
+  ASSERT_TRUE(launched.ok()) << launched.status().ToString();
+  ChildProcess& prometheus = **launched;
 
   // Whether at least `series` of the query's series have a positive value.
   auto has = [&](const std::string& query, size_t series) {

@@ -13,8 +13,9 @@
 #include <thread>
 #include <vector>
 
-#include "tests/replication/cluster.h"
-#include "tests/storage/test_dir.h"
+#include "schema/kv_text.h"
+#include "testing/cluster.h"
+#include "testing/test_dir.h"
 
 namespace geokv {
 namespace {

@@ -9,8 +9,9 @@
 #include <set>
 #include <thread>
 
-#include "tests/replication/cluster.h"
-#include "tests/storage/test_dir.h"
+#include "schema/kv_text.h"
+#include "testing/cluster.h"
+#include "testing/test_dir.h"
 
 namespace geokv::testing {
 namespace {

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/storage/test_dir.h"
+#include "testing/test_dir.h"
 
 namespace geokv {
 namespace {

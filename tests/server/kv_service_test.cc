@@ -19,7 +19,7 @@
 #include "server/api_codec.h"
 #include "server/forwarder.h"
 #include "storage/async_store.h"
-#include "tests/storage/test_dir.h"
+#include "testing/test_dir.h"
 
 namespace geokv {
 namespace {

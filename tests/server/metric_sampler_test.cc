@@ -10,7 +10,7 @@
 #include <memory>
 #include <thread>
 
-#include "tests/storage/test_dir.h"
+#include "testing/test_dir.h"
 
 namespace geokv {
 namespace {

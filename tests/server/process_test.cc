@@ -16,9 +16,9 @@
 
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
-#include "tests/process.h"
-#include "tests/server/server_process.h"
-#include "tests/storage/test_dir.h"
+#include "testing/process.h"
+#include "testing/server_process.h"
+#include "testing/test_dir.h"
 
 namespace geokv {
 namespace {

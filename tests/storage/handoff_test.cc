@@ -12,7 +12,7 @@
 #include "storage/keys.h"
 #include "storage/store.h"
 #include "tests/storage/store_fixture.h"
-#include "tests/storage/test_dir.h"
+#include "testing/test_dir.h"
 
 namespace geokv::testing {
 namespace {

@@ -16,7 +16,7 @@
 
 #include "storage/rocks_config.h"
 #include "storage/store.h"
-#include "tests/storage/test_dir.h"
+#include "testing/test_dir.h"
 
 #define ASSERT_OK(expr)                                     \
   do {                                                      \

@@ -9,7 +9,7 @@
 
 #include "storage/store.h"
 #include "tests/crdt/simulation.h"
-#include "tests/storage/test_dir.h"
+#include "testing/test_dir.h"
 
 namespace geokv::testing {
 namespace {

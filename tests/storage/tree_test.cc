@@ -18,7 +18,7 @@
 #include "storage/store.h"
 #include "tests/crdt/simulation.h"
 #include "tests/storage/store_fixture.h"
-#include "tests/storage/test_dir.h"
+#include "testing/test_dir.h"
 #include "util/coding.h"
 #include "util/hash.h"
 

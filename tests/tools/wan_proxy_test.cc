@@ -27,8 +27,8 @@
 #include <thread>
 #include <vector>
 
-#include "tests/process.h"
-#include "tests/storage/test_dir.h"
+#include "testing/process.h"
+#include "testing/test_dir.h"
 
 namespace geokv {
 namespace {
@@ -553,10 +553,13 @@ bool StartsWith(const std::string& s, const std::string& prefix) {
 
 TEST_F(WanProxyBinaryTest, ControlProtocolAndSigterm) {
   EchoServer echo;
-  ChildProcess child({GEOKV_WAN_PROXY_BIN, "--listen", "127.0.0.1:0", "--target",
-                      "127.0.0.1:" + std::to_string(echo.port()), "--control", "127.0.0.1:0",
-                      "--delay-ms", "100", "--seed", "9", "--log-level", "debug"},
-                     dir_.Sub("proxy.log"));
+  auto started = ChildProcess::Start(
+      {GEOKV_WAN_PROXY_BIN, "--listen", "127.0.0.1:0", "--target",
+       "127.0.0.1:" + std::to_string(echo.port()), "--control", "127.0.0.1:0", "--delay-ms", "100",
+       "--seed", "9", "--log-level", "debug"},
+      testing::LogTo(dir_.Sub("proxy.log")));
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  ChildProcess& child = **started;
   auto listen_port = child.WaitForLog(std::regex("listening on 127\\.0\\.0\\.1:([0-9]+)"),
                                       std::chrono::seconds(10));
   auto control_port = child.WaitForLog(std::regex("control on 127\\.0\\.0\\.1:([0-9]+)"),

@@ -1,8 +1,8 @@
 // A fresh directory under the system temp dir, removed with its contents
 // when the object goes out of scope.
 
-#ifndef GEOKV_TESTS_STORAGE_TEST_DIR_H_
-#define GEOKV_TESTS_STORAGE_TEST_DIR_H_
+#ifndef GEOKV_TESTING_TEST_DIR_H_
+#define GEOKV_TESTING_TEST_DIR_H_
 
 #include <cstdlib>
 #include <filesystem>
@@ -34,4 +34,4 @@ class TestDir {
 
 }  // namespace geokv::testing
 
-#endif  // GEOKV_TESTS_STORAGE_TEST_DIR_H_
+#endif  // GEOKV_TESTING_TEST_DIR_H_

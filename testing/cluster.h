@@ -1,0 +1,165 @@
+// A multi-region cluster on loopback for tests and benchmarks: one or more
+// geokv-servers per region (with gossip when more than one), and a WAN proxy
+// on every directed link from a region to a node of another region, which
+// that node advertises to the region (--peer-routes), so a caller can delay
+// traffic, cut connections or partition a region off.
+
+#ifndef GEOKV_TESTING_CLUSTER_H_
+#define GEOKV_TESTING_CLUSTER_H_
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <capnp/ez-rpc.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "schema/kv.capnp.h"
+#include "testing/server_process.h"
+#include "tools/wan_proxy.h"
+
+namespace geokv::testing {
+
+// A loopback port free at the time of the call.
+int FreePort();
+
+// Every key's encoded states, as a data dir holds them.
+using Dump = std::map<std::string, std::vector<std::string>>;
+
+// Reads a stopped node's data dir whole; the error in *why.
+Dump DumpDataDir(const std::string& dir, std::string* why);
+
+// A client of one node, on the calling thread (its own KJ event loop). Not
+// thread-safe.
+class Client {
+ public:
+  explicit Client(const std::string& address);
+
+  kj::WaitScope& ws() { return ez_.getWaitScope(); }
+  rpc::GeoKv::Client& kv() { return kv_; }
+
+  // Each write returns its token, or "" when it failed.
+  std::string Set(const std::string& key, const std::string& value);
+  std::string Del(const std::string& key);
+  std::string MvSet(const std::string& key, const std::string& value);
+  std::string SAdd(const std::string& key, const std::string& element);
+  std::string SRem(const std::string& key, const std::string& element);
+  std::string IncrBy(const std::string& key, int64_t delta);
+
+  // nullopt when absent; the outcome code in *code when given.
+  std::optional<std::string> Get(const std::string& key, const std::vector<std::string>& tokens = {},
+                                 rpc::Outcome::Code* code = nullptr);
+  std::vector<std::string> MvGet(const std::string& key);
+  std::vector<std::string> SMembers(const std::string& key);
+  int64_t Counter(const std::string& key);
+  uint64_t StateDigest();
+  // Whether every peer link is up, and there are at least `peers`.
+  bool AllPeersConnected(size_t peers = 0);
+
+ private:
+  capnp::EzRpcClient ez_;
+  rpc::GeoKv::Client kv_;
+};
+
+// Not thread-safe; the proxies run on a thread of their own.
+class Cluster {
+ public:
+  struct Options {
+    int regions = 3;
+    std::chrono::milliseconds delay{0};   // one-way, on every link
+    std::vector<std::string> flags;       // for every node
+    // Per region, a command the node runs under (e.g. faketime).
+    std::map<int, std::vector<std::string>> wrappers;
+    int nodes_per_region = 1;
+    bool metrics = false;  // serve /metrics on a port of each node's
+    bool gossip = false;   // run gossip even with one node per region
+  };
+
+  // Nodes run this build's geokv-server (a target that starts clusters adds
+  // the dependency on it); their data dirs and logs go under `dir`, which
+  // must exist.
+  Cluster(std::string dir, Options options);
+  ~Cluster();
+
+  static std::string Region(int i) { return "r" + std::to_string(i); }
+  std::string DataDir(int i) const { return dir_ + "/data" + std::to_string(i); }
+  // Nodes are numbered region by region at the start (node k of region r
+  // is r * nodes_per_region + k); AddNode numbers on from there.
+  int nodes() const { return static_cast<int>(region_of_.size()); }
+  int RegionOf(int node) const { return region_of_[node]; }
+  std::string Name(int node) const;
+
+  // Starts the proxies and every node, and waits until every link is up.
+  bool Start(std::string* why);
+
+  // Adds a node to region r and starts it; returns its number, or -1.
+  int AddNode(int r, std::string* why);
+
+  // Starts node i (again, after a kill), on the same ports and data dir.
+  bool StartNode(int i, std::string* why);
+
+  // Waits until every node's peer links are up.
+  bool WaitConnected(std::string* why);
+
+  ServerProcess& node(int i) { return *nodes_[i]; }
+  // Where node i serves /metrics (with Options::metrics).
+  std::string metrics_address(int i) const {
+    return "127.0.0.1:" + std::to_string(metrics_ports_[i]);
+  }
+  // Every node's log, for failure messages.
+  std::string Logs();
+  std::string address(int i) const { return nodes_[i]->address(); }
+  // The proxy region `from` reaches node `to` of another region through.
+  WanProxy& proxy(int from, int to) { return *proxies_.at({from, to}); }
+
+  // Cuts region r off from every other region, both ways.
+  void Partition(int r);
+  void Heal(int r);
+  // Resets every open connection between regions (they reconnect).
+  void CutAll();
+
+  // Waits until every node shows the same state digest.
+  bool WaitConverged(std::chrono::milliseconds timeout, std::string* why);
+
+  // Stops every node (SIGTERM) and compares their data dirs whole.
+  bool StopAndCompareDumps(std::string* why);
+
+ private:
+  using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+
+  int Place(int r);
+
+  // The proxies every other region reaches node j through.
+  bool AddProxies(int j, std::string* why);
+
+  template <typename F>
+  void ForLinksOf(int r, F f) {
+    for (auto& [link, proxy] : proxies_) {
+      if (link.first == r || RegionOf(link.second) == r) f(*proxy);
+    }
+  }
+
+  std::string dir_;
+  Options options_;
+  boost::asio::io_context io_;
+  std::unique_ptr<WorkGuard> work_ = std::make_unique<WorkGuard>(io_.get_executor());
+  std::thread io_thread_;
+  std::vector<int> region_of_;
+  std::vector<int> peer_ports_;
+  std::vector<int> gossip_ports_;
+  std::vector<int> metrics_ports_;
+  std::map<int, int> runs_;  // starts of each node
+  std::map<std::pair<int, int>, std::unique_ptr<WanProxy>> proxies_;
+  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+};
+
+}  // namespace geokv::testing
+
+#endif  // GEOKV_TESTING_CLUSTER_H_
