@@ -101,6 +101,11 @@ kj::Promise<void> AntiEntropy::RepairKeys(peer::PeerSession::Client session,
         kj::Promise<void> pushed = local.found.empty() ? kj::Promise<void>(kj::READY_NOW)
                                                        : push.send().ignoreResult();
         return pushed.then([this, bytes = local.bytes] { return Throttle(bytes); })
+            .then([this, session, paged = std::move(local.paged)]() mutable {
+              std::vector<peer::PeerSession::Client> to;
+              to.emplace_back(session);
+              return PushSets(env_, std::move(to), std::move(paged), Throttler());
+            })
             .then([pulled = kj::mv(pulled)]() mutable { return kj::mv(pulled); })
             .then([this, session, keys = std::move(keys), from](uint32_t served) mutable {
               // Keys the peer left out are asked for again (and their local
@@ -116,7 +121,9 @@ kj::Promise<uint32_t> AntiEntropy::Pull(peer::PeerSession::Client session,
   auto pull = session.getStatesRequest();
   auto names = pull.initKeys(to - from);
   for (size_t i = from; i < to; ++i) names.set(i - from, AsData(keys[i]));
-  return pull.send().then([this](auto&& resp) {
+  return pull.send().then([this, session](auto&& resp) mutable {
+    std::vector<std::string> paged;
+    for (auto key : resp.getPaged()) paged.push_back(String(key));
     RemoteApply apply;
     apply.joins = DecodeStates(resp.getStates());
     size_t received = resp.totalSize().wordCount * sizeof(capnp::word);
@@ -127,9 +134,11 @@ kj::Promise<uint32_t> AntiEntropy::Pull(peer::PeerSession::Client session,
         KJ_REQUIRE(result.status.ok(), "cannot join repaired states", result.status.ToString());
       });
     }
-    return joined.then([this, received] { return Throttle(received); }).then([served] {
-      return served;
-    });
+    return joined.then([this, received] { return Throttle(received); })
+        .then([this, session = kj::mv(session), paged = std::move(paged)]() mutable {
+          return PullSets(env_, kj::mv(session), std::move(paged), Throttler());
+        })
+        .then([served] { return served; });
   });
 }
 
@@ -154,6 +163,7 @@ kj::Promise<StatesChunk> ReadStatesChunk(AsyncStore& reader, const std::vector<s
     for (; i < slice.size() && (i == 0 || out.bytes < batch_bytes); ++i) {
       EncodedKeyStates states = EncodeKeyStates(s, slice[i], max_message_bytes);
       out.bytes += states.bytes + slice[i].size();
+      if (states.paged_set) out.paged.push_back(slice[i]);
       if (!states.encoded.empty()) out.found.emplace_back(slice[i], std::move(states.encoded));
     }
     out.to = from + i;
@@ -171,6 +181,7 @@ kj::Promise<ServedStates> ReadServedStates(AsyncStore& reader, std::vector<std::
       if (!out.found.empty() && bytes + states.bytes > batch_bytes) break;
       ++out.served;
       bytes += states.bytes;
+      if (states.paged_set) out.paged.push_back(key);
       if (!states.encoded.empty()) out.found.emplace_back(key, std::move(states.encoded));
     }
     return out;

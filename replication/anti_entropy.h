@@ -1,6 +1,8 @@
 // Anti-entropy against one peer: compares the hash trees of the segments
 // both nodes own and exchanges the full states of the keys that differ,
-// both ways, under a byte-rate budget (`anti_entropy_bytes_per_second`).
+// both ways, under a byte-rate budget (`anti_entropy_bytes_per_second`);
+// an OR-set too large for one message moves in pages (set_paging.h), both
+// ways, its pages counting toward the budget.
 // A complete pass repairs every differing key; a routine one only keys
 // whose digests stay the same on both sides for kSettle (a key still being
 // written differs only until its deltas arrive).
@@ -25,6 +27,7 @@
 
 #include "replication/peer_wire.h"
 #include "replication/replication_env.h"
+#include "replication/set_paging.h"
 #include "schema/replication.capnp.h"
 
 namespace geokv {
@@ -71,6 +74,9 @@ class AntiEntropy {
   // resolves with how many keys it served.
   kj::Promise<uint32_t> Pull(peer::PeerSession::Client session,
                              const std::vector<std::string>& keys, size_t from, size_t to);
+  PageThrottle Throttler() {
+    return [this](size_t bytes) { return Throttle(bytes); };
+  }
   bool BothOwn(size_t segment) const { return env_.OwnsSegment(segment) && peer_owns_(segment); }
 
   ReplicationEnv& env_;
@@ -81,9 +87,11 @@ class AntiEntropy {
 
 // The states of keys[from..] this node sends in one exchange: keys in order
 // while fewer than `max_keys` and under `batch_bytes` (the first always);
-// `to` is where it stopped. Keys too large to travel count their name only.
+// `to` is where it stopped. Keys whose OR-set travels in pages
+// (EncodedKeyStates::paged_set) are in `paged` too.
 struct StatesChunk {
   EncodedStatesList found;
+  std::vector<std::string> paged;
   size_t bytes = 0;
   size_t to = 0;
 };
@@ -94,9 +102,11 @@ kj::Promise<StatesChunk> ReadStatesChunk(AsyncStore& reader, const std::vector<s
 
 // What a peer's getStates of `keys` is answered with: the keys served, in
 // order, while their states fit in `batch_bytes` (the first always), and
-// the states of those that have any. Reads on the reader pool.
+// the states of those that have any, and the served keys whose OR-set
+// travels in pages. Reads on the reader pool.
 struct ServedStates {
   EncodedStatesList found;
+  std::vector<std::string> paged;
   uint32_t served = 0;
 };
 kj::Promise<ServedStates> ReadServedStates(AsyncStore& reader, std::vector<std::string> keys,

@@ -219,6 +219,14 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
     // again, since the position does not advance.
     if (!joined.ok()) return joined.WithContext("join key '" + PrintableBytes(key) + "'");
   }
+  for (const auto& [key, page] : apply.set_pages) {
+    Status joined = group.JoinSetPage(key, page);
+    if (!joined.ok()) return joined.WithContext("join a page of key '" + PrintableBytes(key) + "'");
+  }
+  for (const auto& [key, ctx] : apply.set_contexts) {
+    Status joined = group.JoinSetContext(key, ctx);
+    if (!joined.ok()) return joined.WithContext("join the context of key '" + PrintableBytes(key) + "'");
+  }
   for (const auto& [key, digest] : apply.drops) {
     StatusOr<bool> dropped = group.Drop(key, digest);
     if (!dropped.ok()) return dropped.status().WithContext("drop key '" + PrintableBytes(key) + "'");

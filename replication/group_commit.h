@@ -52,6 +52,11 @@ struct RemoteApply {
   // no check (full states, or a position proved by anti-entropy).
   uint64_t first = 0;
   std::vector<std::pair<std::string, Crdt>> joins;
+  // After the joins: pages of OR-sets moved in pieces
+  // (WriteGroup::JoinSetPage), then the contexts that end such transfers
+  // (WriteGroup::JoinSetContext).
+  std::vector<std::pair<std::string, OrSetPage>> set_pages;
+  std::vector<std::pair<std::string, CausalContext>> set_contexts;
   // After the joins: keys this node hands over, each removed only if its
   // digest is still the one given (WriteGroup::Drop), and segments whose
   // dropped mark is cleared.

@@ -4,6 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <string>
+
+#include "replication/set_paging.h"
 
 namespace geokv {
 namespace {
@@ -12,6 +15,7 @@ namespace {
 // sent) to drop once every owner holds them.
 struct HandOffChunk {
   EncodedStatesList states;
+  std::vector<std::string> paged;  // keys whose OR-set goes in pages
   RemoteApply drops;
   size_t bytes = 0;
   size_t to = 0;
@@ -27,9 +31,10 @@ kj::Promise<HandOffChunk> ReadHandOffChunk(AsyncStore& reader, const std::vector
     size_t i = 0;
     for (; i < slice.size() && (i == 0 || out.bytes < batch_bytes); ++i) {
       EncodedKeyStates encoded = EncodeKeyStates(s, slice[i].key, max_message_bytes);
-      if (encoded.encoded.empty()) continue;  // too large to travel: kept here
+      if (encoded.encoded.empty() && !encoded.paged_set) continue;  // cannot travel: kept here
       out.bytes += encoded.bytes + slice[i].key.size();
-      out.states.emplace_back(slice[i].key, std::move(encoded.encoded));
+      if (encoded.paged_set) out.paged.push_back(slice[i].key);
+      if (!encoded.encoded.empty()) out.states.emplace_back(slice[i].key, std::move(encoded.encoded));
       out.drops.drops.emplace_back(slice[i].key, slice[i].digest);
     }
     out.to = from + i;
@@ -52,6 +57,7 @@ kj::Promise<void> HandOver::Run() {
 
 kj::Promise<void> HandOver::Pass() {
   std::vector<uint64_t> digests = env_.store.TreeDigests();
+  const kj::TimePoint now = env_.io.getTimer().now();
   kj::Promise<void> pass = kj::READY_NOW;
   size_t handing = 0;
   for (size_t s = 0; s < digests.size() && !env_.own_segments.empty(); ++s) {
@@ -60,8 +66,16 @@ kj::Promise<void> HandOver::Pass() {
                      std::all_of(owners.begin(), owners.end(),
                                  [this](ReplicaId id) { return links_.IsConnected(id); });
     if (digests[s] != 0 && !env_.own_segments[s] && reachable) {
+      auto retry = retries_.find(s);
+      if (retry != retries_.end() && now < retry->second.next) continue;
       ++handing;
-      pass = pass.then([this, s, owners] { return HandOff(s, owners); });
+      pass = pass.then([this, s, owners, before = digests[s]] {
+        return HandOff(s, owners)
+            .then([this, s, before] { Retried(s, before, ""); },
+                  [this, s, before](kj::Exception&& e) {
+                    Retried(s, before, e.getDescription().cStr());
+                  });
+      });
     } else if (Syncing(s) && reachable) {
       // Links are looked up when used: one may close meanwhile.
       pass = pass.then([this, s, owner = owners.front()] {
@@ -77,6 +91,35 @@ kj::Promise<void> HandOver::Pass() {
   }
   if (handing > 0) spdlog::info("handing {} segments over to their owners", handing);
   return pass;
+}
+
+void HandOver::Retried(size_t segment, uint64_t before, const std::string& error) {
+  uint64_t after = env_.store.TreeDigests()[segment];
+  if (after == 0 || env_.OwnsSegment(segment)) {
+    retries_.erase(segment);
+    return;
+  }
+  Retry& retry = retries_[segment];
+  // Progress (the segment changed: keys went) starts the backoff again.
+  if (after != before || retry.delay == 0 * kj::SECONDS) {
+    retry.delay = kRetryMin;
+  } else {
+    retry.delay = std::min(retry.delay * 2, kRetryMax);
+  }
+  retry.next = env_.io.getTimer().now() + retry.delay;
+  retry.error = error.empty() ? "keys written during the hand-over stayed" : error;
+  spdlog::warn("segment {} not handed over ({}); next try in {} s", segment, retry.error,
+               retry.delay / kj::SECONDS);
+}
+
+std::vector<size_t> HandOver::Held() const {
+  std::vector<size_t> out;
+  if (env_.own_segments.empty()) return out;
+  std::vector<uint64_t> digests = env_.store.TreeDigests();
+  for (size_t s = 0; s < digests.size(); ++s) {
+    if (digests[s] != 0 && !env_.own_segments[s]) out.push_back(s);
+  }
+  return out;
 }
 
 kj::Promise<void> HandOver::ClearDropped(size_t segment) {
@@ -114,6 +157,16 @@ kj::Promise<void> HandOver::HandOffKeys(size_t segment, std::vector<ReplicaId> o
     }
     const size_t bytes = chunk.bytes, to = chunk.to;
     return kj::joinPromises(puts.releaseAsArray())
+        .then([this, owners, paged = std::move(chunk.paged)]() mutable {
+          std::vector<peer::PeerSession::Client> sessions;
+          for (ReplicaId owner : owners) {
+            sessions.emplace_back(KJ_ASSERT_NONNULL(links_.LinkWithSession(owner).MaybeSession()));
+          }
+          auto budget = [this, owner = owners.front()](size_t page_bytes) {
+            return links_.LinkWithSession(owner).Budget(page_bytes * 2);
+          };
+          return PushSets(env_, std::move(sessions), std::move(paged), budget);
+        })
         .then([this, drops = std::move(chunk.drops)]() mutable {
           if (drops.drops.empty()) return kj::Promise<WriteResult>(WriteResult{});
           return env_.committer.SubmitRemote(std::move(drops));

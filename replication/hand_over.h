@@ -8,7 +8,11 @@
 // digest is still the one sent), and marks the segment dropped. A dropped
 // segment this node owns again is "syncing": it must not coordinate writes
 // there until one complete anti-entropy pass against an owner (or, with no
-// other owner, at once) clears the mark. Keys too large to travel stay.
+// other owner, at once) clears the mark. An OR-set too large for one
+// message goes in pages (set_paging.h) to every owner before its key is
+// dropped. A segment that is not handed over whole (a failure, or keys
+// written meanwhile) is tried again after a backoff, kRetryMin doubling to
+// kRetryMax, back to kRetryMin whenever a try made progress.
 //
 // Store reads (segment keys, states) run on the reader pool; writes go
 // through the committer.
@@ -21,6 +25,8 @@
 #include <kj/async.h>
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "replication/peer_link.h"
@@ -31,6 +37,8 @@ namespace geokv {
 class HandOver {
  public:
   static constexpr size_t kChunkKeys = 64;
+  static constexpr kj::Duration kRetryMin = 1 * kj::SECONDS;
+  static constexpr kj::Duration kRetryMax = 60 * kj::SECONDS;
 
   // What hand-over needs of the links.
   class Links {
@@ -57,11 +65,23 @@ class HandOver {
   // Passes every second, forever; a pass that fails is logged.
   kj::Promise<void> Run();
 
+  // The segments this node holds keys of but does not own (what a leave
+  // waits for), in order.
+  std::vector<size_t> Held() const;
+  // Why `segment`'s last hand-over did not finish; empty when none failed.
+  std::string LastError(size_t segment) const {
+    auto it = retries_.find(segment);
+    return it == retries_.end() ? std::string() : it->second.error;
+  }
+
  private:
   kj::Promise<void> Pass();
   kj::Promise<void> HandOff(size_t segment, std::vector<ReplicaId> owners);
   kj::Promise<void> HandOffKeys(size_t segment, std::vector<ReplicaId> owners,
                                 std::vector<KeyDigest> keys, size_t from);
+  // Notes how a hand-over of `segment` (whose digest was `before`) ended:
+  // with `error`, or empty when it ran through.
+  void Retried(size_t segment, uint64_t before, const std::string& error);
   // Lets this node coordinate writes in `segment` again (durably).
   kj::Promise<void> ClearDropped(size_t segment);
 
@@ -69,6 +89,12 @@ class HandOver {
   Links& links_;
   const bool& trim_held_;
   std::vector<bool> dropped_;  // as the store's DroppedSegments, kept here
+  struct Retry {
+    kj::TimePoint next = kj::origin<kj::TimePoint>();
+    kj::Duration delay = 0 * kj::SECONDS;
+    std::string error;
+  };
+  std::map<size_t, Retry> retries_;  // segments whose last hand-over did not finish
 };
 
 }  // namespace geokv

@@ -8,6 +8,8 @@
 #include "replication/anti_entropy.h"
 #include "replication/members.h"
 #include "replication/peer_wire.h"
+#include "replication/set_paging.h"
+#include "crdt/codec.h"
 #include "schema/kv_text.h"
 
 namespace geokv {
@@ -112,16 +114,47 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
           auto results = context.getResults();
           results.setServed(served.served);
           SetStates(results.initStates(served.found.size()), served.found);
+          auto paged = results.initPaged(served.paged.size());
+          for (size_t i = 0; i < served.paged.size(); ++i) paged.set(i, AsData(served.paged[i]));
         });
+  }
+
+  kj::Promise<void> getSetPage(GetSetPageContext context) override {
+    CheckRunning(c_);
+    auto params = context.getParams();
+    std::optional<std::string> after;
+    if (params.getHasAfter()) after = String(params.getAfter());
+    std::string key = String(params.getKey());
+    return ReadSetPage(c_.env, key, std::move(after))
+        .then([context, key](OrSetPage page) mutable {
+          EncodeSetPage(key, page, context.getResults().initPage());
+        });
+  }
+
+  kj::Promise<void> putSetPage(PutSetPageContext context) override {
+    CheckRunning(c_);
+    auto got = DecodeSetPage(context.getParams().getPage(), c_.env.options.max_message_bytes / 2);
+    KJ_REQUIRE(got.ok(), "a bad set page", got.status().ToString());
+    RemoteApply apply;
+    apply.set_pages.emplace_back(std::move(got->key), std::move(got->page));
+    return Commit(std::move(apply));
+  }
+
+  kj::Promise<void> putSetContext(PutSetContextContext context) override {
+    CheckRunning(c_);
+    auto params = context.getParams();
+    auto ctx = DecodeContext(View(params.getContext()));
+    KJ_REQUIRE(ctx.ok(), "a causal context that does not decode", ctx.status().ToString());
+    RemoteApply apply;
+    apply.set_contexts.emplace_back(String(params.getKey()), std::move(ctx).value());
+    return Commit(std::move(apply));
   }
 
   kj::Promise<void> putStates(PutStatesContext context) override {
     CheckRunning(c_);
     RemoteApply apply;
     apply.joins = DecodeStates(context.getParams().getStates());
-    return c_.env.committer.SubmitRemote(std::move(apply)).then([](WriteResult result) {
-      KJ_REQUIRE(result.status.ok(), "cannot join states", result.status.ToString());
-    });
+    return Commit(std::move(apply));
   }
 
   kj::Promise<void> markRepaired(MarkRepairedContext context) override {
@@ -141,6 +174,12 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
   }
 
  private:
+  kj::Promise<void> Commit(RemoteApply apply) {
+    return c_.env.committer.SubmitRemote(std::move(apply)).then([](WriteResult result) {
+      KJ_REQUIRE(result.status.ok(), "cannot join states", result.status.ToString());
+    });
+  }
+
   PeerServiceContext& c_;
   const ReplicaId caller_;
   const std::string region_;

@@ -75,13 +75,27 @@ EncodedKeyStates EncodeKeyStates(Store& store, std::string_view key, size_t max_
   EncodedKeyStates out;
   auto states = store.GetStates(key);
   KJ_REQUIRE(states.ok(), "cannot read states", states.status().ToString());
+  std::vector<bool> is_set;
   for (const Crdt& c : *states) {
     out.encoded.push_back(EncodeCrdt(c));
     out.bytes += out.encoded.back().size();
+    is_set.push_back(std::holds_alternative<OrSet>(c));
   }
+  if (out.bytes + key.size() <= max_message_bytes / 2) return out;
+  std::vector<std::string> whole;
+  out.bytes = 0;
+  for (size_t i = 0; i < out.encoded.size(); ++i) {
+    if (is_set[i]) {
+      out.paged_set = true;
+    } else {
+      out.bytes += out.encoded[i].size();
+      whole.push_back(std::move(out.encoded[i]));
+    }
+  }
+  out.encoded = std::move(whole);
   if (out.bytes + key.size() > max_message_bytes / 2) {
-    spdlog::error("key '{}': its states ({} bytes) exceed half of --max-message-bytes; "
-                  "anti-entropy cannot repair it",
+    spdlog::error("key '{}': its states other than an OR-set ({} bytes) exceed half of "
+                  "--max-message-bytes; anti-entropy cannot repair them",
                   PrintableBytes(key), out.bytes);
     out.encoded.clear();
     out.bytes = 0;

@@ -89,13 +89,15 @@ void SetStates(Builder out, const EncodedStatesList& found) {
   }
 }
 
-// The full states of a key, encoded for the peer API. A key whose states
-// could not travel in one message (over half of `max_message_bytes`) is left
-// out, empty (and logged): repairing it needs paging, which the peer API
-// does not have yet.
+// The full states of a key, encoded for the peer API. When they would not
+// fit in one message (over half of `max_message_bytes`), the key's OR-set
+// is left out and `paged_set` set: it travels in pages (set_paging.h). The
+// other types are bounded by --max-value-bytes; should they alone still
+// not fit, they are left out too (and logged).
 struct EncodedKeyStates {
   std::vector<std::string> encoded;
   size_t bytes = 0;
+  bool paged_set = false;
 };
 // Reads the store: call it on a reader thread (AsyncStore::Run), never on
 // the loop. Throws (KJ_REQUIRE) when the store cannot read the key.

@@ -112,6 +112,33 @@ bool Replicator::LogDelivered() const {
   return true;
 }
 
+std::string Replicator::LeaveWaitingFor() const {
+  std::string out;
+  std::vector<size_t> held = hand_over_ ? hand_over_->Held() : std::vector<size_t>();
+  if (!held.empty()) {
+    out = fmt::format("{} segments not handed over (", held.size());
+    for (size_t i = 0; i < held.size() && i < 8; ++i) {
+      std::string error = hand_over_->LastError(held[i]);
+      out += fmt::format("{}{}{}", i == 0 ? "" : ", ", held[i],
+                         error.empty() ? "" : ": " + error);
+    }
+    out += held.size() > 8 ? ", ...)" : ")";
+  }
+  std::string behind;
+  for (const auto& [id, link] : links_) {
+    const PeerTarget& t = link->target();
+    if (t.state == PeerState::kDead || t.state == PeerState::kLeft) continue;
+    if (link->acked() >= store_.LastSeq()) continue;
+    behind += fmt::format("{}{} at {}", behind.empty() ? "" : ", ",
+                          t.name.empty() ? Hex(id) : t.name, link->acked());
+  }
+  if (!behind.empty()) {
+    if (!out.empty()) out += "; ";
+    out += fmt::format("peers not holding the log through {}: {}", store_.LastSeq(), behind);
+  }
+  return out;
+}
+
 std::vector<ReplicaId> Replicator::RegionOwners(size_t segment) const {
   std::vector<ReplicaId> out;
   for (const auto& [id, link] : links_) {

@@ -131,6 +131,10 @@ class Replicator final : private HandOver::Links {
   bool HoldsOnlyOwned() const;
   // Whether every node that is not dead holds this node's whole log.
   bool LogDelivered() const;
+  // What HoldsOnlyOwned and LogDelivered still wait for, for logs: the
+  // segments not handed over (with the last error of each) and the peers
+  // not holding the log (with their position); empty when neither waits.
+  std::string LeaveWaitingFor() const;
 
   // Whether the link to `node` has a session now.
   bool IsConnected(ReplicaId node) const override;

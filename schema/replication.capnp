@@ -98,6 +98,20 @@ struct KeyStates {
   states @1 :List(Data);  # framed Values
 }
 
+# One page of the OR-set at `key` (docs/formats.md, paged transfer): the
+# sender's elements in the byte range (after, through], with its whole causal
+# context at the read that made the page. A missing bound is open.
+struct SetPage {
+  key @0 :Data;
+  hasAfter @1 :Bool;
+  after @2 :Data;
+  hasThrough @3 :Bool;  # false: the range runs through the last element
+  through @4 :Data;
+  # A framed Value: an OR-set of the range's elements (strictly sorted, each
+  # inside the range) under the sender's whole context.
+  state @5 :Data;
+}
+
 interface Peer {
   # Introduces the caller. Answers with the callee's own introduction,
   # `applied`: the callee's durable position in the caller's log (every
@@ -134,7 +148,11 @@ interface PeerSession {
   # The full states of the first `served` named keys (keys with no state
   # are left out): the callee stops where the reply would pass its batch
   # size, and the caller asks again for the rest.
-  getStates @4 (keys :List(Data)) -> (states :List(KeyStates), served :UInt32);
+  # `paged` names the served keys whose OR-set is too large for one message
+  # and was left out of `states`: the caller moves it with getSetPage (a
+  # callee that predates paging leaves it empty and skips such keys).
+  getStates @4 (keys :List(Data)) -> (states :List(KeyStates), served :UInt32,
+                                      paged :List(Data));
   # Joins full states into the callee; answers once they are committed.
   putStates @5 (states :List(KeyStates)) -> ();
 
@@ -155,4 +173,16 @@ interface PeerSession {
   # The digests of the named keys (0 for a key with no state), in order:
   # a quorum read compares them before it reads states.
   keyDigests @9 (keys :List(Data)) -> (digests :List(UInt64));
+
+  # Paged transfer of a large OR-set. The page of the OR-set at `key` after
+  # `after` (from the first element unless `hasAfter`), within the callee's
+  # batch size; `page.hasThrough` false: it was the last.
+  getSetPage @10 (key :Data, hasAfter :Bool, after :Data) -> (page :SetPage);
+  # Joins one page into the callee (each page is a delta on its own);
+  # answers once it is committed.
+  putSetPage @11 (page :SetPage) -> ();
+  # Ends a paged transfer: joins `context` (an encoded causal context, that
+  # of the transfer's FIRST page) into the OR-set at `key`, removing no
+  # element. Only after pages covering the whole range were put.
+  putSetContext @12 (key :Data, context :Data) -> ();
 }

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -22,9 +23,17 @@ namespace {
 
 using std::chrono::milliseconds;
 
+// Limits a test shrinks so that a set outgrows one message quickly.
+struct Tuning {
+  size_t max_message_bytes = 64 << 20;
+  size_t batch_bytes = 1 << 20;
+  uint64_t anti_entropy_bytes_per_second = 8 << 20;
+};
+
 // One node: store, readers, committer and replicator.
 struct Node {
-  Node(const std::string& dir, const std::string& name, kj::AsyncIoProvider& io) {
+  Node(const std::string& dir, const std::string& name, kj::AsyncIoProvider& io,
+       const Tuning& tuning = {}) {
     auto opened = Store::Open(dir, StoreOptions{Durability::kWal});
     KJ_REQUIRE(opened.ok(), opened.status().ToString());
     store = std::move(opened).value();
@@ -37,6 +46,9 @@ struct Node {
     o.anti_entropy_interval = milliseconds(200);
     o.backoff_min = milliseconds(20);
     o.backoff_max = milliseconds(100);
+    o.max_message_bytes = tuning.max_message_bytes;
+    o.batch_bytes = tuning.batch_bytes;
+    o.anti_entropy_bytes_per_second = tuning.anti_entropy_bytes_per_second;
     replicator = std::make_unique<Replicator>(*store, *reader, *committer, io, std::move(o));
   }
 
@@ -47,6 +59,41 @@ struct Node {
   // Writes `value` at keys prefix0..prefix(n-1).
   void WriteMany(kj::WaitScope& ws, const std::string& prefix, int n, const std::string& value) {
     for (int i = 0; i < n; ++i) Write(ws, prefix + std::to_string(i), value);
+  }
+
+  // Adds elements prefix[from..to) (zero-padded) to the set at `key`, a
+  // thousand per write so that each log entry stays small.
+  void AddElements(kj::WaitScope& ws, const std::string& key, const std::string& prefix, int from,
+                   int to) {
+    for (int i = from; i < to;) {
+      SetAdd add;
+      for (int end = std::min(to, i + 1000); i < end; ++i) add.elements.push_back(Element(prefix, i));
+      WriteResult r = committer->Submit(key, std::move(add)).wait(ws);
+      KJ_REQUIRE(r.status.ok(), r.status.ToString());
+    }
+  }
+  void RemoveElements(kj::WaitScope& ws, const std::string& key, std::vector<std::string> elements) {
+    WriteResult r = committer->Submit(key, SetRemove{std::move(elements)}).wait(ws);
+    KJ_REQUIRE(r.status.ok(), r.status.ToString());
+  }
+  static std::string Element(const std::string& prefix, int i) {
+    std::string n = std::to_string(i);
+    return prefix + std::string(8 - n.size(), '0') + n;
+  }
+  std::vector<std::string> Elements(const std::string& key) {
+    auto page = store->SetMembers(key, std::nullopt, size_t{1} << 30);
+    KJ_REQUIRE(page.ok(), page.status().ToString());
+    return page->elements;
+  }
+  uint64_t SetSize(const std::string& key) {
+    auto size = store->SetSize(key);
+    KJ_REQUIRE(size.ok(), size.status().ToString());
+    return *size;
+  }
+  uint64_t Digest(const std::string& key) {
+    auto digest = store->KeyDigest(key);
+    KJ_REQUIRE(digest.ok(), digest.status().ToString());
+    return *digest;
   }
 
   std::optional<std::string> Value(const std::string& key) {
@@ -69,10 +116,11 @@ struct Node {
   std::unique_ptr<Replicator> replicator;
 };
 
-// Runs the loop until `done` or 10 s have passed; whether it was done.
-bool RunUntil(kj::AsyncIoContext& io, const std::function<bool()>& done) {
+// Runs the loop until `done` or `limit` has passed; whether it was done.
+bool RunUntil(kj::AsyncIoContext& io, const std::function<bool()>& done,
+              kj::Duration limit = 10 * kj::SECONDS) {
   kj::Timer& timer = io.provider->getTimer();
-  const kj::TimePoint deadline = timer.now() + 10 * kj::SECONDS;
+  const kj::TimePoint deadline = timer.now() + limit;
   while (!done()) {
     if (timer.now() >= deadline) return false;
     timer.afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
@@ -82,8 +130,8 @@ bool RunUntil(kj::AsyncIoContext& io, const std::function<bool()>& done) {
 
 // `from` links to `to`, which serves the peer API on a loopback port.
 struct Pair {
-  explicit Pair(kj::AsyncIoContext& io)
-      : a(dir.Sub("a"), "a", *io.provider), b(dir.Sub("b"), "b", *io.provider) {
+  explicit Pair(kj::AsyncIoContext& io, const Tuning& tuning = {})
+      : a(dir.Sub("a"), "a", *io.provider, tuning), b(dir.Sub("b"), "b", *io.provider, tuning) {
     auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
     listener = address->listen();
     server = kj::heap<capnp::TwoPartyServer>(b.replicator->PeerBootstrap());
@@ -204,6 +252,101 @@ TEST(ReplicatorPair, HandsOverTheSegmentsItNoLongerOwnsAndDropsThem) {
   EXPECT_TRUE(pair.a.replicator->Syncing(segment));
   EXPECT_TRUE(RunUntil(io, [&] { return !pair.a.replicator->Dropped(segment); }));
   EXPECT_EQ(pair.a.Value("h0"), std::optional<std::string>("v"));
+  pair.Shutdown(io.waitScope);
+}
+
+// A set whose state is several times half of the message limit, in pages of
+// at most 32 KiB.
+constexpr int kBigSet = 20000;
+Tuning SmallMessages() {
+  Tuning t;
+  t.max_message_bytes = 256 << 10;
+  t.batch_bytes = 32 << 10;
+  return t;
+}
+
+// Writes the set "big" of kBigSet elements on `node` and trims its log, so
+// that only anti-entropy or hand-over can carry it.
+void BigSetOutOfTheLog(kj::WaitScope& ws, Node& node) {
+  node.AddElements(ws, "big", "e", 0, kBigSet);
+  ASSERT_TRUE(node.committer->SubmitTrim(node.store->LastSeq()).wait(ws).ok());
+}
+
+TEST(ReplicatorPair, AntiEntropyPullsASetTooLargeForOneMessageInPages) {
+  auto io = kj::setupAsyncIo();
+  Pair pair(io, SmallMessages());
+  // Written on b alone (a is as wiped): only anti-entropy brings it.
+  pair.b.AddElements(io.waitScope, "big", "e", 0, kBigSet);
+  pair.b.RemoveElements(io.waitScope, "big", {Node::Element("e", 7), Node::Element("e", 19999)});
+  pair.Link();
+  EXPECT_TRUE(RunUntil(io, [&] {
+    return pair.a.store->TreeDigests() == pair.b.store->TreeDigests();
+  }, 30 * kj::SECONDS));
+  EXPECT_EQ(pair.a.SetSize("big"), static_cast<uint64_t>(kBigSet - 2));
+  EXPECT_EQ(pair.a.Digest("big"), pair.b.Digest("big"));
+  EXPECT_EQ(pair.a.Elements("big"), pair.b.Elements("big"));
+  pair.Shutdown(io.waitScope);
+}
+
+TEST(ReplicatorPair, AntiEntropyPushesASetTooLargeForOneMessageInPages) {
+  auto io = kj::setupAsyncIo();
+  Pair pair(io, SmallMessages());
+  // b needs trimmed entries: a complete pass pushes the set.
+  BigSetOutOfTheLog(io.waitScope, pair.a);
+  pair.Link();
+  EXPECT_TRUE(RunUntil(io, [&] { return pair.BHolds() >= pair.a.store->LastSeq(); },
+                       30 * kj::SECONDS));
+  EXPECT_EQ(pair.b.SetSize("big"), static_cast<uint64_t>(kBigSet));
+  EXPECT_EQ(pair.a.Digest("big"), pair.b.Digest("big"));
+  pair.Shutdown(io.waitScope);
+}
+
+TEST(ReplicatorPair, HandsOverASetTooLargeForOneMessage) {
+  auto io = kj::setupAsyncIo();
+  Pair pair(io, SmallMessages());
+  BigSetOutOfTheLog(io.waitScope, pair.a);
+  const uint64_t digest = pair.a.Digest("big");
+  std::vector<bool> owns(kTreeSegments, true);
+  const size_t segment = TreeSegmentOf("big");
+  owns[segment] = false;
+  pair.Link(owns);
+  EXPECT_TRUE(RunUntil(io, [&] { return pair.a.replicator->HoldsOnlyOwned(); }, 30 * kj::SECONDS));
+  EXPECT_TRUE(pair.a.replicator->Dropped(segment));
+  EXPECT_EQ(pair.a.SetSize("big"), 0u);
+  EXPECT_EQ(pair.b.SetSize("big"), static_cast<uint64_t>(kBigSet));
+  EXPECT_EQ(pair.b.Digest("big"), digest);
+  EXPECT_EQ(pair.a.replicator->LeaveWaitingFor().find("segments"), std::string::npos);
+  pair.Shutdown(io.waitScope);
+}
+
+TEST(ReplicatorPair, APagedTransferCutOffHalfWayResumesWithoutLossOrResurrection) {
+  auto io = kj::setupAsyncIo();
+  Tuning slow = SmallMessages();
+  slow.anti_entropy_bytes_per_second = 256 << 10;  // a few seconds for the set
+  Pair pair(io, slow);
+  pair.b.AddElements(io.waitScope, "big", "e", 0, kBigSet);
+  pair.Link();
+  ASSERT_TRUE(RunUntil(io, [&] {
+    uint64_t n = pair.a.SetSize("big");
+    return n > 0 && n < static_cast<uint64_t>(kBigSet) / 2;
+  }, 30 * kj::SECONDS));
+  pair.a.replicator->SetPlacement({}, {});  // the link drops mid-transfer
+  const uint64_t partial = pair.a.SetSize("big");
+  ASSERT_LT(partial, static_cast<uint64_t>(kBigSet));
+  // Meanwhile b removes elements a already holds, and adds into ranges
+  // already sent and still to come.
+  pair.b.RemoveElements(io.waitScope, "big", {Node::Element("e", 0), Node::Element("e", 15000)});
+  pair.b.AddElements(io.waitScope, "big", "a", 0, 3);
+  pair.b.AddElements(io.waitScope, "big", "z", 0, 3);
+  pair.a.replicator->SetPlacement({}, {pair.B()});
+  EXPECT_TRUE(RunUntil(io, [&] { return pair.a.Digest("big") == pair.b.Digest("big"); },
+                       60 * kj::SECONDS));
+  std::vector<std::string> elements = pair.a.Elements("big");
+  EXPECT_EQ(elements, pair.b.Elements("big"));
+  EXPECT_EQ(elements.size(), static_cast<size_t>(kBigSet - 2 + 6));
+  EXPECT_FALSE(std::binary_search(elements.begin(), elements.end(), Node::Element("e", 0)));
+  EXPECT_FALSE(std::binary_search(elements.begin(), elements.end(), Node::Element("e", 15000)));
+  EXPECT_TRUE(std::binary_search(elements.begin(), elements.end(), Node::Element("a", 1)));
   pair.Shutdown(io.waitScope);
 }
 
