@@ -2,10 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <string>
+
 namespace geokv {
 
-Leaver::Leaver(Gossip* gossip, Replicator& replicator, kj::Timer& timer)
-    : gossip_(gossip), replicator_(replicator), timer_(timer) {}
+Leaver::Leaver(Gossip* gossip, Replicator& replicator, kj::Timer& timer, kj::Duration deadline)
+    : gossip_(gossip), replicator_(replicator), timer_(timer), deadline_(deadline) {}
 
 Status Leaver::Leave() {
   if (gossip_ == nullptr) {
@@ -14,7 +16,10 @@ Status Leaver::Leave() {
   }
   if (leaving_) return Status::OK();
   leaving_ = true;
-  spdlog::info("leaving the cluster: announcing it, then handing every key over");
+  give_up_at_ = timer_.now() + deadline_;
+  report_at_ = timer_.now() + kReportEvery;
+  spdlog::info("leaving the cluster: announcing it, then handing every key over (within {} s)",
+               deadline_ / kj::SECONDS);
   gossip_->Leave(std::chrono::milliseconds(0));
   watch_ = Watch().eagerlyEvaluate([](kj::Exception&& e) {
     spdlog::error("leaving failed: {}", e.getDescription().cStr());
@@ -33,6 +38,20 @@ kj::Promise<void> Leaver::Watch() {
     if (replicator_.HoldsOnlyOwned() && replicator_.LogDelivered()) {
       if (left_) left_->fulfill();
       return kj::READY_NOW;
+    }
+    const kj::TimePoint now = timer_.now();
+    if (now >= give_up_at_) {
+      failed_ = Status::Timeout(
+          "leaving did not finish within --leave-timeout (" +
+          std::to_string(deadline_ / kj::SECONDS) + " s); still waiting for: " +
+          replicator_.LeaveWaitingFor());
+      spdlog::error("{}", failed_.ToString());
+      if (left_) left_->fulfill();
+      return kj::READY_NOW;
+    }
+    if (now >= report_at_) {
+      report_at_ = now + kReportEvery;
+      spdlog::info("leaving: waiting for {}", replicator_.LeaveWaitingFor());
     }
     return Watch();
   });

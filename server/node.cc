@@ -227,7 +227,9 @@ void Node::StartServices() {
   admin_ = std::make_unique<Admin>(*async_store_, *replicator_, *view_,
                                    AdminOptions{name_, options_.region, limits, metrics_.get()});
   kj::Timer& timer = io_->provider->getTimer();
-  leaver_ = std::make_unique<Leaver>(gossip_.get(), *replicator_, timer);
+  leaver_ = std::make_unique<Leaver>(
+      gossip_.get(), *replicator_, timer,
+      static_cast<int64_t>(options_.leave_timeout_seconds * 1000) * kj::MILLISECONDS);
   admin_->SetLeave([this] { return leaver_->Leave(); });
   if (gossip_) {
     admin_->SetFailureDetections([this] { return gossip_->failure_detections(); });
@@ -305,8 +307,12 @@ void Node::RunUntilStopped() {
   auto stop = sigterm.exclusiveJoin(kj::mv(sigint)).then([](siginfo_t signal) {
     spdlog::info("{} received: shutting down", signal.si_signo == SIGTERM ? "SIGTERM" : "SIGINT");
   });
-  stop.exclusiveJoin(leaver_->Left().then([] {
-        spdlog::info("left the cluster: every key is with its owners; shutting down");
+  stop.exclusiveJoin(leaver_->Left().then([this] {
+        if (leaver_->failed().ok()) {
+          spdlog::info("left the cluster: every key is with its owners; shutting down");
+        } else {
+          spdlog::error("shutting down without having left: {}", leaver_->failed().ToString());
+        }
       }))
       .wait(io_->waitScope);
   leaver_->Stop();
@@ -369,6 +375,7 @@ int Node::Shutdown() {
     return 1;
   }
   store_.reset();
+  if (!leaver_->failed().ok()) return 1;
   spdlog::info("shut down cleanly");
   return 0;
 }

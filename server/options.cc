@@ -42,6 +42,10 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                  "Writes waiting to commit; beyond, calls fail with OVERLOADED")
       ->capture_default_str()
       ->check(AtLeast(1));
+  app.add_option("--leave-timeout", o.leave_timeout_seconds,
+                 "Seconds `leave` may take to hand every key over; past it the node exits 1")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 7.0 * 86400.0));
   app.add_option("--shutdown-timeout", o.shutdown_timeout_seconds,
                  "Seconds calls in flight may take to finish after SIGTERM")
       ->capture_default_str()

@@ -40,6 +40,9 @@ struct ServerOptions {
   size_t max_pending_writes = 100000;
   // After SIGTERM, how long calls in flight may take to finish.
   double shutdown_timeout_seconds = 30;
+  // How long `leave` may take to hand every key over and deliver the log;
+  // past it the node stops with an error.
+  double leave_timeout_seconds = 3600;
 
   // Replication (docs/replication.md).
   // HOST:PORT of the peer API; empty: none served (peers cannot ship here).
