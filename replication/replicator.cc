@@ -23,19 +23,8 @@ class Replicator::ErrorLogger final : public kj::TaskSet::ErrorHandler {
 
 Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committer,
                        kj::AsyncIoProvider& io, ReplicatorOptions options)
-    : Replicator(store, nullptr, &reader, committer, io, std::move(options)) {}
-
-Replicator::Replicator(Store& store, GroupCommitter& committer, kj::AsyncIoProvider& io,
-                       ReplicatorOptions options)
-    : Replicator(store, std::make_unique<AsyncStore>(store, 1), nullptr, committer, io,
-                 std::move(options)) {}
-
-Replicator::Replicator(Store& store, std::unique_ptr<AsyncStore> own_reader, AsyncStore* reader,
-                       GroupCommitter& committer, kj::AsyncIoProvider& io,
-                       ReplicatorOptions options)
     : store_(store),
-      own_reader_(std::move(own_reader)),
-      reader_(reader != nullptr ? *reader : *own_reader_),
+      reader_(reader),
       committer_(committer),
       io_(io),
       options_(std::move(options)),
