@@ -185,7 +185,7 @@ class Replicator final : private HandOver::Links {
   PeerLink& LinkWithSession(ReplicaId node) override;
 
   // This node's region's members.
-  std::vector<MemberRecord> LocalMembers() const;
+  std::vector<Member> LocalMembers() const;
   // After a link's acknowledged position advanced.
   void AckAdvanced();
   // After each committed group: wakes waiters and shippers.
