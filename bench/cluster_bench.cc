@@ -91,16 +91,6 @@ struct Node {
   rpc::GeoKv::Client kv;
 };
 
-const char* StateName(rpc::MemberState state) {
-  switch (state) {
-    case rpc::MemberState::ALIVE: return "alive";
-    case rpc::MemberState::SUSPECT: return "suspect";
-    case rpc::MemberState::DEAD: return "dead";
-    case rpc::MemberState::LEFT: return "left";
-  }
-  return "unknown";
-}
-
 struct MemberView {
   std::string name;
   uint64_t replica_id = 0;
@@ -187,7 +177,7 @@ void WaitAllAlive(std::vector<std::unique_ptr<Node>>& nodes, size_t members,
       if (alive != members || views[i].members.size() != members) {
         not_yet += fmt::format("{}{} sees", not_yet.empty() ? "" : "; ", nodes[i]->name);
         for (const MemberView& m : views[i].members) {
-          not_yet += fmt::format(" {}={}", m.name, StateName(m.state));
+          not_yet += fmt::format(" {}={}", m.name, MemberStateName(m.state));
         }
       }
     }
@@ -306,7 +296,8 @@ int RunDetect(const CommonOptions& c, const DetectOptions& o) {
       }
       if (now - killed > timeout) {
         Fail(fmt::format("trial {}: {} still shows {} {} {:.1f} s after the SIGKILL", t + 1,
-                         node0.name, trial.victim, StateName(m->state), Millis(now - killed) / 1000));
+                         node0.name, trial.victim, MemberStateName(m->state),
+                         Millis(now - killed) / 1000));
       }
       Pause(node0, kDetectPoll);
     }
@@ -327,7 +318,7 @@ int RunDetect(const CommonOptions& c, const DetectOptions& o) {
         Fail(fmt::format("trial {}: {} does not show the restarted {} alive after {:.0f} s "
                          "(state {})",
                          t + 1, node0.name, trial.victim, o.timeout_seconds,
-                         m ? StateName(m->state) : "unknown"));
+                         m ? MemberStateName(m->state) : "unknown"));
       }
       Pause(node0, kDetectPoll);
     }
@@ -452,10 +443,11 @@ int RunFalsePositives(const CommonOptions& c, const FalsePositiveOptions& o) {
             it == last[i].end() ? rpc::MemberState::ALIVE : it->second;
         if (it == last[i].end() && m.state != rpc::MemberState::ALIVE && polls > 1) {
           // A member first seen in a state other than alive.
-          transitions.push_back({at_s, nodes[i]->name, m.name, "unknown", StateName(m.state)});
+          transitions.push_back(
+              {at_s, nodes[i]->name, m.name, "unknown", MemberStateName(m.state)});
         } else if (before != m.state) {
-          transitions.push_back({at_s, nodes[i]->name, m.name, StateName(before),
-                                 StateName(m.state)});
+          transitions.push_back({at_s, nodes[i]->name, m.name, MemberStateName(before),
+                                 MemberStateName(m.state)});
         }
         last[i][m.replica_id] = m.state;
       }

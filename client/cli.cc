@@ -98,16 +98,6 @@ rpc::Consistency ConsistencyNamed(const std::string& name) {
   return rpc::Consistency::DEFAULT;
 }
 
-const char* StateName(rpc::MemberState s) {
-  switch (s) {
-    case rpc::MemberState::ALIVE: return "alive";
-    case rpc::MemberState::SUSPECT: return "suspect";
-    case rpc::MemberState::DEAD: return "dead";
-    case rpc::MemberState::LEFT: return "left";
-  }
-  return "unknown";
-}
-
 std::string Hex64(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
@@ -120,7 +110,7 @@ std::string MemberJson(rpc::MemberInfo::Reader m) {
   j.Text("name", m.getName().cStr());
   j.Text("region", m.getRegion().cStr());
   j.Text("replica_id", Hex64(m.getReplicaId()));
-  j.Text("state", StateName(m.getState()));
+  j.Text("state", MemberStateName(m.getState()));
   j.Unsigned("incarnation", m.getIncarnation());
   j.Text("gossip_address", m.getGossipAddress().cStr());
   j.Text("client_address", m.getClientAddress().cStr());
@@ -521,7 +511,7 @@ void Commands::AddAll() {
         }
         for (auto m : reply.getMembers()) {
           std::printf("%-10s %-16s %-8s inc=%-4llu client=%s peer=%s\n", m.getRegion().cStr(),
-                      m.getName().cStr(), StateName(m.getState()),
+                      m.getName().cStr(), MemberStateName(m.getState()),
                       static_cast<unsigned long long>(m.getIncarnation()),
                       m.getClientAddress().cStr(), m.getPeerAddress().cStr());
         }
@@ -558,7 +548,8 @@ void Commands::AddAll() {
               text += std::string(r.getRegion().cStr()) + ":";
               for (auto m : r.getOwners()) {
                 owners += (owners.size() > 1 ? "," : "") + MemberJson(m);
-                text += std::string(" ") + m.getName().cStr() + "(" + StateName(m.getState()) + ")";
+                text += std::string(" ") + m.getName().cStr() + "(" +
+                        MemberStateName(m.getState()) + ")";
               }
               JsonObject rj;
               rj.Text("region", r.getRegion().cStr());

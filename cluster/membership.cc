@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cassert>
 #include <iterator>
-#include <tuple>
 #include <utility>
 
 #include "schema/framing.h"
@@ -58,7 +57,9 @@ bool FromWire(gossip::MemberState s, MemberState* out) {
   return false;
 }
 
-// Empty strings stay null pointers, which UpdateBytes relies on.
+// Member to gossip.capnp's MemberUpdate, the only such converter (Decode
+// reads updates back). Empty strings stay null pointers, which UpdateBytes
+// relies on.
 void FillUpdate(const Member& m, gossip::MemberUpdate::Builder b) {
   b.setId(m.id);
   b.setIncarnation(m.incarnation);
@@ -79,36 +80,7 @@ void FillUpdate(const Member& m, gossip::MemberUpdate::Builder b) {
   }
 }
 
-bool IsUp(MemberState s) { return s == MemberState::kAlive || s == MemberState::kSuspect; }
-
 }  // namespace
-
-std::string_view MemberStateName(MemberState state) {
-  switch (state) {
-    case MemberState::kAlive:
-      return "alive";
-    case MemberState::kSuspect:
-      return "suspect";
-    case MemberState::kDead:
-      return "dead";
-    case MemberState::kLeft:
-      return "left";
-  }
-  return "unknown";
-}
-
-bool operator==(const Member& a, const Member& b) {
-  return a.id == b.id && a.name == b.name && a.region == b.region &&
-         a.gossip_address == b.gossip_address && a.client_address == b.client_address &&
-         a.peer_address == b.peer_address && a.peer_routes == b.peer_routes &&
-         a.incarnation == b.incarnation && a.state == b.state;
-}
-
-bool Supersedes(const Member& a, const Member& b) {
-  // The state order alive < suspect < dead < left is the enum's.
-  return std::make_tuple(a.incarnation, static_cast<int>(a.state)) >
-         std::make_tuple(b.incarnation, static_cast<int>(b.state));
-}
 
 Status ValidateMembership(const MembershipOptions& o, const Member& self) {
   using std::chrono::milliseconds;

@@ -38,44 +38,10 @@
 #include <string_view>
 #include <vector>
 
-#include "crdt/causal_context.h"
+#include "domain/member.h"
 #include "util/status.h"
 
 namespace geokv {
-
-enum class MemberState : uint8_t { kAlive = 0, kSuspect = 1, kDead = 2, kLeft = 3 };
-
-// "alive", "suspect", "dead" or "left".
-std::string_view MemberStateName(MemberState state);
-
-// One member as every node of its region learns it through gossip.
-struct Member {
-  ReplicaId id = 0;            // identity (the node's replica id), never 0
-  std::string name;            // display name
-  std::string region;
-  std::string gossip_address;  // HOST:PORT, UDP
-  std::string client_address;  // HOST:PORT of the client API
-  std::string peer_address;    // HOST:PORT of the peer API, for nodes of its own region
-  // Peer API addresses advertised to nodes of particular other regions
-  // (region -> HOST:PORT), e.g. through a WAN proxy or NAT; other regions
-  // use peer_address.
-  std::map<std::string, std::string> peer_routes;
-  // Raised only by the member itself: to refute a suspicion, to leave, or
-  // to announce changed addresses.
-  uint64_t incarnation = 0;
-  MemberState state = MemberState::kAlive;
-};
-
-bool operator==(const Member& a, const Member& b);
-inline bool operator!=(const Member& a, const Member& b) { return !(a == b); }
-
-// Whether an update `a` about a member overrides what is known, `b`, by the
-// SWIM rules: higher incarnation wins; on equal incarnation the state order
-// alive < suspect < dead, and left overrides everything of equal or lower
-// incarnation. Exposed because other code (cross-region views learned
-// outside gossip) must merge member entries by the same rule.
-// REQUIRES: a.id == b.id.
-bool Supersedes(const Member& a, const Member& b);
 
 struct MembershipOptions {
   // How often a node probes one member. Default: 500 ms.

@@ -21,12 +21,10 @@
 #include <tuple>
 #include <type_traits>
 
+#include "domain/replica_id.h"
 #include "util/status.h"
 
 namespace geokv {
-
-// A node's identity: random, 64 bits, never 0, never reused.
-using ReplicaId = uint64_t;
 
 struct Dot {
   ReplicaId replica = 0;

@@ -25,7 +25,7 @@ constexpr const char* kOpNames[kMetricOps] = {
     "sismember", "smembers", "scard", "incrby", "counterget", "type", "batch", "waitreplicated"};
 constexpr const char* kOutcomeNames[kMetricOutcomes] = {
     "ok", "not_found", "wrong_type", "too_large", "invalid", "unavailable", "internal", "timeout"};
-// cluster/membership.cc's MemberStateName values: every region seen gets all
+// domain/member.h's MemberStateName values: every region seen gets all
 // four, so "none dead" is a 0 an operator can see rather than no series.
 constexpr const char* kMemberStates[] = {"alive", "suspect", "dead", "left"};
 

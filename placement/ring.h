@@ -21,12 +21,10 @@
 #include <string_view>
 #include <vector>
 
+#include "domain/replica_id.h"
 #include "util/hash.h"
 
 namespace geokv {
-
-// The same type as crdt/causal_context.h's, which placement may not include.
-using ReplicaId = uint64_t;
 
 // The ring of one region's nodes. Immutable: membership changes build a new
 // ring. Thread-safe.

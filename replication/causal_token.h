@@ -11,7 +11,7 @@
 
 #include <capnp/list.h>
 
-#include "crdt/causal_context.h"
+#include "domain/replica_id.h"
 #include "util/status.h"
 
 namespace geokv {

@@ -13,16 +13,20 @@
 
 namespace geokv {
 
+// The converter between Member and replication.capnp's peer::Member, the
+// only one. gossip_address stays within its region and is not sent.
+
 // The members of a wire list, in its order.
-std::vector<MemberRecord> DecodeMembers(capnp::List<peer::Member>::Reader list);
+std::vector<Member> DecodeMembers(capnp::List<peer::Member>::Reader list);
 
 // Writes `members` into `out`. REQUIRES: out.size() == members.size().
-void EncodeMembers(const std::vector<MemberRecord>& members,
+void EncodeMembers(const std::vector<Member>& members,
                    capnp::List<peer::Member>::Builder out);
 
-// A hash of every field of every member, in order: equal lists hash equal,
-// so a heartbeat carries the list only when the hash it names differs.
-uint64_t ViewHash(const std::vector<MemberRecord>& members);
+// A hash of every field the wire carries (not gossip_address) of every
+// member, in order: equal lists hash equal, so a heartbeat carries the list
+// only when the hash it names differs.
+uint64_t ViewHash(const std::vector<Member>& members);
 
 }  // namespace geokv
 

@@ -44,7 +44,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     CheckRunning(c_);
     auto results = context.getResults();
     results.setWallClockMs(static_cast<int64_t>(c_.env.NowMillis()));
-    std::vector<MemberRecord> members = c_.local_members();
+    std::vector<Member> members = c_.local_members();
     uint64_t hash = ViewHash(members);
     results.setViewHash(hash);
     if (hash != context.getParams().getViewHash()) {
@@ -206,7 +206,7 @@ class PeerServiceImpl final : public peer::Peer::Server {
     auto it = applied.find(caller);
     results.setApplied(it == applied.end() ? 0 : it->second);
     results.setSession(kj::heap<PeerSessionImpl>(c_, caller, theirs.getRegion()));
-    std::vector<MemberRecord> members = c_.local_members();
+    std::vector<Member> members = c_.local_members();
     results.setViewHash(ViewHash(members));
     EncodeMembers(members, results.initMembers(members.size()));
     spdlog::debug("peer {} of region {} said hello", theirs.getName().cStr(),

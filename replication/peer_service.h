@@ -34,7 +34,7 @@ struct PeerServiceContext {
   TokenVisibility& visibility;
   const bool& stopped;              // refuse calls once set
   const PeerForwardHandler& forward;  // nullptr: forwarding is refused
-  std::function<std::vector<MemberRecord>()> local_members;
+  std::function<std::vector<Member>()> local_members;
 };
 
 // The bootstrap capability: answers hello with a session.

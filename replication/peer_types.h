@@ -1,5 +1,5 @@
 // The plain types replication shares with the server: peers as configured,
-// members as gossip knows them, replication targets, options and status.
+// replication targets, options and status. Members are domain/member.h's.
 //
 // One name for one idea across replication/: a "position" is a sequence in
 // one node's replication log; a node's position in another's log is the
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "crdt/hlc.h"
+#include "domain/member.h"
 #include "monitoring/metrics.h"
 #include "storage/store.h"
 
@@ -34,28 +35,13 @@ struct PeerAddress {
 // entry; a region named twice, or `own_region`, is refused.
 StatusOr<std::vector<PeerAddress>> ParsePeers(std::string_view spec, std::string_view own_region);
 
-enum class PeerState : uint8_t { kAlive = 0, kSuspect = 1, kDead = 2, kLeft = 3 };
-
-// A member of a region as its region's gossip knows it; nodes send their
-// region's members to the nodes of other regions.
-struct MemberRecord {
-  ReplicaId id = 0;
-  std::string name;
-  std::string region;
-  std::string peer_address;    // for nodes of its own region
-  std::string client_address;
-  std::map<std::string, std::string> routes;  // region -> peer address for it
-  uint64_t incarnation = 0;
-  PeerState state = PeerState::kAlive;
-};
-
 // Another node this node replicates to.
 struct PeerTarget {
   ReplicaId id = 0;
   std::string name;
   std::string region;
   std::string address;  // its peer API, as this node reaches it
-  PeerState state = PeerState::kAlive;
+  MemberState state = MemberState::kAlive;
   // The key segments it owns (kSegments entries).
   std::vector<bool> owned;
 };
@@ -72,10 +58,10 @@ struct ReplicatorOptions {
   std::vector<PeerAddress> seeds;
   // Called with the members of another region as one of its nodes sent
   // them (on hello, and on a heartbeat when they changed).
-  std::function<void(const std::string& region, std::vector<MemberRecord>)> on_remote_members;
+  std::function<void(const std::string& region, std::vector<Member>)> on_remote_members;
   // This node's region's members, sent to nodes of other regions. Default:
   // this node alone.
-  std::function<std::vector<MemberRecord>()> local_members;
+  std::function<std::vector<Member>()> local_members;
 
   // The largest message sent or accepted on a peer connection.
   size_t max_message_bytes = 64 << 20;

@@ -23,19 +23,8 @@ class Replicator::ErrorLogger final : public kj::TaskSet::ErrorHandler {
 
 Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committer,
                        kj::AsyncIoProvider& io, ReplicatorOptions options)
-    : Replicator(store, nullptr, &reader, committer, io, std::move(options)) {}
-
-Replicator::Replicator(Store& store, GroupCommitter& committer, kj::AsyncIoProvider& io,
-                       ReplicatorOptions options)
-    : Replicator(store, std::make_unique<AsyncStore>(store, 1), nullptr, committer, io,
-                 std::move(options)) {}
-
-Replicator::Replicator(Store& store, std::unique_ptr<AsyncStore> own_reader, AsyncStore* reader,
-                       GroupCommitter& committer, kj::AsyncIoProvider& io,
-                       ReplicatorOptions options)
     : store_(store),
-      own_reader_(std::move(own_reader)),
-      reader_(reader != nullptr ? *reader : *own_reader_),
+      reader_(reader),
       committer_(committer),
       io_(io),
       options_(std::move(options)),
@@ -105,8 +94,7 @@ bool Replicator::HoldsOnlyOwned() const {
 
 bool Replicator::LogDelivered() const {
   for (const auto& [id, link] : links_) {
-    PeerState state = link->target().state;
-    if (state == PeerState::kDead || state == PeerState::kLeft) continue;
+    if (!IsUp(link->target().state)) continue;
     if (link->acked() < store_.LastSeq()) return false;
   }
   return true;
@@ -143,7 +131,7 @@ std::vector<ReplicaId> Replicator::RegionOwners(size_t segment) const {
   std::vector<ReplicaId> out;
   for (const auto& [id, link] : links_) {
     const PeerTarget& t = link->target();
-    if (t.region != options_.region || t.state == PeerState::kLeft) continue;
+    if (t.region != options_.region || t.state == MemberState::kLeft) continue;
     if (!t.owned.empty() && t.owned[segment]) out.push_back(id);
   }
   return out;
@@ -154,7 +142,7 @@ void Replicator::SetPlacement(std::vector<bool> own_segments, std::vector<PeerTa
   own_segments_ = std::move(own_segments);
   std::map<ReplicaId, kj::Own<PeerLink>> links;
   for (PeerTarget& t : targets) {
-    if (t.id == store_.node_id() || t.state == PeerState::kLeft) continue;
+    if (t.id == store_.node_id() || t.state == MemberState::kLeft) continue;
     auto it = links_.find(t.id);
     if (it != links_.end() && it->second->address().address == t.address) {
       it->second->Retarget(std::move(t));
@@ -197,9 +185,9 @@ void Replicator::SetPlacement(std::vector<bool> own_segments, std::vector<PeerTa
   AckAdvanced();
 }
 
-std::vector<MemberRecord> Replicator::LocalMembers() const {
+std::vector<Member> Replicator::LocalMembers() const {
   if (options_.local_members) return options_.local_members();
-  MemberRecord self;
+  Member self;
   self.id = store_.node_id();
   self.name = options_.name;
   self.region = options_.region;
@@ -363,8 +351,7 @@ kj::Promise<StatusOr<std::vector<std::string>>> Replicator::WaitReplicated(
     }
     for (auto& [id, link] : links_) {
       if (link->address().region != region) continue;
-      PeerState state = link->target().state;
-      if (state == PeerState::kDead || state == PeerState::kLeft) continue;
+      if (!IsUp(link->target().state)) continue;
       nodes.add(link->WaitVisible(tokens, deadline));
     }
     waits.add(kj::joinPromises(nodes.releaseAsArray()).then([](kj::Array<bool> done) {

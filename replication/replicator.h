@@ -78,9 +78,6 @@ class Replicator final : private HandOver::Links {
   // replicator; every store read it makes goes through `reader`.
   Replicator(Store& store, AsyncStore& reader, GroupCommitter& committer,
              kj::AsyncIoProvider& io, ReplicatorOptions options);
-  // As above with a reader pool of its own (one thread).
-  Replicator(Store& store, GroupCommitter& committer, kj::AsyncIoProvider& io,
-             ReplicatorOptions options);
   ~Replicator() override;
 
   Replicator(const Replicator&) = delete;
@@ -187,15 +184,12 @@ class Replicator final : private HandOver::Links {
   int64_t ClockOffsetMs() const;
 
  private:
-  Replicator(Store& store, std::unique_ptr<AsyncStore> own_reader, AsyncStore* reader,
-             GroupCommitter& committer, kj::AsyncIoProvider& io, ReplicatorOptions options);
-
   // HandOver::Links.
   std::vector<ReplicaId> RegionOwners(size_t segment) const override;
   PeerLink& LinkWithSession(ReplicaId node) override;
 
   // This node's region's members.
-  std::vector<MemberRecord> LocalMembers() const;
+  std::vector<Member> LocalMembers() const;
   // After a link's acknowledged position advanced.
   void AckAdvanced();
   // After each committed group: wakes waiters and shippers.
@@ -216,7 +210,6 @@ class Replicator final : private HandOver::Links {
   uint64_t NowMillis() const { return options_.wall_clock->NowMillis(); }
 
   Store& store_;
-  std::unique_ptr<AsyncStore> own_reader_;
   AsyncStore& reader_;
   GroupCommitter& committer_;
   kj::AsyncIoProvider& io_;

@@ -25,7 +25,7 @@
 #   joinReply the receiver's member list, split over as many packets as it
 #             takes; also sent unsolicited by the periodic push-pull sync.
 # A receiver merges `updates` first, then acts on the kind. Entries are
-# merged by the SWIM rules (Supersedes in cluster/membership.h): the higher
+# merged by the SWIM rules (Supersedes in domain/member.h): the higher
 # incarnation wins, and at equal incarnation alive < suspect < dead < left.
 #
 # Evolution rules are those of kv.capnp (docs/api.md): ordinals only grow;

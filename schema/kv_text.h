@@ -1,6 +1,6 @@
 // Small conversions around schema/kv.capnp shared by the server, the CLI,
 // the benchmark and the tests: bytes in and out of capnp::Data, and the
-// names of outcome codes and types.
+// names of outcome codes, types and member states.
 
 #ifndef GEOKV_SCHEMA_KV_TEXT_H_
 #define GEOKV_SCHEMA_KV_TEXT_H_
@@ -47,6 +47,17 @@ inline const char* TypeName(rpc::Type type) {
     case rpc::Type::MV_REGISTER: return "mvregister";
     case rpc::Type::OR_SET: return "orset";
     case rpc::Type::COUNTER: return "counter";
+  }
+  return "unknown";
+}
+
+// "alive", "suspect", "dead", "left" (as domain/member.h names them).
+inline const char* MemberStateName(rpc::MemberState state) {
+  switch (state) {
+    case rpc::MemberState::ALIVE: return "alive";
+    case rpc::MemberState::SUSPECT: return "suspect";
+    case rpc::MemberState::DEAD: return "dead";
+    case rpc::MemberState::LEFT: return "left";
   }
   return "unknown";
 }

@@ -56,6 +56,8 @@ class Admin {
   Status Remove(const std::string& member);
 
  private:
+  // The converter from Member to kv.capnp's MemberInfo, the only one: the
+  // addresses as this node's region sees them, and the member's shares.
   void Describe(const Member& m, rpc::MemberInfo::Builder out) const;
 
   AsyncStore& store_;

@@ -7,32 +7,6 @@
 
 namespace geokv {
 
-MemberRecord ToRecord(const Member& m) {
-  MemberRecord r;
-  r.id = m.id;
-  r.name = m.name;
-  r.region = m.region;
-  r.peer_address = m.peer_address;
-  r.client_address = m.client_address;
-  r.routes = m.peer_routes;
-  r.incarnation = m.incarnation;
-  r.state = static_cast<PeerState>(static_cast<uint8_t>(m.state));
-  return r;
-}
-
-Member FromRecord(const MemberRecord& r) {
-  Member m;
-  m.id = r.id;
-  m.name = r.name;
-  m.region = r.region;
-  m.peer_address = r.peer_address;
-  m.client_address = r.client_address;
-  m.peer_routes = r.routes;
-  m.incarnation = r.incarnation;
-  m.state = static_cast<decltype(m.state)>(static_cast<uint8_t>(r.state));
-  return m;
-}
-
 ClusterView::ClusterView(Member self, size_t replication_factor, size_t vnodes)
     : self_(std::move(self)), replication_factor_(replication_factor), vnodes_(vnodes) {
   members_[self_.id] = self_;
@@ -75,19 +49,17 @@ bool ClusterView::SetLocal(std::vector<Member> members) {
   return changed;
 }
 
-bool ClusterView::MergeRemote(const std::string& region,
-                              const std::vector<MemberRecord>& members) {
+bool ClusterView::MergeRemote(const std::string& region, const std::vector<Member>& members) {
   if (region == self_.region) return false;
   bool changed = false;
-  for (const MemberRecord& r : members) {
-    if (r.region != region || r.id == self_.id || r.id == 0) continue;
-    Member m = FromRecord(r);
+  for (const Member& m : members) {
+    if (m.region != region || m.id == self_.id || m.id == 0) continue;
     auto it = members_.find(m.id);
     if (it == members_.end()) {
-      members_[m.id] = std::move(m);
+      members_[m.id] = m;
       changed = true;
     } else if (Supersedes(m, it->second) && !SameForPlacement(m, it->second)) {
-      it->second = std::move(m);
+      it->second = m;
       changed = true;
     }
   }
@@ -129,8 +101,7 @@ const Member* ClusterView::Find(ReplicaId id) const {
 
 bool ClusterView::Up(ReplicaId id) const {
   const Member* m = Find(id);
-  return m != nullptr && (m->state == MemberState::kAlive ||
-                          m->state == MemberState::kSuspect);
+  return m != nullptr && IsUp(m->state);
 }
 
 std::vector<std::string> ClusterView::Regions() const {
@@ -185,7 +156,7 @@ std::vector<PeerTarget> ClusterView::Targets() const {
     t.address = m.region != self_.region && route != m.peer_routes.end() ? route->second
                                                                          : m.peer_address;
     if (t.address.empty()) continue;  // serves no peer API
-    t.state = static_cast<PeerState>(static_cast<uint8_t>(m.state));
+    t.state = m.state;
     const Ring* ring = RingOf(m.region);
     t.owned = ring == nullptr ? std::vector<bool>(kSegments, false)
                               : ring->OwnedSegments(id, replication_factor_);
@@ -194,10 +165,10 @@ std::vector<PeerTarget> ClusterView::Targets() const {
   return out;
 }
 
-std::vector<MemberRecord> ClusterView::LocalRecords() const {
-  std::vector<MemberRecord> out;
+std::vector<Member> ClusterView::LocalMembers() const {
+  std::vector<Member> out;
   for (const auto& [id, m] : members_) {
-    if (m.region == self_.region) out.push_back(ToRecord(m));
+    if (m.region == self_.region) out.push_back(m);
   }
   return out;
 }

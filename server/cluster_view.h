@@ -17,7 +17,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cluster/membership.h"
+#include "domain/member.h"
 #include "placement/ring.h"
 #include "replication/replicator.h"
 
@@ -34,7 +34,7 @@ class ClusterView {
   // Merges another region's members as one of its nodes reported them,
   // entry by entry by the gossip precedence rule (Supersedes). Returns
   // whether anything changed.
-  bool MergeRemote(const std::string& region, const std::vector<MemberRecord>& members);
+  bool MergeRemote(const std::string& region, const std::vector<Member>& members);
 
   ReplicaId self_id() const { return self_.id; }
   const std::string& region() const { return self_.region; }
@@ -68,7 +68,8 @@ class ClusterView {
   // For the replicator.
   std::vector<bool> OwnSegments() const;
   std::vector<PeerTarget> Targets() const;
-  std::vector<MemberRecord> LocalRecords() const;
+  // This region's members, for member exchange with other regions.
+  std::vector<Member> LocalMembers() const;
 
  private:
   void Rebuild();
@@ -81,9 +82,6 @@ class ClusterView {
   std::map<ReplicaId, Member> members_;  // every region's
   std::map<std::string, std::shared_ptr<const Ring>> rings_;  // by region
 };
-
-MemberRecord ToRecord(const Member& m);
-Member FromRecord(const MemberRecord& r);
 
 }  // namespace geokv
 

@@ -196,10 +196,10 @@ void Node::StartReplication() {
   replication.vnodes = static_cast<uint32_t>(options_.vnodes);
   replication.seeds = options_.peers;
   replication.on_remote_members = [this](const std::string& region,
-                                         std::vector<MemberRecord> members) {
+                                         std::vector<Member> members) {
     if (view_->MergeRemote(region, members)) Place();
   };
-  replication.local_members = [this] { return view_->LocalRecords(); };
+  replication.local_members = [this] { return view_->LocalMembers(); };
   replication.metrics = metrics_.get();
   replication.max_message_bytes = options_.max_message_bytes;
   replication.batch_bytes = options_.replication_batch_bytes;

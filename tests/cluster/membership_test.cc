@@ -21,6 +21,7 @@
 
 #include "schema/framing.h"
 #include "schema/gossip.capnp.h"
+#include "tests/domain/sample_member.h"
 #include "util/crc32c.h"
 
 namespace geokv {
@@ -29,18 +30,6 @@ namespace {
 using namespace std::chrono_literals;
 using Time = Membership::Time;
 using std::chrono::milliseconds;
-
-Member MakeMember(int i, const std::string& region = "eu") {
-  Member m;
-  m.id = 1000 + static_cast<ReplicaId>(i);
-  m.name = "node-" + std::to_string(i);
-  m.region = region;
-  m.gossip_address = "10.0." + std::to_string(i / 250) + "." + std::to_string(i % 250) + ":7946";
-  m.client_address = "10.0.0." + std::to_string(i) + ":7400";
-  m.peer_address = "10.0.0." + std::to_string(i) + ":7401";
-  m.peer_routes["us"] = "wan-proxy.example:" + std::to_string(9000 + i);
-  return m;
-}
 
 MembershipOptions TestOptions(uint64_t seed) {
   MembershipOptions options;  // the defaults, deterministic
@@ -65,7 +54,7 @@ class SimNetwork {
     for (int i = 0; i < n; ++i) {
       MembershipOptions o = options;
       o.seed = options.seed * 1000 + static_cast<uint64_t>(i) + 1;
-      size_t idx = Add(MakeMember(i), o);
+      size_t idx = Add(SampleMember(i), o);
       // Node 0's seed list names itself, which it skips.
       node(idx).Join({nodes_[0].self.gossip_address});
     }
@@ -226,45 +215,8 @@ class SimNetwork {
   size_t largest_ = 0;
 };
 
-TEST(SupersedesTest, FollowsTheSwimRules) {
-  Member known = MakeMember(1);
-  known.incarnation = 5;
-  auto with = [&](uint64_t incarnation, MemberState state) {
-    Member m = known;
-    m.incarnation = incarnation;
-    m.state = state;
-    return m;
-  };
-  using S = MemberState;
-  // A higher incarnation wins whatever the states.
-  EXPECT_TRUE(Supersedes(with(6, S::kAlive), with(5, S::kDead)));
-  EXPECT_TRUE(Supersedes(with(6, S::kAlive), with(5, S::kLeft)));
-  EXPECT_FALSE(Supersedes(with(4, S::kDead), with(5, S::kAlive)));
-  // Equal incarnation: alive < suspect < dead < left.
-  EXPECT_TRUE(Supersedes(with(5, S::kSuspect), with(5, S::kAlive)));
-  EXPECT_TRUE(Supersedes(with(5, S::kDead), with(5, S::kSuspect)));
-  EXPECT_TRUE(Supersedes(with(5, S::kDead), with(5, S::kAlive)));
-  EXPECT_FALSE(Supersedes(with(5, S::kAlive), with(5, S::kSuspect)));
-  EXPECT_FALSE(Supersedes(with(5, S::kSuspect), with(5, S::kDead)));
-  // Left overrides everything of equal or lower incarnation, only that.
-  for (S s : {S::kAlive, S::kSuspect, S::kDead}) {
-    EXPECT_TRUE(Supersedes(with(5, S::kLeft), with(5, s)));
-    EXPECT_TRUE(Supersedes(with(5, S::kLeft), with(4, s)));
-    EXPECT_FALSE(Supersedes(with(5, s), with(5, S::kLeft)));
-    EXPECT_FALSE(Supersedes(with(4, S::kLeft), with(5, s)));
-  }
-  // Nothing supersedes itself, so merging is idempotent.
-  for (S s : {S::kAlive, S::kSuspect, S::kDead, S::kLeft}) {
-    EXPECT_FALSE(Supersedes(with(5, s), with(5, s)));
-  }
-  EXPECT_EQ(MemberStateName(S::kAlive), "alive");
-  EXPECT_EQ(MemberStateName(S::kSuspect), "suspect");
-  EXPECT_EQ(MemberStateName(S::kDead), "dead");
-  EXPECT_EQ(MemberStateName(S::kLeft), "left");
-}
-
 TEST(MembershipTest, ValidatesOptions) {
-  Member self = MakeMember(0);
+  Member self = SampleMember(0);
   EXPECT_TRUE(ValidateMembership(MembershipOptions(), self).ok());
   MembershipOptions slow_ping;
   slow_ping.ping_timeout = slow_ping.period;
@@ -302,12 +254,12 @@ TEST(MembershipTest, LargeRegionsSplitListsOverPacketsThatFit) {
   SimNetwork net(2);
   MembershipOptions options = TestOptions(2);
   for (int i = 0; i < 40; ++i) {
-    Member m = MakeMember(i);
+    Member m = SampleMember(i);
     m.name = "a-rather-long-node-name-for-region-eu-west-" + std::to_string(i);
     MembershipOptions o = options;
     o.seed = 100 + static_cast<uint64_t>(i);
     size_t idx = net.Add(m, o);
-    net.node(idx).Join({MakeMember(0).gossip_address});
+    net.node(idx).Join({SampleMember(0).gossip_address});
   }
   ASSERT_TRUE(net.RunUntil([&] { return net.Converged(); }, 30s, 10ms));
   // SimNetwork checks every datagram against max_packet_bytes; this one
@@ -561,10 +513,10 @@ TEST(MembershipTest, DeadMembersStayListedByDefault) {
 TEST(MembershipTest, MembersOfOtherRegionsAreIgnored) {
   SimNetwork net(11);
   MembershipOptions o = TestOptions(11);
-  net.Add(MakeMember(0, "eu"), o);
+  net.Add(SampleMember(0, "eu"), o);
   o.seed = 12;
-  net.Add(MakeMember(1, "us"), o);
-  net.node(1).Join({MakeMember(0).gossip_address});
+  net.Add(SampleMember(1, "us"), o);
+  net.node(1).Join({SampleMember(0).gossip_address});
   net.RunFor(10s);
   EXPECT_EQ(net.node(0).Members().size(), 1u);
   EXPECT_EQ(net.node(1).Members().size(), 1u);
@@ -595,8 +547,8 @@ std::string Reframe(const std::string& body) {
 }
 
 TEST(MembershipTest, GarbagePacketsAreCountedAndIgnored) {
-  const Member self = MakeMember(0);
-  const Member other = MakeMember(1);
+  const Member self = SampleMember(0);
+  const Member other = SampleMember(1);
   Membership node(TestOptions(12), self);
   Time now = Time(std::chrono::hours(1));
   node.Tick(now);

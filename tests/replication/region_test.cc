@@ -91,13 +91,7 @@ int64_t CounterAt(Client& c, const std::string& key, rpc::Consistency level) {
 std::string StateOf(Client& c, const std::string& name) {
   auto reply = c.kv().clusterRequest().send().wait(c.ws());
   for (auto m : reply.getMembers()) {
-    if (m.getName() != name) continue;
-    switch (m.getState()) {
-      case rpc::MemberState::ALIVE: return "alive";
-      case rpc::MemberState::SUSPECT: return "suspect";
-      case rpc::MemberState::DEAD: return "dead";
-      case rpc::MemberState::LEFT: return "left";
-    }
+    if (m.getName() == name) return MemberStateName(m.getState());
   }
   return "";
 }

@@ -64,9 +64,9 @@ struct Backend {
     EXPECT_TRUE(opened.ok()) << opened.status().ToString();
     store = std::move(opened).value();
     committer = std::make_unique<GroupCommitter>(*store, 100);
-    replicator = std::make_unique<Replicator>(*store, *committer, *io.provider,
-                                              ReplicatorOptions{});
     async = std::make_unique<AsyncStore>(*store, 1);
+    replicator = std::make_unique<Replicator>(*store, *async, *committer, *io.provider,
+                                              ReplicatorOptions{});
   }
   // A coordinator over this backend that reports to `metrics`.
   std::unique_ptr<Coordinator> CoordinatorOver(const ClusterView& view, Forwarder& forwarder,
@@ -87,8 +87,8 @@ struct Backend {
   kj::AsyncIoContext io = kj::setupAsyncIo();
   std::unique_ptr<Store> store;
   std::unique_ptr<GroupCommitter> committer;
-  std::unique_ptr<Replicator> replicator;
   std::unique_ptr<AsyncStore> async;
+  std::unique_ptr<Replicator> replicator;
 };
 
 TEST(Coordinator, RunsPlainRequestsOffTheLoop) {

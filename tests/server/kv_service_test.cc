@@ -45,14 +45,14 @@ class KvServiceTest : public ::testing::Test {
     ReplicatorOptions replication;
     replication.region = "eu";
     replication.token_wait = std::chrono::milliseconds(300);
-    replicator_ = std::make_unique<Replicator>(*store_, *committer_, *io_->provider,
-                                               std::move(replication));
+    async_store_ = std::make_unique<AsyncStore>(*store_, 2);
+    replicator_ = std::make_unique<Replicator>(*store_, *async_store_, *committer_,
+                                               *io_->provider, std::move(replication));
     Member self;
     self.id = store_->node_id();
     self.name = "n1";
     self.region = "eu";
     view_ = std::make_unique<ClusterView>(self, 3, Ring::kDefaultVnodes);
-    async_store_ = std::make_unique<AsyncStore>(*store_, 2);
     forwarder_ = std::make_unique<ReplicatorForwarder>(*replicator_);
     CoordinatorOptions coordination;
     coordination.max_message_bytes = limits.max_message_bytes;
@@ -201,11 +201,11 @@ class KvServiceTest : public ::testing::Test {
       std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo());
   std::unique_ptr<Store> store_;
   std::unique_ptr<GroupCommitter> committer_;
+  std::unique_ptr<AsyncStore> async_store_;
   std::unique_ptr<Replicator> replicator_;
   std::unique_ptr<ClusterView> view_;
   Metrics metrics_{"eu"};
   ServingGate gate_;
-  std::unique_ptr<AsyncStore> async_store_;
   std::unique_ptr<ReplicatorForwarder> forwarder_;
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<Admin> admin_;
