@@ -115,7 +115,7 @@ std::string Replicator::LeaveWaitingFor() const {
   std::string behind;
   for (const auto& [id, link] : links_) {
     const PeerTarget& t = link->target();
-    if (t.state == PeerState::kDead || t.state == PeerState::kLeft) continue;
+    if (t.state == MemberState::kDead || t.state == MemberState::kLeft) continue;
     if (link->acked() >= store_.LastSeq()) continue;
     behind += fmt::format("{}{} at {}", behind.empty() ? "" : ", ",
                           t.name.empty() ? Hex(id) : t.name, link->acked());
