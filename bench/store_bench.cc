@@ -18,6 +18,8 @@
 #include <rocksdb/db.h>
 #include <rocksdb/version.h>
 #include <rocksdb/write_batch.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -68,6 +70,7 @@ struct BenchOptions {
   std::vector<uint64_t> set_sizes = {10, 10000, 1000000};
   size_t samples = 5000;  // per set and operation
   size_t fill_group = 1000;
+  bool lww_only = false;  // skip the OR-set latencies
 };
 
 // Parses the command line into *o. Returns nullopt to run, or the exit code
@@ -109,6 +112,7 @@ std::optional<int> ParseFlags(int argc, char** argv, BenchOptions* o) {
   app.add_option("--fill-group", o->fill_group, "Adds per commit while filling a set")
       ->capture_default_str()
       ->check(AtLeast(1));
+  app.add_flag("--lww-only", o->lww_only, "Measure the LWW applies only, not the OR-sets");
   bool quick = false;
   app.add_flag("--quick", quick, "A smoke run: short and small (explicit flags still apply)");
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
@@ -172,11 +176,38 @@ class LwwWorkload {
   size_t next_op_ = 0;
 };
 
+// CPU seconds used so far by the calling thread.
+double ThreadCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+// CPU seconds used so far by the process, RocksDB's background threads too.
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto seconds = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6;
+  };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
+// One throughput measurement. CPU time does not count the waits of a
+// shared machine, so it compares runs better than the rate does.
+struct RateSample {
+  double ops_per_second = 0;
+  double thread_cpu_us = 0;   // per operation, the calling thread's
+  double process_cpu_us = 0;  // per operation, the whole process's
+};
+
 // Calls `step`, which does some operations and returns how many, until
-// `seconds` have passed. Returns operations per second.
+// `seconds` have passed.
 template <typename Step>
-StatusOr<double> Rate(double seconds, Step step) {
+StatusOr<RateSample> Rate(double seconds, Step step) {
   const Clock::time_point start = Clock::now();
+  const double thread_start = ThreadCpuSeconds();
+  const double process_start = ProcessCpuSeconds();
   const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double>(seconds));
   uint64_t ops = 0;
@@ -184,7 +215,12 @@ StatusOr<double> Rate(double seconds, Step step) {
     GEOKV_ASSIGN_OR_RETURN(size_t n, step());
     ops += n;
   } while (Clock::now() < deadline);
-  return static_cast<double>(ops) / SecondsSince(start);
+  const auto n = static_cast<double>(ops);
+  RateSample out;
+  out.ops_per_second = n / SecondsSince(start);
+  out.thread_cpu_us = (ThreadCpuSeconds() - thread_start) * 1e6 / n;
+  out.process_cpu_us = (ProcessCpuSeconds() - process_start) * 1e6 / n;
+  return out;
 }
 
 StatusOr<size_t> ApplyLwwGroup(Store* store, LwwWorkload* w, size_t n) {
@@ -344,18 +380,20 @@ double Median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-std::string Range(const std::vector<double>& v) {
+std::string Range(const std::vector<double>& v, const char* format = "[%.0f, %.0f]") {
   char buf[48];
-  std::snprintf(buf, sizeof(buf), "[%.0f, %.0f]", *std::min_element(v.begin(), v.end()),
+  std::snprintf(buf, sizeof(buf), format, *std::min_element(v.begin(), v.end()),
                 *std::max_element(v.begin(), v.end()));
   return buf;
 }
 
-// The rates of one (durability, group size) measurement over all rounds.
+// The rates of one (durability, group size) measurement over all rounds,
+// and the CPU microseconds per apply.
 struct LwwCell {
   Durability durability;
   size_t group;
   std::vector<double> geokv, rocks;
+  std::vector<double> geokv_thread_cpu, geokv_process_cpu, rocks_thread_cpu;
 };
 
 Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
@@ -384,7 +422,7 @@ Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
   // compactions, which share this machine's cores, fall on all of them alike.
   std::vector<LwwCell> cells;
   for (Durability d : {Durability::kWal, Durability::kFsync}) {
-    for (size_t group : {size_t{1}, o.group_size}) cells.push_back(LwwCell{d, group, {}, {}});
+    for (size_t group : {size_t{1}, o.group_size}) cells.push_back(LwwCell{d, group, {}, {}, {}, {}, {}});
   }
   std::vector<double> floor_rates;  // grouped, wal
   for (size_t round = 0; round < o.rounds; ++round) {
@@ -395,20 +433,23 @@ Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
         GEOKV_ASSIGN_OR_RETURN(store, OpenStore(store_dir, cell.durability));
         store_durability = cell.durability;
       }
-      GEOKV_ASSIGN_OR_RETURN(double geokv, Rate(o.seconds, [&] {
+      GEOKV_ASSIGN_OR_RETURN(RateSample geokv, Rate(o.seconds, [&] {
                                return ApplyLwwGroup(store.get(), &store_load, cell.group);
                              }));
       const bool sync = cell.durability == Durability::kFsync;
-      GEOKV_ASSIGN_OR_RETURN(double rocks, Rate(o.seconds, [&] {
+      GEOKV_ASSIGN_OR_RETURN(RateSample rocks, Rate(o.seconds, [&] {
                                return raw->Write(sync, &raw_load, cell.group);
                              }));
-      cell.geokv.push_back(geokv);
-      cell.rocks.push_back(rocks);
+      cell.geokv.push_back(geokv.ops_per_second);
+      cell.rocks.push_back(rocks.ops_per_second);
+      cell.geokv_thread_cpu.push_back(geokv.thread_cpu_us);
+      cell.geokv_process_cpu.push_back(geokv.process_cpu_us);
+      cell.rocks_thread_cpu.push_back(rocks.thread_cpu_us);
     }
-    GEOKV_ASSIGN_OR_RETURN(double rate, Rate(o.seconds, [&] {
+    GEOKV_ASSIGN_OR_RETURN(RateSample rate, Rate(o.seconds, [&] {
                              return floor->Write(&floor_load, o.group_size);
                            }));
-    floor_rates.push_back(rate);
+    floor_rates.push_back(rate.ops_per_second);
   }
 
   std::printf("LWW applies: %zu random keys (each written once beforehand), %zu-byte values;\n"
@@ -432,6 +473,18 @@ Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
                 geokv / rocks);
     ratio[c.durability == Durability::kFsync][c.group != 1] = geokv / rocks;
     if (c.durability == Durability::kWal && c.group != 1) geokv_grouped_wal = geokv;
+  }
+  std::printf("\nCPU microseconds per apply (median; [min, max]): the applying thread's,\n"
+              "the whole process's (RocksDB's flushes and compactions too), and the\n"
+              "applying thread's for rocksdb.\n");
+  std::printf("%-10s %10s %10s %15s %10s %15s %10s %15s\n", "durability", "per commit",
+              "geokv thr", "[min, max]", "geokv proc", "[min, max]", "rdb thr", "[min, max]");
+  for (const LwwCell& c : cells) {
+    const char* range = "[%.1f, %.1f]";
+    std::printf("%-10s %10zu %10.1f %15s %10.1f %15s %10.1f %15s\n", DurabilityName(c.durability),
+                c.group, Median(c.geokv_thread_cpu), Range(c.geokv_thread_cpu, range).c_str(),
+                Median(c.geokv_process_cpu), Range(c.geokv_process_cpu, range).c_str(),
+                Median(c.rocks_thread_cpu), Range(c.rocks_thread_cpu, range).c_str());
   }
   const double floor_rate = Median(floor_rates);
   std::printf("\nstructural floor: rocksdb writing per apply a state row (the key, the\n"
@@ -669,6 +722,7 @@ Status Run(const BenchOptions& o) {
   if (scratch->OnTmpfs()) std::printf("warning: the data dir is on tmpfs; fsync costs nothing\n");
   std::printf("\n");
   GEOKV_RETURN_IF_ERROR(RunLww(o, *scratch));
+  if (o.lww_only) return Status::OK();
   return RunSets(o, *scratch);
 }
 

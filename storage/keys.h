@@ -10,8 +10,9 @@
 // where K(key) is the key's length as 4 big-endian bytes, then the key.
 // Column family "log":  seq:8           -> framed LogEntry
 // Column family "tree" (the anti-entropy hash tree, storage/store.h):
-//   'k' segment:2 key                    -> digest:8, the key's (the keys with
-//                                           state, by segment)
+//   'k' segment:2 key                    -> digest:8, of the key's element
+//                                           rows (the keys with state, by
+//                                           segment)
 //   'd'                                  -> TreeDigests: the segments' digests
 //   'n'                                  -> count:8, the keys with state
 // with segment, digest and count big-endian. All three are written as
@@ -131,9 +132,12 @@ inline std::string TreeKeyRow(size_t segment, std::string_view key) {
 }
 
 // A key index row's value, and each merge operand written to it, is 8 bytes
-// big-endian: the key's digest, or the XOR a commit applies to it. Present
-// exactly while the key has an object row: a commit that first writes one
-// merges the row into being, and Drop deletes it.
+// big-endian: the XOR of the hashes of the key's OR-set element rows (0 for
+// a key without a set), or the XOR a commit applies to it. The key's digest
+// is that XOR the hashes of its object rows, read with it: so only a commit
+// that changes element rows writes the row, not a register or counter write.
+// Present exactly while the key has an object row: a commit that first
+// writes one merges the row into being, and Drop deletes it.
 inline constexpr size_t kTreeKeyDigestSize = 8;
 
 // The one row of the number of keys with state: 8 bytes big-endian. Each

@@ -236,6 +236,15 @@ class DbReader : public RowReader {
 
   std::unique_ptr<rocksdb::Iterator> NewIterator() override { return NewIterator(cf_); }
 
+  // A row of another column family, at the same snapshot; as Get.
+  Status GetFrom(rocksdb::ColumnFamilyHandle* cf, const std::string& row, std::string* value,
+                 bool* found) {
+    rocksdb::Status s = db_->Get(options_, cf, row, value);
+    *found = s.ok();
+    if (s.IsNotFound()) return Status::OK();
+    return FromRocks(s, "read");
+  }
+
   // An iterator over another column family, at the same snapshot.
   std::unique_ptr<rocksdb::Iterator> NewIterator(rocksdb::ColumnFamilyHandle* cf) {
     return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(options_, cf));
@@ -312,10 +321,10 @@ StatusOr<std::optional<Crdt>> ReadState(RowReader& reader, std::string_view key,
   return std::optional<Crdt>(std::move(set));
 }
 
-// The digest of `key` (storage/keys.h): the XOR of the hashes of its object
-// and element rows, read through `it`, an iterator over the state family.
-// O(rows of the key); only a migration walks it, the key index row holds it.
-StatusOr<uint64_t> KeyDigestOf(rocksdb::Iterator* it, std::string_view key) {
+// The XOR of the hashes of the element rows of `key`, read through `it`, an
+// iterator over the state family: what its key index row holds
+// (storage/keys.h). O(rows of the key); only a migration walks it.
+StatusOr<uint64_t> ElementsDigestOf(rocksdb::Iterator* it, std::string_view key) {
   const std::string prefix = keys::KeyPrefix(key);
   std::string after_dot_index = prefix;
   after_dot_index.push_back(static_cast<char>(CrdtType::kOrSet));
@@ -328,13 +337,26 @@ StatusOr<uint64_t> KeyDigestOf(rocksdb::Iterator* it, std::string_view key) {
       it->Seek(after_dot_index);
       continue;
     }
-    if (row.size() > prefix.size() + 1) {
+    if (row.size() > prefix.size() + 1 && row[prefix.size() + 1] == keys::kElementRow) {
       digest ^= keys::StateRowHash(std::string_view(row.data(), row.size()),
                                    std::string_view(it->value().data(), it->value().size()));
     }
     it->Next();
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan key"));
+  return digest;
+}
+
+// The XOR of the hashes of the object rows of `key` (at most one a type),
+// as `reader` sees them. With the key index row's, the key's digest.
+StatusOr<uint64_t> ObjectsDigestOf(RowReader& reader, std::string_view key) {
+  uint64_t digest = 0;
+  for (CrdtType type : kAllCrdtTypes) {
+    const std::string row = keys::ObjectRow(key, type);
+    std::optional<std::string> value;
+    GEOKV_RETURN_IF_ERROR(reader.GetRow(row, &value));
+    if (value) digest ^= keys::StateRowHash(row, *value);
+  }
   return digest;
 }
 
@@ -494,11 +516,12 @@ class RocksWriteGroup : public WriteGroup {
   void PutObjectRow(std::string_view key, CrdtType type, const std::optional<std::string>& old,
                     std::string value);
   // Writes `value` to `row`, a state row of the running operation's key
-  // that counts in the hash tree (an object or element row), or deletes it
-  // when `value` is nullopt. `old` is the row's value in the group (nullopt:
-  // absent); the change of the row's hash goes to the operation's tree
-  // change. Every write of a counted row goes through here.
-  void WriteStateRow(const std::string& row, const std::optional<std::string>& old,
+  // that counts in the hash tree (an object row, or an element row when
+  // `element`), or deletes it when `value` is nullopt. `old` is the row's
+  // value in the group (nullopt: absent); the change of the row's hash goes
+  // to the operation's tree change, and to its key index row's only for an
+  // element row. Every write of a counted row goes through here.
+  void WriteStateRow(const std::string& row, bool element, const std::optional<std::string>& old,
                      std::optional<std::string> value);
   // The live-types mask of `key` as of this group: from the group's own
   // writes, the cache, or the database.
@@ -531,14 +554,15 @@ class RocksWriteGroup : public WriteGroup {
   std::vector<std::pair<std::string, std::optional<uint8_t>>> mask_undo_;
   // What the group changes of one key's entry in the tree.
   struct KeyChange {
-    uint64_t digest_change = 0;  // XOR into the digest (into 0 after a drop)
+    uint64_t element_change = 0;  // XOR into the key index row (into 0 after a drop)
     bool dropped = false;        // a Drop removed the key: its index row goes
     bool created = false;        // an object row was first written, after any drop
   };
   std::unordered_map<std::string, KeyChange> key_changes_;
   std::map<size_t, uint64_t> segment_changes_;  // segment -> XOR into its digest
   // The running operation's share, folded into the two above if it succeeds.
-  uint64_t op_digest_change_ = 0;
+  uint64_t op_digest_change_ = 0;   // all its counted rows', for the segment
+  uint64_t op_element_change_ = 0;  // its element rows', for the key index row
   bool op_created_ = false;
   bool op_dropped_ = false;
   rocksdb::WriteBatchWithIndex batch_;
@@ -622,7 +646,7 @@ class RocksStore : public Store {
   Status LoadMeta();
   Status LoadDigests();
   // Rewrites a store of keys::kMigratedDiskFormat to this format: every key
-  // index row gets its key's digest, walked from its rows, and the key count
+  // index row gets the digest of its key's element rows, and the key count
   // row is written; then the format row. Idempotent: a crash part-way leaves
   // the old format, and the next open starts over.
   Status Migrate();
@@ -666,21 +690,23 @@ auto RocksWriteGroup::Atomically(std::string_view key, Write&& write) -> decltyp
   const uint64_t seq_before = next_seq_;
   const size_t size_before = size_;
   const size_t undo_mark = mask_undo_.size();
-  op_digest_change_ = 0;
+  op_digest_change_ = op_element_change_ = 0;
   op_created_ = op_dropped_ = false;
   auto result = write();
   if (result.ok()) {
     batch_.PopSavePoint();
-    if (op_digest_change_ != 0 || op_created_ || op_dropped_) {
+    // A register or counter write changes an object row only: its key
+    // index row stays as it is unless the key is new.
+    if (op_element_change_ != 0 || op_created_ || op_dropped_) {
       KeyChange& c = key_changes_[std::string(key)];
       if (op_dropped_) {
         c = KeyChange{0, true, false};
       } else {
-        c.digest_change ^= op_digest_change_;
+        c.element_change ^= op_element_change_;
         c.created = c.created || op_created_;
       }
-      segment_changes_[TreeSegmentOf(key)] ^= op_digest_change_;
     }
+    if (op_digest_change_ != 0) segment_changes_[TreeSegmentOf(key)] ^= op_digest_change_;
   } else {
     batch_.RollbackToSavePoint();
     RollbackMasks(undo_mark);
@@ -978,11 +1004,11 @@ void RocksWriteGroup::RewriteElement(std::string_view key, const std::string& el
   }
   if (after.empty()) {
     if (!before.empty()) {
-      WriteStateRow(keys::ElementRow(key, element), before_row, std::nullopt);
+      WriteStateRow(keys::ElementRow(key, element), /*element=*/true, before_row, std::nullopt);
       --*cardinality;
     }
   } else if (before != after) {
-    WriteStateRow(keys::ElementRow(key, element), before_row, EncodeElementDots(after));
+    WriteStateRow(keys::ElementRow(key, element), /*element=*/true, before_row, EncodeElementDots(after));
     if (before.empty()) ++*cardinality;
   }
 }
@@ -1011,10 +1037,10 @@ void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state,
 void RocksWriteGroup::PutObjectRow(std::string_view key, CrdtType type,
                                    const std::optional<std::string>& old, std::string value) {
   if (!old) op_created_ = true;
-  WriteStateRow(keys::ObjectRow(key, type), old, std::move(value));
+  WriteStateRow(keys::ObjectRow(key, type), /*element=*/false, old, std::move(value));
 }
 
-void RocksWriteGroup::WriteStateRow(const std::string& row,
+void RocksWriteGroup::WriteStateRow(const std::string& row, bool element,
                                     const std::optional<std::string>& old,
                                     std::optional<std::string> value) {
   if (value == old) return;  // also spares the write of a join that changed nothing
@@ -1027,6 +1053,7 @@ void RocksWriteGroup::WriteStateRow(const std::string& row,
     batch_.Delete(store_->state_, row);
   }
   op_digest_change_ ^= change;
+  if (element) op_element_change_ ^= change;
 }
 
 Status RocksWriteGroup::CheckSeen(std::string_view key, const MvRegister& reg,
@@ -1076,8 +1103,10 @@ std::vector<bool>& RocksWriteGroup::Dropped() {
 }
 
 StatusOr<uint64_t> RocksWriteGroup::DigestInGroup(const std::string& key) {
+  GEOKV_ASSIGN_OR_RETURN(const uint64_t objects, ObjectsDigestOf(reader_, key));
   auto change = key_changes_.find(key);
-  uint64_t digest = change == key_changes_.end() ? 0 : change->second.digest_change;
+  uint64_t digest = objects;
+  if (change != key_changes_.end()) digest ^= change->second.element_change;
   if (change != key_changes_.end() && change->second.dropped) return digest;
   // The writer slot keeps the committed row as it was when the group began.
   std::string value;
@@ -1093,7 +1122,7 @@ StatusOr<int64_t> RocksWriteGroup::WriteTreeRows() {
   int64_t count_change = 0;
   for (const auto& [key, c] : key_changes_) {
     const std::string row = keys::TreeKeyRow(TreeSegmentOf(key), key);
-    const std::string operand = EncodeBigEndian64(c.digest_change);
+    const std::string operand = EncodeBigEndian64(c.element_change);
     if (c.created || c.dropped) {
       std::string value;
       rocksdb::Status s = store_->db_->Get(rocksdb::ReadOptions(), store_->tree_, row, &value);
@@ -1108,7 +1137,7 @@ StatusOr<int64_t> RocksWriteGroup::WriteTreeRows() {
       } else {
         batch_.Delete(store_->tree_, row);
       }
-    } else if (c.created || c.digest_change != 0) {
+    } else if (c.created || c.element_change != 0) {
       batch_.Merge(store_->tree_, row, operand);
     }
   }
@@ -1360,7 +1389,7 @@ Status RocksStore::Migrate() {
     const rocksdb::Slice row = index->key();
     if (row.size() < key_at) return Status::Corruption("bad key index row in the tree");
     const std::string_view key(row.data() + key_at, row.size() - key_at);
-    GEOKV_ASSIGN_OR_RETURN(uint64_t digest, KeyDigestOf(rows.get(), key));
+    GEOKV_ASSIGN_OR_RETURN(uint64_t digest, ElementsDigestOf(rows.get(), key));
     batch.Put(tree_, row, EncodeBigEndian64(digest));
     ++count;
     if (batch.Count() >= 10000) {
@@ -1394,14 +1423,17 @@ StatusOr<std::vector<geokv::KeyDigest>> RocksStore::SegmentKeys(size_t segment) 
     return Status::InvalidArgument("tree segment " + std::to_string(segment) + " of " +
                                    std::to_string(kTreeSegments));
   }
-  // An iterator reads at one implicit snapshot.
-  std::unique_ptr<rocksdb::Iterator> index(db_->NewIterator(rocksdb::ReadOptions(), tree_));
+  // The index rows and the object rows at one snapshot.
+  DbReader reader(db_.get(), state_, /*snapshot=*/true);
+  std::unique_ptr<rocksdb::Iterator> index = reader.NewIterator(tree_);
   const std::string prefix = keys::TreeKeyPrefix(segment);
   std::vector<geokv::KeyDigest> out;
   for (index->Seek(prefix); index->Valid() && StartsWith(index->key(), prefix); index->Next()) {
     geokv::KeyDigest k;
     k.key.assign(index->key().data() + prefix.size(), index->key().size() - prefix.size());
     GEOKV_ASSIGN_OR_RETURN(k.digest, DecodeTreeValue(index->value().ToString(), "key digest"));
+    GEOKV_ASSIGN_OR_RETURN(const uint64_t objects, ObjectsDigestOf(reader, k.key));
+    k.digest ^= objects;
     out.push_back(std::move(k));
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(index->status(), "scan tree keys"));
@@ -1409,12 +1441,16 @@ StatusOr<std::vector<geokv::KeyDigest>> RocksStore::SegmentKeys(size_t segment) 
 }
 
 StatusOr<uint64_t> RocksStore::KeyDigest(std::string_view key) {
+  // The index row and the object rows at one snapshot.
+  DbReader reader(db_.get(), state_, /*snapshot=*/true);
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), tree_,
-                               keys::TreeKeyRow(TreeSegmentOf(key), key), &value);
-  if (s.IsNotFound()) return uint64_t{0};
-  GEOKV_RETURN_IF_ERROR(FromRocks(s, "read key digest"));
-  return DecodeTreeValue(value, "key digest");
+  bool found;
+  GEOKV_RETURN_IF_ERROR(
+      reader.GetFrom(tree_, keys::TreeKeyRow(TreeSegmentOf(key), key), &value, &found));
+  if (!found) return uint64_t{0};  // no object row
+  GEOKV_ASSIGN_OR_RETURN(const uint64_t elements, DecodeTreeValue(value, "key digest"));
+  GEOKV_ASSIGN_OR_RETURN(const uint64_t objects, ObjectsDigestOf(reader, key));
+  return elements ^ objects;
 }
 
 StatusOr<std::vector<CrdtType>> RocksStore::LiveTypes(std::string_view key) {

@@ -256,14 +256,15 @@ class Store {
   // result may trail a concurrent reader's view of the state by one commit.
   virtual std::vector<uint64_t> TreeDigests() const = 0;
   // The keys with state in `segment`, in byte order, each with its digest,
-  // read at one snapshot: O(keys of the segment), one row each.
+  // read at one snapshot: O(keys of the segment), a key index row and the
+  // key's object rows (at most one a type) each.
   // REQUIRES: segment < kTreeSegments (else InvalidArgument).
   // (Qualified: the method KeyDigest below hides the struct in this class.)
   virtual StatusOr<std::vector<geokv::KeyDigest>> SegmentKeys(size_t segment) = 0;
   // The digest of `key` as SegmentKeys reports it; 0 when the key has no
-  // state. One row read (the key's digest is kept by every commit that
-  // changes the key): O(1) whatever the key's size. Compares one key across
-  // replicas.
+  // state. Reads the key's index row (which holds the digest of its OR-set
+  // element rows, kept by every commit that changes them) and its object
+  // rows: O(1) whatever the set's size. Compares one key across replicas.
   virtual StatusOr<uint64_t> KeyDigest(std::string_view key) = 0;
   // The number of keys with state (with an object row of any type, a
   // tombstone too), exactly as of the last commit: each commit counts the

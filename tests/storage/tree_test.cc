@@ -609,14 +609,17 @@ TEST_F(TreeTest, LogBytesAfterFollowsTheLog) {
   EXPECT_LT(store_->LogBytesAfter(store_->LastSeq()), reopened / 100);
 }
 
-// A key changed by thousands of commits: the write path folds its digest's
-// operands (max_successive_merges), and the digest stays the one the rows
-// give, before and after reopening.
+// A set changed by thousands of commits: the write path folds the operands
+// of its key index row (max_successive_merges), and the digest stays the one
+// the rows give, before and after reopening.
 TEST_F(TreeTest, HotKeyDigestFollowsItsRows) {
   for (int i = 0; i < 3000; ++i) {
-    ASSERT_TRUE(Apply("hot", CounterAdd{1}).ok());
+    ASSERT_TRUE(Apply("hot", SetAdd{{"e" + std::to_string(i)}}).ok());
+    if (i % 2 == 1) {
+      ASSERT_TRUE(Apply("hot", SetRemove{{"e" + std::to_string(i - 1)}}).ok());
+    }
     if (i % 10 == 0) {
-      ASSERT_TRUE(Apply("warm" + std::to_string(i % 3), LwwSet{"v"}).ok());
+      ASSERT_TRUE(Apply("warm" + std::to_string(i % 3), CounterAdd{1}).ok());
     }
   }
   const uint64_t digest = *store_->KeyDigest("hot");
@@ -628,7 +631,59 @@ TEST_F(TreeTest, HotKeyDigestFollowsItsRows) {
   EXPECT_EQ(scanned.digests, digests);
   Reopen();
   EXPECT_EQ(*store_->KeyDigest("hot"), digest);
+  EXPECT_EQ(*store_->KeyDigest("warm0"), scanned.keys.at("warm0"));
   EXPECT_EQ(*store_->KeyCount(), 4u);
+}
+
+// A key index row holds the digest of the key's element rows only: register
+// and counter writes leave it at 0 (they never write it once the key
+// exists), and KeyDigest adds the object rows' hashes, for a key with object
+// rows of two types too.
+TEST_F(TreeTest, KeyIndexRowHoldsTheElementRowsDigest) {
+  ASSERT_TRUE(Apply("lww", LwwSet{"a"}).ok());
+  ASSERT_TRUE(Apply("lww", LwwSet{"b"}).ok());
+  ASSERT_TRUE(Apply("mv", MvWrite{"x", {}}).ok());
+  ASSERT_TRUE(Apply("count", CounterAdd{5}).ok());
+  ASSERT_TRUE(Apply("set", SetAdd{{"e1", "e2", "e3"}}).ok());
+  ASSERT_TRUE(Apply("set", SetRemove{{"e2"}}).ok());
+  ASSERT_TRUE(Apply("both", LwwSet{"a"}).ok());
+  ASSERT_TRUE(Apply("both", LwwDelete{}).ok());  // a tombstone: the key may be a set now
+  ASSERT_TRUE(Apply("both", SetAdd{{"f"}}).ok());
+  const std::vector<std::string> names = {"lww", "mv", "count", "set", "both"};
+  std::map<std::string, uint64_t> digests;
+  for (const std::string& key : names) digests[key] = *store_->KeyDigest(key);
+  const std::vector<uint64_t> tree = store_->TreeDigests();
+  store_.reset();
+  const ScannedTree scanned = ScanTree(dir_.Sub("db"));
+  EXPECT_EQ(scanned.digests, tree);
+  // Each key's index row, and the XOR of its element rows' hashes.
+  std::map<std::string, std::string> index_rows;
+  std::map<std::string, uint64_t> element_rows;
+  EditRaw(dir_.Sub("db"), [&](rocksdb::DB* db, const auto& families) {
+    for (const std::string& key : names) {
+      ASSERT_TRUE(db->Get({}, families[3], storage_keys::TreeKeyRow(TreeSegmentOf(key), key),
+                          &index_rows[key])
+                      .ok())
+          << key;
+      const std::string prefix = storage_keys::ElementPrefix(key);
+      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, families[1]));
+      uint64_t& x = element_rows[key];
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        x ^= Hash64(it->value().ToString(), Hash64(it->key().ToString()));
+      }
+    }
+  });
+  for (const std::string& key : names) {
+    EXPECT_EQ(index_rows[key], EncodeBigEndian64(element_rows[key])) << key;
+  }
+  for (const char* key : {"lww", "mv", "count"}) EXPECT_EQ(element_rows[key], 0u) << key;
+  for (const char* key : {"set", "both"}) EXPECT_NE(element_rows[key], 0u) << key;
+  for (const std::string& key : names) EXPECT_EQ(scanned.keys.at(key), digests[key]) << key;
+  Reopen();
+  for (const std::string& key : names) {
+    EXPECT_EQ(*store_->KeyDigest(key), digests[key]) << key;
+    EXPECT_EQ(KeyDigestOf(store_.get(), key), digests[key]) << key;
+  }
 }
 
 // The digests are merge operands until a flush or compaction folds them;
