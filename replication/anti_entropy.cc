@@ -157,7 +157,8 @@ kj::Promise<StatesChunk> ReadStatesChunk(AsyncStore& reader, const std::vector<s
                                          size_t max_message_bytes) {
   std::vector<std::string> slice(keys.begin() + from,
                                  keys.begin() + std::min(keys.size(), from + max_keys));
-  return reader.Run([slice = std::move(slice), from, batch_bytes, max_message_bytes](Store& s) {
+  return reader.RunBackground([slice = std::move(slice), from, batch_bytes,
+                               max_message_bytes](Store& s) {
     StatesChunk out;
     size_t i = 0;
     for (; i < slice.size() && (i == 0 || out.bytes < batch_bytes); ++i) {
@@ -173,7 +174,7 @@ kj::Promise<StatesChunk> ReadStatesChunk(AsyncStore& reader, const std::vector<s
 
 kj::Promise<ServedStates> ReadServedStates(AsyncStore& reader, std::vector<std::string> keys,
                                            size_t batch_bytes, size_t max_message_bytes) {
-  return reader.Run([keys = std::move(keys), batch_bytes, max_message_bytes](Store& s) {
+  return reader.RunBackground([keys = std::move(keys), batch_bytes, max_message_bytes](Store& s) {
     ServedStates out;
     size_t bytes = 0;
     for (const std::string& key : keys) {

@@ -26,7 +26,8 @@ kj::Promise<HandOffChunk> ReadHandOffChunk(AsyncStore& reader, const std::vector
                                            size_t max_message_bytes) {
   std::vector<KeyDigest> slice(keys.begin() + from,
                                keys.begin() + std::min(keys.size(), from + HandOver::kChunkKeys));
-  return reader.Run([slice = std::move(slice), from, batch_bytes, max_message_bytes](Store& s) {
+  return reader.RunBackground([slice = std::move(slice), from, batch_bytes,
+                               max_message_bytes](Store& s) {
     HandOffChunk out;
     size_t i = 0;
     for (; i < slice.size() && (i == 0 || out.bytes < batch_bytes); ++i) {

@@ -8,11 +8,12 @@ AsyncStore::AsyncStore(Store& store, size_t threads) : store_(store) {
 }
 
 AsyncStore::~AsyncStore() {
-  std::deque<std::unique_ptr<Job>> dropped;
+  std::deque<std::unique_ptr<Job>> dropped, dropped_background;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     dropped.swap(queue_);
+    dropped_background.swap(background_queue_);
   }
   wake_.notify_all();
   for (std::thread& t : threads_) t.join();
@@ -20,31 +21,49 @@ AsyncStore::~AsyncStore() {
 
 size_t AsyncStore::pending() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return queue_.size() + running_;
+  return queue_.size() + background_queue_.size() + running_;
 }
 
-void AsyncStore::Queue(std::unique_ptr<Job> job) {
+void AsyncStore::Queue(std::unique_ptr<Job> job, bool background) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     KJ_REQUIRE(!stopping_, "the store's readers are stopping");
-    queue_.push_back(std::move(job));
+    (background ? background_queue_ : queue_).push_back(std::move(job));
   }
-  wake_.notify_one();
+  // A background read may be runnable by one thread only: wake them all.
+  if (background) {
+    wake_.notify_all();
+  } else {
+    wake_.notify_one();
+  }
+}
+
+bool AsyncStore::BackgroundMayRun() const {
+  const size_t limit = threads_.size() > 1 ? threads_.size() - 1 : 1;
+  return !background_queue_.empty() && running_background_ < limit;
 }
 
 void AsyncStore::ReaderLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    wake_.wait(lock, [this] { return stopping_ || !queue_.empty() || BackgroundMayRun(); });
     if (stopping_) return;
-    std::unique_ptr<Job> job = std::move(queue_.front());
-    queue_.pop_front();
+    const bool background = queue_.empty();
+    auto& from = background ? background_queue_ : queue_;
+    std::unique_ptr<Job> job = std::move(from.front());
+    from.pop_front();
     ++running_;
+    if (background) ++running_background_;
     lock.unlock();
     job->Run(store_);
     job.reset();
     lock.lock();
     --running_;
+    if (background) {
+      --running_background_;
+      // Another thread may have been waiting for this background slot.
+      if (!background_queue_.empty()) wake_.notify_all();
+    }
   }
 }
 
@@ -79,8 +98,8 @@ kj::Promise<StatusOr<SetPage>> AsyncStore::SetMembers(std::string key,
 kj::Promise<StatusOr<OrSetPage>> AsyncStore::SetStatePage(std::string key,
                                                           std::optional<std::string> start_after,
                                                           size_t max_elements, size_t max_bytes) {
-  return Run([key = std::move(key), start_after = std::move(start_after), max_elements,
-              max_bytes](Store& s) {
+  return RunBackground([key = std::move(key), start_after = std::move(start_after),
+                        max_elements, max_bytes](Store& s) {
     std::optional<std::string_view> after;
     if (start_after) after = *start_after;
     return s.SetStatePage(key, after, max_elements, max_bytes);
@@ -90,15 +109,15 @@ kj::Promise<StatusOr<OrSetPage>> AsyncStore::SetStatePage(std::string key,
 kj::Promise<StatusOr<std::vector<LogEntry>>> AsyncStore::ReadLog(uint64_t after_seq,
                                                                  size_t max_entries,
                                                                  size_t max_bytes) {
-  return Run([=](Store& s) { return s.ReadLog(after_seq, max_entries, max_bytes); });
+  return RunBackground([=](Store& s) { return s.ReadLog(after_seq, max_entries, max_bytes); });
 }
 
 kj::Promise<uint64_t> AsyncStore::LogBytesAfter(uint64_t seq) {
-  return Run([seq](Store& s) { return s.LogBytesAfter(seq); });
+  return RunBackground([seq](Store& s) { return s.LogBytesAfter(seq); });
 }
 
 kj::Promise<StatusOr<std::vector<geokv::KeyDigest>>> AsyncStore::SegmentKeys(size_t segment) {
-  return Run([segment](Store& s) { return s.SegmentKeys(segment); });
+  return RunBackground([segment](Store& s) { return s.SegmentKeys(segment); });
 }
 
 kj::Promise<StatusOr<uint64_t>> AsyncStore::KeyDigest(std::string key) {

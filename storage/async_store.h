@@ -8,6 +8,12 @@
 // the caller's buffers may go at once. A promise that is dropped before it
 // resolves does not stop its read; the result is discarded.
 //
+// Reads come in two classes. Foreground reads (a client's, and what a
+// quorum read asks of another owner) run before any background read that
+// waits (bulk reads for shipping, anti-entropy and hand-over), and with two
+// threads or more one thread is kept for them, so a client read never waits
+// behind a long scan.
+//
 // Thread safety: construct, call and destroy an AsyncStore on one thread,
 // which runs a KJ event loop; results resolve on that thread. The Store's
 // own in-memory accessors (node_id, LastSeq, TrimmedThrough, TreeDigests,
@@ -54,8 +60,13 @@ class AsyncStore {
   // thread; an exception it throws rejects the promise.
   template <typename Read>
   auto Run(Read read) -> kj::Promise<decltype(read(std::declval<Store&>()))>;
+  // As Run, as a background read.
+  template <typename Read>
+  auto RunBackground(Read read) -> kj::Promise<decltype(read(std::declval<Store&>()))>;
 
-  // The Store reads, as there (storage/store.h).
+  // The Store reads, as there (storage/store.h). ReadLog, LogBytesAfter,
+  // SegmentKeys and SetStatePage are background reads; the others are
+  // foreground reads.
   kj::Promise<StatusOr<std::optional<Crdt>>> Get(std::string key, CrdtType type);
   kj::Promise<StatusOr<std::vector<CrdtType>>> LiveTypes(std::string key);
   kj::Promise<StatusOr<bool>> SetContains(std::string key, std::string element);
@@ -97,24 +108,41 @@ class AsyncStore {
     kj::Own<kj::CrossThreadPromiseFulfiller<T>> fulfiller;
   };
 
-  void Queue(std::unique_ptr<Job> job);
+  template <typename Read>
+  auto Submit(Read read, bool background) -> kj::Promise<decltype(read(std::declval<Store&>()))>;
+  void Queue(std::unique_ptr<Job> job, bool background);
   void ReaderLoop();
+  // Whether a thread may start a background read now. REQUIRES: mu_ held.
+  bool BackgroundMayRun() const;
 
   Store& store_;
   mutable std::mutex mu_;
   std::condition_variable wake_;
-  std::deque<std::unique_ptr<Job>> queue_;
+  std::deque<std::unique_ptr<Job>> queue_;             // foreground
+  std::deque<std::unique_ptr<Job>> background_queue_;
   size_t running_ = 0;
+  size_t running_background_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
 
 template <typename Read>
-auto AsyncStore::Run(Read read) -> kj::Promise<decltype(read(std::declval<Store&>()))> {
+auto AsyncStore::Submit(Read read, bool background)
+    -> kj::Promise<decltype(read(std::declval<Store&>()))> {
   using T = decltype(read(std::declval<Store&>()));
   auto paf = kj::newPromiseAndCrossThreadFulfiller<T>();
-  Queue(std::make_unique<JobFor<T, Read>>(std::move(read), kj::mv(paf.fulfiller)));
+  Queue(std::make_unique<JobFor<T, Read>>(std::move(read), kj::mv(paf.fulfiller)), background);
   return kj::mv(paf.promise);
+}
+
+template <typename Read>
+auto AsyncStore::Run(Read read) -> kj::Promise<decltype(read(std::declval<Store&>()))> {
+  return Submit(std::move(read), false);
+}
+
+template <typename Read>
+auto AsyncStore::RunBackground(Read read) -> kj::Promise<decltype(read(std::declval<Store&>()))> {
+  return Submit(std::move(read), true);
 }
 
 }  // namespace geokv

@@ -3,6 +3,7 @@
 #include <kj/async-io.h>
 
 #include <atomic>
+#include <chrono>
 #include <future>
 #include <thread>
 
@@ -72,6 +73,36 @@ TEST_F(AsyncStoreTest, TheLoopRunsWhileAReadIsBlocked) {
   release.set_value();
   EXPECT_EQ(blocked.wait(io_.waitScope), 7);
   EXPECT_TRUE(started);
+}
+
+TEST_F(AsyncStoreTest, ForegroundReadsDoNotWaitBehindBackgroundReads) {
+  auto io_ = kj::setupAsyncIo();
+  AsyncStore reader(*store_, 2);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> started{0};
+  // Two long background reads: only one runs, the other thread stays free.
+  auto first = reader.RunBackground([released, &started](Store&) {
+    ++started;
+    released.wait();
+    return 1;
+  });
+  auto second = reader.RunBackground([released, &started](Store&) {
+    ++started;
+    released.wait();
+    return 2;
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (started.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(started.load(), 1);
+  EXPECT_EQ(reader.Run([](Store&) { return 3; }).wait(io_.waitScope), 3);
+  EXPECT_EQ(started.load(), 1);
+  release.set_value();
+  EXPECT_EQ(first.wait(io_.waitScope), 1);
+  EXPECT_EQ(second.wait(io_.waitScope), 2);
+  EXPECT_EQ(started.load(), 2);
 }
 
 TEST_F(AsyncStoreTest, AnExceptionInAReadRejectsItsPromise) {
