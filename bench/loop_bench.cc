@@ -341,11 +341,13 @@ int Handover(const Flags& f) {
   if (!cluster->StartNode(0, &why)) Fail(why);
   Phase p = Measure(*cluster, "handover", 0, [&](Phase& phase) {
     if (cluster->AddNode(0, &why) != 1) Fail("the second node did not start: " + why);
-    // Done once the first node holds nothing of the set (it drops a key only
-    // after its new owner committed it).
+    // Done once the first node holds none of the keys that move (it drops a
+    // key only after its new owner committed it).
+    Ring ring({first_id, joining_id});
+    const uint64_t staying = ring.Owners(kProbeKey, 1).front() == first_id ? 1 : 0;
     PollUntil([&] {
       Client c(cluster->address(0));
-      return c.kv().infoRequest().send().wait(c.ws()).getKeyCount() == 1;
+      return c.kv().infoRequest().send().wait(c.ws()).getKeyCount() == staying;
     }, std::chrono::seconds(static_cast<int>(f.timeout_s)));
     phase.detail = "a node hands a segment holding a set of " + std::to_string(f.elements) +
                    " elements to a joining node";
