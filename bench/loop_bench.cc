@@ -213,6 +213,9 @@ Phase Measure(Cluster& cluster, const std::string& name, int load_node, Move mov
   p.seconds = SecondsSince(start);
   p.gets_ms = load.latencies_ms();
   p.gets_failed = load.failed();
+  // A node the phase added has no sample from before it: all of its lag
+  // counts.
+  before.resize(cluster.nodes());
   for (int i = 0; i < cluster.nodes(); ++i) {
     p.lag.push_back(LagBetween(before[i], ScrapeLag(cluster.metrics_address(i))));
   }
