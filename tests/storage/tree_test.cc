@@ -103,8 +103,10 @@ TEST(TreeDigestsMerge, XorsKeyDigestsAndAddsTheKeyCount) {
   rocksdb::MergeOperator::MergeOperationOutput out(full, existing_operand);
   const std::string key_row = storage_keys::TreeKeyRow(7, "key");
   const std::string existing = EncodeBigEndian64(0xf0f0);
-  const std::vector<rocksdb::Slice> digests = {EncodeBigEndian64(0x0ff0),
-                                               EncodeBigEndian64(0x1)};
+  // The operands' bytes outlive the slices that point at them.
+  const std::vector<std::string> digest_bytes = {EncodeBigEndian64(0x0ff0),
+                                                 EncodeBigEndian64(0x1)};
+  const std::vector<rocksdb::Slice> digests(digest_bytes.begin(), digest_bytes.end());
   const rocksdb::Slice existing_slice(existing);
   ASSERT_TRUE(merge->FullMergeV2(Input(key_row, &existing_slice, digests, nullptr), &out));
   EXPECT_EQ(full, EncodeBigEndian64(0xff01));
@@ -113,8 +115,9 @@ TEST(TreeDigestsMerge, XorsKeyDigestsAndAddsTheKeyCount) {
   EXPECT_EQ(full, EncodeBigEndian64(0x0ff1));
 
   const std::string count_row = storage_keys::kTreeKeyCountRow;
-  const std::vector<rocksdb::Slice> changes = {EncodeBigEndian64(5),
-                                               EncodeBigEndian64(uint64_t(-2))};
+  const std::vector<std::string> change_bytes = {EncodeBigEndian64(5),
+                                                 EncodeBigEndian64(uint64_t(-2))};
+  const std::vector<rocksdb::Slice> changes(change_bytes.begin(), change_bytes.end());
   std::string partial;
   ASSERT_TRUE(merge->PartialMergeMulti(count_row, {changes[0], changes[1]}, &partial, nullptr));
   EXPECT_EQ(partial, EncodeBigEndian64(3));
