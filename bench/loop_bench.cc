@@ -244,12 +244,17 @@ std::unique_ptr<Cluster> Start(const Flags& f, const std::string& dir, Cluster::
   return cluster;
 }
 
-int Repair(const Flags& f) {
-  Scratch scratch = MakeScratch(f.common, kTool, "repair");
+// Two regions of one node each.
+std::unique_ptr<Cluster> StartTwoRegions(const Flags& f, const std::string& dir) {
   Cluster::Options o;
   o.regions = 2;
   o.flags = ServerFlags(f, {});
-  auto cluster = Start(f, scratch.dir, o);
+  return Start(f, dir, o);
+}
+
+int Repair(const Flags& f) {
+  Scratch scratch = MakeScratch(f.common, kTool, "repair");
+  auto cluster = StartTwoRegions(f, scratch.dir);
   Client(cluster->address(0)).Set(kProbeKey, "v");
   FillSet(cluster->address(0), kSetKey, f.elements, f.per_call);
   std::string why;
@@ -273,10 +278,7 @@ int Repair(const Flags& f) {
 
 int Backlog(const Flags& f) {
   Scratch scratch = MakeScratch(f.common, kTool, "backlog");
-  Cluster::Options o;
-  o.regions = 2;
-  o.flags = ServerFlags(f, {});
-  auto cluster = Start(f, scratch.dir, o);
+  auto cluster = StartTwoRegions(f, scratch.dir);
   Client writer(cluster->address(0));
   writer.Set(kProbeKey, "v");
   cluster->Partition(0);
