@@ -250,13 +250,14 @@ prometheus::Histogram& Metrics::LagLocked(const std::string& source_region) {
   return *it->second;
 }
 
-void Metrics::ReplicationLag(const std::string& source_region, double seconds) {
+void Metrics::ReplicationLag(const std::string& source_region,
+                             const std::vector<double>& seconds) {
   prometheus::Histogram* h;
   {
     std::lock_guard<std::mutex> lock(mu_);
     h = &LagLocked(source_region);
   }
-  h->Observe(seconds < 0 ? 0 : seconds);
+  for (double s : seconds) h->Observe(s < 0 ? 0 : s);
 }
 
 Metrics::Peer& Metrics::PeerMetrics(const std::string& peer, const std::string& peer_region) {

@@ -56,9 +56,9 @@ class Metrics {
   // One client operation: `outcome` is the kv.capnp Outcome code's number.
   void Request(MetricOp op, uint16_t outcome, double seconds);
 
-  // A write of `source_region` became visible here `seconds` after its
-  // origin made it.
-  void ReplicationLag(const std::string& source_region, double seconds);
+  // Writes of `source_region` became visible here `seconds` after their
+  // origin made them (one observation each).
+  void ReplicationLag(const std::string& source_region, const std::vector<double>& seconds);
 
   // The handles of one peer, created on first use (with the lag series of
   // writes from its region, so every pair this node links shows up at once).

@@ -125,7 +125,7 @@ kj::Promise<uint32_t> AntiEntropy::Pull(peer::PeerSession::Client session,
     std::vector<std::string> paged;
     for (auto key : resp.getPaged()) paged.push_back(String(key));
     RemoteApply apply;
-    apply.joins = DecodeStates(resp.getStates());
+    apply.joins = ReceivedStates(resp.getStates());
     size_t received = resp.totalSize().wordCount * sizeof(capnp::word);
     uint32_t served = std::max<uint32_t>(resp.getServed(), 1);
     kj::Promise<void> joined = kj::READY_NOW;

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 
-#include "crdt/codec.h"
 
 namespace geokv {
 
@@ -36,17 +35,14 @@ kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, Delta
   // Positions from+1..submitted are replays; a batch starting past
   // submitted + 1 leaves a gap, and the origin resends from the answer.
   const bool gap = from > submitted;
-  std::vector<uint64_t> made_ms;  // when the origin made each joined entry
+  KJ_REQUIRE(batch.positions.size() == batch.deltas.size(), "a delta per log entry");
+  size_t first_new = batch.positions.size();  // the first entry past submitted
   uint64_t prev = from;
-  for (ReceivedEntry& e : batch.entries) {
-    KJ_REQUIRE(e.position > prev && e.position <= through, "log entries out of order", prev,
-               e.position);
-    prev = e.position;
-    if (gap || e.position <= submitted) continue;
-    StatusOr<Crdt> delta = DecodeCrdt(e.delta);
-    KJ_REQUIRE(delta.ok(), "a delta that does not decode", e.position, delta.status().ToString());
-    apply.joins.emplace_back(std::move(e.key), std::move(delta).value());
-    made_ms.push_back(e.made_ms);
+  for (size_t i = 0; i < batch.positions.size(); ++i) {
+    const uint64_t p = batch.positions[i].position;
+    KJ_REQUIRE(p > prev && p <= through, "log entries out of order", prev, p);
+    prev = p;
+    if (p > submitted && first_new == batch.positions.size()) first_new = i;
   }
   if (gap || through <= submitted) {
     // Answer once what was handed over before has committed.
@@ -55,6 +51,11 @@ kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, Delta
                                                                : it->second.addBranch();
     return Durable(kj::mv(before), origin);
   }
+  std::vector<uint64_t> made_ms;  // when the origin made each joined entry
+  for (size_t i = first_new; i < batch.positions.size(); ++i) {
+    made_ms.push_back(batch.positions[i].made_ms);
+  }
+  apply.joins = first_new == 0 ? std::move(batch.deltas) : batch.deltas.From(first_new);
   apply.first = submitted + 1;
   apply.through = through;
   submitted = through;
@@ -69,9 +70,12 @@ kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, Delta
             }
             if (options_.clock == nullptr || options_.metrics == nullptr) return;
             const double now_ms = static_cast<double>(options_.clock->NowMillis());
+            std::vector<double> lags;
+            lags.reserve(made_ms.size());
             for (uint64_t ms : made_ms) {
-              if (ms != 0) options_.metrics->ReplicationLag(region, (now_ms - ms) / 1000);
+              if (ms != 0) lags.push_back((now_ms - static_cast<double>(ms)) / 1000);
             }
+            options_.metrics->ReplicationLag(region, lags);
           })
           .fork();
   kj::Promise<void> mine = committed.addBranch();

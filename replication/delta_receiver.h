@@ -31,28 +31,26 @@
 
 #include "crdt/hlc.h"
 #include "monitoring/metrics.h"
+#include "replication/encoded_joins.h"
 #include "replication/group_commit.h"
 #include "storage/store.h"
 
 namespace geokv {
 
-// One log entry as received: its position, when its origin made it (0:
-// unknown), its key and its encoded delta (crdt/codec.h).
-struct ReceivedEntry {
-  uint64_t position = 0;
-  uint64_t made_ms = 0;
-  std::string key;
-  std::string delta;
-};
-
 // A batch of an origin's log: it covers the positions after `from` through
-// `through`, of which `entries` (in order) are those for this node's
-// segments.
+// `through`, of which those in `positions` (in order) are the entries for
+// this node's segments; `deltas` holds each one's key and encoded delta
+// (crdt/codec.h), decoded by the writer thread.
 struct DeltaBatch {
+  struct Position {
+    uint64_t position = 0;
+    uint64_t made_ms = 0;  // when the origin made the entry (0: unknown)
+  };
   ReplicaId origin = 0;
   uint64_t from = 0;
   uint64_t through = 0;
-  std::vector<ReceivedEntry> entries;
+  std::vector<Position> positions;
+  EncodedJoins deltas;  // one per position
 };
 
 struct DeltaReceiverOptions {
@@ -76,8 +74,9 @@ class DeltaReceiver {
 
   // Joins `batch` (see above) from a node of `region`; resolves with the
   // durable position in the origin's log. Rejects (KJ_REQUIRE) a batch of
-  // this node's or no origin, one covering no positions, entries out of
-  // order or a delta that does not decode; rejects when the hand-over fails.
+  // this node's or no origin, one covering no positions or entries out of
+  // order; rejects when the hand-over fails (a delta that does not decode
+  // fails it, and nothing of the batch is joined).
   kj::Promise<uint64_t> PushDeltas(const std::string& region, DeltaBatch batch);
 
   // Records that this node holds `origin`'s log through `through` (a repair

@@ -213,11 +213,15 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
                                         std::to_string(*through));
     }
   }
-  for (const auto& [key, value] : apply.joins) {
-    Status joined = group.Join(key, value);
+  StatusOr<std::vector<Crdt>> decoded = apply.joins.Decode();
+  if (!decoded.ok()) return decoded.status();
+  for (size_t i = 0; i < decoded->size(); ++i) {
+    Status joined = group.Join(apply.joins.key(i), (*decoded)[i]);
     // Joins before this one stay: they are harmless to keep and arrive
     // again, since the position does not advance.
-    if (!joined.ok()) return joined.WithContext("join key '" + PrintableBytes(key) + "'");
+    if (!joined.ok()) {
+      return joined.WithContext("join key '" + PrintableBytes(apply.joins.key(i)) + "'");
+    }
   }
   for (const auto& [key, page] : apply.set_pages) {
     Status joined = group.JoinSetPage(key, page);

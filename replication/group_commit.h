@@ -24,6 +24,7 @@
 #include <variant>
 #include <vector>
 
+#include "replication/encoded_joins.h"
 #include "storage/store.h"
 
 namespace geokv {
@@ -51,7 +52,10 @@ struct RemoteApply {
   // failed earlier hand-over leaves a gap, and the peer must resend). 0:
   // no check (full states, or a position proved by anti-entropy).
   uint64_t first = 0;
-  std::vector<std::pair<std::string, Crdt>> joins;
+  // Encoded values (as a peer sent them), decoded and joined in order on
+  // the writer thread; one that does not decode fails the write before
+  // anything of it is joined.
+  EncodedJoins joins;
   // After the joins: pages of OR-sets moved in pieces
   // (WriteGroup::JoinSetPage), then the contexts that end such transfers
   // (WriteGroup::JoinSetContext).

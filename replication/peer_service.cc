@@ -31,10 +31,14 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     batch.origin = wire.getOrigin();
     batch.from = wire.getFrom();
     batch.through = wire.getThrough();
-    batch.entries.reserve(wire.getEntries().size());
-    for (auto e : wire.getEntries()) {
-      batch.entries.push_back(ReceivedEntry{e.getSeq(), e.getTimestampMs(), String(e.getKey()),
-                                            String(e.getValue())});
+    auto entries = wire.getEntries();
+    size_t bytes = 0;
+    for (auto e : entries) bytes += e.getKey().size() + e.getValue().size();
+    batch.positions.reserve(entries.size());
+    batch.deltas.Reserve(entries.size(), bytes);
+    for (auto e : entries) {
+      batch.positions.push_back(DeltaBatch::Position{e.getSeq(), e.getTimestampMs()});
+      batch.deltas.Add(View(e.getKey()), View(e.getValue()));
     }
     return c_.receiver.PushDeltas(region_, std::move(batch))
         .then([context](uint64_t applied) mutable { context.getResults().setApplied(applied); });
@@ -153,7 +157,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
   kj::Promise<void> putStates(PutStatesContext context) override {
     CheckRunning(c_);
     RemoteApply apply;
-    apply.joins = DecodeStates(context.getParams().getStates());
+    apply.joins = ReceivedStates(context.getParams().getStates());
     return Commit(std::move(apply));
   }
 

@@ -58,15 +58,18 @@ peer::Peer::Client PeerConnection::Bootstrap() {
   return rpc.bootstrap(host).castAs<peer::Peer>();
 }
 
-std::vector<std::pair<std::string, Crdt>> DecodeStates(capnp::List<peer::KeyStates>::Reader list) {
-  std::vector<std::pair<std::string, Crdt>> out;
+EncodedJoins ReceivedStates(capnp::List<peer::KeyStates>::Reader list) {
+  size_t count = 0, bytes = 0;
   for (auto ks : list) {
-    std::string key(String(ks.getKey()));
-    for (auto bytes : ks.getStates()) {
-      StatusOr<Crdt> state = DecodeCrdt(View(bytes));
-      KJ_REQUIRE(state.ok(), "a state that does not decode", key, state.status().ToString());
-      out.emplace_back(key, std::move(state).value());
+    for (auto state : ks.getStates()) {
+      ++count;
+      bytes += ks.getKey().size() + state.size();
     }
+  }
+  EncodedJoins out;
+  out.Reserve(count, bytes);
+  for (auto ks : list) {
+    for (auto state : ks.getStates()) out.Add(View(ks.getKey()), View(state));
   }
   return out;
 }

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "replication/encoded_joins.h"
 #include "replication/peer_types.h"
 #include "schema/replication.capnp.h"
 #include "storage/store.h"
@@ -76,9 +77,9 @@ struct PeerConnection {
 // Keys with their states, each state encoded (crdt/codec.h).
 using EncodedStatesList = std::vector<std::pair<std::string, std::vector<std::string>>>;
 
-// Decodes framed states; a state that does not decode fails the call
-// (KJ_REQUIRE: this is the RPC edge).
-std::vector<std::pair<std::string, Crdt>> DecodeStates(capnp::List<peer::KeyStates>::Reader list);
+// The states of a peer's message, each under its key, for the writer
+// thread to decode and join (a state that does not decode fails the write).
+EncodedJoins ReceivedStates(capnp::List<peer::KeyStates>::Reader list);
 
 template <typename Builder>
 void SetStates(Builder out, const EncodedStatesList& found) {

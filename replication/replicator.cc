@@ -249,15 +249,18 @@ kj::Promise<uint64_t> Replicator::KeyDigest(ReplicaId node, std::string key,
   });
 }
 
-kj::Promise<std::vector<Crdt>> Replicator::FetchStates(ReplicaId node, std::string key,
+kj::Promise<EncodedJoins> Replicator::FetchStates(ReplicaId node, std::string key,
                                                        std::chrono::milliseconds timeout) {
   return kj::evalNow([&]() {
     auto session = KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
     auto req = session.getStatesRequest();
     req.initKeys(1).set(0, AsData(key));
-    return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).then([](auto&& resp) {
-      std::vector<Crdt> out;
-      for (auto& [k, state] : DecodeStates(resp.getStates())) out.push_back(std::move(state));
+    return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).then([key](auto&& resp) {
+      EncodedJoins out;
+      for (auto ks : resp.getStates()) {
+        KJ_REQUIRE(View(ks.getKey()) == key, "states of a key not asked for");
+        for (auto state : ks.getStates()) out.Add(key, View(state));
+      }
       return out;
     });
   });

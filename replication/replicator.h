@@ -110,8 +110,9 @@ class Replicator final : private HandOver::Links {
       std::chrono::milliseconds timeout);
   kj::Promise<uint64_t> KeyDigest(ReplicaId node, std::string key,
                                   std::chrono::milliseconds timeout);
-  kj::Promise<std::vector<Crdt>> FetchStates(ReplicaId node, std::string key,
-                                             std::chrono::milliseconds timeout);
+  // The states `node` holds of `key`, encoded; fails if it sends another key's.
+  kj::Promise<EncodedJoins> FetchStates(ReplicaId node, std::string key,
+                                        std::chrono::milliseconds timeout);
   // Joins this node's states of `key` into `node`; resolves once committed there.
   kj::Promise<void> PushStates(ReplicaId node, std::string key, std::chrono::milliseconds timeout);
 

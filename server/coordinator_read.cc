@@ -202,17 +202,17 @@ kj::Promise<Status> Coordinator::RepairRead(std::string key, std::vector<Replica
       metrics_->read_repairs.Increment();
       // A differing owner whose state does not arrive has not answered: the
       // read cannot count it toward its level.
-      kj::Vector<kj::Promise<std::optional<std::vector<Crdt>>>> fetches;
+      kj::Vector<kj::Promise<std::optional<EncodedJoins>>> fetches;
       for (ReplicaId id : g->differing) {
         fetches.add(replicator_.FetchStates(id, key, options_.request_timeout)
                         .then(
-                            [](std::vector<Crdt> states) {
-                              return std::optional<std::vector<Crdt>>(std::move(states));
+                            [](EncodedJoins states) {
+                              return std::optional<EncodedJoins>(std::move(states));
                             },
-                            [](kj::Exception&&) { return std::optional<std::vector<Crdt>>(); }));
+                            [](kj::Exception&&) { return std::optional<EncodedJoins>(); }));
       }
       return kj::joinPromises(fetches.releaseAsArray())
-          .then([this, g, key](kj::Array<std::optional<std::vector<Crdt>>> fetched)
+          .then([this, g, key](kj::Array<std::optional<EncodedJoins>> fetched)
                     -> kj::Promise<WriteResult> {
             size_t failed = 0;
             for (const auto& states : fetched) failed += states ? 0 : 1;
@@ -227,7 +227,9 @@ kj::Promise<Status> Coordinator::RepairRead(std::string key, std::vector<Replica
             RemoteApply apply;
             for (auto& states : fetched) {
               if (!states) continue;
-              for (Crdt& state : *states) apply.joins.emplace_back(key, std::move(state));
+              for (size_t i = 0; i < states->size(); ++i) {
+                apply.joins.Add(states->key(i), states->encoded(i));
+              }
             }
             if (apply.joins.empty()) return kj::Promise<WriteResult>(WriteResult{});
             return committer_.SubmitRemote(std::move(apply));

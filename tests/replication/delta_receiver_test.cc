@@ -34,7 +34,8 @@ DeltaBatch Batch(uint64_t from, uint64_t through) {
   b.from = from;
   b.through = through;
   for (uint64_t p = from + 1; p <= through; ++p) {
-    b.entries.push_back(ReceivedEntry{p, 0, "k" + std::to_string(p), Delta(p)});
+    b.positions.push_back(DeltaBatch::Position{p, 0});
+    b.deltas.Add("k" + std::to_string(p), Delta(p));
   }
   return b;
 }
@@ -122,7 +123,7 @@ TEST(DeltaReceiver, SkipsReplaysAndAnswersThemOnceWhatCameBeforeIsDurable) {
   ASSERT_EQ(committer.queue.size(), 1u);
   EXPECT_EQ(committer.queue[0].apply.first, 4u);
   ASSERT_EQ(committer.queue[0].apply.joins.size(), 2u);
-  EXPECT_EQ(committer.queue[0].apply.joins[0].first, "k4");
+  EXPECT_EQ(committer.queue[0].apply.joins.key(0), "k4");
   committer.Answer();
   EXPECT_EQ(overlap.wait(ws), 5u);
 }
@@ -168,11 +169,11 @@ TEST(DeltaReceiver, RefusesBatchesThatCannotBeRight) {
   EXPECT_ANY_THROW(receiver.PushDeltas("r2", std::move(own)).wait(ws));
   EXPECT_ANY_THROW(receiver.PushDeltas("r2", Batch(3, 3)).wait(ws));
   DeltaBatch disordered = Batch(0, 2);
-  std::swap(disordered.entries[0], disordered.entries[1]);
+  std::swap(disordered.positions[0], disordered.positions[1]);
   EXPECT_ANY_THROW(receiver.PushDeltas("r2", std::move(disordered)).wait(ws));
-  DeltaBatch garbage = Batch(0, 1);
-  garbage.entries[0].delta = "not a delta";
-  EXPECT_ANY_THROW(receiver.PushDeltas("r2", std::move(garbage)).wait(ws));
+  DeltaBatch unmatched = Batch(0, 2);
+  unmatched.positions.pop_back();
+  EXPECT_ANY_THROW(receiver.PushDeltas("r2", std::move(unmatched)).wait(ws));
   EXPECT_TRUE(committer.queue.empty());
 }
 
@@ -215,6 +216,22 @@ TEST_F(DeltaReceiverOnAStore, JoinsAndSkipsReplaysThere) {
     // A gap in the real committer's terms too.
     EXPECT_EQ(receiver.PushDeltas("r2", Batch(5, 6)).wait(io.waitScope), 3u);
     EXPECT_EQ(store->AppliedPositions()[kOrigin], 3u);
+    // A delta that does not decode fails its batch on the writer thread:
+    // nothing of the batch is joined, and the position stays.
+    DeltaBatch garbage;
+    garbage.origin = kOrigin;
+    garbage.from = 3;
+    garbage.through = 5;
+    garbage.positions = {{4, 0}, {5, 0}};
+    garbage.deltas.Add("k4", Delta(4));
+    garbage.deltas.Add("k5", "not a delta");
+    EXPECT_ANY_THROW(receiver.PushDeltas("r2", std::move(garbage)).wait(io.waitScope));
+    auto k4 = store->Get("k4", CrdtType::kLww);
+    ASSERT_TRUE(k4.ok()) << k4.status().ToString();
+    EXPECT_FALSE(k4->has_value());
+    EXPECT_EQ(store->AppliedPositions()[kOrigin], 3u);
+    EXPECT_EQ(receiver.Submitted(kOrigin), 3u);
+    EXPECT_EQ(receiver.PushDeltas("r2", Batch(3, 5)).wait(io.waitScope), 5u);
     committer.Drain().wait(io.waitScope);
   }
 }

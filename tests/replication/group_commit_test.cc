@@ -1,5 +1,6 @@
 // The group committer's trims: they run on the writer thread after the
-// writes of their group, and say why when they cannot.
+// writes of their group, and say why when they cannot. Its remote joins:
+// encoded values decoded there, all or nothing.
 
 #include "replication/group_commit.h"
 
@@ -9,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include "crdt/codec.h"
+#include "crdt/lww_register.h"
 #include "tests/storage/store_fixture.h"
 
 namespace geokv {
@@ -44,6 +47,49 @@ TEST_F(GroupCommitTrim, TrimsTheLogOnTheWriterThreadAfterTheGroupsWrites) {
     Status beyond = committer.SubmitTrim(100).wait(io.waitScope);
     EXPECT_EQ(beyond.code(), Status::Code::kInvalidArgument) << beyond.ToString();
     EXPECT_EQ(store->TrimmedThrough(), 3u);
+    committer.Drain().wait(io.waitScope);
+  }
+}
+
+TEST(EncodedJoins, KeepsKeysAndValuesInOrderAndCopiesATail) {
+  EncodedJoins joins;
+  joins.Add("a", "1");
+  joins.Add("", "");
+  joins.Add("ccc", std::string("\0x", 2));
+  ASSERT_EQ(joins.size(), 3u);
+  EXPECT_EQ(joins.key(0), "a");
+  EXPECT_EQ(joins.encoded(0), "1");
+  EXPECT_EQ(joins.key(1), "");
+  EXPECT_EQ(joins.encoded(1), "");
+  EXPECT_EQ(joins.key(2), "ccc");
+  EXPECT_EQ(joins.encoded(2), std::string("\0x", 2));
+  EncodedJoins tail = joins.From(1);
+  ASSERT_EQ(tail.size(), 2u);
+  EXPECT_EQ(tail.key(1), "ccc");
+  EXPECT_TRUE(joins.From(3).empty());
+}
+
+using GroupCommitJoins = testing::StoreTest;
+
+TEST_F(GroupCommitJoins, AValueThatDoesNotDecodeFailsTheWholeApply) {
+  auto io = kj::setupAsyncIo();
+  Store* store = store_.get();
+  const ReplicaId other = store->node_id() + 1;
+  {
+    GroupCommitter committer(*store, 100);
+    RemoteApply bad;
+    bad.origin = other;
+    bad.first = 1;
+    bad.through = 2;
+    bad.joins.Add("k1", EncodeCrdt(LwwRegister(HlcTimestamp{1, 0}, other, std::string("x"))));
+    bad.joins.Add("k2", "not a value");
+    WriteResult r = committer.SubmitRemote(std::move(bad)).wait(io.waitScope);
+    EXPECT_EQ(r.status.code(), Status::Code::kInvalidArgument) << r.status.ToString();
+    EXPECT_NE(r.status.ToString().find("k2"), std::string::npos) << r.status.ToString();
+    auto k1 = store->Get("k1", CrdtType::kLww);
+    ASSERT_TRUE(k1.ok()) << k1.status().ToString();
+    EXPECT_FALSE(k1->has_value());
+    EXPECT_EQ(store->AppliedPositions().count(other), 0u);
     committer.Drain().wait(io.waitScope);
   }
 }

@@ -16,6 +16,7 @@
 #include "replication/causal_token.h"
 #include "replication/group_commit.h"
 #include "replication/replicator.h"
+#include "crdt/codec.h"
 #include "server/api_codec.h"
 #include "server/forwarder.h"
 #include "storage/async_store.h"
@@ -294,7 +295,7 @@ TEST_F(KvServiceTest, AReadWaitsForItsTokensWriteToArrive) {
   apply.origin = other;
   apply.first = 1;
   apply.through = 3;
-  apply.joins.emplace_back("k2", LwwRegister(HlcTimestamp{1, 0}, other, std::string("x")));
+  apply.joins.Add("k2", EncodeCrdt(LwwRegister(HlcTimestamp{1, 0}, other, std::string("x"))));
   auto applied = committer_->SubmitRemote(std::move(apply)).wait(ws());
   ASSERT_TRUE(applied.status.ok()) << applied.status.ToString();
   auto reply = pending.wait(ws());
@@ -308,7 +309,7 @@ TEST_F(KvServiceTest, RemoteEntriesMustContinueTheAppliedPosition) {
   gap.origin = other;
   gap.first = 5;
   gap.through = 5;
-  gap.joins.emplace_back("k", LwwRegister(HlcTimestamp{1, 0}, other, std::string("x")));
+  gap.joins.Add("k", EncodeCrdt(LwwRegister(HlcTimestamp{1, 0}, other, std::string("x"))));
   auto result = committer_->SubmitRemote(std::move(gap)).wait(ws());
   EXPECT_FALSE(result.status.ok());
   EXPECT_EQ(store_->AppliedPositions().count(other), 0u);
