@@ -28,12 +28,6 @@
 namespace geokv {
 namespace {
 
-// Threads that read the store for the loop.
-constexpr size_t kReaderThreads = 2;
-// Calls under way on one client connection beyond which it is not read
-// (see CallLimit).
-constexpr size_t kMaxCallsPerConnection = 32;
-
 // A node with seeds other than itself waits this long for one to answer
 // before it serves as its region's only member.
 constexpr auto kJoinWait = 10 * kj::SECONDS;
@@ -91,7 +85,7 @@ Status Node::Start() {
   // when the queue runs dry: a steady stream of calls would otherwise starve
   // the commit answers.
   io_->waitScope.setBusyPollInterval(64);
-  async_store_ = std::make_unique<AsyncStore>(*store_, kReaderThreads);
+  async_store_ = std::make_unique<AsyncStore>(*store_, options_.reader_threads);
 
   GEOKV_RETURN_IF_ERROR(Listen());
   GEOKV_RETURN_IF_ERROR(StartGossip());
@@ -244,8 +238,9 @@ void Node::StartServices() {
         return forward_service_->RunForwarded(request, level, reply);
       });
   // One service per connection, counting its calls.
-  auto sessions = [this, service_options] {
-    auto calls = std::make_shared<CallLimit>(kMaxCallsPerConnection);
+  const size_t calls_per_connection = options_.max_calls_per_connection;
+  auto sessions = [this, service_options, calls_per_connection] {
+    auto calls = std::make_shared<CallLimit>(calls_per_connection);
     capnp::Capability::Client service = kj::heap<KvService>(
         *coordinator_, *admin_, *replicator_, *serving_, calls, service_options);
     return RpcSession{kj::mv(service), [calls] { return calls->Wait(); }};

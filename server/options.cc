@@ -38,6 +38,14 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
       ->capture_default_str()
       ->check(AtLeast(1));
   size_option("--max-message-bytes", &o.max_message_bytes, "Largest RPC message (call or batch)");
+  app.add_option("--max-calls-per-connection", o.max_calls_per_connection,
+                 "Calls under way on one client connection; beyond, it is not read until one ends")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{4096}));
+  app.add_option("--reader-threads", o.reader_threads,
+                 "Threads reading the store for the event loop (one is kept for client reads)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{64}));
   app.add_option("--max-pending-writes", o.max_pending_writes,
                  "Writes waiting to commit; beyond, calls fail with OVERLOADED")
       ->capture_default_str()

@@ -36,6 +36,11 @@ struct ServerOptions {
   size_t max_value_bytes = 8 << 20;  // LWW and MV values
   size_t max_connections = 1024;     // client connections beyond are closed
   size_t max_message_bytes = 64 << 20;  // one RPC message (a call, a batch)
+  // Calls under way on one client connection; beyond, the connection is not
+  // read until one ends.
+  size_t max_calls_per_connection = 32;
+  // Threads that read the store for the event loop (storage/async_store.h).
+  size_t reader_threads = 2;
   // Writes waiting for their group; beyond, calls fail with OVERLOADED.
   size_t max_pending_writes = 100000;
   // After SIGTERM, how long calls in flight may take to finish.
