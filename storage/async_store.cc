@@ -8,6 +8,7 @@ AsyncStore::AsyncStore(Store& store, size_t threads) : store_(store) {
 }
 
 AsyncStore::~AsyncStore() {
+  answering_ = nullptr;
   std::deque<std::unique_ptr<Job>> dropped, dropped_background;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -17,6 +18,29 @@ AsyncStore::~AsyncStore() {
   }
   wake_.notify_all();
   for (std::thread& t : threads_) t.join();
+  // Reads run but not answered (finished_) go with the members: their
+  // promises, if still held, reject.
+}
+
+kj::Promise<void> AsyncStore::AnswerLoop() {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_.empty()) {
+      wake_loop_ = kj::mv(paf.fulfiller);
+    } else {
+      paf.fulfiller->fulfill();
+    }
+  }
+  return paf.promise.then([this] {
+    std::vector<std::unique_ptr<Job>> finished;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      finished.swap(finished_);
+    }
+    for (auto& job : finished) job->Answer();
+    return AnswerLoop();
+  });
 }
 
 size_t AsyncStore::pending() const {
@@ -56,8 +80,15 @@ void AsyncStore::ReaderLoop() {
     if (background) ++running_background_;
     lock.unlock();
     job->Run(store_);
-    job.reset();
     lock.lock();
+    finished_.push_back(std::move(job));
+    if (wake_loop_) {
+      // Fulfilled outside the lock: it wakes the loop.
+      auto wake = kj::mv(wake_loop_);
+      lock.unlock();
+      wake->fulfill();
+      lock.lock();
+    }
     --running_;
     if (background) {
       --running_background_;

@@ -14,6 +14,11 @@
 // threads or more one thread is kept for them, so a client read never waits
 // behind a long scan.
 //
+// Results come back in batches: a reader thread that finishes a read queues
+// it for the loop and wakes the loop only if it sleeps, and the loop answers
+// every finished read in one turn, so many reads in flight cost the loop one
+// cross-thread wakeup, not one each.
+//
 // Thread safety: construct, call and destroy an AsyncStore on one thread,
 // which runs a KJ event loop; results resolve on that thread. The Store's
 // own in-memory accessors (node_id, LastSeq, TrimmedThrough, TreeDigests,
@@ -88,24 +93,32 @@ class AsyncStore {
   size_t pending() const;
 
  private:
+  // A read: Run on a reader thread, then Answer on the loop's thread.
   struct Job {
     virtual ~Job() noexcept(false) = default;
     virtual void Run(Store& store) = 0;
+    virtual void Answer() = 0;
   };
   template <typename T, typename Read>
   struct JobFor final : Job {
-    JobFor(Read r, kj::Own<kj::CrossThreadPromiseFulfiller<T>> f)
+    JobFor(Read r, kj::Own<kj::PromiseFulfiller<T>> f)
         : read(std::move(r)), fulfiller(kj::mv(f)) {}
     void Run(Store& store) override {
-      std::optional<T> result;
       KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { result.emplace(read(store)); })) {
-        fulfiller->reject(kj::mv(*e));
-        return;
+        error = kj::mv(*e);
       }
-      fulfiller->fulfill(std::move(*result));
+    }
+    void Answer() override {
+      KJ_IF_MAYBE(e, error) {
+        fulfiller->reject(kj::mv(*e));
+      } else {
+        fulfiller->fulfill(std::move(*result));
+      }
     }
     Read read;
-    kj::Own<kj::CrossThreadPromiseFulfiller<T>> fulfiller;
+    kj::Own<kj::PromiseFulfiller<T>> fulfiller;
+    std::optional<T> result;
+    kj::Maybe<kj::Exception> error;
   };
 
   template <typename Read>
@@ -114,6 +127,9 @@ class AsyncStore {
   void ReaderLoop();
   // Whether a thread may start a background read now. REQUIRES: mu_ held.
   bool BackgroundMayRun() const;
+  // Loop thread: answers finished reads, a batch per wakeup, for as long as
+  // this lives (started by the first read).
+  kj::Promise<void> AnswerLoop();
 
   Store& store_;
   mutable std::mutex mu_;
@@ -123,15 +139,22 @@ class AsyncStore {
   size_t running_ = 0;
   size_t running_background_ = 0;
   bool stopping_ = false;
+  // Reads run and not yet answered, and the loop's wakeup for them (armed
+  // by the loop, taken by the thread that fulfills it).
+  std::vector<std::unique_ptr<Job>> finished_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake_loop_;
   std::vector<std::thread> threads_;
+
+  kj::Maybe<kj::Promise<void>> answering_;  // loop thread only
 };
 
 template <typename Read>
 auto AsyncStore::Submit(Read read, bool background)
     -> kj::Promise<decltype(read(std::declval<Store&>()))> {
   using T = decltype(read(std::declval<Store&>()));
-  auto paf = kj::newPromiseAndCrossThreadFulfiller<T>();
+  auto paf = kj::newPromiseAndFulfiller<T>();
   Queue(std::make_unique<JobFor<T, Read>>(std::move(read), kj::mv(paf.fulfiller)), background);
+  if (answering_ == nullptr) answering_ = AnswerLoop().eagerlyEvaluate(nullptr);
   return kj::mv(paf.promise);
 }
 
