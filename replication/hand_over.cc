@@ -47,7 +47,7 @@ kj::Promise<HandOffChunk> ReadHandOffChunk(AsyncStore& reader, const std::vector
 
 kj::Promise<void> HandOver::Run() {
   const auto interval = std::min(env_.options.anti_entropy_interval, std::chrono::milliseconds(1000));
-  return env_.io.getTimer()
+  return env_.timer
       .afterDelay(ToKj(interval))
       .then([this] { return Pass(); })
       .catch_([](kj::Exception&& e) {
@@ -58,7 +58,7 @@ kj::Promise<void> HandOver::Run() {
 
 kj::Promise<void> HandOver::Pass() {
   std::vector<uint64_t> digests = env_.store.TreeDigests();
-  const kj::TimePoint now = env_.io.getTimer().now();
+  const kj::TimePoint now = env_.timer.now();
   kj::Promise<void> pass = kj::READY_NOW;
   size_t handing = 0;
   for (size_t s = 0; s < digests.size() && !env_.own_segments.empty(); ++s) {
@@ -107,7 +107,7 @@ void HandOver::Retried(size_t segment, uint64_t before, const std::string& error
   } else {
     retry.delay = std::min(retry.delay * 2, kRetryMax);
   }
-  retry.next = env_.io.getTimer().now() + retry.delay;
+  retry.next = env_.timer.now() + retry.delay;
   retry.error = error.empty() ? "keys written during the hand-over stayed" : error;
   spdlog::warn("segment {} not handed over ({}); next try in {} s", segment, retry.error,
                retry.delay / kj::SECONDS);
@@ -154,7 +154,7 @@ kj::Promise<void> HandOver::HandOffKeys(size_t segment, std::vector<ReplicaId> o
       auto session = KJ_ASSERT_NONNULL(links_.LinkWithSession(owner).MaybeSession());
       auto req = session.putStatesRequest();
       SetStates(req.initStates(chunk.states.size()), chunk.states);
-      puts.add(env_.io.getTimer().timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
+      puts.add(env_.timer.timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
     }
     const size_t bytes = chunk.bytes, to = chunk.to;
     return kj::joinPromises(puts.releaseAsArray())

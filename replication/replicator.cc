@@ -37,8 +37,8 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
   }
   metrics_ = options_.metrics;
   metrics_->max_clock_offset.Set(static_cast<double>(options_.max_clock_offset.count()) / 1000);
-  env_.reset(new ReplicationEnv{store_, reader_, committer_, io_, options_, *metrics_,
-                                own_segments_});
+  env_.reset(new ReplicationEnv{store_, reader_, committer_, io_, io_.getTimer(), options_,
+                                *metrics_, own_segments_});
   DeltaReceiverOptions receiving;
   receiving.self = store_.node_id();
   receiving.submit = [this](RemoteApply apply) { return committer_.SubmitRemote(std::move(apply)); };
