@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 
+#include "replication/peer_wire.h"
 #include "replication/set_paging.h"
 
 namespace geokv {
@@ -80,7 +81,7 @@ kj::Promise<void> HandOver::Pass() {
     } else if (Syncing(s) && reachable) {
       // Links are looked up when used: one may close meanwhile.
       pass = pass.then([this, s, owner = owners.front()] {
-        return links_.LinkWithSession(owner).SyncSegment(static_cast<uint32_t>(s)).then([this, s] {
+        return links_.SyncSegment(owner, static_cast<uint32_t>(s)).then([this, s] {
           return ClearDropped(s);
         });
       });
@@ -151,7 +152,7 @@ kj::Promise<void> HandOver::HandOffKeys(size_t segment, std::vector<ReplicaId> o
     // and a key written here since it was read is kept.
     kj::Vector<kj::Promise<void>> puts;
     for (ReplicaId owner : owners) {
-      auto session = KJ_ASSERT_NONNULL(links_.LinkWithSession(owner).MaybeSession());
+      auto session = links_.Session(owner);
       auto req = session.putStatesRequest();
       SetStates(req.initStates(chunk.states.size()), chunk.states);
       puts.add(env_.timer.timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
@@ -161,10 +162,10 @@ kj::Promise<void> HandOver::HandOffKeys(size_t segment, std::vector<ReplicaId> o
         .then([this, owners, paged = std::move(chunk.paged)]() mutable {
           std::vector<peer::PeerSession::Client> sessions;
           for (ReplicaId owner : owners) {
-            sessions.emplace_back(KJ_ASSERT_NONNULL(links_.LinkWithSession(owner).MaybeSession()));
+            sessions.emplace_back(links_.Session(owner));
           }
           auto budget = [this, owner = owners.front()](size_t page_bytes) {
-            return links_.LinkWithSession(owner).Budget(page_bytes * 2);
+            return links_.Budget(owner, page_bytes * 2);
           };
           return PushSets(env_, std::move(sessions), std::move(paged), budget);
         })
@@ -177,7 +178,7 @@ kj::Promise<void> HandOver::HandOffKeys(size_t segment, std::vector<ReplicaId> o
           if (segment < dropped_.size()) dropped_[segment] = true;
         })
         .then([this, owner = owners.front(), bytes] {
-          return links_.LinkWithSession(owner).Budget(bytes * 2);
+          return links_.Budget(owner, bytes * 2);
         })
         .then([this, segment, owners = std::move(owners), keys = std::move(keys), to]() mutable {
           return HandOffKeys(segment, std::move(owners), std::move(keys), to);
