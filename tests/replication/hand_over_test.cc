@@ -64,6 +64,7 @@ class Rig final : public HandOver::Links {
   }
 
   // As the replicator starts it.
+  void Await(kj::Promise<void> p) { testing::WaitGuarded(io, kj::mv(p)); }
   void Start() {
     hand_over.Load(a.store->DroppedSegments());
     run = hand_over.Run().eagerlyEvaluate(nullptr);
@@ -71,7 +72,7 @@ class Rig final : public HandOver::Links {
   // Moves the timer to the next pass and runs it through.
   void Tick() {
     timer.Advance(kPass);
-    timer.WaitBegan(timer.now() + kPass).wait(ws);
+    Await(timer.WaitBegan(timer.now() + kPass));
   }
   Node& owner(size_t i) { return owners_.at(ids[i])->node; }
   testing::PeerProxy& proxy(size_t i) { return owners_.at(ids[i])->proxy; }
@@ -149,8 +150,8 @@ TEST(HandOver, HandsASegmentToEveryOwnerAndDropsItOnlyOnceAllCommitted) {
   rig.proxy(1).SetGate("putStates", c_commits.Gate());
   rig.Start();
   rig.timer.Advance(kPass);
-  rig.proxy(0).Answered("putStates", 1).wait(rig.ws);
-  rig.proxy(1).Called("putStates", 1).wait(rig.ws);
+  rig.Await(rig.proxy(0).Answered("putStates", 1));
+  rig.Await(rig.proxy(1).Called("putStates", 1));
   rig.ws.poll();
   rig.a.committer->Drain().wait(rig.ws);
   // b committed, c has not: a keeps every key.
@@ -161,7 +162,7 @@ TEST(HandOver, HandsASegmentToEveryOwnerAndDropsItOnlyOnceAllCommitted) {
   EXPECT_FALSE(rig.hand_over.Dropped(kSegment));
   EXPECT_EQ(rig.hand_over.Held(), std::vector<size_t>{kSegment});
   c_commits.Release();
-  rig.timer.WaitBegan(rig.timer.now() + kPass).wait(rig.ws);
+  rig.Await(rig.timer.WaitBegan(rig.timer.now() + kPass));
   for (const std::string& key : keys) {
     EXPECT_EQ(rig.owner(1).Value(key), std::optional<std::string>("v")) << key;
     EXPECT_EQ(rig.a.Value(key), std::nullopt) << key;
@@ -221,10 +222,10 @@ TEST(HandOver, KeepsAKeyWrittenDuringItsHandOverAndHandsItOverLater) {
   rig.proxy(0).SetGate("putStates", b_commits.Gate());
   rig.Start();
   rig.timer.Advance(kPass);
-  rig.proxy(0).Called("putStates", 1).wait(rig.ws);
+  rig.Await(rig.proxy(0).Called("putStates", 1));
   rig.a.Write(rig.ws, key, "new");
   b_commits.Release();
-  rig.timer.WaitBegan(rig.timer.now() + kPass).wait(rig.ws);
+  rig.Await(rig.timer.WaitBegan(rig.timer.now() + kPass));
   EXPECT_EQ(rig.owner(0).Value(key), std::optional<std::string>("old"));
   EXPECT_EQ(rig.a.Value(key), std::optional<std::string>("new"));
   EXPECT_EQ(rig.hand_over.Held(), std::vector<size_t>{kSegment});

@@ -197,18 +197,25 @@ class ManualTimer final : public kj::Timer {
   std::vector<Watcher> watchers_;
 };
 
+// Waits for `promise`; fails instead of hanging when a broken unit never
+// gets there (the limit is in real time).
+template <typename T>
+T WaitGuarded(kj::AsyncIoContext& io, kj::Promise<T> promise,
+              kj::Duration limit = 60 * kj::SECONDS) {
+  return io.provider->getTimer().timeoutAfter(limit, kj::mv(promise)).wait(io.waitScope);
+}
+
 // Runs the loop until `work` resolves, moving `timer` to each time that
 // something waits for meanwhile (a unit's own waits only: a pending
 // timeout would fire). Rethrows what `work` throws.
-inline void RunMovingTime(kj::WaitScope& ws, ManualTimer& timer, kj::Promise<void> work) {
+inline void RunMovingTime(kj::AsyncIoContext& io, ManualTimer& timer, kj::Promise<void> work) {
   auto done = work.then([]() -> kj::Maybe<kj::TimePoint> { return nullptr; }).fork();
   for (;;) {
-    kj::Maybe<kj::TimePoint> next =
-        done.addBranch()
-            .exclusiveJoin(timer.NextWait().then([](kj::TimePoint t) -> kj::Maybe<kj::TimePoint> {
-              return t;
-            }))
-            .wait(ws);
+    kj::Maybe<kj::TimePoint> next = WaitGuarded(
+        io, done.addBranch().exclusiveJoin(
+                timer.NextWait().then([](kj::TimePoint t) -> kj::Maybe<kj::TimePoint> {
+                  return t;
+                })));
     KJ_IF_MAYBE(t, next) {
       timer.AdvanceTo(*t);
     } else {
