@@ -152,7 +152,8 @@ class ManualTimer final : public kj::Timer {
   kj::Promise<void> atTime(kj::TimePoint time) override {
     waits_.push_back(time);
     for (auto& w : watchers_) {
-      if (w.fulfiller->isWaiting() && (!w.time || *w.time == time)) w.fulfiller->fulfill(kj::cp(time));
+      if (!w.fulfiller->isWaiting() || (w.time && *w.time != time)) continue;
+      w.fulfiller->fulfill(kj::cp(time));
     }
     watchers_.erase(std::remove_if(watchers_.begin(), watchers_.end(),
                                    [](Watcher& w) { return !w.fulfiller->isWaiting(); }),
