@@ -74,7 +74,7 @@ kj::Promise<void> AntiEntropy::RepairSegment(peer::PeerSession::Client session, 
           for (const auto& [key, digests] : first) keys.push_back(key);
           return RepairKeys(kj::mv(session), std::move(keys), 0);
         }
-        return env_.io.getTimer()
+        return env_.timer
             .afterDelay(kSettle)
             .then([this, session, segment]() mutable { return Differ(kj::mv(session), segment); })
             .then([this, session, first = std::move(first)](Differences second) mutable {
@@ -143,7 +143,7 @@ kj::Promise<uint32_t> AntiEntropy::Pull(peer::PeerSession::Client session,
 }
 
 kj::Promise<void> AntiEntropy::Throttle(size_t bytes) {
-  kj::Timer& timer = env_.io.getTimer();
+  kj::Timer& timer = env_.timer;
   kj::TimePoint now = timer.now();
   if (budget_free_at_ < now) budget_free_at_ = now;
   uint64_t rate = std::max<uint64_t>(env_.options.anti_entropy_bytes_per_second, 1);

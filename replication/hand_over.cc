@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 
+#include "replication/peer_wire.h"
 #include "replication/set_paging.h"
 
 namespace geokv {
@@ -47,7 +48,7 @@ kj::Promise<HandOffChunk> ReadHandOffChunk(AsyncStore& reader, const std::vector
 
 kj::Promise<void> HandOver::Run() {
   const auto interval = std::min(env_.options.anti_entropy_interval, std::chrono::milliseconds(1000));
-  return env_.io.getTimer()
+  return env_.timer
       .afterDelay(ToKj(interval))
       .then([this] { return Pass(); })
       .catch_([](kj::Exception&& e) {
@@ -58,7 +59,7 @@ kj::Promise<void> HandOver::Run() {
 
 kj::Promise<void> HandOver::Pass() {
   std::vector<uint64_t> digests = env_.store.TreeDigests();
-  const kj::TimePoint now = env_.io.getTimer().now();
+  const kj::TimePoint now = env_.timer.now();
   kj::Promise<void> pass = kj::READY_NOW;
   size_t handing = 0;
   for (size_t s = 0; s < digests.size() && !env_.own_segments.empty(); ++s) {
@@ -80,7 +81,7 @@ kj::Promise<void> HandOver::Pass() {
     } else if (Syncing(s) && reachable) {
       // Links are looked up when used: one may close meanwhile.
       pass = pass.then([this, s, owner = owners.front()] {
-        return links_.LinkWithSession(owner).SyncSegment(static_cast<uint32_t>(s)).then([this, s] {
+        return links_.SyncSegment(owner, static_cast<uint32_t>(s)).then([this, s] {
           return ClearDropped(s);
         });
       });
@@ -107,7 +108,7 @@ void HandOver::Retried(size_t segment, uint64_t before, const std::string& error
   } else {
     retry.delay = std::min(retry.delay * 2, kRetryMax);
   }
-  retry.next = env_.io.getTimer().now() + retry.delay;
+  retry.next = env_.timer.now() + retry.delay;
   retry.error = error.empty() ? "keys written during the hand-over stayed" : error;
   spdlog::warn("segment {} not handed over ({}); next try in {} s", segment, retry.error,
                retry.delay / kj::SECONDS);
@@ -151,20 +152,20 @@ kj::Promise<void> HandOver::HandOffKeys(size_t segment, std::vector<ReplicaId> o
     // and a key written here since it was read is kept.
     kj::Vector<kj::Promise<void>> puts;
     for (ReplicaId owner : owners) {
-      auto session = KJ_ASSERT_NONNULL(links_.LinkWithSession(owner).MaybeSession());
+      auto session = links_.Session(owner);
       auto req = session.putStatesRequest();
       SetStates(req.initStates(chunk.states.size()), chunk.states);
-      puts.add(env_.io.getTimer().timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
+      puts.add(env_.timer.timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
     }
     const size_t bytes = chunk.bytes, to = chunk.to;
     return kj::joinPromises(puts.releaseAsArray())
         .then([this, owners, paged = std::move(chunk.paged)]() mutable {
           std::vector<peer::PeerSession::Client> sessions;
           for (ReplicaId owner : owners) {
-            sessions.emplace_back(KJ_ASSERT_NONNULL(links_.LinkWithSession(owner).MaybeSession()));
+            sessions.emplace_back(links_.Session(owner));
           }
           auto budget = [this, owner = owners.front()](size_t page_bytes) {
-            return links_.LinkWithSession(owner).Budget(page_bytes * 2);
+            return links_.Budget(owner, page_bytes * 2);
           };
           return PushSets(env_, std::move(sessions), std::move(paged), budget);
         })
@@ -177,7 +178,7 @@ kj::Promise<void> HandOver::HandOffKeys(size_t segment, std::vector<ReplicaId> o
           if (segment < dropped_.size()) dropped_[segment] = true;
         })
         .then([this, owner = owners.front(), bytes] {
-          return links_.LinkWithSession(owner).Budget(bytes * 2);
+          return links_.Budget(owner, bytes * 2);
         })
         .then([this, segment, owners = std::move(owners), keys = std::move(keys), to]() mutable {
           return HandOffKeys(segment, std::move(owners), std::move(keys), to);

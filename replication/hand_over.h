@@ -29,8 +29,8 @@
 #include <string>
 #include <vector>
 
-#include "replication/peer_link.h"
 #include "replication/replication_env.h"
+#include "schema/replication.capnp.h"
 
 namespace geokv {
 
@@ -47,8 +47,12 @@ class HandOver {
     // The other owners of `segment` in this node's region.
     virtual std::vector<ReplicaId> RegionOwners(size_t segment) const = 0;
     virtual bool IsConnected(ReplicaId node) const = 0;
-    // The link to `node`; throws DISCONNECTED unless it has a session.
-    virtual PeerLink& LinkWithSession(ReplicaId node) = 0;
+    // The calls below throw DISCONNECTED unless `node` has a session now.
+    virtual peer::PeerSession::Client Session(ReplicaId node) = 0;
+    // Brings `segment` in step with `node`, both ways, every differing key.
+    virtual kj::Promise<void> SyncSegment(ReplicaId node, uint32_t segment) = 0;
+    // Waits as long as `bytes` take at the anti-entropy rate to `node`.
+    virtual kj::Promise<void> Budget(ReplicaId node, size_t bytes) = 0;
   };
 
   // `env`, `links` and `trim_held` (whether trimming is held: gossip may not

@@ -104,7 +104,7 @@ kj::Promise<void> PeerLink::SampleBacklog() {
 
 kj::Promise<bool> PeerLink::WaitVisible(std::vector<CausalToken> tokens, kj::TimePoint deadline) {
   return canceler_.wrap(WaitRemoteVisible(
-      env_.io.getTimer(), [this] { return MaybeSession(); }, std::move(tokens), deadline));
+      env_.timer, [this] { return MaybeSession(); }, std::move(tokens), deadline));
 }
 
 kj::Promise<void> PeerLink::SyncSegment(uint32_t segment) {
@@ -116,11 +116,11 @@ kj::Promise<void> PeerLink::Budget(size_t bytes) {
 }
 
 PeerLink::Probe PeerLink::StartProbe() {
-  return Probe{static_cast<int64_t>(env_.NowMillis()), env_.io.getTimer().now()};
+  return Probe{static_cast<int64_t>(env_.NowMillis()), env_.timer.now()};
 }
 
 void PeerLink::RecordOffset(int64_t remote_ms, Probe probe) {
-  int64_t rtt_ms = (env_.io.getTimer().now() - probe.sent) / kj::MILLISECONDS;
+  int64_t rtt_ms = (env_.timer.now() - probe.sent) / kj::MILLISECONDS;
   clock_.Record(remote_ms, probe.wall_ms, rtt_ms);
 }
 
@@ -139,7 +139,7 @@ kj::Promise<void> PeerLink::Run() {
         std::uniform_int_distribution<int64_t> jitter(max / 2, max);
         auto delay = std::chrono::milliseconds(jitter(rng_));
         backoff_ = std::min(backoff_ * 2, env_.options.backoff_max);
-        return env_.io.getTimer().afterDelay(ToKj(delay));
+        return env_.timer.afterDelay(ToKj(delay));
       })
       .then([this] { return Run(); });
 }
@@ -148,8 +148,8 @@ kj::Promise<void> PeerLink::Run() {
 // not hold the link forever.
 kj::Promise<void> PeerLink::Session() {
   auto hello = Connect();
-  return env_.io.getTimer().timeoutAfter(HelloLimit(), kj::mv(hello)).then([this] {
-    session_started_ = env_.io.getTimer().now();
+  return env_.timer.timeoutAfter(HelloLimit(), kj::mv(hello)).then([this] {
+    session_started_ = env_.timer.now();
     return Serve();
   });
 }
@@ -223,7 +223,7 @@ kj::Duration PeerLink::HelloLimit() const { return std::min(SilenceLimit(), 5 * 
 void PeerLink::Teardown() {
   // A session that lasted resets the backoff; one that fails at once (a
   // batch the peer refuses) keeps backing off.
-  if (connected_ && env_.io.getTimer().now() - session_started_ > 10 * kj::SECONDS) {
+  if (connected_ && env_.timer.now() - session_started_ > 10 * kj::SECONDS) {
     backoff_ = env_.options.backoff_min;
   }
   session_tasks_ = nullptr;
@@ -259,7 +259,7 @@ void PeerLink::TakeMembers(kj::StringPtr region, uint64_t hash,
 }
 
 kj::Promise<void> PeerLink::Heartbeats() {
-  kj::Timer& timer = env_.io.getTimer();
+  kj::Timer& timer = env_.timer;
   return timer.afterDelay(ToKj(env_.options.heartbeat)).then([this, &timer] {
     Probe probe = StartProbe();
     auto req = session().heartbeatRequest();
@@ -277,7 +277,7 @@ kj::Promise<void> PeerLink::AntiEntropyLoop() {
   kj::Promise<void> pass = shipper_.repairing() ? kj::Promise<void>(kj::READY_NOW)
                                                 : anti_entropy_.Pass(session(), false);
   return pass
-      .then([this] { return env_.io.getTimer().afterDelay(ToKj(env_.options.anti_entropy_interval)); })
+      .then([this] { return env_.timer.afterDelay(ToKj(env_.options.anti_entropy_interval)); })
       .then([this] { return AntiEntropyLoop(); });
 }
 

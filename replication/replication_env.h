@@ -1,5 +1,6 @@
 // What the replication units of one node share: the store, its readers
-// and committer, the event loop's I/O, the options and the metrics.
+// and committer, the event loop's I/O and timer, the options and the
+// metrics.
 
 #ifndef GEOKV_REPLICATION_REPLICATION_ENV_H_
 #define GEOKV_REPLICATION_REPLICATION_ENV_H_
@@ -25,6 +26,9 @@ struct ReplicationEnv {
   AsyncStore& reader;
   GroupCommitter& committer;
   kj::AsyncIoProvider& io;
+  // What the units wait on and read monotonic time from: the loop's
+  // (io.getTimer()) in a node, one the test advances in unit tests.
+  kj::Timer& timer;
   const ReplicatorOptions& options;  // wall_clock and metrics set
   Metrics& metrics;
   // The segments this node owns (empty: all), as SetPlacement last said.

@@ -37,8 +37,8 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
   }
   metrics_ = options_.metrics;
   metrics_->max_clock_offset.Set(static_cast<double>(options_.max_clock_offset.count()) / 1000);
-  env_.reset(new ReplicationEnv{store_, reader_, committer_, io_, options_, *metrics_,
-                                own_segments_});
+  env_.reset(new ReplicationEnv{store_, reader_, committer_, io_, io_.getTimer(), options_,
+                                *metrics_, own_segments_});
   DeltaReceiverOptions receiving;
   receiving.self = store_.node_id();
   receiving.submit = [this](RemoteApply apply) { return committer_.SubmitRemote(std::move(apply)); };
@@ -224,11 +224,23 @@ PeerLink& Replicator::LinkWithSession(ReplicaId node) {
   return *it->second;
 }
 
+peer::PeerSession::Client Replicator::Session(ReplicaId node) {
+  return KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
+}
+
+kj::Promise<void> Replicator::SyncSegment(ReplicaId node, uint32_t segment) {
+  return LinkWithSession(node).SyncSegment(segment);
+}
+
+kj::Promise<void> Replicator::Budget(ReplicaId node, size_t bytes) {
+  return LinkWithSession(node).Budget(bytes);
+}
+
 kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Replicator::Forward(
     ReplicaId node, rpc::Request::Reader request, rpc::Consistency consistency,
     std::chrono::milliseconds timeout) {
   return kj::evalNow([&]() {
-    auto session = KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
+    auto session = Session(node);
     auto req = session.forwardRequest();
     req.setRequest(request);
     req.setConsistency(consistency);
@@ -239,7 +251,7 @@ kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Replicator::Forw
 kj::Promise<uint64_t> Replicator::KeyDigest(ReplicaId node, std::string key,
                                             std::chrono::milliseconds timeout) {
   return kj::evalNow([&]() {
-    auto session = KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
+    auto session = Session(node);
     auto req = session.keyDigestsRequest();
     req.initKeys(1).set(0, AsData(key));
     return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).then([](auto&& resp) {
@@ -252,7 +264,7 @@ kj::Promise<uint64_t> Replicator::KeyDigest(ReplicaId node, std::string key,
 kj::Promise<EncodedJoins> Replicator::FetchStates(ReplicaId node, std::string key,
                                                        std::chrono::milliseconds timeout) {
   return kj::evalNow([&]() {
-    auto session = KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
+    auto session = Session(node);
     auto req = session.getStatesRequest();
     req.initKeys(1).set(0, AsData(key));
     return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).then([key](auto&& resp) {
@@ -276,7 +288,7 @@ kj::Promise<void> Replicator::PushStates(ReplicaId node, std::string key,
         [this, node, key = std::move(key), timeout](EncodedKeyStates states) mutable
         -> kj::Promise<void> {
           if (states.encoded.empty()) return kj::READY_NOW;
-          auto session = KJ_ASSERT_NONNULL(LinkWithSession(node).MaybeSession());
+          auto session = Session(node);
           auto req = session.putStatesRequest();
           EncodedStatesList found;
           found.emplace_back(std::move(key), std::move(states.encoded));

@@ -187,7 +187,12 @@ class Replicator final : private HandOver::Links {
  private:
   // HandOver::Links.
   std::vector<ReplicaId> RegionOwners(size_t segment) const override;
-  PeerLink& LinkWithSession(ReplicaId node) override;
+  peer::PeerSession::Client Session(ReplicaId node) override;
+  kj::Promise<void> SyncSegment(ReplicaId node, uint32_t segment) override;
+  kj::Promise<void> Budget(ReplicaId node, size_t bytes) override;
+
+  // The link to `node`; throws DISCONNECTED unless it has a session.
+  PeerLink& LinkWithSession(ReplicaId node);
 
   // This node's region's members.
   std::vector<Member> LocalMembers() const;

@@ -95,7 +95,7 @@ kj::Promise<size_t> PushFrom(ReplicationEnv& env, std::vector<peer::PeerSession:
         for (auto& session : sessions) {
           auto req = session.putSetPageRequest();
           FillSetPage(key, page, state, req.initPage());
-          puts.add(env.io.getTimer().timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
+          puts.add(env.timer.timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
         }
         const size_t bytes = state.size() + key.size();
         return kj::joinPromises(puts.releaseAsArray())
@@ -113,7 +113,7 @@ kj::Promise<size_t> PushFrom(ReplicationEnv& env, std::vector<peer::PeerSession:
                 auto req = session.putSetContextRequest();
                 req.setKey(AsData(key));
                 req.setContext(AsData(ctx));
-                ends.add(env.io.getTimer().timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
+                ends.add(env.timer.timeoutAfter(30 * kj::SECONDS, req.send()).ignoreResult());
               }
               return kj::joinPromises(ends.releaseAsArray()).then([pages] { return pages + 1; });
             });
