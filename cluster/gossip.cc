@@ -7,6 +7,8 @@
 #include <string_view>
 #include <utility>
 
+#include "util/thread.h"
+
 namespace geokv {
 namespace {
 
@@ -107,7 +109,10 @@ Status Gossip::Start() {
     }
     AfterEvent();
   });
-  thread_ = std::thread([this] { io_.run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("geokv-gossip");
+    io_.run();
+  });
   return Status::OK();
 }
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "util/coding.h"
+#include "util/thread.h"
 
 namespace geokv {
 
@@ -123,6 +124,7 @@ void GroupCommitter::AnswerFinished() {
 }
 
 void GroupCommitter::WriterLoop() {
+  NameThisThread("geokv-writer");
   while (true) {
     std::vector<std::vector<Write>> batches;
     {

@@ -1,5 +1,7 @@
 #include "storage/async_store.h"
 
+#include "util/thread.h"
+
 namespace geokv {
 
 AsyncStore::AsyncStore(Store& store, size_t threads) : store_(store) {
@@ -68,6 +70,7 @@ bool AsyncStore::BackgroundMayRun() const {
 }
 
 void AsyncStore::ReaderLoop() {
+  NameThisThread("geokv-reader");
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     wake_.wait(lock, [this] { return stopping_ || !queue_.empty() || BackgroundMayRun(); });
