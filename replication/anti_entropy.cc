@@ -173,8 +173,9 @@ kj::Promise<StatesChunk> ReadStatesChunk(AsyncStore& reader, const std::vector<s
 }
 
 kj::Promise<ServedStates> ReadServedStates(AsyncStore& reader, std::vector<std::string> keys,
-                                           size_t batch_bytes, size_t max_message_bytes) {
-  return reader.RunBackground([keys = std::move(keys), batch_bytes, max_message_bytes](Store& s) {
+                                           size_t batch_bytes, size_t max_message_bytes,
+                                           bool for_read) {
+  auto read = [keys = std::move(keys), batch_bytes, max_message_bytes](Store& s) {
     ServedStates out;
     size_t bytes = 0;
     for (const std::string& key : keys) {
@@ -186,7 +187,8 @@ kj::Promise<ServedStates> ReadServedStates(AsyncStore& reader, std::vector<std::
       if (!states.encoded.empty()) out.found.emplace_back(key, std::move(states.encoded));
     }
     return out;
-  });
+  };
+  return for_read ? reader.Run(std::move(read)) : reader.RunBackground(std::move(read));
 }
 
 }  // namespace geokv

@@ -103,14 +103,16 @@ kj::Promise<StatesChunk> ReadStatesChunk(AsyncStore& reader, const std::vector<s
 // What a peer's getStates of `keys` is answered with: the keys served, in
 // order, while their states fit in `batch_bytes` (the first always), and
 // the states of those that have any, and the served keys whose OR-set
-// travels in pages. Reads on the reader pool.
+// travels in pages. Reads on the reader pool, as a foreground read when
+// `for_read` (a client read waits for it), else as a background one.
 struct ServedStates {
   EncodedStatesList found;
   std::vector<std::string> paged;
   uint32_t served = 0;
 };
 kj::Promise<ServedStates> ReadServedStates(AsyncStore& reader, std::vector<std::string> keys,
-                                           size_t batch_bytes, size_t max_message_bytes);
+                                           size_t batch_bytes, size_t max_message_bytes,
+                                           bool for_read);
 
 }  // namespace geokv
 

@@ -110,10 +110,12 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
 
   kj::Promise<void> getStates(GetStatesContext context) override {
     CheckRunning(c_);
+    auto params = context.getParams();
     std::vector<std::string> keys;
-    for (auto k : context.getParams().getKeys()) keys.push_back(String(k));
+    for (auto k : params.getKeys()) keys.push_back(String(k));
     const ReplicatorOptions& o = c_.env.options;
-    return ReadServedStates(c_.env.reader, std::move(keys), o.batch_bytes, o.max_message_bytes)
+    return ReadServedStates(c_.env.reader, std::move(keys), o.batch_bytes, o.max_message_bytes,
+                            params.getForRead())
         .then([context](ServedStates served) mutable {
           auto results = context.getResults();
           results.setServed(served.served);

@@ -267,6 +267,7 @@ kj::Promise<EncodedJoins> Replicator::FetchStates(ReplicaId node, std::string ke
     auto session = Session(node);
     auto req = session.getStatesRequest();
     req.initKeys(1).set(0, AsData(key));
+    req.setForRead(true);
     return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).then([key](auto&& resp) {
       EncodedJoins out;
       for (auto ks : resp.getStates()) {

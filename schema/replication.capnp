@@ -151,8 +151,10 @@ interface PeerSession {
   # `paged` names the served keys whose OR-set is too large for one message
   # and was left out of `states`: the caller moves it with getSetPage (a
   # callee that predates paging leaves it empty and skips such keys).
-  getStates @4 (keys :List(Data)) -> (states :List(KeyStates), served :UInt32,
-                                      paged :List(Data));
+  # `forRead`: a client read waits for the answer (read repair), so the
+  # callee reads the states ahead of its bulk replication reads.
+  getStates @4 (keys :List(Data), forRead :Bool) -> (states :List(KeyStates), served :UInt32,
+                                                     paged :List(Data));
   # Joins full states into the callee; answers once they are committed.
   putStates @5 (states :List(KeyStates)) -> ();
 

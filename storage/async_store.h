@@ -9,10 +9,10 @@
 // resolves does not stop its read; the result is discarded.
 //
 // Reads come in two classes. Foreground reads (a client's, and what a
-// quorum read asks of another owner) run before any background read that
-// waits (bulk reads for shipping, anti-entropy and hand-over), and with two
-// threads or more one thread is kept for them, so a client read never waits
-// behind a long scan.
+// quorum read asks of another owner: digests, and states to repair) run
+// before any background read that waits (bulk reads for shipping,
+// anti-entropy and hand-over), and with two threads or more one thread is
+// kept for them, so a client read never waits behind a long scan.
 //
 // Results come back in batches: a reader thread that finishes a read queues
 // it for the loop and wakes the loop only if it sleeps, and the loop answers
