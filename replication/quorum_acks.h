@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "replication/deadline_waiters.h"
 #include "storage/store.h"
 
 namespace geokv {
@@ -28,7 +29,7 @@ class QuorumAcks {
   using Holds = std::function<bool(ReplicaId node, uint64_t position, size_t segment)>;
 
   // `timer` must outlive this.
-  QuorumAcks(kj::Timer& timer, Holds holds) : timer_(timer), holds_(std::move(holds)) {}
+  QuorumAcks(kj::Timer& timer, Holds holds) : holds_(std::move(holds)), waiters_(timer) {}
 
   // Resolves with how many of `nodes` hold `position` (see Holds): once
   // `needed` of them do, or after `timeout` with fewer, or at once after
@@ -44,20 +45,10 @@ class QuorumAcks {
   void Stop();
 
  private:
-  struct Waiter {
-    std::vector<ReplicaId> nodes;
-    uint64_t position;
-    size_t segment;
-    size_t needed;
-    kj::Own<kj::PromiseFulfiller<size_t>> fulfiller;
-  };
-  size_t Count(const Waiter& w) const;
+  size_t Count(const std::vector<ReplicaId>& nodes, uint64_t position, size_t segment) const;
 
-  kj::Timer& timer_;
   Holds holds_;
-  bool stopped_ = false;
-  std::vector<std::shared_ptr<Waiter>> waiters_;
-  kj::Canceler canceler_;
+  DeadlineWaiters<size_t> waiters_;
 };
 
 }  // namespace geokv

@@ -21,44 +21,31 @@ bool TokenVisibility::Visible(const std::vector<CausalToken>& tokens) const {
 kj::Promise<Status> TokenVisibility::WaitVisible(std::vector<CausalToken> tokens,
                                                  std::chrono::milliseconds timeout) {
   if (Visible(tokens)) return Status::OK();
-  if (stopped_) return Status::Unavailable("node is shutting down");
-  auto paf = kj::newPromiseAndFulfiller<Status>();
-  auto waiter = std::make_shared<Waiter>(Waiter{tokens, kj::mv(paf.fulfiller)});
-  waiters_.push_back(waiter);
-  auto expired = timer_.afterDelay(ToKj(timeout)).then([this, waiter, timeout] {
-    waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), waiter), waiters_.end());
-    for (const CausalToken& t : waiter->tokens) {
-      uint64_t held = held_(t.origin);
-      if (t.seq <= held) continue;
-      return Status::Timeout("waited " + std::to_string(timeout.count()) + " ms for the " +
-                             Describe(t) + "; this node holds that node's log through " +
-                             std::to_string(held));
-    }
-    return Status::OK();
-  });
-  return canceler_.wrap(paf.promise.exclusiveJoin(kj::mv(expired)));
+  if (waiters_.Stopped()) return Status::Unavailable("node is shutting down");
+  auto shared = std::make_shared<std::vector<CausalToken>>(std::move(tokens));
+  return waiters_.Wait(
+      [this, shared]() -> std::optional<Status> {
+        if (Visible(*shared)) return Status::OK();
+        return std::nullopt;
+      },
+      [this, shared, timeout] {
+        for (const CausalToken& t : *shared) {
+          uint64_t held = held_(t.origin);
+          if (t.seq <= held) continue;
+          return Status::Timeout("waited " + std::to_string(timeout.count()) + " ms for the " +
+                                 Describe(t) + "; this node holds that node's log through " +
+                                 std::to_string(held));
+        }
+        return Status::OK();
+      },
+      ToKj(timeout));
 }
 
-void TokenVisibility::Committed() {
-  if (waiters_.empty()) return;
-  std::vector<std::shared_ptr<Waiter>> still;
-  for (auto& w : waiters_) {
-    if (!w->fulfiller->isWaiting()) continue;
-    if (Visible(w->tokens)) {
-      w->fulfiller->fulfill(Status::OK());
-    } else {
-      still.push_back(w);
-    }
-  }
-  waiters_ = std::move(still);
-}
+void TokenVisibility::Committed() { waiters_.Notify(); }
 
 void TokenVisibility::Stop() {
-  if (stopped_) return;
-  stopped_ = true;
-  canceler_.cancel("node is shutting down");
-  for (auto& w : waiters_) w->fulfiller->fulfill(Status::Unavailable("node is shutting down"));
-  waiters_.clear();
+  if (waiters_.Stopped()) return;
+  waiters_.Stop(Status::Unavailable("node is shutting down"));
 }
 
 kj::Promise<bool> WaitRemoteVisible(kj::Timer& timer,

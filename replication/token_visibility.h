@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "replication/causal_token.h"
+#include "replication/deadline_waiters.h"
 #include "schema/replication.capnp.h"
 #include "storage/store.h"
 
@@ -30,7 +31,7 @@ class TokenVisibility {
   using HeldThrough = std::function<uint64_t(ReplicaId origin)>;
 
   // `timer` must outlive this.
-  TokenVisibility(kj::Timer& timer, HeldThrough held) : timer_(timer), held_(std::move(held)) {}
+  TokenVisibility(kj::Timer& timer, HeldThrough held) : held_(std::move(held)), waiters_(timer) {}
 
   // Whether every token's write is visible on this node.
   bool Visible(const std::vector<CausalToken>& tokens) const;
@@ -44,16 +45,8 @@ class TokenVisibility {
   void Stop();
 
  private:
-  struct Waiter {
-    std::vector<CausalToken> tokens;
-    kj::Own<kj::PromiseFulfiller<Status>> fulfiller;
-  };
-
-  kj::Timer& timer_;
   HeldThrough held_;
-  bool stopped_ = false;
-  std::vector<std::shared_ptr<Waiter>> waiters_;
-  kj::Canceler canceler_;
+  DeadlineWaiters<Status> waiters_;
 };
 
 // Resolves true once the node behind `session` says it holds every token's

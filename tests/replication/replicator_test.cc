@@ -1,9 +1,12 @@
 // The replicator's pure decisions: the peer list, the clock estimator and
-// the clock judge.
+// the clock judge; and the waits with a deadline its units share.
 
 #include "replication/replicator.h"
 
 #include <gtest/gtest.h>
+#include <kj/timer.h>
+
+#include "replication/deadline_waiters.h"
 
 namespace geokv {
 namespace {
@@ -79,6 +82,52 @@ TEST(ClockEstimatorTest, TheShortestRoundTripOfTheLastSamplesCounts) {
   EXPECT_EQ(clock.offset_ms(), std::optional<int64_t>(0));
   clock.Reset();
   EXPECT_EQ(clock.offset_ms(), std::nullopt);
+}
+
+TEST(DeadlineWaiters, EndReadyAtANotifyOrWithTheExpiryAtTheDeadline) {
+  kj::EventLoop loop;
+  kj::WaitScope ws(loop);
+  kj::TimerImpl timer(kj::origin<kj::TimePoint>());
+  DeadlineWaiters<int> waiters(timer);
+  int state = 0;
+  auto ready_at = [&state](int want) {
+    return [&state, want]() -> std::optional<int> {
+      if (state >= want) return state;
+      return std::nullopt;
+    };
+  };
+  auto now = waiters.Wait(ready_at(0), [] { return -1; }, 10 * kj::SECONDS);
+  EXPECT_EQ(now.wait(ws), 0);  // ready at once
+  auto two = waiters.Wait(ready_at(2), [] { return -1; }, 10 * kj::SECONDS);
+  auto five = waiters.Wait(ready_at(5), [&state] { return -state; }, 10 * kj::SECONDS);
+  state = 1;
+  waiters.Notify();
+  EXPECT_FALSE(two.poll(ws));
+  state = 2;
+  EXPECT_FALSE(two.poll(ws));  // no Notify yet
+  waiters.Notify();
+  EXPECT_EQ(two.wait(ws), 2);
+  EXPECT_FALSE(five.poll(ws));
+  timer.advanceTo(timer.now() + 10 * kj::SECONDS - 1 * kj::MILLISECONDS);
+  EXPECT_FALSE(five.poll(ws));
+  timer.advanceTo(timer.now() + 1 * kj::MILLISECONDS);
+  EXPECT_EQ(five.wait(ws), -2);  // the expiry's answer
+}
+
+TEST(DeadlineWaiters, StopEndsEveryWaitWithTheValueOrCancelsIt) {
+  kj::EventLoop loop;
+  kj::WaitScope ws(loop);
+  kj::TimerImpl timer(kj::origin<kj::TimePoint>());
+  auto never = []() -> std::optional<int> { return std::nullopt; };
+  DeadlineWaiters<int> valued(timer);
+  auto a = valued.Wait(never, [] { return -1; }, 10 * kj::SECONDS);
+  valued.Stop(7);
+  EXPECT_TRUE(valued.Stopped());
+  EXPECT_EQ(a.wait(ws), 7);
+  DeadlineWaiters<int> cancelled(timer);
+  auto b = cancelled.Wait(never, [] { return -1; }, 10 * kj::SECONDS);
+  cancelled.Stop(std::nullopt);
+  EXPECT_THROW(b.wait(ws), kj::Exception);
 }
 
 }  // namespace
