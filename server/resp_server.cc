@@ -112,7 +112,11 @@ kj::Promise<void> RespServer::Process(Connection& c) {
     spdlog::info("redis client {}: {}; closing", c.session.Describe(), c.parser.error());
   }
   if (commands.empty() && state == RespParser::State::kNeedMore) return Read(c);
-  return c.session.Execute(std::move(commands))
+  auto flush = [&c](std::string replies) {
+    c.out = std::move(replies);
+    return c.stream->write(c.out.data(), c.out.size());
+  };
+  return c.session.Execute(std::move(commands), flush)
       .then([this, &c, state](std::string replies) -> kj::Promise<void> {
         const bool close = state == RespParser::State::kError || c.session.closing();
         if (state == RespParser::State::kError) AppendError(replies, "ERR " + c.parser.error());

@@ -245,18 +245,20 @@ kj::Promise<Result> RespSession::RunOne(ParsedRequest request) {
   });
 }
 
-kj::Promise<std::string> RespSession::Execute(std::vector<std::vector<std::string>> commands) {
+kj::Promise<std::string> RespSession::Execute(std::vector<std::vector<std::string>> commands,
+                                              Flush flush) {
   std::vector<Step> steps;
   steps.reserve(commands.size());
   for (auto& args : commands) {
     if (closing_) break;
     steps.push_back(Build(args));
   }
-  return RunSteps(std::move(steps), 0);
+  return RunSteps(std::move(steps), 0, std::string(), std::move(flush));
 }
 
-kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t from) {
-  if (from == steps.size()) return std::string();
+kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t from,
+                                               std::string out, Flush flush) {
+  if (from == steps.size()) return out;
   // The longest run of steps from `from` that can share one batch.
   size_t end = from;
   StepClass cls = StepClass::kAny;
@@ -269,7 +271,7 @@ kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t f
     }
     if (s.cls == StepClass::kAny) continue;
     if (cls == StepClass::kAny) cls = s.cls;
-    if (s.cls != cls) break;
+    if (s.cls != cls || (cls == StepClass::kRead && end - from >= kMaxReadBatch)) break;
     if (s.cls == StepClass::kWrite) {
       bool conflict = false;
       for (const std::string& k : s.keys) conflict |= written.count(k) > 0;
@@ -311,7 +313,18 @@ kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t f
           for (const ParsedRequest& r : s.requests) requests.push_back(r);
         }
         if (requests.empty()) return kj::Promise<Answer>(Answer());
-        return node_.coordinator.RunBatch(std::move(requests));
+        if (IsWrite(requests.front().kind)) {
+          return node_.coordinator.RunBatch(std::move(requests));
+        }
+        // Reads one by one, at once: each gets the whole reply budget, where
+        // a batch would share one among all its values.
+        kj::Vector<kj::Promise<Result>> reads;
+        for (ParsedRequest& r : requests) reads.add(RunOne(std::move(r)));
+        return kj::joinPromises(reads.releaseAsArray()).then([](kj::Array<Result> results) {
+          Answer a;
+          for (Result& r : results) a.results.push_back(std::move(r));
+          return a;
+        });
       })
       .then([this, batch](Answer answer) {
         size_t j = 0;
@@ -333,11 +346,15 @@ kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t f
         }
         return kj::joinPromises(replies.releaseAsArray());
       })
-      .then([this, batch, rest, end](kj::Array<std::string> replies) {
-        std::string out;
+      .then([this, batch, rest, end, out = std::move(out),
+             flush](kj::Array<std::string> replies) mutable -> kj::Promise<std::string> {
         for (auto& r : replies) out += r;
-        return RunSteps(std::move(*rest), end).then(
-            [out = std::move(out)](std::string more) mutable { return out + more; });
+        if (out.size() < kFlushBytes || end == rest->size()) {
+          return RunSteps(std::move(*rest), end, std::move(out), std::move(flush));
+        }
+        return flush(std::move(out)).then([this, rest, end, flush]() mutable {
+          return RunSteps(std::move(*rest), end, std::string(), std::move(flush));
+        });
       });
 }
 

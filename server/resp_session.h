@@ -6,7 +6,7 @@
 // command table and the conflict rules.
 //
 // Execute takes the commands of one socket read and answers with their
-// replies, in order, in one string. Consecutive writes run as one
+// replies, in order, in one string (a long one in pieces). Consecutive writes run as one
 // Coordinator batch (one group commit) and consecutive reads as another; a
 // read after a write, a write after a read, or a second write to a key
 // already written in the batch starts a new batch, so each command sees the
@@ -62,9 +62,19 @@ class RespSession {
   RespSession(const RespSession&) = delete;
   RespSession& operator=(const RespSession&) = delete;
 
+  // Writes replies to the client; resolves once they are written.
+  using Flush = std::function<kj::Promise<void>(std::string replies)>;
+
   // Runs `commands` (each non-empty: a name and its arguments) in order and
-  // resolves with their replies. REQUIRES: the previous Execute resolved.
-  kj::Promise<std::string> Execute(std::vector<std::vector<std::string>> commands);
+  // resolves with their replies. Once the replies held pass kFlushBytes they
+  // go to `flush` between batches (and the next batch waits for it), so one
+  // call holds at most about kFlushBytes and one batch's replies.
+  // REQUIRES: the previous Execute resolved.
+  kj::Promise<std::string> Execute(std::vector<std::vector<std::string>> commands, Flush flush);
+
+  static constexpr size_t kFlushBytes = 256 << 10;
+  // Reads in one batch at most: a batch's values are held until it ends.
+  static constexpr size_t kMaxReadBatch = 64;
 
   // QUIT was run: close once its reply is sent; later commands are ignored.
   bool closing() const { return closing_; }
@@ -78,7 +88,8 @@ class RespSession {
   // The step that runs `args`; a refusal is a step with its error reply.
   Step Build(std::vector<std::string>& args);
   kj::Promise<std::string> RunBatch(std::vector<Step> steps);
-  kj::Promise<std::string> RunSteps(std::vector<Step> steps, size_t from);
+  kj::Promise<std::string> RunSteps(std::vector<Step> steps, size_t from, std::string out,
+                                    Flush flush);
 
   // The commands by group.
   Step Connection(std::vector<std::string>& args, const std::string& name);
