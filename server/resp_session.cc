@@ -238,6 +238,12 @@ ParsedRequest RespSession::Request(RequestKind kind, std::string key) const {
   return p;
 }
 
+RespSession::Step RespSession::Refused(std::string_view message) {
+  Step step;
+  step.reply = ErrorReply(message);
+  return step;
+}
+
 kj::Promise<Result> RespSession::RunOne(ParsedRequest request) {
   return node_.coordinator.Run(std::move(request), false).then([](Answer a) {
     if (a.overloaded) return ResultOf(Status::Unavailable("overloaded"));
@@ -369,13 +375,11 @@ RespSession::Step RespSession::Build(std::vector<std::string>& args) {
     for (size_t i = 1; i < args.size() && message.size() < 256; ++i) {
       message += "'" + PrintableBytes(args[i], 64) + "' ";
     }
-    step.reply = ErrorReply(message);
-    return step;
+    return Refused(message);
   }
   const int n = static_cast<int>(std::min<size_t>(args.size(), INT32_MAX));
   if ((spec->arity > 0 && n != spec->arity) || (spec->arity < 0 && n < -spec->arity)) {
-    step.reply = ErrorReply("ERR wrong number of arguments for '" + name + "' command");
-    return step;
+    return Refused("ERR wrong number of arguments for '" + name + "' command");
   }
   if (name.rfind("geokv.", 0) == 0) return Own(args, name);
   if (name == "get" || name == "set" || name == "mget" || name == "mset" || name == "strlen" ||
@@ -487,12 +491,10 @@ RespSession::Step RespSession::Hello(std::vector<std::string>& args) {
   if (args.size() >= 2) {
     int64_t version = 0;
     if (!ParseInt(args[1], &version)) {
-      step.reply = ErrorReply("ERR Protocol version is not an integer or out of range");
-      return step;
+      return Refused("ERR Protocol version is not an integer or out of range");
     }
     if (version != 2 && version != 3) {
-      step.reply = ErrorReply("NOPROTO unsupported protocol version");
-      return step;
+      return Refused("NOPROTO unsupported protocol version");
     }
     resp3 = version == 3;
   }
@@ -500,14 +502,12 @@ RespSession::Step RespSession::Hello(std::vector<std::string>& args) {
   for (size_t i = 2; i < args.size(); ++i) {
     const std::string opt = Lower(args[i]);
     if (opt == "auth" && i + 2 < args.size()) {
-      step.reply = ErrorReply(
+      return Refused(
           "ERR AUTH is not supported: geokv has no users or passwords yet (see docs/resp.md)");
-      return step;
     } else if (opt == "setname" && i + 1 < args.size()) {
       setname = args[++i];
     } else {
-      step.reply = ErrorReply("ERR Syntax error in HELLO option '" + PrintableBytes(args[i]) + "'");
-      return step;
+      return Refused("ERR Syntax error in HELLO option '" + PrintableBytes(args[i]) + "'");
     }
   }
   resp3_ = resp3;
@@ -711,19 +711,17 @@ RespSession::Step RespSession::Strings(std::vector<std::string>& args, const std
     const bool mset = name == "mset";
     bool get = false;
     if (mset && args.size() % 2 == 0) {
-      step.reply = ErrorReply("ERR wrong number of arguments for 'mset' command");
-      return step;
+      return Refused("ERR wrong number of arguments for 'mset' command");
     }
     for (size_t i = 3; !mset && i < args.size(); ++i) {
       const std::string opt = Lower(args[i]);
       if (opt == "get") {
         get = true;
       } else if (opt == "nx" || opt == "xx") {
-        step.reply = ErrorReply(
+        return Refused(
             "ERR SET " + Lower(args[i]) +
             " is not supported: whether a key exists differs between regions until they "
             "converge, so a conditional write cannot be honoured in a multi-leader store");
-        return step;
       } else if (opt == "ex" || opt == "px" || opt == "exat" || opt == "pxat" ||
                  opt == "keepttl") {
         step.reply = ErrorReply("ERR SET " + Lower(args[i]) +
@@ -731,8 +729,7 @@ RespSession::Step RespSession::Strings(std::vector<std::string>& args, const std
                                 "all regions agree on to expire a key the same everywhere");
         return step;
       } else {
-        step.reply = ErrorReply("ERR syntax error");
-        return step;
+        return Refused("ERR syntax error");
       }
     }
     step.cls = StepClass::kWrite;
@@ -741,11 +738,8 @@ RespSession::Step RespSession::Strings(std::vector<std::string>& args, const std
       Status value = CheckValue(args[i + 1], node_.limits);
       ParsedRequest p = Request(RequestKind::kSet, args[i]);
       if (p.status.ok()) p.status = value;
-      if (!p.status.ok()) {
-        step.cls = StepClass::kAny;
-        step.reply = ErrorReply(RespError(p.status));
-        return step;
-      }
+      // Refused whole: none of the pairs before this one is written.
+      if (!p.status.ok()) return Refused(RespError(p.status));
       p.op = LwwSet{std::move(args[i + 1])};
       step.keys.push_back(args[i]);
       step.requests.push_back(std::move(p));
@@ -777,15 +771,13 @@ RespSession::Step RespSession::Strings(std::vector<std::string>& args, const std
     if (args.size() == 3) {
       int64_t by = 0;
       if (!ParseInt(args[2], &by) || (name == "decrby" && by == INT64_MIN)) {
-        step.reply = ErrorReply(kNotInteger);
-        return step;
+        return Refused(kNotInteger);
       }
       delta = name == "decrby" ? -by : by;
     }
     ParsedRequest p = Request(RequestKind::kIncrBy, args[1]);
     if (!p.status.ok()) {
-      step.reply = ErrorReply(RespError(p.status));
-      return step;
+      return Refused(RespError(p.status));
     }
     p.op = CounterAdd{delta};
     step.cls = StepClass::kWrite;
@@ -847,8 +839,7 @@ RespSession::Step RespSession::Sets(std::vector<std::string>& args, const std::s
       elements.push_back(args[i]);
     }
     if (!p.status.ok()) {
-      step.reply = ErrorReply(RespError(p.status));
-      return step;
+      return Refused(RespError(p.status));
     }
     std::sort(elements.begin(), elements.end());
     elements.erase(std::unique(elements.begin(), elements.end()), elements.end());
@@ -965,8 +956,7 @@ RespSession::Step RespSession::SScan(std::vector<std::string>& args) {
   Step step;
   ScanOptions o;
   if (auto error = ParseScanOptions(args, 3, false, &o)) {
-    step.reply = ErrorReply(*error);
-    return step;
+    return Refused(*error);
   }
   ParsedRequest p = Request(RequestKind::kSMembers, args[1]);
   if (args[2] != "0") {
@@ -974,8 +964,7 @@ RespSession::Step RespSession::SScan(std::vector<std::string>& args) {
     auto it = cursors_.end();
     if (ParseInt(args[2], &cursor)) it = cursors_.find(static_cast<uint64_t>(cursor));
     if (it == cursors_.end()) {
-      step.reply = ErrorReply("ERR invalid cursor");
-      return step;
+      return Refused("ERR invalid cursor");
     }
     p.after = it->second;
     cursors_.erase(it);
@@ -1007,12 +996,10 @@ RespSession::Step RespSession::Scan(std::vector<std::string>& args) {
   int64_t cursor = 0;
   if (!ParseInt(args[1], &cursor) || cursor < 0 ||
       static_cast<uint64_t>(cursor) >= kTreeSegments) {
-    step.reply = ErrorReply("ERR invalid cursor");
-    return step;
+    return Refused("ERR invalid cursor");
   }
   if (auto error = ParseScanOptions(args, 2, true, &o)) {
-    step.reply = ErrorReply(*error);
-    return step;
+    return Refused(*error);
   }
   step.cls = StepClass::kRead;
   step.finish = [this, o, cursor](std::vector<Result>&, std::vector<Result>&) {
@@ -1086,10 +1073,7 @@ RespSession::Step RespSession::Del(std::vector<std::string>& args) {
     for (RequestKind kind : {RequestKind::kType, RequestKind::kSMembers, RequestKind::kCounterGet,
                              RequestKind::kMvGet}) {
       ParsedRequest p = Request(kind, key);
-      if (!p.status.ok()) {
-        step.reply = ErrorReply(RespError(p.status));
-        return step;
-      }
+      if (!p.status.ok()) return Refused(RespError(p.status));
       step.pre.push_back(std::move(p));
     }
   }
@@ -1178,9 +1162,8 @@ RespSession::Step RespSession::Own(std::vector<std::string>& args, const std::st
       StatusOr<CausalToken> token = Status::InvalidArgument("not hex");
       if (Unhex(args[i], &bytes)) token = DecodeToken(bytes);
       if (!token.ok()) {
-        step.reply = ErrorReply("ERR invalid token '" + PrintableBytes(args[i]) +
+        return Refused("ERR invalid token '" + PrintableBytes(args[i]) +
                                 "': " + token.status().message());
-        return step;
       }
       tokens.push_back(*token);
     }
@@ -1208,8 +1191,7 @@ RespSession::Step RespSession::Own(std::vector<std::string>& args, const std::st
   } else if (name == "geokv.waitreplicated") {
     int64_t ms = 0;
     if (!ParseInt(args[1], &ms) || ms < 0 || ms > 3600000) {
-      step.reply = ErrorReply("ERR timeout is not an integer or out of range");
-      return step;
+      return Refused("ERR timeout is not an integer or out of range");
     }
     std::vector<std::string> regions(args.begin() + 2, args.end());
     step.cls = StepClass::kRead;
@@ -1243,8 +1225,7 @@ RespSession::Step RespSession::Own(std::vector<std::string>& args, const std::st
     };
   } else if (name == "geokv.mvset") {
     if (args.size() > 4) {
-      step.reply = ErrorReply("ERR wrong number of arguments for 'geokv.mvset' command");
-      return step;
+      return Refused("ERR wrong number of arguments for 'geokv.mvset' command");
     }
     ParsedRequest p = Request(RequestKind::kMvSet, args[1]);
     if (p.status.ok()) p.status = CheckValue(args[2], node_.limits);
@@ -1258,8 +1239,7 @@ RespSession::Step RespSession::Own(std::vector<std::string>& args, const std::st
       if (!seen.ok()) p.status = seen.status();
     }
     if (!p.status.ok()) {
-      step.reply = ErrorReply(RespError(p.status));
-      return step;
+      return Refused(RespError(p.status));
     }
     p.op = MvWrite{std::move(args[2]), std::move(seen).value()};
     step.cls = StepClass::kWrite;

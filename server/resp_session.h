@@ -91,6 +91,8 @@ class RespSession {
   kj::Promise<std::string> RunSteps(std::vector<Step> steps, size_t from, std::string out,
                                     Flush flush);
 
+  // A step that only answers `message` as an error: nothing runs.
+  static Step Refused(std::string_view message);
   // The commands by group.
   Step Connection(std::vector<std::string>& args, const std::string& name);
   Step Strings(std::vector<std::string>& args, const std::string& name);
