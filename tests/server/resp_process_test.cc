@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "testing/process.h"
+#include "tests/resp/resp_client.h"
 #include "testing/server_process.h"
 #include "testing/test_dir.h"
 
@@ -22,6 +23,7 @@ namespace geokv {
 namespace {
 
 using testing::CommandResult;
+using testing::RespClient;
 using testing::RunCommand;
 using testing::ServerProcess;
 using testing::TestDir;
@@ -29,61 +31,6 @@ using testing::TestDir;
 constexpr char kRedisCli[] = "/usr/bin/redis-cli";
 
 bool HaveRedisCli() { return access(kRedisCli, X_OK) == 0; }
-
-// A connection to the Redis port that sends bytes and reads replies.
-class RawClient {
- public:
-  explicit RawClient(int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    timeval tv{5, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  }
-  ~RawClient() { close(fd_); }
-
-  bool connected() const { return connected_; }
-  int fd() const { return fd_; }
-  void Send(const std::string& bytes) {
-    size_t done = 0;
-    while (done < bytes.size()) {
-      ssize_t n = send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      done += static_cast<size_t>(n);
-    }
-  }
-  // Reads until `bytes` replies bytes arrived, the peer closed or 5 s passed.
-  std::string Read(size_t bytes) {
-    std::string out;
-    char buf[65536];
-    while (out.size() < bytes) {
-      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
-    return out;
-  }
-  // Until what was read ends with `suffix` (or the peer closes, or 5 s pass).
-  std::string ReadUntil(const std::string& suffix) {
-    std::string out;
-    char c;
-    while (out.size() < suffix.size() || out.compare(out.size() - suffix.size(), suffix.size(),
-                                                     suffix) != 0) {
-      if (recv(fd_, &c, 1, 0) != 1) break;
-      out += c;
-    }
-    return out;
-  }
-  // Everything until the peer closes (or 5 s pass).
-  std::string ReadToEnd() { return Read(SIZE_MAX); }
-
- private:
-  int fd_;
-  bool connected_ = false;
-};
 
 class RespProcessTest : public ::testing::Test {
  protected:
@@ -249,7 +196,7 @@ TEST_F(RespProcessTest, InfoReplicationAndRespThree) {
   EXPECT_EQ(info.find("# Keyspace"), std::string::npos) << info;
   EXPECT_NE(Ask({"INFO"}).find("db0:keys=0"), std::string::npos);
 
-  RawClient c(port_);
+  RespClient c(port_);
   ASSERT_TRUE(c.connected());
   c.Send("HELLO 3\r\n");
   const std::string hello = c.ReadUntil("$7\r\nmodules\r\n*0\r\n");
@@ -262,7 +209,7 @@ TEST_F(RespProcessTest, InfoReplicationAndRespThree) {
 
 TEST_F(RespProcessTest, ProtocolErrorsCloseOnlyTheirConnection) {
   StartServer({"--resp-max-args", "16", "--max-value-bytes", "1KiB"});
-  RawClient good(port_);
+  RespClient good(port_);
   ASSERT_TRUE(good.connected());
   struct Case {
     std::string bytes, reply;
@@ -275,7 +222,7 @@ TEST_F(RespProcessTest, ProtocolErrorsCloseOnlyTheirConnection) {
       {std::string(70000, 'x'), "-ERR Protocol error: too big inline request\r\n"},
   };
   for (const Case& k : cases) {
-    RawClient bad(port_);
+    RespClient bad(port_);
     ASSERT_TRUE(bad.connected());
     bad.Send("PING\r\n" + k.bytes);
     EXPECT_EQ(bad.ReadToEnd(), "+PONG\r\n" + k.reply);
@@ -283,7 +230,7 @@ TEST_F(RespProcessTest, ProtocolErrorsCloseOnlyTheirConnection) {
   good.Send("PING\r\n");
   EXPECT_EQ(good.Read(7), "+PONG\r\n");
   // A value over the limit within a bulk the parser takes is refused alone.
-  RawClient c(port_);
+  RespClient c(port_);
   c.Send("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1025\r\n" + std::string(1025, 'v') + "\r\nPING\r\n");
   const std::string reply = c.Read(60);
   EXPECT_EQ(reply.rfind("-TOOLARGE value of 1025 bytes exceeds max-value-bytes 1024", 0), 0u)
@@ -292,14 +239,14 @@ TEST_F(RespProcessTest, ProtocolErrorsCloseOnlyTheirConnection) {
 
 TEST_F(RespProcessTest, AClientThatNeverReadsCannotGrowTheServer) {
   StartServer();
-  RawClient writer(port_);
+  RespClient writer(port_);
   const std::string value(100 << 10, 'v');
   writer.Send("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$" + std::to_string(value.size()) + "\r\n" + value +
               "\r\n");
   EXPECT_EQ(writer.Read(5), "+OK\r\n");
   const long before = RssKiB();
   // 3000 GETs would be 300 MB of replies; the client reads none of them.
-  RawClient flood(port_);
+  RespClient flood(port_);
   fcntl(flood.fd(), F_SETFL, O_NONBLOCK);
   std::string gets;
   for (int i = 0; i < 3000; ++i) gets += "GET big\r\n";
@@ -315,7 +262,7 @@ TEST_F(RespProcessTest, AClientThatNeverReadsCannotGrowTheServer) {
   }
   usleep(500000);
   // Others are served meanwhile, and the server holds a bounded amount.
-  RawClient other(port_);
+  RespClient other(port_);
   other.Send("PING\r\n");
   EXPECT_EQ(other.Read(7), "+PONG\r\n");
   const long after = RssKiB();
