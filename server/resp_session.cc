@@ -193,6 +193,10 @@ std::string RespError(const Status& status) {
   return "ERR internal error: " + status.message();
 }
 
+// What the SADDs and SREMs of a batch have made of each (key, element)
+// so far, for their replies.
+using Membership = std::map<std::pair<std::string, std::string>, bool>;
+
 struct RespSession::Step {
   StepClass cls = StepClass::kAny;
   // Runs by itself, after every earlier step and before every later one.
@@ -202,7 +206,12 @@ struct RespSession::Step {
   std::vector<ParsedRequest> requests;
   // Turns the pre-read results into `requests`; not OK refuses the step
   // (its reply the error) with nothing written.
-  std::function<Status(std::vector<Result>& pre, std::vector<ParsedRequest>& requests)> gate;
+  std::function<Status(std::vector<Result>& pre, std::vector<ParsedRequest>& requests,
+                       Membership& members)>
+      gate;
+  // SADD and SREM: several may write one key in a batch, their replies
+  // following from the members before it and each earlier one's change.
+  bool shares_key = false;
   // The reply from the results; empty: `reply`.
   std::function<kj::Promise<std::string>(std::vector<Result>& pre, std::vector<Result>& results)>
       finish;
@@ -268,7 +277,7 @@ kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t f
   // The longest run of steps from `from` that can share one batch.
   size_t end = from;
   StepClass cls = StepClass::kAny;
-  std::set<std::string_view> written;
+  std::map<std::string_view, bool> written;  // key: whether all its writers share it
   for (; end < steps.size(); ++end) {
     Step& s = steps[end];
     if (s.alone) {
@@ -280,9 +289,12 @@ kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t f
     if (s.cls != cls || (cls == StepClass::kRead && end - from >= kMaxReadBatch)) break;
     if (s.cls == StepClass::kWrite) {
       bool conflict = false;
-      for (const std::string& k : s.keys) conflict |= written.count(k) > 0;
+      for (const std::string& k : s.keys) {
+        auto it = written.find(k);
+        conflict |= it != written.end() && !(it->second && s.shares_key);
+      }
       if (conflict) break;
-      for (const std::string& k : s.keys) written.insert(k);
+      for (const std::string& k : s.keys) written.emplace(k, s.shares_key);
     }
   }
   auto batch = std::make_shared<Batch>();
@@ -302,6 +314,7 @@ kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t f
       .then([this, batch](Answer answer) {
         size_t j = 0;
         std::vector<ParsedRequest> requests;
+        Membership members;
         for (size_t i = 0; i < batch->steps.size(); ++i) {
           Step& s = batch->steps[i];
           for (size_t k = 0; k < s.pre.size(); ++k) {
@@ -309,7 +322,7 @@ kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t f
                                                       : std::move(answer.results[j++]));
           }
           if (s.gate) {
-            Status allowed = s.gate(batch->pre[i], s.requests);
+            Status allowed = s.gate(batch->pre[i], s.requests, members);
             if (!allowed.ok()) {
               s.requests.clear();
               s.finish = nullptr;
@@ -746,7 +759,7 @@ RespSession::Step RespSession::Strings(std::vector<std::string>& args, const std
     }
     if (get) {
       step.pre.push_back(Request(RequestKind::kGet, args[1]));
-      step.gate = [](std::vector<Result>& pre, std::vector<ParsedRequest>&) {
+      step.gate = [](std::vector<Result>& pre, std::vector<ParsedRequest>&, Membership&) {
         if (pre[0].status.ok() || pre[0].status.IsNotFound()) return Status::OK();
         return pre[0].status;
       };
@@ -858,19 +871,27 @@ RespSession::Step RespSession::Sets(std::vector<std::string>& args, const std::s
     step.cls = StepClass::kWrite;
     step.keys.push_back(key);
     step.requests.push_back(std::move(p));
-    step.gate = [](std::vector<Result>& pre, std::vector<ParsedRequest>&) {
+    step.shares_key = true;
+    auto changed = std::make_shared<int64_t>(0);
+    step.gate = [key, elements, add, changed](std::vector<Result>& pre,
+                                              std::vector<ParsedRequest>&, Membership& members) {
       for (const Result& r : pre) {
         if (!r.status.ok()) return r.status;
       }
+      for (size_t i = 0; i < elements.size(); ++i) {
+        // The first SADD or SREM of the batch at this element sees the
+        // store; later ones, what the earlier ones left.
+        auto it = members.emplace(std::make_pair(key, elements[i]), pre[i].member).first;
+        *changed += it->second != add ? 1 : 0;
+        it->second = add;
+      }
       return Status::OK();
     };
-    step.finish = [this, add](std::vector<Result>& pre,
-                              std::vector<Result>& r) -> kj::Promise<std::string> {
+    step.finish = [this, changed](std::vector<Result>&,
+                                  std::vector<Result>& r) -> kj::Promise<std::string> {
       if (!r[0].status.ok()) return ErrorReply(RespError(r[0].status));
       last_token_ = r[0].token;
-      int64_t changed = 0;
-      for (const Result& m : pre) changed += m.member != add ? 1 : 0;
-      return IntegerReply(changed);
+      return IntegerReply(*changed);
     };
     return step;
   }
@@ -1080,8 +1101,8 @@ RespSession::Step RespSession::Del(std::vector<std::string>& args) {
   step.cls = StepClass::kWrite;
   step.keys = keys;
   auto deleted = std::make_shared<int64_t>(0);
-  step.gate = [this, keys, deleted](std::vector<Result>& pre,
-                                    std::vector<ParsedRequest>& requests) -> Status {
+  step.gate = [this, keys, deleted](std::vector<Result>& pre, std::vector<ParsedRequest>& requests,
+                                    Membership&) -> Status {
     for (size_t i = 0; i < keys.size(); ++i) {
       Result* r = &pre[4 * i];
       if (!r[0].status.ok()) return r[0].status;
