@@ -800,8 +800,10 @@ RespSession::Step RespSession::Strings(std::vector<std::string>& args, const std
                                         std::vector<Result>& r) -> kj::Promise<std::string> {
       if (!r[0].status.ok()) return ErrorReply(RespError(r[0].status));
       last_token_ = r[0].token;
-      // The value after this write: the read waits for the write's token.
+      // The value after this write, where the write is visible (its token):
+      // ONE, as a quorum read of a hot counter would repair it each time.
       ParsedRequest read = Request(RequestKind::kCounterGet, key);
+      read.consistency = Consistency::kOne;
       auto token = DecodeToken(r[0].token);
       if (token.ok()) read.tokens.push_back(*token);
       return RunOne(std::move(read)).then([](Result c) {
@@ -861,6 +863,9 @@ RespSession::Step RespSession::Sets(std::vector<std::string>& args, const std::s
     for (const std::string& e : elements) {
       ParsedRequest member = Request(RequestKind::kSIsMember, key);
       member.element = e;
+      // Only for the count: this node's view is enough, and a quorum read
+      // of a hot set would compare and repair it on every command.
+      member.consistency = Consistency::kOne;
       step.pre.push_back(std::move(member));
     }
     if (add) {
