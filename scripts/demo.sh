@@ -121,11 +121,13 @@ for n in "${nodes[@]}"; do
     --peer-listen "127.0.0.1:${peer_port[$n]}" --peers "$seeds" --peer-routes "$routes" \
     --gossip-listen "127.0.0.1:${gossip_port[$n]}" --seeds "127.0.0.1:${gossip_port[$r-1]}" \
     --replication-factor 2 --metrics-listen "${metrics_address[$n]}" --durability fsync \
-    --anti-entropy-interval 2s --heartbeat 250ms 2>"$log" &
+    --anti-entropy-interval 2s --heartbeat 250ms --resp-listen 127.0.0.1:0 2>"$log" &
   pids+=($!)
   port=$(wait_for_log "$log" '.*client API listening on .* port \([0-9]*\).*' $!)
   client_address[$n]="127.0.0.1:$port"
-  echo "   $n: client API ${client_address[$n]}, metrics http://${metrics_address[$n]}/metrics"
+  resp_port=$(wait_for_log "$log" '.*redis protocol listening on .* port \([0-9]*\).*' $!)
+  echo "   $n: client API ${client_address[$n]}, redis-cli -p $resp_port," \
+    "metrics http://${metrics_address[$n]}/metrics"
 done
 
 cli() { local n=$1; shift; "$cli_bin" --connect "${client_address[$n]}" "$@"; }

@@ -15,6 +15,8 @@ packages=(
   prometheus  # tests: promtool, and a real server scraping a cluster
   python3  # tests: the dashboard and alert checks (tests/monitoring)
   faketime  # tests: a node whose clock is off
+  redis-tools  # tests: redis-cli against the Redis port
+  python3-venv  # tests: redis-py in a virtual environment under the build dir
 )
 
 missing=()

@@ -21,6 +21,7 @@
 #include "server/leave.h"
 #include "server/membership_feed.h"
 #include "server/metric_sampler.h"
+#include "server/resp_server.h"
 #include "server/rpc_listener.h"
 #include "storage/async_store.h"
 #include "storage/store.h"
@@ -123,6 +124,12 @@ Status Node::Listen() {
     peer_receiver_ = listen(options_.peer_listen);
     if (peer_receiver_.get() == nullptr) {
       return Status::IOError("cannot listen on " + options_.peer_listen);
+    }
+  }
+  if (!options_.resp_listen.empty()) {
+    resp_receiver_ = listen(options_.resp_listen);
+    if (resp_receiver_.get() == nullptr) {
+      return Status::IOError("cannot listen on " + options_.resp_listen);
     }
   }
   return Status::OK();
@@ -248,8 +255,27 @@ void Node::StartServices() {
   RpcListenerOptions client_options;
   client_options.max_connections = options_.max_connections;
   client_options.max_message_bytes = options_.max_message_bytes;
+  // The two client ports share one connection limit.
+  client_options.other_connections = [this] {
+    return resp_server_ ? resp_server_->connections() : 0;
+  };
   listener_ = std::make_unique<RpcListener>(kj::mv(receiver_), sessions, timer, client_options);
   spdlog::info("client API listening on {} port {}", options_.listen, listener_->port());
+  if (resp_receiver_.get() != nullptr) {
+    RespServerOptions resp;
+    resp.limits.max_bulk_bytes = std::max(options_.max_value_bytes, options_.max_key_bytes);
+    resp.limits.max_args = options_.resp_max_args;
+    resp.limits.max_inline_bytes = options_.resp_max_inline_bytes;
+    resp.limits.max_command_bytes = options_.max_message_bytes;
+    resp.max_connections = options_.max_connections;
+    resp.other_connections = [this] { return listener_ ? listener_->connections() : 0; };
+    RespNode node{*coordinator_, *admin_, *replicator_, *async_store_, limits,
+                  options_.max_message_bytes / 2, {}, {}};
+    resp_server_ = std::make_unique<RespServer>(kj::mv(resp_receiver_), std::move(node), timer,
+                                                std::move(resp));
+    spdlog::info("redis protocol listening on {} port {}", options_.resp_listen,
+                 resp_server_->port());
+  }
   if (peer_receiver_.get() != nullptr) {
     RpcListenerOptions peer_options;
     peer_options.max_connections = options_.max_connections;
@@ -318,6 +344,7 @@ int Node::Shutdown() {
   kj::Timer& timer = io_->provider->getTimer();
   listener_->StopAccepting();
   if (peer_listener_) peer_listener_->StopAccepting();
+  if (resp_server_) resp_server_->StopAccepting();
   serving_->Close();
   if (gossip_) gossip_->Stop();
   if (follower_) follower_->Stop();
@@ -347,6 +374,7 @@ int Node::Shutdown() {
   while (!listener_->RepliesSent() && timer.now() < deadline) {
     timer.afterDelay(10 * kj::MILLISECONDS).wait(ws);
   }
+  resp_server_.reset();
   listener_.reset();
   peer_listener_.reset();
   if (!drained) {

@@ -30,6 +30,7 @@ class MetricsServer;
 class Replicator;
 class ServingGate;
 class ReplicatorForwarder;
+class RespServer;
 class RpcListener;
 class Store;
 
@@ -81,6 +82,7 @@ class Node {
   std::unique_ptr<AsyncStore> async_store_;
   kj::Own<kj::ConnectionReceiver> receiver_;
   kj::Own<kj::ConnectionReceiver> peer_receiver_;
+  kj::Own<kj::ConnectionReceiver> resp_receiver_;
   std::unique_ptr<Gossip> gossip_;
   std::unique_ptr<ClusterView> view_;
   std::unique_ptr<Metrics> metrics_;
@@ -96,6 +98,7 @@ class Node {
   std::unique_ptr<KvService> forward_service_;
   std::unique_ptr<RpcListener> listener_;
   std::unique_ptr<RpcListener> peer_listener_;
+  std::unique_ptr<RespServer> resp_server_;
   std::unique_ptr<MembershipFollower> follower_;
   std::unique_ptr<MetricSampler> sampler_;
   kj::Promise<void> join_wait_ = nullptr;

@@ -119,6 +119,14 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
       ->check(AtLeast(1));
   ms_option("--heartbeat", &o.heartbeat_ms, "Interval of heartbeats to each peer")
       ->check(CLI::Range(uint64_t{10}, uint64_t{60000}));
+  app.add_option("--resp-listen", o.resp_listen,
+                 "HOST:PORT of the Redis protocol port (default: none; docs/resp.md)");
+  app.add_option("--resp-max-args", o.resp_max_args,
+                 "Arguments of one Redis command; more close the connection")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{3}, size_t{1} << 24));
+  size_option("--resp-max-inline-bytes", &o.resp_max_inline_bytes,
+              "Longest Redis inline command or protocol line");
   app.add_option("--metrics-listen", o.metrics_listen,
                  "HOST:PORT serving /metrics for Prometheus (default: none)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
@@ -139,6 +147,12 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
       o.max_message_bytes - o.max_key_bytes - o.max_value_bytes < 4096) {
     return usage_error("--max-message-bytes: must exceed --max-key-bytes plus --max-value-bytes "
                        "plus 4 KiB");
+  }
+  if (o.resp_max_inline_bytes < 64) {
+    return usage_error("--resp-max-inline-bytes: must be at least 64");
+  }
+  if (!o.resp_listen.empty() && o.resp_listen.find(':') == std::string::npos) {
+    return usage_error("--resp-listen: '" + o.resp_listen + "' is not HOST:PORT");
   }
   if (o.data_dir.empty()) return usage_error("--data-dir: must not be empty");
   auto parsed_peers = ParsePeers(peers, o.region);

@@ -90,6 +90,15 @@ struct ServerOptions {
   size_t replication_window = 64;
   uint64_t heartbeat_ms = 1000;
 
+  // The Redis protocol (docs/resp.md).
+  // HOST:PORT of the Redis port; empty: none served.
+  std::string resp_listen;
+  // Arguments of one Redis command (a multibulk count); beyond, the
+  // connection is closed with a protocol error.
+  size_t resp_max_args = size_t{1} << 20;
+  // The longest inline command line or protocol header line.
+  size_t resp_max_inline_bytes = 64 << 10;
+
   // HOST:PORT where /metrics is served for Prometheus; empty: nowhere.
   std::string metrics_listen;
 

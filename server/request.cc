@@ -2,6 +2,29 @@
 
 namespace geokv {
 
+namespace {
+
+Status CheckSize(const char* what, size_t size, const char* limit_name, size_t limit) {
+  if (size <= limit) return Status::OK();
+  return Status::TooLarge(std::string(what) + " of " + std::to_string(size) +
+                          " bytes exceeds " + limit_name + " " + std::to_string(limit));
+}
+
+}  // namespace
+
+Status CheckKey(std::string_view key, const RequestLimits& limits) {
+  if (key.empty()) return Status::InvalidArgument("empty key");
+  return CheckSize("key", key.size(), "max-key-bytes", limits.max_key_bytes);
+}
+
+Status CheckValue(std::string_view value, const RequestLimits& limits) {
+  return CheckSize("value", value.size(), "max-value-bytes", limits.max_value_bytes);
+}
+
+Status CheckElement(std::string_view element, const RequestLimits& limits) {
+  return CheckSize("set element", element.size(), "max-key-bytes", limits.max_key_bytes);
+}
+
 const char* ConsistencyName(Consistency level) {
   switch (level) {
     case Consistency::kOne: return "ONE";

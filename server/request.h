@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "crdt/crdt.h"
@@ -39,6 +40,21 @@ bool IsWrite(RequestKind kind);
 
 // Default page of sMembers when the request's limit is 0, and its largest.
 inline constexpr uint32_t kDefaultMembersPage = 1000;
+
+// The sizes a request is checked against, whatever its wire form.
+struct RequestLimits {
+  size_t max_key_bytes = 4 << 10;    // keys and set elements
+  size_t max_value_bytes = 8 << 20;  // register values
+};
+
+// OK, or why `key` is refused: empty (InvalidArgument) or over
+// max_key_bytes (TooLarge).
+Status CheckKey(std::string_view key, const RequestLimits& limits);
+// OK, or TooLarge when `value` exceeds max_value_bytes.
+Status CheckValue(std::string_view value, const RequestLimits& limits);
+// OK, or TooLarge: elements are parts of row keys, so they share the key
+// limit.
+Status CheckElement(std::string_view element, const RequestLimits& limits);
 
 // One request, read once from its wire form and checked against the limits.
 struct ParsedRequest {

@@ -135,23 +135,16 @@ RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver,
 
 RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver, RpcSessionFactory sessions,
                          kj::Timer& timer, RpcListenerOptions options)
-    : receiver_(kj::mv(receiver)),
-      sessions_(std::move(sessions)),
+    : sessions_(std::move(sessions)),
       timer_(timer),
       options_(options),
-      port_(receiver_->getPort()),
-      tasks_(*this) {
-  accepting_ = AcceptLoop().eagerlyEvaluate([](kj::Exception&& e) {
-    spdlog::error("accepting connections failed: {}", e.getDescription().cStr());
-  });
-}
+      tasks_(*this),
+      acceptor_(kj::mv(receiver), timer,
+                [this](kj::Own<kj::AsyncIoStream> stream) { Serve(kj::mv(stream)); }, "RPC") {}
 
 RpcListener::~RpcListener() = default;
 
-void RpcListener::StopAccepting() {
-  accepting_ = nullptr;
-  receiver_ = nullptr;
-}
+void RpcListener::StopAccepting() { acceptor_.Stop(); }
 
 bool RpcListener::RepliesSent() {
   for (auto& c : connections_) {
@@ -160,25 +153,11 @@ bool RpcListener::RepliesSent() {
   return true;
 }
 
-kj::Promise<void> RpcListener::AcceptLoop() {
-  return receiver_->accept().then(
-      [this](kj::Own<kj::AsyncIoStream> stream) {
-        Serve(kj::mv(stream));
-        return AcceptLoop();
-      },
-      [this](kj::Exception&& e) {
-        // Out of file descriptors, most likely: open connections will close
-        // and free some.
-        spdlog::error("accepting a connection failed (retrying in 100 ms): {}",
-                      e.getDescription().cStr());
-        return timer_.afterDelay(100 * kj::MILLISECONDS).then([this] { return AcceptLoop(); });
-      });
-}
-
 void RpcListener::Serve(kj::Own<kj::AsyncIoStream> stream) {
-  if (connections_.size() >= options_.max_connections) {
-    spdlog::warn("refusing a connection: {} connections open (max-connections)",
-                 connections_.size());
+  const size_t open = connections_.size() +
+                      (options_.other_connections ? options_.other_connections() : 0);
+  if (open >= options_.max_connections) {
+    spdlog::warn("refusing a connection: {} connections open (max-connections)", open);
     return;  // dropping the stream closes it
   }
   connections_.push_back(kj::heap<Connection>(kj::mv(stream), sessions_(), timer_, options_));

@@ -19,10 +19,15 @@
 #include <list>
 #include <string>
 
+#include "server/acceptor.h"
+
 namespace geokv {
 
 struct RpcListenerOptions {
   size_t max_connections = 1024;
+  // Connections open elsewhere (another front end) that count against
+  // max_connections. May be empty.
+  std::function<size_t()> other_connections;
   size_t max_message_bytes = 64 << 20;
 };
 
@@ -49,7 +54,7 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
   ~RpcListener();
 
   // The port the socket is bound to (useful after binding port 0).
-  unsigned port() const { return port_; }
+  unsigned port() const { return acceptor_.port(); }
 
   // Closes the listening socket; open connections are served on.
   void StopAccepting();
@@ -62,18 +67,15 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
  private:
   struct Connection;
 
-  kj::Promise<void> AcceptLoop();
   void Serve(kj::Own<kj::AsyncIoStream> stream);
   void taskFailed(kj::Exception&& exception) override;
 
-  kj::Own<kj::ConnectionReceiver> receiver_;
   RpcSessionFactory sessions_;
   kj::Timer& timer_;
   const RpcListenerOptions options_;
-  unsigned port_;
   std::list<kj::Own<Connection>> connections_;
   kj::TaskSet tasks_;
-  kj::Maybe<kj::Promise<void>> accepting_;
+  Acceptor acceptor_;
 };
 
 }  // namespace geokv

@@ -13,12 +13,7 @@ namespace geokv {
 namespace {
 
 Status CheckValue(capnp::Data::Reader value, const RequestLimits& limits) {
-  if (value.size() > limits.max_value_bytes) {
-    return Status::TooLarge("value of " + std::to_string(value.size()) +
-                            " bytes exceeds max-value-bytes " +
-                            std::to_string(limits.max_value_bytes));
-  }
-  return Status::OK();
+  return CheckValue(View(value), limits);
 }
 
 // Elements are stored as parts of row keys, so they share the key limit.
@@ -28,11 +23,7 @@ StatusOr<std::vector<std::string>> ReadElements(capnp::List<capnp::Data>::Reader
   std::vector<std::string> out;
   out.reserve(elements.size());
   for (auto e : elements) {
-    if (e.size() > limits.max_key_bytes) {
-      return Status::TooLarge("set element of " + std::to_string(e.size()) +
-                              " bytes exceeds max-key-bytes " +
-                              std::to_string(limits.max_key_bytes));
-    }
+    GEOKV_RETURN_IF_ERROR(CheckElement(View(e), limits));
     out.push_back(String(e));
   }
   return out;
@@ -145,13 +136,7 @@ void SetKey(const ParsedRequest& r, Builder b) {
 }  // namespace
 
 Status CheckKey(capnp::Data::Reader key, const RequestLimits& limits) {
-  if (key.size() == 0) return Status::InvalidArgument("empty key");
-  if (key.size() > limits.max_key_bytes) {
-    return Status::TooLarge("key of " + std::to_string(key.size()) +
-                            " bytes exceeds max-key-bytes " +
-                            std::to_string(limits.max_key_bytes));
-  }
-  return Status::OK();
+  return CheckKey(View(key), limits);
 }
 
 rpc::Consistency WireConsistency(Consistency level) {

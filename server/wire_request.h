@@ -21,14 +21,7 @@
 
 namespace geokv {
 
-// The sizes a request is checked against.
-struct RequestLimits {
-  size_t max_key_bytes = 4 << 10;    // keys and set elements
-  size_t max_value_bytes = 8 << 20;  // register values
-};
-
-// OK, or why `key` is refused: empty (InvalidArgument) or over
-// max_key_bytes (TooLarge).
+// CheckKey (server/request.h) of a key as the wire holds it.
 Status CheckKey(capnp::Data::Reader key, const RequestLimits& limits);
 
 ParsedRequest ParseRequest(rpc::SetRequest::Reader r, const RequestLimits& limits);

@@ -1,0 +1,143 @@
+#include "server/resp_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <utility>
+#include <vector>
+
+namespace geokv {
+namespace {
+
+constexpr size_t kReadBytes = 64 << 10;
+
+std::string PeerName(kj::AsyncIoStream& stream) {
+  struct sockaddr_storage addr {};
+  kj::uint len = sizeof(addr);
+  std::string out = "?";
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    stream.getpeername(reinterpret_cast<struct sockaddr*>(&addr), &len);
+  })) {
+    return out;
+  }
+  char host[INET6_ADDRSTRLEN] = "";
+  if (addr.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<struct sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+    return std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
+  }
+  if (addr.ss_family == AF_INET6) {
+    auto* in = reinterpret_cast<struct sockaddr_in6*>(&addr);
+    inet_ntop(AF_INET6, &in->sin6_addr, host, sizeof(host));
+    return "[" + std::string(host) + "]:" + std::to_string(ntohs(in->sin6_port));
+  }
+  return out;
+}
+
+}  // namespace
+
+struct RespServer::Connection {
+  Connection(kj::Own<kj::AsyncIoStream> s, RespNode& node, uint64_t id, const RespLimits& limits)
+      : stream(kj::mv(s)), parser(limits), session(node, id, PeerName(*stream)) {}
+
+  kj::Own<kj::AsyncIoStream> stream;
+  RespParser parser;
+  RespSession session;
+  kj::byte buffer[kReadBytes];
+  std::string out;  // replies being written
+};
+
+RespServer::RespServer(kj::Own<kj::ConnectionReceiver> receiver, RespNode node, kj::Timer& timer,
+                       RespServerOptions options)
+    : node_(std::move(node)),
+      options_(std::move(options)),
+      tasks_(*this),
+      acceptor_(kj::mv(receiver), timer,
+                [this](kj::Own<kj::AsyncIoStream> stream) { Serve(kj::mv(stream)); }, "redis") {
+  node_.client_list = [this] { return ClientList(); };
+  node_.connections = [this] { return connections_.size(); };
+}
+
+RespServer::~RespServer() = default;
+
+void RespServer::StopAccepting() { acceptor_.Stop(); }
+
+std::string RespServer::ClientList() const {
+  std::string out;
+  for (const auto& c : connections_) out += c->session.Describe() + "\n";
+  return out;
+}
+
+void RespServer::Serve(kj::Own<kj::AsyncIoStream> stream) {
+  const size_t open = connections_.size() +
+                      (options_.other_connections ? options_.other_connections() : 0);
+  if (open >= options_.max_connections) {
+    spdlog::warn("refusing a redis connection: {} connections open (max-connections)", open);
+    return;  // dropping the stream closes it
+  }
+  connections_.push_back(
+      kj::heap<Connection>(kj::mv(stream), node_, next_id_++, options_.limits));
+  auto it = std::prev(connections_.end());
+  tasks_.add(Read(**it).then([] { return kj::evalLater([] {}); })
+                 .then([this, it] { connections_.erase(it); },
+                       [this, it](kj::Exception&& e) {
+                         if (e.getType() != kj::Exception::Type::DISCONNECTED) {
+                           spdlog::debug("redis connection ended: {}",
+                                         e.getDescription().cStr());
+                         }
+                         connections_.erase(it);
+                       }));
+}
+
+kj::Promise<void> RespServer::Read(Connection& c) {
+  return c.stream->tryRead(c.buffer, 1, kReadBytes).then([this, &c](size_t n) -> kj::Promise<void> {
+    if (n == 0) return kj::READY_NOW;  // the client closed
+    c.parser.Feed(std::string_view(reinterpret_cast<const char*>(c.buffer), n));
+    return Process(c);
+  });
+}
+
+kj::Promise<void> RespServer::Process(Connection& c) {
+  std::vector<std::vector<std::string>> commands;
+  RespParser::State state = RespParser::State::kNeedMore;
+  while (commands.size() < options_.max_commands) {
+    std::vector<std::string> args;
+    state = c.parser.Next(&args);
+    if (state != RespParser::State::kCommand) break;
+    commands.push_back(std::move(args));
+  }
+  if (state == RespParser::State::kError) {
+    spdlog::info("redis client {}: {}; closing", c.session.Describe(), c.parser.error());
+  }
+  if (commands.empty() && state == RespParser::State::kNeedMore) return Read(c);
+  auto flush = [&c](std::string replies) {
+    c.out = std::move(replies);
+    return c.stream->write(c.out.data(), c.out.size());
+  };
+  return c.session.Execute(std::move(commands), flush)
+      .then([this, &c, state](std::string replies) -> kj::Promise<void> {
+        const bool close = state == RespParser::State::kError || c.session.closing();
+        if (state == RespParser::State::kError) AppendError(replies, "ERR " + c.parser.error());
+        c.out = std::move(replies);
+        // The next read waits until these replies are written: a client
+        // that does not read them stops being read.
+        auto written = c.out.empty() ? kj::Promise<void>(kj::READY_NOW)
+                                     : c.stream->write(c.out.data(), c.out.size());
+        return written.then([this, &c, close]() -> kj::Promise<void> {
+          c.out.clear();
+          if (close) {
+            c.stream->shutdownWrite();
+            return kj::READY_NOW;
+          }
+          return Process(c);
+        });
+      });
+}
+
+void RespServer::taskFailed(kj::Exception&& exception) {
+  spdlog::warn("redis connection task failed: {}", exception.getDescription().cStr());
+}
+
+}  // namespace geokv
