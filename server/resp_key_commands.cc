@@ -264,16 +264,15 @@ RespSession::Step RespSession::Own(std::vector<std::string>& args, const std::st
       if (last_token_.empty()) {
         AppendNull(out, resp3);
       } else {
-        AppendBulk(out, Hex(last_token_));
+        AppendBulk(out, ToHex(last_token_));
       }
       return out;
     };
   } else if (name == "geokv.after") {
     std::vector<CausalToken> tokens;
     for (size_t i = 1; i < args.size(); ++i) {
-      std::string bytes;
       StatusOr<CausalToken> token = Status::InvalidArgument("not hex");
-      if (Unhex(args[i], &bytes)) token = DecodeToken(bytes);
+      if (std::optional<std::string> bytes = FromHex(args[i])) token = DecodeToken(*bytes);
       if (!token.ok()) {
         return Refused("ERR invalid token '" + PrintableBytes(args[i]) +
                                 "': " + token.status().message());
@@ -333,7 +332,7 @@ RespSession::Step RespSession::Own(std::vector<std::string>& args, const std::st
       AppendArray(out, 2);
       AppendArray(out, m.values.size());
       for (const auto& v : m.values) AppendBulk(out, v);
-      AppendBulk(out, Hex(m.context));
+      AppendBulk(out, ToHex(m.context));
       return out;
     };
   } else if (name == "geokv.mvset") {
@@ -343,8 +342,13 @@ RespSession::Step RespSession::Own(std::vector<std::string>& args, const std::st
     ParsedRequest p = Request(RequestKind::kMvSet, args[1]);
     if (p.status.ok()) p.status = CheckValue(args[2], node_.limits);
     std::string context;
-    if (p.status.ok() && args.size() == 4 && !Unhex(args[3], &context)) {
-      p.status = Status::InvalidArgument("the context is not hex (from GEOKV.MVGET)");
+    if (p.status.ok() && args.size() == 4) {
+      std::optional<std::string> bytes = FromHex(args[3]);
+      if (bytes) {
+        context = std::move(*bytes);
+      } else {
+        p.status = Status::InvalidArgument("the context is not hex (from GEOKV.MVGET)");
+      }
     }
     StatusOr<CausalContext> seen = Status::InvalidArgument("no context");
     if (p.status.ok()) {

@@ -136,33 +136,6 @@ inline bool ParseInt(const std::string& s, int64_t* out) {
   return true;
 }
 
-inline std::string Hex(std::string_view bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
-}
-
-inline bool Unhex(std::string_view hex, std::string* out) {
-  if (hex.size() % 2 != 0) return false;
-  out->clear();
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    int v = 0;
-    for (size_t j = i; j < i + 2; ++j) {
-      const char c = hex[j];
-      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-      if (d < 0) return false;
-      v = v * 16 + d;
-    }
-    out->push_back(static_cast<char>(v));
-  }
-  return true;
-}
-
 // The Redis TYPE of a key's live types.
 inline const char* RedisType(const std::vector<CrdtType>& types) {
   if (types.empty()) return "none";
