@@ -7,11 +7,12 @@
 namespace geokv {
 
 Acceptor::Acceptor(kj::Own<kj::ConnectionReceiver> receiver, kj::Timer& timer, Serve serve,
-                   std::string what)
+                   std::string what, std::shared_ptr<ConnectionSlots> slots)
     : receiver_(kj::mv(receiver)),
       timer_(timer),
       serve_(std::move(serve)),
       what_(std::move(what)),
+      slots_(std::move(slots)),
       port_(receiver_->getPort()) {
   accepting_ = Loop().eagerlyEvaluate([this](kj::Exception&& e) {
     spdlog::error("accepting {} connections failed: {}", what_, e.getDescription().cStr());
@@ -26,7 +27,14 @@ void Acceptor::Stop() {
 kj::Promise<void> Acceptor::Loop() {
   return receiver_->accept().then(
       [this](kj::Own<kj::AsyncIoStream> stream) {
-        serve_(kj::mv(stream));
+        std::optional<ConnectionSlots::Slot> slot = ConnectionSlots::Take(slots_);
+        if (slot) {
+          serve_(kj::mv(stream), std::move(*slot));
+        } else {
+          // Dropping the stream closes it.
+          spdlog::warn("refusing a {} connection: {} connections open (max-connections)", what_,
+                       slots_->open());
+        }
         return Loop();
       },
       [this](kj::Exception&& e) {

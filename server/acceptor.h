@@ -1,27 +1,66 @@
 // Accepts the connections of a listening socket on the event loop and hands
-// each to a callback; an accept that fails (out of file descriptors, most
-// likely) is logged and retried after 100 ms. Shared by the client API, peer
-// API and Redis ports.
+// each to a callback with a slot of its port's connection limit; a
+// connection beyond the limit is closed at once, and an accept that fails
+// (out of file descriptors, most likely) is logged and retried after
+// 100 ms. Shared by the client API, peer API and Redis ports.
 
 #ifndef GEOKV_SERVER_ACCEPTOR_H_
 #define GEOKV_SERVER_ACCEPTOR_H_
 
 #include <kj/async-io.h>
 
+#include <cstddef>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 
 namespace geokv {
+
+// The connections open on the ports that share one limit (the client API
+// and the Redis port share --max-connections). Loop thread only.
+class ConnectionSlots {
+ public:
+  explicit ConnectionSlots(size_t max) : max_(max) {}
+  size_t open() const { return open_; }
+
+  // One connection's slot, freed when it goes.
+  class Slot {
+   public:
+    Slot(Slot&& other) noexcept : slots_(std::exchange(other.slots_, nullptr)) {}
+    Slot& operator=(Slot&&) = delete;
+    ~Slot() {
+      if (slots_ != nullptr) --slots_->open_;
+    }
+
+   private:
+    friend class ConnectionSlots;
+    explicit Slot(std::shared_ptr<ConnectionSlots> slots) : slots_(std::move(slots)) {}
+    std::shared_ptr<ConnectionSlots> slots_;
+  };
+
+  // A slot, or nullopt when `max` are open.
+  static std::optional<Slot> Take(const std::shared_ptr<ConnectionSlots>& slots) {
+    if (slots->open_ >= slots->max_) return std::nullopt;
+    ++slots->open_;
+    return Slot(slots);
+  }
+
+ private:
+  const size_t max_;
+  size_t open_ = 0;
+};
 
 // Lives on the event loop's thread.
 class Acceptor {
  public:
-  using Serve = std::function<void(kj::Own<kj::AsyncIoStream>)>;
+  using Serve = std::function<void(kj::Own<kj::AsyncIoStream>, ConnectionSlots::Slot)>;
 
   // Starts accepting. `timer` must outlive the acceptor; `what` names the
-  // port in logs.
+  // port in logs; `slots` is the port's connection limit.
   Acceptor(kj::Own<kj::ConnectionReceiver> receiver, kj::Timer& timer, Serve serve,
-           std::string what);
+           std::string what, std::shared_ptr<ConnectionSlots> slots);
 
   // The port the socket is bound to (useful after binding port 0).
   unsigned port() const { return port_; }
@@ -35,6 +74,7 @@ class Acceptor {
   kj::Timer& timer_;
   const Serve serve_;
   const std::string what_;
+  const std::shared_ptr<ConnectionSlots> slots_;
   const unsigned port_;
   kj::Maybe<kj::Promise<void>> accepting_;
 };

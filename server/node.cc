@@ -256,9 +256,8 @@ void Node::StartServices() {
   client_options.max_connections = options_.max_connections;
   client_options.max_message_bytes = options_.max_message_bytes;
   // The two client ports share one connection limit.
-  client_options.other_connections = [this] {
-    return resp_server_ ? resp_server_->connections() : 0;
-  };
+  auto client_slots = std::make_shared<ConnectionSlots>(options_.max_connections);
+  client_options.slots = client_slots;
   listener_ = std::make_unique<RpcListener>(kj::mv(receiver_), sessions, timer, client_options);
   spdlog::info("client API listening on {} port {}", options_.listen, listener_->port());
   if (resp_receiver_.get() != nullptr) {
@@ -267,8 +266,7 @@ void Node::StartServices() {
     resp.limits.max_args = options_.resp_max_args;
     resp.limits.max_inline_bytes = options_.resp_max_inline_bytes;
     resp.limits.max_command_bytes = options_.max_message_bytes;
-    resp.max_connections = options_.max_connections;
-    resp.other_connections = [this] { return listener_ ? listener_->connections() : 0; };
+    resp.slots = client_slots;
     RespNode node{*coordinator_, *admin_, *replicator_, *async_store_, limits,
                   options_.max_message_bytes / 2, {}, {}};
     resp_server_ = std::make_unique<RespServer>(kj::mv(resp_receiver_), std::move(node), timer,

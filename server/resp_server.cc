@@ -39,9 +39,14 @@ std::string PeerName(kj::AsyncIoStream& stream) {
 }  // namespace
 
 struct RespServer::Connection {
-  Connection(kj::Own<kj::AsyncIoStream> s, RespNode& node, uint64_t id, const RespLimits& limits)
-      : stream(kj::mv(s)), parser(limits), session(node, id, PeerName(*stream)) {}
+  Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RespNode& node, uint64_t id,
+             const RespLimits& limits)
+      : slot(std::move(slot)),
+        stream(kj::mv(s)),
+        parser(limits),
+        session(node, id, PeerName(*stream)) {}
 
+  ConnectionSlots::Slot slot;
   kj::Own<kj::AsyncIoStream> stream;
   RespParser parser;
   RespSession session;
@@ -55,7 +60,12 @@ RespServer::RespServer(kj::Own<kj::ConnectionReceiver> receiver, RespNode node, 
       options_(std::move(options)),
       tasks_(*this),
       acceptor_(kj::mv(receiver), timer,
-                [this](kj::Own<kj::AsyncIoStream> stream) { Serve(kj::mv(stream)); }, "redis") {
+                [this](kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
+                  Serve(kj::mv(stream), std::move(slot));
+                },
+                "redis",
+                options_.slots ? options_.slots
+                               : std::make_shared<ConnectionSlots>(options_.max_connections)) {
   node_.client_list = [this] { return ClientList(); };
   node_.connections = [this] { return connections_.size(); };
 }
@@ -70,15 +80,9 @@ std::string RespServer::ClientList() const {
   return out;
 }
 
-void RespServer::Serve(kj::Own<kj::AsyncIoStream> stream) {
-  const size_t open = connections_.size() +
-                      (options_.other_connections ? options_.other_connections() : 0);
-  if (open >= options_.max_connections) {
-    spdlog::warn("refusing a redis connection: {} connections open (max-connections)", open);
-    return;  // dropping the stream closes it
-  }
-  connections_.push_back(
-      kj::heap<Connection>(kj::mv(stream), node_, next_id_++, options_.limits));
+void RespServer::Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
+  connections_.push_back(kj::heap<Connection>(kj::mv(stream), std::move(slot), node_, next_id_++,
+                                              options_.limits));
   auto it = std::prev(connections_.end());
   tasks_.add(Read(**it).then([] { return kj::evalLater([] {}); })
                  .then([this, it] { connections_.erase(it); },

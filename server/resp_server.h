@@ -3,8 +3,8 @@
 // as one RespSession::Execute (server/resp_session.h), so the writes of one
 // read share a group commit; the replies of one read are written together.
 //
-// Limits: connections beyond max_connections (counting the client API's,
-// through other_connections) are closed at once; a connection is not read
+// Limits: connections beyond max_connections (shared with the client API
+// through `slots`) are closed at once; a connection is not read
 // while the replies of its last read are unsent, and one read's commands
 // run at most max_commands at a time, so a client that pipelines without
 // reading its replies holds at most one read's commands and replies. A
@@ -32,9 +32,9 @@ struct RespServerOptions {
   RespLimits limits;
   // Default: 1024, as the client API's --max-connections.
   size_t max_connections = 1024;
-  // Connections open elsewhere that count against max_connections. May be
-  // empty.
-  std::function<size_t()> other_connections;
+  // The limit shared with another port; default (nullptr): its own of
+  // max_connections.
+  std::shared_ptr<ConnectionSlots> slots;
   // Commands of one connection run at once (one Execute). Default: 1024.
   size_t max_commands = 1024;
 };
@@ -51,12 +51,11 @@ class RespServer : private kj::TaskSet::ErrorHandler {
   unsigned port() const { return acceptor_.port(); }
   // Closes the listening socket; open connections are served on.
   void StopAccepting();
-  size_t connections() const { return connections_.size(); }
 
  private:
   struct Connection;
 
-  void Serve(kj::Own<kj::AsyncIoStream> stream);
+  void Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot);
   // Runs what the connection's parser holds, then reads more.
   kj::Promise<void> Process(Connection& c);
   kj::Promise<void> Read(Connection& c);

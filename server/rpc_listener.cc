@@ -102,9 +102,10 @@ class PacedStream final : public kj::AsyncIoStream {
 }  // namespace
 
 struct RpcListener::Connection {
-  Connection(kj::Own<kj::AsyncIoStream> s, RpcSession session, kj::Timer& timer,
-             const RpcListenerOptions& options)
-      : stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes,
+  Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RpcSession session,
+             kj::Timer& timer, const RpcListenerOptions& options)
+      : slot(std::move(slot)),
+        stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes,
                                      kj::mv(session.wait))),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
@@ -118,6 +119,7 @@ struct RpcListener::Connection {
     return r;
   }
 
+  ConnectionSlots::Slot slot;
   kj::Own<PacedStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
@@ -140,7 +142,12 @@ RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver, RpcSessionFac
       options_(options),
       tasks_(*this),
       acceptor_(kj::mv(receiver), timer,
-                [this](kj::Own<kj::AsyncIoStream> stream) { Serve(kj::mv(stream)); }, "RPC") {}
+                [this](kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
+                  Serve(kj::mv(stream), std::move(slot));
+                },
+                "RPC",
+                options_.slots ? options_.slots
+                               : std::make_shared<ConnectionSlots>(options_.max_connections)) {}
 
 RpcListener::~RpcListener() = default;
 
@@ -153,14 +160,9 @@ bool RpcListener::RepliesSent() {
   return true;
 }
 
-void RpcListener::Serve(kj::Own<kj::AsyncIoStream> stream) {
-  const size_t open = connections_.size() +
-                      (options_.other_connections ? options_.other_connections() : 0);
-  if (open >= options_.max_connections) {
-    spdlog::warn("refusing a connection: {} connections open (max-connections)", open);
-    return;  // dropping the stream closes it
-  }
-  connections_.push_back(kj::heap<Connection>(kj::mv(stream), sessions_(), timer_, options_));
+void RpcListener::Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
+  connections_.push_back(
+      kj::heap<Connection>(kj::mv(stream), std::move(slot), sessions_(), timer_, options_));
   auto it = std::prev(connections_.end());
   spdlog::debug("connection opened ({} open)", connections_.size());
   tasks_.add((*it)->network.onDisconnect()

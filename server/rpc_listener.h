@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <functional>
 #include <list>
+#include <memory>
 #include <string>
 
 #include "server/acceptor.h"
@@ -25,9 +26,9 @@ namespace geokv {
 
 struct RpcListenerOptions {
   size_t max_connections = 1024;
-  // Connections open elsewhere (another front end) that count against
-  // max_connections. May be empty.
-  std::function<size_t()> other_connections;
+  // The limit shared with another port; default (nullptr): its own of
+  // max_connections.
+  std::shared_ptr<ConnectionSlots> slots;
   size_t max_message_bytes = 64 << 20;
 };
 
@@ -62,12 +63,10 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
   // Whether every reply given so far has been written to its socket.
   bool RepliesSent();
 
-  size_t connections() const { return connections_.size(); }
-
  private:
   struct Connection;
 
-  void Serve(kj::Own<kj::AsyncIoStream> stream);
+  void Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot);
   void taskFailed(kj::Exception&& exception) override;
 
   RpcSessionFactory sessions_;

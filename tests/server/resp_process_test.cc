@@ -237,6 +237,31 @@ TEST_F(RespProcessTest, ProtocolErrorsCloseOnlyTheirConnection) {
       << reply;
 }
 
+// The Redis port and the client API share --max-connections: a slot taken
+// on one is missing on the other, and comes back when its connection ends.
+TEST_F(RespProcessTest, TheRedisAndClientPortsShareTheConnectionLimit) {
+  StartServer({"--max-connections", "2"});
+  auto client_api = std::make_unique<RespClient>(server_->port());  // a bare TCP connection
+  ASSERT_TRUE(client_api->connected());
+  RespClient first(port_);
+  first.Send("PING\r\n");
+  EXPECT_EQ(first.Read(7), "+PONG\r\n");
+  {
+    RespClient refused(port_);
+    refused.Send("PING\r\n");
+    EXPECT_EQ(refused.ReadToEnd(), "");  // closed at once
+  }
+  client_api.reset();
+  bool served = testing::PollUntil(
+      [&] {
+        RespClient again(port_);
+        again.Send("PING\r\n");
+        return again.Read(7) == "+PONG\r\n";
+      },
+      std::chrono::seconds(10));
+  EXPECT_TRUE(served) << "the client API connection's slot did not come back";
+}
+
 TEST_F(RespProcessTest, AClientThatNeverReadsCannotGrowTheServer) {
   StartServer();
   RespClient writer(port_);
