@@ -239,6 +239,9 @@ class Membership {
   void Send(const std::string& to, ReplicaId recipient, const Packet& packet);
   // Sends `members` to `to` in as many packets of `kind` as needed.
   void SendList(const std::string& to, Kind kind, const std::vector<const Member*>& members);
+  // The wire form (membership_wire.cc). A non-empty list of updates adds a
+  // tag word to a packet.
+  static constexpr size_t kListTagBytes = 8;
   std::string Encode(const Packet& packet, const std::vector<const Member*>& updates) const;
   // Bytes `member` adds to a packet.
   size_t UpdateBytes(const Member& member) const;
