@@ -1,0 +1,359 @@
+// RocksWriteGroup's operations: Mutate, Join, set pages and contexts, Drop; each atomic.
+
+#include "storage/rocks_store_internal.h"
+
+namespace geokv {
+namespace rocks_internal {
+
+RocksWriteGroup::RocksWriteGroup(RocksStore* store, std::unique_lock<std::mutex> lock)
+    : store_(store),
+      lock_(std::move(lock)),
+      batch_(rocksdb::BytewiseComparator(), 0, /*overwrite_key=*/true),
+      reader_(store->db_.get(), store->state_, &batch_),
+      next_seq_(store->last_seq_.load() + 1) {}
+
+template <typename Write>
+auto RocksWriteGroup::Atomically(std::string_view key, Write&& write) -> decltype(write()) {
+  if (spent_) return Status::FailedPrecondition("write group already committed");
+  batch_.SetSavePoint();
+  const uint64_t seq_before = next_seq_;
+  const size_t size_before = size_;
+  const size_t undo_mark = mask_undo_.size();
+  op_digest_change_ = op_element_change_ = 0;
+  op_created_ = op_dropped_ = false;
+  auto result = write();
+  if (result.ok()) {
+    batch_.PopSavePoint();
+    // A register or counter write changes an object row only: its key
+    // index row stays as it is unless the key is new.
+    if (op_element_change_ != 0 || op_created_ || op_dropped_) {
+      KeyChange& c = key_changes_[std::string(key)];
+      if (op_dropped_) {
+        c = KeyChange{0, true, false};
+      } else {
+        c.element_change ^= op_element_change_;
+        c.created = c.created || op_created_;
+      }
+    }
+    if (op_digest_change_ != 0) segment_changes_[TreeSegmentOf(key)] ^= op_digest_change_;
+  } else {
+    batch_.RollbackToSavePoint();
+    RollbackMasks(undo_mark);
+    next_seq_ = seq_before;
+    size_ = size_before;
+  }
+  return result;
+}
+
+StatusOr<uint64_t> RocksWriteGroup::Mutate(std::string_view key, const Operation& op) {
+  return Atomically(key, [&] { return MutateUnguarded(key, op); });
+}
+
+StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const Operation& op) {
+  const CrdtType type = OperationType(op);
+  const std::string key_string(key);
+  uint8_t mask;
+  GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
+  if ((mask & ~TypeBit(type)) != 0) {
+    std::string holds;
+    for (CrdtType t : kAllCrdtTypes) {
+      if (t != type && (mask & TypeBit(t))) holds = std::string(TypeName(t));
+    }
+    return Status::WrongType("key '" + PrintableBytes(key) + "' holds a value of type " + holds +
+                             ", not " + std::string(TypeName(type)));
+  }
+  GEOKV_ASSIGN_OR_RETURN(std::optional<Change> change, MakeChange(key, op));
+  if (!change) return uint64_t{0};
+  PutLiveMask(key_string, mask, type, change->live);
+  HlcTimestamp ts = std::holds_alternative<LwwRegister>(change->delta)
+                        ? std::get<LwwRegister>(change->delta).timestamp()
+                        : store_->clock_->Now();
+  return AppendLog(key, ts, change->delta);
+}
+
+StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
+    std::string_view key, const Operation& op) {
+  using Result = std::optional<Change>;
+  const CrdtType type = OperationType(op);
+  const ReplicaId node = store_->node_id_;
+  HybridClock* clock = store_->clock_;
+
+  if (type == CrdtType::kLww) {
+    // The clock has passed every stamp stored here (Join advances it), so
+    // this write's stamp is the greatest and the delta is the state. The old
+    // row is read for the hash tree only, raw.
+    std::optional<std::string> old;
+    GEOKV_RETURN_IF_ERROR(reader_.GetRow(keys::ObjectRow(key, type), &old));
+    // A delete is written even when nothing is live here: the tombstone must
+    // also beat older writes still on their way from other regions.
+    auto* set = std::get_if<LwwSet>(&op);
+    LwwRegister delta(clock->Now(), node,
+                      set ? std::optional<std::string>(set->value) : std::nullopt);
+    PutObject(key, delta, old);
+    return Result(Change{std::move(delta), set != nullptr});
+  }
+  std::optional<std::string> old;
+  if (auto* write = std::get_if<MvWrite>(&op)) {
+    GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
+    auto& reg = std::get<MvRegister>(state);
+    GEOKV_RETURN_IF_ERROR(CheckSeen(key, reg, write->seen));
+    MvRegister delta = reg.Write(write->value, write->seen, node);
+    if (reg.sibling_count() > store_->options_.max_siblings) {
+      return Status::TooLarge("key '" + PrintableBytes(key) + "' would have " +
+                              std::to_string(reg.sibling_count()) + " siblings (limit " +
+                              std::to_string(store_->options_.max_siblings) +
+                              "); write with the context of a read to merge them");
+    }
+    PutObject(key, state, old);
+    return Result(Change{std::move(delta), true});
+  }
+  if (auto* clear = std::get_if<MvClear>(&op)) {
+    GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
+    auto& reg = std::get<MvRegister>(state);
+    GEOKV_RETURN_IF_ERROR(CheckSeen(key, reg, clear->seen));
+    MvRegister before = reg;
+    MvRegister delta = reg.Clear(clear->seen);
+    if (reg == before) return Result();
+    PutObject(key, state, old);
+    return Result(Change{std::move(delta), reg.sibling_count() > 0});
+  }
+  if (std::holds_alternative<SetAdd>(op) || std::holds_alternative<SetRemove>(op)) {
+    const bool add = std::holds_alternative<SetAdd>(op);
+    const auto& elements = add ? std::get<SetAdd>(op).elements : std::get<SetRemove>(op).elements;
+    if (elements.empty()) {
+      return Status::InvalidArgument(std::string("set ") + (add ? "add" : "remove") +
+                                     " without elements");
+    }
+    GEOKV_ASSIGN_OR_RETURN(OrSet projection, reader_.GetSetProjection(key, elements));
+    OrSet delta = add ? projection.AddAll(elements, node) : projection.RemoveAll(elements);
+    if (delta.IsBottom()) return Result();
+    GEOKV_ASSIGN_OR_RETURN(bool live, JoinSet(key, delta));
+    return Result(Change{std::move(delta), live});
+  }
+  const auto& inc = std::get<CounterAdd>(op);
+  if (inc.delta == 0) return Result();
+  GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
+  auto& counter = std::get<PnCounter>(state);
+  __int128 next = static_cast<__int128>(counter.Value()) + inc.delta;
+  if (next > std::numeric_limits<int64_t>::max() || next < std::numeric_limits<int64_t>::min()) {
+    return Status::InvalidArgument("increment would overflow the counter at key '" +
+                                   PrintableBytes(key) + "'");
+  }
+  // Each node's totals only grow; one that wrapped would lose every join.
+  auto mine = counter.entries().find(node);
+  if (mine != counter.entries().end()) {
+    uint64_t magnitude = inc.delta >= 0 ? static_cast<uint64_t>(inc.delta)
+                                        : 0 - static_cast<uint64_t>(inc.delta);
+    uint64_t total = inc.delta >= 0 ? mine->second.added : mine->second.subtracted;
+    if (total > UINT64_MAX - magnitude) {
+      return Status::InvalidArgument("this node's running total for the counter at key '" +
+                                     PrintableBytes(key) + "' would overflow");
+    }
+  }
+  PnCounter delta = counter.Increment(node, inc.delta);
+  PutObject(key, state, old);
+  return Result(Change{std::move(delta), true});
+}
+
+template <typename JoinFn>
+Status RocksWriteGroup::JoinAndMark(std::string_view key, CrdtType type, JoinFn&& join) {
+  return Atomically(key, [&]() -> Status {
+    const std::string key_string(key);
+    uint8_t mask;
+    GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
+    GEOKV_ASSIGN_OR_RETURN(bool live, join());
+    PutLiveMask(key_string, mask, type, live);
+    ++size_;
+    return Status::OK();
+  });
+}
+
+Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
+  return JoinAndMark(key, TypeOf(delta), [&] { return JoinInto(key, delta); });
+}
+
+Status RocksWriteGroup::JoinSetPage(std::string_view key, const OrSetPage& page) {
+  return JoinAndMark(key, CrdtType::kOrSet, [&] { return JoinPageInto(key, page); });
+}
+
+Status RocksWriteGroup::JoinSetContext(std::string_view key, const CausalContext& ctx) {
+  return JoinAndMark(key, CrdtType::kOrSet, [&]() -> StatusOr<bool> {
+    SetHeader header;
+    std::optional<std::string> header_row;
+    GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
+    header.ctx.Join(ctx);
+    const auto cardinality = static_cast<int64_t>(header.cardinality);
+    return PutSetHeader(key, std::move(header), header_row, cardinality);
+  });
+}
+
+StatusOr<bool> RocksWriteGroup::JoinPageInto(std::string_view key, const OrSetPage& page) {
+  SetHeader header;
+  std::optional<std::string> header_row;
+  GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
+  int64_t cardinality = static_cast<int64_t>(header.cardinality);
+
+  // This set's elements of the page's range, collected first: the iterator
+  // reads the batch, which the rewrites below change.
+  std::vector<std::pair<std::string, std::string>> held;  // element, row
+  {
+    const std::string prefix = keys::ElementPrefix(key);
+    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
+    for (SeekElementsAfter(it.get(), key, page.after);
+         it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+      std::string element = it->key().ToString().substr(prefix.size());
+      if (!page.InRange(element)) break;
+      held.emplace_back(std::move(element), it->value().ToString());
+    }
+    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan set"));
+  }
+
+  // Per element of the range, on either side: the dot-store join, the
+  // page's context deciding what this set holds and the page lacks.
+  static const DotSet kNone;
+  DotSet seen;  // the page's dots, the only ones it adds to the context
+  auto h = held.begin();
+  auto p = page.entries.begin();
+  while (p != page.entries.end() && !page.InRange(p->first)) ++p;
+  while (h != held.end() || p != page.entries.end()) {
+    const bool here = h != held.end() && (p == page.entries.end() || h->first <= p->first);
+    const bool there = p != page.entries.end() && (h == held.end() || p->first <= h->first);
+    const std::string& element = here ? h->first : p->first;
+    DotSet before;
+    std::optional<std::string> before_row;
+    if (here) {
+      before_row = h->second;
+      GEOKV_RETURN_IF_ERROR(DecodeElementDots(key, element, *before_row, &before));
+    }
+    const DotSet& dots = there ? p->second : kNone;
+    seen.insert(dots.begin(), dots.end());
+    RewriteElement(key, element, before, before_row,
+                   JoinDotStores(before, header.ctx, dots, page.context), &cardinality);
+    if (here) ++h;
+    if (there) {
+      ++p;
+      if (p != page.entries.end() && !page.InRange(p->first)) p = page.entries.end();
+    }
+  }
+  header.ctx.InsertAll(seen);
+  return PutSetHeader(key, std::move(header), header_row, cardinality);
+}
+
+StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta) {
+  if (auto* set = std::get_if<OrSet>(&delta)) return JoinSet(key, *set);
+  if (auto* lww = std::get_if<LwwRegister>(&delta)) store_->clock_->Update(lww->timestamp());
+  std::optional<std::string> old;
+  GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, TypeOf(delta), &old));
+  if (auto* lww = std::get_if<LwwRegister>(&delta)) {
+    const auto& here = std::get<LwwRegister>(state);
+    if (!here.IsBottom() && lww->timestamp() < here.timestamp()) ++lww_overwritten_;
+  }
+  GEOKV_RETURN_IF_ERROR(geokv::Join(&state, delta));
+  PutObject(key, state, old);
+  return std::visit(
+      [](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, LwwRegister>) {
+          return v.value().has_value();
+        } else if constexpr (std::is_same_v<T, MvRegister>) {
+          return v.sibling_count() > 0;
+        } else {
+          return !v.IsBottom();
+        }
+      },
+      state);
+}
+
+StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta) {
+  SetHeader header;
+  std::optional<std::string> header_row;
+  GEOKV_RETURN_IF_ERROR(reader_.GetSetHeader(key, &header, &header_row));
+  int64_t cardinality = static_cast<int64_t>(header.cardinality);
+  auto rewrite = [&](const std::string& element, const DotSet& before,
+                     const std::optional<std::string>& before_row, const DotSet& after) {
+    RewriteElement(key, element, before, before_row, after, &cardinality);
+  };
+
+  // Elements the delta holds: the dot-store join of their two entries.
+  for (const auto& [element, dots] : delta.entries()) {
+    DotSet before;
+    std::optional<std::string> before_row;
+    GEOKV_RETURN_IF_ERROR(reader_.GetElementDots(key, element, &before, &before_row));
+    rewrite(element, before, before_row,
+            JoinDotStores(before, header.ctx, dots, delta.context()));
+  }
+
+  // Dots the delta has seen but holds for no element are removals. The dot
+  // index finds their elements, at a cost proportional to the delta.
+  std::map<std::string, DotSet> removed;
+  auto note = [&](const Dot& dot, std::string element) {
+    if (!delta.entries().count(element)) removed[std::move(element)].insert(dot);
+  };
+  for (const auto& [replica, max_counter] : delta.context().vv()) {
+    std::string prefix = keys::DotIndexPrefix(key, replica);
+    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
+    for (it->Seek(keys::DotIndexRow(key, Dot{replica, 1})); it->Valid(); it->Next()) {
+      rocksdb::Slice row = it->key();
+      if (!StartsWith(row, prefix) || row.size() != prefix.size() + 8) break;
+      uint64_t counter = DecodeBigEndian64(row.data() + prefix.size());
+      if (counter > max_counter) break;
+      note(Dot{replica, counter}, it->value().ToString());
+    }
+    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan dot index"));
+  }
+  for (const Dot& d : delta.context().cloud()) {
+    std::string element;
+    bool found;
+    GEOKV_RETURN_IF_ERROR(reader_.Get(keys::DotIndexRow(key, d), &element, &found));
+    if (found) note(d, std::move(element));
+  }
+  for (const auto& [element, dots] : removed) {
+    DotSet before;
+    std::optional<std::string> before_row;
+    GEOKV_RETURN_IF_ERROR(reader_.GetElementDots(key, element, &before, &before_row));
+    DotSet after;
+    std::set_difference(before.begin(), before.end(), dots.begin(), dots.end(),
+                        std::inserter(after, after.end()));
+    rewrite(element, before, before_row, after);
+  }
+  header.ctx.Join(delta.context());
+  return PutSetHeader(key, std::move(header), header_row, cardinality);
+}
+
+StatusOr<bool> RocksWriteGroup::Drop(std::string_view key, uint64_t expected_digest) {
+  return Atomically(key, [&]() -> StatusOr<bool> {
+    GEOKV_ASSIGN_OR_RETURN(uint64_t digest, DigestInGroup(std::string(key)));
+    if (digest != expected_digest) return false;
+    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
+    // Every row of the key, the derived ones too. Collected first: the
+    // iterator reads the batch, which must not change under it.
+    const std::string prefix = keys::KeyPrefix(key);
+    std::vector<std::string> rows;
+    for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+      rows.push_back(it->key().ToString());
+    }
+    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan key"));
+    it.reset();
+    if (rows.empty()) return true;
+    for (const std::string& row : rows) batch_.Delete(store_->state_, row);
+    // The digest is the XOR of the hashes of exactly the counted rows gone.
+    op_digest_change_ = digest;
+    op_dropped_ = true;
+    SetMask(std::string(key), 0);
+    Dropped()[TreeSegmentOf(key)] = true;
+    ++size_;
+    return true;
+  });
+}
+
+void RocksWriteGroup::ClearDropped(size_t segment) {
+  if (segment < kTreeSegments) Dropped()[segment] = false;
+}
+
+std::vector<bool>& RocksWriteGroup::Dropped() {
+  if (!dropped_) dropped_ = store_->DroppedSegments();
+  return *dropped_;
+}
+
+}  // namespace rocks_internal
+}  // namespace geokv
