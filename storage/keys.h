@@ -52,6 +52,15 @@ inline constexpr char kMetaWriter[] = "writer";          // framed WriterState
 inline constexpr char kMetaLogTrimmed[] = "log_trimmed";  // 8 bytes: trimmed through
 inline constexpr char kMetaWatermarkPrefix[] = "applied/";  // + origin:8 -> seq:8
 inline constexpr char kMetaDroppedSegments[] = "dropped_segments";  // bitmap, see above
+// This node's identity (storage/rocks_identity.cc): the replica ids it
+// used before taking a new one, the run under way, the data dir's marker.
+inline constexpr char kMetaRetiredPrefix[] = "retired/";  // + id:8 -> last_seq:8, reason
+inline constexpr char kMetaOpenRun[] = "open_run";  // durability:1, boot id; gone at a clean close
+inline constexpr char kMetaDirInode[] = "dir_inode";  // 8 bytes: the inode of kDirMarkerFile
+inline constexpr char kMetaRetireAtOpen[] = "retire_at_open";  // why the next open takes a new id
+// A file in the data dir beside RocksDB's: its inode number tells the
+// directory a node created from a copy of it.
+inline constexpr char kDirMarkerFile[] = "GEOKV-DIR";
 
 inline constexpr uint8_t kDiskFormat = 3;
 // The older format a store migrates at open (its key index rows hold "" and
@@ -209,6 +218,12 @@ inline bool DecodeDroppedSegments(std::string_view bytes, std::vector<bool>* dro
 inline std::string WatermarkRow(ReplicaId origin) {
   std::string out = kMetaWatermarkPrefix;
   PutBigEndian64(&out, origin);
+  return out;
+}
+
+inline std::string RetiredRow(ReplicaId id) {
+  std::string out = kMetaRetiredPrefix;
+  PutBigEndian64(&out, id);
   return out;
 }
 

@@ -157,6 +157,7 @@ StatusOr<std::unique_ptr<Store>> RocksStore::OpenImpl(const std::string& dir,
   store->log_ = store->handles_[2];
   store->tree_ = store->handles_[3];
   GEOKV_RETURN_IF_ERROR(store->LoadMeta().WithContext("open " + dir));
+  GEOKV_RETURN_IF_ERROR(store->CheckIdentity(dir).WithContext("open " + dir));
   return std::unique_ptr<Store>(std::move(store));
 }
 

@@ -409,6 +409,7 @@ class RocksStore : public Store {
  public:
   ~RocksStore() override {
     if (db_ == nullptr) return;  // DB::Open failed
+    CloseRun();
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     db_->Close();
   }
@@ -417,6 +418,9 @@ class RocksStore : public Store {
                                                    const StoreOptions& options);
 
   ReplicaId node_id() const override { return node_id_; }
+  std::vector<RetiredId> RetiredIds() const override { return retired_; }
+  std::string IdentityChange() const override { return identity_change_; }
+  Status RetireAtNextOpen(const std::string& why) override;
   HybridClock* clock() override { return clock_; }
 
   std::unique_ptr<WriteGroup> BeginGroup() override {
@@ -472,6 +476,13 @@ class RocksStore : public Store {
   explicit RocksStore(const StoreOptions& options)
       : options_(options), live_types_cache_(options.live_types_cache_bytes) {}
   Status LoadMeta();
+  // Storage/rocks_identity.cc: decides at open whether the log may have
+  // gone back and takes a new node id if so (Store::Open), then records the
+  // run under way.
+  Status CheckIdentity(const std::string& dir);
+  Status Retire(const std::string& reason);
+  // Marks the run closed cleanly (synced, so the WAL before it is too).
+  void CloseRun();
   Status LoadDigests();
   // Rewrites a store of keys::kMigratedDiskFormat to this format: every key
   // index row gets the digest of its key's element rows, and the key count
@@ -489,6 +500,8 @@ class RocksStore : public Store {
   rocksdb::ColumnFamilyHandle* log_ = nullptr;
   rocksdb::ColumnFamilyHandle* tree_ = nullptr;
   ReplicaId node_id_ = 0;
+  std::vector<RetiredId> retired_;
+  std::string identity_change_;
 
   std::mutex writer_mu_;  // the single writer slot
   LiveTypesCache live_types_cache_;  // guarded by writer_mu_

@@ -52,6 +52,24 @@ struct StoreOptions {
 
   // RocksDB block cache shared by all column families. Default: 64 MiB.
   size_t block_cache_bytes = size_t{64} << 20;
+
+  // The identity of the running boot of the machine, compared at open with
+  // the one of the run that did not close cleanly. Default (empty): read
+  // from /proc/sys/kernel/random/boot_id.
+  std::string boot_id{};
+
+  // Takes a new replica id at open whatever the checks find: for a data dir
+  // restored in a way the checks cannot tell (a filesystem snapshot rolled
+  // back in place). Default: false.
+  bool new_identity = false;
+};
+
+// A replica id a store used before it took a new one (Store::Open), and the
+// last position of its log the store held then.
+struct RetiredId {
+  ReplicaId id = 0;
+  uint64_t last_seq = 0;
+  std::string reason;
 };
 
 // What a client asks of one key. The store turns each into a delta.
@@ -186,10 +204,31 @@ class Store {
   // format this build neither opens nor migrates (docs/formats.md). A store
   // of the previous format is migrated first, on the calling thread, at a
   // cost of one walk of every key's rows.
+  //
+  // The log of a node must never go back below positions its peers hold:
+  // its new writes would reuse them. A store whose log may have gone back
+  // continues under a new random node id instead: the old one is retired
+  // (RetiredIds) with the store's applied position for it set to its last
+  // log entry, and the log is trimmed through that entry, so every peer is
+  // repaired by anti-entropy. That happens when
+  //   - the previous run did not close cleanly, ran in Durability::kWal,
+  //     and the machine has restarted since (the boot id differs): the WAL
+  //     may have lost acknowledged writes;
+  //   - `dir` is a copy: its marker file (keys::kDirMarkerFile) is not the
+  //     one the store recorded;
+  //   - RetireAtNextOpen was called in an earlier run;
+  //   - StoreOptions::new_identity.
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& dir,
                                                const StoreOptions& options);
 
   virtual ReplicaId node_id() const = 0;
+  // The ids this store used before node_id(), oldest first.
+  virtual std::vector<RetiredId> RetiredIds() const = 0;
+  // Why this open took a new node id; empty when it did not.
+  virtual std::string IdentityChange() const = 0;
+  // Records, durably, that the next open must take a new node id: a peer
+  // holds this node's log past its last entry. Blocks on the disk.
+  virtual Status RetireAtNextOpen(const std::string& why) = 0;
   virtual HybridClock* clock() = 0;
 
   // Waits for the writer slot, then starts a group.
