@@ -275,6 +275,14 @@ void Membership::Apply(const Member& u, Time now) {
     return;
   }
   auto it = members_.find(u.id);
+  const auto& retired = options_.retired;
+  if (u.state != MemberState::kLeft && std::find(retired.begin(), retired.end(), u.id) != retired.end()) {
+    Member gone = u;
+    gone.state = MemberState::kLeft;
+    gone.incarnation = kRetiredIncarnation;
+    if (it == members_.end() || Supersedes(gone, it->second.member)) Install(gone, now);
+    return;
+  }
   if (it != members_.end() && !Supersedes(u, it->second.member)) return;
   Install(u, now);
 }

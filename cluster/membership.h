@@ -78,6 +78,10 @@ struct MembershipOptions {
   // Seeds the random choices (probe order, indirect probers); 0 takes a
   // seed from std::random_device. Default: 0.
   uint64_t seed = 0;
+  // Ids this node used before it took a new one (Store::Open): as only it
+  // speaks for them, it answers any entry about one that is not left with a
+  // left entry at kRetiredIncarnation. Default: none.
+  std::vector<ReplicaId> retired;
 };
 
 // OK, or InvalidArgument naming the first option (or field of `self`) that

@@ -17,10 +17,6 @@
 namespace geokv {
 namespace {
 
-// Updates above this incarnation are ignored: a member refutes by going one
-// higher, which must not wrap.
-constexpr uint64_t kMaxIncarnation = uint64_t{1} << 62;
-
 size_t TextWords(const std::string& s) { return s.empty() ? 0 : (s.size() + 1 + 7) / 8; }
 
 capnp::Text::Reader AsText(const std::string& s) { return capnp::Text::Reader(s.c_str(), s.size()); }

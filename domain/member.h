@@ -54,6 +54,13 @@ inline bool operator!=(const Member& a, const Member& b) { return !(a == b); }
 // learned through member exchange. REQUIRES: a.id == b.id.
 bool Supersedes(const Member& a, const Member& b);
 
+// Updates above this incarnation are ignored when received: a member
+// refutes by going one higher, which must not wrap.
+inline constexpr uint64_t kMaxIncarnation = uint64_t{1} << 62;
+// The incarnation of a retired id's left entry (MembershipOptions::retired):
+// the highest accepted, so nothing brings the id back.
+inline constexpr uint64_t kRetiredIncarnation = kMaxIncarnation;
+
 // Whether `state` counts as up for placement and replication: alive or
 // suspect.
 inline bool IsUp(MemberState state) {

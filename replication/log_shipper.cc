@@ -19,10 +19,9 @@ void LogShipper::Connected(uint64_t applied) {
     // The target holds entries this node no longer has: the log lost its
     // tail (a machine crash in wal mode) or the data dir was restored from
     // a copy. New writes would reuse those positions.
-    spdlog::error("peer {} holds this node's log through {}, past its last entry {}: this "
-                  "node's log went back; its new writes reach that peer only by "
-                  "anti-entropy",
-                  options_.region, acked_, log_.LastSeq());
+    spdlog::error("peer {} ({}) holds this node's log through {}, past its last entry {}",
+                  options_.region, options_.address, acked_, log_.LastSeq());
+    if (options_.on_log_behind) options_.on_log_behind(acked_);
   }
   if (acked_ < log_.TrimmedThrough()) {
     StartRepair("it needs log entries after " + std::to_string(acked_) + ", trimmed through " +

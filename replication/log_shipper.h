@@ -100,6 +100,10 @@ struct ShipperOptions {
   std::function<bool(size_t segment)> owns;
   // Called after acked advanced.
   std::function<void()> on_acked;
+  // Called when the target says it holds this node's log through a position
+  // past its last entry: the log went back, and new writes would reuse
+  // positions the target holds.
+  std::function<void(uint64_t held)> on_log_behind;
   // Where the hint counters go. Not owned; nullptr: nowhere.
   Metrics* metrics = nullptr;
 };

@@ -13,7 +13,8 @@ namespace geokv {
 namespace {
 
 ShipperOptions ShipperOptionsFor(const ReplicationEnv& env, const PeerAddress& address,
-                                 std::function<void()> on_acked) {
+                                 std::function<void()> on_acked,
+                                 std::function<void(uint64_t)> on_log_behind) {
   ShipperOptions o;
   o.region = address.region;
   o.address = address.address;
@@ -21,6 +22,7 @@ ShipperOptions ShipperOptionsFor(const ReplicationEnv& env, const PeerAddress& a
   o.window = env.options.window;
   o.max_backlog_bytes = env.options.max_backlog_bytes;
   o.on_acked = std::move(on_acked);
+  o.on_log_behind = std::move(on_log_behind);
   o.metrics = &env.metrics;
   return o;
 }
@@ -28,12 +30,13 @@ ShipperOptions ShipperOptionsFor(const ReplicationEnv& env, const PeerAddress& a
 }  // namespace
 
 PeerLink::PeerLink(ReplicationEnv& env, PeerAddress address, std::optional<PeerTarget> target,
-                   std::function<void()> on_acked)
+                   std::function<void()> on_acked, std::function<void(uint64_t)> on_log_behind)
     : env_(env),
       address_(std::move(address)),
       target_(std::move(target)),
       log_(env.reader),
-      shipper_(log_, ShipperOptionsFor(env, address_, std::move(on_acked))),
+      shipper_(log_,
+               ShipperOptionsFor(env, address_, std::move(on_acked), std::move(on_log_behind))),
       anti_entropy_(env, address_.region, [this](size_t s) { return Owns(s); }),
       backoff_(env.options.backoff_min),
       rng_(std::random_device{}()) {

@@ -42,9 +42,10 @@ namespace geokv {
 class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport {
  public:
   // `target` empty: a seed link. `on_acked` runs when the target's position
-  // advanced. `env` must outlive the link.
+  // advanced, `on_log_behind` when it holds this node's log past its last
+  // entry (ShipperOptions). `env` must outlive the link.
   PeerLink(ReplicationEnv& env, PeerAddress address, std::optional<PeerTarget> target,
-           std::function<void()> on_acked);
+           std::function<void()> on_acked, std::function<void(uint64_t)> on_log_behind);
   ~PeerLink() noexcept(false);
 
   PeerLink(const PeerLink&) = delete;

@@ -60,7 +60,9 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
                                                 [this] { return LocalMembers(); }});
   tasks_ = kj::heap<kj::TaskSet>(*error_logger_);
   for (const PeerAddress& p : options_.seeds) {
-    seed_links_.push_back(kj::heap<PeerLink>(*env_, p, std::nullopt, [this] { AckAdvanced(); }));
+    seed_links_.push_back(kj::heap<PeerLink>(
+        *env_, p, std::nullopt, [this] { AckAdvanced(); },
+        [this, region = p.region](uint64_t held) { LogBehind(region, held); }));
   }
   committer_.OnCommitted([this] { Committed(); });
 }
@@ -153,8 +155,9 @@ void Replicator::SetPlacement(std::vector<bool> own_segments, std::vector<PeerTa
     spdlog::info("replicating to {} of region {} at {}", t.name, t.region, t.address);
     ReplicaId id = t.id;
     PeerAddress address{t.region, t.address};
+    auto on_log_behind = [this, name = t.name](uint64_t held) { LogBehind(name, held); };
     auto link = kj::heap<PeerLink>(*env_, std::move(address), std::move(t),
-                                   [this] { AckAdvanced(); });
+                                   [this] { AckAdvanced(); }, kj::mv(on_log_behind));
     if (started_) link->Start();
     links.emplace(id, kj::mv(link));
   }
@@ -329,7 +332,28 @@ std::vector<int64_t> Replicator::PeerOffsets() const {
   return out;
 }
 
-Status Replicator::WritesAllowed() const { return judge_.Judge(PeerOffsets()); }
+Status Replicator::WritesAllowed() const {
+  if (!log_behind_.empty()) return Status::Unavailable(log_behind_);
+  return judge_.Judge(PeerOffsets());
+}
+
+void Replicator::LogBehind(const std::string& peer, uint64_t held) {
+  if (!log_behind_.empty()) return;
+  const std::string why = "peer " + peer + " holds this node's log through " +
+                          std::to_string(held) + ", past its last entry " +
+                          std::to_string(store_.LastSeq()) +
+                          ": the log went back (a data dir restored from a copy, or a machine "
+                          "crash in --durability wal)";
+  log_behind_ = why + "; writes are refused until the node restarts, under a new replica id";
+  spdlog::error("{}", log_behind_);
+  tasks_->add(reader_.Run([why](Store& store) { return store.RetireAtNextOpen(why); })
+                  .then([](Status recorded) {
+                    if (!recorded.ok()) {
+                      spdlog::error("cannot record that the next start takes a new replica id: {}",
+                                    recorded.ToString());
+                    }
+                  }));
+}
 
 int64_t Replicator::ClockOffsetMs() const { return ClockJudge::OwnOffset(PeerOffsets()); }
 

@@ -162,7 +162,8 @@ class Replicator final : private HandOver::Links {
   // The capability served to peers on --peer-listen.
   capnp::Capability::Client PeerBootstrap();
 
-  // OK, or why client writes are refused now (the clock).
+  // OK, or why client writes are refused now: the clock, or a log that went
+  // back (for good, until a restart under a new replica id).
   Status WritesAllowed() const;
 
   // Whether every token's write is visible on this node.
@@ -198,6 +199,10 @@ class Replicator final : private HandOver::Links {
   std::vector<Member> LocalMembers() const;
   // After a link's acknowledged position advanced.
   void AckAdvanced();
+  // A peer (named `peer`) holds this node's log through `held`, past its
+  // last entry: refuses writes from now on and has the next open take a new
+  // replica id (Store::RetireAtNextOpen).
+  void LogBehind(const std::string& peer, uint64_t held);
   // After each committed group: wakes waiters and shippers.
   void Committed();
   // Every second: samples backlogs off the loop, then switches peers whose
@@ -227,6 +232,7 @@ class Replicator final : private HandOver::Links {
   bool stopped_ = false;
   bool trim_held_ = false;
   bool writes_allowed_ = true;  // as last logged
+  std::string log_behind_;      // why writes are refused for good; empty: they are not
   bool trimming_ = false;       // a trim is with the committer
   ForwardHandler forward_handler_;
   ClockJudge judge_;

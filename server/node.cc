@@ -69,6 +69,7 @@ Status Node::Start() {
 
   StoreOptions store_options;
   store_options.durability = options_.durability;
+  store_options.new_identity = options_.new_identity;
   auto opened = Store::Open(options_.data_dir, store_options);
   if (!opened.ok()) {
     spdlog::error("cannot open the store in {}: {}", options_.data_dir,
@@ -80,6 +81,12 @@ Status Node::Start() {
   spdlog::info("node {} (replica {:016x}) of region {} opened {} (durability {})", name_,
                store_->node_id(), options_.region, options_.data_dir,
                options_.durability == Durability::kFsync ? "fsync" : "wal");
+  if (!store_->IdentityChange().empty()) {
+    spdlog::warn("this node continues under the new replica id {:016x}, retiring {:016x} (its "
+                 "log through {}): {}; its peers are repaired by anti-entropy",
+                 store_->node_id(), store_->RetiredIds().back().id,
+                 store_->RetiredIds().back().last_seq, store_->IdentityChange());
+  }
 
   io_ = std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo());
   // Check the sockets and the writer's answers every 64 events, not only
@@ -157,6 +164,7 @@ Status Node::StartGossip() {
     g.membership.ping_timeout = std::chrono::milliseconds(options_.gossip_period_ms * 2 / 5);
     g.membership.suspicion_timeout = std::chrono::milliseconds(options_.suspicion_timeout_ms);
     g.drop_probability = options_.gossip_drop;
+    for (const RetiredId& r : store_->RetiredIds()) g.membership.retired.push_back(r.id);
     gossip_ = std::make_unique<Gossip>(std::move(g));
     Status started = gossip_->Start();
     if (!started.ok()) {
@@ -200,7 +208,27 @@ void Node::StartReplication() {
                                          std::vector<Member> members) {
     if (view_->MergeRemote(region, members)) Place();
   };
-  replication.local_members = [this] { return view_->LocalMembers(); };
+  replication.local_members = [this] {
+    // Other regions learn here that the ids this node used before left.
+    std::vector<Member> members = view_->LocalMembers();
+    for (const RetiredId& r : store_->RetiredIds()) {
+      auto known = std::find_if(members.begin(), members.end(),
+                                [&](const Member& m) { return m.id == r.id; });
+      if (known != members.end() && known->state == MemberState::kLeft) continue;
+      Member gone;
+      gone.id = r.id;
+      gone.name = DefaultName(r.id);
+      gone.region = options_.region;
+      gone.state = MemberState::kLeft;
+      gone.incarnation = kRetiredIncarnation;
+      if (known != members.end()) {
+        *known = gone;
+      } else {
+        members.push_back(std::move(gone));
+      }
+    }
+    return members;
+  };
   replication.metrics = metrics_.get();
   replication.max_message_bytes = options_.max_message_bytes;
   replication.batch_bytes = options_.replication_batch_bytes;

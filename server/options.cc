@@ -25,6 +25,9 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                  "fsync: acknowledged writes survive a machine crash; wal: a process crash")
       ->capture_default_str()
       ->check(CLI::IsMember({"fsync", "wal"}));
+  app.add_flag("--new-identity", o.new_identity,
+               "Continue under a new replica id, keeping the data: after restoring the data dir "
+               "from a snapshot rolled back in place (docs/operations.md)");
 
   auto size_option = [&](const char* name, size_t* value, const char* help) {
     app.add_option(name, *value, help)

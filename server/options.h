@@ -30,6 +30,9 @@ struct ServerOptions {
   std::string data_dir = "geokv-data";
   // Default: fsync.
   Durability durability = Durability::kFsync;
+  // Continue under a new replica id (StoreOptions::new_identity): for a data
+  // dir restored in a way the store cannot tell. Default: false.
+  bool new_identity = false;
 
   // Limits; a request over one gets TOO_LARGE and changes nothing.
   size_t max_key_bytes = 4 << 10;    // keys and OR-set elements

@@ -56,10 +56,10 @@ inline constexpr char kMetaDroppedSegments[] = "dropped_segments";  // bitmap, s
 // used before taking a new one, the run under way, the data dir's marker.
 inline constexpr char kMetaRetiredPrefix[] = "retired/";  // + id:8 -> last_seq:8, reason
 inline constexpr char kMetaOpenRun[] = "open_run";  // durability:1, boot id; gone at a clean close
-inline constexpr char kMetaDirInode[] = "dir_inode";  // 8 bytes: the inode of kDirMarkerFile
+inline constexpr char kMetaDirMarker[] = "dir_marker";  // kDirMarkerFile's inode, birth time
 inline constexpr char kMetaRetireAtOpen[] = "retire_at_open";  // why the next open takes a new id
-// A file in the data dir beside RocksDB's: its inode number tells the
-// directory a node created from a copy of it.
+// A file in the data dir beside RocksDB's: its inode number and birth time
+// tell the directory a node created from a copy of it.
 inline constexpr char kDirMarkerFile[] = "GEOKV-DIR";
 
 inline constexpr uint8_t kDiskFormat = 3;

@@ -27,22 +27,36 @@ Status Errno(const std::string& what) {
   return Status::IOError(what + ": " + std::strerror(errno));
 }
 
-// The inode of the marker file in `dir`, creating it (durably) when absent;
-// *created says which.
-StatusOr<uint64_t> MarkerInode(const std::string& dir, bool create, bool* created) {
+// What tells the marker file apart from a copy of it: its inode number and,
+// where the filesystem keeps it, its birth time (a freed inode number is
+// soon reused; a copy is born when it is made, whatever cp preserves).
+StatusOr<std::string> StatMarker(const std::string& path) {
+  struct statx st {};
+  if (::statx(AT_FDCWD, path.c_str(), 0, STATX_INO | STATX_BTIME, &st) != 0) {
+    if (errno == ENOENT) return std::string();
+    return Errno("stat " + path);
+  }
+  std::string out = EncodeBigEndian64(st.stx_ino);
+  if (st.stx_mask & STATX_BTIME) {
+    out += EncodeBigEndian64(static_cast<uint64_t>(st.stx_btime.tv_sec));
+    out += EncodeBigEndian64(st.stx_btime.tv_nsec);
+  }
+  return out;
+}
+
+// The identity of the marker file in `dir` (StatMarker; empty when it is
+// absent), creating it durably when absent and `create`.
+StatusOr<std::string> Marker(const std::string& dir, bool create) {
   const std::string path = dir + "/" + keys::kDirMarkerFile;
-  *created = false;
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0) return static_cast<uint64_t>(st.st_ino);
-  if (errno != ENOENT) return Errno("stat " + path);
-  if (!create) return uint64_t{0};
+  GEOKV_ASSIGN_OR_RETURN(std::string found, StatMarker(path));
+  if (!found.empty() || !create) return found;
   static constexpr char kText[] =
       "geokv data dir marker: a copy of this directory gets a new inode number here, and a "
       "node opening the copy then continues under a new replica id.\n";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("create " + path);
   bool ok = ::write(fd, kText, sizeof(kText) - 1) == static_cast<ssize_t>(sizeof(kText) - 1) &&
-            ::fsync(fd) == 0 && ::fstat(fd, &st) == 0;
+            ::fsync(fd) == 0;
   ::close(fd);
   if (!ok) return Errno("write " + path);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -50,8 +64,7 @@ StatusOr<uint64_t> MarkerInode(const std::string& dir, bool create, bool* create
     ::fsync(dfd);
     ::close(dfd);
   }
-  *created = true;
-  return static_cast<uint64_t>(st.st_ino);
+  return StatMarker(path);
 }
 
 std::string OpenRunRow(Durability durability, const std::string& boot_id) {
@@ -105,18 +118,16 @@ Status RocksStore::CheckIdentity(const std::string& dir) {
     return FromRocks(s, "read the open run row");
   }
 
-  s = db_->Get(ro, meta_, keys::kMetaDirInode, &v);
-  bool created = false;
+  s = db_->Get(ro, meta_, keys::kMetaDirMarker, &v);
   if (s.ok()) {
-    if (v.size() != 8) return Status::Corruption("bad dir inode row");
-    GEOKV_ASSIGN_OR_RETURN(uint64_t inode, MarkerInode(dir, false, &created));
-    if (inode != DecodeBigEndian64(v.data()) && reason.empty()) {
+    GEOKV_ASSIGN_OR_RETURN(std::string marker, Marker(dir, false));
+    if (marker != v && reason.empty()) {
       reason = "the data dir is a copy (its " + std::string(keys::kDirMarkerFile) +
                " file is not the one this store created): a restored copy's log is behind "
                "what its peers hold";
     }
   } else if (!s.IsNotFound()) {
-    return FromRocks(s, "read the dir inode row");
+    return FromRocks(s, "read the dir marker row");
   }
   if (!reason.empty()) GEOKV_RETURN_IF_ERROR(Retire(reason));
 
@@ -127,8 +138,8 @@ Status RocksStore::CheckIdentity(const std::string& dir) {
     // A store that never recorded its marker, or one continuing under a new
     // id (a copy's marker, or none, is replaced).
     ::unlink((dir + "/" + keys::kDirMarkerFile).c_str());
-    GEOKV_ASSIGN_OR_RETURN(uint64_t inode, MarkerInode(dir, true, &created));
-    batch.Put(meta_, keys::kMetaDirInode, EncodeBigEndian64(inode));
+    GEOKV_ASSIGN_OR_RETURN(std::string marker, Marker(dir, true));
+    batch.Put(meta_, keys::kMetaDirMarker, marker);
   }
   batch.Put(meta_, keys::kMetaOpenRun, OpenRunRow(options_.durability, boot_id));
   rocksdb::WriteOptions wo;

@@ -420,6 +420,34 @@ TEST(MembershipTest, ARestartedMemberJoiningThroughSeedsRefutesItsDeath) {
   EXPECT_GT(net.node(victim).self().incarnation, dead_at);
 }
 
+TEST(MembershipTest, ANodeUnderANewIdAnnouncesItsRetiredIdAsLeftForGood) {
+  SimNetwork net(8);
+  net.AddGroup(4, TestOptions(8));
+  ASSERT_TRUE(net.RunUntil([&] { return net.Converged(); }, 5s));
+  const size_t old = 3;
+  const ReplicaId retired = net.self_template(old).id;
+  net.Pause(old);  // stopped; it comes back on the same address under a new id
+  Member renewed = net.self_template(old);
+  renewed.id = retired + 1000;
+  MembershipOptions o = TestOptions(8);
+  o.retired = {retired};
+  const size_t now_as = net.Add(renewed, o);
+  net.node(now_as).Join({net.self_template(0).gossip_address});
+  auto settled = [&] {
+    for (size_t i : {size_t{0}, size_t{1}, size_t{2}, now_as}) {
+      auto gone = net.node(i).Find(retired);
+      if (i != now_as && (!gone || gone->state != MemberState::kLeft)) return false;
+      if (gone && gone->incarnation != kRetiredIncarnation) return false;
+      auto fresh = net.node(i).Find(renewed.id);
+      if (!fresh || fresh->state != MemberState::kAlive) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(net.RunUntil(settled, 5s, 10ms));
+  net.RunFor(30s);  // push-pulls and dead probes bring nothing back
+  EXPECT_TRUE(settled());
+}
+
 TEST(MembershipTest, DeadProbesFindARestartedMemberWithoutSeeds) {
   const MembershipOptions o = TestOptions(7);
   SimNetwork net(7);

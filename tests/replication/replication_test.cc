@@ -11,6 +11,7 @@
 
 #include "schema/kv_text.h"
 #include "testing/cluster.h"
+#include "tests/replication/process_fixture.h"
 #include "testing/test_dir.h"
 
 namespace geokv::testing {
@@ -18,28 +19,6 @@ namespace {
 
 using Code = rpc::Outcome::Code;
 using namespace std::chrono_literals;
-
-// Short intervals, so that tests do not wait for routine passes.
-const std::vector<std::string> kFastFlags = {"--anti-entropy-interval", "1s", "--heartbeat",
-                                             "200ms", "--token-wait", "10s"};
-
-#define START_CLUSTER(cluster)                      \
-  do {                                              \
-    std::string why;                                \
-    ASSERT_TRUE((cluster).Start(&why)) << why;      \
-  } while (0)
-
-#define EXPECT_CONVERGED(cluster, timeout)                  \
-  do {                                                      \
-    std::string why;                                        \
-    EXPECT_TRUE((cluster).WaitConverged(timeout, &why)) << why; \
-  } while (0)
-
-#define EXPECT_SAME_DUMPS(cluster)                             \
-  do {                                                         \
-    std::string why;                                           \
-    EXPECT_TRUE((cluster).StopAndCompareDumps(&why)) << why;   \
-  } while (0)
 
 std::set<std::string> AsSet(const std::vector<std::string>& v) { return {v.begin(), v.end()}; }
 
