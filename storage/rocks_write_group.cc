@@ -134,8 +134,11 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   if (inc.delta == 0) return Result();
   GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
   auto& counter = std::get<PnCounter>(state);
-  __int128 next = static_cast<__int128>(counter.Value()) + inc.delta;
-  if (next > std::numeric_limits<int64_t>::max() || next < std::numeric_limits<int64_t>::min()) {
+  // Refused when it would carry the exact value past a limit, or further
+  // past it (joins of concurrent increments can): the value saturates there.
+  const __int128 next = counter.ExactValue() + inc.delta;
+  if ((inc.delta > 0 && next > std::numeric_limits<int64_t>::max()) ||
+      (inc.delta < 0 && next < std::numeric_limits<int64_t>::min())) {
     return Status::InvalidArgument("increment would overflow the counter at key '" +
                                    PrintableBytes(key) + "'");
   }
