@@ -112,6 +112,16 @@ TEST_F(RespRegionTest, DelConcurrentWithAnIncrConvergesToTheIncr) {
     EXPECT_EQ(Call(r, {"EXISTS", "c"}).integer, 1) << r;
   }
 
+  // Two deletes of the same increments, concurrent, remove them once; an
+  // increment after one of them survives the other.
+  cluster_->Partition(0);
+  EXPECT_EQ(Call(0, {"DEL", "c"}).integer, 1);
+  EXPECT_EQ(Call(1, {"DEL", "c"}).integer, 1);
+  EXPECT_EQ(Call(1, {"INCRBY", "c", "4"}).integer, 4);
+  cluster_->Heal(0);
+  ASSERT_TRUE(cluster_->WaitConverged(30s, &why)) << why;
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(Call(r, {"GET", "c"}).text, "4") << r;
+
   // A delete that saw everything leaves no counter anywhere: the key is
   // free for a string, and a later INCR counts from 0.
   EXPECT_EQ(Call(2, {"DEL", "c"}).integer, 1);
