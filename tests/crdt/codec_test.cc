@@ -6,10 +6,12 @@
 #include <array>
 
 #include <capnp/message.h>
+#include <capnp/schema.h>
 
 #include "crdt/codec.h"
 #include "schema/framing.h"
 #include "tests/crdt/simulation.h"
+#include "util/coding.h"
 #include "util/crc32c.h"
 
 namespace geokv::testing {
@@ -160,14 +162,22 @@ std::string OldFormCounter(const std::vector<std::array<uint64_t, 3>>& entries) 
 }
 
 TEST(Codec, CountersWithoutFloorsKeepTheirOldBytes) {
-  // Adding the reset form to the union left the layout of a Value as it was.
-  EXPECT_EQ(capnp::_::structSize<schema::Value>().data, 1);
-  EXPECT_EQ(capnp::_::structSize<schema::Value>().pointers, 1);
+  // Adding the reset form to the union left the layout of a Value as it was:
+  // one data word (the union's tag), one pointer shared by the members.
+  auto layout = capnp::Schema::from<schema::Value>().getProto().getStruct();
+  EXPECT_EQ(layout.getDataWordCount(), 1u);
+  EXPECT_EQ(layout.getPointerCount(), 1u);
   PnCounter c;
   c.Increment(3, 5);
   c.Increment(9, -7);
   const std::string old = OldFormCounter({{3, 5, 0}, {9, 0, 7}});
   EXPECT_EQ(EncodeCrdt(c), old);
+  // The message's bytes as the build before reset floors wrote them.
+  const std::string framed = EncodeCrdt(c);
+  EXPECT_EQ(ToHex(framed.substr(1, framed.size() - 5)),
+            "000000000b000000000000000100010003000000000000000000000000000100010000003700000008"
+            "000000030000000300000000000000050000000000000000000000000000000900000000000000000000"
+            "00000000000700000000000000");
   StatusOr<Crdt> decoded = DecodeCrdt(old);
   ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
   const auto& entries = std::get<PnCounter>(*decoded).entries();
