@@ -270,11 +270,12 @@ void Commands::AddAll() {
     });
   }));
 
-  Key(Add("del", "Delete an LWW register", [this](Client& kv, kj::WaitScope& ws) {
-    auto req = kv.delRequest();
-    SetKey(req);
-    return cli_.FinishWrite(req.send().wait(ws));
-  }));
+  Key(Add("del", "Delete an LWW register and the key's counter",
+          [this](Client& kv, kj::WaitScope& ws) {
+            auto req = kv.delRequest();
+            SetKey(req);
+            return cli_.FinishWrite(req.send().wait(ws));
+          }));
 
   CLI::App* mvset = Add("mvset", "Write a multi-value register sibling",
                         [this](Client& kv, kj::WaitScope& ws) {

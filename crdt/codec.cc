@@ -2,6 +2,8 @@
 
 #include <capnp/message.h>
 
+#include <type_traits>
+
 #include "schema/framing.h"
 
 namespace geokv {
@@ -101,7 +103,16 @@ StatusOr<OrSet> ReadSet(schema::OrSet::Reader in) {
   return OrSet(std::move(entries), std::move(ctx));
 }
 
-void WriteCounter(const PnCounter& c, schema::PnCounter::Builder out) {
+bool HasFloors(const PnCounter& c) {
+  for (const auto& [replica, totals] : c.entries()) {
+    if (totals.HasFloors()) return true;
+  }
+  return false;
+}
+
+// Writes a counter's entries in either form; the reset form adds the floors.
+template <typename CounterBuilder>
+void WriteCounter(const PnCounter& c, CounterBuilder out) {
   auto entries = out.initEntries(static_cast<unsigned>(c.entries().size()));
   unsigned i = 0;
   for (const auto& [replica, totals] : c.entries()) {
@@ -109,21 +120,38 @@ void WriteCounter(const PnCounter& c, schema::PnCounter::Builder out) {
     e.setReplica(replica);
     e.setAdded(totals.added);
     e.setSubtracted(totals.subtracted);
+    if constexpr (std::is_same_v<CounterBuilder, schema::ResetPnCounter::Builder>) {
+      e.setResetAdded(totals.reset_added);
+      e.setResetSubtracted(totals.reset_subtracted);
+    }
   }
 }
 
-StatusOr<PnCounter> ReadCounter(schema::PnCounter::Reader in) {
+// Reads either form of a counter's entries; the reset form must hold a floor.
+template <typename EntryList>
+StatusOr<PnCounter> ReadCounterEntries(EntryList in, bool reset_form) {
   PnCounter::Entries entries;
-  for (auto e : in.getEntries()) {
+  bool floors = false;
+  for (auto e : in) {
     if (!entries.empty() && entries.rbegin()->first >= e.getReplica()) {
       return Status::Corruption("counter: replicas not strictly sorted");
     }
-    if (e.getAdded() == 0 && e.getSubtracted() == 0) {
+    PnCounter::Totals t{e.getAdded(), e.getSubtracted()};
+    if constexpr (std::is_same_v<EntryList,
+                                 capnp::List<schema::ResetPnCounter::Entry>::Reader>) {
+      t.reset_added = e.getResetAdded();
+      t.reset_subtracted = e.getResetSubtracted();
+    }
+    if (t.added == 0 && t.subtracted == 0) {
       return Status::Corruption("counter: entry without totals");
     }
-    entries.emplace_hint(entries.end(), e.getReplica(),
-                         PnCounter::Totals{e.getAdded(), e.getSubtracted()});
+    if (t.reset_added > t.added || t.reset_subtracted > t.subtracted) {
+      return Status::Corruption("counter: reset floor above its total");
+    }
+    floors = floors || t.HasFloors();
+    entries.emplace_hint(entries.end(), e.getReplica(), t);
   }
+  if (reset_form && !floors) return Status::Corruption("counter: reset form without floors");
   return PnCounter(std::move(entries));
 }
 
@@ -197,7 +225,11 @@ void WriteCrdt(const Crdt& value, schema::Value::Builder out) {
           WriteSet(v, out.initOrSet());
         } else {
           static_assert(std::is_same_v<T, PnCounter>);
-          WriteCounter(v, out.initCounter());
+          if (HasFloors(v)) {
+            WriteCounter(v, out.initResetCounter());
+          } else {
+            WriteCounter(v, out.initCounter());
+          }
         }
       },
       value);
@@ -218,7 +250,13 @@ StatusOr<Crdt> ReadCrdt(schema::Value::Reader in) {
       return Crdt(std::in_place_type<OrSet>, std::move(s));
     }
     case schema::Value::COUNTER: {
-      GEOKV_ASSIGN_OR_RETURN(PnCounter c, ReadCounter(in.getCounter()));
+      GEOKV_ASSIGN_OR_RETURN(PnCounter c,
+                             ReadCounterEntries(in.getCounter().getEntries(), false));
+      return Crdt(std::in_place_type<PnCounter>, std::move(c));
+    }
+    case schema::Value::RESET_COUNTER: {
+      GEOKV_ASSIGN_OR_RETURN(PnCounter c,
+                             ReadCounterEntries(in.getResetCounter().getEntries(), true));
       return Crdt(std::in_place_type<PnCounter>, std::move(c));
     }
   }

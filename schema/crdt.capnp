@@ -65,6 +65,20 @@ struct PnCounter {
   entries @0 :List(Entry);      # sorted by replica
 }
 
+# A PN counter that a delete has reset: each replica's totals and its reset
+# floors (at most the totals). Written instead of `PnCounter` exactly when
+# some floor is not 0, so a counter never deleted keeps its bytes.
+struct ResetPnCounter {
+  struct Entry {
+    replica @0 :UInt64;
+    added @1 :UInt64;
+    subtracted @2 :UInt64;
+    resetAdded @3 :UInt64;
+    resetSubtracted @4 :UInt64;
+  }
+  entries @0 :List(Entry);      # sorted by replica
+}
+
 # One CRDT state or delta of any type.
 struct Value {
   union {
@@ -72,5 +86,6 @@ struct Value {
     mvRegister @1 :MvRegister;
     orSet @2 :OrSet;
     counter @3 :PnCounter;
+    resetCounter @4 :ResetPnCounter;   # a counter with reset floors
   }
 }

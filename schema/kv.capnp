@@ -99,7 +99,8 @@ struct GetRequest {
   consistency @2 :Consistency;  # see Consistency
 }
 
-# Deletes an LWW register (a write: it wins or loses by timestamp).
+# Deletes an LWW register (a write: it wins or loses by timestamp), and the
+# key's PN counter as this node has seen it (concurrent increments survive).
 struct DelRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   consistency @1 :Consistency;  # see Consistency

@@ -90,7 +90,10 @@ Status ReadStore(Store& store, const LocalRead& read, Result& out,
     }
     case RequestKind::kCounterGet: {
       GEOKV_ASSIGN_OR_RETURN(std::optional<Crdt> state, store.Get(key, CrdtType::kCounter));
-      if (!state) return Absent(store, key, CrdtType::kCounter);
+      // A deleted counter (every increment reset) holds no value.
+      if (!state || !std::get<PnCounter>(*state).IsLive()) {
+        return Absent(store, key, CrdtType::kCounter);
+      }
       out.counter = std::get<PnCounter>(*state).Value();
       return Status::OK();
     }

@@ -172,6 +172,8 @@ RespSession::Step RespSession::Strings(std::vector<std::string>& args, const std
       auto token = DecodeToken(r[0].token);
       if (token.ok()) read.tokens.push_back(*token);
       return RunOne(std::move(read)).then([](Result c) {
+        // No counter: adding 0 to none, or a delete that saw this write.
+        if (c.status.IsNotFound()) return IntegerReply(0);
         if (!c.status.ok()) return ErrorReply(RespError(c.status));
         return IntegerReply(c.counter);
       });

@@ -183,8 +183,7 @@ RespSession::Step RespSession::Del(std::vector<std::string>& args) {
   // What each key holds, of every type, read before the batch's writes:
   // a delete removes what it observed (docs/resp.md).
   for (const std::string& key : keys) {
-    for (RequestKind kind : {RequestKind::kType, RequestKind::kSMembers, RequestKind::kCounterGet,
-                             RequestKind::kMvGet}) {
+    for (RequestKind kind : {RequestKind::kType, RequestKind::kSMembers, RequestKind::kMvGet}) {
       ParsedRequest p = Request(kind, key);
       if (!p.status.ok()) return Refused(RespError(p.status));
       step.pre.push_back(std::move(p));
@@ -196,7 +195,7 @@ RespSession::Step RespSession::Del(std::vector<std::string>& args) {
   step.gate = [this, keys, deleted](std::vector<Result>& pre, std::vector<ParsedRequest>& requests,
                                     Membership&) -> Status {
     for (size_t i = 0; i < keys.size(); ++i) {
-      Result* r = &pre[4 * i];
+      Result* r = &pre[3 * i];
       if (!r[0].status.ok()) return r[0].status;
       if (!r[0].types.empty()) ++*deleted;
       for (CrdtType type : r[0].types) {
@@ -221,17 +220,16 @@ RespSession::Step RespSession::Del(std::vector<std::string>& args) {
             break;
           }
           case CrdtType::kCounter: {
-            if (!r[2].status.ok()) return r[2].status;
-            if (r[2].counter == INT64_MIN) return Status::InvalidArgument("counter at its minimum");
-            if (r[2].counter == 0) break;
-            ParsedRequest p = Request(RequestKind::kIncrBy, keys[i]);
-            p.op = CounterAdd{-r[2].counter};
+            // The register's delete resets the counter too (observed reset).
+            if (std::count(r[0].types.begin(), r[0].types.end(), CrdtType::kLww) != 0) break;
+            ParsedRequest p = Request(RequestKind::kDel, keys[i]);
+            p.op = LwwDelete{};
             requests.push_back(std::move(p));
             break;
           }
           case CrdtType::kMvRegister: {
-            if (!r[3].status.ok()) return r[3].status;
-            auto seen = DecodeClientContext(keys[i], r[3].context);
+            if (!r[2].status.ok()) return r[2].status;
+            auto seen = DecodeClientContext(keys[i], r[2].context);
             if (!seen.ok()) return seen.status();
             ParsedRequest p = Request(RequestKind::kMvDel, keys[i]);
             p.op = MvClear{std::move(seen).value()};

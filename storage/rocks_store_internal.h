@@ -315,6 +315,9 @@ class RocksWriteGroup : public WriteGroup {
   // Writes the new state of the object `op` acts on; nullopt when `op`
   // changes nothing.
   StatusOr<std::optional<Change>> MakeChange(std::string_view key, const Operation& op);
+  // Deletes the counter at `key` as this store has seen it (PnCounter::Reset)
+  // and logs the reset; does nothing when the counter is not live.
+  Status ResetCounter(std::string_view key);
   // Joins `delta` into the stored (key, type) and returns whether the
   // object is live afterwards.
   StatusOr<bool> JoinInto(std::string_view key, const Crdt& delta);

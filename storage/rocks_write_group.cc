@@ -54,13 +54,20 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
   const std::string key_string(key);
   uint8_t mask;
   GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
-  if ((mask & ~TypeBit(type)) != 0) {
+  // A delete removes the key's counter as well as its register.
+  const bool del = std::holds_alternative<LwwDelete>(op);
+  const uint8_t allowed = TypeBit(type) | (del ? TypeBit(CrdtType::kCounter) : 0);
+  if ((mask & ~allowed) != 0) {
     std::string holds;
     for (CrdtType t : kAllCrdtTypes) {
-      if (t != type && (mask & TypeBit(t))) holds = std::string(TypeName(t));
+      if ((mask & ~allowed & TypeBit(t)) != 0) holds = std::string(TypeName(t));
     }
     return Status::WrongType("key '" + PrintableBytes(key) + "' holds a value of type " + holds +
                              ", not " + std::string(TypeName(type)));
+  }
+  if (del && (mask & TypeBit(CrdtType::kCounter)) != 0) {
+    GEOKV_RETURN_IF_ERROR(ResetCounter(key));
+    GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
   }
   GEOKV_ASSIGN_OR_RETURN(std::optional<Change> change, MakeChange(key, op));
   if (!change) return uint64_t{0};
@@ -69,6 +76,20 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
                         ? std::get<LwwRegister>(change->delta).timestamp()
                         : store_->clock_->Now();
   return AppendLog(key, ts, change->delta);
+}
+
+Status RocksWriteGroup::ResetCounter(std::string_view key) {
+  const std::string key_string(key);
+  std::optional<std::string> old;
+  GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, CrdtType::kCounter, &old));
+  PnCounter delta = std::get<PnCounter>(state).Reset();
+  if (delta.IsBottom()) return Status::OK();
+  PutObject(key, state, old);
+  uint8_t mask;
+  GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
+  PutLiveMask(key_string, mask, CrdtType::kCounter, false);
+  AppendLog(key, store_->clock_->Now(), delta);
+  return Status::OK();
 }
 
 StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
@@ -134,8 +155,11 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   if (inc.delta == 0) return Result();
   GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
   auto& counter = std::get<PnCounter>(state);
-  __int128 next = static_cast<__int128>(counter.Value()) + inc.delta;
-  if (next > std::numeric_limits<int64_t>::max() || next < std::numeric_limits<int64_t>::min()) {
+  // Refused when it would carry the exact value past a limit, or further
+  // past it (joins of concurrent increments can): the value saturates there.
+  const __int128 next = counter.ExactValue() + inc.delta;
+  if ((inc.delta > 0 && next > std::numeric_limits<int64_t>::max()) ||
+      (inc.delta < 0 && next < std::numeric_limits<int64_t>::min())) {
     return Status::InvalidArgument("increment would overflow the counter at key '" +
                                    PrintableBytes(key) + "'");
   }
@@ -152,7 +176,7 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
   }
   PnCounter delta = counter.Increment(node, inc.delta);
   PutObject(key, state, old);
-  return Result(Change{std::move(delta), true});
+  return Result(Change{std::move(delta), counter.IsLive()});
 }
 
 template <typename JoinFn>
@@ -257,6 +281,8 @@ StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta
           return v.value().has_value();
         } else if constexpr (std::is_same_v<T, MvRegister>) {
           return v.sibling_count() > 0;
+        } else if constexpr (std::is_same_v<T, PnCounter>) {
+          return v.IsLive();
         } else {
           return !v.IsBottom();
         }

@@ -74,6 +74,9 @@ struct RetiredId {
 
 // What a client asks of one key. The store turns each into a delta.
 struct LwwSet { std::string value; };
+// Deletes the register and, when the key holds a live counter, the counter
+// as this store has seen it (an observed reset: increments it has not seen
+// survive). The reset is logged as its own delta, before the tombstone.
 struct LwwDelete {};
 // Writes a sibling superseding the ones `seen` holds (from a read).
 struct MvWrite { std::string value; CausalContext seen; };
@@ -134,7 +137,8 @@ class WriteGroup {
   // this group, joins it and appends it to the log. Returns the delta's log
   // sequence, or 0 when the operation changed nothing (removing an absent
   // element, adding 0). On error nothing of `op` stays in the group:
-  //   WrongType      the key holds a live value of another type
+  //   WrongType      the key holds a live value of another type (for
+  //                  LwwDelete: of a type other than register and counter)
   //   TooLarge       too many multi-value siblings
   //   InvalidArgument an empty element list, a counter value or this node's
   //                  counter totals that would overflow, or a multi-value

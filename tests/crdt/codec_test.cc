@@ -3,9 +3,15 @@
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
 
+#include <array>
+
+#include <capnp/message.h>
+#include <capnp/schema.h>
+
 #include "crdt/codec.h"
 #include "schema/framing.h"
 #include "tests/crdt/simulation.h"
+#include "util/coding.h"
 #include "util/crc32c.h"
 
 namespace geokv::testing {
@@ -140,6 +146,74 @@ TEST(Codec, OneDotUnderTwoElementsIsAnError) {
   StatusOr<Crdt> decoded = DecodeCrdt(FrameMessage(message));
   ASSERT_FALSE(decoded.ok());
   EXPECT_NE(decoded.status().message().find("dot under two elements"), std::string::npos);
+}
+
+// A counter's entries in the form written before counters had reset floors.
+std::string OldFormCounter(const std::vector<std::array<uint64_t, 3>>& entries) {
+  capnp::MallocMessageBuilder message;
+  auto list = message.initRoot<schema::Value>().initCounter().initEntries(
+      static_cast<unsigned>(entries.size()));
+  for (unsigned i = 0; i < entries.size(); ++i) {
+    list[i].setReplica(entries[i][0]);
+    list[i].setAdded(entries[i][1]);
+    list[i].setSubtracted(entries[i][2]);
+  }
+  return FrameMessage(message);
+}
+
+TEST(Codec, CountersWithoutFloorsKeepTheirOldBytes) {
+  // Adding the reset form to the union left the layout of a Value as it was:
+  // one data word (the union's tag), one pointer shared by the members.
+  auto layout = capnp::Schema::from<schema::Value>().getProto().getStruct();
+  EXPECT_EQ(layout.getDataWordCount(), 1u);
+  EXPECT_EQ(layout.getPointerCount(), 1u);
+  PnCounter c;
+  c.Increment(3, 5);
+  c.Increment(9, -7);
+  const std::string old = OldFormCounter({{3, 5, 0}, {9, 0, 7}});
+  EXPECT_EQ(EncodeCrdt(c), old);
+  // The message's bytes as the build before reset floors wrote them.
+  const std::string framed = EncodeCrdt(c);
+  EXPECT_EQ(ToHex(framed.substr(1, framed.size() - 5)),
+            "000000000b000000000000000100010003000000000000000000000000000100010000003700000008"
+            "000000030000000300000000000000050000000000000000000000000000000900000000000000000000"
+            "00000000000700000000000000");
+  StatusOr<Crdt> decoded = DecodeCrdt(old);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  const auto& entries = std::get<PnCounter>(*decoded).entries();
+  EXPECT_EQ(entries.at(3), (PnCounter::Totals{5, 0, 0, 0}));
+  EXPECT_EQ(entries.at(9), (PnCounter::Totals{0, 7, 0, 0}));
+}
+
+TEST(Codec, CountersWithFloorsRoundTrip) {
+  PnCounter c;
+  c.Increment(3, 5);
+  c.Reset();
+  c.Increment(3, 2);
+  c.Increment(9, -7);
+  StatusOr<Crdt> decoded = DecodeCrdt(EncodeCrdt(c));
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(std::get<PnCounter>(*decoded), c);
+  EXPECT_EQ(std::get<PnCounter>(*decoded).entries().at(3), (PnCounter::Totals{7, 0, 5, 0}));
+}
+
+TEST(Codec, CounterFloorsAboveTheirTotalsAreErrors) {
+  auto reset_form = [](uint64_t added, uint64_t reset_added) {
+    capnp::MallocMessageBuilder message;
+    auto e = message.initRoot<schema::Value>().initResetCounter().initEntries(1)[0];
+    e.setReplica(3);
+    e.setAdded(added);
+    e.setResetAdded(reset_added);
+    return DecodeCrdt(FrameMessage(message));
+  };
+  EXPECT_TRUE(reset_form(5, 5).ok());
+  StatusOr<Crdt> above = reset_form(5, 6);
+  ASSERT_FALSE(above.ok());
+  EXPECT_NE(above.status().message().find("reset floor above its total"), std::string::npos);
+  // Without floors, the old form is the only one: equal states, equal bytes.
+  StatusOr<Crdt> no_floors = reset_form(5, 0);
+  ASSERT_FALSE(no_floors.ok());
+  EXPECT_NE(no_floors.status().message().find("reset form without floors"), std::string::npos);
 }
 
 TEST(Codec, CountersAtTheLimitAreErrors) {

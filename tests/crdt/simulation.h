@@ -65,6 +65,7 @@ inline OrSet RandomOp(OrSet& state, ReplicaId replica, HybridClock&) {
 
 template <>
 inline PnCounter RandomOp(PnCounter& state, ReplicaId replica, HybridClock&) {
+  if (*rc::gen::inRange(0, 6) == 0) return state.Reset();
   return state.Increment(replica, *rc::gen::inRange<int64_t>(-100, 101));
 }
 

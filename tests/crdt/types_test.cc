@@ -4,6 +4,7 @@
 #include <rapidcheck/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <set>
 
@@ -232,19 +233,86 @@ TEST(OrSet, RemovingAnAbsentElementIsBottom) {
   EXPECT_TRUE(s.Remove("y").IsBottom());
 }
 
-TEST(PnCounter, ConvergesToTheSumOfIncrements) {
+TEST(PnCounter, ConvergesToTheIncrementsBeyondTheFloors) {
   EXPECT_TRUE(rc::check([] {
     Simulation<PnCounter> sim;
     sim.RunSteps();
     sim.DeliverAll();
-    // Each delta carries a replica's running totals; the last per replica counts.
+    // Each delta carries a replica's running totals and floors; the greatest
+    // of each counts.
     std::map<ReplicaId, PnCounter::Totals> last;
     for (const auto& d : sim.deltas) {
-      for (const auto& [r, t] : d.entries()) last[r] = t;
+      for (const auto& [r, t] : d.entries()) {
+        PnCounter::Totals& l = last[r];
+        l.added = std::max(l.added, t.added);
+        l.subtracted = std::max(l.subtracted, t.subtracted);
+        l.reset_added = std::max(l.reset_added, t.reset_added);
+        l.reset_subtracted = std::max(l.reset_subtracted, t.reset_subtracted);
+      }
     }
     int64_t sum = 0;
-    for (const auto& [r, t] : last) sum += static_cast<int64_t>(t.added - t.subtracted);
+    for (const auto& [r, t] : last) {
+      sum += static_cast<int64_t>((t.added - t.reset_added) - (t.subtracted - t.reset_subtracted));
+    }
     RC_ASSERT(sim.replicas[0].Value() == sum);
+  }));
+}
+
+// A replica's totals, as any node may hold them: small or near the limits.
+rc::Gen<uint64_t> AnyTotal() {
+  return rc::gen::oneOf(rc::gen::inRange<uint64_t>(0, 1000),
+                        rc::gen::inRange<uint64_t>(uint64_t{1} << 62, uint64_t{1} << 63),
+                        rc::gen::inRange<uint64_t>(UINT64_MAX - 1000, UINT64_MAX),
+                        rc::gen::arbitrary<uint64_t>());
+}
+
+__int128 Clamped(__int128 v) {
+  const __int128 lo = std::numeric_limits<int64_t>::min();
+  const __int128 hi = std::numeric_limits<int64_t>::max();
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+TEST(PnCounter, ValueIsTheExactSumSaturatedWhateverTheJoinOrder) {
+  EXPECT_TRUE(rc::check([] {
+    const int n = *rc::gen::inRange(1, 6);
+    std::vector<PnCounter> parts;
+    __int128 exact = 0;
+    for (int i = 0; i < n; ++i) {
+      PnCounter::Totals t;
+      t.added = *AnyTotal();
+      t.subtracted = *AnyTotal();
+      RC_PRE(t.added != 0 || t.subtracted != 0);
+      exact += static_cast<__int128>(t.added) - static_cast<__int128>(t.subtracted);
+      parts.emplace_back(PnCounter::Entries{{static_cast<ReplicaId>(i + 1), t}});
+    }
+    // Two replicas receive every part, in their own orders, with duplicates.
+    auto deliver = [&parts] {
+      PnCounter c;
+      for (const PnCounter& p : Shuffled(parts)) {
+        c.Join(p);
+        if (*rc::gen::inRange(0, 3) == 0) c.Join(p);
+      }
+      return c;
+    };
+    PnCounter a = deliver(), b = deliver();
+    RC_ASSERT(a == b);
+    RC_ASSERT(static_cast<__int128>(a.Value()) == Clamped(exact));
+    // The laws, on counters near the limits.
+    const PnCounter& x = parts[0];
+    const PnCounter& y = parts[static_cast<size_t>(n - 1)];
+    PnCounter xy = x, yx = y, xya = x, ya = y, xx = x;
+    xy.Join(y);
+    yx.Join(x);
+    RC_ASSERT(xy == yx);
+    xya.Join(y);
+    xya.Join(a);
+    ya.Join(a);
+    PnCounter x_ya = x;
+    x_ya.Join(ya);
+    RC_ASSERT(xya == x_ya);
+    xx.Join(x);
+    RC_ASSERT(xx == x);
+    RC_ASSERT(static_cast<__int128>(xy.Value()) == Clamped(xy.ExactValue()));
   }));
 }
 
@@ -255,6 +323,132 @@ TEST(PnCounter, HandlesTheExtremes) {
   c.Increment(kB, std::numeric_limits<int64_t>::max());
   EXPECT_EQ(c.Value(), -1);
   EXPECT_TRUE(c.Increment(kC, 0).IsBottom());
+}
+
+TEST(PnCounter, ConcurrentIncrementsPastTheLimitSaturate) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  PnCounter a, b;
+  PnCounter da = a.Increment(kA, kMax);
+  PnCounter db = b.Increment(kB, kMax);
+  a.Join(db);
+  b.Join(da);
+  EXPECT_EQ(a.Value(), kMax);  // exactly 2^64 - 2, not -2
+  EXPECT_EQ(b.Value(), kMax);
+  a.Increment(kA, -kMax);
+  EXPECT_EQ(a.Value(), kMax);
+  a.Increment(kA, -1);
+  EXPECT_EQ(a.Value(), kMax - 1);
+}
+
+TEST(PnCounter, DeleteRemovesWhatItSaw) {
+  PnCounter c;
+  c.Increment(kA, 5);
+  c.Increment(kB, -2);
+  PnCounter older = c;
+  PnCounter reset = c.Reset();
+  EXPECT_FALSE(c.IsLive());
+  EXPECT_EQ(c.Value(), 0);
+  EXPECT_FALSE(c.IsBottom());
+  EXPECT_EQ(reset, c);  // every entry it saw, floors equal to totals
+  c.Join(older);        // an increment it saw, arriving late, stays deleted
+  EXPECT_FALSE(c.IsLive());
+  EXPECT_TRUE(c.Reset().IsBottom());  // nothing left to delete
+}
+
+TEST(PnCounter, DeleteConcurrentWithAnIncrementKeepsTheIncrement) {
+  PnCounter a, b;
+  b.Join(a.Increment(kA, 5));
+  PnCounter increment = a.Increment(kA, 3);  // not seen by b's delete
+  PnCounter reset = b.Reset();
+  a.Join(reset);
+  b.Join(increment);
+  EXPECT_EQ(a, b);
+  EXPECT_TRUE(a.IsLive());
+  EXPECT_EQ(a.Value(), 3);
+}
+
+TEST(PnCounter, IncrementAfterADeleteCountsFromZero) {
+  PnCounter a, b;
+  b.Join(a.Increment(kA, 5));
+  b.Join(a.Increment(kB, 7));
+  PnCounter reset = a.Reset();
+  PnCounter after = a.Increment(kA, 2);
+  EXPECT_EQ(a.Value(), 2);
+  EXPECT_TRUE(a.IsLive());
+  b.Join(after);  // the later increment carries the floors it was made on
+  b.Join(reset);
+  EXPECT_EQ(b, a);
+  EXPECT_EQ(b.Value(), 2);
+}
+
+// Per increment: who made it and whether some delete saw it. The model's
+// value is the sum of the increments no delete saw.
+TEST(PnCounter, DeletesRemoveExactlyTheIncrementsTheySaw) {
+  EXPECT_TRUE(rc::check([] {
+    constexpr int kNodes = 3;
+    struct Replica {
+      PnCounter state;
+      std::array<size_t, kNodes> seen{};     // per node: its first increments seen
+      std::array<size_t, kNodes> deleted{};  // per node: of those, the deleted
+    };
+    std::array<Replica, kNodes> replicas;
+    std::array<std::vector<int64_t>, kNodes> made;  // each node's increments
+    struct Message {
+      PnCounter delta;
+      std::array<size_t, kNodes> seen, deleted;
+    };
+    std::vector<std::pair<int, Message>> inbox;
+    auto merge = [](Replica& r, const Message& m) {
+      r.state.Join(m.delta);
+      for (int i = 0; i < kNodes; ++i) {
+        r.seen[i] = std::max(r.seen[i], m.seen[i]);
+        r.deleted[i] = std::max(r.deleted[i], m.deleted[i]);
+      }
+    };
+    const int steps = *rc::gen::inRange(1, 40);
+    for (int s = 0; s < steps; ++s) {
+      const int n = *rc::gen::inRange(0, kNodes);
+      Replica& r = replicas[n];
+      const int kind = *rc::gen::inRange(0, 6);
+      // A delta carries only the entries it changed: the model's message
+      // says as much.
+      if (kind == 0) {
+        Message m{r.state.Reset(), {}, {}};
+        for (int i = 0; i < kNodes; ++i) {
+          if (r.seen[i] == r.deleted[i]) continue;
+          m.seen[i] = m.deleted[i] = r.deleted[i] = r.seen[i];
+        }
+        for (int j = 0; j < kNodes; ++j) inbox.emplace_back(j, m);
+      } else if (kind < 3) {
+        const int64_t amount = *rc::gen::inRange<int64_t>(-50, 51);
+        if (amount == 0) continue;
+        made[n].push_back(amount);
+        r.seen[n] = made[n].size();
+        Message m{r.state.Increment(kReplicaIds[n], amount), {}, {}};
+        m.seen[n] = r.seen[n];
+        m.deleted[n] = r.deleted[n];
+        for (int j = 0; j < kNodes; ++j) inbox.emplace_back(j, m);
+      } else if (!inbox.empty()) {
+        const size_t i = *rc::gen::inRange<size_t>(0, inbox.size());
+        merge(replicas[inbox[i].first], inbox[i].second);
+        if (*rc::gen::inRange(0, 4) != 0) inbox.erase(inbox.begin() + static_cast<long>(i));
+      }
+    }
+    for (const auto& [to, m] : Shuffled(inbox)) merge(replicas[to], m);
+    for (int j = 0; j < kNodes; ++j) {
+      RC_ASSERT(replicas[j].state == replicas[0].state);
+      int64_t expected = 0;
+      bool live = false;
+      for (int i = 0; i < kNodes; ++i) {
+        for (size_t k = replicas[j].deleted[i]; k < replicas[j].seen[i]; ++k) {
+          expected += made[i][k];
+          live = true;
+        }
+      }
+      RC_ASSERT(replicas[j].state.Value() == expected);
+      RC_ASSERT(replicas[j].state.IsLive() == live);
+    }
+  }));
 }
 
 TEST(Crdt, JoinRefusesDifferentTypes) {

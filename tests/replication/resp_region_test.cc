@@ -1,7 +1,7 @@
 // Three regions driven through their Redis ports, behind WAN proxies:
 // writes in one region read in another with GEOKV.AFTER, and concurrent
 // INCR, SADD and SREM on both sides of a partition converge, add-wins and
-// summed, once it heals.
+// summed, once it heals; a DEL of a counter removes only the increments it saw.
 
 #include <gtest/gtest.h>
 
@@ -88,6 +88,50 @@ TEST_F(RespRegionTest, ReadsAnotherRegionsWritesAfterItsToken) {
     EXPECT_EQ(Call(r, {"SMEMBERS", "s"}).Texts(), (std::set<std::string>{"b", "y"})) << r;
     EXPECT_EQ(Call(r, {"GET", "k"}).text, "v") << r;
   }
+}
+
+TEST_F(RespRegionTest, DelConcurrentWithAnIncrConvergesToTheIncr) {
+  StartCluster();
+  EXPECT_EQ(Call(0, {"INCRBY", "c", "5"}).integer, 5);
+  RespReply waited = Call(0, {"GEOKV.WAITREPLICATED", "5000"});
+  ASSERT_EQ(waited.text, "OK") << waited.text;
+
+  // Region 1 deletes the counter it has seen (5) while region 0, cut off,
+  // adds 3 that region 1 never saw.
+  cluster_->Partition(0);
+  EXPECT_EQ(Call(1, {"DEL", "c"}).integer, 1);
+  EXPECT_EQ(Call(1, {"EXISTS", "c"}).integer, 0);
+  EXPECT_TRUE(Call(1, {"GET", "c"}).null);
+  EXPECT_EQ(Call(1, {"TYPE", "c"}).text, "none");
+  EXPECT_EQ(Call(0, {"INCRBY", "c", "3"}).integer, 8);
+  cluster_->Heal(0);
+  std::string why;
+  ASSERT_TRUE(cluster_->WaitConverged(30s, &why)) << why;
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(Call(r, {"GET", "c"}).text, "3") << r;
+    EXPECT_EQ(Call(r, {"EXISTS", "c"}).integer, 1) << r;
+  }
+
+  // Two deletes of the same increments, concurrent, remove them once; an
+  // increment after one of them survives the other.
+  cluster_->Partition(0);
+  EXPECT_EQ(Call(0, {"DEL", "c"}).integer, 1);
+  EXPECT_EQ(Call(1, {"DEL", "c"}).integer, 1);
+  EXPECT_EQ(Call(1, {"INCRBY", "c", "4"}).integer, 4);
+  cluster_->Heal(0);
+  ASSERT_TRUE(cluster_->WaitConverged(30s, &why)) << why;
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(Call(r, {"GET", "c"}).text, "4") << r;
+
+  // A delete that saw everything leaves no counter anywhere: the key is
+  // free for a string, and a later INCR counts from 0.
+  EXPECT_EQ(Call(2, {"DEL", "c"}).integer, 1);
+  ASSERT_TRUE(cluster_->WaitConverged(30s, &why)) << why;
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(Call(r, {"EXISTS", "c"}).integer, 0) << r;
+  EXPECT_EQ(Call(0, {"SET", "c", "text"}).text, "OK");
+  EXPECT_EQ(Call(0, {"DEL", "c"}).integer, 1);
+  EXPECT_EQ(Call(1, {"GEOKV.AFTER", Call(0, {"GEOKV.TOKEN"}).text}).text, "OK");
+  EXPECT_EQ(Call(1, {"EXISTS", "c"}).integer, 0);  // waits for the string's delete
+  EXPECT_EQ(Call(1, {"INCR", "c"}).integer, 1);
 }
 
 }  // namespace

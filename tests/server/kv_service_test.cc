@@ -480,6 +480,19 @@ TEST_F(KvServiceTest, Counters) {
   EXPECT_EQ(n, INT64_MAX);
 }
 
+TEST_F(KvServiceTest, DelRemovesACounter) {
+  int64_t n = 0;
+  ASSERT_EQ(IncrBy("c", 5), Code::OK);
+  ASSERT_EQ(Del("c"), Code::OK);
+  EXPECT_EQ(CounterGet("c", &n), Code::NOT_FOUND);
+  EXPECT_EQ(Types("c"), std::vector<std::string>{});
+  ASSERT_EQ(Set("c", "v"), Code::OK);
+  ASSERT_EQ(Del("c"), Code::OK);
+  ASSERT_EQ(IncrBy("c", 2), Code::OK);
+  ASSERT_EQ(CounterGet("c", &n), Code::OK);
+  EXPECT_EQ(n, 2);
+}
+
 TEST_F(KvServiceTest, TypeNamesTheLiveTypes) {
   EXPECT_EQ(Types("k"), std::vector<std::string>{});
   ASSERT_EQ(SAdd("k", {"x"}), Code::OK);

@@ -110,6 +110,12 @@ TEST_F(RespProcessTest, RedisCliRunsTheCommands) {
   EXPECT_EQ(Ask({"EXISTS", "m1", "s"}), "0");
   EXPECT_EQ(Ask({"UNLINK", "m2"}), "1");
   EXPECT_EQ(Ask({"GET", "m2"}), "");
+  EXPECT_EQ(Ask({"INCRBY", "n", "7"}), "7");
+  EXPECT_EQ(Ask({"DEL", "n"}), "1");
+  EXPECT_EQ(Ask({"EXISTS", "n"}), "0");
+  EXPECT_EQ(Ask({"GET", "n"}), "");
+  EXPECT_EQ(Ask({"TYPE", "n"}), "none");
+  EXPECT_EQ(Ask({"SET", "n", "a string now"}), "OK");
   // Refused, and nothing changed.
   EXPECT_EQ(Ask({"SET", "greeting", "x", "NX"}).rfind("ERR SET nx is not supported", 0), 0u);
   EXPECT_EQ(Ask({"SET", "greeting", "x", "EX", "10"}).rfind("ERR SET ex is not supported", 0), 0u);

@@ -494,3 +494,86 @@ TEST_F(StoreTest, LargeValuesAndLargeDeltasRoundTrip) {
 
 }  // namespace
 }  // namespace geokv::testing
+
+namespace geokv::testing {
+namespace {
+
+constexpr ReplicaId kRemote = 77;
+
+// The counter at `key` as stored, bottom when absent.
+PnCounter CounterAt(Store& store, std::string_view key) {
+  auto c = store.Get(key, CrdtType::kCounter);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  if (!c.ok() || !c->has_value()) return PnCounter();
+  return std::get<PnCounter>(**c);
+}
+
+TEST_F(StoreTest, DeletedCounterKeyIsReusableAsAString) {
+  ASSERT_TRUE(Apply("c", CounterAdd{5}).ok());
+  ASSERT_TRUE(Apply("c", CounterAdd{-2}).ok());
+  auto del = Apply("c", LwwDelete{});
+  ASSERT_TRUE(del.ok()) << del.status().ToString();
+  EXPECT_TRUE(store_->LiveTypes("c")->empty());
+  EXPECT_FALSE(CounterAt(*store_, "c").IsLive());
+  // The reset is logged, to reach the other replicas, before the tombstone.
+  auto log = store_->ReadLog(2, 10, 1 << 20);
+  ASSERT_TRUE(log.ok());
+  ASSERT_EQ(log->size(), 2u);
+  EXPECT_EQ(std::get<PnCounter>((*log)[0].delta).entries().at(store_->node_id()),
+            (PnCounter::Totals{5, 2, 5, 2}));
+  EXPECT_TRUE(std::holds_alternative<LwwRegister>((*log)[1].delta));
+  EXPECT_EQ(*del, 4u);
+
+  ASSERT_TRUE(Apply("c", LwwSet{"now a string"}).ok());
+  EXPECT_EQ(GetLww("c"), std::optional<std::string>("now a string"));
+  ASSERT_TRUE(Apply("c", LwwDelete{}).ok());
+  // A counter again, from 0; the floors survive a restart.
+  ASSERT_TRUE(Apply("c", CounterAdd{3}).ok());
+  Reopen();
+  EXPECT_EQ(CounterAt(*store_, "c").Value(), 3);
+  EXPECT_EQ(*store_->LiveTypes("c"), std::vector<CrdtType>{CrdtType::kCounter});
+}
+
+TEST_F(StoreTest, StrayCounterDeltaOnARegisterKeyCanBeDeleted) {
+  ASSERT_TRUE(Apply("k", LwwSet{"v"}).ok());
+  // A concurrent increment of the same key elsewhere.
+  ASSERT_OK(JoinOne("k", PnCounter().Increment(kRemote, 3)));
+  EXPECT_EQ(*store_->LiveTypes("k"), (std::vector<CrdtType>{CrdtType::kLww, CrdtType::kCounter}));
+  EXPECT_EQ(Apply("k", LwwSet{"w"}).status().code(), Status::Code::kWrongType);
+  auto del = Apply("k", LwwDelete{});
+  ASSERT_TRUE(del.ok()) << del.status().ToString();
+  EXPECT_TRUE(store_->LiveTypes("k")->empty());
+  auto set = Apply("k", LwwSet{"w"});
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(GetLww("k"), std::optional<std::string>("w"));
+}
+
+TEST_F(StoreTest, DeleteKeepsAConcurrentIncrement) {
+  PnCounter remote;
+  ASSERT_OK(JoinOne("c", remote.Increment(kRemote, 4)));
+  ASSERT_TRUE(Apply("c", CounterAdd{5}).ok());
+  ASSERT_TRUE(Apply("c", LwwDelete{}).ok());
+  // The increment the delete saw, delivered again, stays deleted.
+  ASSERT_OK(JoinOne("c", remote));
+  EXPECT_TRUE(store_->LiveTypes("c")->empty());
+  // One it did not see comes back alone.
+  ASSERT_OK(JoinOne("c", remote.Increment(kRemote, 3)));
+  EXPECT_EQ(*store_->LiveTypes("c"), std::vector<CrdtType>{CrdtType::kCounter});
+  EXPECT_EQ(CounterAt(*store_, "c").Value(), 3);
+}
+
+TEST_F(StoreTest, ConcurrentIncrementsPastTheLimitSaturate) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  ASSERT_TRUE(Apply("c", CounterAdd{kMax}).ok());
+  ASSERT_OK(JoinOne("c", PnCounter().Increment(kRemote, kMax)));
+  EXPECT_EQ(CounterAt(*store_, "c").Value(), kMax);
+  // Further past the limit: refused; back towards it: taken.
+  EXPECT_EQ(Apply("c", CounterAdd{1}).status().code(), Status::Code::kInvalidArgument);
+  ASSERT_TRUE(Apply("c", CounterAdd{-1}).ok());
+  EXPECT_EQ(CounterAt(*store_, "c").Value(), kMax);
+  ASSERT_TRUE(Apply("c", CounterAdd{-kMax}).ok());
+  EXPECT_EQ(CounterAt(*store_, "c").Value(), kMax - 1);
+}
+
+}  // namespace
+}  // namespace geokv::testing
