@@ -183,6 +183,9 @@ class Replicator final : private HandOver::Links {
   std::vector<PeerStatus> Peers() const;
   // This node's clock minus the median clock (see ClockJudge).
   int64_t ClockOffsetMs() const;
+  // The connected peers with a clock sample, on which ClockOffsetMs rests
+  // (0: it is 0 for want of samples).
+  size_t ClockSamples() const { return PeerOffsets().size(); }
 
  private:
   // HandOver::Links.
@@ -208,6 +211,9 @@ class Replicator final : private HandOver::Links {
   std::vector<int64_t> PeerOffsets() const;
   // Sets the per-peer gauges (backlog, connection, clock) and the node's.
   void Report();
+  // Warns when the store's clock (as read back at open) is further ahead of
+  // the wall clock than --max-clock-offset.
+  void WarnIfClockAhead();
   // This node's committed position in `origin`'s log.
   uint64_t DurablePosition(ReplicaId origin) const;
   // How far this node holds `origin`'s log: its own through its last
@@ -218,6 +224,7 @@ class Replicator final : private HandOver::Links {
   Store& store_;
   AsyncStore& reader_;
   GroupCommitter& committer_;
+  uint64_t stamps_counted_ = 0;  // committer_.stamps_refused() added to the metric
   kj::AsyncIoProvider& io_;
   ReplicatorOptions options_;
   std::unique_ptr<Metrics> own_metrics_;

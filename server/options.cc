@@ -104,7 +104,8 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   size_option("--max-backlog", &o.max_backlog_bytes,
               "Log bytes a peer may lag before anti-entropy repairs it instead");
   ms_option("--max-clock-offset", &o.max_clock_offset_ms,
-            "Clock offset from the peers' median beyond which writes are refused (ms, s)");
+            "Clock offset from the peers' median beyond which writes are refused, and how "
+            "far ahead of this node's clock a stamp received from a peer may be (ms, s)");
   ms_option("--token-wait", &o.token_wait_ms,
             "How long a read waits for its tokens' writes to arrive");
   ms_option("--anti-entropy-interval", &o.anti_entropy_interval_ms,

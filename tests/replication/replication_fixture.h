@@ -55,12 +55,16 @@ inline ReplicatorOptions NodeOptions(const std::string& name, const Tuning& tuni
   return o;
 }
 
-// One node: store, readers, committer and replicator (not started).
+// One node: store, readers, committer and replicator (not started). The
+// store's hybrid clock is `clock` when given (it must outlive the node),
+// else one on the system clock.
 struct Node {
   Node(const std::string& dir, const std::string& name, kj::AsyncIoProvider& io,
-       const Tuning& tuning = {})
+       const Tuning& tuning = {}, HybridClock* clock = nullptr)
       : options(NodeOptions(name, tuning)) {
-    auto opened = Store::Open(dir, StoreOptions{Durability::kWal});
+    StoreOptions store_options{Durability::kWal};
+    store_options.clock = clock;
+    auto opened = Store::Open(dir, store_options);
     KJ_REQUIRE(opened.ok(), opened.status().ToString());
     store = std::move(opened).value();
     reader = std::make_unique<AsyncStore>(*store, 2);

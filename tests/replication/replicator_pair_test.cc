@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "crdt/codec.h"
+#include "crdt/hlc.h"
 #include "testing/test_dir.h"
 #include "tests/replication/replication_fixture.h"
 
@@ -40,9 +42,12 @@ bool RunUntil(kj::AsyncIoContext& io, const std::function<bool()>& done,
 }
 
 // `from` links to `to`, which serves the peer API on a loopback port.
+// The nodes' stores run on `a_clock` and `b_clock` when given.
 struct Pair {
-  explicit Pair(kj::AsyncIoContext& io, const Tuning& tuning = {})
-      : a(dir.Sub("a"), "a", *io.provider, tuning), b(dir.Sub("b"), "b", *io.provider, tuning) {
+  explicit Pair(kj::AsyncIoContext& io, const Tuning& tuning = {}, HybridClock* a_clock = nullptr,
+                HybridClock* b_clock = nullptr)
+      : a(dir.Sub("a"), "a", *io.provider, tuning, a_clock),
+        b(dir.Sub("b"), "b", *io.provider, tuning, b_clock) {
     auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
     listener = address->listen();
     server = kj::heap<capnp::TwoPartyServer>(b.replicator->PeerBootstrap());
@@ -290,6 +295,77 @@ TEST(ReplicatorPair, APagedTransferCutOffHalfWayResumesWithoutLossOrResurrection
   EXPECT_TRUE(std::binary_search(elements.begin(), elements.end(), Node::Element("a", 1)));
   pair.Shutdown(io.waitScope);
 }
+
+
+// The peer service, as a peer calls it: a batch carrying a stamp from the
+// year 2500, or at the very end of the clock's range, is refused whole with
+// a reason, changes neither the key nor the clock, and this node's next
+// write still wins.
+TEST(ReplicatorPair, APushWithAStampFromTheFarFutureIsRefusedAndChangesNothing) {
+  auto io = kj::setupAsyncIo();
+  Pair pair(io);
+  pair.b.Write(io.waitScope, "k", "here");
+  const HlcTimestamp before = pair.b.store->clock()->Last();
+  auto session = testing::OpenSession(io.waitScope, pair.b, pair.a);
+  const ReplicaId origin = pair.a.store->node_id();
+  auto push = [&](HlcTimestamp stamp) -> std::string {
+    auto req = session.pushDeltasRequest();
+    auto batch = req.initBatch();
+    batch.setOrigin(origin);
+    batch.setFrom(0);
+    batch.setThrough(1);
+    auto entry = batch.initEntries(1)[0];
+    entry.setSeq(1);
+    entry.setKey(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>("k"), 1));
+    std::string value = EncodeCrdt(LwwRegister(stamp, origin, std::string("future")));
+    entry.setValue(
+        capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(value.data()), value.size()));
+    entry.setTimestampMs(stamp.wall_ms);
+    try {
+      req.send().wait(io.waitScope);
+    } catch (const kj::Exception& e) {
+      return e.getDescription().cStr();
+    }
+    return "";
+  };
+  const HlcTimestamp year_2500{16'725'225'600'000, 0};
+  std::string refused = push(year_2500);
+  EXPECT_NE(refused.find("16725225600000.0"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("--max-clock-offset 500 ms"), std::string::npos) << refused;
+  EXPECT_EQ(pair.b.committer->stamps_refused(), 1u);
+  refused = push(HlcTimestamp{UINT64_MAX, UINT32_MAX});
+  EXPECT_NE(refused.find("above the maximum"), std::string::npos) << refused;
+  EXPECT_EQ(pair.b.Value("k"), std::optional<std::string>("here"));
+  EXPECT_EQ(pair.b.store->clock()->Last(), before);
+  EXPECT_EQ(pair.BHolds(), 0u);
+  pair.b.Write(io.waitScope, "k", "next");
+  EXPECT_EQ(pair.b.Value("k"), std::optional<std::string>("next"));
+  EXPECT_LT(before, pair.b.store->clock()->Last());
+  pair.Shutdown(io.waitScope);
+}
+
+// a's clock runs 2 s ahead of b's: b refuses a's write (limit 500 ms), and
+// a's shipper sends it again until b's clock has caught up.
+TEST(ReplicatorPair, AWriteRefusedForAStampAheadIsAppliedOnceTheClockCatchesUp) {
+  auto io = kj::setupAsyncIo();
+  const uint64_t now = WallClock::System()->NowMillis();
+  ManualClock a_wall(now + 2000), b_wall(now);
+  HybridClock a_clock(&a_wall), b_clock(&b_wall);
+  {
+    Pair pair(io, Tuning(), &a_clock, &b_clock);
+    pair.a.Write(io.waitScope, "k", "ahead");
+    pair.Link();
+    EXPECT_TRUE(RunUntil(io, [&] { return pair.b.committer->stamps_refused() >= 2; }))
+        << "the shipper sends the batch again";
+    EXPECT_EQ(pair.b.Value("k"), std::nullopt);
+    EXPECT_EQ(pair.BHolds(), 0u);
+    b_wall.Advance(1600);
+    EXPECT_TRUE(RunUntil(io, [&] { return pair.BHolds() == 1; }));
+    EXPECT_EQ(pair.b.Value("k"), std::optional<std::string>("ahead"));
+    pair.Shutdown(io.waitScope);
+  }
+}
+
 
 }  // namespace
 }  // namespace geokv

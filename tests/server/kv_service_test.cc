@@ -566,6 +566,9 @@ TEST_F(KvServiceTest, InfoNamesTheNode) {
   EXPECT_EQ(std::string(reply.getRegion().cStr()), "eu");
   EXPECT_EQ(reply.getReplicaId(), store_->node_id());
   EXPECT_EQ(reply.getApiVersion(), 1u);
+  // No peer, so no clock samples: said so, beside an offset of 0.
+  EXPECT_EQ(reply.getClockSamples(), 0u);
+  EXPECT_EQ(reply.getClockOffsetMs(), 0);
 }
 
 TEST_F(KvServiceTest, StoppedServiceRefusesCalls) {
