@@ -246,7 +246,16 @@ kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Replicator::Forw
     auto req = session.forwardRequest();
     req.setRequest(request);
     req.setConsistency(consistency);
-    return io_.getTimer().timeoutAfter(ToKj(timeout), req.send());
+    // Not timeoutAfter: its OVERLOADED would read as the owner's own
+    // refusal, which means nothing ran there. Without an answer, the owner
+    // may have run the request, as when the connection is lost.
+    using Response = capnp::Response<peer::PeerSession::ForwardResults>;
+    const int64_t ms = timeout.count();
+    return req.send().exclusiveJoin(
+        io_.getTimer().afterDelay(ToKj(timeout)).then([ms]() -> Response {
+          kj::throwFatalException(KJ_EXCEPTION(
+              DISCONNECTED, kj::str("no answer from the owner within ", ms, " ms")));
+        }));
   });
 }
 
@@ -352,6 +361,11 @@ kj::Promise<StatusOr<std::vector<std::string>>> Replicator::WaitReplicated(
     std::vector<CausalToken> tokens, std::vector<std::string> regions,
     std::chrono::milliseconds timeout) {
   using Result = StatusOr<std::vector<std::string>>;
+  if (timeout > kMaxReplicationWait) {
+    return Result(Status::InvalidArgument(
+        "a wait of " + std::to_string(timeout.count()) + " ms is over the limit of " +
+        std::to_string(kMaxReplicationWait.count()) + " ms"));
+  }
   std::set<std::string> known{options_.region};
   for (const auto& [id, link] : links_) known.insert(link->address().region);
   if (regions.empty()) regions.assign(known.begin(), known.end());

@@ -104,7 +104,9 @@ class Replicator final : private HandOver::Links {
 
   // Calls on one other node, for the coordinator. Each fails with
   // DISCONNECTED at once when the node is not connected, and after
-  // `timeout` without an answer.
+  // `timeout` without an answer. Forward passes the owner's own refusals
+  // on as they came (OVERLOADED: it shed the request, nothing ran), and its
+  // deadline is DISCONNECTED, never OVERLOADED.
   kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Forward(
       ReplicaId node, rpc::Request::Reader request, rpc::Consistency consistency,
       std::chrono::milliseconds timeout);
@@ -175,7 +177,8 @@ class Replicator final : private HandOver::Links {
   // Resolves with the regions of `regions` (empty: every region this node
   // knows) that did not have every token's write within `timeout`: a region
   // has them once each of its live nodes holds the tokens' logs through
-  // them. InvalidArgument for a region this node does not know.
+  // them. InvalidArgument for a region this node does not know, and for a
+  // timeout over kMaxReplicationWait.
   kj::Promise<StatusOr<std::vector<std::string>>> WaitReplicated(
       std::vector<CausalToken> tokens, std::vector<std::string> regions,
       std::chrono::milliseconds timeout);

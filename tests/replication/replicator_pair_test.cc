@@ -5,6 +5,7 @@
 
 #include "replication/replicator.h"
 
+#include <capnp/message.h>
 #include <capnp/rpc-twoparty.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
@@ -366,6 +367,45 @@ TEST(ReplicatorPair, AWriteRefusedForAStampAheadIsAppliedOnceTheClockCatchesUp) 
   }
 }
 
+
+// A forward the owner refuses for load fails OVERLOADED, as the owner
+// threw it; one the owner does not answer in time fails DISCONNECTED (it
+// may have run there), never OVERLOADED, so the two cannot be confused.
+TEST(ReplicatorPair, AForwardsDeadlineIsNotTheOwnersOverload) {
+  auto io = kj::setupAsyncIo();
+  Pair pair(io);
+  bool hold = false;
+  auto held = kj::newPromiseAndFulfiller<void>();
+  kj::ForkedPromise<void> never = held.promise.fork();
+  pair.b.replicator->SetForwardHandler(
+      [&](rpc::Request::Reader, rpc::Consistency, rpc::Reply::Builder) -> kj::Promise<void> {
+        if (hold) return never.addBranch();
+        kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "too many writes waiting to commit"));
+      });
+  pair.Link();
+  const ReplicaId b = pair.b.store->node_id();
+  ASSERT_TRUE(RunUntil(io, [&] {
+    auto peers = pair.a.replicator->Peers();
+    return !peers.empty() && peers[0].connected;
+  }));
+  capnp::MallocMessageBuilder message;
+  auto request = message.initRoot<rpc::Request>();
+  auto forward = [&]() -> kj::Exception::Type {
+    try {
+      pair.a.replicator
+          ->Forward(b, request.asReader(), rpc::Consistency::DEFAULT, milliseconds(300))
+          .wait(io.waitScope);
+    } catch (const kj::Exception& e) {
+      return e.getType();
+    }
+    return kj::Exception::Type::UNIMPLEMENTED;  // answered: not expected here
+  };
+  EXPECT_EQ(forward(), kj::Exception::Type::OVERLOADED);
+  hold = true;
+  EXPECT_EQ(forward(), kj::Exception::Type::DISCONNECTED);
+  held.fulfiller->fulfill();
+  pair.Shutdown(io.waitScope);
+}
 
 }  // namespace
 }  // namespace geokv

@@ -315,6 +315,23 @@ TEST_F(KvServiceTest, RemoteEntriesMustContinueTheAppliedPosition) {
   EXPECT_EQ(store_->AppliedPositions().count(other), 0u);
 }
 
+TEST_F(KvServiceTest, WaitReplicatedRefusesAWaitOverTheLimit) {
+  std::string token;
+  ASSERT_EQ(Set("k", "v", &token), Code::OK);
+  auto wait = [&](uint32_t ms) {
+    auto req = kv().waitReplicatedRequest();
+    req.initTokens(1).set(0, AsData(token));
+    req.setTimeoutMs(ms);
+    auto reply = req.send().wait(ws());
+    last_message_ = reply.getOutcome().getMessage();
+    return reply.getOutcome().getCode();
+  };
+  EXPECT_EQ(wait(UINT32_MAX), Code::INVALID);
+  EXPECT_NE(last_message_.find("limit of 3600000 ms"), std::string::npos) << last_message_;
+  EXPECT_EQ(wait(static_cast<uint32_t>(kMaxReplicationWait.count()) + 1), Code::INVALID);
+  EXPECT_EQ(wait(static_cast<uint32_t>(kMaxReplicationWait.count())), Code::OK) << last_message_;
+}
+
 TEST_F(KvServiceTest, KeysAreChecked) {
   EXPECT_EQ(Set("", "v"), Code::INVALID);
   EXPECT_EQ(last_message_, "empty key");
