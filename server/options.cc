@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "replication/peer_types.h"
 #include "util/cli.h"
 
 namespace geokv {
@@ -107,7 +108,7 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
             "Clock offset from the peers' median beyond which writes are refused, and how "
             "far ahead of this node's clock a stamp received from a peer may be (ms, s)");
   ms_option("--token-wait", &o.token_wait_ms,
-            "How long a read waits for its tokens' writes to arrive");
+            "How long a read waits for its tokens' writes to arrive (at most 60 min)");
   ms_option("--anti-entropy-interval", &o.anti_entropy_interval_ms,
             "Pause between anti-entropy passes against each peer");
   size_option("--anti-entropy-rate", &o.anti_entropy_bytes_per_second,
@@ -186,6 +187,11 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   }
   if (o.anti_entropy_bytes_per_second == 0) {
     return usage_error("--anti-entropy-rate: must be at least 1");
+  }
+  if (o.token_wait_ms > static_cast<uint64_t>(kMaxReplicationWait.count())) {
+    return usage_error("--token-wait: must be at most " +
+                       std::to_string(kMaxReplicationWait.count()) +
+                       " ms, the longest wait a client may ask for");
   }
   return o;
 }
