@@ -6,7 +6,6 @@
 #include "replication/replicator.h"
 
 #include <capnp/message.h>
-#include <capnp/rpc-twoparty.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 
@@ -28,6 +27,7 @@ namespace {
 using std::chrono::milliseconds;
 
 using testing::Node;
+using testing::Pair;
 using testing::Tuning;
 
 // Runs the loop until `done` or `limit` has passed; whether it was done.
@@ -41,58 +41,6 @@ bool RunUntil(kj::AsyncIoContext& io, const std::function<bool()>& done,
   }
   return true;
 }
-
-// `from` links to `to`, which serves the peer API on a loopback port.
-// The nodes' stores run on `a_clock` and `b_clock` when given.
-struct Pair {
-  explicit Pair(kj::AsyncIoContext& io, const Tuning& tuning = {}, HybridClock* a_clock = nullptr,
-                HybridClock* b_clock = nullptr)
-      : a(dir.Sub("a"), "a", *io.provider, tuning, a_clock),
-        b(dir.Sub("b"), "b", *io.provider, tuning, b_clock) {
-    auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
-    listener = address->listen();
-    server = kj::heap<capnp::TwoPartyServer>(b.replicator->PeerBootstrap());
-    serving = server->listen(*listener).eagerlyEvaluate(nullptr);
-  }
-
-  // b as a's target: it owns every segment.
-  PeerTarget B() {
-    PeerTarget t;
-    t.id = b.store->node_id();
-    t.name = "b";
-    t.region = "eu";
-    t.address = "127.0.0.1:" + std::to_string(listener->getPort());
-    t.owned.assign(kTreeSegments, true);
-    return t;
-  }
-
-  // Starts a's link to b; `a_owns` are the segments a owns (empty: all).
-  void Link(std::vector<bool> a_owns = {}) {
-    a.replicator->SetPlacement(std::move(a_owns), {B()});
-    a.replicator->Start();
-  }
-
-  uint64_t BHolds() {
-    auto applied = b.store->AppliedPositions();
-    auto it = applied.find(a.store->node_id());
-    return it == applied.end() ? 0 : it->second;
-  }
-
-  void Shutdown(kj::WaitScope& ws) {
-    a.Shutdown(ws);
-    serving = nullptr;
-    server = nullptr;
-    listener = nullptr;
-    b.Shutdown(ws);
-  }
-
-  testing::TestDir dir;
-  Node a;
-  Node b;
-  kj::Own<kj::ConnectionReceiver> listener;
-  kj::Own<capnp::TwoPartyServer> server;
-  kj::Promise<void> serving = nullptr;
-};
 
 TEST(ReplicatorPair, ShipsTheLogAndCountsTheAcknowledgement) {
   auto io = kj::setupAsyncIo();
