@@ -8,11 +8,15 @@
 #include <capnp/message.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -353,6 +357,37 @@ TEST(ReplicatorPair, AForwardsDeadlineIsNotTheOwnersOverload) {
   EXPECT_EQ(forward(), kj::Exception::Type::DISCONNECTED);
   held.fulfiller->fulfill();
   pair.Shutdown(io.waitScope);
+}
+
+
+// The clock read back from the data dir is this node's own history: after
+// the wall clock stepped back a minute it is still honoured (the next
+// write's stamp is above it), and the node warns that it is ahead.
+TEST(ReplicatorClock, HonoursTheClockReadBackAndWarnsWhenItIsAhead) {
+  auto io = kj::setupAsyncIo();
+  testing::TestDir dir;
+  constexpr uint64_t kThen = 1'000'000'000;
+  ManualClock wall(kThen);
+  {
+    HybridClock clock(&wall);
+    Node n(dir.Sub("n"), "n", *io.provider, Tuning(), &clock);
+    n.Write(io.waitScope, "k", "before");
+    n.Shutdown(io.waitScope);
+  }
+  wall.Set(kThen - 60'000);
+  std::ostringstream log;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  spdlog::default_logger()->sinks().push_back(sink);
+  HybridClock clock(&wall);
+  {
+    Node n(dir.Sub("n"), "n", *io.provider, Tuning(), &clock);
+    EXPECT_LE((HlcTimestamp{kThen, 0}), clock.Last());
+    n.Write(io.waitScope, "k", "after");
+    EXPECT_EQ(n.Value("k"), std::optional<std::string>("after"));
+    n.Shutdown(io.waitScope);
+  }
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_NE(log.str().find("60000 ms ahead of its wall clock"), std::string::npos) << log.str();
 }
 
 }  // namespace
