@@ -447,7 +447,14 @@ void Commands::AddAll() {
     j.Unsigned("api_version", reply.getApiVersion());
     j.Text("state_digest", hex(reply.getStateDigest()));
     j.Unsigned("last_seq", reply.getLastSeq());
-    j.Number("clock_offset_ms", reply.getClockOffsetMs());
+    // Without samples there is no offset to show: null, and "no samples".
+    const bool sampled = reply.getClockSamples() > 0;
+    if (sampled) {
+      j.Number("clock_offset_ms", reply.getClockOffsetMs());
+    } else {
+      j.Raw("clock_offset_ms", "null");
+    }
+    j.Unsigned("clock_samples", reply.getClockSamples());
     j.Text("writes_refused", reply.getWritesRefused().cStr());
     j.Unsigned("key_count", reply.getKeyCount());
     j.Unsigned("hints_stored", reply.getHintsStored());
@@ -467,7 +474,11 @@ void Commands::AddAll() {
       pj.Bool("repairing", p.getRepairing());
       pj.Unsigned("acked", p.getAcked());
       pj.Unsigned("backlog_bytes", p.getBacklogBytes());
-      pj.Number("clock_offset_ms", p.getClockOffsetMs());
+      if (p.getClockSampled()) {
+        pj.Number("clock_offset_ms", p.getClockOffsetMs());
+      } else {
+        pj.Raw("clock_offset_ms", "null");
+      }
       if (peers_json.size() > 1) peers_json += ",";
       peers_json += pj.str();
       peers_text += std::string("peer: ") + p.getRegion().cStr() + " " + p.getAddress().cStr() +
@@ -475,7 +486,10 @@ void Commands::AddAll() {
                     (p.getRepairing() ? " repairing" : "") +
                     " acked=" + std::to_string(p.getAcked()) +
                     " backlog_bytes=" + std::to_string(p.getBacklogBytes()) +
-                    " clock_offset_ms=" + std::to_string(p.getClockOffsetMs()) + "\n";
+                    " clock_offset_ms=" +
+                    (p.getClockSampled() ? std::to_string(p.getClockOffsetMs())
+                                         : std::string("no-samples")) +
+                    "\n";
     }
     j.Raw("peers", peers_json + "]");
     if (settings_.json) {
@@ -487,7 +501,9 @@ void Commands::AddAll() {
                 << "\napi_version: " << reply.getApiVersion()
                 << "\nstate_digest: " << hex(reply.getStateDigest())
                 << "\nlast_seq: " << reply.getLastSeq()
-                << "\nclock_offset_ms: " << reply.getClockOffsetMs()
+                << "\nclock_offset_ms: "
+                << (sampled ? std::to_string(reply.getClockOffsetMs())
+                            : std::string("no samples (no peer's clock measured yet)"))
                 << "\nkey_count: " << reply.getKeyCount()
                 << "\nhints: stored=" << reply.getHintsStored()
                 << " replayed=" << reply.getHintsReplayed()

@@ -1,5 +1,6 @@
 #include "crdt/hlc.h"
 
+#include <algorithm>
 #include <chrono>
 
 namespace geokv {
@@ -35,8 +36,12 @@ void ManualClock::Advance(int64_t delta_ms) {
   now_ms_ = static_cast<uint64_t>(static_cast<int64_t>(now_ms_) + delta_ms);
 }
 
+std::string DescribeStamp(const HlcTimestamp& ts) {
+  return std::to_string(ts.wall_ms) + "." + std::to_string(ts.logical);
+}
+
 HlcTimestamp HybridClock::Now() {
-  uint64_t pt = wall_->NowMillis();
+  uint64_t pt = std::min(wall_->NowMillis(), kMaxHlcWallMs);
   std::lock_guard<std::mutex> l(mu_);
   if (pt > last_.wall_ms) {
     last_ = HlcTimestamp{pt, 0};
@@ -49,10 +54,16 @@ HlcTimestamp HybridClock::Now() {
   return last_;
 }
 
-void HybridClock::Update(const HlcTimestamp& received) {
+Status HybridClock::Update(const HlcTimestamp& received) {
+  if (!received.IsValid()) {
+    return Status::InvalidArgument("timestamp " + DescribeStamp(received) +
+                                   " has a wall part above the maximum " +
+                                   std::to_string(kMaxHlcWallMs) + " ms");
+  }
   // Now() issues timestamps greater than last_, so raising last_ suffices.
   std::lock_guard<std::mutex> l(mu_);
   if (received > last_) last_ = received;
+  return Status::OK();
 }
 
 HlcTimestamp HybridClock::Last() {

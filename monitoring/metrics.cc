@@ -182,6 +182,8 @@ Metrics::Metrics(const std::string& region)
           "The clock offset beyond which writes are refused")),
       lww_overwritten(NewCounter(*registry_, region, "geokv_lww_overwritten_total",
           "LWW values received that lost to a later write already here")),
+      stamps_refused(NewCounter(*registry_, region, "geokv_stamps_refused_total",
+          "Batches from peers refused for a stamp beyond --max-clock-offset ahead")),
       mv_siblings(Family<prometheus::Histogram>(*registry_, region, "geokv_mv_siblings",
           "Siblings per multi-value register read")
           .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 3, 4, 8, 16, 32, 64})),

@@ -92,6 +92,7 @@ class Metrics {
   prometheus::Gauge& clock_offset;
   prometheus::Gauge& max_clock_offset;
   prometheus::Counter& lww_overwritten;
+  prometheus::Counter& stamps_refused;
   prometheus::Histogram& mv_siblings;
   prometheus::Gauge& rocksdb_live_data;
   prometheus::Gauge& rocksdb_memtable;

@@ -73,7 +73,10 @@ kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, Delta
             std::vector<double> lags;
             lags.reserve(made_ms.size());
             for (uint64_t ms : made_ms) {
-              if (ms != 0) lags.push_back((now_ms - static_cast<double>(ms)) / 1000);
+              // (A time past the valid stamps is a peer's nonsense.)
+              if (ms != 0 && ms <= kMaxHlcWallMs) {
+                lags.push_back((now_ms - static_cast<double>(ms)) / 1000);
+              }
             }
             options_.metrics->ReplicationLag(region, lags);
           })

@@ -217,6 +217,7 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
   }
   StatusOr<std::vector<Crdt>> decoded = apply.joins.Decode();
   if (!decoded.ok()) return decoded.status();
+  GEOKV_RETURN_IF_ERROR(CheckStamps(apply, *decoded));
   for (size_t i = 0; i < decoded->size(); ++i) {
     Status joined = group.Join(apply.joins.key(i), (*decoded)[i]);
     // Joins before this one stay: they are harmless to keep and arrive
@@ -241,6 +242,39 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
   if (through != nullptr && apply.through > *through) {
     group.RecordApplied(apply.origin, apply.through);
     *through = apply.through;
+  }
+  return Status::OK();
+}
+
+Status GroupCommitter::CheckStamps(const RemoteApply& apply, const std::vector<Crdt>& decoded) {
+  const int64_t max_ahead = max_stamp_ahead_ms_.load();
+  if (max_ahead < 0) return Status::OK();
+  const uint64_t now = store_.clock()->wall()->NowMillis();
+  const uint64_t limit = now + static_cast<uint64_t>(max_ahead);
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    const auto* lww = std::get_if<LwwRegister>(&decoded[i]);
+    if (lww == nullptr || lww->timestamp().wall_ms <= limit) continue;
+    stamps_refused_.fetch_add(1);
+    Status refused = Status::Unavailable(
+        "key '" + PrintableBytes(apply.joins.key(i)) + "' carries the stamp " +
+        DescribeStamp(lww->timestamp()) + ", " + std::to_string(lww->timestamp().wall_ms - now) +
+        " ms ahead of this node's clock " + std::to_string(now) +
+        " (limit --max-clock-offset " + std::to_string(max_ahead) +
+        " ms); nothing of the batch is applied until this node's clock has caught up");
+    const auto at = std::chrono::steady_clock::now();
+    if (at - refusal_logged_ >= std::chrono::seconds(10)) {
+      if (refusals_unlogged_ > 0) {
+        spdlog::warn("{} (and {} more refusals since the last message)", refused.message(),
+                     refusals_unlogged_);
+      } else {
+        spdlog::warn("{}", refused.message());
+      }
+      refusal_logged_ = at;
+      refusals_unlogged_ = 0;
+    } else {
+      ++refusals_unlogged_;
+    }
+    return refused;
   }
   return Status::OK();
 }

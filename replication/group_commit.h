@@ -11,6 +11,8 @@
 
 #include <kj/async.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -83,6 +85,20 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
 
   size_t max_pending() const { return max_pending_; }
 
+  // From now on, refuses every remote apply carrying an LWW stamp more than
+  // `max_ahead` ahead of this node's wall clock (the store's clock's wall):
+  // nothing of it is applied, and its result is Unavailable naming the
+  // stamp and the limit, so the sender retries once the clock has caught
+  // up. Default: no bound beyond the one on valid stamps (kMaxHlcWallMs).
+  // Thread-safe.
+  void SetMaxStampAhead(std::chrono::milliseconds max_ahead) {
+    max_stamp_ahead_ms_.store(max_ahead.count());
+  }
+
+  // Remote applies refused for a stamp ahead of the bound, so far.
+  // Thread-safe.
+  uint64_t stamps_refused() const { return stamps_refused_.load(); }
+
   // Whether `n` more writes fit under max_pending.
   bool HasRoom(size_t n) const { return pending() + n <= max_pending_; }
 
@@ -144,6 +160,8 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   void WriterLoop();
   void CommitGroup(std::vector<std::vector<Write>>& batches);
   Status Apply(WriteGroup& group, const RemoteApply& apply);
+  // OK, or why `decoded` holds a stamp too far ahead of the wall clock.
+  Status CheckStamps(const RemoteApply& apply, const std::vector<Crdt>& decoded);
 
   Store& store_;
   const size_t max_pending_;
@@ -176,6 +194,13 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   // Writer thread only: per origin, the position as of the groups written
   // (from the store when absent; cleared when a commit fails).
   std::map<ReplicaId, uint64_t> remote_through_;
+  // Writer thread only: when a refused stamp was last logged, and the
+  // refusals since then that were not (the log is rate-limited).
+  std::chrono::steady_clock::time_point refusal_logged_{};
+  uint64_t refusals_unlogged_ = 0;
+
+  std::atomic<int64_t> max_stamp_ahead_ms_{-1};  // -1: no bound
+  std::atomic<uint64_t> stamps_refused_{0};
 
   std::thread writer_;
 };

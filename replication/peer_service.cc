@@ -175,6 +175,8 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     auto tokens = DecodeTokens(params.getTokens());
     KJ_REQUIRE(tokens.ok(), tokens.status().ToString());
     auto timeout = std::chrono::milliseconds(params.getTimeoutMs());
+    KJ_REQUIRE(timeout <= kMaxReplicationWait, "a wait over the limit (ms)", timeout.count(),
+               kMaxReplicationWait.count());
     return c_.visibility.WaitVisible(std::move(tokens).value(), timeout)
         .then([context](Status s) mutable { context.getResults().setVisible(s.ok()); });
   }

@@ -46,6 +46,11 @@ struct PeerTarget {
   std::vector<bool> owned;
 };
 
+// The longest wait for replication a client or a peer may ask for
+// (waitReplicated, GEOKV.WAITREPLICATED, waitVisible): one hour. A longer one
+// is refused as invalid, naming this limit.
+constexpr std::chrono::milliseconds kMaxReplicationWait{3'600'000};
+
 struct ReplicatorOptions {
   std::string name;    // this node's --node-id
   std::string region;  // this node's --region

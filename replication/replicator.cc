@@ -37,6 +37,8 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
   }
   metrics_ = options_.metrics;
   metrics_->max_clock_offset.Set(static_cast<double>(options_.max_clock_offset.count()) / 1000);
+  committer_.SetMaxStampAhead(options_.max_clock_offset);
+  WarnIfClockAhead();
   env_.reset(new ReplicationEnv{store_, reader_, committer_, io_, io_.getTimer(), options_,
                                 *metrics_, own_segments_});
   DeltaReceiverOptions receiving;
@@ -247,7 +249,16 @@ kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Replicator::Forw
     auto req = session.forwardRequest();
     req.setRequest(request);
     req.setConsistency(consistency);
-    return io_.getTimer().timeoutAfter(ToKj(timeout), req.send());
+    // Not timeoutAfter: its OVERLOADED would read as the owner's own
+    // refusal, which means nothing ran there. Without an answer, the owner
+    // may have run the request, as when the connection is lost.
+    using Response = capnp::Response<peer::PeerSession::ForwardResults>;
+    const int64_t ms = timeout.count();
+    return req.send().exclusiveJoin(
+        io_.getTimer().afterDelay(ToKj(timeout)).then([ms]() -> Response {
+          kj::throwFatalException(KJ_EXCEPTION(
+              DISCONNECTED, kj::str("no answer from the owner within ", ms, " ms")));
+        }));
   });
 }
 
@@ -374,6 +385,11 @@ kj::Promise<StatusOr<std::vector<std::string>>> Replicator::WaitReplicated(
     std::vector<CausalToken> tokens, std::vector<std::string> regions,
     std::chrono::milliseconds timeout) {
   using Result = StatusOr<std::vector<std::string>>;
+  if (timeout > kMaxReplicationWait) {
+    return Result(Status::InvalidArgument(
+        "a wait of " + std::to_string(timeout.count()) + " ms is over the limit of " +
+        std::to_string(kMaxReplicationWait.count()) + " ms"));
+  }
   std::set<std::string> known{options_.region};
   for (const auto& [id, link] : links_) known.insert(link->address().region);
   if (regions.empty()) regions.assign(known.begin(), known.end());
@@ -422,7 +438,23 @@ void Replicator::Report() {
     m.clock_offset->Set(static_cast<double>(link->offset_ms().value_or(0)) / 1000);
   }
   metrics_->hints_pending.Set(static_cast<double>(pending));
+  const uint64_t refused = committer_.stamps_refused();
+  metrics_->stamps_refused.Increment(static_cast<double>(refused - stamps_counted_));
+  stamps_counted_ = refused;
   metrics_->clock_offset.Set(static_cast<double>(ClockOffsetMs()) / 1000);
+}
+
+void Replicator::WarnIfClockAhead() {
+  // The clock as read back from the data dir: this node's own history,
+  // honoured so that no stamp goes back, even when it is ahead.
+  const HlcTimestamp last = store_.clock()->Last();
+  const uint64_t wall = store_.clock()->wall()->NowMillis();
+  const uint64_t bound = static_cast<uint64_t>(options_.max_clock_offset.count());
+  if (last.wall_ms <= wall || last.wall_ms - wall <= bound) return;
+  spdlog::warn("this node's hybrid clock, read back from its data dir at {}, is {} ms ahead of "
+               "its wall clock {} (limit --max-clock-offset {} ms): its writes carry that clock "
+               "until the wall clock catches up, and peers refuse them until theirs do",
+               DescribeStamp(last), last.wall_ms - wall, wall, bound);
 }
 
 uint64_t Replicator::DurablePosition(ReplicaId origin) const {

@@ -104,7 +104,9 @@ class Replicator final : private HandOver::Links {
 
   // Calls on one other node, for the coordinator. Each fails with
   // DISCONNECTED at once when the node is not connected, and after
-  // `timeout` without an answer.
+  // `timeout` without an answer. Forward passes the owner's own refusals
+  // on as they came (OVERLOADED: it shed the request, nothing ran), and its
+  // deadline is DISCONNECTED, never OVERLOADED.
   kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Forward(
       ReplicaId node, rpc::Request::Reader request, rpc::Consistency consistency,
       std::chrono::milliseconds timeout);
@@ -176,7 +178,8 @@ class Replicator final : private HandOver::Links {
   // Resolves with the regions of `regions` (empty: every region this node
   // knows) that did not have every token's write within `timeout`: a region
   // has them once each of its live nodes holds the tokens' logs through
-  // them. InvalidArgument for a region this node does not know.
+  // them. InvalidArgument for a region this node does not know, and for a
+  // timeout over kMaxReplicationWait.
   kj::Promise<StatusOr<std::vector<std::string>>> WaitReplicated(
       std::vector<CausalToken> tokens, std::vector<std::string> regions,
       std::chrono::milliseconds timeout);
@@ -184,6 +187,9 @@ class Replicator final : private HandOver::Links {
   std::vector<PeerStatus> Peers() const;
   // This node's clock minus the median clock (see ClockJudge).
   int64_t ClockOffsetMs() const;
+  // The connected peers with a clock sample, on which ClockOffsetMs rests
+  // (0: it is 0 for want of samples).
+  size_t ClockSamples() const { return PeerOffsets().size(); }
 
  private:
   // HandOver::Links.
@@ -213,6 +219,9 @@ class Replicator final : private HandOver::Links {
   std::vector<int64_t> PeerOffsets() const;
   // Sets the per-peer gauges (backlog, connection, clock) and the node's.
   void Report();
+  // Warns when the store's clock (as read back at open) is further ahead of
+  // the wall clock than --max-clock-offset.
+  void WarnIfClockAhead();
   // This node's committed position in `origin`'s log.
   uint64_t DurablePosition(ReplicaId origin) const;
   // How far this node holds `origin`'s log: its own through its last
@@ -223,6 +232,7 @@ class Replicator final : private HandOver::Links {
   Store& store_;
   AsyncStore& reader_;
   GroupCommitter& committer_;
+  uint64_t stamps_counted_ = 0;  // committer_.stamps_refused() added to the metric
   kj::AsyncIoProvider& io_;
   ReplicatorOptions options_;
   std::unique_ptr<Metrics> own_metrics_;

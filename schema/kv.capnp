@@ -329,6 +329,10 @@ struct NodeInfo {
   # that found owners differing and repaired them.
   forwarded @15 :UInt64;
   readRepairs @16 :UInt64;
+  # The connected peers whose clock offset is measured, on which
+  # clockOffsetMs rests. 0: no samples yet, and clockOffsetMs (then 0) says
+  # nothing about this node's clock.
+  clockSamples @17 :UInt32;
 }
 
 struct PeerInfo {
@@ -343,6 +347,9 @@ struct PeerInfo {
   acked @5 :UInt64;          # the peer's durable position in this node's log
   backlogBytes @6 :UInt64;   # estimated log bytes the peer has not acknowledged
   clockOffsetMs @7 :Int64;   # the peer's clock minus this node's
+  # Whether clockOffsetMs is measured; false: no sample of the peer's clock
+  # yet (the offset reads 0).
+  clockSampled @8 :Bool;
 }
 
 struct WaitReplicatedRequest {

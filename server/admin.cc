@@ -41,6 +41,7 @@ kj::Promise<void> Admin::Info(rpc::NodeInfo::Builder out) {
                                              digests.size() * sizeof(uint64_t))));
   out.setLastSeq(store.LastSeq());
   out.setClockOffsetMs(replicator_.ClockOffsetMs());
+  out.setClockSamples(static_cast<uint32_t>(replicator_.ClockSamples()));
   Status writes = replicator_.WritesAllowed();
   if (!writes.ok()) out.setWritesRefused(writes.message());
   Replicator::HintStats hints = replicator_.Hints();
@@ -63,6 +64,7 @@ kj::Promise<void> Admin::Info(rpc::NodeInfo::Builder out) {
     info.setAcked(p.acked);
     info.setBacklogBytes(p.backlog_bytes);
     info.setClockOffsetMs(p.clock_offset_ms.value_or(0));
+    info.setClockSampled(p.clock_offset_ms.has_value());
   }
   // The store keeps the count in memory (storage/store.h): no read.
   auto keys = store_.store().KeyCount();

@@ -43,6 +43,7 @@ std::string Coordinator::OwnerName(ReplicaId id) const {
 kj::Promise<Answer> Coordinator::Run(ParsedRequest request, bool forwarded) {
   auto one = [](Result r) {
     Answer a;
+    a.overloaded = r.owner_overloaded;
     a.results.push_back(std::move(r));
     return a;
   };
@@ -147,15 +148,23 @@ kj::Promise<Result> Coordinator::Write(ParsedRequest request, bool forwarded) {
     return Forward(node, request, level)
         .then([](Result r) { return r; },
               [this, node](kj::Exception&& e) {
-                // A call that timed out or lost its connection may have been
-                // applied by the owner: only a refusal means nothing was.
-                const bool unknown = e.getType() == kj::Exception::Type::OVERLOADED ||
-                                     e.getType() == kj::Exception::Type::DISCONNECTED;
+                // A call that got no answer in time or lost its connection
+                // may have been applied by the owner: only a refusal means
+                // nothing was.
                 std::string what = "forwarding to the key's owner " + OwnerName(node) +
                                    " failed: " + Described(e);
-                return ResultOf(unknown
-                                    ? Status::Timeout(what + "; the write may have been applied")
-                                    : Status::Unavailable(what));
+                switch (e.getType()) {
+                  case kj::Exception::Type::DISCONNECTED:
+                    return ResultOf(Status::Timeout(what + "; the write may have been applied"));
+                  case kj::Exception::Type::OVERLOADED: {
+                    Result r = ResultOf(Status::Unavailable(
+                        what + "; the owner sheds load, nothing was applied, retry later"));
+                    r.owner_overloaded = true;
+                    return r;
+                  }
+                  default:
+                    return ResultOf(Status::Unavailable(what));
+                }
               });
   }
   return WriteHere(std::move(request), std::move(plan));

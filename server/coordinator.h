@@ -39,8 +39,10 @@ class Forwarder {
  public:
   virtual ~Forwarder() = default;
   // Resolves with the owner's result. Rejects when the call failed: with
-  // OVERLOADED or DISCONNECTED when the owner may have run it (a call that
-  // timed out or lost its connection), with another type when it did not.
+  // DISCONNECTED when the owner may have run it (a call that got no answer
+  // within `timeout` or lost its connection), with OVERLOADED when the
+  // owner shed it (nothing ran; retrying later may succeed), with another
+  // type when it did not run.
   virtual kj::Promise<Result> Forward(ReplicaId node, const ParsedRequest& request,
                                       Consistency level, std::chrono::milliseconds timeout) = 0;
 };
@@ -61,9 +63,10 @@ struct CoordinatorOptions {
   const ReplicaFacts* facts = nullptr;
 };
 
-// What a call ends with. `overloaded`: too many writes wait to commit, and
-// nothing of the call ran; the front end sheds it (retry later). Otherwise
-// one result per request, in order.
+// What a call ends with. `overloaded`: too many writes wait to commit (here,
+// or at the owner a single write was forwarded to), and nothing of the call
+// ran; the front end sheds it (retry later). Otherwise one result per
+// request, in order.
 struct Answer {
   bool overloaded = false;
   std::vector<Result> results;

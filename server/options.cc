@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "replication/peer_types.h"
 #include "util/cli.h"
 
 namespace geokv {
@@ -107,9 +108,10 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   size_option("--max-backlog", &o.max_backlog_bytes,
               "Log bytes a peer may lag before anti-entropy repairs it instead");
   ms_option("--max-clock-offset", &o.max_clock_offset_ms,
-            "Clock offset from the peers' median beyond which writes are refused (ms, s)");
+            "Clock offset from the peers' median beyond which writes are refused, and how "
+            "far ahead of this node's clock a stamp received from a peer may be (ms, s)");
   ms_option("--token-wait", &o.token_wait_ms,
-            "How long a read waits for its tokens' writes to arrive");
+            "How long a read waits for its tokens' writes to arrive (at most 60 min)");
   ms_option("--anti-entropy-interval", &o.anti_entropy_interval_ms,
             "Pause between anti-entropy passes against each peer");
   size_option("--anti-entropy-rate", &o.anti_entropy_bytes_per_second,
@@ -188,6 +190,11 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   }
   if (o.anti_entropy_bytes_per_second == 0) {
     return usage_error("--anti-entropy-rate: must be at least 1");
+  }
+  if (o.token_wait_ms > static_cast<uint64_t>(kMaxReplicationWait.count())) {
+    return usage_error("--token-wait: must be at most " +
+                       std::to_string(kMaxReplicationWait.count()) +
+                       " ms, the longest wait a client may ask for");
   }
   return o;
 }

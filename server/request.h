@@ -88,6 +88,10 @@ struct Result {
   uint64_t count = 0;               // sCard
   int64_t counter = 0;              // counterGet
   std::vector<CrdtType> types;      // type
+  // A write forwarded to its owner, which shed it (too many writes waiting
+  // to commit there): nothing was applied, and `status` is Unavailable. A
+  // single call answers it as this node's own overload (Answer::overloaded).
+  bool owner_overloaded = false;
 
   // Bytes of values this result carries, for the reply budget.
   size_t ValueBytes() const;

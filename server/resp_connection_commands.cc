@@ -243,9 +243,10 @@ RespSession::Step RespSession::Info(std::vector<std::string>& args) {
         auto peers = info.getPeers();
         text += fmt::format(
             "# Replication\r\nrole:master\r\nconnected_slaves:0\r\ngeokv_last_seq:{}\r\n"
-            "geokv_clock_offset_ms:{}\r\ngeokv_writes_refused:{}\r\ngeokv_peers:{}\r\n",
-            info.getLastSeq(), info.getClockOffsetMs(), info.getWritesRefused().cStr(),
-            peers.size());
+            "geokv_clock_offset_ms:{}\r\ngeokv_clock_samples:{}\r\ngeokv_writes_refused:{}\r\n"
+            "geokv_peers:{}\r\n",
+            info.getLastSeq(), info.getClockOffsetMs(), info.getClockSamples(),
+            info.getWritesRefused().cStr(), peers.size());
         for (size_t i = 0; i < peers.size(); ++i) {
           auto p = peers[i];
           text += fmt::format(

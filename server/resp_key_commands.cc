@@ -300,8 +300,12 @@ RespSession::Step RespSession::Own(std::vector<std::string>& args, const std::st
     }
   } else if (name == "geokv.waitreplicated") {
     int64_t ms = 0;
-    if (!ParseInt(args[1], &ms) || ms < 0 || ms > 3600000) {
+    if (!ParseInt(args[1], &ms) || ms < 0) {
       return Refused("ERR timeout is not an integer or out of range");
+    }
+    if (ms > kMaxReplicationWait.count()) {
+      return Refused("ERR timeout " + std::to_string(ms) + " ms is over the limit of " +
+                     std::to_string(kMaxReplicationWait.count()) + " ms");
     }
     std::vector<std::string> regions(args.begin() + 2, args.end());
     step.cls = StepClass::kRead;

@@ -65,6 +65,11 @@ Status DecodeLogEntry(std::string_view bytes, LogEntry* out) {
     out->seq = root.getSeq();
     out->origin = root.getOrigin();
     out->timestamp = ReadTimestamp(root.getTimestamp());
+    if (!out->timestamp.IsValid()) {
+      return Status::Corruption("log entry " + std::to_string(out->seq) + ": stamp " +
+                                DescribeStamp(out->timestamp) + " above the maximum wall " +
+                                std::to_string(kMaxHlcWallMs) + " ms");
+    }
     auto key = root.getKey();
     out->key.assign(reinterpret_cast<const char*>(key.begin()), key.size());
     GEOKV_ASSIGN_OR_RETURN(out->delta, ReadCrdt(root.getDelta()));
@@ -196,7 +201,9 @@ Status RocksStore::LoadMeta() {
     WriterState w;
     GEOKV_RETURN_IF_ERROR(DecodeWriterState(v, &w).WithContext("writer state"));
     last_seq_ = w.last_seq;
-    clock_->Update(w.clock);
+    // This node's own history: honoured even when far ahead of the wall
+    // clock (the replicator warns then), so no stamp goes back.
+    GEOKV_RETURN_IF_ERROR(clock_->Update(w.clock).WithContext("writer state clock"));
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "read writer state");
   }

@@ -265,7 +265,9 @@ StatusOr<bool> RocksWriteGroup::JoinPageInto(std::string_view key, const OrSetPa
 
 StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta) {
   if (auto* set = std::get_if<OrSet>(&delta)) return JoinSet(key, *set);
-  if (auto* lww = std::get_if<LwwRegister>(&delta)) store_->clock_->Update(lww->timestamp());
+  if (auto* lww = std::get_if<LwwRegister>(&delta)) {
+    GEOKV_RETURN_IF_ERROR(store_->clock_->Update(lww->timestamp()));
+  }
   std::optional<std::string> old;
   GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, TypeOf(delta), &old));
   if (auto* lww = std::get_if<LwwRegister>(&delta)) {

@@ -73,7 +73,7 @@ inline PnCounter RandomOp(PnCounter& state, ReplicaId replica, HybridClock&) {
 // stamps (as storage does), then join.
 template <typename T>
 void Receive(T& state, const T& delta, HybridClock& clock) {
-  if constexpr (std::is_same_v<T, LwwRegister>) clock.Update(delta.timestamp());
+  if constexpr (std::is_same_v<T, LwwRegister>) RC_ASSERT(clock.Update(delta.timestamp()).ok());
   state.Join(delta);
 }
 

@@ -27,7 +27,7 @@ TEST(HybridClock, MonotonicWhenTheWallClockStepsBack) {
         case 1: {
           HlcTimestamp received{*rc::gen::inRange<uint64_t>(990'000, 1'010'000),
                                 *rc::gen::inRange<uint32_t>(0, 5)};
-          clock.Update(received);
+          RC_ASSERT(clock.Update(received).ok());
           RC_ASSERT(received <= clock.Last());
           HlcTimestamp next = clock.Now();
           RC_ASSERT(received < next);
@@ -45,6 +45,70 @@ TEST(HybridClock, MonotonicWhenTheWallClockStepsBack) {
   }));
 }
 
+// Stamps and wall readings drawn from the whole range, the extremes most
+// often: the clock issues ever greater stamps, refuses invalid ones without
+// moving, and never wraps.
+TEST(HybridClock, NeverWrapsAtTheLimits) {
+  EXPECT_TRUE(rc::check([] {
+    auto wall_value = [] {
+      return *rc::gen::oneOf(
+          rc::gen::just<uint64_t>(0), rc::gen::just<uint64_t>(1),
+          rc::gen::just<uint64_t>(UINT64_MAX), rc::gen::just<uint64_t>(UINT64_MAX - 1),
+          rc::gen::just<uint64_t>(kMaxHlcWallMs + 0), rc::gen::just<uint64_t>(kMaxHlcWallMs - 1),
+          rc::gen::just<uint64_t>(kMaxHlcWallMs + 1), rc::gen::arbitrary<uint64_t>(),
+          rc::gen::inRange<uint64_t>(1'000'000, 1'000'100));
+    };
+    auto logical_value = [] {
+      return *rc::gen::oneOf(rc::gen::just<uint32_t>(0), rc::gen::just<uint32_t>(UINT32_MAX),
+                             rc::gen::just<uint32_t>(UINT32_MAX - 1),
+                             rc::gen::arbitrary<uint32_t>());
+    };
+    ManualClock wall(wall_value());
+    HybridClock clock(&wall);
+    HlcTimestamp greatest;  // of every stamp issued or accepted so far
+    bool any = false;
+    int steps = *rc::gen::inRange(1, 100);
+    for (int i = 0; i < steps; ++i) {
+      switch (*rc::gen::inRange(0, 4)) {
+        case 0: wall.Set(wall_value()); break;
+        case 1: wall.Advance(*rc::gen::inRange<int64_t>(-1000, 1000)); break;
+        case 2: {
+          HlcTimestamp received{wall_value(), logical_value()};
+          HlcTimestamp before = clock.Last();
+          if (clock.Update(received).ok()) {
+            RC_ASSERT(received.IsValid());
+            if (!any || greatest < received) greatest = received;
+            any = true;
+          } else {
+            RC_ASSERT(!received.IsValid());
+            RC_ASSERT(clock.Last() == before);
+          }
+          break;
+        }
+        default: {
+          HlcTimestamp next = clock.Now();
+          if (any) RC_ASSERT(greatest < next);
+          RC_ASSERT(!next.IsZero());
+          // Past the limit only by carries: the wall part stays near it.
+          RC_ASSERT(next.wall_ms <= kMaxHlcWallMs + 1);
+          greatest = next;
+          any = true;
+        }
+      }
+    }
+  }));
+}
+
+TEST(HybridClock, RefusesAStampAboveTheMaximum) {
+  ManualClock wall(1000);
+  HybridClock clock(&wall);
+  EXPECT_FALSE(clock.Update(HlcTimestamp{UINT64_MAX, UINT32_MAX}).ok());
+  EXPECT_FALSE(clock.Update(HlcTimestamp{kMaxHlcWallMs + 1, 0}).ok());
+  EXPECT_EQ(clock.Now(), (HlcTimestamp{1000, 0}));
+  EXPECT_TRUE(clock.Update(HlcTimestamp{kMaxHlcWallMs, UINT32_MAX}).ok());
+  EXPECT_EQ(clock.Now(), (HlcTimestamp{kMaxHlcWallMs + 1, 0}));
+}
+
 TEST(HybridClock, FollowsTheWallClockWhenItMovesForward) {
   ManualClock wall(5000);
   HybridClock clock(&wall);
@@ -59,7 +123,7 @@ TEST(HybridClock, FollowsTheWallClockWhenItMovesForward) {
 TEST(HybridClock, CarriesIntoTheWallPartInsteadOfWrapping) {
   ManualClock wall(10);
   HybridClock clock(&wall);
-  clock.Update(HlcTimestamp{1000, UINT32_MAX});
+  ASSERT_TRUE(clock.Update(HlcTimestamp{1000, UINT32_MAX}).ok());
   EXPECT_EQ(clock.Now(), (HlcTimestamp{1001, 0}));
 }
 
@@ -134,7 +198,7 @@ TEST(LwwRegister, LaterLocalWriteWinsAfterReceivingAFutureStamp) {
   HybridClock clock(&wall);
   LwwRegister reg;
   LwwRegister future(HlcTimestamp{9'000'000, 3}, kB, "future");
-  clock.Update(future.timestamp());
+  ASSERT_TRUE(clock.Update(future.timestamp()).ok());
   reg.Join(future);
   reg.Set("now", clock.Now(), kA);
   EXPECT_EQ(reg.value(), std::optional<std::string>("now"));

@@ -1,16 +1,20 @@
 // The group committer's trims: they run on the writer thread after the
 // writes of their group, and say why when they cannot. Its remote joins:
-// encoded values decoded there, all or nothing.
+// encoded values decoded there, all or nothing, and refused whole when a
+// stamp in them is too far ahead of this node's wall clock.
 
 #include "replication/group_commit.h"
 
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "crdt/codec.h"
+#include "crdt/hlc.h"
 #include "crdt/lww_register.h"
 #include "tests/storage/store_fixture.h"
 
@@ -92,6 +96,80 @@ TEST_F(GroupCommitJoins, AValueThatDoesNotDecodeFailsTheWholeApply) {
     EXPECT_EQ(store->AppliedPositions().count(other), 0u);
     committer.Drain().wait(io.waitScope);
   }
+}
+
+
+// The live LWW value at `key`, or nullopt.
+std::optional<std::string> LwwValue(Store& store, const std::string& key) {
+  auto got = store.Get(key, CrdtType::kLww);
+  EXPECT_TRUE(got.ok()) << got.status().ToString();
+  if (!got.ok() || !got->has_value()) return std::nullopt;
+  return std::get<LwwRegister>(**got).value();
+}
+
+TEST_F(GroupCommitJoins, RefusesAStampTooFarAheadUntilTheClockCatchesUp) {
+  auto io = kj::setupAsyncIo();
+  ManualClock wall(1'000'000);
+  HybridClock clock(&wall);
+  StoreOptions options;
+  options.clock = &clock;
+  Reopen(options);
+  Store* store = store_.get();
+  const ReplicaId other = store->node_id() + 1;
+  {
+    GroupCommitter committer(*store, 100);
+    committer.SetMaxStampAhead(std::chrono::milliseconds(500));
+    ASSERT_TRUE(committer.Submit("k", LwwSet{"old"}).wait(io.waitScope).status.ok());
+    const HlcTimestamp before = clock.Last();
+    auto batch = [&](HlcTimestamp ahead) {
+      RemoteApply apply;
+      apply.origin = other;
+      apply.first = 1;
+      apply.through = 2;
+      apply.joins.Add("k0", EncodeCrdt(LwwRegister(HlcTimestamp{1'000'100, 0}, other,
+                                                   std::string("near"))));
+      apply.joins.Add("k", EncodeCrdt(LwwRegister(ahead, other, std::string("ahead"))));
+      return apply;
+    };
+    // 1.5 s ahead, the limit 0.5 s: nothing of the batch is applied.
+    WriteResult r = committer.SubmitRemote(batch({1'001'500, 0})).wait(io.waitScope);
+    EXPECT_EQ(r.status.code(), Status::Code::kUnavailable) << r.status.ToString();
+    EXPECT_NE(r.status.message().find("1001500.0"), std::string::npos) << r.status.ToString();
+    EXPECT_NE(r.status.message().find("--max-clock-offset 500 ms"), std::string::npos)
+        << r.status.ToString();
+    EXPECT_EQ(LwwValue(*store, "k"), std::optional<std::string>("old"));
+    EXPECT_EQ(LwwValue(*store, "k0"), std::nullopt);
+    EXPECT_EQ(store->AppliedPositions().count(other), 0u);
+    EXPECT_EQ(clock.Last(), before);
+    EXPECT_EQ(committer.stamps_refused(), 1u);
+
+    // Full states (anti-entropy, read repair) are refused alike.
+    RemoteApply states;
+    states.joins.Add("k", EncodeCrdt(LwwRegister(HlcTimestamp{1'001'500, 0}, other,
+                                                 std::string("ahead"))));
+    r = committer.SubmitRemote(std::move(states)).wait(io.waitScope);
+    EXPECT_EQ(r.status.code(), Status::Code::kUnavailable) << r.status.ToString();
+    EXPECT_EQ(committer.stamps_refused(), 2u);
+
+    // A stamp beyond the valid range does not even decode.
+    r = committer.SubmitRemote(batch({UINT64_MAX, UINT32_MAX})).wait(io.waitScope);
+    EXPECT_EQ(r.status.code(), Status::Code::kInvalidArgument) << r.status.ToString();
+    EXPECT_EQ(LwwValue(*store, "k"), std::optional<std::string>("old"));
+    EXPECT_EQ(clock.Last(), before);
+
+    // Once the wall clock has caught up, the same batch applies.
+    wall.Set(1'001'000);
+    r = committer.SubmitRemote(batch({1'001'500, 0})).wait(io.waitScope);
+    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+    EXPECT_EQ(LwwValue(*store, "k"), std::optional<std::string>("ahead"));
+    EXPECT_EQ(LwwValue(*store, "k0"), std::optional<std::string>("near"));
+    EXPECT_EQ(store->AppliedPositions().at(other), 2u);
+    // And the next local write wins over it.
+    ASSERT_TRUE(committer.Submit("k", LwwSet{"new"}).wait(io.waitScope).status.ok());
+    EXPECT_EQ(LwwValue(*store, "k"), std::optional<std::string>("new"));
+    committer.Drain().wait(io.waitScope);
+  }
+  store_.reset();  // before the clock it uses
 }
 
 }  // namespace

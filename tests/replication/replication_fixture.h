@@ -1,7 +1,8 @@
 // What the replication tests share: a node (real store, reader pool, group
 // committer and replicator in a scratch directory) with helpers to write
-// and read it; the peer API of such a node reached in-process through a
-// proxy that records calls and can fail or hold them; a timer that moves
+// and read it; two such nodes linked over loopback; the peer API of such a
+// node reached in-process through a proxy that records calls and can fail
+// or hold them; a timer that moves
 // only when the test moves it; and a ReplicationEnv on that timer, to run
 // one replication unit alone.
 
@@ -9,6 +10,7 @@
 #define GEOKV_TESTS_REPLICATION_REPLICATION_FIXTURE_H_
 
 #include <capnp/capability.h>
+#include <capnp/rpc-twoparty.h>
 #include <capnp/schema.h>
 #include <kj/async-io.h>
 #include <kj/debug.h>
@@ -29,6 +31,7 @@
 #include "replication/replication_env.h"
 #include "replication/replicator.h"
 #include "schema/replication.capnp.h"
+#include "testing/test_dir.h"
 
 namespace geokv::testing {
 
@@ -55,12 +58,16 @@ inline ReplicatorOptions NodeOptions(const std::string& name, const Tuning& tuni
   return o;
 }
 
-// One node: store, readers, committer and replicator (not started).
+// One node: store, readers, committer and replicator (not started). The
+// store's hybrid clock is `clock` when given (it must outlive the node),
+// else one on the system clock.
 struct Node {
   Node(const std::string& dir, const std::string& name, kj::AsyncIoProvider& io,
-       const Tuning& tuning = {})
+       const Tuning& tuning = {}, HybridClock* clock = nullptr)
       : options(NodeOptions(name, tuning)) {
-    auto opened = Store::Open(dir, StoreOptions{Durability::kWal});
+    StoreOptions store_options{Durability::kWal};
+    store_options.clock = clock;
+    auto opened = Store::Open(dir, store_options);
     KJ_REQUIRE(opened.ok(), opened.status().ToString());
     store = std::move(opened).value();
     reader = std::make_unique<AsyncStore>(*store, 2);
@@ -341,6 +348,59 @@ inline peer::PeerSession::Client OpenSession(kj::WaitScope& ws, Node& server, No
   FillHello(caller.options, caller.store->node_id(), 1, req.initHello());
   return req.send().wait(ws).getSession();
 }
+
+// Two nodes, a and b: b serves the peer API on a loopback port, and a links
+// to it once told (Link).
+// The nodes' stores run on `a_clock` and `b_clock` when given.
+struct Pair {
+  explicit Pair(kj::AsyncIoContext& io, const Tuning& tuning = {}, HybridClock* a_clock = nullptr,
+                HybridClock* b_clock = nullptr)
+      : a(dir.Sub("a"), "a", *io.provider, tuning, a_clock),
+        b(dir.Sub("b"), "b", *io.provider, tuning, b_clock) {
+    auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
+    listener = address->listen();
+    server = kj::heap<capnp::TwoPartyServer>(b.replicator->PeerBootstrap());
+    serving = server->listen(*listener).eagerlyEvaluate(nullptr);
+  }
+
+  // b as a's target: it owns every segment.
+  PeerTarget B() {
+    PeerTarget t;
+    t.id = b.store->node_id();
+    t.name = "b";
+    t.region = "eu";
+    t.address = "127.0.0.1:" + std::to_string(listener->getPort());
+    t.owned.assign(kTreeSegments, true);
+    return t;
+  }
+
+  // Starts a's link to b; `a_owns` are the segments a owns (empty: all).
+  void Link(std::vector<bool> a_owns = {}) {
+    a.replicator->SetPlacement(std::move(a_owns), {B()});
+    a.replicator->Start();
+  }
+
+  uint64_t BHolds() {
+    auto applied = b.store->AppliedPositions();
+    auto it = applied.find(a.store->node_id());
+    return it == applied.end() ? 0 : it->second;
+  }
+
+  void Shutdown(kj::WaitScope& ws) {
+    a.Shutdown(ws);
+    serving = nullptr;
+    server = nullptr;
+    listener = nullptr;
+    b.Shutdown(ws);
+  }
+
+  TestDir dir;
+  Node a;
+  Node b;
+  kj::Own<kj::ConnectionReceiver> listener;
+  kj::Own<capnp::TwoPartyServer> server;
+  kj::Promise<void> serving = nullptr;
+};
 
 // A ReplicationEnv over `node` whose timer and wall clock only the test
 // moves, to run one unit alone.

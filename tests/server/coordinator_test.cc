@@ -194,6 +194,21 @@ TEST(Coordinator, ForwardsTheParsedRequestAndSaysWhatAFailureMeans) {
   forwarder.failure = kj::Exception::Type::FAILED;
   Result refused = coordinator->Run(incr, false).wait(ws).results[0];
   EXPECT_EQ(refused.status.code(), Status::Code::kUnavailable);
+  // An owner that shed the write ran nothing: the call is shed as this
+  // node's own overload would be (retry later), not reported as a timeout.
+  forwarder.failure = kj::Exception::Type::OVERLOADED;
+  Answer shed = coordinator->Run(incr, false).wait(ws);
+  EXPECT_TRUE(shed.overloaded);
+  ASSERT_EQ(shed.results.size(), 1u);
+  EXPECT_EQ(shed.results[0].status.code(), Status::Code::kUnavailable)
+      << shed.results[0].status.ToString();
+  // In a batch, only that write is refused, unavailable.
+  std::vector<ParsedRequest> batch;
+  batch.push_back(incr);
+  Answer batch_shed = coordinator->RunBatch(std::move(batch)).wait(ws);
+  EXPECT_FALSE(batch_shed.overloaded);
+  ASSERT_EQ(batch_shed.results.size(), 1u);
+  EXPECT_EQ(batch_shed.results[0].status.code(), Status::Code::kUnavailable);
   EXPECT_EQ(store->LastSeq(), 0u) << "nothing ran here";
 
   // Sent here by another node, the request runs here and is never sent on.

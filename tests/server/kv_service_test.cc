@@ -315,6 +315,23 @@ TEST_F(KvServiceTest, RemoteEntriesMustContinueTheAppliedPosition) {
   EXPECT_EQ(store_->AppliedPositions().count(other), 0u);
 }
 
+TEST_F(KvServiceTest, WaitReplicatedRefusesAWaitOverTheLimit) {
+  std::string token;
+  ASSERT_EQ(Set("k", "v", &token), Code::OK);
+  auto wait = [&](uint32_t ms) {
+    auto req = kv().waitReplicatedRequest();
+    req.initTokens(1).set(0, AsData(token));
+    req.setTimeoutMs(ms);
+    auto reply = req.send().wait(ws());
+    last_message_ = reply.getOutcome().getMessage();
+    return reply.getOutcome().getCode();
+  };
+  EXPECT_EQ(wait(UINT32_MAX), Code::INVALID);
+  EXPECT_NE(last_message_.find("limit of 3600000 ms"), std::string::npos) << last_message_;
+  EXPECT_EQ(wait(static_cast<uint32_t>(kMaxReplicationWait.count()) + 1), Code::INVALID);
+  EXPECT_EQ(wait(static_cast<uint32_t>(kMaxReplicationWait.count())), Code::OK) << last_message_;
+}
+
 TEST_F(KvServiceTest, KeysAreChecked) {
   EXPECT_EQ(Set("", "v"), Code::INVALID);
   EXPECT_EQ(last_message_, "empty key");
@@ -579,6 +596,9 @@ TEST_F(KvServiceTest, InfoNamesTheNode) {
   EXPECT_EQ(std::string(reply.getRegion().cStr()), "eu");
   EXPECT_EQ(reply.getReplicaId(), store_->node_id());
   EXPECT_EQ(reply.getApiVersion(), 1u);
+  // No peer, so no clock samples: said so, beside an offset of 0.
+  EXPECT_EQ(reply.getClockSamples(), 0u);
+  EXPECT_EQ(reply.getClockOffsetMs(), 0);
 }
 
 TEST_F(KvServiceTest, StoppedServiceRefusesCalls) {

@@ -119,6 +119,11 @@ TEST_F(ServerProcessTest, CliRunsEveryCommand) {
   CommandResult info = Cli(*server, {"--json", "info"});
   EXPECT_EQ(info.exit_code, 0);
   EXPECT_NE(info.out.find("\"region\":\"local\""), std::string::npos) << info.out;
+  // A node without peers has no clock samples: no offset, rather than 0.
+  EXPECT_NE(info.out.find("\"clock_offset_ms\":null"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("\"clock_samples\":0"), std::string::npos) << info.out;
+  CommandResult text = Cli(*server, {"info"});
+  EXPECT_NE(text.out.find("clock_offset_ms: no samples"), std::string::npos) << text.out;
 
   // Nothing listens: exit 4.
   int port = server->port();

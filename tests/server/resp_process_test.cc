@@ -199,6 +199,10 @@ TEST_F(RespProcessTest, InfoReplicationAndRespThree) {
   const std::string info = Ask({"INFO", "replication"});
   EXPECT_NE(info.find("role:master"), std::string::npos) << info;
   EXPECT_NE(info.find("geokv_peers:0"), std::string::npos) << info;
+  EXPECT_NE(info.find("geokv_clock_samples:0"), std::string::npos) << info;
+  // The wait's bound is waitReplicated's, and the refusal names it.
+  const std::string wait = Ask({"GEOKV.WAITREPLICATED", "3600001"});
+  EXPECT_NE(wait.find("over the limit of 3600000 ms"), std::string::npos) << wait;
   EXPECT_EQ(info.find("# Keyspace"), std::string::npos) << info;
   EXPECT_NE(Ask({"INFO"}).find("db0:keys=0"), std::string::npos);
 
