@@ -463,6 +463,7 @@ void Commands::AddAll() {
     j.Unsigned("hints_pending", reply.getHintsPending());
     j.Unsigned("forwarded", reply.getForwarded());
     j.Unsigned("read_repairs", reply.getReadRepairs());
+    j.Unsigned("unsettled_segments", reply.getUnsettledSegments());
     std::string peers_json = "[";
     std::string peers_text;
     for (auto p : reply.getPeers()) {
@@ -510,7 +511,8 @@ void Commands::AddAll() {
                 << " dropped=" << reply.getHintsDropped()
                 << " pending=" << reply.getHintsPending()
                 << "\nforwarded: " << reply.getForwarded()
-                << "\nread_repairs: " << reply.getReadRepairs() << "\n";
+                << "\nread_repairs: " << reply.getReadRepairs()
+                << "\nunsettled_segments: " << reply.getUnsettledSegments() << "\n";
       if (reply.getWritesRefused().size() > 0) {
         std::cout << "writes_refused: " << reply.getWritesRefused().cStr() << "\n";
       }

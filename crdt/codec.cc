@@ -32,9 +32,9 @@ StatusOr<LwwRegister> ReadLww(schema::LwwRegister::Reader in) {
   if (in.isValue()) value = ToString(in.getValue());
   LwwRegister r(ReadTimestamp(in.getTimestamp()), in.getNode(), std::move(value));
   if (!r.timestamp().IsValid()) {
-    return Status::InvalidArgument("lww register: stamp " + DescribeStamp(r.timestamp()) +
-                                   " has a wall part above the maximum " +
-                                   std::to_string(kMaxHlcWallMs) + " ms");
+    return Status::Corruption("lww register: stamp " + DescribeStamp(r.timestamp()) +
+                              " has a wall part above the maximum " +
+                              std::to_string(kMaxHlcWallMs) + " ms");
   }
   if (r.timestamp().IsZero() && r.node() == 0 && r.value()) {
     return Status::Corruption("lww register: value without a write stamp");

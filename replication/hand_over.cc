@@ -57,7 +57,54 @@ kj::Promise<void> HandOver::Run() {
       .then([this] { return Run(); });
 }
 
+size_t HandOver::UnsettledCount() const {
+  size_t n = 0;
+  for (size_t s = 0; s < kTreeSegments; ++s) {
+    if (!env_.own_segments.empty() && env_.own_segments[s] && !Settled(s)) ++n;
+  }
+  return n;
+}
+
+void HandOver::PlacementChanged(const std::vector<bool>& before) {
+  for (size_t s = 0; s < env_.own_segments.size() && s < kTreeSegments; ++s) {
+    const bool owned_before = s < before.size() && before[s];
+    if (env_.own_segments[s] && !owned_before && !unsettled_[s]) {
+      unsettled_[s] = true;
+      ++generation_[s];
+    }
+  }
+}
+
 kj::Promise<void> HandOver::Pass() {
+  // The tree digests of the other owners of unsettled segments: a segment
+  // whose digest equals an owner's is in step with it already.
+  std::map<ReplicaId, kj::Promise<std::vector<uint64_t>>> asked;
+  for (size_t s = 0; s < kTreeSegments && !env_.own_segments.empty(); ++s) {
+    if (!env_.own_segments[s] || Settled(s) || Dropped(s)) continue;
+    for (ReplicaId id : links_.RegionOwners(s)) {
+      if (asked.count(id) != 0 || !links_.IsConnected(id)) continue;
+      asked.emplace(id, links_.Session(id).treeDigestsRequest().send().then([](auto&& resp) {
+        std::vector<uint64_t> out;
+        for (uint64_t d : resp.getDigests()) out.push_back(d);
+        return out;
+      }));
+    }
+  }
+  kj::Vector<kj::Promise<std::pair<ReplicaId, std::vector<uint64_t>>>> answers;
+  for (auto& [id, promise] : asked) {
+    answers.add(promise.then(
+        [id = id](std::vector<uint64_t> d) { return std::make_pair(id, std::move(d)); },
+        [id = id](kj::Exception&&) { return std::make_pair(id, std::vector<uint64_t>()); }));
+  }
+  return kj::joinPromises(answers.releaseAsArray())
+      .then([this](kj::Array<std::pair<ReplicaId, std::vector<uint64_t>>> answered) {
+        std::map<ReplicaId, std::vector<uint64_t>> remote;
+        for (auto& [id, digests] : answered) remote[id] = std::move(digests);
+        return PassWith(remote);
+      });
+}
+
+kj::Promise<void> HandOver::PassWith(const std::map<ReplicaId, std::vector<uint64_t>>& remote) {
   std::vector<uint64_t> digests = env_.store.TreeDigests();
   const kj::TimePoint now = env_.timer.now();
   kj::Promise<void> pass = kj::READY_NOW;
@@ -67,6 +114,21 @@ kj::Promise<void> HandOver::Pass() {
     bool reachable = !owners.empty() &&
                      std::all_of(owners.begin(), owners.end(),
                                  [this](ReplicaId id) { return links_.IsConnected(id); });
+    const bool unsettled = env_.own_segments[s] && unsettled_[s] && !Dropped(s);
+    if (unsettled && owners.empty() && !trim_held_) {
+      unsettled_[s] = false;  // no other owner to miss anything from
+    } else if (unsettled && reachable) {
+      std::vector<ReplicaId> differing;
+      for (ReplicaId id : owners) {
+        auto r = remote.find(id);
+        if (r == remote.end() || r->second.size() != digests.size() || r->second[s] != digests[s]) {
+          differing.push_back(id);
+        }
+      }
+      pass = pass.then([this, s, differing = std::move(differing), gen = generation_[s]]() mutable {
+        return Settle(s, std::move(differing), gen);
+      });
+    }
     if (digests[s] != 0 && !env_.own_segments[s] && reachable) {
       auto retry = retries_.find(s);
       if (retry != retries_.end() && now < retry->second.next) continue;
@@ -93,6 +155,24 @@ kj::Promise<void> HandOver::Pass() {
   }
   if (handing > 0) spdlog::info("handing {} segments over to their owners", handing);
   return pass;
+}
+
+kj::Promise<void> HandOver::Settle(size_t segment, std::vector<ReplicaId> owners,
+                                   uint64_t generation) {
+  kj::Promise<void> synced = kj::READY_NOW;
+  for (ReplicaId id : owners) {
+    synced = synced.then([this, segment, id] {
+      return links_.SyncSegment(id, static_cast<uint32_t>(segment));
+    });
+  }
+  return synced.then(
+      [this, segment, generation] {
+        if (generation_[segment] == generation) unsettled_[segment] = false;
+      },
+      [segment](kj::Exception&& e) {
+        spdlog::info("segment {} not yet in step with its other owners: {}", segment,
+                     e.getDescription().cStr());
+      });
 }
 
 void HandOver::Retried(size_t segment, uint64_t before, const std::string& error) {

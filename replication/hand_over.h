@@ -14,6 +14,14 @@
 // written meanwhile) is tried again after a backoff, kRetryMin doubling to
 // kRetryMax, back to kRetryMin whenever a try made progress.
 //
+// A segment this node owns is "unsettled" from the node's start, and from
+// the moment it came to own it, until it has been brought in step with
+// every other owner of its region (their tree digests equal, or one
+// complete anti-entropy pass with each that differs): before that it may
+// miss writes its region acknowledged (hints still on their way to a node
+// that was down, a hand-over still on its way to a new owner), so quorum
+// reads do not count it (Settled).
+//
 // Store reads (segment keys, states) run on the reader pool; writes go
 // through the committer.
 //
@@ -65,6 +73,18 @@ class HandOver {
 
   bool Dropped(size_t segment) const { return segment < dropped_.size() && dropped_[segment]; }
   bool Syncing(size_t segment) const { return Dropped(segment) && env_.OwnsSegment(segment); }
+  // Whether this node owns `segment` and has been in step with its other
+  // owners since it started or came to own it (see above). With no
+  // placement yet, every segment is owned and settled.
+  bool Settled(size_t segment) const {
+    if (env_.own_segments.empty()) return true;
+    return segment < unsettled_.size() && env_.own_segments[segment] && !unsettled_[segment] &&
+           !Dropped(segment);
+  }
+  size_t UnsettledCount() const;
+  // The placement changed: segments this node owns now and did not own in
+  // `before` (empty: none) are unsettled.
+  void PlacementChanged(const std::vector<bool>& before);
 
   // Passes every second, forever; a pass that fails is logged.
   kj::Promise<void> Run();
@@ -80,6 +100,13 @@ class HandOver {
 
  private:
   kj::Promise<void> Pass();
+  // The pass, with the tree digests of other owners of unsettled segments
+  // (an owner that did not answer is missing).
+  kj::Promise<void> PassWith(const std::map<ReplicaId, std::vector<uint64_t>>& remote);
+  // Brings `segment` in step with `owners` (those whose tree digest for it
+  // differs from this node's), one after the other, then settles it unless
+  // it was unsettled again meanwhile (`generation`).
+  kj::Promise<void> Settle(size_t segment, std::vector<ReplicaId> owners, uint64_t generation);
   kj::Promise<void> HandOff(size_t segment, std::vector<ReplicaId> owners);
   kj::Promise<void> HandOffKeys(size_t segment, std::vector<ReplicaId> owners,
                                 std::vector<KeyDigest> keys, size_t from);
@@ -93,6 +120,8 @@ class HandOver {
   Links& links_;
   const bool& trim_held_;
   std::vector<bool> dropped_;  // as the store's DroppedSegments, kept here
+  std::vector<bool> unsettled_ = std::vector<bool>(kTreeSegments, true);
+  std::vector<uint64_t> generation_ = std::vector<uint64_t>(kTreeSegments, 0);
   struct Retry {
     kj::TimePoint next = kj::origin<kj::TimePoint>();
     kj::Duration delay = 0 * kj::SECONDS;

@@ -69,6 +69,10 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     CheckRunning(c_);
     std::vector<std::string> keys;
     for (auto k : context.getParams().getKeys()) keys.push_back(String(k));
+    std::vector<bool> unsettled;
+    for (const std::string& key : keys) {
+      unsettled.push_back(c_.settled && !c_.settled(TreeSegmentOf(key)));
+    }
     return c_.env.reader
         .Run([keys = std::move(keys)](Store& s) {
           std::vector<uint64_t> out;
@@ -79,9 +83,12 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
           }
           return out;
         })
-        .then([context](std::vector<uint64_t> digests) mutable {
-          auto out = context.getResults().initDigests(digests.size());
+        .then([context, unsettled = std::move(unsettled)](std::vector<uint64_t> digests) mutable {
+          auto results = context.getResults();
+          auto out = results.initDigests(digests.size());
           for (size_t i = 0; i < digests.size(); ++i) out.set(i, digests[i]);
+          auto flags = results.initUnsettled(unsettled.size());
+          for (size_t i = 0; i < unsettled.size(); ++i) flags.set(i, unsettled[i]);
         });
   }
 

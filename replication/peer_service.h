@@ -35,6 +35,9 @@ struct PeerServiceContext {
   const bool& stopped;              // refuse calls once set
   const PeerForwardHandler& forward;  // nullptr: forwarding is refused
   std::function<std::vector<Member>()> local_members;
+  // Whether this node holds a segment's data as a settled owner
+  // (HandOver::Settled); nullptr: every segment is.
+  std::function<bool(size_t segment)> settled;
 };
 
 // The bootstrap capability: answers hello with a session.

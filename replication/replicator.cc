@@ -59,7 +59,8 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
   hand_over_ = std::make_unique<HandOver>(*env_, static_cast<HandOver::Links&>(*this), trim_held_);
   service_context_.reset(new PeerServiceContext{*env_, *receiver_, *visibility_, stopped_,
                                                 forward_handler_,
-                                                [this] { return LocalMembers(); }});
+                                                [this] { return LocalMembers(); },
+                                                [this](size_t s) { return Settled(s); }});
   tasks_ = kj::heap<kj::TaskSet>(*error_logger_);
   for (const PeerAddress& p : options_.seeds) {
     seed_links_.push_back(kj::heap<PeerLink>(
@@ -86,6 +87,10 @@ void Replicator::Start() {
 bool Replicator::Dropped(size_t segment) const { return hand_over_->Dropped(segment); }
 
 bool Replicator::Syncing(size_t segment) const { return hand_over_->Syncing(segment); }
+
+bool Replicator::Settled(size_t segment) const { return hand_over_->Settled(segment); }
+
+size_t Replicator::UnsettledSegments() const { return hand_over_->UnsettledCount(); }
 
 bool Replicator::HoldsOnlyOwned() const {
   if (own_segments_.empty()) return true;
@@ -143,7 +148,9 @@ std::vector<ReplicaId> Replicator::RegionOwners(size_t segment) const {
 
 void Replicator::SetPlacement(std::vector<bool> own_segments, std::vector<PeerTarget> targets) {
   if (stopped_) return;
+  std::vector<bool> before = std::move(own_segments_);
   own_segments_ = std::move(own_segments);
+  hand_over_->PlacementChanged(before);
   std::map<ReplicaId, kj::Own<PeerLink>> links;
   for (PeerTarget& t : targets) {
     if (t.id == store_.node_id() || t.state == MemberState::kLeft) continue;
@@ -262,15 +269,18 @@ kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Replicator::Forw
   });
 }
 
-kj::Promise<uint64_t> Replicator::KeyDigest(ReplicaId node, std::string key,
-                                            std::chrono::milliseconds timeout) {
+kj::Promise<Replicator::PeerDigest> Replicator::KeyDigest(ReplicaId node, std::string key,
+                                                          std::chrono::milliseconds timeout) {
   return kj::evalNow([&]() {
     auto session = Session(node);
     auto req = session.keyDigestsRequest();
     req.initKeys(1).set(0, AsData(key));
     return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).then([](auto&& resp) {
       KJ_REQUIRE(resp.getDigests().size() == 1, "a digest reply of the wrong size");
-      return resp.getDigests()[0];
+      PeerDigest out;
+      out.digest = resp.getDigests()[0];
+      out.settled = resp.getUnsettled().size() != 1 || !resp.getUnsettled()[0];
+      return out;
     });
   });
 }

@@ -110,8 +110,14 @@ class Replicator final : private HandOver::Links {
   kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Forward(
       ReplicaId node, rpc::Request::Reader request, rpc::Consistency consistency,
       std::chrono::milliseconds timeout);
-  kj::Promise<uint64_t> KeyDigest(ReplicaId node, std::string key,
-                                  std::chrono::milliseconds timeout);
+  // `node`'s digest of `key`, and whether it counts toward a quorum read
+  // (it is a settled owner of the key's segment; HandOver::Settled).
+  struct PeerDigest {
+    uint64_t digest = 0;
+    bool settled = true;
+  };
+  kj::Promise<PeerDigest> KeyDigest(ReplicaId node, std::string key,
+                                    std::chrono::milliseconds timeout);
   // The states `node` holds of `key`, encoded; fails if it sends another key's.
   kj::Promise<EncodedJoins> FetchStates(ReplicaId node, std::string key,
                                         std::chrono::milliseconds timeout);
@@ -126,6 +132,12 @@ class Replicator final : private HandOver::Links {
   // coordinate writes there (its own dots and counter totals there may be
   // behind what it made before).
   bool Syncing(size_t segment) const;
+  // Whether this node owns `segment` and has been in step with its other
+  // owners since it started or came to own it (HandOver): only such owners
+  // count toward a quorum read.
+  bool Settled(size_t segment) const;
+  // The segments this node owns that are not settled.
+  size_t UnsettledSegments() const;
   // Whether every key this node holds is in a segment it owns (after a
   // leave or a join, once the hand-over is done).
   bool HoldsOnlyOwned() const;

@@ -333,6 +333,10 @@ struct NodeInfo {
   # clockOffsetMs rests. 0: no samples yet, and clockOffsetMs (then 0) says
   # nothing about this node's clock.
   clockSamples @17 :UInt32;
+  # Segments this node owns but is still catching up on (since it started
+  # or came to own them): quorum reads do not count it for their keys
+  # until it has been in step with their other owners. 0 when settled.
+  unsettledSegments @18 :UInt32;
 }
 
 struct PeerInfo {

@@ -173,8 +173,11 @@ interface PeerSession {
   forward @8 (request :Kv.Request, consistency :Kv.Consistency) -> (reply :Kv.Reply);
 
   # The digests of the named keys (0 for a key with no state), in order:
-  # a quorum read compares them before it reads states.
-  keyDigests @9 (keys :List(Data)) -> (digests :List(UInt64));
+  # a quorum read compares them before it reads states. `unsettled[i]`: the
+  # callee does not count toward a quorum read of key i (it does not own the
+  # key's segment, or has not been in step with its other owners since it
+  # started or came to own it); absent from older nodes.
+  keyDigests @9 (keys :List(Data)) -> (digests :List(UInt64), unsettled :List(Bool));
 
   # Paged transfer of a large OR-set. The page of the OR-set at `key` after
   # `after` (from the first element unless `hasAfter`), within the callee's

@@ -42,6 +42,7 @@ kj::Promise<void> Admin::Info(rpc::NodeInfo::Builder out) {
   out.setLastSeq(store.LastSeq());
   out.setClockOffsetMs(replicator_.ClockOffsetMs());
   out.setClockSamples(static_cast<uint32_t>(replicator_.ClockSamples()));
+  out.setUnsettledSegments(static_cast<uint32_t>(replicator_.UnsettledSegments()));
   Status writes = replicator_.WritesAllowed();
   if (!writes.ok()) out.setWritesRefused(writes.message());
   Replicator::HintStats hints = replicator_.Hints();

@@ -111,7 +111,8 @@ Status ReadStore(Store& store, const LocalRead& read, Result& out,
 kj::Promise<Coordinator::ReadDone> Coordinator::Read(ParsedRequest request, bool forwarded) {
   if (!request.status.ok()) return ReadDone{ResultOf(std::move(request.status)), true};
   const Consistency level = Resolve(request.consistency);
-  Plan plan = MakePlan(view_, PlanRequest{request.key, level, forwarded, false}, *facts_);
+  Plan plan = MakePlan(
+      view_, PlanRequest{request.key, level, forwarded, false, !request.tokens.empty()}, *facts_);
   if (!plan.status.ok()) return ReadDone{ResultOf(std::move(plan.status)), true};
   if (plan.forward_to) {
     const ReplicaId node = *plan.forward_to;
@@ -160,9 +161,11 @@ kj::Promise<Result> Coordinator::ReadHere(const ParsedRequest& request) {
 
 kj::Promise<Status> Coordinator::RepairRead(std::string key, std::vector<ReplicaId> others,
                                             size_t needed) {
-  // Gathers the first `needed` digests; the others are not waited for.
+  // Gathers the first `needed` digests of settled owners; the others are
+  // not waited for, and an owner still catching up on the key's segment
+  // (HandOver::Settled) does not count.
   struct Gather {
-    size_t needed = 0, pending = 0, answered = 0;
+    size_t needed = 0, pending = 0, answered = 0, unsettled = 0;
     uint64_t local = 0;
     std::vector<ReplicaId> differing;
     kj::Own<kj::PromiseFulfiller<void>> done;
@@ -182,11 +185,15 @@ kj::Promise<Status> Coordinator::RepairRead(std::string key, std::vector<Replica
     for (ReplicaId id : others) {
       tasks_.add(replicator_.KeyDigest(id, key, options_.request_timeout)
                      .then(
-                         [g, id](uint64_t digest) {
+                         [g, id](Replicator::PeerDigest answer) {
                            --g->pending;
-                           ++g->answered;
-                           if (digest != g->local && g->answered <= g->needed) {
-                             g->differing.push_back(id);
+                           if (!answer.settled) {
+                             ++g->unsettled;
+                           } else {
+                             ++g->answered;
+                             if (answer.digest != g->local && g->answered <= g->needed) {
+                               g->differing.push_back(id);
+                             }
                            }
                            g->Settle();
                          },
@@ -196,6 +203,13 @@ kj::Promise<Status> Coordinator::RepairRead(std::string key, std::vector<Replica
                          }));
     }
     return paf.promise.then([this, g, key = std::move(key)]() mutable -> kj::Promise<Status> {
+      if (g->answered < g->needed && g->unsettled > 0 && g->pending == 0) {
+        return Status::Unavailable(
+            "the read needed " + std::to_string(g->needed) +
+            " other owner(s) of the key holding its segment; " + std::to_string(g->answered) +
+            " answered, " + std::to_string(g->unsettled) +
+            " still catching up on it (after a restart or a change of owners)");
+      }
       if (g->answered < g->needed) {
         return Status::Timeout("the read needed " + std::to_string(g->needed) +
                                " other owner(s) of the key; " + std::to_string(g->answered) +

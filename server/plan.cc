@@ -44,7 +44,12 @@ Plan MakePlan(const ClusterView& view, const PlanRequest& request, const Replica
              : "this node handed the key's segment over to its owners");
     return plan;
   }
-  if ((!mine || syncing) && !request.forwarded) {
+  // A read counts this node's state only if it is a settled owner: a node
+  // that restarted may still wait for hints, a new owner for the hand-over.
+  const bool strict_read = !request.write && (level != Consistency::kOne || request.tokens);
+  const bool unsettled =
+      strict_read && (!mine || (owners.size() > 1 && !facts.Settled(plan.segment)));
+  if ((!mine || syncing || unsettled) && !request.forwarded) {
     for (ReplicaId o : owners) {
       if (o != self && view.Up(o) && facts.IsConnected(o)) {
         plan.forward_to = o;
@@ -57,7 +62,8 @@ Plan MakePlan(const ClusterView& view, const PlanRequest& request, const Replica
     return plan;
   }
   if (!mine) owners.push_back(self);
-  const size_t needed = Needed(level, owners.size());
+  // A node that is not an owner (a forwarded read) does not count itself.
+  const size_t needed = Needed(level, owners.size() - (unsettled && !mine ? 1 : 0));
   for (ReplicaId o : owners) {
     if (o == self) continue;
     (view.Up(o) ? plan.others : plan.away).push_back(o);
@@ -67,6 +73,18 @@ Plan MakePlan(const ClusterView& view, const PlanRequest& request, const Replica
         std::string(ConsistencyName(level)) + " needs " + std::to_string(needed) +
         " of the key's " + std::to_string(owners.size()) + " owners in region " +
         view.region() + "; " + std::to_string(1 + plan.others.size()) + " are up");
+    return plan;
+  }
+  if (unsettled) {
+    if (plan.others.size() < needed) {
+      plan.status = Status::Unavailable(
+          std::string(ConsistencyName(level)) + " needs " + std::to_string(needed) +
+          " owners of the key in region " + view.region() +
+          " that hold its segment; this node is still catching up on it and " +
+          std::to_string(plan.others.size()) + " other owners are up");
+      return plan;
+    }
+    plan.needed = needed;
     return plan;
   }
   plan.needed = needed - 1;

@@ -28,6 +28,9 @@ class ReplicaFacts {
   virtual bool Syncing(size_t segment) const = 0;
   // This node handed `segment` over and has not brought it back in step.
   virtual bool Dropped(size_t segment) const = 0;
+  // This node owns `segment` and has been in step with its other owners
+  // since it started or came to own it (HandOver::Settled).
+  virtual bool Settled(size_t segment) const = 0;
   // The link to `node` has a session now.
   virtual bool IsConnected(ReplicaId node) const = 0;
 };
@@ -38,7 +41,10 @@ struct Plan {
   std::optional<ReplicaId> forward_to;  // run it on that owner
   std::vector<ReplicaId> others;        // running here: the other owners up
   std::vector<ReplicaId> away;          // and those that are not (hinted)
-  size_t needed = 0;                    // of `others`, how many must answer
+  // Of `others`, how many must answer; for a read, answers from settled
+  // owners only (Replicator::KeyDigest), and this node's own state counts
+  // toward the level only when it is a settled owner.
+  size_t needed = 0;
   size_t segment = 0;                   // the key's tree segment
 };
 
@@ -51,6 +57,9 @@ struct PlanRequest {
   // says: it is never forwarded again.
   bool forwarded = false;
   bool write = false;
+  // A read that waits for causal tokens: even at ONE it must not be served
+  // from a state that may miss what the tokens name.
+  bool tokens = false;
 };
 
 // Of `owners` owners, how many a level needs (itself among them).

@@ -188,7 +188,7 @@ bool Cluster::Start(std::string* why) {
   for (int i = 0; i < nodes(); ++i) {
     if (!StartNode(i, why)) return false;
   }
-  return WaitConnected(why);
+  return WaitConnected(why) && WaitSettled(std::chrono::seconds(30), why);
 }
 
 int Cluster::AddNode(int r, std::string* why) {
@@ -238,6 +238,21 @@ bool Cluster::WaitConnected(std::string* why) {
     Client c(address(i));
     if (!PollUntil([&] { return c.AllPeersConnected(nodes() - 1); }, std::chrono::seconds(30))) {
       *why = Name(i) + "'s peer links did not come up." + Logs();
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Cluster::WaitSettled(std::chrono::milliseconds timeout, std::string* why) {
+  for (int i = 0; i < nodes(); ++i) {
+    if (!nodes_[i]->Running()) continue;
+    Client c(address(i));
+    auto settled = [&] {
+      return c.kv().infoRequest().send().wait(c.ws()).getUnsettledSegments() == 0;
+    };
+    if (!PollUntil(settled, timeout)) {
+      *why = Name(i) + " did not get in step with its region's other owners." + Logs();
       return false;
     }
   }

@@ -107,6 +107,10 @@ class Cluster {
 
   // Waits until every node's peer links are up.
   bool WaitConnected(std::string* why);
+  // Waits until every running node is in step with its region's other
+  // owners on every segment it owns (info's unsettledSegments is 0), as
+  // quorum reads need after a start, a restart or a change of owners.
+  bool WaitSettled(std::chrono::milliseconds timeout, std::string* why);
 
   ServerProcess& node(int i) { return *nodes_[i]; }
   // Where node i serves /metrics (with Options::metrics).

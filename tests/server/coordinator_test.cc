@@ -24,6 +24,7 @@ class FakeFacts final : public ReplicaFacts {
  public:
   bool Syncing(size_t) const override { return false; }
   bool Dropped(size_t) const override { return false; }
+  bool Settled(size_t) const override { return true; }
   bool IsConnected(ReplicaId node) const override { return connected.count(node) > 0; }
   std::set<ReplicaId> connected;
 };

@@ -19,8 +19,9 @@ class FakeFacts final : public ReplicaFacts {
  public:
   bool Syncing(size_t segment) const override { return syncing.count(segment) > 0; }
   bool Dropped(size_t segment) const override { return dropped.count(segment) > 0; }
+  bool Settled(size_t segment) const override { return unsettled.count(segment) == 0; }
   bool IsConnected(ReplicaId node) const override { return connected.count(node) > 0; }
-  std::set<size_t> syncing, dropped;
+  std::set<size_t> syncing, dropped, unsettled;
   std::set<ReplicaId> connected;
 };
 
