@@ -181,6 +181,14 @@ class Replicator final : private HandOver::Links {
       std::chrono::milliseconds timeout);
 
   std::vector<PeerStatus> Peers() const;
+
+  // The members of other regions the store kept (KeepPeerMembers) when it
+  // was opened; empty when it kept none or they do not decode.
+  std::vector<Member> KeptPeerMembers() const;
+  // Keeps `members`, the members of other regions this node learned, in
+  // the store for its next start: written by the committer's writer thread,
+  // the last of calls close together winning. Nothing once stopped.
+  void KeepPeerMembers(const std::vector<Member>& members);
   // This node's clock minus the median clock (see ClockJudge).
   int64_t ClockOffsetMs() const;
 
@@ -194,8 +202,8 @@ class Replicator final : private HandOver::Links {
   // The link to `node`; throws DISCONNECTED unless it has a session.
   PeerLink& LinkWithSession(ReplicaId node);
 
-  // This node's region's members.
-  std::vector<Member> LocalMembers() const;
+  // This node alone, as its region's members when the options give none.
+  std::vector<Member> SelfAlone() const;
   // After a link's acknowledged position advanced.
   void AckAdvanced();
   // After each committed group: wakes waiters and shippers.
@@ -214,6 +222,9 @@ class Replicator final : private HandOver::Links {
   // committed entry, another's through the committed position.
   uint64_t HeldThrough(ReplicaId origin) const;
   uint64_t NowMillis() const { return options_.wall_clock->NowMillis(); }
+  // Hands `bytes` to the committer for the store's peer members, or holds
+  // them until the write in flight is done.
+  void KeepPeerMemberBytes(std::string bytes);
 
   Store& store_;
   AsyncStore& reader_;
@@ -228,6 +239,9 @@ class Replicator final : private HandOver::Links {
   bool trim_held_ = false;
   bool writes_allowed_ = true;  // as last logged
   bool trimming_ = false;       // a trim is with the committer
+  bool keeping_ = false;        // peer members are with the committer
+  std::string kept_members_;    // as last handed to the committer
+  std::optional<std::string> members_to_keep_;  // the next, while keeping_
   ForwardHandler forward_handler_;
   ClockJudge judge_;
   std::unique_ptr<ReplicationEnv> env_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "replication/members.h"
 #include "util/hash.h"
 
 namespace geokv {
@@ -51,11 +52,21 @@ bool ClusterView::SetLocal(std::vector<Member> members) {
 
 bool ClusterView::MergeRemote(const std::string& region, const std::vector<Member>& members) {
   if (region == self_.region) return false;
+  size_t known = 0;  // of the region
+  std::set<std::string> regions;
+  for (const auto& [id, m] : members_) {
+    if (m.region != self_.region) regions.insert(m.region);
+    known += m.region == region;
+  }
+  if (!regions.count(region) && regions.size() >= kMaxRemoteRegions) return false;
   bool changed = false;
   for (const Member& m : members) {
-    if (m.region != region || m.id == self_.id || m.id == 0) continue;
+    if (m.region != region || m.id == self_.id || !WithinBounds(m)) continue;
     auto it = members_.find(m.id);
+    if (it != members_.end() && it->second.region != region) continue;  // not the sender's to tell
     if (it == members_.end()) {
+      if (known == kMaxRegionMembers) continue;
+      ++known;
       members_[m.id] = m;
       changed = true;
     } else if (Supersedes(m, it->second) && !SameForPlacement(m, it->second)) {
@@ -161,6 +172,14 @@ std::vector<PeerTarget> ClusterView::Targets() const {
     t.owned = ring == nullptr ? std::vector<bool>(kSegments, false)
                               : ring->OwnedSegments(id, replication_factor_);
     out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::vector<Member> ClusterView::RemoteMembers() const {
+  std::vector<Member> out;
+  for (const auto& [id, m] : members_) {
+    if (m.region != self_.region) out.push_back(m);
   }
   return out;
 }

@@ -17,9 +17,8 @@ namespace geokv {
 namespace {
 
 using namespace std::chrono_literals;
-using Code = rpc::Outcome::Code;
 using testing::Client;
-using testing::Cluster;
+using Outcome = rpc::Outcome;
 
 // Anti-entropy far apart: writes below can reach the other region only
 // through log shipping.
@@ -38,7 +37,7 @@ std::string StateOf(Client& c, const std::string& name) {
 
 // waitReplicated of `token` for region `region` through `c`'s node: the
 // outcome code, and its message in *message.
-Code WaitReplicated(Client& c, const std::string& token, const std::string& region,
+Outcome::Code WaitReplicated(Client& c, const std::string& token, const std::string& region,
                     std::string* message) {
   auto req = c.kv().waitReplicatedRequest();
   req.initTokens(1).set(0, AsData(token));
@@ -54,12 +53,12 @@ Code WaitReplicated(Client& c, const std::string& token, const std::string& regi
 // back knowing of r1 only b1.
 TEST(MemberExchangeTest, ANodeWhoseSeedLeftLearnsTheRegionFromItsOtherNodesAndKeepsIt) {
   testing::TestDir dir;
-  Cluster::Options o;
+  testing::Cluster::Options o;
   o.regions = 2;
   o.nodes_per_region = 1;
   o.gossip = true;
   o.flags = kFlags;
-  Cluster cluster(dir.path(), o);
+  testing::Cluster cluster(dir.path(), o);
   std::string why;
   ASSERT_TRUE(cluster.Start(&why)) << why;
 
@@ -74,7 +73,8 @@ TEST(MemberExchangeTest, ANodeWhoseSeedLeftLearnsTheRegionFromItsOtherNodesAndKe
     ASSERT_TRUE(testing::PollUntil([&] { return StateOf(b1, cluster.Name(b3)) == "alive"; }, 30s))
         << cluster.Logs();
     auto reply = b1.kv().leaveRequest().send().wait(b1.ws());
-    ASSERT_EQ(reply.getOutcome().getCode(), Code::OK) << reply.getOutcome().getMessage().cStr();
+    ASSERT_EQ(reply.getOutcome().getCode(), Outcome::Code::OK)
+        << reply.getOutcome().getMessage().cStr();
   }
   auto left = cluster.node(1).child().Wait(60s);
   ASSERT_TRUE(left.has_value()) << cluster.node(1).Log();
@@ -100,7 +100,8 @@ TEST(MemberExchangeTest, ANodeWhoseSeedLeftLearnsTheRegionFromItsOtherNodesAndKe
     std::string token = a.Set("first", "1");
     ASSERT_NE(token, "");
     std::string message;
-    EXPECT_EQ(WaitReplicated(a, token, Cluster::Region(1), &message), Code::OK) << message;
+    EXPECT_EQ(WaitReplicated(a, token, testing::Cluster::Region(1), &message), Outcome::Code::OK)
+        << message;
     for (int b : {b2, b3}) {
       Client c(cluster.address(b));
       EXPECT_EQ(c.Get("first"), "1") << cluster.Name(b);
@@ -119,7 +120,7 @@ TEST(MemberExchangeTest, ANodeWhoseSeedLeftLearnsTheRegionFromItsOtherNodesAndKe
   std::string token = a.Set("second", "2");
   ASSERT_NE(token, "");
   std::string message;
-  EXPECT_EQ(WaitReplicated(a, token, Cluster::Region(1), &message), Code::OK)
+  EXPECT_EQ(WaitReplicated(a, token, testing::Cluster::Region(1), &message), Outcome::Code::OK)
       << message << cluster.Logs();
   for (int b : {b2, b3}) {
     Client c(cluster.address(b));
