@@ -18,7 +18,10 @@
 // is repaired by a complete anti-entropy pass instead, after which shipping
 // resumes from the log; the log is trimmed through the position every node
 // holds (repaired ones aside). Seed links (`seeds`) only say hello and
-// heartbeat, to learn the members of other regions.
+// heartbeat, to learn the members of other regions. Every link to a node of
+// another region exchanges members both ways, so a node also learns a
+// region from the nodes of it that dial in; the server keeps what it
+// learned in the store (KeepPeerMembers) for the next start.
 //
 // The other direction, deltas and states coming in, is the peer service
 // (PeerBootstrap) that the node serves on --peer-listen: it joins them through
