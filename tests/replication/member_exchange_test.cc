@@ -134,9 +134,9 @@ TEST_F(MemberExchangeTest, ANodeWhoseSeedLeftLearnsTheRegionFromItsOtherNodesAnd
         << reply.getOutcome().getMessage().cStr();
   }
   ASSERT_TRUE(cluster_->node(1).child().Wait(60s).has_value()) << cluster_->node(1).Log();
-  WaitB1Left();
-  StartAUntilItKnowsR1();
-  ExpectWriteReachesR1("first", "1");
+  ASSERT_NO_FATAL_FAILURE(WaitB1Left());
+  ASSERT_NO_FATAL_FAILURE(StartAUntilItKnowsR1());
+  ASSERT_NO_FATAL_FAILURE(ExpectWriteReachesR1("first", "1"));
 
   // A restarts while r1 cannot reach it: only the members it learned and
   // kept lead it to r1 (its seed is gone, and nobody dials it).
@@ -148,7 +148,7 @@ TEST_F(MemberExchangeTest, ANodeWhoseSeedLeftLearnsTheRegionFromItsOtherNodesAnd
   Client a(cluster_->address(0));
   EXPECT_EQ(StateOf(a, Name(b2_)), "alive");
   EXPECT_EQ(StateOf(a, Name(1)), "left");
-  ExpectWriteReachesR1("second", "2");
+  ASSERT_NO_FATAL_FAILURE(ExpectWriteReachesR1("second", "2"));
   cluster_->proxy(1, 0).Heal();
 }
 
@@ -160,9 +160,9 @@ TEST_F(MemberExchangeTest, ANodeWhoseSeedWasRemovedLearnsTheRegionFromItsOtherNo
   auto req = b.kv().removeRequest();
   req.setMember(Name(1));
   ASSERT_EQ(req.send().wait(b.ws()).getOutcome().getCode(), Outcome::Code::OK);
-  WaitB1Left();
-  StartAUntilItKnowsR1();
-  ExpectWriteReachesR1("first", "1");
+  ASSERT_NO_FATAL_FAILURE(WaitB1Left());
+  ASSERT_NO_FATAL_FAILURE(StartAUntilItKnowsR1());
+  ASSERT_NO_FATAL_FAILURE(ExpectWriteReachesR1("first", "1"));
 }
 
 }  // namespace
