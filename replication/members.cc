@@ -108,18 +108,23 @@ std::vector<Member> RemoteMembers(std::string_view region,
                                   capnp::List<peer::Member>::Reader list) {
   std::vector<Member> out;
   if (region.empty() || region.size() > kMaxMemberFieldBytes) return out;
-  for (auto m : list) {
-    if (out.size() == kMaxRegionMembers) break;
-    // Sizes are checked on the wire form, so an oversized entry is never copied.
-    const std::string_view member_region(m.getRegion().cStr(), m.getRegion().size());
-    if (member_region != region || m.getRoutes().size() > kMaxMemberRoutes ||
-        m.getName().size() > kMaxMemberFieldBytes ||
-        m.getPeerAddress().size() > kMaxMemberFieldBytes ||
-        m.getClientAddress().size() > kMaxMemberFieldBytes) {
-      continue;
+  // Past the bound, members that left are the ones left out: they are
+  // known only so that they are not dialled.
+  for (bool left : {false, true}) {
+    for (auto m : list) {
+      if (out.size() == kMaxRegionMembers) return out;
+      if ((m.getState() == peer::MemberState::LEFT) != left) continue;
+      // Sizes are checked on the wire form, so an oversized entry is never copied.
+      const std::string_view member_region(m.getRegion().cStr(), m.getRegion().size());
+      if (member_region != region || m.getRoutes().size() > kMaxMemberRoutes ||
+          m.getName().size() > kMaxMemberFieldBytes ||
+          m.getPeerAddress().size() > kMaxMemberFieldBytes ||
+          m.getClientAddress().size() > kMaxMemberFieldBytes) {
+        continue;
+      }
+      Member decoded = DecodeMember(m);
+      if (WithinBounds(decoded)) out.push_back(std::move(decoded));
     }
-    Member decoded = DecodeMember(m);
-    if (WithinBounds(decoded)) out.push_back(std::move(decoded));
   }
   return out;
 }

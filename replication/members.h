@@ -50,7 +50,8 @@ bool WithinBounds(const Member& m);
 
 // The members of region `region` that a node of it sent in `list`: entries
 // of another region, with id 0 or out of bounds are left out, and at most
-// kMaxRegionMembers are kept. Empty when `region` itself is out of bounds.
+// kMaxRegionMembers are kept, those that did not leave first (the others in
+// list order). Empty when `region` itself is out of bounds.
 std::vector<Member> RemoteMembers(std::string_view region,
                                   capnp::List<peer::Member>::Reader list);
 

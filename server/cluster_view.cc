@@ -65,8 +65,12 @@ bool ClusterView::MergeRemote(const std::string& region, const std::vector<Membe
     auto it = members_.find(m.id);
     if (it != members_.end() && it->second.region != region) continue;  // not the sender's to tell
     if (it == members_.end()) {
-      if (known == kMaxRegionMembers) continue;
-      ++known;
+      // At the bound, a member that left makes room for one that did not
+      // (left members are known only so that they are not dialled).
+      if (known == kMaxRegionMembers && (m.state == MemberState::kLeft || !ForgetOneLeft(region))) {
+        continue;
+      }
+      if (known < kMaxRegionMembers) ++known;
       members_[m.id] = m;
       changed = true;
     } else if (Supersedes(m, it->second) && !SameForPlacement(m, it->second)) {
@@ -76,6 +80,16 @@ bool ClusterView::MergeRemote(const std::string& region, const std::vector<Membe
   }
   if (changed) Rebuild();
   return changed;
+}
+
+bool ClusterView::ForgetOneLeft(const std::string& region) {
+  for (auto it = members_.begin(); it != members_.end(); ++it) {
+    if (it->second.region == region && it->second.state == MemberState::kLeft) {
+      members_.erase(it);
+      return true;
+    }
+  }
+  return false;
 }
 
 void ClusterView::Rebuild() {

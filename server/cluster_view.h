@@ -35,7 +35,8 @@ class ClusterView {
   // as the store kept them), entry by entry by the gossip precedence rule
   // (Supersedes). A peer may lie, so the view holds at most
   // kMaxRemoteRegions other regions and kMaxRegionMembers members of each
-  // (replication/members.h): entries past those bounds, or out of
+  // (replication/members.h): entries past those bounds (where a member
+  // that left is forgotten to make room for one that did not), or out of
   // WithinBounds, are left out. Returns whether anything changed.
   bool MergeRemote(const std::string& region, const std::vector<Member>& members);
 
@@ -78,6 +79,8 @@ class ClusterView {
 
  private:
   void Rebuild();
+  // Forgets one member of `region` that left; false when none did.
+  bool ForgetOneLeft(const std::string& region);
   const Ring* RingOf(const std::string& region) const;
 
   Member self_;

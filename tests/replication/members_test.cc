@@ -89,13 +89,20 @@ TEST(Members, RemoteMembersTakesOnlyTheSendersRegionWithinBounds) {
   EXPECT_TRUE(RemoteMembers(long_text, WireList(builder, sent)).empty());
 }
 
-TEST(Members, RemoteMembersKeepsAtMostTheBoundOfOneRegion) {
+TEST(Members, RemoteMembersKeepsAtMostTheBoundOfOneRegionThoseThatLeftLast) {
   std::vector<Member> sent;
   for (size_t i = 0; i < kMaxRegionMembers + 10; ++i) {
     sent.push_back(SampleMember(static_cast<int>(i), "us"));
+    // The first 20 left: 10 of them do not fit.
+    if (i < 20) sent.back().state = MemberState::kLeft;
   }
   capnp::MallocMessageBuilder builder;
-  EXPECT_EQ(RemoteMembers("us", WireList(builder, sent)).size(), kMaxRegionMembers);
+  std::vector<Member> got = RemoteMembers("us", WireList(builder, sent));
+  ASSERT_EQ(got.size(), kMaxRegionMembers);
+  size_t left = 0;
+  for (const Member& m : got) left += m.state == MemberState::kLeft;
+  EXPECT_EQ(left, 10u);
+  EXPECT_EQ(got.back().id, sent[9].id);
 }
 
 TEST(Members, LearnedMembersRoundTripAndBadBytesDoNotDecode) {

@@ -39,6 +39,17 @@ TEST(ClusterView, MergeRemoteKeepsTheBoundsOfRegionsAndMembers) {
   }
   EXPECT_TRUE(small.MergeRemote("us", many));
   EXPECT_EQ(small.RemoteMembers().size(), kMaxRegionMembers);
+  many.front().incarnation = 1;
+  many.front().state = MemberState::kLeft;
+  EXPECT_TRUE(small.MergeRemote("us", {many.front()}));
+  // At the bound a newcomer takes the place of a member that left; once
+  // none is left, newcomers are left out.
+  Member newcomer = SampleMember(50000, "us");
+  EXPECT_TRUE(small.MergeRemote("us", {newcomer}));
+  EXPECT_NE(small.Find(newcomer.id), nullptr);
+  EXPECT_EQ(small.Find(many.front().id), nullptr);
+  EXPECT_FALSE(small.MergeRemote("us", {SampleMember(50001, "us")}));
+  EXPECT_EQ(small.RemoteMembers().size(), kMaxRegionMembers);
 }
 
 TEST(ClusterView, MergeRemoteChangesOnlyTheSendersRegionAndSkipsMembersOutOfBounds) {
