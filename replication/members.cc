@@ -1,10 +1,10 @@
 #include "replication/members.h"
 
-#include <capnp/serialize.h>
-#include <kj/debug.h>
+#include <capnp/message.h>
 
-#include <algorithm>
 #include <string>
+
+#include "schema/framing.h"
 
 #include "util/coding.h"
 #include "util/hash.h"
@@ -142,32 +142,23 @@ std::vector<Member> MembersFor(const ReplicatorOptions& options, std::string_vie
 }
 
 std::string EncodeLearnedMembers(const std::vector<Member>& members) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(kFirstSegmentWords);
   auto root = message.initRoot<peer::LearnedMembers>();
   EncodeMembers(members, root.initMembers(static_cast<unsigned>(members.size())));
-  kj::Array<capnp::word> words = capnp::messageToFlatArray(message);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  return FrameMessage(message);
 }
 
 std::optional<std::vector<Member>> DecodeLearnedMembers(std::string_view bytes) {
-  if (bytes.size() % sizeof(capnp::word) != 0) return std::nullopt;
-  // Copied: the row's bytes need not be word-aligned.
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-  std::copy(bytes.begin(), bytes.end(), reinterpret_cast<char*>(words.begin()));
-  std::optional<std::vector<Member>> out;
-  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-    capnp::FlatArrayMessageReader reader(words);
-    std::vector<Member> members;
-    for (auto m : reader.getRoot<peer::LearnedMembers>().getMembers()) {
-      Member decoded = DecodeMember(m);
+  std::vector<Member> members;
+  Status read = ReadFramed(bytes, [&members](capnp::MessageReader& m) {
+    for (auto member : m.getRoot<peer::LearnedMembers>().getMembers()) {
+      Member decoded = DecodeMember(member);
       if (WithinBounds(decoded)) members.push_back(std::move(decoded));
     }
-    out = std::move(members);
-  })) {
-    return std::nullopt;
-  }
-  return out;
+    return Status::OK();
+  });
+  if (!read.ok()) return std::nullopt;
+  return members;
 }
 
 }  // namespace geokv
