@@ -55,11 +55,19 @@ inline ReplicatorOptions NodeOptions(const std::string& name, const Tuning& tuni
   return o;
 }
 
+// Changes a test node's options before its replicator is made.
+using Configure = std::function<void(ReplicatorOptions&)>;
+
+inline ReplicatorOptions Configured(ReplicatorOptions o, const Configure& configure) {
+  if (configure) configure(o);
+  return o;
+}
+
 // One node: store, readers, committer and replicator (not started).
 struct Node {
   Node(const std::string& dir, const std::string& name, kj::AsyncIoProvider& io,
-       const Tuning& tuning = {})
-      : options(NodeOptions(name, tuning)) {
+       const Tuning& tuning = {}, const Configure& configure = nullptr)
+      : options(Configured(NodeOptions(name, tuning), configure)) {
     auto opened = Store::Open(dir, StoreOptions{Durability::kWal});
     KJ_REQUIRE(opened.ok(), opened.status().ToString());
     store = std::move(opened).value();

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,8 +42,11 @@ bool RunUntil(kj::AsyncIoContext& io, const std::function<bool()>& done,
 
 // `from` links to `to`, which serves the peer API on a loopback port.
 struct Pair {
-  explicit Pair(kj::AsyncIoContext& io, const Tuning& tuning = {})
-      : a(dir.Sub("a"), "a", *io.provider, tuning), b(dir.Sub("b"), "b", *io.provider, tuning) {
+  explicit Pair(kj::AsyncIoContext& io, const Tuning& tuning = {},
+                const testing::Configure& configure_a = nullptr,
+                const testing::Configure& configure_b = nullptr)
+      : a(dir.Sub("a"), "a", *io.provider, tuning, configure_a),
+        b(dir.Sub("b"), "b", *io.provider, tuning, configure_b) {
     auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
     listener = address->listen();
     server = kj::heap<capnp::TwoPartyServer>(b.replicator->PeerBootstrap());
@@ -288,6 +292,59 @@ TEST(ReplicatorPair, APagedTransferCutOffHalfWayResumesWithoutLossOrResurrection
   EXPECT_FALSE(std::binary_search(elements.begin(), elements.end(), Node::Element("e", 0)));
   EXPECT_FALSE(std::binary_search(elements.begin(), elements.end(), Node::Element("e", 15000)));
   EXPECT_TRUE(std::binary_search(elements.begin(), elements.end(), Node::Element("a", 1)));
+  pair.Shutdown(io.waitScope);
+}
+
+// A node's region's members as the test sets them, and what it was told of
+// other regions (each region's list as on_remote_members last brought it).
+struct Exchange {
+  std::vector<Member> mine;
+  std::map<std::string, std::vector<Member>> learned;
+
+  testing::Configure In(const std::string& region) {
+    return [this, region](ReplicatorOptions& o) {
+      o.region = region;
+      o.local_members = [this] { return mine; };
+      o.on_remote_members = [this](const std::string& r, std::vector<Member> members) {
+        learned[r] = std::move(members);
+      };
+    };
+  }
+
+  std::vector<ReplicaId> Ids(const std::string& region) {
+    std::vector<ReplicaId> out;
+    for (const Member& m : learned[region]) out.push_back(m.id);
+    return out;
+  }
+};
+
+Member MemberOf(ReplicaId id, const std::string& region) {
+  Member m;
+  m.id = id;
+  m.name = "m" + std::to_string(id);
+  m.region = region;
+  m.peer_address = "127.0.0.1:1";
+  return m;
+}
+
+TEST(ReplicatorPair, MembersTravelBothWaysBetweenRegionsAndAgainWhenTheyChange) {
+  auto io = kj::setupAsyncIo();
+  Exchange us, eu;
+  // 13 claims another region than its sender's: not the sender's to tell.
+  us.mine = {MemberOf(11, "us"), MemberOf(12, "us"), MemberOf(13, "ap")};
+  eu.mine = {MemberOf(21, "eu")};
+  Pair pair(io, {}, us.In("us"), eu.In("eu"));
+  pair.Link();
+  // b, which a dials, learns a's region from a's hello; a learns b's from
+  // the answer.
+  ASSERT_TRUE(RunUntil(io, [&] { return eu.learned.count("us") && us.learned.count("eu"); }));
+  EXPECT_EQ(eu.Ids("us"), (std::vector<ReplicaId>{11, 12}));
+  EXPECT_EQ(us.Ids("eu"), (std::vector<ReplicaId>{21}));
+  EXPECT_EQ(eu.learned.count("ap"), 0u);
+  // A change on the dialling side reaches the other with a heartbeat.
+  us.mine.push_back(MemberOf(14, "us"));
+  EXPECT_TRUE(RunUntil(io, [&] { return eu.Ids("us").size() == 3; }));
+  EXPECT_EQ(eu.Ids("us"), (std::vector<ReplicaId>{11, 12, 14}));
   pair.Shutdown(io.waitScope);
 }
 
