@@ -14,7 +14,8 @@
 //
 // A seed link (no target) only says hello and heartbeats, to learn the
 // members of another region; until it first hears from its seed it holds
-// the log (through its trim floor), up to --max-backlog.
+// the log (through its trim floor), up to --max-backlog, unless the
+// replicator knows nodes of that region already.
 //
 // Thread safety: loop thread only. Promises a link returns end, failed,
 // when it is destroyed (their continuations refer to it).

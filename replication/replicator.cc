@@ -195,6 +195,11 @@ std::vector<Member> Replicator::SelfAlone() const {
   return {self};
 }
 
+bool Replicator::Linked(const std::string& region) const {
+  return std::any_of(links_.begin(), links_.end(),
+                     [&](const auto& l) { return l.second->address().region == region; });
+}
+
 bool Replicator::IsConnected(ReplicaId node) const {
   auto it = links_.find(node);
   return it != links_.end() && it->second->has_session();
@@ -497,6 +502,11 @@ kj::Promise<void> Replicator::MaintainTurn() {
           if (auto floor = link->TrimFloor(bytes_after_trimmed)) through = std::min(through, *floor);
         }
         for (const auto& link : seed_links_) {
+          // A seed stands for the nodes of its region this node does not
+          // know yet; once it knows one (learned, or kept from an earlier
+          // run), that node's link holds what it needs, as after the seed
+          // answered. A seed that is gone would otherwise hold the log.
+          if (Linked(link->address().region)) continue;
           if (auto floor = link->TrimFloor(bytes_after_trimmed)) through = std::min(through, *floor);
         }
         if (trim_held_ || trimming_ || through <= store_.TrimmedThrough()) return;

@@ -98,7 +98,8 @@ class Replicator final : private HandOver::Links {
   // node of its region that may still need it (gossip has not joined), nor
   // whether another node owns a segment it handed over.
   // (Seed links hold the log too, through their trim floor, until they
-  // first said hello or the log passes --max-backlog.) Default: not held.
+  // first said hello, a link goes to a node of their region, or the log
+  // passes --max-backlog.) Default: not held.
   void HoldTrimming(bool held) { trim_held_ = held; }
 
   // Runs requests that nodes of this region forward; set before Start().
@@ -202,6 +203,8 @@ class Replicator final : private HandOver::Links {
   kj::Promise<void> SyncSegment(ReplicaId node, uint32_t segment) override;
   kj::Promise<void> Budget(ReplicaId node, size_t bytes) override;
 
+  // Whether a link goes to a node of `region`.
+  bool Linked(const std::string& region) const;
   // The link to `node`; throws DISCONNECTED unless it has a session.
   PeerLink& LinkWithSession(ReplicaId node);
 

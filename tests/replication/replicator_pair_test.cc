@@ -348,5 +348,24 @@ TEST(ReplicatorPair, MembersTravelBothWaysBetweenRegionsAndAgainWhenTheyChange) 
   pair.Shutdown(io.waitScope);
 }
 
+TEST(ReplicatorPair, ASeedThatNeverAnswersHoldsTheLogOnlyUntilANodeOfItsRegionIsLinked) {
+  auto io = kj::setupAsyncIo();
+  // Nothing listens at the seed's address (a seed that is gone).
+  Pair pair(io, {}, [](ReplicatorOptions& o) {
+    o.region = "us";
+    o.seeds = {PeerAddress{"eu", "127.0.0.1:1"}};
+  });
+  pair.a.WriteMany(io.waitScope, "k", 10, "v");
+  pair.a.replicator->Start();
+  // Maintenance runs every second: two turns, and the seed holds the log.
+  RunUntil(io, [] { return false; }, 2500 * kj::MILLISECONDS);
+  EXPECT_EQ(pair.a.store->TrimmedThrough(), 0u);
+  // A node of the seed's region is linked and takes the log: trimmed.
+  pair.a.replicator->SetPlacement({}, {pair.B()});
+  EXPECT_TRUE(RunUntil(io, [&] { return pair.a.store->TrimmedThrough() == 10; }))
+      << pair.a.store->TrimmedThrough();
+  pair.Shutdown(io.waitScope);
+}
+
 }  // namespace
 }  // namespace geokv
