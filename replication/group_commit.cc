@@ -239,6 +239,7 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
     if (!dropped.ok()) return dropped.status().WithContext("drop key '" + PrintableBytes(key) + "'");
   }
   for (size_t segment : apply.clear_dropped) group.ClearDropped(segment);
+  if (apply.peer_members) group.SetPeerMembers(*apply.peer_members);
   if (through != nullptr && apply.through > *through) {
     group.RecordApplied(apply.origin, apply.through);
     *through = apply.through;

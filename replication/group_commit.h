@@ -18,6 +18,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <functional>
 #include <map>
@@ -68,6 +69,9 @@ struct RemoteApply {
   // dropped mark is cleared.
   std::vector<std::pair<std::string, uint64_t>> drops;
   std::vector<size_t> clear_dropped;
+  // Replaces what the store keeps of other regions' members learned through
+  // member exchange (Store::PeerMembers).
+  std::optional<std::string> peer_members;
 };
 
 // Lives on the thread of a KJ event loop, which must outlive it; every call

@@ -1,6 +1,10 @@
 #include "replication/members.h"
 
+#include <capnp/message.h>
+
 #include <string>
+
+#include "schema/framing.h"
 
 #include "util/coding.h"
 #include "util/hash.h"
@@ -29,22 +33,26 @@ peer::MemberState ToWire(MemberState s) {
   return peer::MemberState::DEAD;
 }
 
+bool FieldFits(const std::string& s) { return s.size() <= kMaxMemberFieldBytes; }
+
+Member DecodeMember(peer::Member::Reader m) {
+  Member r;
+  r.id = m.getReplicaId();
+  r.name = m.getName();
+  r.region = m.getRegion();
+  r.peer_address = m.getPeerAddress();
+  r.client_address = m.getClientAddress();
+  for (auto route : m.getRoutes()) r.peer_routes[route.getRegion()] = route.getAddress();
+  r.incarnation = m.getIncarnation();
+  r.state = FromWire(m.getState());
+  return r;
+}
+
 }  // namespace
 
 std::vector<Member> DecodeMembers(capnp::List<peer::Member>::Reader list) {
   std::vector<Member> out;
-  for (auto m : list) {
-    Member r;
-    r.id = m.getReplicaId();
-    r.name = m.getName();
-    r.region = m.getRegion();
-    r.peer_address = m.getPeerAddress();
-    r.client_address = m.getClientAddress();
-    for (auto route : m.getRoutes()) r.peer_routes[route.getRegion()] = route.getAddress();
-    r.incarnation = m.getIncarnation();
-    r.state = FromWire(m.getState());
-    out.push_back(std::move(r));
-  }
+  for (auto m : list) out.push_back(DecodeMember(m));
   return out;
 }
 
@@ -83,6 +91,74 @@ uint64_t ViewHash(const std::vector<Member>& members) {
     }
   }
   return Hash64(bytes);
+}
+
+bool WithinBounds(const Member& m) {
+  if (m.id == 0 || m.peer_routes.size() > kMaxMemberRoutes) return false;
+  for (const std::string* s : {&m.name, &m.region, &m.peer_address, &m.client_address}) {
+    if (!FieldFits(*s)) return false;
+  }
+  for (const auto& [region, address] : m.peer_routes) {
+    if (!FieldFits(region) || !FieldFits(address)) return false;
+  }
+  return true;
+}
+
+std::vector<Member> RemoteMembers(std::string_view region,
+                                  capnp::List<peer::Member>::Reader list) {
+  std::vector<Member> out;
+  if (region.empty() || region.size() > kMaxMemberFieldBytes) return out;
+  // Past the bound, members that left are the ones left out: they are
+  // known only so that they are not dialled.
+  for (bool left : {false, true}) {
+    for (auto m : list) {
+      if (out.size() == kMaxRegionMembers) return out;
+      if ((m.getState() == peer::MemberState::LEFT) != left) continue;
+      // Sizes are checked on the wire form, so an oversized entry is never copied.
+      const std::string_view member_region(m.getRegion().cStr(), m.getRegion().size());
+      if (member_region != region || m.getRoutes().size() > kMaxMemberRoutes ||
+          m.getName().size() > kMaxMemberFieldBytes ||
+          m.getPeerAddress().size() > kMaxMemberFieldBytes ||
+          m.getClientAddress().size() > kMaxMemberFieldBytes) {
+        continue;
+      }
+      Member decoded = DecodeMember(m);
+      if (WithinBounds(decoded)) out.push_back(std::move(decoded));
+    }
+  }
+  return out;
+}
+
+void LearnMembers(const ReplicatorOptions& options, std::string_view region,
+                  capnp::List<peer::Member>::Reader list) {
+  if (!options.on_remote_members || list.size() == 0 || region == options.region) return;
+  std::vector<Member> members = RemoteMembers(region, list);
+  if (!members.empty()) options.on_remote_members(std::string(region), std::move(members));
+}
+
+std::vector<Member> MembersFor(const ReplicatorOptions& options, std::string_view region) {
+  if (region == options.region || !options.local_members) return {};
+  return options.local_members();
+}
+
+std::string EncodeLearnedMembers(const std::vector<Member>& members) {
+  capnp::MallocMessageBuilder message(kFirstSegmentWords);
+  auto root = message.initRoot<peer::LearnedMembers>();
+  EncodeMembers(members, root.initMembers(static_cast<unsigned>(members.size())));
+  return FrameMessage(message);
+}
+
+std::optional<std::vector<Member>> DecodeLearnedMembers(std::string_view bytes) {
+  std::vector<Member> members;
+  Status read = ReadFramed(bytes, [&members](capnp::MessageReader& m) {
+    for (auto member : m.getRoot<peer::LearnedMembers>().getMembers()) {
+      Member decoded = DecodeMember(member);
+      if (WithinBounds(decoded)) members.push_back(std::move(decoded));
+    }
+    return Status::OK();
+  });
+  if (!read.ok()) return std::nullopt;
+  return members;
 }
 
 }  // namespace geokv

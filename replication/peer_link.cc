@@ -169,6 +169,9 @@ kj::Promise<void> PeerLink::Connect() {
         auto req = conn_->Bootstrap().helloRequest();
         Probe probe = StartProbe();
         FillHello(env_.options, env_.store.node_id(), probe.wall_ms, req.initHello());
+        std::vector<Member> members = MembersFor(env_.options, address_.region);
+        EncodeMembers(members, req.initMembers(static_cast<unsigned>(members.size())));
+        sent_hash_ = ViewHash(members);
         return req.send().then([this, probe](capnp::Response<peer::Peer::HelloResults>&& resp) {
           Established(resp, probe);
         });
@@ -255,10 +258,7 @@ void PeerLink::TakeMembers(kj::StringPtr region, uint64_t hash,
                            capnp::List<peer::Member>::Reader members) {
   region_seen_ = region;
   view_hash_ = hash;
-  const ReplicatorOptions& o = env_.options;
-  if (o.on_remote_members && members.size() > 0 && region_seen_ != o.region) {
-    o.on_remote_members(region_seen_, DecodeMembers(members));
-  }
+  LearnMembers(env_.options, region_seen_, members);
 }
 
 kj::Promise<void> PeerLink::Heartbeats() {
@@ -268,6 +268,13 @@ kj::Promise<void> PeerLink::Heartbeats() {
     auto req = session().heartbeatRequest();
     req.setWallClockMs(probe.wall_ms);
     req.setViewHash(view_hash_);
+    // Ours, only when they changed since this session last sent them.
+    std::vector<Member> members = MembersFor(env_.options, address_.region);
+    uint64_t hash = ViewHash(members);
+    if (hash != sent_hash_) {
+      EncodeMembers(members, req.initMembers(static_cast<unsigned>(members.size())));
+      sent_hash_ = hash;
+    }
     return timer.timeoutAfter(SilenceLimit(), req.send()).then([this, probe](auto&& resp) {
       RecordOffset(resp.getWallClockMs(), probe);
       if (resp.hasMembers()) TakeMembers(region_seen_, resp.getViewHash(), resp.getMembers());

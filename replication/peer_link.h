@@ -4,7 +4,9 @@
 // A link connects, says hello (refusing a peer of another schema, other
 // placement settings or, for a target, another replica id) and then serves
 // the session: heartbeats every `heartbeat` (clock samples, silence
-// detection, members of other regions), and for a target the log shipper
+// detection, and member exchange with a node of another region: each side
+// sends its region's members, on hello and when they changed), and for a
+// target the log shipper
 // and routine anti-entropy passes. Whatever fails ends the session; the
 // link tears it down and reconnects after a jittered exponential backoff
 // (reset by a session that lasted). A hello or heartbeat unanswered for the
@@ -12,7 +14,8 @@
 //
 // A seed link (no target) only says hello and heartbeats, to learn the
 // members of another region; until it first hears from its seed it holds
-// the log (through its trim floor), up to --max-backlog.
+// the log (through its trim floor), up to --max-backlog, unless the
+// replicator knows nodes of that region already.
 //
 // Thread safety: loop thread only. Promises a link returns end, failed,
 // when it is destroyed (their continuations refer to it).
@@ -138,6 +141,7 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   Metrics::Peer* metrics_ = nullptr;
   std::string region_seen_;  // the region the peer said it is in
   uint64_t view_hash_ = 0;   // of the members it last sent
+  uint64_t sent_hash_ = 0;   // of the members this node last sent it
   std::chrono::milliseconds backoff_;
   std::mt19937_64 rng_;
   std::string last_error_;

@@ -48,10 +48,12 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     CheckRunning(c_);
     auto results = context.getResults();
     results.setWallClockMs(static_cast<int64_t>(c_.env.NowMillis()));
+    auto params = context.getParams();
+    if (params.hasMembers()) LearnMembers(c_.env.options, region_, params.getMembers());
     std::vector<Member> members = c_.local_members();
     uint64_t hash = ViewHash(members);
     results.setViewHash(hash);
-    if (hash != context.getParams().getViewHash()) {
+    if (hash != params.getViewHash()) {
       EncodeMembers(members, results.initMembers(members.size()));
     }
     return kj::READY_NOW;
@@ -206,7 +208,8 @@ class PeerServiceImpl final : public peer::Peer::Server {
 
   kj::Promise<void> hello(HelloContext context) override {
     CheckRunning(c_);
-    auto theirs = context.getParams().getHello();
+    auto params = context.getParams();
+    auto theirs = params.getHello();
     KJ_REQUIRE(theirs.getSchemaVersion() == peer::SCHEMA_VERSION,
                "this node speaks peer schema version 1 only", theirs.getSchemaVersion());
     const ReplicaId caller = theirs.getReplicaId();
@@ -221,6 +224,10 @@ class PeerServiceImpl final : public peer::Peer::Server {
     auto it = applied.find(caller);
     results.setApplied(it == applied.end() ? 0 : it->second);
     results.setSession(kj::heap<PeerSessionImpl>(c_, caller, theirs.getRegion()));
+    // Learned only once the hello is accepted: a refused peer teaches nothing.
+    if (params.hasMembers()) {
+      LearnMembers(c_.env.options, theirs.getRegion().cStr(), params.getMembers());
+    }
     std::vector<Member> members = c_.local_members();
     results.setViewHash(ViewHash(members));
     EncodeMembers(members, results.initMembers(members.size()));

@@ -62,7 +62,8 @@ struct ReplicatorOptions {
   // Nodes of other regions to learn those regions' members from.
   std::vector<PeerAddress> seeds;
   // Called with the members of another region as one of its nodes sent
-  // them (on hello, and on a heartbeat when they changed).
+  // them (on hello, and on a heartbeat when they changed), whichever of the
+  // two nodes dialled; within the bounds of replication/members.h.
   std::function<void(const std::string& region, std::vector<Member>)> on_remote_members;
   // This node's region's members, sent to nodes of other regions. Default:
   // this node alone.

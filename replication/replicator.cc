@@ -7,6 +7,7 @@
 #include <set>
 
 #include "replication/delta_receiver.h"
+#include "replication/members.h"
 #include "replication/peer_link.h"
 #include "replication/peer_wire.h"
 #include "replication/quorum_acks.h"
@@ -31,6 +32,7 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
       judge_(options_.max_clock_offset),
       error_logger_(kj::heap<ErrorLogger>()) {
   if (options_.wall_clock == nullptr) options_.wall_clock = WallClock::System();
+  if (!options_.local_members) options_.local_members = [this] { return SelfAlone(); };
   if (options_.metrics == nullptr) {
     own_metrics_ = std::make_unique<Metrics>(options_.region);
     options_.metrics = own_metrics_.get();
@@ -58,8 +60,7 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
       io_.getTimer(), [this](ReplicaId origin) { return HeldThrough(origin); });
   hand_over_ = std::make_unique<HandOver>(*env_, static_cast<HandOver::Links&>(*this), trim_held_);
   service_context_.reset(new PeerServiceContext{*env_, *receiver_, *visibility_, stopped_,
-                                                forward_handler_,
-                                                [this] { return LocalMembers(); },
+                                                forward_handler_, options_.local_members,
                                                 [this](size_t s) { return Settled(s); }});
   tasks_ = kj::heap<kj::TaskSet>(*error_logger_);
   for (const PeerAddress& p : options_.seeds) {
@@ -68,6 +69,7 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
         [this, region = p.region](uint64_t held) { LogBehind(region, held); }));
   }
   committer_.OnCommitted([this] { Committed(); });
+  kept_members_ = store_.PeerMembers();
 }
 
 Replicator::~Replicator() {
@@ -197,13 +199,17 @@ void Replicator::SetPlacement(std::vector<bool> own_segments, std::vector<PeerTa
   AckAdvanced();
 }
 
-std::vector<Member> Replicator::LocalMembers() const {
-  if (options_.local_members) return options_.local_members();
+std::vector<Member> Replicator::SelfAlone() const {
   Member self;
   self.id = store_.node_id();
   self.name = options_.name;
   self.region = options_.region;
   return {self};
+}
+
+bool Replicator::Linked(const std::string& region) const {
+  return std::any_of(links_.begin(), links_.end(),
+                     [&](const auto& l) { return l.second->address().region == region; });
 }
 
 bool Replicator::IsConnected(ReplicaId node) const {
@@ -479,6 +485,47 @@ std::vector<PeerStatus> Replicator::Peers() const {
   return out;
 }
 
+std::vector<Member> Replicator::KeptPeerMembers() const {
+  const std::string bytes = store_.PeerMembers();
+  if (bytes.empty()) return {};
+  std::optional<std::vector<Member>> members = DecodeLearnedMembers(bytes);
+  if (!members) {
+    spdlog::warn("the members of other regions kept in the data dir do not decode; "
+                 "starting from --peers alone");
+    return {};
+  }
+  return std::move(*members);
+}
+
+void Replicator::KeepPeerMembers(const std::vector<Member>& members) {
+  if (stopped_) return;
+  std::string bytes = EncodeLearnedMembers(members);
+  if (keeping_) {
+    members_to_keep_ = std::move(bytes);
+  } else if (bytes != kept_members_) {
+    KeepPeerMemberBytes(std::move(bytes));
+  }
+}
+
+void Replicator::KeepPeerMemberBytes(std::string bytes) {
+  keeping_ = true;
+  kept_members_ = bytes;
+  RemoteApply apply;
+  apply.peer_members = std::move(bytes);
+  tasks_->add(committer_.SubmitRemote(std::move(apply)).then([this](WriteResult written) {
+    keeping_ = false;
+    if (!written.status.ok()) {
+      spdlog::warn("cannot keep the members of other regions: {}", written.status.ToString());
+      kept_members_.clear();  // tried again on the next change
+    }
+    if (members_to_keep_) {
+      std::string next = std::move(*members_to_keep_);
+      members_to_keep_.reset();
+      if (next != kept_members_) KeepPeerMemberBytes(std::move(next));
+    }
+  }));
+}
+
 void Replicator::Committed() {
   for (auto& [id, link] : links_) link->shipper().Wake();
   visibility_->Committed();
@@ -521,6 +568,11 @@ kj::Promise<void> Replicator::MaintainTurn() {
           if (auto floor = link->TrimFloor(bytes_after_trimmed)) through = std::min(through, *floor);
         }
         for (const auto& link : seed_links_) {
+          // A seed stands for the nodes of its region this node does not
+          // know yet; once it knows one (learned, or kept from an earlier
+          // run), that node's link holds what it needs, as after the seed
+          // answered. A seed that is gone would otherwise hold the log.
+          if (Linked(link->address().region)) continue;
           if (auto floor = link->TrimFloor(bytes_after_trimmed)) through = std::min(through, *floor);
         }
         if (trim_held_ || trimming_ || through <= store_.TrimmedThrough()) return;

@@ -18,7 +18,10 @@
 // is repaired by a complete anti-entropy pass instead, after which shipping
 // resumes from the log; the log is trimmed through the position every node
 // holds (repaired ones aside). Seed links (`seeds`) only say hello and
-// heartbeat, to learn the members of other regions.
+// heartbeat, to learn the members of other regions. Every link to a node of
+// another region exchanges members both ways, so a node also learns a
+// region from the nodes of it that dial in; the server keeps what it
+// learned in the store (KeepPeerMembers) for the next start.
 //
 // The other direction, deltas and states coming in, is the peer service
 // (PeerBootstrap) that the node serves on --peer-listen: it joins them through
@@ -95,7 +98,8 @@ class Replicator final : private HandOver::Links {
   // node of its region that may still need it (gossip has not joined), nor
   // whether another node owns a segment it handed over.
   // (Seed links hold the log too, through their trim floor, until they
-  // first said hello or the log passes --max-backlog.) Default: not held.
+  // first said hello, a link goes to a node of their region, or the log
+  // passes --max-backlog.) Default: not held.
   void HoldTrimming(bool held) { trim_held_ = held; }
 
   // Runs requests that nodes of this region forward; set before Start().
@@ -197,6 +201,14 @@ class Replicator final : private HandOver::Links {
       std::chrono::milliseconds timeout);
 
   std::vector<PeerStatus> Peers() const;
+
+  // The members of other regions the store kept (KeepPeerMembers) when it
+  // was opened; empty when it kept none or they do not decode.
+  std::vector<Member> KeptPeerMembers() const;
+  // Keeps `members`, the members of other regions this node learned, in
+  // the store for its next start: written by the committer's writer thread,
+  // the last of calls close together winning. Nothing once stopped.
+  void KeepPeerMembers(const std::vector<Member>& members);
   // This node's clock minus the median clock (see ClockJudge).
   int64_t ClockOffsetMs() const;
   // The connected peers with a clock sample, on which ClockOffsetMs rests
@@ -210,11 +222,13 @@ class Replicator final : private HandOver::Links {
   kj::Promise<void> SyncSegment(ReplicaId node, uint32_t segment) override;
   kj::Promise<void> Budget(ReplicaId node, size_t bytes) override;
 
+  // Whether a link goes to a node of `region`.
+  bool Linked(const std::string& region) const;
   // The link to `node`; throws DISCONNECTED unless it has a session.
   PeerLink& LinkWithSession(ReplicaId node);
 
-  // This node's region's members.
-  std::vector<Member> LocalMembers() const;
+  // This node alone, as its region's members when the options give none.
+  std::vector<Member> SelfAlone() const;
   // After a link's acknowledged position advanced.
   void AckAdvanced();
   // A peer (named `peer`) holds this node's log through `held`, past its
@@ -240,6 +254,9 @@ class Replicator final : private HandOver::Links {
   // committed entry, another's through the committed position.
   uint64_t HeldThrough(ReplicaId origin) const;
   uint64_t NowMillis() const { return options_.wall_clock->NowMillis(); }
+  // Hands `bytes` to the committer for the store's peer members, or holds
+  // them until the write in flight is done.
+  void KeepPeerMemberBytes(std::string bytes);
 
   Store& store_;
   AsyncStore& reader_;
@@ -256,6 +273,9 @@ class Replicator final : private HandOver::Links {
   bool writes_allowed_ = true;  // as last logged
   std::string log_behind_;      // why writes are refused for good; empty: they are not
   bool trimming_ = false;       // a trim is with the committer
+  bool keeping_ = false;        // peer members are with the committer
+  std::string kept_members_;    // as last handed to the committer
+  std::optional<std::string> members_to_keep_;  // the next, while keeping_
   ForwardHandler forward_handler_;
   ClockJudge judge_;
   std::unique_ptr<ReplicationEnv> env_;

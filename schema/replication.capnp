@@ -87,6 +87,13 @@ struct Member {
   state @7 :MemberState;
 }
 
+# The members of other regions a node learned through member exchange, as
+# it keeps them in its data dir (the `peer_members` metadata row,
+# docs/formats.md), so that a restart does not depend on its --peers alone.
+struct LearnedMembers {
+  members @0 :List(Member);
+}
+
 struct KeyDigest {
   key @0 :Data;
   digest @1 :UInt64;  # of all the key's state rows (docs/formats.md)
@@ -119,9 +126,13 @@ interface Peer {
   # the session for everything else. Fails when the schema versions differ
   # or both nodes are one replica.
   # `members` is the callee's region as its gossip knows it, and `viewHash`
-  # a hash of that list (see heartbeat).
-  hello @0 (hello :NodeHello) -> (hello :NodeHello, applied :UInt64, session :PeerSession,
-                                  members :List(Member), viewHash :UInt64);
+  # a hash of that list (see heartbeat). The caller's `members`, when it is
+  # of another region, are its region's likewise: the callee learns that
+  # region from every node that connects to it, not only from the nodes it
+  # dials (an older caller sends none).
+  hello @0 (hello :NodeHello, members :List(Member))
+      -> (hello :NodeHello, applied :UInt64, session :PeerSession,
+          members :List(Member), viewHash :UInt64);
 }
 
 # What one node asks of another, after hello. `caller` below is the node
@@ -136,8 +147,10 @@ interface PeerSession {
 
   # A liveness and clock probe: answers with the callee's wall clock, and
   # with its region's members when their hash differs from `viewHash`, the
-  # hash of the list the caller last received.
-  heartbeat @1 (wallClockMs :Int64, viewHash :UInt64)
+  # hash of the list the caller last received. The caller's `members` (of
+  # another region) are its region's, sent when they changed since it last
+  # sent them on this session; empty otherwise.
+  heartbeat @1 (wallClockMs :Int64, viewHash :UInt64, members :List(Member))
       -> (wallClockMs :Int64, viewHash :UInt64, members :List(Member));
 
   # Anti-entropy: the digests of every segment of the callee's hash tree

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "replication/members.h"
 #include "util/hash.h"
 
 namespace geokv {
@@ -51,11 +52,25 @@ bool ClusterView::SetLocal(std::vector<Member> members) {
 
 bool ClusterView::MergeRemote(const std::string& region, const std::vector<Member>& members) {
   if (region == self_.region) return false;
+  size_t known = 0;  // of the region
+  std::set<std::string> regions;
+  for (const auto& [id, m] : members_) {
+    if (m.region != self_.region) regions.insert(m.region);
+    known += m.region == region;
+  }
+  if (!regions.count(region) && regions.size() >= kMaxRemoteRegions) return false;
   bool changed = false;
   for (const Member& m : members) {
-    if (m.region != region || m.id == self_.id || m.id == 0) continue;
+    if (m.region != region || m.id == self_.id || !WithinBounds(m)) continue;
     auto it = members_.find(m.id);
+    if (it != members_.end() && it->second.region != region) continue;  // not the sender's to tell
     if (it == members_.end()) {
+      // At the bound, a member that left makes room for one that did not
+      // (left members are known only so that they are not dialled).
+      if (known == kMaxRegionMembers && (m.state == MemberState::kLeft || !ForgetOneLeft(region))) {
+        continue;
+      }
+      if (known < kMaxRegionMembers) ++known;
       members_[m.id] = m;
       changed = true;
     } else if (Supersedes(m, it->second) && !SameForPlacement(m, it->second)) {
@@ -65,6 +80,16 @@ bool ClusterView::MergeRemote(const std::string& region, const std::vector<Membe
   }
   if (changed) Rebuild();
   return changed;
+}
+
+bool ClusterView::ForgetOneLeft(const std::string& region) {
+  for (auto it = members_.begin(); it != members_.end(); ++it) {
+    if (it->second.region == region && it->second.state == MemberState::kLeft) {
+      members_.erase(it);
+      return true;
+    }
+  }
+  return false;
 }
 
 void ClusterView::Rebuild() {
@@ -161,6 +186,14 @@ std::vector<PeerTarget> ClusterView::Targets() const {
     t.owned = ring == nullptr ? std::vector<bool>(kSegments, false)
                               : ring->OwnedSegments(id, replication_factor_);
     out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::vector<Member> ClusterView::RemoteMembers() const {
+  std::vector<Member> out;
+  for (const auto& [id, m] : members_) {
+    if (m.region != self_.region) out.push_back(m);
   }
   return out;
 }

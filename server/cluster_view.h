@@ -31,9 +31,13 @@ class ClusterView {
   // Replaces this region's members (gossip's list, this node among them).
   // Returns whether anything placement depends on changed.
   bool SetLocal(std::vector<Member> members);
-  // Merges another region's members as one of its nodes reported them,
-  // entry by entry by the gossip precedence rule (Supersedes). Returns
-  // whether anything changed.
+  // Merges another region's members as one of its nodes reported them (or
+  // as the store kept them), entry by entry by the gossip precedence rule
+  // (Supersedes). A peer may lie, so the view holds at most
+  // kMaxRemoteRegions other regions and kMaxRegionMembers members of each
+  // (replication/members.h): entries past those bounds (where a member
+  // that left is forgotten to make room for one that did not), or out of
+  // WithinBounds, are left out. Returns whether anything changed.
   bool MergeRemote(const std::string& region, const std::vector<Member>& members);
 
   ReplicaId self_id() const { return self_.id; }
@@ -70,9 +74,13 @@ class ClusterView {
   std::vector<PeerTarget> Targets() const;
   // This region's members, for member exchange with other regions.
   std::vector<Member> LocalMembers() const;
+  // The other regions' members, for the store to keep.
+  std::vector<Member> RemoteMembers() const;
 
  private:
   void Rebuild();
+  // Forgets one member of `region` that left; false when none did.
+  bool ForgetOneLeft(const std::string& region);
   const Ring* RingOf(const std::string& region) const;
 
   Member self_;

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <utility>
 
 #include "cluster/gossip.h"
@@ -204,9 +205,13 @@ void Node::StartReplication() {
   replication.replication_factor = static_cast<uint32_t>(options_.replication_factor);
   replication.vnodes = static_cast<uint32_t>(options_.vnodes);
   replication.seeds = options_.peers;
+  // Whatever this node learns of other regions is kept for its next start,
+  // when its --peers seeds may be gone.
   replication.on_remote_members = [this](const std::string& region,
                                          std::vector<Member> members) {
-    if (view_->MergeRemote(region, members)) Place();
+    if (!view_->MergeRemote(region, members)) return;
+    Place();
+    replicator_->KeepPeerMembers(view_->RemoteMembers());
   };
   replication.local_members = [this] {
     // Other regions learn here that the ids this node used before left.
@@ -241,6 +246,12 @@ void Node::StartReplication() {
   replication.heartbeat = std::chrono::milliseconds(options_.heartbeat_ms);
   replicator_ = std::make_unique<Replicator>(*store_, *async_store_, *committer_, *io_->provider,
                                              std::move(replication));
+  std::map<std::string, std::vector<Member>> kept;
+  for (Member& m : replicator_->KeptPeerMembers()) kept[m.region].push_back(std::move(m));
+  for (const auto& [region, members] : kept) {
+    view_->MergeRemote(region, members);
+    spdlog::info("{} members of region {} known from the data dir", members.size(), region);
+  }
 }
 
 void Node::StartServices() {

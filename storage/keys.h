@@ -26,6 +26,8 @@
 //                                           drop removed a key of segment s
 //                                           (Store::DroppedSegments); absent:
 //                                           none
+//   "peer_members"                       -> replication's bytes, kept as
+//                                           given (Store::PeerMembers)
 
 #ifndef GEOKV_STORAGE_KEYS_H_
 #define GEOKV_STORAGE_KEYS_H_
@@ -52,6 +54,7 @@ inline constexpr char kMetaWriter[] = "writer";          // framed WriterState
 inline constexpr char kMetaLogTrimmed[] = "log_trimmed";  // 8 bytes: trimmed through
 inline constexpr char kMetaWatermarkPrefix[] = "applied/";  // + origin:8 -> seq:8
 inline constexpr char kMetaDroppedSegments[] = "dropped_segments";  // bitmap, see above
+inline constexpr char kMetaPeerMembers[] = "peer_members";  // Store::PeerMembers
 // This node's identity (storage/rocks_identity.cc): the replica ids it
 // used before taking a new one, the run under way, the data dir's marker.
 inline constexpr char kMetaRetiredPrefix[] = "retired/";  // + id:8 -> last_seq:8, reason

@@ -232,6 +232,13 @@ Status RocksStore::LoadMeta() {
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "read dropped segments");
   }
+  s = db_->Get(ro, meta_, keys::kMetaPeerMembers, &v);
+  if (s.ok()) {
+    std::lock_guard<std::mutex> l(tree_mu_);
+    peer_members_ = v;
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read peer members");
+  }
   return LoadDigests();
 }
 

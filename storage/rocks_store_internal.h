@@ -295,6 +295,7 @@ class RocksWriteGroup : public WriteGroup {
   StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) override;
   void ClearDropped(size_t segment) override;
   void RecordApplied(ReplicaId origin, uint64_t seq) override;
+  void SetPeerMembers(std::string bytes) override { peer_members_ = std::move(bytes); }
   Status Commit() override;
   size_t size() const override { return size_; }
 
@@ -403,6 +404,7 @@ class RocksWriteGroup : public WriteGroup {
   // Copied from the store on the group's first change; the writer slot keeps
   // the store's from changing meanwhile.
   std::optional<std::vector<bool>> dropped_;
+  std::optional<std::string> peer_members_;  // to write at commit
   size_t size_ = 0;
   uint64_t lww_overwritten_ = 0;  // LWW joins that lost, added at commit
   bool spent_ = false;
@@ -471,6 +473,10 @@ class RocksStore : public Store {
     std::lock_guard<std::mutex> l(tree_mu_);
     return dropped_;
   }
+  std::string PeerMembers() const override {
+    std::lock_guard<std::mutex> l(tree_mu_);
+    return peer_members_;
+  }
   StatusOr<std::vector<Crdt>> GetStates(std::string_view key) override;
 
  private:
@@ -518,6 +524,7 @@ class RocksStore : public Store {
   mutable std::mutex tree_mu_;
   std::vector<uint64_t> digests_ = std::vector<uint64_t>(kTreeSegments);  // committed
   std::vector<bool> dropped_ = std::vector<bool>(kTreeSegments);           // committed
+  std::string peer_members_;                                               // committed
 };
 
 }  // namespace rocks_internal

@@ -189,7 +189,7 @@ Status RocksWriteGroup::Commit() {
   spent_ = true;
   std::unique_lock<std::mutex> slot = std::move(lock_);  // released on return
   const bool dropped_changed = dropped_ && *dropped_ != store_->DroppedSegments();
-  if (size_ == 0 && applied_.empty() && !dropped_changed) return Status::OK();
+  if (size_ == 0 && applied_.empty() && !dropped_changed && !peer_members_) return Status::OK();
   auto* db = store_->db_.get();
   const uint64_t last_seq = next_seq_ - 1;
   batch_.Put(store_->meta_, keys::kMetaWriter,
@@ -212,6 +212,7 @@ Status RocksWriteGroup::Commit() {
       batch_.Put(store_->meta_, keys::kMetaDroppedSegments, keys::EncodeDroppedSegments(*dropped_));
     }
   }
+  if (peer_members_) batch_.Put(store_->meta_, keys::kMetaPeerMembers, *peer_members_);
   // The tree's changes go in the same batch as the rows they cover, so
   // that no crash leaves the tree out of step with the state.
   GEOKV_ASSIGN_OR_RETURN(const int64_t count_change, WriteTreeRows());
@@ -235,6 +236,7 @@ Status RocksWriteGroup::Commit() {
     std::lock_guard<std::mutex> l(store_->tree_mu_);
     for (const auto& [segment, change] : changes) store_->digests_[segment] ^= change;
     if (dropped_changed) store_->dropped_ = std::move(*dropped_);
+    if (peer_members_) store_->peer_members_ = std::move(*peer_members_);
   }
   store_->key_count_.fetch_add(static_cast<uint64_t>(count_change));
   store_->last_seq_.store(last_seq);

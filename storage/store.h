@@ -188,6 +188,9 @@ class WriteGroup {
   // commit. Lower positions than the recorded one are ignored.
   virtual void RecordApplied(ReplicaId origin, uint64_t seq) = 0;
 
+  // Replaces Store::PeerMembers() with `bytes`, at commit.
+  virtual void SetPeerMembers(std::string bytes) = 0;
+
   // Writes the group. On OK it is durable as the store's Durability says and
   // visible to readers. After Commit(), successful or not, the group is spent.
   virtual Status Commit() = 0;
@@ -320,6 +323,11 @@ class Store {
   // last WriteGroup::ClearDropped, as of the last commit: kTreeSegments
   // entries. Persisted.
   virtual std::vector<bool> DroppedSegments() const = 0;
+  // The members of other regions this node learned, as of the last commit
+  // (WriteGroup::SetPeerMembers), read at open: bytes the store keeps for
+  // replication (replication/members.h) and does not interpret; "" when
+  // never set. In memory; persisted.
+  virtual std::string PeerMembers() const = 0;
 
   // LWW values joined from elsewhere (replication or repair) that lost to a
   // later stamp already here: writes overwritten by a concurrent write.

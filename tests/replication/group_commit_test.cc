@@ -1,7 +1,8 @@
 // The group committer's trims: they run on the writer thread after the
 // writes of their group, and say why when they cannot. Its remote joins:
 // encoded values decoded there, all or nothing, and refused whole when a
-// stamp in them is too far ahead of this node's wall clock.
+// stamp in them is too far ahead of this node's wall clock; and the
+// members of other regions it keeps in the store.
 
 #include "replication/group_commit.h"
 
@@ -53,6 +54,27 @@ TEST_F(GroupCommitTrim, TrimsTheLogOnTheWriterThreadAfterTheGroupsWrites) {
     EXPECT_EQ(store->TrimmedThrough(), 3u);
     committer.Drain().wait(io.waitScope);
   }
+}
+
+TEST_F(GroupCommitTrim, KeepsPeerMembersOnTheWriterThreadAcrossAReopen) {
+  auto io = kj::setupAsyncIo();
+  EXPECT_EQ(store_->PeerMembers(), "");
+  {
+    GroupCommitter committer(*store_, 100);
+    RemoteApply apply;
+    apply.peer_members = "first";
+    ASSERT_TRUE(committer.SubmitRemote(std::move(apply)).wait(io.waitScope).status.ok());
+    EXPECT_EQ(store_->PeerMembers(), "first");
+    apply = RemoteApply();
+    apply.peer_members = "second";
+    ASSERT_TRUE(committer.SubmitRemote(std::move(apply)).wait(io.waitScope).status.ok());
+    // An apply without members leaves them as they are.
+    ASSERT_TRUE(committer.SubmitRemote(RemoteApply()).wait(io.waitScope).status.ok());
+    committer.Drain().wait(io.waitScope);
+  }
+  EXPECT_EQ(store_->LastSeq(), 0u);  // not a logged write
+  Reopen();
+  EXPECT_EQ(store_->PeerMembers(), "second");
 }
 
 TEST(EncodedJoins, KeepsKeysAndValuesInOrderAndCopiesATail) {

@@ -61,5 +61,62 @@ TEST(Members, ViewHashSurvivesTheWireAndSeesEveryCarriedField) {
   }
 }
 
+// A wire list of `members`, in a message `builder` holds.
+capnp::List<peer::Member>::Reader WireList(capnp::MallocMessageBuilder& builder,
+                                           const std::vector<Member>& members) {
+  auto list = builder.initRoot<capnp::AnyPointer>().initAs<capnp::List<peer::Member>>(
+      static_cast<unsigned>(members.size()));
+  EncodeMembers(members, list);
+  return list.asReader();
+}
+
+TEST(Members, RemoteMembersTakesOnlyTheSendersRegionWithinBounds) {
+  const std::string long_text(kMaxMemberFieldBytes + 1, 'x');
+  std::vector<Member> sent;
+  for (int i = 0; i < 7; ++i) sent.push_back(SampleMember(i, "us"));
+  sent[1].region = "ap";                      // another region's
+  sent[2].id = 0;                             // no identity
+  sent[3].name = long_text;                   // oversized fields
+  sent[4].peer_routes["ap"] = long_text;
+  for (size_t r = 0; r <= kMaxMemberRoutes; ++r) {
+    sent[5].peer_routes["r" + std::to_string(r)] = "a:1";
+  }
+  capnp::MallocMessageBuilder builder;
+  std::vector<Member> got = RemoteMembers("us", WireList(builder, sent));
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].id, sent[0].id);
+  EXPECT_EQ(got[1].id, sent[6].id);
+  EXPECT_TRUE(RemoteMembers(long_text, WireList(builder, sent)).empty());
+}
+
+TEST(Members, RemoteMembersKeepsAtMostTheBoundOfOneRegionThoseThatLeftLast) {
+  std::vector<Member> sent;
+  for (size_t i = 0; i < kMaxRegionMembers + 10; ++i) {
+    sent.push_back(SampleMember(static_cast<int>(i), "us"));
+    // The first 20 left: 10 of them do not fit.
+    if (i < 20) sent.back().state = MemberState::kLeft;
+  }
+  capnp::MallocMessageBuilder builder;
+  std::vector<Member> got = RemoteMembers("us", WireList(builder, sent));
+  ASSERT_EQ(got.size(), kMaxRegionMembers);
+  size_t left = 0;
+  for (const Member& m : got) left += m.state == MemberState::kLeft;
+  EXPECT_EQ(left, 10u);
+  EXPECT_EQ(got.back().id, sent[9].id);
+}
+
+TEST(Members, LearnedMembersRoundTripAndBadBytesDoNotDecode) {
+  std::vector<Member> kept = TwoMembers();
+  for (Member& m : kept) m.gossip_address.clear();
+  auto got = DecodeLearnedMembers(EncodeLearnedMembers(kept));
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(*got, kept);
+  auto none = DecodeLearnedMembers(EncodeLearnedMembers({}));
+  ASSERT_TRUE(none.has_value());
+  EXPECT_TRUE(none->empty());
+  EXPECT_FALSE(DecodeLearnedMembers("not a message").has_value());
+  EXPECT_FALSE(DecodeLearnedMembers(std::string(64, '\xff')).has_value());
+}
+
 }  // namespace
 }  // namespace geokv

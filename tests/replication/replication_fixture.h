@@ -58,13 +58,22 @@ inline ReplicatorOptions NodeOptions(const std::string& name, const Tuning& tuni
   return o;
 }
 
+// Changes a test node's options before its replicator is made.
+using Configure = std::function<void(ReplicatorOptions&)>;
+
+inline ReplicatorOptions Configured(ReplicatorOptions o, const Configure& configure) {
+  if (configure) configure(o);
+  return o;
+}
+
 // One node: store, readers, committer and replicator (not started). The
 // store's hybrid clock is `clock` when given (it must outlive the node),
 // else one on the system clock.
 struct Node {
   Node(const std::string& dir, const std::string& name, kj::AsyncIoProvider& io,
-       const Tuning& tuning = {}, HybridClock* clock = nullptr)
-      : options(NodeOptions(name, tuning)) {
+       const Tuning& tuning = {}, HybridClock* clock = nullptr,
+       const Configure& configure = nullptr)
+      : options(Configured(NodeOptions(name, tuning), configure)) {
     StoreOptions store_options{Durability::kWal};
     store_options.clock = clock;
     auto opened = Store::Open(dir, store_options);
@@ -354,9 +363,10 @@ inline peer::PeerSession::Client OpenSession(kj::WaitScope& ws, Node& server, No
 // The nodes' stores run on `a_clock` and `b_clock` when given.
 struct Pair {
   explicit Pair(kj::AsyncIoContext& io, const Tuning& tuning = {}, HybridClock* a_clock = nullptr,
-                HybridClock* b_clock = nullptr)
-      : a(dir.Sub("a"), "a", *io.provider, tuning, a_clock),
-        b(dir.Sub("b"), "b", *io.provider, tuning, b_clock) {
+                HybridClock* b_clock = nullptr, const Configure& configure_a = nullptr,
+                const Configure& configure_b = nullptr)
+      : a(dir.Sub("a"), "a", *io.provider, tuning, a_clock, configure_a),
+        b(dir.Sub("b"), "b", *io.provider, tuning, b_clock, configure_b) {
     auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
     listener = address->listen();
     server = kj::heap<capnp::TwoPartyServer>(b.replicator->PeerBootstrap());

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -359,7 +360,6 @@ TEST(ReplicatorPair, AForwardsDeadlineIsNotTheOwnersOverload) {
   pair.Shutdown(io.waitScope);
 }
 
-
 // The clock read back from the data dir is this node's own history: after
 // the wall clock stepped back a minute it is still honoured (the next
 // write's stamp is above it), and the node warns that it is ahead.
@@ -388,6 +388,78 @@ TEST(ReplicatorClock, HonoursTheClockReadBackAndWarnsWhenItIsAhead) {
   }
   spdlog::default_logger()->sinks().pop_back();
   EXPECT_NE(log.str().find("60000 ms ahead of its wall clock"), std::string::npos) << log.str();
+}
+
+// A node's region's members as the test sets them, and what it was told of
+// other regions (each region's list as on_remote_members last brought it).
+struct Exchange {
+  std::vector<Member> mine;
+  std::map<std::string, std::vector<Member>> learned;
+
+  testing::Configure In(const std::string& region) {
+    return [this, region](ReplicatorOptions& o) {
+      o.region = region;
+      o.local_members = [this] { return mine; };
+      o.on_remote_members = [this](const std::string& r, std::vector<Member> members) {
+        learned[r] = std::move(members);
+      };
+    };
+  }
+
+  std::vector<ReplicaId> Ids(const std::string& region) {
+    std::vector<ReplicaId> out;
+    for (const Member& m : learned[region]) out.push_back(m.id);
+    return out;
+  }
+};
+
+Member MemberOf(ReplicaId id, const std::string& region) {
+  Member m;
+  m.id = id;
+  m.name = "m" + std::to_string(id);
+  m.region = region;
+  m.peer_address = "127.0.0.1:1";
+  return m;
+}
+
+TEST(ReplicatorPair, MembersTravelBothWaysBetweenRegionsAndAgainWhenTheyChange) {
+  auto io = kj::setupAsyncIo();
+  Exchange us, eu;
+  // 13 claims another region than its sender's: not the sender's to tell.
+  us.mine = {MemberOf(11, "us"), MemberOf(12, "us"), MemberOf(13, "ap")};
+  eu.mine = {MemberOf(21, "eu")};
+  Pair pair(io, {}, nullptr, nullptr, us.In("us"), eu.In("eu"));
+  pair.Link();
+  // b, which a dials, learns a's region from a's hello; a learns b's from
+  // the answer.
+  ASSERT_TRUE(RunUntil(io, [&] { return eu.learned.count("us") && us.learned.count("eu"); }));
+  EXPECT_EQ(eu.Ids("us"), (std::vector<ReplicaId>{11, 12}));
+  EXPECT_EQ(us.Ids("eu"), (std::vector<ReplicaId>{21}));
+  EXPECT_EQ(eu.learned.count("ap"), 0u);
+  // A change on the dialling side reaches the other with a heartbeat.
+  us.mine.push_back(MemberOf(14, "us"));
+  EXPECT_TRUE(RunUntil(io, [&] { return eu.Ids("us").size() == 3; }));
+  EXPECT_EQ(eu.Ids("us"), (std::vector<ReplicaId>{11, 12, 14}));
+  pair.Shutdown(io.waitScope);
+}
+
+TEST(ReplicatorPair, ASeedThatNeverAnswersHoldsTheLogOnlyUntilANodeOfItsRegionIsLinked) {
+  auto io = kj::setupAsyncIo();
+  // Nothing listens at the seed's address (a seed that is gone).
+  Pair pair(io, {}, nullptr, nullptr, [](ReplicatorOptions& o) {
+    o.region = "us";
+    o.seeds = {PeerAddress{"eu", "127.0.0.1:1"}};
+  });
+  pair.a.WriteMany(io.waitScope, "k", 10, "v");
+  pair.a.replicator->Start();
+  // Maintenance runs every second: two turns, and the seed holds the log.
+  RunUntil(io, [] { return false; }, 2500 * kj::MILLISECONDS);
+  EXPECT_EQ(pair.a.store->TrimmedThrough(), 0u);
+  // A node of the seed's region is linked and takes the log: trimmed.
+  pair.a.replicator->SetPlacement({}, {pair.B()});
+  EXPECT_TRUE(RunUntil(io, [&] { return pair.a.store->TrimmedThrough() == 10; }))
+      << pair.a.store->TrimmedThrough();
+  pair.Shutdown(io.waitScope);
 }
 
 }  // namespace
