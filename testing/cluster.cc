@@ -226,10 +226,13 @@ bool Cluster::StartNode(int i, std::string* why) {
                                  "--peers", peers, "--peer-routes", routes,
                                  "--durability", "wal"};
   if (options_.gossip || options_.nodes_per_region > 1 || nodes() > options_.regions) {
-    int seed = region * options_.nodes_per_region;
-    flags.insert(flags.end(),
-                 {"--gossip-listen", "127.0.0.1:" + std::to_string(gossip_ports_[i]),
-                  "--seeds", "127.0.0.1:" + std::to_string(gossip_ports_[seed])});
+    const int first = region * options_.nodes_per_region;
+    std::string seeds = "127.0.0.1:" + std::to_string(gossip_ports_[first]);
+    for (int k = 1; options_.all_seeds && k < options_.nodes_per_region; ++k) {
+      seeds += ",127.0.0.1:" + std::to_string(gossip_ports_[first + k]);
+    }
+    flags.insert(flags.end(), {"--gossip-listen", "127.0.0.1:" + std::to_string(gossip_ports_[i]),
+                               "--seeds", seeds});
   }
   if (options_.metrics) flags.insert(flags.end(), {"--metrics-listen", metrics_address(i)});
   flags.insert(flags.end(), options_.flags.begin(), options_.flags.end());

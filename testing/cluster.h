@@ -91,6 +91,12 @@ class Cluster {
     int nodes_per_region = 1;
     bool metrics = false;  // serve /metrics on a port of each node's
     bool gossip = false;   // run gossip even with one node per region
+    // Every node names all of its region's first nodes_per_region nodes as
+    // gossip seeds, as docs/cluster.md advises, instead of the region's
+    // first node alone (which then names only itself, and after a restart
+    // serves as its region's only member until gossip from the others
+    // reaches it).
+    bool all_seeds = false;
   };
 
   // Nodes run this build's geokv-server (a target that starts clusters adds

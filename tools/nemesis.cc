@@ -78,6 +78,7 @@ struct Flags {
   int converge_seconds = 180;
   std::string dir;
   bool keep = false;
+  bool self_seeded = false;
 };
 
 std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
@@ -127,6 +128,11 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
                  "the system's temp dir");
   app.add_flag("--keep", f->keep,
                "Keep the directories of passing runs too (a failing run's is always kept)");
+  app.add_flag("--self-seeded-first-nodes", f->self_seeded,
+               "Give each region's first node only itself as its gossip seed (the others name "
+               "it alone) instead of every node naming the region's first three; after a "
+               "restart such a node serves as its region's only member until the others' "
+               "gossip reaches it");
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
 
   std::stringstream list(f->faults);
@@ -395,6 +401,7 @@ int RunOnce(const Flags& flags, uint64_t seed, const std::string& dir) {
   options.nodes_per_region = kNodesPerRegion;
   options.delay = std::chrono::milliseconds(flags.delay_ms);
   options.flags = kServerFlags;
+  options.all_seeds = !flags.self_seeded;
   Cluster cluster(dir, options);
   std::string why;
   if (!cluster.Start(&why)) {
@@ -488,11 +495,11 @@ int Main(const Flags& flags) {
       failed.push_back(seed);
       std::printf("geokv-nemesis: run %d FAILED (seed %llu) in %.0f s; logs and data in %s\n"
                   "rerun: geokv-nemesis --seed %llu --seconds %d --faults %s --clients %d "
-                  "--skew-ms %d --delay-ms %d\n\n",
+                  "--skew-ms %d --delay-ms %d%s\n\n",
                   run + 1, static_cast<unsigned long long>(seed), took, dir.c_str(),
                   static_cast<unsigned long long>(seed), flags.seconds,
                   flags.fault_set.empty() ? "none" : flags.faults.c_str(), flags.clients,
-                  flags.skew_ms, flags.delay_ms);
+                  flags.skew_ms, flags.delay_ms, flags.self_seeded ? " --self-seeded-first-nodes" : "");
     }
     std::fflush(stdout);
   }
