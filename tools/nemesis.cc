@@ -113,7 +113,8 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   app.add_option("--clients", f->clients, "Client threads, spread round-robin over the regions")
       ->capture_default_str()
       ->check(AtLeast(2));
-  app.add_option("--skew-ms", f->skew_ms, "Largest clock shift of the skew fault, in ms (at least 100)")
+  app.add_option("--skew-ms", f->skew_ms,
+                 "Largest clock shift of the skew fault, in ms (at least 100)")
       ->capture_default_str()
       ->check(AtLeast(100));
   app.add_option("--delay-ms", f->delay_ms, "One-way delay of every link between regions, in ms")
@@ -140,7 +141,8 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   while (std::getline(list, kind, ',')) {
     if (kind.empty() || kind == "none") continue;
     if (std::find(kFaultKinds.begin(), kFaultKinds.end(), kind) == kFaultKinds.end()) {
-      std::fprintf(stderr, "--faults: unknown fault kind '%s'\nRun with --help for more information.\n",
+      std::fprintf(stderr,
+                   "--faults: unknown fault kind '%s'\nRun with --help for more information.\n",
                    kind.c_str());
       return kExitUsage;
     }
@@ -238,7 +240,6 @@ class Nemesis {
   }
 
  private:
-  static std::chrono::milliseconds Ms(int ms) { return std::chrono::milliseconds(ms); }
   std::chrono::milliseconds Ms(int lo, int hi) {
     return std::chrono::milliseconds(lo + static_cast<int>(rng_() % (hi - lo + 1)));
   }
@@ -339,7 +340,9 @@ class Nemesis {
       auto& c = connections.Get(cluster_.address(i));
       auto req = c.kv.leaveRequest();
       auto code = Call(c, req).getOutcome().getCode();
-      if (code != rpc::Outcome::Code::OK) failure = std::string("leave answered ") + OutcomeName(code);
+      if (code != rpc::Outcome::Code::OK) {
+        failure = std::string("leave answered ") + OutcomeName(code);
+      }
     } catch (const kj::Exception& e) {
       failure = std::string("leave failed: ") + e.getDescription().cStr();
     }
@@ -499,7 +502,8 @@ int Main(const Flags& flags) {
                   run + 1, static_cast<unsigned long long>(seed), took, dir.c_str(),
                   static_cast<unsigned long long>(seed), flags.seconds,
                   flags.fault_set.empty() ? "none" : flags.faults.c_str(), flags.clients,
-                  flags.skew_ms, flags.delay_ms, flags.self_seeded ? " --self-seeded-first-nodes" : "");
+                  flags.skew_ms, flags.delay_ms,
+                  flags.self_seeded ? " --self-seeded-first-nodes" : "");
     }
     std::fflush(stdout);
   }
