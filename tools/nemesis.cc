@@ -103,7 +103,7 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
                  "every run, printed");
   app.add_option("--faults", f->faults,
                  "Comma-separated fault kinds the nemesis picks from, or 'none': kill (kill -9 "
-                 "and restart on the same data dir after 1-4 s), pause (SIGSTOP for 2-5 s, "
+                 "and restart on the same data dir after 1-8 s), pause (SIGSTOP for 2-5 s, "
                  "then SIGCONT), partition (a region cut off from the others for 2-8 s, then "
                  "healed), join (a fourth node joins a region; once per run), leave (a node "
                  "leaves through the admin API; once per run, after the join when join is "
@@ -273,7 +273,7 @@ class Nemesis {
 
   bool Kill() {
     const int i = RandomMember();
-    const auto down = Ms(1000, 4000);
+    const auto down = Ms(1000, 8000);
     Log("kill -9 " + cluster_.Name(i) + ", restart after " + std::to_string(down.count()) + " ms");
     cluster_.node(i).Kill();
     Pause(down);
