@@ -76,6 +76,7 @@ struct Flags {
   int skew_ms = 2000;
   int delay_ms = 10;
   int converge_seconds = 180;
+  int membership_changes = 1;
   std::string dir;
   bool keep = false;
   bool self_seeded = false;
@@ -105,9 +106,8 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
                  "Comma-separated fault kinds the nemesis picks from, or 'none': kill (kill -9 "
                  "and restart on the same data dir after 1-8 s), pause (SIGSTOP for 2-5 s, "
                  "then SIGCONT), partition (a region cut off from the others for 2-8 s, then "
-                 "healed), join (a fourth node joins a region; once per run), leave (a node "
-                 "leaves through the admin API; once per run, after the join when join is "
-                 "on), skew (a node restarted under libfaketime, its clock shifted by up to "
+                 "healed), join (a fourth node joins a region), leave (a node leaves through "
+                 "the admin API, from the region a node joined when join is on), skew (a node restarted under libfaketime, its clock shifted by up to "
                  "--skew-ms either way, for 5-10 s)")
       ->capture_default_str();
   app.add_option("--clients", f->clients, "Client threads, spread round-robin over the regions")
@@ -120,6 +120,11 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
   app.add_option("--delay-ms", f->delay_ms, "One-way delay of every link between regions, in ms")
       ->capture_default_str()
       ->check(AtLeast(0));
+  app.add_option("--membership-changes", f->membership_changes,
+                 "Joins and leaves per run at most, alternating (one of either when the "
+                 "other is not among the faults)")
+      ->capture_default_str()
+      ->check(AtLeast(1));
   app.add_option("--converge-seconds", f->converge_seconds,
                  "How long the healed cluster may take to converge before the run fails")
       ->capture_default_str()
@@ -182,10 +187,8 @@ class Nemesis {
       if (Clock::now() >= deadline) break;
       std::vector<std::string> kinds;
       for (const std::string& kind : flags_.fault_set) {
-        if (kind == "join" && joined_ >= 0) continue;
-        if (kind == "leave" && (left_ >= 0 || (flags_.fault_set.count("join") && joined_ < 0))) {
-          continue;
-        }
+        if (kind == "join" && !MayJoin()) continue;
+        if (kind == "leave" && !MayLeave()) continue;
         kinds.push_back(kind);
       }
       if (kinds.empty()) continue;
@@ -203,9 +206,10 @@ class Nemesis {
   }
 
   // Heals every region, restarts nodes that are down (a node that exited
-  // on its own is a violation), and makes the joined node leave when no
-  // node left, so that every region ends with N nodes each holding every
-  // key. False when a node does not start.
+  // on its own is a violation), and makes the latest joined node leave
+  // when its region still has a node more than N, so that every region
+  // ends with N nodes each holding every key. False when a node does not
+  // start.
   bool Finish() {
     for (int r = 0; r < kRegions; ++r) cluster_.Heal(r);
     for (int i : Members()) {
@@ -214,7 +218,7 @@ class Nemesis {
                             cluster_.node(i).child().LogTail());
       if (!Restart(i)) return false;
     }
-    if (joined_ >= 0 && left_ < 0) {
+    if (grown_ >= 0) {
       Log("the joined node " + cluster_.Name(joined_) + " leaves so that its region has N nodes");
       if (!MakeLeave(joined_)) return false;
     }
@@ -300,6 +304,18 @@ class Nemesis {
     return true;
   }
 
+  // Joins and leaves alternate, --membership-changes of each at most, so
+  // that a region has N or N + 1 nodes; without leaves there is one join,
+  // without joins one leave.
+  bool MayJoin() const {
+    if (!flags_.fault_set.count("leave")) return joins_ == 0;
+    return grown_ < 0 && joins_ < flags_.membership_changes;
+  }
+  bool MayLeave() const {
+    if (!flags_.fault_set.count("join")) return leaves_ == 0;
+    return grown_ >= 0 && leaves_ < flags_.membership_changes;
+  }
+
   bool Join() {
     const int r = static_cast<int>(rng_() % kRegions);
     std::string why;
@@ -309,6 +325,8 @@ class Nemesis {
       return false;
     }
     joined_ = j;
+    grown_ = r;
+    ++joins_;
     Log(cluster_.Name(j) + " joins " + Cluster::Region(r));
     Publish(j, true);
     return true;
@@ -317,14 +335,15 @@ class Nemesis {
   bool Leave() {
     // The region of the joined node, if any; never a region's first node,
     // which the others name as their seed and peer.
-    const int r = joined_ >= 0 ? cluster_.RegionOf(joined_) : static_cast<int>(rng_() % kRegions);
+    const int r = grown_ >= 0 ? grown_ : static_cast<int>(rng_() % kRegions);
     std::vector<int> candidates;
     for (int i : Members()) {
       if (cluster_.RegionOf(i) == r && i != r * kNodesPerRegion) candidates.push_back(i);
     }
     const int i = candidates[rng_() % candidates.size()];
     Log(cluster_.Name(i) + " leaves");
-    left_ = i;
+    grown_ = -1;
+    ++leaves_;
     return MakeLeave(i);
   }
 
@@ -392,8 +411,10 @@ class Nemesis {
   const Clock::time_point origin_;
   std::map<std::string, int> injected_;
   std::set<int> gone_;  // leaving or left
-  int joined_ = -1;
-  int left_ = -1;
+  int joined_ = -1;  // the latest node to join
+  int grown_ = -1;   // the region with a joined node more than N, if any
+  int joins_ = 0;
+  int leaves_ = 0;
 };
 
 // One run on a fresh cluster in `dir`. Returns kExitPassed,
@@ -498,11 +519,11 @@ int Main(const Flags& flags) {
       failed.push_back(seed);
       std::printf("geokv-nemesis: run %d FAILED (seed %llu) in %.0f s; logs and data in %s\n"
                   "rerun: geokv-nemesis --seed %llu --seconds %d --faults %s --clients %d "
-                  "--skew-ms %d --delay-ms %d%s\n\n",
+                  "--skew-ms %d --delay-ms %d --membership-changes %d%s\n\n",
                   run + 1, static_cast<unsigned long long>(seed), took, dir.c_str(),
                   static_cast<unsigned long long>(seed), flags.seconds,
                   flags.fault_set.empty() ? "none" : flags.faults.c_str(), flags.clients,
-                  flags.skew_ms, flags.delay_ms,
+                  flags.skew_ms, flags.delay_ms, flags.membership_changes,
                   flags.self_seeded ? " --self-seeded-first-nodes" : "");
     }
     std::fflush(stdout);
