@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "crdt/codec.h"
 #include "schema/kv_text.h"
@@ -35,6 +36,19 @@ int FreePort() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+std::string FaketimeLibrary() {
+  for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"}) {
+    std::string path = std::string(dir) + "/faketime/libfaketime.so.1";
+    if (std::filesystem::exists(path)) return path;
+  }
+  return "";
+}
+
+std::vector<std::string> FaketimeWrapper(const std::string& offset) {
+  return {"/usr/bin/env", "LD_PRELOAD=" + FaketimeLibrary(), "FAKETIME=" + offset,
+          "ASAN_OPTIONS=verify_asan_link_order=0"};
 }
 
 Dump DumpDataDir(const std::string& dir, std::string* why) {
@@ -212,19 +226,27 @@ bool Cluster::StartNode(int i, std::string* why) {
                                  "--peers", peers, "--peer-routes", routes,
                                  "--durability", "wal"};
   if (options_.gossip || options_.nodes_per_region > 1 || nodes() > options_.regions) {
-    int seed = region * options_.nodes_per_region;
-    flags.insert(flags.end(),
-                 {"--gossip-listen", "127.0.0.1:" + std::to_string(gossip_ports_[i]),
-                  "--seeds", "127.0.0.1:" + std::to_string(gossip_ports_[seed])});
+    const int first = region * options_.nodes_per_region;
+    std::string seeds = "127.0.0.1:" + std::to_string(gossip_ports_[first]);
+    for (int k = 1; options_.all_seeds && k < options_.nodes_per_region; ++k) {
+      seeds += ",127.0.0.1:" + std::to_string(gossip_ports_[first + k]);
+    }
+    flags.insert(flags.end(), {"--gossip-listen", "127.0.0.1:" + std::to_string(gossip_ports_[i]),
+                               "--seeds", seeds});
   }
   if (options_.metrics) flags.insert(flags.end(), {"--metrics-listen", metrics_address(i)});
   flags.insert(flags.end(), options_.flags.begin(), options_.flags.end());
-  auto wrapper = options_.wrappers.find(region);
+  std::vector<std::string> wrapper;
+  if (auto own = node_wrappers_.find(i); own != node_wrappers_.end()) {
+    wrapper = own->second;
+  } else if (auto shared = options_.wrappers.find(region); shared != options_.wrappers.end()) {
+    wrapper = shared->second;
+  }
   const int run = ++runs_[i];
   auto process = std::make_unique<ServerProcess>(
       GEOKV_SERVER_BIN, DataDir(i),
       dir_ + "/node" + std::to_string(i) + (run > 1 ? "-run" + std::to_string(run) : "") + ".log",
-      flags, wrapper == options_.wrappers.end() ? std::vector<std::string>{} : wrapper->second);
+      flags, wrapper);
   if (i < static_cast<int>(nodes_.size())) {
     nodes_[i] = std::move(process);
   } else {
@@ -279,8 +301,15 @@ void Cluster::CutAll() {
 }
 
 bool Cluster::WaitConverged(std::chrono::milliseconds timeout, std::string* why) {
+  std::vector<int> all;
+  for (int i = 0; i < nodes(); ++i) all.push_back(i);
+  return WaitConverged(timeout, why, all);
+}
+
+bool Cluster::WaitConverged(std::chrono::milliseconds timeout, std::string* why,
+                            const std::vector<int>& which) {
   std::vector<std::unique_ptr<Client>> clients;
-  for (int i = 0; i < nodes(); ++i) clients.push_back(std::make_unique<Client>(address(i)));
+  for (int i : which) clients.push_back(std::make_unique<Client>(address(i)));
   std::vector<uint64_t> digests;
   bool ok = PollUntil(
       [&] {

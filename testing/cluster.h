@@ -30,6 +30,17 @@ namespace geokv::testing {
 // A loopback port free at the time of the call.
 int FreePort();
 
+// The libfaketime library Debian's faketime package installs; empty when
+// it is missing.
+std::string FaketimeLibrary();
+
+// A wrapper (Cluster::Options::wrappers, SetNodeWrapper) under which a
+// process sees the real clock shifted by `offset` (libfaketime's FAKETIME
+// syntax: "+3s", "-0.250"). env execs the server, so signals still reach
+// the server itself; the sanitizer runtime is told not to insist on being
+// loaded first. REQUIRES: FaketimeLibrary() is not empty.
+std::vector<std::string> FaketimeWrapper(const std::string& offset);
+
 // Every key's encoded states, as a data dir holds them.
 using Dump = std::map<std::string, std::vector<std::string>>;
 
@@ -80,6 +91,12 @@ class Cluster {
     int nodes_per_region = 1;
     bool metrics = false;  // serve /metrics on a port of each node's
     bool gossip = false;   // run gossip even with one node per region
+    // Every node names all of its region's first nodes_per_region nodes as
+    // gossip seeds, as docs/cluster.md advises, instead of the region's
+    // first node alone (which then names only itself, and after a restart
+    // serves as its region's only member until gossip from the others
+    // reaches it).
+    bool all_seeds = false;
   };
 
   // Nodes run this build's geokv-server (a target that starts clusters adds
@@ -104,6 +121,14 @@ class Cluster {
 
   // Starts node i (again, after a kill), on the same ports and data dir.
   bool StartNode(int i, std::string* why);
+
+  // Runs node i under `wrapper` instead of its region's from its next start
+  // on (e.g. faketime for this node alone); an empty one runs it bare.
+  void SetNodeWrapper(int i, std::vector<std::string> wrapper) {
+    node_wrappers_[i] = std::move(wrapper);
+  }
+  // Goes back to the region's wrapper from node i's next start on.
+  void ClearNodeWrapper(int i) { node_wrappers_.erase(i); }
 
   // Waits until every node's peer links are up.
   bool WaitConnected(std::string* why);
@@ -131,6 +156,10 @@ class Cluster {
 
   // Waits until every node shows the same state digest.
   bool WaitConverged(std::chrono::milliseconds timeout, std::string* why);
+  // The same for the nodes numbered in `which` (e.g. leaving out one that
+  // left).
+  bool WaitConverged(std::chrono::milliseconds timeout, std::string* why,
+                     const std::vector<int>& which);
 
   // Stops every node (SIGTERM) and compares their data dirs whole.
   bool StopAndCompareDumps(std::string* why);
@@ -160,6 +189,7 @@ class Cluster {
   std::vector<int> gossip_ports_;
   std::vector<int> metrics_ports_;
   std::map<int, int> runs_;  // starts of each node
+  std::map<int, std::vector<std::string>> node_wrappers_;
   std::map<std::pair<int, int>, std::unique_ptr<WanProxy>> proxies_;
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
 };

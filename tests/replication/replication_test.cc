@@ -299,25 +299,13 @@ TEST(ReplicationTest, ConnectionsCutMidBatchReplayAndConverge) {
   EXPECT_SAME_DUMPS(cluster);
 }
 
-// The libfaketime library Debian's faketime package installs.
-std::string FaketimeLibrary() {
-  for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"}) {
-    std::string path = std::string(dir) + "/faketime/libfaketime.so.1";
-    if (std::filesystem::exists(path)) return path;
-  }
-  return "";
-}
-
 TEST(ReplicationTest, ANodeWhoseClockIsOffRefusesWritesAndSaysWhy) {
-  std::string library = FaketimeLibrary();
-  ASSERT_FALSE(library.empty()) << "libfaketime is missing (scripts/install-deps.sh installs it)";
+  ASSERT_FALSE(FaketimeLibrary().empty())
+      << "libfaketime is missing (scripts/install-deps.sh installs it)";
   TestDir dir;
   Cluster::Options options{3, 0ms, kFastFlags, {}};
-  // Region 2's process sees a real clock 3 s ahead. env execs the server,
-  // so the test still signals the server itself. The sanitizer runtime must
-  // not insist on being loaded first.
-  options.wrappers[2] = {"/usr/bin/env", "LD_PRELOAD=" + library, "FAKETIME=+3s",
-                         "ASAN_OPTIONS=verify_asan_link_order=0"};
+  // Region 2's process sees a real clock 3 s ahead.
+  options.wrappers[2] = FaketimeWrapper("+3s");
   Cluster cluster(dir.path(), options);
   START_CLUSTER(cluster);
   Client skewed(cluster.address(2));
