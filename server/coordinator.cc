@@ -180,7 +180,7 @@ kj::Promise<Result> Coordinator::WriteHere(ParsedRequest request, Plan plan) {
       .then([this, plan = std::move(plan)](WriteResult written) mutable -> kj::Promise<Result> {
         if (!written.status.ok()) return ResultOf(std::move(written.status));
         Result result;
-        result.token = EncodeToken({store_.store().node_id(), written.seq});
+        result.token = EncodeToken({store_.store().node_id(), written.seq, written.stamp});
         replicator_.NoteHints(plan.others, written.seq);
         replicator_.NoteHints(plan.away, written.seq);
         if (plan.needed == 0) return result;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "crdt/codec.h"
 #include "schema/kv_text.h"
@@ -23,6 +24,14 @@ std::string Token(const Reply& reply) {
 }
 
 }  // namespace
+
+std::string FaketimeLibrary() {
+  for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"}) {
+    std::string path = std::string(dir) + "/faketime/libfaketime.so.1";
+    if (std::filesystem::exists(path)) return path;
+  }
+  return "";
+}
 
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -219,12 +228,18 @@ bool Cluster::StartNode(int i, std::string* why) {
   }
   if (options_.metrics) flags.insert(flags.end(), {"--metrics-listen", metrics_address(i)});
   flags.insert(flags.end(), options_.flags.begin(), options_.flags.end());
-  auto wrapper = options_.wrappers.find(region);
+  std::vector<std::string> wrapper;
+  if (auto own = options_.node_wrappers.find(i); own != options_.node_wrappers.end()) {
+    wrapper = own->second;
+  } else if (auto of_region = options_.wrappers.find(region);
+             of_region != options_.wrappers.end()) {
+    wrapper = of_region->second;
+  }
   const int run = ++runs_[i];
   auto process = std::make_unique<ServerProcess>(
       GEOKV_SERVER_BIN, DataDir(i),
       dir_ + "/node" + std::to_string(i) + (run > 1 ? "-run" + std::to_string(run) : "") + ".log",
-      flags, wrapper == options_.wrappers.end() ? std::vector<std::string>{} : wrapper->second);
+      flags, wrapper);
   if (i < static_cast<int>(nodes_.size())) {
     nodes_[i] = std::move(process);
   } else {

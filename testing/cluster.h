@@ -30,6 +30,10 @@ namespace geokv::testing {
 // A loopback port free at the time of the call.
 int FreePort();
 
+// The libfaketime library Debian's faketime package installs, to preload
+// into a node whose clock is to be off; "" when it is missing.
+std::string FaketimeLibrary();
+
 // Every key's encoded states, as a data dir holds them.
 using Dump = std::map<std::string, std::vector<std::string>>;
 
@@ -77,6 +81,8 @@ class Cluster {
     std::vector<std::string> flags;       // for every node
     // Per region, a command the node runs under (e.g. faketime).
     std::map<int, std::vector<std::string>> wrappers;
+    // Per node, a command it runs under instead of its region's.
+    std::map<int, std::vector<std::string>> node_wrappers;
     int nodes_per_region = 1;
     bool metrics = false;  // serve /metrics on a port of each node's
     bool gossip = false;   // run gossip even with one node per region

@@ -299,17 +299,8 @@ TEST(ReplicationTest, ConnectionsCutMidBatchReplayAndConverge) {
   EXPECT_SAME_DUMPS(cluster);
 }
 
-// The libfaketime library Debian's faketime package installs.
-std::string FaketimeLibrary() {
-  for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"}) {
-    std::string path = std::string(dir) + "/faketime/libfaketime.so.1";
-    if (std::filesystem::exists(path)) return path;
-  }
-  return "";
-}
-
 TEST(ReplicationTest, ANodeWhoseClockIsOffRefusesWritesAndSaysWhy) {
-  std::string library = FaketimeLibrary();
+  std::string library = testing::FaketimeLibrary();
   ASSERT_FALSE(library.empty()) << "libfaketime is missing (scripts/install-deps.sh installs it)";
   TestDir dir;
   Cluster::Options options{3, 0ms, kFastFlags, {}};
