@@ -81,11 +81,11 @@ class Cluster {
     std::vector<std::string> flags;       // for every node
     // Per region, a command the node runs under (e.g. faketime).
     std::map<int, std::vector<std::string>> wrappers;
-    // Per node, a command it runs under instead of its region's.
-    std::map<int, std::vector<std::string>> node_wrappers;
     int nodes_per_region = 1;
     bool metrics = false;  // serve /metrics on a port of each node's
     bool gossip = false;   // run gossip even with one node per region
+    // Per node, a command it runs under instead of its region's.
+    std::map<int, std::vector<std::string>> node_wrappers{};
   };
 
   // Nodes run this build's geokv-server (a target that starts clusters adds
