@@ -257,6 +257,7 @@ void Commands::AddAll() {
   Key(Add("set", "Set an LWW register", [this](Client& kv, kj::WaitScope& ws) {
         auto req = kv.setRequest();
         SetKey(req);
+        if (!cli_.SetTokens(req)) return kExitUsage;
         req.setValue(AsData(a_.value));
         return cli_.FinishWrite(req.send().wait(ws));
       }));
@@ -274,6 +275,7 @@ void Commands::AddAll() {
           [this](Client& kv, kj::WaitScope& ws) {
             auto req = kv.delRequest();
             SetKey(req);
+            if (!cli_.SetTokens(req)) return kExitUsage;
             return cli_.FinishWrite(req.send().wait(ws));
           }));
 
@@ -283,6 +285,7 @@ void Commands::AddAll() {
                           if (!context) return BadHex("--context", a_.context_hex);
                           auto req = kv.mvSetRequest();
                           SetKey(req);
+                          if (!cli_.SetTokens(req)) return kExitUsage;
                           req.setValue(AsData(a_.value));
                           req.setContext(AsData(*context));
                           return cli_.FinishWrite(req.send().wait(ws));
@@ -317,6 +320,7 @@ void Commands::AddAll() {
                           if (!context) return BadHex("--context", a_.context_hex);
                           auto req = kv.mvDelRequest();
                           SetKey(req);
+                          if (!cli_.SetTokens(req)) return kExitUsage;
                           req.setContext(AsData(*context));
                           return cli_.FinishWrite(req.send().wait(ws));
                         });
@@ -328,6 +332,7 @@ void Commands::AddAll() {
     CLI::App* sub = Add(name, help, [this, make_request](Client& kv, kj::WaitScope& ws) {
       auto req = make_request(kv);
       SetKey(req);
+      if (!cli_.SetTokens(req)) return kExitUsage;
       auto list = req.initElements(a_.elements.size());
       for (size_t i = 0; i < a_.elements.size(); ++i) list.set(i, AsData(a_.elements[i]));
       return cli_.FinishWrite(req.send().wait(ws));
@@ -405,6 +410,7 @@ void Commands::AddAll() {
                          [this](Client& kv, kj::WaitScope& ws) {
                            auto req = kv.incrByRequest();
                            SetKey(req);
+                           if (!cli_.SetTokens(req)) return kExitUsage;
                            req.setDelta(a_.delta);
                            return cli_.FinishWrite(req.send().wait(ws));
                          });
@@ -648,7 +654,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.001, 86400.0));
   app.add_option("--token", settings.tokens_hex,
-                 "Causal token (hex) from a write; reads wait for it (repeatable)");
+                 "Causal token (hex) from a write; reads wait for it, writes are ordered "
+                 "after it (repeatable)");
   app.add_option("--consistency", settings.consistency,
                  "Owners a read or write waits for: one, quorum, all (default: the node's)")
       ->check(CLI::IsMember({"default", "one", "quorum", "all"}));

@@ -146,7 +146,9 @@ void GroupCommitter::WriterLoop() {
       spdlog::error("group of writes failed: {}", e.what());
       remote_through_.clear();
       for (auto& batch : batches) {
-        for (Write& w : batch) w.result = {Status::IOError(std::string("write failed: ") + e.what()), 0};
+        for (Write& w : batch) {
+          w.result = {Status::IOError(std::string("write failed: ") + e.what()), 0, {}};
+        }
       }
     }
     kj::Own<kj::CrossThreadPromiseFulfiller<void>> wake;
@@ -168,6 +170,7 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
         StatusOr<uint64_t> seq = group->Mutate(w.key, *op);
         if (seq.ok()) {
           w.result.seq = *seq;
+          w.result.stamp = store_.clock()->Last();
         } else {
           w.result.status = seq.status();
         }
@@ -187,6 +190,7 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
     for (Write& w : batch) {
       if (!committed.ok()) {
         w.result.status = committed;
+        w.result.stamp = {};
       } else if (auto* trim = std::get_if<LogTrim>(&w.work)) {
         // After the group's commit: the entries it trims are durable.
         w.result.status = store_.TrimLog(trim->through);
@@ -245,6 +249,23 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
     *through = apply.through;
   }
   return Status::OK();
+}
+
+Status GroupCommitter::AdvanceClockPast(const HlcTimestamp& stamp) {
+  if (stamp.IsZero()) return Status::OK();
+  const int64_t max_ahead = max_stamp_ahead_ms_.load();
+  if (max_ahead >= 0) {
+    const uint64_t now = store_.clock()->wall()->NowMillis();
+    const uint64_t limit = now + static_cast<uint64_t>(max_ahead);
+    if (stamp.wall_ms > limit) {
+      return Status::Unavailable(
+          "a token presented with the write carries the stamp " + DescribeStamp(stamp) + ", " +
+          std::to_string(stamp.wall_ms - now) + " ms ahead of this node's clock " +
+          std::to_string(now) + " (limit --max-clock-offset " + std::to_string(max_ahead) +
+          " ms); nothing was applied, retry once this node's clock has caught up");
+    }
+  }
+  return store_.clock()->Update(stamp);
 }
 
 Status GroupCommitter::CheckStamps(const RemoteApply& apply, const std::vector<Crdt>& decoded) {

@@ -40,6 +40,9 @@ struct WriteResult {
   // The write's log sequence; when it changed nothing, the last sequence
   // committed with its group.
   uint64_t seq = 0;
+  // At or above the write's stamp (and every stamp before it here): the
+  // store's clock right after the write was made. Set only when OK.
+  HlcTimestamp stamp;
 };
 
 // Deltas or full states made elsewhere, joined in order without logging.
@@ -98,6 +101,15 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   void SetMaxStampAhead(std::chrono::milliseconds max_ahead) {
     max_stamp_ahead_ms_.store(max_ahead.count());
   }
+
+  // Advances the store's clock past `stamp`, a bound a client presented
+  // (the stamp of an earlier write's token), so that every write stamped
+  // after this call is stamped above it. A stamp further ahead of the wall
+  // clock than SetMaxStampAhead allows is refused as a peer's would be:
+  // Unavailable, naming the stamp and the limit, and the clock unchanged
+  // (InvalidArgument when it is not valid). Zero: nothing to do.
+  // Thread-safe.
+  [[nodiscard]] Status AdvanceClockPast(const HlcTimestamp& stamp);
 
   // Remote applies refused for a stamp ahead of the bound, so far.
   // Thread-safe.

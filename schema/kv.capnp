@@ -84,12 +84,17 @@ enum Consistency {
 # Reads accept `tokens` from earlier writes (anywhere): the read answers only
 # once every named write is visible on this node, waiting up to the node's
 # --token-wait for them to arrive, else `timeout`.
+#
+# Writes accept `tokens` too (a session's earlier writes): the write is
+# ordered after them, its LWW stamp above theirs, without waiting for them
+# (docs/api.md, Tokens). Nodes before this field ignore it.
 
 # Sets an LWW register to `value`.
 struct SetRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   value @1 :Data;  # up to max-value-bytes bytes; may be empty
   consistency @2 :Consistency;  # see Consistency
+  tokens @3 :List(Data);  # of earlier writes this one is ordered after; may be empty
 }
 
 # Reads an LWW register; notFound when it was never set or is deleted.
@@ -104,6 +109,7 @@ struct GetRequest {
 struct DelRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   consistency @1 :Consistency;  # see Consistency
+  tokens @2 :List(Data);  # of earlier writes this one is ordered after; may be empty
 }
 
 # Writes a multi-value register sibling that supersedes the siblings
@@ -114,6 +120,7 @@ struct MvSetRequest {
   # From an MvReply of the same key, or empty.
   context @2 :Data;
   consistency @3 :Consistency;  # see Consistency
+  tokens @4 :List(Data);  # of earlier writes this one is ordered after; may be empty
 }
 
 # Reads a multi-value register: its siblings and the context to write with.
@@ -129,6 +136,7 @@ struct MvDelRequest {
   # From an MvReply of the same key.
   context @1 :Data;
   consistency @2 :Consistency;  # see Consistency
+  tokens @3 :List(Data);  # of earlier writes this one is ordered after; may be empty
 }
 
 # Adds elements to an add-wins OR-set. At least one element.
@@ -136,6 +144,7 @@ struct SAddRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   elements @1 :List(Data);  # at least one; each up to max-key-bytes bytes
   consistency @2 :Consistency;  # see Consistency
+  tokens @3 :List(Data);  # of earlier writes this one is ordered after; may be empty
 }
 
 # Removes the elements this node has seen added. At least one element.
@@ -143,6 +152,7 @@ struct SRemRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   elements @1 :List(Data);  # at least one; each up to max-key-bytes bytes
   consistency @2 :Consistency;  # see Consistency
+  tokens @3 :List(Data);  # of earlier writes this one is ordered after; may be empty
 }
 
 # Whether `element` is in the set.
@@ -180,6 +190,7 @@ struct IncrByRequest {
   key @0 :Data;  # 1 to max-key-bytes bytes
   delta @1 :Int64;  # negative to subtract; the sum must fit in 64 bits
   consistency @2 :Consistency;  # see Consistency
+  tokens @3 :List(Data);  # of earlier writes this one is ordered after; may be empty
 }
 
 # Reads a PN counter; notFound when it was never changed.

@@ -176,11 +176,16 @@ kj::Promise<Result> Coordinator::WriteHere(ParsedRequest request, Plan plan) {
     metrics_->writes_refused_clock.Increment();
     return ResultOf(std::move(allowed));
   }
+  // A session's write is ordered after the writes whose tokens it
+  // presents: the clock passes their stamps before this write is stamped,
+  // whatever this node has received of them.
+  Status ordered = committer_.AdvanceClockPast(MaxStamp(request.tokens));
+  if (!ordered.ok()) return ResultOf(std::move(ordered));
   return committer_.Submit(std::move(request.key), std::move(request.op))
       .then([this, plan = std::move(plan)](WriteResult written) mutable -> kj::Promise<Result> {
         if (!written.status.ok()) return ResultOf(std::move(written.status));
         Result result;
-        result.token = EncodeToken({store_.store().node_id(), written.seq});
+        result.token = EncodeToken({store_.store().node_id(), written.seq, written.stamp});
         replicator_.NoteHints(plan.others, written.seq);
         replicator_.NoteHints(plan.away, written.seq);
         if (plan.needed == 0) return result;

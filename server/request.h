@@ -67,8 +67,10 @@ struct ParsedRequest {
   Consistency consistency = Consistency::kDefault;
   // Writes: what the store applies.
   Operation op;
-  // Reads: the tokens to wait for, and the arguments of the set reads.
+  // Reads: the tokens to wait for. Writes: the tokens of earlier writes
+  // this one is stamped above (their stamps; a write does not wait).
   std::vector<CausalToken> tokens;
+  // The arguments of the set reads.
   std::string element;                // sIsMember
   std::optional<std::string> after;   // sMembers: from the first element past it
   uint32_t limit = kDefaultMembersPage;  // sMembers, already capped

@@ -57,7 +57,7 @@ ParsedRequest RespSession::Request(RequestKind kind, std::string key) const {
   p.consistency = consistency_;
   p.status = CheckKey(key, node_.limits);
   p.key = std::move(key);
-  if (!IsWrite(kind)) p.tokens = after_;
+  p.tokens = after_;
   return p;
 }
 
@@ -147,6 +147,11 @@ kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t f
         }
         if (requests.empty()) return kj::Promise<Answer>(Answer());
         if (IsWrite(requests.front().kind)) {
+          // The connection is a session: its writes are ordered after its
+          // last write, which earlier batches answered.
+          if (auto last = DecodeToken(last_token_); last.ok()) {
+            for (ParsedRequest& r : requests) r.tokens.push_back(*last);
+          }
           return node_.coordinator.RunBatch(std::move(requests));
         }
         // Reads one by one, at once: each gets the whole reply budget, where

@@ -107,7 +107,9 @@ class RespSession {
   Step SScan(std::vector<std::string>& args);
 
   // A request of `kind` for `key` at the connection's level, its key
-  // checked; reads wait for the connection's GEOKV.AFTER tokens.
+  // checked; reads wait for the connection's GEOKV.AFTER tokens, and writes
+  // are stamped above them (and above the connection's last write, added
+  // when they run).
   ParsedRequest Request(RequestKind kind, std::string key) const;
   // A read of one request's answer, now, through the coordinator.
   kj::Promise<Result> RunOne(ParsedRequest request);

@@ -29,7 +29,7 @@ StatusOr<std::vector<std::string>> ReadElements(capnp::List<capnp::Data>::Reader
   return out;
 }
 
-// The fields every request has: its kind, key (checked) and level.
+// The fields every request has: its kind, key (checked), level and tokens.
 template <typename Reader>
 ParsedRequest Start(RequestKind kind, Reader r, const RequestLimits& limits) {
   ParsedRequest p;
@@ -37,15 +37,8 @@ ParsedRequest Start(RequestKind kind, Reader r, const RequestLimits& limits) {
   p.consistency = PlainConsistency(r.getConsistency());
   auto key = r.getKey();
   p.status = CheckKey(key, limits);
-  if (p.status.ok()) p.key = String(key);
-  return p;
-}
-
-// A read: the common fields and its tokens.
-template <typename Reader>
-ParsedRequest StartRead(RequestKind kind, Reader r, const RequestLimits& limits) {
-  ParsedRequest p = Start(kind, r, limits);
   if (!p.status.ok()) return p;
+  p.key = String(key);
   auto tokens = DecodeTokens(r.getTokens());
   if (!tokens.ok()) {
     p.status = tokens.status();
@@ -125,12 +118,6 @@ void SetTokens(const ParsedRequest& r, Builder b) {
   b.setConsistency(WireConsistency(r.consistency));
   auto tokens = b.initTokens(r.tokens.size());
   for (size_t i = 0; i < r.tokens.size(); ++i) tokens.set(i, AsData(EncodeToken(r.tokens[i])));
-}
-
-template <typename Builder>
-void SetKey(const ParsedRequest& r, Builder b) {
-  b.setKey(AsData(r.key));
-  b.setConsistency(WireConsistency(r.consistency));
 }
 
 }  // namespace
@@ -214,21 +201,21 @@ ParsedRequest ParseRequest(rpc::IncrByRequest::Reader r, const RequestLimits& li
 }
 
 ParsedRequest ParseRequest(rpc::GetRequest::Reader r, const RequestLimits& limits) {
-  return StartRead(RequestKind::kGet, r, limits);
+  return Start(RequestKind::kGet, r, limits);
 }
 
 ParsedRequest ParseRequest(rpc::MvGetRequest::Reader r, const RequestLimits& limits) {
-  return StartRead(RequestKind::kMvGet, r, limits);
+  return Start(RequestKind::kMvGet, r, limits);
 }
 
 ParsedRequest ParseRequest(rpc::SIsMemberRequest::Reader r, const RequestLimits& limits) {
-  ParsedRequest p = StartRead(RequestKind::kSIsMember, r, limits);
+  ParsedRequest p = Start(RequestKind::kSIsMember, r, limits);
   if (p.status.ok()) p.element = String(r.getElement());
   return p;
 }
 
 ParsedRequest ParseRequest(rpc::SMembersRequest::Reader r, const RequestLimits& limits) {
-  ParsedRequest p = StartRead(RequestKind::kSMembers, r, limits);
+  ParsedRequest p = Start(RequestKind::kSMembers, r, limits);
   if (!p.status.ok()) return p;
   auto from = r.getFrom();
   if (from.isAfter()) p.after = String(from.getAfter());
@@ -238,15 +225,15 @@ ParsedRequest ParseRequest(rpc::SMembersRequest::Reader r, const RequestLimits& 
 }
 
 ParsedRequest ParseRequest(rpc::SCardRequest::Reader r, const RequestLimits& limits) {
-  return StartRead(RequestKind::kSCard, r, limits);
+  return Start(RequestKind::kSCard, r, limits);
 }
 
 ParsedRequest ParseRequest(rpc::CounterGetRequest::Reader r, const RequestLimits& limits) {
-  return StartRead(RequestKind::kCounterGet, r, limits);
+  return Start(RequestKind::kCounterGet, r, limits);
 }
 
 ParsedRequest ParseRequest(rpc::TypeRequest::Reader r, const RequestLimits& limits) {
-  return StartRead(RequestKind::kType, r, limits);
+  return Start(RequestKind::kType, r, limits);
 }
 
 ParsedRequest ParseRequest(rpc::Request::Reader r, const RequestLimits& limits) {
@@ -284,14 +271,14 @@ void EncodeRequest(const ParsedRequest& r, rpc::Request::Builder out) {
   switch (r.kind) {
     case RequestKind::kSet: {
       auto b = out.initSet();
-      SetKey(r, b);
+      SetTokens(r, b);
       b.setValue(AsData(std::get<LwwSet>(r.op).value));
       return;
     }
-    case RequestKind::kDel: SetKey(r, out.initDel()); return;
+    case RequestKind::kDel: SetTokens(r, out.initDel()); return;
     case RequestKind::kMvSet: {
       auto b = out.initMvSet();
-      SetKey(r, b);
+      SetTokens(r, b);
       const auto& write = std::get<MvWrite>(r.op);
       b.setValue(AsData(write.value));
       b.setContext(AsData(EncodeClientContext(r.key, write.seen)));
@@ -299,27 +286,27 @@ void EncodeRequest(const ParsedRequest& r, rpc::Request::Builder out) {
     }
     case RequestKind::kMvDel: {
       auto b = out.initMvDel();
-      SetKey(r, b);
+      SetTokens(r, b);
       b.setContext(AsData(EncodeClientContext(r.key, std::get<MvClear>(r.op).seen)));
       return;
     }
     case RequestKind::kSAdd: {
       auto b = out.initSAdd();
-      SetKey(r, b);
+      SetTokens(r, b);
       const auto& elements = std::get<SetAdd>(r.op).elements;
       SetValues(elements, b.initElements(elements.size()));
       return;
     }
     case RequestKind::kSRem: {
       auto b = out.initSRem();
-      SetKey(r, b);
+      SetTokens(r, b);
       const auto& elements = std::get<SetRemove>(r.op).elements;
       SetValues(elements, b.initElements(elements.size()));
       return;
     }
     case RequestKind::kIncrBy: {
       auto b = out.initIncrBy();
-      SetKey(r, b);
+      SetTokens(r, b);
       b.setDelta(std::get<CounterAdd>(r.op).delta);
       return;
     }

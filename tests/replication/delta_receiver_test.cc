@@ -67,11 +67,11 @@ class FakeCommitter {
     queue.pop_front();
     uint64_t& at = durable[s.apply.origin];
     if (!fail && s.apply.first != 0 && s.apply.first > at + 1) {
-      s.fulfiller->fulfill(WriteResult{Status::FailedPrecondition("gap"), 0});
+      s.fulfiller->fulfill(WriteResult{Status::FailedPrecondition("gap"), 0, {}});
       return;
     }
     if (fail) {
-      s.fulfiller->fulfill(WriteResult{Status::IOError("disk"), 0});
+      s.fulfiller->fulfill(WriteResult{Status::IOError("disk"), 0, {}});
       return;
     }
     at = std::max(at, s.apply.through);

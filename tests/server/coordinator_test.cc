@@ -60,8 +60,16 @@ ParsedRequest Request(RequestKind kind, std::string key, Consistency level = Con
 // An event loop, a store, its committer and a replicator, for a
 // coordinator.
 struct Backend {
-  explicit Backend(const std::string& path) {
-    auto opened = Store::Open(path, StoreOptions{Durability::kWal});
+  // `clock`: the store's clock (nullptr: the system's). `loop`: a backend
+  // whose event loop this one shares (nullptr: its own).
+  explicit Backend(const std::string& path, HybridClock* clock = nullptr,
+                   Backend* loop = nullptr)
+      : own_io(loop == nullptr ? std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo())
+                               : nullptr),
+        io(loop == nullptr ? *own_io : loop->io) {
+    StoreOptions store_options{Durability::kWal};
+    store_options.clock = clock;
+    auto opened = Store::Open(path, store_options);
     EXPECT_TRUE(opened.ok()) << opened.status().ToString();
     store = std::move(opened).value();
     committer = std::make_unique<GroupCommitter>(*store, 100);
@@ -85,7 +93,8 @@ struct Backend {
     replicator.reset();
     async.reset();
   }
-  kj::AsyncIoContext io = kj::setupAsyncIo();
+  std::unique_ptr<kj::AsyncIoContext> own_io;
+  kj::AsyncIoContext& io;
   std::unique_ptr<Store> store;
   std::unique_ptr<GroupCommitter> committer;
   std::unique_ptr<AsyncStore> async;
@@ -219,6 +228,86 @@ TEST(Coordinator, ForwardsTheParsedRequestAndSaysWhatAFailureMeans) {
   EXPECT_TRUE(forwarder.sent.empty());
   EXPECT_EQ(store->LastSeq(), 1u);
   b.Close(ws, coordinator);
+}
+
+// The LWW state of `key` on `store`.
+LwwRegister LwwAt(Store& store, const std::string& key) {
+  auto got = store.Get(key, CrdtType::kLww);
+  EXPECT_TRUE(got.ok()) << got.status().ToString();
+  if (!got.ok() || !*got) return LwwRegister();
+  return std::get<LwwRegister>(**got);
+}
+
+// A client writes k = v1 through node a, whose clock is 400 ms ahead, then
+// k = v2 through node b, which has not received v1, presenting v1's token:
+// v2 is stamped above v1 and wins on both nodes once they exchange states.
+TEST(Coordinator, AWriteWithATokenIsStampedAboveTheTokensWrite) {
+  geokv::testing::TestDir dir;
+  ManualClock wall_a(1'700'000'000'400), wall_b(1'700'000'000'000);
+  HybridClock clock_a(&wall_a), clock_b(&wall_b);
+  Backend a(dir.Sub("a"), &clock_a);
+  Backend b(dir.Sub("b"), &clock_b, &a);
+  auto& ws = a.io.waitScope;
+  auto view_of = [](Store& store, const char* name) {
+    Member self;
+    self.id = store.node_id();
+    self.name = name;
+    self.region = "eu";
+    return ClusterView(self, 1, 16);
+  };
+  ClusterView view_a = view_of(*a.store, "a"), view_b = view_of(*b.store, "b");
+  FakeFacts facts;
+  FakeForwarder forwarder;
+  Metrics metrics_a("eu"), metrics_b("eu");
+  auto coord_a = a.CoordinatorOver(view_a, forwarder, facts, metrics_a);
+  auto coord_b = b.CoordinatorOver(view_b, forwarder, facts, metrics_b);
+
+  ParsedRequest first = Request(RequestKind::kSet, "k");
+  first.op = LwwSet{"v1"};
+  Answer one = coord_a->Run(std::move(first), false).wait(ws);
+  ASSERT_TRUE(one.results[0].status.ok()) << one.results[0].status.ToString();
+  auto token = DecodeToken(one.results[0].token);
+  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  const HlcTimestamp v1_stamp = LwwAt(*a.store, "k").timestamp();
+  EXPECT_LE(v1_stamp, token->stamp) << "the token's stamp bounds its write's";
+
+  wall_b.Advance(10);  // v2 is written after v1, by the client's watch
+  ParsedRequest second = Request(RequestKind::kSet, "k");
+  second.op = LwwSet{"v2"};
+  second.tokens.push_back(*token);
+  Answer two = coord_b->Run(std::move(second), false).wait(ws);
+  ASSERT_TRUE(two.results[0].status.ok()) << two.results[0].status.ToString();
+  const LwwRegister v2 = LwwAt(*b.store, "k");
+  EXPECT_GT(v2.timestamp(), v1_stamp)
+      << "v2 " << DescribeStamp(v2.timestamp()) << ", v1 " << DescribeStamp(v1_stamp);
+
+  // Replication: each node joins the other's state.
+  for (auto [from, to] : {std::pair{&a, &b}, std::pair{&b, &a}}) {
+    auto states = from->store->GetStates("k");
+    ASSERT_TRUE(states.ok()) << states.status().ToString();
+    auto group = to->store->BeginGroup();
+    for (const Crdt& state : *states) ASSERT_TRUE(group->Join("k", state).ok());
+    ASSERT_TRUE(group->Commit().ok());
+  }
+  EXPECT_EQ(LwwAt(*a.store, "k").value(), std::optional<std::string>("v2"));
+  EXPECT_EQ(LwwAt(*b.store, "k").value(), std::optional<std::string>("v2"));
+
+  // A token further ahead of b's clock than --max-clock-offset is refused
+  // with nothing applied, and b's clock stays where it was.
+  CausalToken far = *token;
+  far.stamp = HlcTimestamp{wall_b.NowMillis() + 600, 0};
+  const HlcTimestamp before = clock_b.Last();
+  ParsedRequest third = Request(RequestKind::kSet, "k");
+  third.op = LwwSet{"v3"};
+  third.tokens.push_back(far);
+  Answer refused = coord_b->Run(std::move(third), false).wait(ws);
+  EXPECT_EQ(refused.results[0].status.code(), Status::Code::kUnavailable)
+      << refused.results[0].status.ToString();
+  EXPECT_EQ(clock_b.Last(), before);
+  EXPECT_EQ(LwwAt(*b.store, "k").value(), std::optional<std::string>("v2"));
+
+  b.Close(ws, coord_b);
+  a.Close(ws, coord_a);
 }
 
 }  // namespace

@@ -84,6 +84,44 @@ TEST(ParseRequest, ReadsCarryTheirTokensAndArguments) {
             Status::Code::kInvalidArgument);
 }
 
+TEST(ParseRequest, WritesCarryTokensWithTheirStamps) {
+  const CausalToken stamped{7, 3, HlcTimestamp{1'700'000'000'400, 2}};
+  const std::string bytes = EncodeToken(stamped);
+  EXPECT_EQ(bytes.size(), 29u);
+  EXPECT_EQ(EncodeToken({7, 3}).size(), 17u) << "no stamp: the short form";
+  capnp::MallocMessageBuilder m;
+  auto set = m.initRoot<rpc::SetRequest>();
+  set.setKey(AsData("k"));
+  set.setValue(AsData("v"));
+  auto tokens = set.initTokens(2);
+  tokens.set(0, AsData(bytes));
+  tokens.set(1, AsData(EncodeToken({8, 1})));
+  ParsedRequest p = ParseRequest(set.asReader(), kLimits);
+  ASSERT_TRUE(p.status.ok()) << p.status.ToString();
+  ASSERT_EQ(p.tokens.size(), 2u);
+  EXPECT_EQ(p.tokens[0], stamped);
+  EXPECT_EQ(p.tokens[0].stamp, stamped.stamp);
+  EXPECT_TRUE(p.tokens[1].stamp.IsZero());
+  EXPECT_EQ(MaxStamp(p.tokens), stamped.stamp);
+
+  // Forwarding keeps the stamps.
+  capnp::MallocMessageBuilder out;
+  auto request = out.initRoot<rpc::Request>();
+  EncodeRequest(p, request);
+  ParsedRequest back = ParseRequest(request.asReader(), kLimits);
+  ASSERT_TRUE(back.status.ok()) << back.status.ToString();
+  ASSERT_EQ(back.tokens.size(), 2u);
+  EXPECT_EQ(back.tokens[0].stamp, stamped.stamp);
+
+  // A stamp past the valid range, or a zero one in the long form, is not a token.
+  std::string beyond = EncodeToken({7, 3, HlcTimestamp{kMaxHlcWallMs + 1, 0}});
+  EXPECT_FALSE(DecodeToken(beyond).ok());
+  std::string zero = EncodeToken({7, 3}) + std::string(12, '\0');
+  EXPECT_FALSE(DecodeToken(zero).ok());
+  tokens.set(0, AsData(beyond));
+  EXPECT_EQ(ParseRequest(set.asReader(), kLimits).status.code(), Status::Code::kInvalidArgument);
+}
+
 TEST(ParseRequest, AContextOfAnotherKeyIsRefused) {
   CausalContext seen;
   seen.Insert(Dot{1, 1});
