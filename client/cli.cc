@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "client/cli_output.h"
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
 #include "util/cli.h"
@@ -32,57 +33,6 @@ constexpr int kExitNotFound = 1;
 constexpr int kExitServerError = 3;
 constexpr int kExitCannotConnect = 4;
 
-// Whether `s` is UTF-8 by its byte structure (overlong forms pass).
-bool IsUtf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 9;
-    if (n == 9 || (n > 0 && i + n >= s.size())) return false;
-    for (size_t k = 1; k <= n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
-    }
-    i += n + 1;
-  }
-  return true;
-}
-
-// One JSON object, built field by field. Byte strings that are not UTF-8 go
-// out as "<name>_hex" fields, so every output is valid JSON.
-class JsonObject {
- public:
-  void Bytes(std::string_view name, std::string_view value) {
-    if (IsUtf8(value)) {
-      Raw(name, JsonString(value));
-    } else {
-      Raw(std::string(name) + "_hex", JsonString(ToHex(value)));
-    }
-  }
-  void BytesList(std::string_view name, const std::vector<std::string>& values) {
-    bool utf8 = true;
-    for (const auto& v : values) utf8 = utf8 && IsUtf8(v);
-    std::string list = "[";
-    for (size_t i = 0; i < values.size(); ++i) {
-      if (i > 0) list += ",";
-      list += JsonString(utf8 ? values[i] : ToHex(values[i]));
-    }
-    Raw(utf8 ? std::string(name) : std::string(name) + "_hex", list + "]");
-  }
-  void Text(std::string_view name, std::string_view value) { Raw(name, JsonString(value)); }
-  void Number(std::string_view name, long long value) { Raw(name, std::to_string(value)); }
-  void Unsigned(std::string_view name, unsigned long long value) {
-    Raw(name, std::to_string(value));
-  }
-  void Bool(std::string_view name, bool value) { Raw(name, value ? "true" : "false"); }
-  void Raw(std::string_view name, std::string_view json) {
-    if (!body_.empty()) body_ += ",";
-    body_ += JsonString(name) + ":" + std::string(json);
-  }
-  std::string str() const { return "{" + body_ + "}"; }
-
- private:
-  std::string body_;
-};
-
 struct Settings {
   std::string connect = "127.0.0.1:7400";
   bool json = false;
@@ -96,12 +46,6 @@ rpc::Consistency ConsistencyNamed(const std::string& name) {
   if (name == "quorum") return rpc::Consistency::QUORUM;
   if (name == "all") return rpc::Consistency::ALL;
   return rpc::Consistency::DEFAULT;
-}
-
-std::string Hex64(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
-  return buf;
 }
 
 // One member as a JSON object.
@@ -439,91 +383,7 @@ void Commands::AddAll() {
 
   Add("info", "Who the node is, its replication log and its peers",
       [this](Client& kv, kj::WaitScope& ws) {
-    auto reply = kv.infoRequest().send().wait(ws);
-    auto hex = [](uint64_t v) {
-      char buf[17];
-      std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
-      return std::string(buf);
-    };
-    JsonObject j;
-    j.Text("name", reply.getName().cStr());
-    j.Text("region", reply.getRegion().cStr());
-    j.Text("replica_id", hex(reply.getReplicaId()));
-    j.Text("version", reply.getVersion().cStr());
-    j.Unsigned("api_version", reply.getApiVersion());
-    j.Text("state_digest", hex(reply.getStateDigest()));
-    j.Unsigned("last_seq", reply.getLastSeq());
-    // Without samples there is no offset to show: null, and "no samples".
-    const bool sampled = reply.getClockSamples() > 0;
-    if (sampled) {
-      j.Number("clock_offset_ms", reply.getClockOffsetMs());
-    } else {
-      j.Raw("clock_offset_ms", "null");
-    }
-    j.Unsigned("clock_samples", reply.getClockSamples());
-    j.Text("writes_refused", reply.getWritesRefused().cStr());
-    j.Unsigned("key_count", reply.getKeyCount());
-    j.Unsigned("hints_stored", reply.getHintsStored());
-    j.Unsigned("hints_replayed", reply.getHintsReplayed());
-    j.Unsigned("hints_dropped", reply.getHintsDropped());
-    j.Unsigned("hints_pending", reply.getHintsPending());
-    j.Unsigned("forwarded", reply.getForwarded());
-    j.Unsigned("read_repairs", reply.getReadRepairs());
-    j.Unsigned("unsettled_segments", reply.getUnsettledSegments());
-    std::string peers_json = "[";
-    std::string peers_text;
-    for (auto p : reply.getPeers()) {
-      JsonObject pj;
-      pj.Text("region", p.getRegion().cStr());
-      pj.Text("address", p.getAddress().cStr());
-      pj.Text("name", p.getName().cStr());
-      pj.Bool("connected", p.getConnected());
-      pj.Bool("repairing", p.getRepairing());
-      pj.Unsigned("acked", p.getAcked());
-      pj.Unsigned("backlog_bytes", p.getBacklogBytes());
-      if (p.getClockSampled()) {
-        pj.Number("clock_offset_ms", p.getClockOffsetMs());
-      } else {
-        pj.Raw("clock_offset_ms", "null");
-      }
-      if (peers_json.size() > 1) peers_json += ",";
-      peers_json += pj.str();
-      peers_text += std::string("peer: ") + p.getRegion().cStr() + " " + p.getAddress().cStr() +
-                    (p.getConnected() ? " connected" : " disconnected") +
-                    (p.getRepairing() ? " repairing" : "") +
-                    " acked=" + std::to_string(p.getAcked()) +
-                    " backlog_bytes=" + std::to_string(p.getBacklogBytes()) +
-                    " clock_offset_ms=" +
-                    (p.getClockSampled() ? std::to_string(p.getClockOffsetMs())
-                                         : std::string("no-samples")) +
-                    "\n";
-    }
-    j.Raw("peers", peers_json + "]");
-    if (settings_.json) {
-      std::cout << j.str() << "\n";
-    } else {
-      std::cout << "name: " << reply.getName().cStr() << "\nregion: " << reply.getRegion().cStr()
-                << "\nreplica_id: " << hex(reply.getReplicaId())
-                << "\nversion: " << reply.getVersion().cStr()
-                << "\napi_version: " << reply.getApiVersion()
-                << "\nstate_digest: " << hex(reply.getStateDigest())
-                << "\nlast_seq: " << reply.getLastSeq()
-                << "\nclock_offset_ms: "
-                << (sampled ? std::to_string(reply.getClockOffsetMs())
-                            : std::string("no samples (no peer's clock measured yet)"))
-                << "\nkey_count: " << reply.getKeyCount()
-                << "\nhints: stored=" << reply.getHintsStored()
-                << " replayed=" << reply.getHintsReplayed()
-                << " dropped=" << reply.getHintsDropped()
-                << " pending=" << reply.getHintsPending()
-                << "\nforwarded: " << reply.getForwarded()
-                << "\nread_repairs: " << reply.getReadRepairs()
-                << "\nunsettled_segments: " << reply.getUnsettledSegments() << "\n";
-      if (reply.getWritesRefused().size() > 0) {
-        std::cout << "writes_refused: " << reply.getWritesRefused().cStr() << "\n";
-      }
-      std::cout << peers_text;
-    }
+    PrintInfo(kv.infoRequest().send().wait(ws), settings_.json);
     return kExitOk;
   });
 
