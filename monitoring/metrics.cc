@@ -184,6 +184,11 @@ Metrics::Metrics(const std::string& region)
           "LWW values received that lost to a later write already here")),
       stamps_refused(NewCounter(*registry_, region, "geokv_stamps_refused_total",
           "Batches from peers refused for a stamp beyond --max-clock-offset ahead")),
+      tombstones_collected(NewCounter(*registry_, region, "geokv_tombstones_collected_total",
+          "Deleted registers removed once every replica held the delete")),
+      tombstone_stability_lag(NewGauge(*registry_, region,
+          "geokv_tombstone_stability_lag_seconds",
+          "How far behind the wall clock the stamp every peer holds this node's log through is")),
       mv_siblings(Family<prometheus::Histogram>(*registry_, region, "geokv_mv_siblings",
           "Siblings per multi-value register read")
           .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 3, 4, 8, 16, 32, 64})),

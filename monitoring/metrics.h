@@ -93,6 +93,8 @@ class Metrics {
   prometheus::Gauge& max_clock_offset;
   prometheus::Counter& lww_overwritten;
   prometheus::Counter& stamps_refused;
+  prometheus::Counter& tombstones_collected;
+  prometheus::Gauge& tombstone_stability_lag;
   prometheus::Histogram& mv_siblings;
   prometheus::Gauge& rocksdb_live_data;
   prometheus::Gauge& rocksdb_memtable;

@@ -36,6 +36,15 @@ kj::Promise<Status> GroupCommitter::SubmitTrim(uint64_t through) {
   });
 }
 
+kj::Promise<StatusOr<size_t>> GroupCommitter::SubmitCollect(TombstoneBounds bounds,
+                                                            size_t limit) {
+  return QueueWhenRoom(Write{{}, TombstoneCollection{std::move(bounds), limit}, {}})
+      .then([](WriteResult r) -> StatusOr<size_t> {
+        if (!r.status.ok()) return r.status;
+        return static_cast<size_t>(r.seq);
+      });
+}
+
 kj::Promise<WriteResult> GroupCommitter::QueueWhenRoom(Write write) {
   if (HasRoom(1)) return Queue(std::move(write));
   auto paf = kj::newPromiseAndFulfiller<void>();
@@ -176,6 +185,13 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
         }
       } else if (auto* apply = std::get_if<RemoteApply>(&w.work)) {
         w.result.status = Apply(*group, *apply);
+      } else if (auto* collect = std::get_if<TombstoneCollection>(&w.work)) {
+        StatusOr<size_t> removed = group->CollectTombstones(collect->bounds, collect->limit);
+        if (removed.ok()) {
+          w.result.seq = *removed;
+        } else {
+          w.result.status = removed.status();
+        }
       }
     }
     writes += batch.size();
@@ -194,7 +210,8 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
       } else if (auto* trim = std::get_if<LogTrim>(&w.work)) {
         // After the group's commit: the entries it trims are durable.
         w.result.status = store_.TrimLog(trim->through);
-      } else if (w.result.status.ok() && w.result.seq == 0) {
+      } else if (w.result.status.ok() && w.result.seq == 0 &&
+                 !std::holds_alternative<TombstoneCollection>(w.work)) {
         w.result.seq = last_seq;
       }
     }

@@ -136,6 +136,11 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   // REQUIRES: through <= the store's LastSeq().
   kj::Promise<Status> SubmitTrim(uint64_t through);
 
+  // Queues a collection of LWW tombstones (WriteGroup::CollectTombstones,
+  // with `bounds` and `limit`) for the next group, waiting first while
+  // there is no room. Resolves with the keys removed, or the error.
+  kj::Promise<StatusOr<size_t>> SubmitCollect(TombstoneBounds bounds, size_t limit);
+
   // Called on the loop thread after the writes of each committed group are
   // answered: new log entries or positions may be there.
   void OnCommitted(std::function<void()> hook) { on_committed_ = std::move(hook); }
@@ -155,9 +160,14 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   struct LogTrim {
     uint64_t through = 0;
   };
+  struct TombstoneCollection {
+    TombstoneBounds bounds;
+    size_t limit = 0;
+  };
   struct Write {
     std::string key;
-    std::variant<Operation, RemoteApply, LogTrim> work;
+    // A collection's result carries the keys it removed as its seq.
+    std::variant<Operation, RemoteApply, LogTrim, TombstoneCollection> work;
     WriteResult result;
   };
   kj::Promise<WriteResult> Queue(Write write);

@@ -268,6 +268,8 @@ kj::Promise<void> PeerLink::Heartbeats() {
     auto req = session().heartbeatRequest();
     req.setWallClockMs(probe.wall_ms);
     req.setViewHash(view_hash_);
+    req.setStableMs(env_.stable_stamp.wall_ms);
+    req.setStableLogical(env_.stable_stamp.logical);
     // Ours, only when they changed since this session last sent them.
     std::vector<Member> members = MembersFor(env_.options, address_.region);
     uint64_t hash = ViewHash(members);

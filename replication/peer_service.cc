@@ -50,6 +50,9 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     results.setWallClockMs(static_cast<int64_t>(c_.env.NowMillis()));
     auto params = context.getParams();
     if (params.hasMembers()) LearnMembers(c_.env.options, region_, params.getMembers());
+    if (c_.on_stable) {
+      c_.on_stable(caller_, HlcTimestamp{params.getStableMs(), params.getStableLogical()});
+    }
     std::vector<Member> members = c_.local_members();
     uint64_t hash = ViewHash(members);
     results.setViewHash(hash);

@@ -38,6 +38,8 @@ struct PeerServiceContext {
   // Whether this node holds a segment's data as a settled owner
   // (HandOver::Settled); nullptr: every segment is.
   std::function<bool(size_t segment)> settled;
+  // Takes a caller's stable stamp from its heartbeat; nullptr: ignored.
+  std::function<void(ReplicaId caller, HlcTimestamp stable)> on_stable;
 };
 
 // The bootstrap capability: answers hello with a session.

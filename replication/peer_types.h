@@ -88,6 +88,9 @@ struct ReplicatorOptions {
   // Bytes of keys and states exchanged by anti-entropy per second, per peer.
   uint64_t anti_entropy_bytes_per_second = 8 << 20;
   std::chrono::milliseconds heartbeat{1000};
+  // How old a tombstone every node holds must be before it is collected
+  // (replication/tombstone_collector.h).
+  std::chrono::milliseconds tombstone_grace{std::chrono::minutes(10)};
   std::chrono::milliseconds backoff_min{100};
   std::chrono::milliseconds backoff_max{5000};
   // The clock heartbeats read. Not owned. Default (nullptr): the system's.

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "crdt/hlc.h"
 #include "monitoring/metrics.h"
 #include "replication/group_commit.h"
 #include "replication/peer_types.h"
@@ -33,6 +34,9 @@ struct ReplicationEnv {
   Metrics& metrics;
   // The segments this node owns (empty: all), as SetPlacement last said.
   const std::vector<bool>& own_segments;
+  // This node's stable stamp (TombstoneCollector), sent with heartbeats;
+  // kept current by the replicator.
+  HlcTimestamp stable_stamp{};
 
   uint64_t NowMillis() const { return options.wall_clock->NowMillis(); }
   bool OwnsSegment(size_t segment) const {

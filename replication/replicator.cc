@@ -59,9 +59,15 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
   visibility_ = std::make_unique<TokenVisibility>(
       io_.getTimer(), [this](ReplicaId origin) { return HeldThrough(origin); });
   hand_over_ = std::make_unique<HandOver>(*env_, static_cast<HandOver::Links&>(*this), trim_held_);
-  service_context_.reset(new PeerServiceContext{*env_, *receiver_, *visibility_, stopped_,
-                                                forward_handler_, options_.local_members,
-                                                [this](size_t s) { return Settled(s); }});
+  TombstoneCollectorOptions collecting;
+  collecting.grace = options_.tombstone_grace;
+  collector_ = std::make_unique<TombstoneCollector>(*env_, collecting);
+  service_context_.reset(new PeerServiceContext{
+      *env_, *receiver_, *visibility_, stopped_, forward_handler_, options_.local_members,
+      [this](size_t s) { return Settled(s); },
+      [this](ReplicaId caller, HlcTimestamp stable) {
+        if (links_.count(caller) > 0) collector_->PeerStable(caller, stable);
+      }});
   tasks_ = kj::heap<kj::TaskSet>(*error_logger_);
   for (const PeerAddress& p : options_.seeds) {
     seed_links_.push_back(kj::heap<PeerLink>(
@@ -205,6 +211,15 @@ std::vector<Member> Replicator::SelfAlone() const {
   self.name = options_.name;
   self.region = options_.region;
   return {self};
+}
+
+uint64_t Replicator::HeldByAll() const {
+  for (const auto& link : seed_links_) {
+    if (!Linked(link->address().region)) return 0;
+  }
+  uint64_t held = store_.LastSeq();
+  for (const auto& [id, link] : links_) held = std::min(held, link->acked());
+  return held;
 }
 
 bool Replicator::Linked(const std::string& region) const {
@@ -575,6 +590,10 @@ kj::Promise<void> Replicator::MaintainTurn() {
           if (Linked(link->address().region)) continue;
           if (auto floor = link->TrimFloor(bytes_after_trimmed)) through = std::min(through, *floor);
         }
+        collector_->Advance(UnsettledSegments() == 0 ? HeldByAll() : 0);
+        env_->stable_stamp = collector_->stable();
+        collector_->Retain([this](ReplicaId id) { return links_.count(id) > 0; });
+        tasks_->add(collector_->Collect());
         if (trim_held_ || trimming_ || through <= store_.TrimmedThrough()) return;
         trimming_ = true;
         tasks_->add(committer_.SubmitTrim(through).then([this](Status trimmed) {

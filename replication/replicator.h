@@ -63,6 +63,7 @@
 #include "replication/hand_over.h"
 #include "replication/peer_service.h"
 #include "replication/peer_types.h"
+#include "replication/tombstone_collector.h"
 #include "schema/kv.capnp.h"
 #include "schema/replication.capnp.h"
 #include "storage/async_store.h"
@@ -229,6 +230,9 @@ class Replicator final : private HandOver::Links {
 
   // This node alone, as its region's members when the options give none.
   std::vector<Member> SelfAlone() const;
+  // The position of this node's log every node it ships to holds: the
+  // least acknowledged one, 0 while a region is known only through a seed.
+  uint64_t HeldByAll() const;
   // After a link's acknowledged position advanced.
   void AckAdvanced();
   // A peer (named `peer`) holds this node's log through `held`, past its
@@ -283,6 +287,7 @@ class Replicator final : private HandOver::Links {
   std::unique_ptr<QuorumAcks> acks_;
   std::unique_ptr<TokenVisibility> visibility_;
   std::unique_ptr<HandOver> hand_over_;
+  std::unique_ptr<TombstoneCollector> collector_;
   std::unique_ptr<PeerServiceContext> service_context_;
   std::vector<kj::Own<PeerLink>> seed_links_;
   std::map<ReplicaId, kj::Own<PeerLink>> links_;

@@ -150,7 +150,12 @@ interface PeerSession {
   # hash of the list the caller last received. The caller's `members` (of
   # another region) are its region's, sent when they changed since it last
   # sent them on this session; empty otherwise.
-  heartbeat @1 (wallClockMs :Int64, viewHash :UInt64, members :List(Member))
+  # `stableMs`.`stableLogical`: the caller's stable stamp (every node it
+  # ships to holds every entry of its log stamped at or below it; zero:
+  # none, and from older nodes), for the collection of its tombstones
+  # (replication/tombstone_collector.h).
+  heartbeat @1 (wallClockMs :Int64, viewHash :UInt64, members :List(Member),
+                stableMs :UInt64, stableLogical :UInt32)
       -> (wallClockMs :Int64, viewHash :UInt64, members :List(Member));
 
   # Anti-entropy: the digests of every segment of the callee's hash tree

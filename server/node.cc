@@ -242,6 +242,7 @@ void Node::StartReplication() {
   replication.max_clock_offset = std::chrono::milliseconds(options_.max_clock_offset_ms);
   replication.token_wait = std::chrono::milliseconds(options_.token_wait_ms);
   replication.anti_entropy_interval = std::chrono::milliseconds(options_.anti_entropy_interval_ms);
+  replication.tombstone_grace = std::chrono::milliseconds(options_.tombstone_grace_ms);
   replication.anti_entropy_bytes_per_second = options_.anti_entropy_bytes_per_second;
   replication.heartbeat = std::chrono::milliseconds(options_.heartbeat_ms);
   replicator_ = std::make_unique<Replicator>(*store_, *async_store_, *committer_, *io_->provider,

@@ -114,6 +114,10 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
             "How long a read waits for its tokens' writes to arrive (at most 60 min)");
   ms_option("--anti-entropy-interval", &o.anti_entropy_interval_ms,
             "Pause between anti-entropy passes against each peer");
+  ms_option("--tombstone-grace", &o.tombstone_grace_ms,
+            "How old a deleted register that every node holds must be before it is "
+            "removed for good (ms, s, min; at least 1s)")
+      ->check(CLI::Range(uint64_t{1000}, uint64_t{365} * 24 * 3600 * 1000));
   size_option("--anti-entropy-rate", &o.anti_entropy_bytes_per_second,
               "Bytes per second anti-entropy may exchange with each peer");
   size_option("--replication-batch-bytes", &o.replication_batch_bytes,

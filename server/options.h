@@ -88,6 +88,7 @@ struct ServerOptions {
   uint64_t max_clock_offset_ms = 500;
   uint64_t token_wait_ms = 5000;
   uint64_t anti_entropy_interval_ms = 10000;
+  uint64_t tombstone_grace_ms = 600000;
   size_t anti_entropy_bytes_per_second = size_t{8} << 20;
   size_t replication_batch_bytes = size_t{1} << 20;
   size_t replication_window = 64;

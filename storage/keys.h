@@ -61,13 +61,20 @@ inline constexpr char kMetaRetiredPrefix[] = "retired/";  // + id:8 -> last_seq:
 inline constexpr char kMetaOpenRun[] = "open_run";  // durability:1, boot id; gone at a clean close
 inline constexpr char kMetaDirMarker[] = "dir_marker";  // kDirMarkerFile's inode, birth time
 inline constexpr char kMetaRetireAtOpen[] = "retire_at_open";  // why the next open takes a new id
+// The tombstone index (WriteGroup::CollectTombstones): a row for each LWW
+// tombstone written, "tombstone/" writer:8 wall:8 logical:4 key -> "", in
+// (writer, stamp) order. A row outlives its tombstone when the key is
+// written again or dropped; collection checks the key before removing it.
+inline constexpr char kMetaTombstonePrefix[] = "tombstone/";
 // A file in the data dir beside RocksDB's: its inode number and birth time
 // tell the directory a node created from a copy of it.
 inline constexpr char kDirMarkerFile[] = "GEOKV-DIR";
 
-inline constexpr uint8_t kDiskFormat = 3;
-// The older format a store migrates at open (its key index rows hold "" and
-// it has no key count row); older ones are refused.
+inline constexpr uint8_t kDiskFormat = 4;
+// Format 3 lacks the tombstone index; format 2 also the key index digests
+// and the key count row. A store of either is migrated at open; older ones
+// are refused.
+inline constexpr uint8_t kIndexedDiskFormat = 3;
 inline constexpr uint8_t kMigratedDiskFormat = 2;
 
 inline constexpr char kObjectRow = 0x00;
@@ -215,6 +222,38 @@ inline bool DecodeDroppedSegments(std::string_view bytes, std::vector<bool>* dro
   for (size_t s = 0; s < kSegments; ++s) {
     (*dropped)[s] = (static_cast<uint8_t>(bytes[s / 8]) >> (s % 8)) & 1;
   }
+  return true;
+}
+
+// The prefix of the tombstone index rows of `writer`.
+inline std::string TombstonePrefix(ReplicaId writer) {
+  std::string out = kMetaTombstonePrefix;
+  PutBigEndian64(&out, writer);
+  return out;
+}
+
+inline std::string TombstoneRow(ReplicaId writer, HlcTimestamp ts, std::string_view key) {
+  std::string out = TombstonePrefix(writer);
+  PutBigEndian64(&out, ts.wall_ms);
+  PutBigEndian32(&out, ts.logical);
+  out.append(key);
+  return out;
+}
+
+// The index row's parts, or false when `row` is not one.
+struct TombstoneRef {
+  ReplicaId writer = 0;
+  HlcTimestamp stamp;
+  std::string key;
+};
+inline bool DecodeTombstoneRow(std::string_view row, TombstoneRef* out) {
+  const size_t prefix = sizeof(kMetaTombstonePrefix) - 1;
+  if (row.size() < prefix + 20 || row.substr(0, prefix) != kMetaTombstonePrefix) return false;
+  const char* p = row.data() + prefix;
+  out->writer = DecodeBigEndian64(p);
+  out->stamp.wall_ms = DecodeBigEndian64(p + 8);
+  out->stamp.logical = DecodeBigEndian32(p + 16);
+  out->key.assign(p + 20, row.size() - prefix - 20);
   return true;
 }
 

@@ -95,14 +95,15 @@ Status DecodeWriterState(std::string_view bytes, WriterState* out) {
 }
 
 // Refuses a data dir whose `format` row holds `value` unless it is this
-// build's format or the one it migrates.
+// build's format or one it migrates.
 Status CheckFormat(std::string_view value) {
   const uint8_t format = value.size() == 1 ? static_cast<uint8_t>(value[0]) : 0;
-  if (format == keys::kDiskFormat || format == keys::kMigratedDiskFormat) return Status::OK();
+  if (format >= keys::kMigratedDiskFormat && format <= keys::kDiskFormat) return Status::OK();
   return Status::FailedPrecondition(
       "data dir format " + std::to_string(format) + " is not supported: this build opens format " +
-      std::to_string(keys::kDiskFormat) + " and migrates format " +
-      std::to_string(keys::kMigratedDiskFormat));
+      std::to_string(keys::kDiskFormat) + " and migrates formats " +
+      std::to_string(keys::kMigratedDiskFormat) + " to " +
+      std::to_string(keys::kDiskFormat - 1));
 }
 
 // The number held by a key index row (a digest) or the key count row.
@@ -191,6 +192,11 @@ Status RocksStore::LoadMeta() {
   if (static_cast<uint8_t>(v[0]) == keys::kMigratedDiskFormat) {
     GEOKV_RETURN_IF_ERROR(Migrate().WithContext(
         "migrate from disk format " + std::to_string(keys::kMigratedDiskFormat)));
+    v[0] = static_cast<char>(keys::kIndexedDiskFormat);
+  }
+  if (static_cast<uint8_t>(v[0]) == keys::kIndexedDiskFormat) {
+    GEOKV_RETURN_IF_ERROR(IndexTombstones().WithContext(
+        "migrate from disk format " + std::to_string(keys::kIndexedDiskFormat)));
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(db_->Get(ro, meta_, keys::kMetaNodeId, &v), "read node id"));
   if (v.size() != 8) return Status::Corruption("bad node id row");
@@ -201,6 +207,7 @@ Status RocksStore::LoadMeta() {
     WriterState w;
     GEOKV_RETURN_IF_ERROR(DecodeWriterState(v, &w).WithContext("writer state"));
     last_seq_ = w.last_seq;
+    checkpoint_ = LogCheckpoint{w.last_seq, w.clock};
     // This node's own history: honoured even when far ahead of the wall
     // clock (the replicator warns then), so no stamp goes back.
     GEOKV_RETURN_IF_ERROR(clock_->Update(w.clock).WithContext("writer state clock"));
@@ -285,8 +292,41 @@ Status RocksStore::Migrate() {
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(index->status(), "scan tree keys"));
   batch.Put(tree_, keys::kTreeKeyCountRow, EncodeBigEndian64(count));
-  batch.Put(meta_, keys::kMetaFormat, std::string(1, static_cast<char>(keys::kDiskFormat)));
+  batch.Put(meta_, keys::kMetaFormat,
+            std::string(1, static_cast<char>(keys::kIndexedDiskFormat)));
   return FromRocks(db_->Write(wo, &batch), "write key count and format");
+}
+
+Status RocksStore::IndexTombstones() {
+  const rocksdb::ReadOptions ro;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, state_));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::WriteBatch batch;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    // K(key) type kObjectRow, with type LWW.
+    const rocksdb::Slice row = it->key();
+    if (row.size() < 6) continue;
+    const size_t key_size = DecodeBigEndian32(row.data());
+    if (row.size() != 4 + key_size + 2 ||
+        row[4 + key_size] != static_cast<char>(CrdtType::kLww) ||
+        row[5 + key_size] != keys::kObjectRow) {
+      continue;
+    }
+    const std::string_view key(row.data() + 4, key_size);
+    StatusOr<Crdt> state = DecodeCrdt(std::string_view(it->value().data(), it->value().size()));
+    if (!state.ok()) return state.status().WithContext(Describe(key, CrdtType::kLww));
+    const auto* reg = std::get_if<LwwRegister>(&*state);
+    if (reg == nullptr || reg->value() || reg->IsBottom()) continue;
+    batch.Put(meta_, keys::TombstoneRow(reg->node(), reg->timestamp(), key), "");
+    if (batch.Count() >= 10000) {
+      GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "write tombstone index"));
+      batch.Clear();
+    }
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan registers"));
+  batch.Put(meta_, keys::kMetaFormat, std::string(1, static_cast<char>(keys::kDiskFormat)));
+  return FromRocks(db_->Write(wo, &batch), "write tombstone index and format");
 }
 
 }  // namespace rocks_internal

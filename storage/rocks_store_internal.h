@@ -293,6 +293,7 @@ class RocksWriteGroup : public WriteGroup {
   Status JoinSetPage(std::string_view key, const OrSetPage& page) override;
   Status JoinSetContext(std::string_view key, const CausalContext& ctx) override;
   StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) override;
+  StatusOr<size_t> CollectTombstones(const TombstoneBounds& bounds, size_t limit) override;
   void ClearDropped(size_t segment) override;
   void RecordApplied(ReplicaId origin, uint64_t seq) override;
   void SetPeerMembers(std::string bytes) override { peer_members_ = std::move(bytes); }
@@ -341,7 +342,11 @@ class RocksWriteGroup : public WriteGroup {
   // Writes the object row of `state`, whose row in the group is `old`
   // (nullopt: absent). A bottom state gets no row: a store that never heard
   // of the object must hold the same rows.
+  // A new LWW tombstone also gets its tombstone index row.
   void PutObject(std::string_view key, const Crdt& state, const std::optional<std::string>& old);
+  // Removes every row of `key`, whose digest as of this group is `digest`,
+  // and takes the key out of the tree. REQUIRES: inside Atomically.
+  Status RemoveKey(std::string_view key, uint64_t digest);
   // Writes the object row of (key, type); a key's first object row also
   // enters the key in the tree's key index at commit (only Drop deletes
   // object rows, and the index row with them).
@@ -445,6 +450,10 @@ class RocksStore : public Store {
   StatusOr<std::vector<LogEntry>> ReadLog(uint64_t after_seq, size_t max_entries,
                                           size_t max_bytes) override;
   uint64_t LastSeq() const override { return last_seq_.load(); }
+  LogCheckpoint LastCheckpoint() const override {
+    std::lock_guard<std::mutex> l(checkpoint_mu_);
+    return checkpoint_;
+  }
   uint64_t LwwOverwritten() const override { return lww_overwritten_.load(); }
   SpaceEstimates Space() override {
     SpaceEstimates out;
@@ -493,11 +502,15 @@ class RocksStore : public Store {
   // Marks the run closed cleanly (synced, so the WAL before it is too).
   void CloseRun();
   Status LoadDigests();
-  // Rewrites a store of keys::kMigratedDiskFormat to this format: every key
+  // Rewrites a store of keys::kMigratedDiskFormat to kIndexedDiskFormat: every key
   // index row gets the digest of its key's element rows, and the key count
   // row is written; then the format row. Idempotent: a crash part-way leaves
   // the old format, and the next open starts over.
   Status Migrate();
+  // Rewrites a store of keys::kIndexedDiskFormat to this format: writes the
+  // tombstone index row of every LWW tombstone, then the format row.
+  // Idempotent, as Migrate.
+  Status IndexTombstones();
 
   StoreOptions options_;
   std::unique_ptr<HybridClock> owned_clock_;
@@ -515,6 +528,8 @@ class RocksStore : public Store {
   std::mutex writer_mu_;  // the single writer slot
   LiveTypesCache live_types_cache_;  // guarded by writer_mu_
   std::atomic<uint64_t> last_seq_{0};
+  mutable std::mutex checkpoint_mu_;
+  LogCheckpoint checkpoint_;  // committed
   std::atomic<uint64_t> key_count_{0};  // committed; wraps as its row does
   std::atomic<uint64_t> lww_overwritten_{0};
   std::atomic<uint64_t> trimmed_{0};

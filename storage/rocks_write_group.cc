@@ -352,26 +352,80 @@ StatusOr<bool> RocksWriteGroup::Drop(std::string_view key, uint64_t expected_dig
   return Atomically(key, [&]() -> StatusOr<bool> {
     GEOKV_ASSIGN_OR_RETURN(uint64_t digest, DigestInGroup(std::string(key)));
     if (digest != expected_digest) return false;
-    std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
-    // Every row of the key, the derived ones too. Collected first: the
-    // iterator reads the batch, which must not change under it.
-    const std::string prefix = keys::KeyPrefix(key);
-    std::vector<std::string> rows;
-    for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
-      rows.push_back(it->key().ToString());
-    }
-    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan key"));
-    it.reset();
-    if (rows.empty()) return true;
-    for (const std::string& row : rows) batch_.Delete(store_->state_, row);
-    // The digest is the XOR of the hashes of exactly the counted rows gone.
-    op_digest_change_ = digest;
-    op_dropped_ = true;
-    SetMask(std::string(key), 0);
-    Dropped()[TreeSegmentOf(key)] = true;
-    ++size_;
+    GEOKV_RETURN_IF_ERROR(RemoveKey(key, digest));
+    if (op_dropped_) Dropped()[TreeSegmentOf(key)] = true;
     return true;
   });
+}
+
+Status RocksWriteGroup::RemoveKey(std::string_view key, uint64_t digest) {
+  std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
+  // Every row of the key, the derived ones too. Collected first: the
+  // iterator reads the batch, which must not change under it.
+  const std::string prefix = keys::KeyPrefix(key);
+  std::vector<std::string> rows;
+  for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+    rows.push_back(it->key().ToString());
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan key"));
+  it.reset();
+  if (rows.empty()) return Status::OK();
+  for (const std::string& row : rows) batch_.Delete(store_->state_, row);
+  // The digest is the XOR of the hashes of exactly the counted rows gone.
+  op_digest_change_ = digest;
+  op_dropped_ = true;
+  SetMask(std::string(key), 0);
+  ++size_;
+  return Status::OK();
+}
+
+StatusOr<size_t> RocksWriteGroup::CollectTombstones(const TombstoneBounds& bounds, size_t limit) {
+  if (spent_) return Status::FailedPrecondition("write group already committed");
+  // The index rows to visit, collected first: the removals below change
+  // the batch the iterator reads.
+  std::vector<keys::TombstoneRef> visit;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(batch_.NewIteratorWithBase(
+        store_->meta_, store_->db_->NewIterator(rocksdb::ReadOptions(), store_->meta_)));
+    for (const auto& [writer, bound] : bounds) {
+      const std::string prefix = keys::TombstonePrefix(writer);
+      for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix) && visit.size() < limit;
+           it->Next()) {
+        keys::TombstoneRef ref;
+        if (!keys::DecodeTombstoneRow(std::string_view(it->key().data(), it->key().size()), &ref)) {
+          return Status::Corruption("bad tombstone index row");
+        }
+        if (bound < ref.stamp) break;
+        visit.push_back(std::move(ref));
+      }
+      GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan the tombstone index"));
+      if (visit.size() >= limit) break;
+    }
+  }
+  size_t removed = 0;
+  for (const keys::TombstoneRef& ref : visit) {
+    GEOKV_ASSIGN_OR_RETURN(bool gone, Atomically(ref.key, [&]() -> StatusOr<bool> {
+      batch_.Delete(store_->meta_, keys::TombstoneRow(ref.writer, ref.stamp, ref.key));
+      ++size_;
+      std::optional<std::string> row;
+      const std::string object = keys::ObjectRow(ref.key, CrdtType::kLww);
+      GEOKV_RETURN_IF_ERROR(reader_.GetRow(object, &row));
+      if (!row) return false;
+      GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(*row));
+      const auto* reg = std::get_if<LwwRegister>(&state);
+      if (reg == nullptr || reg->value() || reg->node() != ref.writer ||
+          reg->timestamp() != ref.stamp) {
+        return false;
+      }
+      // Nothing but the tombstone: the key's digest is its row's hash.
+      GEOKV_ASSIGN_OR_RETURN(uint64_t digest, DigestInGroup(ref.key));
+      if (digest != keys::StateRowHash(object, *row)) return false;
+      GEOKV_RETURN_IF_ERROR(RemoveKey(ref.key, digest));
+      return true;
+    }));
+    if (gone) ++removed;
+  }
+  return removed;
 }
 
 void RocksWriteGroup::ClearDropped(size_t segment) {

@@ -45,7 +45,12 @@ StatusOr<bool> RocksWriteGroup::PutSetHeader(std::string_view key, SetHeader hea
 void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state,
                                 const std::optional<std::string>& old) {
   if (!old && IsBottom(state)) return;
-  PutObjectRow(key, TypeOf(state), old, EncodeCrdt(state));
+  std::string value = EncodeCrdt(state);
+  if (value == old) return;
+  if (const auto* reg = std::get_if<LwwRegister>(&state); reg != nullptr && !reg->value()) {
+    batch_.Put(store_->meta_, keys::TombstoneRow(reg->node(), reg->timestamp(), key), "");
+  }
+  PutObjectRow(key, TypeOf(state), old, std::move(value));
 }
 
 void RocksWriteGroup::PutObjectRow(std::string_view key, CrdtType type,
@@ -192,8 +197,9 @@ Status RocksWriteGroup::Commit() {
   if (size_ == 0 && applied_.empty() && !dropped_changed && !peer_members_) return Status::OK();
   auto* db = store_->db_.get();
   const uint64_t last_seq = next_seq_ - 1;
+  const LogCheckpoint checkpoint{last_seq, store_->clock_->Last()};
   batch_.Put(store_->meta_, keys::kMetaWriter,
-             EncodeWriterState(WriterState{last_seq, store_->clock_->Last()}));
+             EncodeWriterState(WriterState{checkpoint.seq, checkpoint.stamp}));
   std::map<ReplicaId, uint64_t> advanced;
   {
     std::lock_guard<std::mutex> l(store_->applied_mu_);
@@ -240,6 +246,10 @@ Status RocksWriteGroup::Commit() {
   }
   store_->key_count_.fetch_add(static_cast<uint64_t>(count_change));
   store_->last_seq_.store(last_seq);
+  {
+    std::lock_guard<std::mutex> l(store_->checkpoint_mu_);
+    store_->checkpoint_ = checkpoint;
+  }
   store_->lww_overwritten_.fetch_add(lww_overwritten_);
   std::lock_guard<std::mutex> l(store_->applied_mu_);
   for (const auto& [origin, seq] : advanced) store_->applied_[origin] = seq;

@@ -126,6 +126,17 @@ struct KeyDigest {
   }
 };
 
+// Per writer (the node whose stamp a tombstone carries), the greatest stamp
+// at which its LWW tombstones may be collected (WriteGroup::CollectTombstones).
+using TombstoneBounds = std::map<ReplicaId, HlcTimestamp>;
+
+// A point of this node's log: every entry at or below `seq` is stamped at or
+// below `stamp`, every later one above it.
+struct LogCheckpoint {
+  uint64_t seq = 0;
+  HlcTimestamp stamp;
+};
+
 // A batch of writes committed atomically. Holds the store's single writer
 // slot from creation until Commit() or destruction: groups run one at a
 // time. Not thread-safe: create, use, commit and destroy it on one thread.
@@ -179,6 +190,19 @@ class WriteGroup {
   // the key's segment in DroppedSegments(). On error (a failed read) nothing
   // of the drop stays in the group.
   virtual StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) = 0;
+
+  // Collects LWW tombstones every replica holds (DESIGN.md section 1, item
+  // 6): visits the tombstones written here (the tombstone index, by writer
+  // and stamp) of each writer in `bounds` stamped at or below its bound,
+  // at most `limit` of them, and removes every row of each key whose state
+  // is still nothing but that tombstone, as Drop does (the key's digest
+  // leaves the hash tree; the segment is not marked dropped). Keys written
+  // again since, or holding a value of another type, are left as they
+  // are. The caller decides the bounds: a tombstone may go only once every
+  // node that could hold an older value of its key holds it, or a stale
+  // value would come back. Returns the keys removed. On error (a failed
+  // read) the keys removed before it stay removed in the group.
+  virtual StatusOr<size_t> CollectTombstones(const TombstoneBounds& bounds, size_t limit) = 0;
 
   // Unmarks `segment` in DroppedSegments(), at commit.
   // REQUIRES: segment < kTreeSegments (others are ignored).
@@ -278,6 +302,8 @@ class Store {
                                                   size_t max_bytes) = 0;
   // The sequence of the last committed log entry (0 when none ever was).
   virtual uint64_t LastSeq() const = 0;
+  // The last commit's point of the log (LogCheckpoint), read together.
+  virtual LogCheckpoint LastCheckpoint() const = 0;
   // Every entry at or below this sequence is trimmed.
   virtual uint64_t TrimmedThrough() const = 0;
   // Deletes log entries through `seq`. REQUIRES: seq <= LastSeq().

@@ -1,0 +1,105 @@
+// The collection of LWW tombstones by causal stability (DESIGN.md section
+// 1, item 6): a deleted register's tombstone goes once every node that
+// could hold an older value of its key holds the tombstone, never earlier.
+//
+// Stability of one origin's log. The origin ships its log to every other
+// node of every region (leaving out, per target, the entries of keys the
+// target does not own), and each shipper knows the target's durable
+// position in it (acked). The position every target holds is the least of
+// them; a node of another region known only through a seed, or a target
+// whose position is not known yet, holds nothing. The log's stamps grow
+// with its positions, and the store's checkpoint (Store::LastCheckpoint)
+// pairs a position with a stamp that every entry at or below it is at or
+// below and every later one above. The origin keeps the checkpoints of its
+// recent turns; the latest whose position every target holds gives its
+// *stable stamp*: every write it coordinated stamped at or below it is
+// applied on every node that owned the write's key (or handed over to the
+// node that owns it now). A tombstone carries its writer's id and stamp;
+// a node may collect it once the writer's stable stamp has passed it.
+//
+// Each node sends its stable stamp with its heartbeats; each keeps the
+// latest of every peer it links to, and its own. A tombstone must also be
+// older than `grace` by this node's wall clock: a node that lost a key's
+// ownership keeps its copy until the new owners confirm the hand-over, and
+// such a copy must not outlive the tombstones that beat it.
+//
+// The targets are the members this node knows. So that a node that has
+// just started, and does not know every member yet, does not take its log
+// for held by all, its own stable stamp moves only after it has run for
+// `grace` and only while it is settled for every segment it owns
+// (HandOver::Settled: in step with every other owner).
+//
+// What stops collection: a node that is down (or partitioned away) but
+// still a member holds every origin's stable stamp back until it returns
+// or is removed; `geokv_tombstone_stability_lag_seconds` shows it.
+//
+// Thread safety: everything runs on the KJ event loop's thread.
+
+#ifndef GEOKV_REPLICATION_TOMBSTONE_COLLECTOR_H_
+#define GEOKV_REPLICATION_TOMBSTONE_COLLECTOR_H_
+
+#include <kj/async.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+
+#include "crdt/hlc.h"
+#include "replication/replication_env.h"
+#include "storage/store.h"
+
+namespace geokv {
+
+struct TombstoneCollectorOptions {
+  // How old by this node's wall clock a stable tombstone must be.
+  std::chrono::milliseconds grace{std::chrono::minutes(10)};
+  // Tombstones visited per collection (one group of writes).
+  size_t batch = 1000;
+};
+
+class TombstoneCollector {
+ public:
+  // Checkpoints kept while the targets trail the log; beyond this every
+  // other one goes (the stamp stays safe, only later).
+  static constexpr size_t kMaxCheckpoints = 4096;
+
+  TombstoneCollector(ReplicationEnv& env, TombstoneCollectorOptions options);
+
+  // Called every maintenance turn with the position of this node's log
+  // that every target holds (0 while the replicator cannot tell): keeps
+  // the store's checkpoint and, once this node has run for `grace`, moves
+  // its stable stamp.
+  void Advance(uint64_t held_by_all);
+  // This node's stable stamp; zero while nothing is stable.
+  HlcTimestamp stable() const { return stable_; }
+
+  // `origin`'s stable stamp, from its heartbeat. Kept when above the one
+  // known; refused (false, and nothing changes) when invalid or further
+  // ahead of this node's wall clock than --max-clock-offset.
+  bool PeerStable(ReplicaId origin, HlcTimestamp stamp);
+  // Forgets the stable stamps of the peers `linked` says are gone.
+  template <typename Linked>
+  void Retain(Linked&& linked) {
+    for (auto it = peers_.begin(); it != peers_.end();) {
+      it = linked(it->first) ? std::next(it) : peers_.erase(it);
+    }
+  }
+
+  // Collects what is stable and older than the grace, one batch, unless a
+  // collection runs. Never fails: errors are logged.
+  kj::Promise<void> Collect();
+
+ private:
+  ReplicationEnv& env_;
+  const TombstoneCollectorOptions options_;
+  const kj::TimePoint started_;
+  std::deque<LogCheckpoint> checkpoints_;
+  HlcTimestamp stable_;
+  std::map<ReplicaId, HlcTimestamp> peers_;
+  bool collecting_ = false;
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_REPLICATION_TOMBSTONE_COLLECTOR_H_

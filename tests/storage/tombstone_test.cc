@@ -1,0 +1,183 @@
+// The collection of LWW tombstones (WriteGroup::CollectTombstones), the
+// tombstone index it walks, and the log checkpoint the bounds come from.
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include "storage/keys.h"
+#include "storage/store.h"
+#include "tests/storage/store_fixture.h"
+
+namespace geokv::testing {
+namespace {
+
+class TombstoneTest : public StoreTest {
+ protected:
+  HlcTimestamp StampOf(std::string_view key) {
+    auto state = store_->Get(key, CrdtType::kLww);
+    EXPECT_TRUE(state.ok() && state->has_value()) << key;
+    if (!state.ok() || !state->has_value()) return {};
+    return std::get<LwwRegister>(**state).timestamp();
+  }
+
+  size_t Collect(const TombstoneBounds& bounds, size_t limit = 1000) {
+    auto group = store_->BeginGroup();
+    StatusOr<size_t> removed = group->CollectTombstones(bounds, limit);
+    EXPECT_TRUE(removed.ok()) << removed.status().ToString();
+    Status committed = group->Commit();
+    EXPECT_TRUE(committed.ok()) << committed.ToString();
+    return removed.ok() ? *removed : 0;
+  }
+
+  // The tombstone index rows on disk.
+  size_t IndexRows() {
+    size_t rows = 0;
+    store_.reset();
+    EditRaw(dir_.Sub("db"), [&](rocksdb::DB* db, const auto& families) {
+      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, families[0]));
+      const std::string prefix = storage_keys::kMetaTombstonePrefix;
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++rows;
+    });
+    Reopen();
+    return rows;
+  }
+
+  static HlcTimestamp Before(HlcTimestamp ts) {
+    if (ts.logical > 0) return {ts.wall_ms, ts.logical - 1};
+    return {ts.wall_ms - 1, UINT32_MAX};
+  }
+};
+
+TEST_F(TombstoneTest, ADeleteIsCollectedOnceItsWritersBoundReachesItsStamp) {
+  ASSERT_TRUE(Apply("k", LwwSet{"v"}).ok());
+  ASSERT_TRUE(Apply("k", LwwDelete{}).ok());
+  ASSERT_TRUE(Apply("live", LwwSet{"v"}).ok());
+  const HlcTimestamp stamp = StampOf("k");
+  const ReplicaId me = store_->node_id();
+  ASSERT_EQ(*store_->KeyCount(), 2u);
+
+  EXPECT_EQ(Collect({{me, Before(stamp)}}), 0u);
+  EXPECT_EQ(Collect({{me + 1, stamp}}), 0u);  // another writer's bound
+  EXPECT_NE(*store_->KeyDigest("k"), 0u);
+  EXPECT_EQ(IndexRows(), 1u);
+
+  const std::vector<uint64_t> live_only = [&] {
+    std::vector<uint64_t> d(kTreeSegments);
+    d[TreeSegmentOf("live")] = *store_->KeyDigest("live");
+    return d;
+  }();
+  EXPECT_EQ(Collect({{me, stamp}}), 1u);
+  EXPECT_EQ(*store_->KeyCount(), 1u);
+  EXPECT_EQ(*store_->KeyDigest("k"), 0u);
+  EXPECT_TRUE(store_->GetStates("k")->empty());
+  EXPECT_EQ(store_->TreeDigests(), live_only);
+  EXPECT_EQ(GetLww("live"), std::optional<std::string>("v"));
+  EXPECT_EQ(IndexRows(), 0u);
+  // Not a hand-over: the segment is not marked dropped.
+  EXPECT_FALSE(store_->DroppedSegments()[TreeSegmentOf("k")]);
+  // Persisted: the count and digests as collected.
+  Reopen();
+  EXPECT_EQ(*store_->KeyCount(), 1u);
+  EXPECT_EQ(store_->TreeDigests(), live_only);
+}
+
+TEST_F(TombstoneTest, AKeyWrittenAgainOrDeletedAgainKeepsItsNewState) {
+  ASSERT_TRUE(Apply("again", LwwDelete{}).ok());
+  ASSERT_TRUE(Apply("again", LwwSet{"back"}).ok());
+  ASSERT_TRUE(Apply("twice", LwwDelete{}).ok());
+  const HlcTimestamp first = StampOf("twice");
+  ASSERT_TRUE(Apply("twice", LwwDelete{}).ok());
+  const HlcTimestamp second = StampOf("twice");
+  ASSERT_LT(first, second);
+  const ReplicaId me = store_->node_id();
+  ASSERT_EQ(IndexRows(), 3u);
+
+  // Through the first delete of "twice": its row names an older stamp.
+  EXPECT_EQ(Collect({{me, first}}), 0u);
+  EXPECT_EQ(GetLww("again"), std::optional<std::string>("back"));
+  EXPECT_NE(*store_->KeyDigest("twice"), 0u);
+  EXPECT_EQ(IndexRows(), 1u);  // the stale rows are gone
+  EXPECT_EQ(Collect({{me, second}}), 1u);
+  EXPECT_EQ(*store_->KeyDigest("twice"), 0u);
+  EXPECT_EQ(GetLww("again"), std::optional<std::string>("back"));
+}
+
+TEST_F(TombstoneTest, AJoinedTombstoneIsIndexedUnderItsWriter) {
+  const ReplicaId other = store_->node_id() ^ 0x5a5a;
+  const HlcTimestamp stamp = store_->clock()->Now();
+  ASSERT_OK(JoinOne("k", LwwRegister(stamp, other, std::nullopt)));
+  // Joined again: nothing changes, no second row.
+  ASSERT_OK(JoinOne("k", LwwRegister(stamp, other, std::nullopt)));
+  EXPECT_EQ(IndexRows(), 1u);
+  EXPECT_EQ(Collect({{store_->node_id(), store_->clock()->Now()}}), 0u);
+  EXPECT_EQ(Collect({{other, stamp}}), 1u);
+  EXPECT_EQ(*store_->KeyCount(), 0u);
+}
+
+TEST_F(TombstoneTest, AKeyHoldingAnotherTypeKeepsItsTombstone) {
+  ASSERT_TRUE(Apply("k", SetAdd{{"a"}}).ok());
+  const HlcTimestamp stamp = store_->clock()->Now();
+  const ReplicaId other = store_->node_id() ^ 1;
+  ASSERT_OK(JoinOne("k", LwwRegister(stamp, other, std::nullopt)));
+  const uint64_t digest = *store_->KeyDigest("k");
+  EXPECT_EQ(Collect({{other, stamp}}), 0u);
+  EXPECT_EQ(*store_->KeyDigest("k"), digest);
+  EXPECT_TRUE(*store_->SetContains("k", "a"));
+}
+
+TEST_F(TombstoneTest, CollectionVisitsAtMostTheLimit) {
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Apply("k" + std::to_string(i), LwwDelete{}).ok());
+  const TombstoneBounds all{{store_->node_id(), store_->clock()->Now()}};
+  EXPECT_EQ(Collect(all, 2), 2u);
+  EXPECT_EQ(*store_->KeyCount(), 3u);
+  EXPECT_EQ(Collect(all, 2), 2u);
+  EXPECT_EQ(Collect(all, 2), 1u);
+  EXPECT_EQ(*store_->KeyCount(), 0u);
+  EXPECT_EQ(Collect(all, 2), 0u);
+}
+
+// A directory of format 3 has tombstones but no index: the open indexes
+// them, and they are collected as any other.
+TEST_F(TombstoneTest, DirOfFormat3GetsItsTombstonesIndexedAtOpen) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Apply("d" + std::to_string(i), LwwDelete{}).ok());
+  ASSERT_TRUE(Apply("v", LwwSet{"x"}).ok());
+  ASSERT_TRUE(Apply("s", SetAdd{{"a"}}).ok());
+  EditRows([](rocksdb::DB* db, const auto& families) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, families[0]));
+    const std::string prefix = storage_keys::kMetaTombstonePrefix;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      ASSERT_TRUE(db->Delete({}, families[0], it->key()).ok());
+    }
+    ASSERT_TRUE(db->Put({}, families[0], storage_keys::kMetaFormat, std::string(1, '\x03')).ok());
+  });
+  Reopen();
+  EXPECT_EQ(IndexRows(), 3u);
+  EXPECT_EQ(Collect({{store_->node_id(), store_->clock()->Now()}}), 3u);
+  EXPECT_EQ(*store_->KeyCount(), 2u);
+  store_.reset();
+  EditRaw(dir_.Sub("db"), [](rocksdb::DB* db, const auto& families) {
+    std::string format;
+    ASSERT_TRUE(db->Get({}, families[0], storage_keys::kMetaFormat, &format).ok());
+    EXPECT_EQ(format, std::string(1, '\x04'));
+  });
+}
+
+TEST_F(TombstoneTest, TheCheckpointBoundsTheLogsStampsAndSurvivesAReopen) {
+  EXPECT_EQ(store_->LastCheckpoint().seq, 0u);
+  ASSERT_TRUE(Apply("a", LwwSet{"1"}).ok());
+  ASSERT_TRUE(Apply("b", SetAdd{{"x"}}).ok());
+  const LogCheckpoint point = store_->LastCheckpoint();
+  EXPECT_EQ(point.seq, store_->LastSeq());
+  auto log = store_->ReadLog(0, 100, 1 << 20);
+  ASSERT_TRUE(log.ok());
+  for (const LogEntry& e : *log) EXPECT_LE(e.timestamp, point.stamp) << e.seq;
+  ASSERT_TRUE(Apply("c", LwwSet{"2"}).ok());
+  EXPECT_LT(point.stamp, StampOf("c"));
+  const LogCheckpoint later = store_->LastCheckpoint();
+  Reopen();
+  EXPECT_EQ(store_->LastCheckpoint().seq, later.seq);
+  EXPECT_EQ(store_->LastCheckpoint().stamp, later.stamp);
+}
+
+}  // namespace
+}  // namespace geokv::testing
