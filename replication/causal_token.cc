@@ -44,6 +44,10 @@ StatusOr<CausalToken> DecodeToken(std::string_view bytes) {
 }
 
 StatusOr<std::vector<CausalToken>> DecodeTokens(capnp::List<capnp::Data>::Reader list) {
+  if (list.size() > kMaxTokens) {
+    return Status::InvalidArgument(std::to_string(list.size()) + " tokens in one request; at most " +
+                                   std::to_string(kMaxTokens));
+  }
   std::vector<CausalToken> out;
   out.reserve(list.size());
   for (auto bytes : list) {

@@ -45,7 +45,10 @@ std::string EncodeToken(const CausalToken& token);
 // InvalidArgument when `bytes` is not a token, or carries a stamp that is
 // not valid (HlcTimestamp::IsValid).
 StatusOr<CausalToken> DecodeToken(std::string_view bytes);
-// Every token of a request; InvalidArgument names the first bad one.
+// The most tokens one request may present.
+inline constexpr size_t kMaxTokens = 1024;
+// Every token of a request; InvalidArgument names the first bad one, or
+// says there are more than kMaxTokens.
 StatusOr<std::vector<CausalToken>> DecodeTokens(capnp::List<capnp::Data>::Reader list);
 
 // The greatest stamp of `tokens` (zero when none carries one).

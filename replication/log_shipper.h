@@ -111,7 +111,7 @@ struct ShipperOptions {
 class LogShipper final : private kj::TaskSet::ErrorHandler {
  public:
   // Entries per pushed batch, whatever their size.
-  static constexpr size_t kMaxBatchEntries = 10000;
+  static constexpr size_t kMaxBatchEntries = kMaxPeerListEntries;
 
   // `log` must outlive the shipper.
   LogShipper(ShipperLog& log, ShipperOptions options);

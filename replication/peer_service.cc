@@ -32,6 +32,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     batch.from = wire.getFrom();
     batch.through = wire.getThrough();
     auto entries = wire.getEntries();
+    CheckPeerList(entries.size(), "delta batch entries");
     size_t bytes = 0;
     for (auto e : entries) bytes += e.getKey().size() + e.getValue().size();
     batch.positions.reserve(entries.size());
@@ -72,6 +73,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
 
   kj::Promise<void> keyDigests(KeyDigestsContext context) override {
     CheckRunning(c_);
+    CheckPeerList(context.getParams().getKeys().size(), "keys of keyDigests");
     std::vector<std::string> keys;
     for (auto k : context.getParams().getKeys()) keys.push_back(String(k));
     std::vector<bool> unsettled;
@@ -123,6 +125,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
   kj::Promise<void> getStates(GetStatesContext context) override {
     CheckRunning(c_);
     auto params = context.getParams();
+    CheckPeerList(params.getKeys().size(), "keys of getStates");
     std::vector<std::string> keys;
     for (auto k : params.getKeys()) keys.push_back(String(k));
     const ReplicatorOptions& o = c_.env.options;

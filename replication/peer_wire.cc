@@ -58,9 +58,17 @@ peer::Peer::Client PeerConnection::Bootstrap() {
   return rpc.bootstrap(host).castAs<peer::Peer>();
 }
 
+void CheckPeerList(size_t size, const char* what) {
+  KJ_REQUIRE(size <= kMaxPeerListEntries, "too many entries in one call", what, size,
+             kMaxPeerListEntries);
+}
+
 EncodedJoins ReceivedStates(capnp::List<peer::KeyStates>::Reader list) {
+  CheckPeerList(list.size(), "keys with states");
   size_t count = 0, bytes = 0;
   for (auto ks : list) {
+    KJ_REQUIRE(ks.getStates().size() <= std::size(kAllCrdtTypes),
+               "more states for one key than types", ks.getStates().size());
     for (auto state : ks.getStates()) {
       ++count;
       bytes += ks.getKey().size() + state.size();

@@ -28,6 +28,17 @@ inline kj::Duration ToKj(std::chrono::milliseconds ms) {
   return static_cast<int64_t>(ms.count()) * kj::MILLISECONDS;
 }
 
+// The most entries a peer may send in one list, whatever their size: the
+// entries of a DeltaBatch, the keys of getStates and keyDigests, the keys
+// of putStates. An entry of a list can cost no
+// bytes on the wire but costs an allocation here; a longer list fails the
+// call before anything of it is read. Every sender stays below it.
+inline constexpr size_t kMaxPeerListEntries = 10000;
+
+// Fails the call (KJ_FAIL_REQUIRE) when `size` entries of `what` are over
+// kMaxPeerListEntries.
+void CheckPeerList(size_t size, const char* what);
+
 // A node id as logs print it.
 std::string Hex(uint64_t v);
 

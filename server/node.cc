@@ -264,7 +264,8 @@ void Node::StartServices() {
   coordination.metrics = metrics_.get();
   coordinator_ = std::make_unique<Coordinator>(*async_store_, *committer_, *replicator_, *view_,
                                                *forwarder_, coordination);
-  RequestLimits limits{options_.max_key_bytes, options_.max_value_bytes};
+  RequestLimits limits{options_.max_key_bytes, options_.max_value_bytes,
+                       options_.max_batch_requests};
   admin_ = std::make_unique<Admin>(*async_store_, *replicator_, *view_,
                                    AdminOptions{name_, options_.region, limits, metrics_.get()});
   kj::Timer& timer = io_->provider->getTimer();

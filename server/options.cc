@@ -42,6 +42,10 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
       ->capture_default_str()
       ->check(AtLeast(1));
   size_option("--max-message-bytes", &o.max_message_bytes, "Largest RPC message (call or batch)");
+  app.add_option("--max-batch-requests", o.max_batch_requests,
+                 "Requests of one batch call; a larger batch is refused whole")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
   app.add_option("--max-calls-per-connection", o.max_calls_per_connection,
                  "Calls under way on one client connection; beyond, it is not read until one ends")
       ->capture_default_str()

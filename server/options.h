@@ -39,6 +39,7 @@ struct ServerOptions {
   size_t max_value_bytes = 8 << 20;  // LWW and MV values
   size_t max_connections = 1024;     // client connections beyond are closed
   size_t max_message_bytes = 64 << 20;  // one RPC message (a call, a batch)
+  size_t max_batch_requests = 10000;    // requests of one batch call
   // Calls under way on one client connection; beyond, the connection is not
   // read until one ends.
   size_t max_calls_per_connection = 32;

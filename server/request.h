@@ -45,6 +45,7 @@ inline constexpr uint32_t kDefaultMembersPage = 1000;
 struct RequestLimits {
   size_t max_key_bytes = 4 << 10;    // keys and set elements
   size_t max_value_bytes = 8 << 20;  // register values
+  size_t max_batch_requests = 10000;  // requests of one batch call
 };
 
 // OK, or why `key` is refused: empty (InvalidArgument) or over

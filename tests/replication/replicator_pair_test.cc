@@ -298,6 +298,43 @@ TEST(ReplicatorPair, APushWithAStampFromTheFarFutureIsRefusedAndChangesNothing) 
   pair.Shutdown(io.waitScope);
 }
 
+// Lists over kMaxPeerListEntries fail their call before any entry is read:
+// a batch of empty deltas records no position, a getStates of many keys
+// reads nothing.
+TEST(ReplicatorPair, PeerCallsWithListsOverTheLimitAreRefusedAndChangeNothing) {
+  auto io = kj::setupAsyncIo();
+  Pair pair(io);
+  auto session = testing::OpenSession(io.waitScope, pair.b, pair.a);
+  auto refusal = [&](auto&& request) -> std::string {
+    try {
+      request.send().wait(io.waitScope);
+    } catch (const kj::Exception& e) {
+      return e.getDescription().cStr();
+    }
+    return "";
+  };
+  constexpr unsigned kOver = kMaxPeerListEntries + 1;
+  auto push = session.pushDeltasRequest();
+  auto batch = push.initBatch();
+  batch.setOrigin(pair.a.store->node_id());
+  batch.setFrom(0);
+  batch.setThrough(kOver);
+  auto entries = batch.initEntries(kOver);
+  for (unsigned i = 0; i < kOver; ++i) entries[i].setSeq(i + 1);
+  EXPECT_NE(refusal(push).find("too many entries in one call"), std::string::npos);
+  EXPECT_EQ(pair.BHolds(), 0u);
+  auto get = session.getStatesRequest();
+  get.initKeys(kOver);
+  EXPECT_NE(refusal(get).find("keys of getStates"), std::string::npos);
+  auto digests = session.keyDigestsRequest();
+  digests.initKeys(kOver);
+  EXPECT_NE(refusal(digests).find("keys of keyDigests"), std::string::npos);
+  auto put = session.putStatesRequest();
+  put.initStates(kOver);
+  EXPECT_NE(refusal(put).find("keys with states"), std::string::npos);
+  pair.Shutdown(io.waitScope);
+}
+
 // a's clock runs 2 s ahead of b's: b refuses a's write (limit 500 ms), and
 // a's shipper sends it again until b's clock has caught up.
 TEST(ReplicatorPair, AWriteRefusedForAStampAheadIsAppliedOnceTheClockCatchesUp) {

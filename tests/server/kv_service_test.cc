@@ -564,6 +564,41 @@ TEST_F(KvServiceTest, BatchAnswersAnUnknownRequestKind) {
   EXPECT_EQ(std::string(r[1].getUnknown().getMessage().cStr()), "unknown request kind 200");
 }
 
+// A batch over --max-batch-requests fails whole before any of it is read
+// or applied; a request over the token limit is refused alone.
+TEST_F(KvServiceTest, BatchOverTheRequestLimitAndTooManyTokensAreRefused) {
+  auto req = kv().batchRequest();
+  constexpr unsigned kOver = 10001;
+  auto list = req.initRequests(kOver);
+  for (unsigned i = 0; i < kOver; ++i) {
+    auto incr = list[i].initIncrBy();
+    incr.setKey(AsData("c"));
+    incr.setDelta(1);
+  }
+  try {
+    req.send().wait(ws());
+    FAIL() << "a batch over the limit was answered";
+  } catch (const kj::Exception& e) {
+    EXPECT_NE(std::string(e.getDescription().cStr())
+                  .find("a batch of 10001 requests; at most --max-batch-requests (10000)"),
+              std::string::npos)
+        << e.getDescription().cStr();
+  }
+  auto counter = kv().counterGetRequest();
+  counter.setKey(AsData("c"));
+  EXPECT_EQ(counter.send().wait(ws()).getOutcome().getCode(), Code::NOT_FOUND);
+
+  auto get = kv().getRequest();
+  get.setKey(AsData("k"));
+  auto tokens = get.initTokens(kMaxTokens + 1);
+  const std::string token = EncodeToken(CausalToken{store_->node_id(), 1, {}});
+  for (unsigned i = 0; i <= kMaxTokens; ++i) tokens.set(i, AsData(token));
+  auto reply = get.send().wait(ws());
+  EXPECT_EQ(reply.getOutcome().getCode(), Code::INVALID);
+  EXPECT_EQ(std::string(reply.getOutcome().getMessage().cStr()),
+            "1025 tokens in one request; at most 1024");
+}
+
 TEST_F(KvServiceTest, WritesArrivingWhileAGroupCommitsFormOneGroup) {
   uint64_t groups_before = committer_->groups_committed();
   // Holding the store's writer slot stalls the writer thread as if a long
