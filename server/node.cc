@@ -296,6 +296,8 @@ void Node::StartServices() {
   RpcListenerOptions client_options;
   client_options.max_connections = options_.max_connections;
   client_options.max_message_bytes = options_.max_message_bytes;
+  client_options.idle_timeout = std::chrono::milliseconds(options_.idle_timeout_ms);
+  client_options.read_timeout = std::chrono::milliseconds(options_.read_timeout_ms);
   // The two client ports share one connection limit.
   auto client_slots = std::make_shared<ConnectionSlots>(options_.max_connections);
   client_options.slots = client_slots;
@@ -308,6 +310,8 @@ void Node::StartServices() {
     resp.limits.max_inline_bytes = options_.resp_max_inline_bytes;
     resp.limits.max_command_bytes = options_.max_message_bytes;
     resp.slots = client_slots;
+    resp.idle_timeout = client_options.idle_timeout;
+    resp.read_timeout = client_options.read_timeout;
     RespNode node{*coordinator_, *admin_, *replicator_, *async_store_, limits,
                   options_.max_message_bytes / 2, {}, {}};
     resp_server_ = std::make_unique<RespServer>(kj::mv(resp_receiver_), std::move(node), timer,
@@ -319,6 +323,8 @@ void Node::StartServices() {
     RpcListenerOptions peer_options;
     peer_options.max_connections = options_.max_connections;
     peer_options.max_message_bytes = options_.max_message_bytes;
+    peer_options.idle_timeout = client_options.idle_timeout;
+    peer_options.read_timeout = client_options.read_timeout;
     peer_listener_ = std::make_unique<RpcListener>(
         kj::mv(peer_receiver_), replicator_->PeerBootstrap(), timer, peer_options);
     spdlog::info("peer API listening on {} port {}", options_.peer_listen,

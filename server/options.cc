@@ -114,6 +114,12 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   ms_option("--max-clock-offset", &o.max_clock_offset_ms,
             "Clock offset from the peers' median beyond which writes are refused, and how "
             "far ahead of this node's clock a stamp received from a peer may be (ms, s)");
+  ms_option("--idle-timeout", &o.idle_timeout_ms,
+            "Close a client, Redis or peer connection that sends nothing for this long between "
+            "requests (0: never)");
+  ms_option("--read-timeout", &o.read_timeout_ms,
+            "Close a connection that takes longer than this, plus 1 s per 64 KiB, to send one "
+            "request once it began (0: never)");
   ms_option("--token-wait", &o.token_wait_ms,
             "How long a read waits for its tokens' writes to arrive (at most 60 min)");
   ms_option("--anti-entropy-interval", &o.anti_entropy_interval_ms,

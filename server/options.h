@@ -40,6 +40,11 @@ struct ServerOptions {
   size_t max_connections = 1024;     // client connections beyond are closed
   size_t max_message_bytes = 64 << 20;  // one RPC message (a call, a batch)
   size_t max_batch_requests = 10000;    // requests of one batch call
+  // A connection (client, Redis or peer port) silent between messages for
+  // idle_timeout, or taking longer than read_timeout to send one, is
+  // closed; 0: never.
+  uint64_t idle_timeout_ms = 600000;
+  uint64_t read_timeout_ms = 30000;
   // Calls under way on one client connection; beyond, the connection is not
   // read until one ends.
   size_t max_calls_per_connection = 32;

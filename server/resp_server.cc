@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "server/read_deadlines.h"
+
 namespace geokv {
 namespace {
 
@@ -40,11 +42,12 @@ std::string PeerName(kj::AsyncIoStream& stream) {
 
 struct RespServer::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RespNode& node, uint64_t id,
-             const RespLimits& limits)
+             const RespLimits& limits, kj::TimePoint now)
       : slot(std::move(slot)),
         stream(kj::mv(s)),
         parser(limits),
-        session(node, id, PeerName(*stream)) {}
+        session(node, id, PeerName(*stream)),
+        since(now) {}
 
   ConnectionSlots::Slot slot;
   kj::Own<kj::AsyncIoStream> stream;
@@ -52,12 +55,17 @@ struct RespServer::Connection {
   RespSession session;
   kj::byte buffer[kReadBytes];
   std::string out;  // replies being written
+  // When the parser last held no partial command, or when the partial
+  // command it holds began (partial).
+  kj::TimePoint since;
+  bool partial = false;
 };
 
 RespServer::RespServer(kj::Own<kj::ConnectionReceiver> receiver, RespNode node, kj::Timer& timer,
                        RespServerOptions options)
     : node_(std::move(node)),
       options_(std::move(options)),
+      timer_(timer),
       tasks_(*this),
       acceptor_(kj::mv(receiver), timer,
                 [this](kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
@@ -82,7 +90,7 @@ std::string RespServer::ClientList() const {
 
 void RespServer::Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
   connections_.push_back(kj::heap<Connection>(kj::mv(stream), std::move(slot), node_, next_id_++,
-                                              options_.limits));
+                                              options_.limits, timer_.now()));
   auto it = std::prev(connections_.end());
   tasks_.add(Read(**it).then([] { return kj::evalLater([] {}); })
                  .then([this, it] { connections_.erase(it); },
@@ -96,8 +104,27 @@ void RespServer::Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot 
 }
 
 kj::Promise<void> RespServer::Read(Connection& c) {
-  return c.stream->tryRead(c.buffer, 1, kReadBytes).then([this, &c](size_t n) -> kj::Promise<void> {
-    if (n == 0) return kj::READY_NOW;  // the client closed
+  const kj::TimePoint now = timer_.now();
+  const size_t buffered = c.parser.buffered();
+  if ((buffered > 0) != c.partial) {
+    c.partial = buffered > 0;
+    c.since = now;
+  }
+  kj::Promise<size_t> read = c.stream->tryRead(c.buffer, 1, kReadBytes);
+  const auto limit = c.partial ? options_.read_timeout : options_.idle_timeout;
+  if (limit.count() != 0) {
+    kj::TimePoint deadline = c.since + limit.count() * kj::MILLISECONDS;
+    if (c.partial) deadline += buffered / ReadDeadlines::kMinBytesPerSecond * kj::SECONDS;
+    const bool partial = c.partial;
+    read = read.exclusiveJoin(timer_.atTime(deadline).then([&c, partial]() -> size_t {
+      spdlog::info("redis client {}: {}; closing", c.session.Describe(),
+                   partial ? "did not send a whole command within --read-timeout"
+                           : "sent no command within --idle-timeout");
+      return 0;
+    }));
+  }
+  return read.then([this, &c](size_t n) -> kj::Promise<void> {
+    if (n == 0) return kj::READY_NOW;  // the client closed, or timed out
     c.parser.Feed(std::string_view(reinterpret_cast<const char*>(c.buffer), n));
     return Process(c);
   });
@@ -116,6 +143,9 @@ kj::Promise<void> RespServer::Process(Connection& c) {
     spdlog::info("redis client {}: {}; closing", c.session.Describe(), c.parser.error());
   }
   if (commands.empty() && state == RespParser::State::kNeedMore) return Read(c);
+  // What follows the commands run now is idle time, or a new partial one.
+  c.since = timer_.now();
+  c.partial = c.parser.buffered() > 0;
   auto flush = [&c](std::string replies) {
     c.out = std::move(replies);
     return c.stream->write(c.out.data(), c.out.size());

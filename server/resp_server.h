@@ -16,6 +16,7 @@
 
 #include <kj/async-io.h>
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <list>
@@ -37,6 +38,12 @@ struct RespServerOptions {
   std::shared_ptr<ConnectionSlots> slots;
   // Commands of one connection run at once (one Execute). Default: 1024.
   size_t max_commands = 1024;
+  // How long a connection may send nothing between commands, and how long
+  // the rest of a command may take once its first byte came (plus a second
+  // per ReadDeadlines::kMinBytesPerSecond of it); zero: no limit. Past
+  // either, the connection is closed.
+  std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
+  std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
 };
 
 // Lives on the event loop's thread.
@@ -64,6 +71,7 @@ class RespServer : private kj::TaskSet::ErrorHandler {
 
   RespNode node_;
   const RespServerOptions options_;
+  kj::Timer& timer_;
   uint64_t next_id_ = 1;
   std::list<kj::Own<Connection>> connections_;
   kj::TaskSet tasks_;

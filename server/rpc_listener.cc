@@ -7,6 +7,8 @@
 #include <cstring>
 #include <memory>
 
+#include "server/read_deadlines.h"
+
 namespace geokv {
 
 namespace {
@@ -16,12 +18,19 @@ namespace {
 // header, segment table and body separately), and reading pauses while the
 // replies queued for the client exceed `max_queued` (a client that sends
 // calls but does not read the answers cannot make the node buffer without
-// bound), and until the session is ready for more calls.
+// bound), and until the session is ready for more calls. A socket read
+// that passes its ReadDeadlines ends the connection.
 class PacedStream final : public kj::AsyncIoStream {
  public:
   PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued,
-              std::function<kj::Maybe<kj::Promise<void>>()> wait)
-      : inner_(kj::mv(inner)), timer_(timer), max_queued_(max_queued), wait_(std::move(wait)) {}
+              std::function<kj::Maybe<kj::Promise<void>>()> wait,
+              const RpcListenerOptions& options)
+      : inner_(kj::mv(inner)),
+        timer_(timer),
+        max_queued_(max_queued),
+        wait_(std::move(wait)),
+        deadlines_(options.idle_timeout.count() * kj::MILLISECONDS,
+                   options.read_timeout.count() * kj::MILLISECONDS, timer.now()) {}
 
   // The network whose outgoing queue paces reading; set once it exists.
   void PaceBy(capnp::TwoPartyVatNetwork* network) { network_ = network; }
@@ -79,10 +88,10 @@ class PacedStream final : public kj::AsyncIoStream {
     begin_ = end_ = 0;
     // A large read goes straight to the caller's memory.
     if (max_bytes - done >= kBufferBytes) {
-      return inner_->tryRead(out + done, min_bytes - done, max_bytes - done)
+      return ReadSocket(out + done, min_bytes - done, max_bytes - done)
           .then([done](size_t got) { return done + got; });
     }
-    return inner_->tryRead(buffer_, 1, kBufferBytes)
+    return ReadSocket(buffer_, 1, kBufferBytes)
         .then([this, out, min_bytes, max_bytes, done](size_t got) -> kj::Promise<size_t> {
           if (got == 0) return done;  // end of stream
           end_ = got;
@@ -90,11 +99,30 @@ class PacedStream final : public kj::AsyncIoStream {
         });
   }
 
+  // Reads the socket, within the deadline of ReadDeadlines.
+  kj::Promise<size_t> ReadSocket(kj::byte* out, size_t min_bytes, size_t max_bytes) {
+    auto read = inner_->tryRead(out, min_bytes, max_bytes).then([this, out](size_t got) {
+      deadlines_.Arrived(kj::arrayPtr(out, got), timer_.now());
+      return got;
+    });
+    KJ_IF_MAYBE(deadline, deadlines_.Next()) {
+      const bool idle = deadlines_.between_messages();
+      return read.exclusiveJoin(timer_.atTime(*deadline).then([idle]() -> size_t {
+        const char* why = idle ? "sent no message within --idle-timeout"
+                               : "did not send a whole message within --read-timeout";
+        spdlog::info("closing a connection that {}", why);
+        kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "connection timed out", why));
+      }));
+    }
+    return read;
+  }
+
   kj::Own<kj::AsyncIoStream> inner_;
   kj::Timer& timer_;
   const size_t max_queued_;
   const std::function<kj::Maybe<kj::Promise<void>>()> wait_;
   capnp::TwoPartyVatNetwork* network_ = nullptr;
+  ReadDeadlines deadlines_;
   kj::byte buffer_[kBufferBytes];
   size_t begin_ = 0, end_ = 0;
 };
@@ -106,7 +134,7 @@ struct RpcListener::Connection {
              kj::Timer& timer, const RpcListenerOptions& options)
       : slot(std::move(slot)),
         stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes,
-                                     kj::mv(session.wait))),
+                                     kj::mv(session.wait), options)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
     stream->PaceBy(&network);

@@ -4,9 +4,11 @@
 // max_message_bytes end their connection, and a connection stops being read
 // while its unanswered calls exceed max_message_bytes, while its replies
 // waiting to be sent do, or until its session is ready for more calls
-// (backpressure both ways). A connection that sends garbage or disconnects
-// mid-call ends alone; the listener goes on, and an accept that fails (out
-// of file descriptors) is retried.
+// (backpressure both ways). A connection that sends no message for
+// idle_timeout, or takes longer than read_timeout (and a second per 64 KiB)
+// to send one, is closed, freeing its slot. A connection that sends
+// garbage or disconnects mid-call ends alone; the listener goes on, and an
+// accept that fails (out of file descriptors) is retried.
 
 #ifndef GEOKV_SERVER_RPC_LISTENER_H_
 #define GEOKV_SERVER_RPC_LISTENER_H_
@@ -14,6 +16,7 @@
 #include <capnp/capability.h>
 #include <kj/async-io.h>
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <list>
@@ -30,6 +33,10 @@ struct RpcListenerOptions {
   // max_connections.
   std::shared_ptr<ConnectionSlots> slots;
   size_t max_message_bytes = 64 << 20;
+  // How long a connection may send nothing between messages, and how long
+  // one message may take (server/read_deadlines.h); zero: no limit.
+  std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
+  std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
 };
 
 // What one connection is served.

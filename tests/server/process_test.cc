@@ -11,8 +11,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
@@ -331,6 +333,17 @@ bool Works(rpc::GeoKv::Client& kv, kj::WaitScope& ws, const std::string& key) {
   return String(get.send().wait(ws).getValue()) == "fine";
 }
 
+// Whether a new connection to `address` is served (Works).
+bool NewConnectionWorks(const std::string& address, kj::WaitScope& ws) {
+  capnp::EzRpcClient next(address);
+  auto kv = next.getMain<rpc::GeoKv>();
+  try {
+    return Works(kv, ws, "next");
+  } catch (const kj::Exception&) {
+    return false;
+  }
+}
+
 TEST_F(ServerProcessTest, GarbageAndOversizedInputDoNotStopTheServer) {
   auto server = NewServer({"--max-message-bytes", "1MiB", "--max-value-bytes", "512KiB"});
   START(server);
@@ -550,18 +563,57 @@ TEST_F(ServerProcessTest, ConnectionsBeyondTheLimitAreClosed) {
   }
   // With the second gone, a new connection is served (once the server has
   // seen the close).
-  bool served = testing::PollUntil(
-      [&] {
-        capnp::EzRpcClient next(server->address());
-        auto kv = next.getMain<rpc::GeoKv>();
-        try {
-          return Works(kv, ws, "next");
-        } catch (const kj::Exception&) {
-          return false;
-        }
-      },
-      std::chrono::seconds(10));
-  EXPECT_TRUE(served);
+  EXPECT_TRUE(testing::PollUntil([&] { return NewConnectionWorks(server->address(), ws); },
+                                 std::chrono::seconds(10)));
+}
+
+// A connection that sends nothing, or sends a request a byte at a time, is
+// closed and frees its slot; one that keeps sending requests stays.
+TEST_F(ServerProcessTest, IdleAndSlowConnectionsAreClosedAndFreeTheirSlots) {
+  auto server = NewServer({"--max-connections", "2", "--idle-timeout", "1s",
+                           "--read-timeout", "1s"});
+  START(server);
+  EXPECT_TRUE(ServerClosesAfter(server->port(), ""));
+  EXPECT_TRUE(ServerClosesAfter(server->port(), std::string("\0\0\0\0", 4)));
+  {
+    // A frame of one 4-word segment, sent a byte every 200 ms: it would
+    // take 8 s; the connection is closed long before.
+    std::string frame("\0\0\0\0\x04\0\0\0", 8);
+    frame += std::string(32, '\0');
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(server->port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const auto start = std::chrono::steady_clock::now();
+    size_t sent = 0;
+    while (sent < frame.size() && send(fd, frame.data() + sent, 1, MSG_NOSIGNAL) == 1) {
+      ++sent;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    close(fd);
+    EXPECT_LT(sent, frame.size());
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  }
+  // Two silent connections fill the limit until they are closed.
+  capnp::EzRpcClient busy(server->address());
+  auto& ws = busy.getWaitScope();
+  auto kv = busy.getMain<rpc::GeoKv>();
+  {
+    capnp::EzRpcClient silent(server->address());
+    ASSERT_TRUE(Works(kv, ws, "busy"));
+    // The silent client's connection goes after a second; meanwhile the
+    // busy one, which sends a request every 200 ms, stays.
+    bool freed = testing::PollUntil(
+        [&] {
+          EXPECT_TRUE(Works(kv, ws, "busy"));
+          return NewConnectionWorks(server->address(), ws);
+        },
+        std::chrono::seconds(10));
+    EXPECT_TRUE(freed);
+  }
+  EXPECT_TRUE(Works(kv, ws, "still"));
 }
 
 TEST_F(ServerProcessTest, ConfigFileAndFlagsWithFlagsWinning) {

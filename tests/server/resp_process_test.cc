@@ -10,9 +10,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "testing/process.h"
 #include "tests/resp/resp_client.h"
@@ -245,6 +247,26 @@ TEST_F(RespProcessTest, ProtocolErrorsCloseOnlyTheirConnection) {
   const std::string reply = c.Read(60);
   EXPECT_EQ(reply.rfind("-TOOLARGE value of 1025 bytes exceeds max-value-bytes 1024", 0), 0u)
       << reply;
+}
+
+// A Redis connection silent between commands, or stuck within one, is
+// closed; one that keeps sending commands is not.
+TEST_F(RespProcessTest, IdleAndSlowConnectionsAreClosed) {
+  StartServer({"--idle-timeout", "1s", "--read-timeout", "1s"});
+  const auto start = std::chrono::steady_clock::now();
+  RespClient idle(port_), stuck(port_), busy(port_);
+  ASSERT_TRUE(idle.connected() && stuck.connected() && busy.connected());
+  stuck.Send("PING\r\n*1\r\n$4\r\nPI");
+  for (int i = 0; i < 10; ++i) {
+    busy.Send("PING\r\n");
+    EXPECT_EQ(busy.Read(7), "+PONG\r\n") << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  // Both were closed in the 3 s the busy one was served, with nothing more
+  // to read than the first PING's answer.
+  EXPECT_EQ(idle.ReadToEnd(), "");
+  EXPECT_EQ(stuck.ReadToEnd(), "+PONG\r\n");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
 
 // The Redis port and the client API share --max-connections: a slot taken
