@@ -291,7 +291,8 @@ void Node::StartServices() {
     auto calls = std::make_shared<CallLimit>(calls_per_connection);
     capnp::Capability::Client service = kj::heap<KvService>(
         *coordinator_, *admin_, *replicator_, *serving_, calls, service_options);
-    return RpcSession{kj::mv(service), [calls] { return calls->Wait(); }};
+    return RpcSession{kj::mv(service), [calls] { return calls->Wait(); },
+                      [calls] { return calls->under_way() > 0; }};
   };
   RpcListenerOptions client_options;
   client_options.max_connections = options_.max_connections;

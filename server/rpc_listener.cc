@@ -23,12 +23,13 @@ namespace {
 class PacedStream final : public kj::AsyncIoStream {
  public:
   PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued,
-              std::function<kj::Maybe<kj::Promise<void>>()> wait,
-              const RpcListenerOptions& options)
+              RpcSession& session, const RpcListenerOptions& options)
       : inner_(kj::mv(inner)),
         timer_(timer),
         max_queued_(max_queued),
-        wait_(std::move(wait)),
+        wait_(std::move(session.wait)),
+        busy_(std::move(session.busy)),
+        idle_timeout_(options.idle_timeout.count() * kj::MILLISECONDS),
         deadlines_(options.idle_timeout.count() * kj::MILLISECONDS,
                    options.read_timeout.count() * kj::MILLISECONDS, timer.now()) {}
 
@@ -106,21 +107,29 @@ class PacedStream final : public kj::AsyncIoStream {
       return got;
     });
     KJ_IF_MAYBE(deadline, deadlines_.Next()) {
-      const bool idle = deadlines_.between_messages();
-      return read.exclusiveJoin(timer_.atTime(*deadline).then([idle]() -> size_t {
-        const char* why = idle ? "sent no message within --idle-timeout"
-                               : "did not send a whole message within --read-timeout";
-        spdlog::info("closing a connection that {}", why);
-        kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "connection timed out", why));
-      }));
+      return read.exclusiveJoin(Expire(*deadline, deadlines_.between_messages()));
     }
     return read;
+  }
+
+  // Ends the connection at `deadline`; an idle one whose calls are under
+  // way (a long wait) gets another idle_timeout_ instead.
+  kj::Promise<size_t> Expire(kj::TimePoint deadline, bool idle) {
+    return timer_.atTime(deadline).then([this, idle]() -> kj::Promise<size_t> {
+      if (idle && busy_ && busy_()) return Expire(timer_.now() + idle_timeout_, true);
+      const char* why = idle ? "sent no message within --idle-timeout"
+                             : "did not send a whole message within --read-timeout";
+      spdlog::info("closing a connection that {}", why);
+      return KJ_EXCEPTION(DISCONNECTED, "connection timed out", why);
+    });
   }
 
   kj::Own<kj::AsyncIoStream> inner_;
   kj::Timer& timer_;
   const size_t max_queued_;
   const std::function<kj::Maybe<kj::Promise<void>>()> wait_;
+  const std::function<bool()> busy_;
+  const kj::Duration idle_timeout_;
   capnp::TwoPartyVatNetwork* network_ = nullptr;
   ReadDeadlines deadlines_;
   kj::byte buffer_[kBufferBytes];
@@ -133,8 +142,8 @@ struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RpcSession session,
              kj::Timer& timer, const RpcListenerOptions& options)
       : slot(std::move(slot)),
-        stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes,
-                                     kj::mv(session.wait), options)),
+        stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes, session,
+                                     options)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
     stream->PaceBy(&network);
@@ -159,7 +168,7 @@ RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver,
     : RpcListener(
           kj::mv(receiver),
           [shared = std::make_shared<capnp::Capability::Client>(kj::mv(bootstrap))] {
-            return RpcSession{*shared, {}};
+            return RpcSession{*shared, {}, {}};
           },
           timer, options) {}
 

@@ -46,6 +46,9 @@ struct RpcSession {
   // promise that resolves once it may (its calls under way, whose replies
   // are not queued yet, leave room for more). Default (empty): always now.
   std::function<kj::Maybe<kj::Promise<void>>()> wait;
+  // Whether calls of the connection are under way: it is not idle then,
+  // whatever it sends. Default (empty): never.
+  std::function<bool()> busy;
 };
 // Makes the session of each connection accepted.
 using RpcSessionFactory = std::function<RpcSession()>;

@@ -614,6 +614,23 @@ TEST_F(ServerProcessTest, IdleAndSlowConnectionsAreClosedAndFreeTheirSlots) {
     EXPECT_TRUE(freed);
   }
   EXPECT_TRUE(Works(kv, ws, "still"));
+  // A call that waits longer than the idle timeout keeps its connection:
+  // a wait for a write 1,000 positions past this node's last one.
+  auto set = kv.setRequest();
+  set.setKey(AsData("t"));
+  set.setValue(AsData("v"));
+  // The token's form (docs/formats.md): version, origin, then the
+  // position, 8 bytes big-endian.
+  std::string token = String(set.send().wait(ws).getToken()).substr(0, 17);
+  uint64_t position = 0;
+  for (int i = 9; i < 17; ++i) position = position << 8 | static_cast<uint8_t>(token[i]);
+  position += 1000;
+  for (int i = 16; i >= 9; --i, position >>= 8) token[i] = static_cast<char>(position & 0xff);
+  auto wait = kv.waitReplicatedRequest();
+  wait.initTokens(1).set(0, AsData(token));
+  wait.setTimeoutMs(2500);
+  EXPECT_EQ(wait.send().wait(ws).getOutcome().getCode(), Code::TIMEOUT);
+  EXPECT_TRUE(Works(kv, ws, "after-wait"));
 }
 
 TEST_F(ServerProcessTest, ConfigFileAndFlagsWithFlagsWinning) {
