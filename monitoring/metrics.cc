@@ -318,7 +318,10 @@ StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     const std::string& listen, std::shared_ptr<prometheus::Registry> registry) {
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   try {
-    server->exposer_ = std::make_unique<prometheus::Exposer>(listen, 2);
+    // A few threads, and a request that has not arrived whole within 5 s
+    // is dropped: slow or idle connections cannot hold the port for long.
+    server->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", listen, "num_threads", "4", "request_timeout_ms", "5000"});
   } catch (const std::exception& e) {
     return Status::IOError("cannot serve metrics on " + listen + ": " + e.what());
   }

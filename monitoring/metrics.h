@@ -127,7 +127,8 @@ class Metrics {
 };
 
 // Serves a registry, and the process's own metrics (CPU, memory, file
-// descriptors, from /proc), on http://LISTEN/metrics.
+// descriptors, from /proc), on http://LISTEN/metrics, with four threads; a
+// connection that has not sent its whole request within 5 s is closed.
 class MetricsServer {
  public:
   // InvalidArgument or IOError naming `listen` when it cannot serve there.
