@@ -219,6 +219,10 @@ class PeerServiceImpl final : public peer::Peer::Server {
     KJ_REQUIRE(theirs.getSchemaVersion() == peer::SCHEMA_VERSION,
                "this node speaks peer schema version 1 only", theirs.getSchemaVersion());
     const ReplicaId caller = theirs.getReplicaId();
+    KJ_REQUIRE(theirs.getName().size() > 0 && theirs.getName().size() <= kMaxMemberFieldBytes,
+               "a hello's name must be 1 to 256 bytes", theirs.getName().size());
+    KJ_REQUIRE(theirs.getRegion().size() > 0 && theirs.getRegion().size() <= kMaxMemberFieldBytes,
+               "a hello's region must be 1 to 256 bytes", theirs.getRegion().size());
     Store& store = c_.env.store;
     KJ_REQUIRE(caller != store.node_id() && caller != 0,
                "the caller has this node's replica id (a copied data dir?)");

@@ -335,6 +335,30 @@ TEST(ReplicatorPair, PeerCallsWithListsOverTheLimitAreRefusedAndChangeNothing) {
   pair.Shutdown(io.waitScope);
 }
 
+// A hello with an empty name, or a region of 100 KB, is refused.
+TEST(ReplicatorPair, AHelloWithAnEmptyNameOrAHugeRegionIsRefused) {
+  auto io = kj::setupAsyncIo();
+  Pair pair(io);
+  auto peer = pair.b.replicator->PeerBootstrap().castAs<peer::Peer>();
+  auto refusal = [&](const std::string& name, const std::string& region) -> std::string {
+    auto req = peer.helloRequest();
+    FillHello(pair.a.options, pair.a.store->node_id(), 1, req.initHello());
+    req.getHello().setName(name);
+    req.getHello().setRegion(region);
+    try {
+      req.send().wait(io.waitScope);
+    } catch (const kj::Exception& e) {
+      return e.getDescription().cStr();
+    }
+    return "";
+  };
+  EXPECT_NE(refusal("", "eu").find("name must be 1 to 256 bytes"), std::string::npos);
+  EXPECT_NE(refusal("a", std::string(100 << 10, 'r')).find("region must be 1 to 256 bytes"),
+            std::string::npos);
+  EXPECT_EQ(refusal("a", pair.a.options.region), "");
+  pair.Shutdown(io.waitScope);
+}
+
 // a's clock runs 2 s ahead of b's: b refuses a's write (limit 500 ms), and
 // a's shipper sends it again until b's clock has caught up.
 TEST(ReplicatorPair, AWriteRefusedForAStampAheadIsAppliedOnceTheClockCatchesUp) {
