@@ -1,11 +1,13 @@
-// Gossip packets made by hand, as an outsider who read schema/gossip.capnp
-// would make them: well formed and framed, and sealed by no one.
+// Gossip packets made by hand and sent from a socket of their own, as an
+// outsider who read schema/gossip.capnp would: well formed and framed, and
+// sealed by no one.
 
 #ifndef GEOKV_TESTS_CLUSTER_FORGED_PACKET_H_
 #define GEOKV_TESTS_CLUSTER_FORGED_PACKET_H_
 
 #include <capnp/message.h>
 
+#include <boost/asio/ip/udp.hpp>
 #include <cstdint>
 #include <string>
 
@@ -36,6 +38,16 @@ inline std::string ForgedPacket(uint32_t magic, uint32_t version, const Member& 
 // The same with the magic and version this build speaks.
 inline std::string ForgedPacket(const Member& sender) {
   return ForgedPacket(gossip::GOSSIP_MAGIC, gossip::GOSSIP_VERSION, sender);
+}
+
+// Sends `bytes` to `address` (127.0.0.1:PORT) from a socket of its own.
+inline void SendDatagram(const std::string& address, const std::string& bytes) {
+  boost::asio::io_context io;
+  boost::asio::ip::udp::socket socket(
+      io, boost::asio::ip::udp::endpoint(boost::asio::ip::udp::v4(), 0));
+  const auto port = static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+  socket.send_to(boost::asio::buffer(bytes),
+                 boost::asio::ip::udp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port));
 }
 
 }  // namespace geokv

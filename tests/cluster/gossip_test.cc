@@ -5,8 +5,6 @@
 
 #include <gtest/gtest.h>
 
-#include <boost/asio/ip/udp.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -68,17 +66,6 @@ std::optional<MemberState> StateOf(const Gossip& observer, ReplicaId id) {
 }
 
 GossipKey Key(const std::string& id, char fill) { return GossipKey{id, std::string(32, fill)}; }
-
-// Sends `bytes` to `address` (127.0.0.1:PORT) from a socket of its own, as
-// anyone on the network could.
-void SendDatagram(const std::string& address, const std::string& bytes) {
-  boost::asio::io_context io;
-  boost::asio::ip::udp::socket socket(io, boost::asio::ip::udp::endpoint(
-                                              boost::asio::ip::udp::v4(), 0));
-  const auto port = static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
-  socket.send_to(boost::asio::buffer(bytes),
-                 boost::asio::ip::udp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port));
-}
 
 // `packet` sealed by `sender` under `key`, to no one in particular.
 std::string SealedAs(const GossipKey& key, ReplicaId sender, const std::string& packet) {
