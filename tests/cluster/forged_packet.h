@@ -8,6 +8,7 @@
 #include <capnp/message.h>
 
 #include <boost/asio/ip/udp.hpp>
+
 #include <cstdint>
 #include <string>
 

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <boost/asio/ip/udp.hpp>
+
 #include <chrono>
 #include <fstream>
 #include <map>
