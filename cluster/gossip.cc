@@ -43,6 +43,28 @@ std::string FormatEndpoint(const udp::endpoint& e) {
   return host + ":" + std::to_string(e.port());
 }
 
+// Checks the keys' options against the membership's and keeps a sealed
+// datagram within the membership's packet budget.
+Status ValidateAuth(const GossipAuthOptions& auth, MembershipOptions* membership) {
+  if (auth.keys.empty()) return Status::OK();
+  if (auth.start_slack > auth.window) {
+    return Status::InvalidArgument("the gossip start slack must not exceed the replay window");
+  }
+  for (auto [forget, name] : {std::pair{membership->dead_forget, "dead_forget"},
+                              std::pair{membership->left_forget, "left_forget"}}) {
+    if (forget.count() != 0 && forget <= auth.window) {
+      return Status::InvalidArgument(std::string(name) +
+                                     " must exceed the gossip replay window, or a replayed "
+                                     "datagram could bring back a member forgotten");
+    }
+  }
+  if (membership->max_packet_bytes <= 2 * GossipAuthenticator::kMaxOverheadBytes) {
+    return Status::InvalidArgument("max_packet_bytes leaves no room for a sealed packet");
+  }
+  membership->max_packet_bytes -= GossipAuthenticator::kMaxOverheadBytes;
+  return Status::OK();
+}
+
 std::string Describe(const Member& m) {
   return fmt::format("{} ({:016x}) at {}", m.name.empty() ? "?" : m.name, m.id, m.gossip_address);
 }
@@ -68,7 +90,9 @@ Status Gossip::Start() {
   }
   Member self = options_.self;
   if (self.gossip_address.empty()) self.gossip_address = options_.listen;
-  GEOKV_RETURN_IF_ERROR(ValidateMembership(options_.membership, self));
+  MembershipOptions membership = options_.membership;
+  GEOKV_RETURN_IF_ERROR(ValidateAuth(options_.auth, &membership));
+  GEOKV_RETURN_IF_ERROR(ValidateMembership(membership, self));
   std::string host, port;
   GEOKV_RETURN_IF_ERROR(
       SplitHostPort(options_.listen, &host, &port).WithContext("gossip listen address"));
@@ -94,13 +118,24 @@ Status Gossip::Start() {
   bound_address_ = FormatEndpoint(socket_.local_endpoint(ec));
   if (options_.self.gossip_address.empty()) self.gossip_address = bound_address_;
 
+  auth_ = std::make_unique<GossipAuthenticator>(options_.auth, self.id);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    membership_ = std::make_unique<Membership>(options_.membership, self);
+    membership_ = std::make_unique<Membership>(membership, self);
     membership_->Join(options_.seeds);
   }
   spdlog::info("gossip: {} of region {} listening on {}", Describe(self), self.region,
                bound_address_);
+  if (auth_->enabled()) {
+    spdlog::info("gossip: datagrams sealed under key '{}'; accepted under {} key(s){}",
+                 options_.auth.keys.front().id, options_.auth.keys.size(),
+                 options_.auth.accept_unauthenticated ? " and unauthenticated ones too" : "");
+  } else if (!endpoint.address().is_loopback()) {
+    spdlog::warn("gossip: {} is not a loopback address and gossip has no key: anyone who can "
+                 "send it a datagram can change this region's members (--gossip-key-file, "
+                 "docs/operations.md)",
+                 bound_address_);
+  }
   StartReceive();
   boost::asio::post(io_, [this] {
     {
@@ -191,6 +226,12 @@ uint64_t Gossip::version() const {
   return membership_ ? membership_->version() : 0;
 }
 
+std::array<uint64_t, kGossipRefusals> Gossip::refused() const {
+  std::array<uint64_t, kGossipRefusals> out{};
+  for (size_t i = 0; i < kGossipRefusals; ++i) out[i] = refused_[i].load();
+  return out;
+}
+
 MembershipStats Gossip::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return membership_ ? membership_->stats() : MembershipStats();
@@ -210,12 +251,18 @@ void Gossip::StartReceive() {
           spdlog::debug("gossip: receive failed: {}", ec.message());
         } else if (!Drop()) {
           std::string from = FormatEndpoint(receive_from_);
-          {
-            std::lock_guard<std::mutex> lock(mu_);
-            membership_->Receive(from, std::string_view(receive_buffer_.data(), bytes),
-                                 Clock::now());
+          std::string_view packet;
+          std::string detail;
+          if (auto refusal = auth_->Open(std::string_view(receive_buffer_.data(), bytes), &packet,
+                                         &detail)) {
+            Refuse(*refusal, from, detail);
+          } else {
+            {
+              std::lock_guard<std::mutex> lock(mu_);
+              membership_->Receive(from, packet, Clock::now());
+            }
+            AfterEvent();
           }
-          AfterEvent();
         }
         StartReceive();
       });
@@ -276,8 +323,9 @@ void Gossip::SendTo(const Membership::Outgoing& out) {
   if (Drop()) return;
   udp::endpoint endpoint;
   if (!Resolve(out.to, &endpoint)) return;
+  const std::string datagram = auth_->Seal(out.bytes, out.recipient);
   boost::system::error_code ec;
-  socket_.send_to(boost::asio::buffer(out.bytes), endpoint, 0, ec);
+  socket_.send_to(boost::asio::buffer(datagram), endpoint, 0, ec);
   if (ec) spdlog::debug("gossip: sending to {} failed: {}", out.to, ec.message());
 }
 
@@ -333,6 +381,18 @@ bool Gossip::Drop() {
   if (p <= 0) return false;
   if (p >= 1) return true;
   return std::uniform_real_distribution<double>(0, 1)(drop_rng_) < p;
+}
+
+void Gossip::Refuse(GossipRefusal refusal, const std::string& from, const std::string& detail) {
+  const auto i = static_cast<size_t>(refusal);
+  refused_[i].fetch_add(1);
+  uint64_t held_back = 0;
+  if (!refusal_log_[i].Allow(LogLimiter::Clock::now(), &held_back)) return;
+  spdlog::warn("gossip: refused a datagram from {} ({}): {}{}", from, GossipRefusalName(refusal),
+               detail,
+               held_back == 0
+                   ? ""
+                   : fmt::format(" (and {} more for this reason since the last message)", held_back));
 }
 
 void Gossip::LogChanges(const std::vector<Member>& members) {

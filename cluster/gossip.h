@@ -1,10 +1,13 @@
 // Gossip: runs one node's Membership (cluster/membership.h) over UDP with
 // Boost.Asio, on a thread of its own (DESIGN.md section 3, "Threads").
 //
-// The thread owns the socket and a timer: each datagram received is handed
-// to the membership, the timer ticks it at its next deadline, and what it
-// produces is sent at once. Addresses are HOST:PORT; names are resolved on
-// the gossip thread and remembered for a while.
+// The thread owns the socket and a timer: each datagram received is opened
+// (cluster/gossip_auth.h: with keys, one that is not sealed under one of
+// them, or is replayed, is refused, counted and logged at most every 10 s
+// per reason, and reaches nothing else) and handed to the membership, the
+// timer ticks it at its next deadline, and what it produces is sealed and
+// sent at once. Addresses are HOST:PORT; names are resolved on the gossip
+// thread and remembered for a while.
 //
 // Thread safety: every public method may be called from any thread, except
 // Stop() and the destructor, which must not be called from the gossip
@@ -17,6 +20,7 @@
 #include <boost/asio/ip/udp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -32,7 +36,9 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/gossip_auth.h"
 #include "cluster/membership.h"
+#include "util/log_limiter.h"
 #include "util/status.h"
 
 namespace geokv {
@@ -48,7 +54,14 @@ struct GossipOptions {
   // HOST:PORT of nodes to join through; this node's own address may be
   // among them. Empty for the first node of a region. Default: empty.
   std::vector<std::string> seeds;
+  // The membership protocol's options. With keys, each packet is kept
+  // GossipAuthenticator::kMaxOverheadBytes under max_packet_bytes, so that
+  // a sealed datagram is no larger than a bare one was; and dead_forget and
+  // left_forget, where set, must exceed auth.window.
   MembershipOptions membership;
+  // Keys and replay window. Default: no keys, nothing authenticated, and a
+  // warning at Start() unless the socket is bound to a loopback address.
+  GossipAuthOptions auth;
   // For tests: the fraction of datagrams dropped, each sent and each
   // received. Default: 0.
   double drop_probability = 0;
@@ -96,6 +109,8 @@ class Gossip {
   // See Membership::version(); 0 before Start().
   uint64_t version() const;
   MembershipStats stats() const;
+  // Datagrams refused, by GossipRefusal; they only grow.
+  std::array<uint64_t, kGossipRefusals> refused() const;
 
   // `callback` runs on the gossip thread after any change to the member
   // list (a version() bump), outside of any lock, so it may call the
@@ -118,6 +133,7 @@ class Gossip {
   void SendTo(const Membership::Outgoing& out);
   bool Resolve(const std::string& address, boost::asio::ip::udp::endpoint* endpoint);
   bool Drop();
+  void Refuse(GossipRefusal refusal, const std::string& from, const std::string& detail);
   void LogChanges(const std::vector<Member>& members);
 
   const GossipOptions options_;
@@ -128,8 +144,11 @@ class Gossip {
   std::thread thread_;
   std::string bound_address_;
   std::atomic<double> drop_probability_;
+  std::array<std::atomic<uint64_t>, kGossipRefusals> refused_{};
 
   // Touched only on the gossip thread (or by Start() before it runs).
+  std::unique_ptr<GossipAuthenticator> auth_;
+  std::array<LogLimiter, kGossipRefusals> refusal_log_;
   std::vector<char> receive_buffer_;
   boost::asio::ip::udp::endpoint receive_from_;
   bool timer_armed_ = false;

@@ -186,7 +186,7 @@ void Membership::Receive(const std::string& from, std::string_view bytes, Time n
       std::vector<const Member*> all;
       all.push_back(&self_);
       for (const auto& [id, e] : members_) all.push_back(&e.member);
-      SendList(from, Kind::kJoinReply, all);
+      SendList(from, p.sender_id, Kind::kJoinReply, all);
       break;
     }
     case Kind::kJoinReply:
@@ -201,7 +201,7 @@ void Membership::Receive(const std::string& from, std::string_view bytes, Time n
     synced_unknown_[from] = now;
     Packet join;
     join.kind = Kind::kJoin;
-    Send(from, 0, join);
+    Send(from, p.sender_id, join);
   }
 }
 
@@ -451,7 +451,7 @@ void Membership::PushPull() {
   std::vector<const Member*> all;
   all.push_back(&self_);
   for (const auto& [id, e] : members_) all.push_back(&e.member);
-  SendList(peer->gossip_address, Kind::kJoinReply, all);
+  SendList(peer->gossip_address, peer->id, Kind::kJoinReply, all);
 }
 
 void Membership::SendJoins() {
@@ -557,11 +557,11 @@ void Membership::Send(const std::string& to, ReplicaId recipient, const Packet& 
   for (auto it = broadcasts_.begin(); it != broadcasts_.end();) {
     it = it->second.transmits >= limit ? broadcasts_.erase(it) : std::next(it);
   }
-  outgoing_.push_back(Outgoing{to, std::move(bytes)});
+  outgoing_.push_back(Outgoing{to, std::move(bytes), recipient});
   ++stats_.messages_sent;
 }
 
-void Membership::SendList(const std::string& to, Kind kind,
+void Membership::SendList(const std::string& to, ReplicaId recipient, Kind kind,
                           const std::vector<const Member*>& members) {
   Packet packet;
   packet.kind = kind;
@@ -569,7 +569,7 @@ void Membership::SendList(const std::string& to, Kind kind,
   std::vector<const Member*> chunk;
   size_t used = base;
   auto flush = [&]() {
-    outgoing_.push_back(Outgoing{to, Encode(packet, chunk)});
+    outgoing_.push_back(Outgoing{to, Encode(packet, chunk), recipient});
     ++stats_.messages_sent;
     chunk.clear();
     used = base;

@@ -109,6 +109,9 @@ class Membership {
   struct Outgoing {
     std::string to;  // HOST:PORT
     std::string bytes;
+    // The member meant, 0 when the sender does not know which member is at
+    // `to` (a seed); a sealed datagram names it (cluster/gossip_auth.h).
+    ReplicaId recipient = 0;
   };
 
   // `self` is this node, alive; its gossip_address is where others reach it.
@@ -241,8 +244,10 @@ class Membership {
   // entry of `recipient` (0 if unknown) goes first if it is suspect, dead
   // or left there, so that the recipient can refute at once.
   void Send(const std::string& to, ReplicaId recipient, const Packet& packet);
-  // Sends `members` to `to` in as many packets of `kind` as needed.
-  void SendList(const std::string& to, Kind kind, const std::vector<const Member*>& members);
+  // Sends `members` to `to` (member `recipient`, 0 if unknown) in as many
+  // packets of `kind` as needed.
+  void SendList(const std::string& to, ReplicaId recipient, Kind kind,
+                const std::vector<const Member*>& members);
   // The wire form (membership_wire.cc). A non-empty list of updates adds a
   // tag word to a packet.
   static constexpr size_t kListTagBytes = 8;

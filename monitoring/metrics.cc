@@ -227,7 +227,10 @@ Metrics::Metrics(const std::string& region)
       peer_clock_offset_(Family<prometheus::Gauge>(*registry_, region,
           "geokv_peer_clock_offset_seconds", "A peer's clock minus this node's, from heartbeats")),
       members_(Family<prometheus::Gauge>(*registry_, region, "geokv_members",
-          "Members of the cluster as this node sees them, by region and state")) {
+          "Members of the cluster as this node sees them, by region and state")),
+      gossip_refused_(Family<prometheus::Counter>(*registry_, region,
+          "geokv_gossip_datagrams_refused_total",
+          "Gossip datagrams dropped before the membership saw them, by reason")) {
   Family<prometheus::Gauge>(*registry_, region, "geokv_build_info",
                             "The geokv version this node runs")
       .Add({{"version", GEOKV_VERSION}})
@@ -293,6 +296,10 @@ void Metrics::ForgetPeer(const std::string& peer, const std::string& peer_region
   connected_.Remove(it->second.connected);
   peer_clock_offset_.Remove(it->second.clock_offset);
   peers_.erase(it);
+}
+
+prometheus::Counter& Metrics::GossipRefused(const std::string& reason) {
+  return gossip_refused_.Add({{"reason", reason}});
 }
 
 void Metrics::SetMembers(const std::map<std::pair<std::string, std::string>, int>& counts) {

@@ -75,6 +75,10 @@ class Metrics {
   // REQUIRES: nothing uses the peer's handles any more.
   void ForgetPeer(const std::string& peer, const std::string& peer_region);
 
+  // The count of gossip datagrams refused for `reason` (a name of
+  // cluster/gossip_auth.h's GossipRefusal), its series made on first use.
+  prometheus::Counter& GossipRefused(const std::string& reason);
+
   // Members this node sees, by region and state; replaces the last count.
   // Every region named gets a series for each state, 0 when it has none.
   void SetMembers(const std::map<std::pair<std::string, std::string>, int>& counts);
@@ -118,6 +122,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& connected_;
   prometheus::Family<prometheus::Gauge>& peer_clock_offset_;
   prometheus::Family<prometheus::Gauge>& members_;
+  prometheus::Family<prometheus::Counter>& gossip_refused_;
   std::array<std::array<prometheus::Counter*, kMetricOutcomes>, kMetricOps> request_counters_{};
   std::array<prometheus::Histogram*, kMetricOps> request_durations_{};
   std::mutex mu_;  // guards the maps below

@@ -300,18 +300,14 @@ Status GroupCommitter::CheckStamps(const RemoteApply& apply, const std::vector<C
         " ms ahead of this node's clock " + std::to_string(now) +
         " (limit --max-clock-offset " + std::to_string(max_ahead) +
         " ms); nothing of the batch is applied until this node's clock has caught up");
-    const auto at = std::chrono::steady_clock::now();
-    if (at - refusal_logged_ >= std::chrono::seconds(10)) {
-      if (refusals_unlogged_ > 0) {
+    uint64_t held_back = 0;
+    if (refusal_log_.Allow(LogLimiter::Clock::now(), &held_back)) {
+      if (held_back > 0) {
         spdlog::warn("{} (and {} more refusals since the last message)", refused.message(),
-                     refusals_unlogged_);
+                     held_back);
       } else {
         spdlog::warn("{}", refused.message());
       }
-      refusal_logged_ = at;
-      refusals_unlogged_ = 0;
-    } else {
-      ++refusals_unlogged_;
     }
     return refused;
   }

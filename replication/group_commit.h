@@ -29,6 +29,7 @@
 
 #include "replication/encoded_joins.h"
 #include "storage/store.h"
+#include "util/log_limiter.h"
 
 namespace geokv {
 
@@ -220,10 +221,8 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   // Writer thread only: per origin, the position as of the groups written
   // (from the store when absent; cleared when a commit fails).
   std::map<ReplicaId, uint64_t> remote_through_;
-  // Writer thread only: when a refused stamp was last logged, and the
-  // refusals since then that were not (the log is rate-limited).
-  std::chrono::steady_clock::time_point refusal_logged_{};
-  uint64_t refusals_unlogged_ = 0;
+  // Writer thread only: refused stamps are logged at most every 10 s.
+  LogLimiter refusal_log_;
 
   std::atomic<int64_t> max_stamp_ahead_ms_{-1};  // -1: no bound
   std::atomic<uint64_t> stamps_refused_{0};

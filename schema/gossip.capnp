@@ -7,7 +7,9 @@
 # both, so a flipped bit is a dropped packet rather than a wrong member. A
 # packet is at most `max_packet_bytes` (default 1400, under a typical path
 # MTU, so it is never fragmented); a single member entry too large for that
-# still travels, alone in its packet.
+# still travels, alone in its packet. A node with gossip keys sends the
+# framed packet sealed in an envelope with a MAC, a key id, the recipient
+# and a stamp (cluster/gossip_auth.h; docs/formats.md).
 #
 # Every packet names its sender (`senderId`, `senderIncarnation`), is one of
 # the kinds below, and piggybacks member entries in `updates`:

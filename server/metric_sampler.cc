@@ -15,7 +15,11 @@ MetricSampler::MetricSampler(AsyncStore& store, std::string data_dir, Gossip* go
       gossip_(gossip),
       view_(view),
       metrics_(metrics),
-      timer_(timer) {}
+      timer_(timer) {
+  for (size_t i = 0; i < kGossipRefusals; ++i) {
+    refused_[i] = &metrics_.GossipRefused(std::string(GossipRefusalName(GossipRefusal(i))));
+  }
+}
 
 void MetricSampler::Start() {
   sampling_ = Sample().eagerlyEvaluate([](kj::Exception&& e) {
@@ -56,6 +60,11 @@ void MetricSampler::Record(const Store::SpaceEstimates& space) {
     uint64_t detections = gossip_->failure_detections();
     metrics_.failure_detections.Increment(static_cast<double>(detections - detections_counted_));
     detections_counted_ = detections;
+    const auto refused = gossip_->refused();
+    for (size_t i = 0; i < kGossipRefusals; ++i) {
+      refused_[i]->Increment(static_cast<double>(refused[i] - refused_counted_[i]));
+      refused_counted_[i] = refused[i];
+    }
   }
   std::map<std::pair<std::string, std::string>, int> members;
   for (const Member* m : view_.Members()) {

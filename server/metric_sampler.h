@@ -8,6 +8,7 @@
 #include <kj/async.h>
 #include <kj/timer.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -45,6 +46,9 @@ class MetricSampler {
   kj::Timer& timer_;
   uint64_t lww_counted_ = 0;
   uint64_t detections_counted_ = 0;
+  // Every reason's series exists from the start, at 0, with gossip or not.
+  std::array<prometheus::Counter*, kGossipRefusals> refused_{};
+  std::array<uint64_t, kGossipRefusals> refused_counted_{};
   kj::Promise<void> sampling_ = nullptr;
   kj::Promise<void> probing_ = nullptr;
 };

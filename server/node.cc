@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "cluster/gossip.h"
+#include "cluster/gossip_key.h"
 #include "monitoring/metrics.h"
 #include "replication/group_commit.h"
 #include "replication/replicator.h"
@@ -165,6 +166,15 @@ Status Node::StartGossip() {
     g.membership.ping_timeout = std::chrono::milliseconds(options_.gossip_period_ms * 2 / 5);
     g.membership.suspicion_timeout = std::chrono::milliseconds(options_.suspicion_timeout_ms);
     g.drop_probability = options_.gossip_drop;
+    if (!options_.gossip_key_file.empty()) {
+      auto keys = LoadGossipKeys(options_.gossip_key_file);
+      if (!keys.ok()) {
+        spdlog::error("cannot start gossip: {}", keys.status().ToString());
+        return keys.status();
+      }
+      g.auth.keys = std::move(keys).value();
+      g.auth.accept_unauthenticated = options_.gossip_accept_unauthenticated;
+    }
     for (const RetiredId& r : store_->RetiredIds()) g.membership.retired.push_back(r.id);
     gossip_ = std::make_unique<Gossip>(std::move(g));
     Status started = gossip_->Start();

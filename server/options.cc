@@ -86,6 +86,12 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                  "HOST:PORT (UDP) of membership gossip (default: none, a one-node region)");
   std::string seeds;
   app.add_option("--seeds", seeds, "Gossip addresses of this region's nodes: HOST:PORT,...");
+  app.add_option("--gossip-key-file", o.gossip_key_file,
+                 "File of the keys gossip datagrams are sealed under, one 'ID hex:SECRET' a "
+                 "line, the first sent under (mode 600; default: none, gossip unauthenticated)");
+  app.add_flag("--gossip-accept-unauthenticated", o.gossip_accept_unauthenticated,
+               "With --gossip-key-file, also accept unauthenticated datagrams: only while a "
+               "region is switched to keys one node at a time");
   app.add_option("--replication-factor", o.replication_factor,
                  "Owners of each key in each region (the same on every node)")
       ->capture_default_str()
@@ -191,6 +197,12 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   }
   if (!o.seeds.empty() && o.gossip_listen.empty()) {
     return usage_error("--seeds: needs --gossip-listen");
+  }
+  if (!o.gossip_key_file.empty() && o.gossip_listen.empty()) {
+    return usage_error("--gossip-key-file: needs --gossip-listen");
+  }
+  if (o.gossip_accept_unauthenticated && o.gossip_key_file.empty()) {
+    return usage_error("--gossip-accept-unauthenticated: needs --gossip-key-file");
   }
   if (o.gossip_period_ms * 2 > o.suspicion_timeout_ms) {
     return usage_error("--suspicion-timeout: must be at least twice --gossip-period");

@@ -76,6 +76,13 @@ struct ServerOptions {
   std::string gossip_listen;
   // Gossip addresses of this region's nodes to join through.
   std::vector<std::string> seeds;
+  // The file of the keys gossip datagrams are sealed under
+  // (cluster/gossip_key.h), read at start; empty: gossip is not
+  // authenticated (docs/operations.md).
+  std::string gossip_key_file;
+  // With gossip_key_file: also accept unauthenticated datagrams, while a
+  // region is switched to keys one node at a time.
+  bool gossip_accept_unauthenticated = false;
   // Owners of each key in each region (N). The same on every node.
   size_t replication_factor = 3;
   // Ring tokens per node. The same on every node.
