@@ -30,6 +30,8 @@ struct RpcListenerOptions {
   // max_connections.
   std::shared_ptr<ConnectionSlots> slots;
   size_t max_message_bytes = 64 << 20;
+  // What each connection is wrapped in (TLS); default (nullptr): none.
+  Acceptor::Wrap wrap;
 };
 
 // What one connection is served.
@@ -40,8 +42,9 @@ struct RpcSession {
   // are not queued yet, leave room for more). Default (empty): always now.
   std::function<kj::Maybe<kj::Promise<void>>()> wait;
 };
-// Makes the session of each connection accepted.
-using RpcSessionFactory = std::function<RpcSession()>;
+// Makes the session of each connection accepted, knowing who is at the
+// other end (util/tls.h's CertifiedName reads a TLS certificate's name).
+using RpcSessionFactory = std::function<RpcSession(kj::PeerIdentity& peer)>;
 
 // Lives on the event loop's thread.
 class RpcListener : private kj::TaskSet::ErrorHandler {
@@ -66,7 +69,7 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
  private:
   struct Connection;
 
-  void Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot);
+  void Serve(kj::AuthenticatedStream accepted, ConnectionSlots::Slot slot);
   void taskFailed(kj::Exception&& exception) override;
 
   RpcSessionFactory sessions_;
