@@ -148,13 +148,16 @@ Status Node::LoadTls() {
   TlsContextOptions tls;
   tls.files = TlsFiles{options_.tls_cert, options_.tls_key, options_.tls_ca};
   tls.require_client_certificate = true;
+  tls.certificate_from_ca = true;
   tls.timer = &io_->provider->getTimer();
-  tls.handshake_timeout = static_cast<int64_t>(options_.tls_handshake_timeout_ms) * kj::MILLISECONDS;
+  tls.handshake_timeout =
+      static_cast<int64_t>(options_.tls_handshake_timeout_ms) * kj::MILLISECONDS;
   auto peer = checked.ok() ? MakeTlsContext(tls) : StatusOr<kj::Own<kj::TlsContext>>(checked);
   if (peer.ok()) {
     peer_tls_ = std::move(peer).value();
     tls.files.ca = options_.client_ca;
     tls.require_client_certificate = !options_.client_ca.empty();
+    tls.certificate_from_ca = false;
     auto client = MakeTlsContext(tls);
     if (client.ok()) {
       client_tls_ = std::move(client).value();

@@ -141,7 +141,8 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                  "--tls-key and --tls-ca, every port speaks TLS and peers authenticate mutually");
   app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert (unencrypted)");
   app.add_option("--tls-ca", o.tls_ca,
-                 "PEM certificates of the cluster's CA: a peer's certificate must be signed by one");
+                 "PEM certificates of the cluster's CA: a peer's certificate must be signed by "
+                 "one");
   app.add_option("--client-ca", o.client_ca,
                  "PEM CA certificates: with TLS, clients must present a certificate one signed");
   ms_option("--tls-handshake-timeout", &o.tls_handshake_timeout_ms,

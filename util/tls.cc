@@ -126,20 +126,22 @@ StatusOr<kj::Own<kj::TlsContext>> MakeTlsContext(const TlsContextOptions& option
     }
     if (X509_check_private_key(chain[0].get(), key.get()) != 1) {
       ERR_clear_error();
-      return Status::InvalidArgument("--tls-key: " + f.key + " is not the key of the certificate in " +
-                                     f.cert);
+      return Status::InvalidArgument("--tls-key: " + f.key +
+                                     " is not the key of the certificate in " + f.cert);
     }
   }
   if (!f.ca.empty()) {
     auto read = ReadPem("CA file", f.ca);
     if (!read.ok()) return read.status();
     cas = ParseCertificates(*read);
-    if (cas.empty()) return Status::InvalidArgument("CA file " + f.ca + " holds no PEM certificate");
-    if (!chain.empty()) {
+    if (cas.empty()) {
+      return Status::InvalidArgument("CA file " + f.ca + " holds no PEM certificate");
+    }
+    if (options.certificate_from_ca && !chain.empty()) {
       Status verified = VerifyAgainst(chain[0].get(), chain, cas);
       if (!verified.ok()) {
-        return Status::InvalidArgument("--tls-cert: " + f.cert + " does not verify against " + f.ca +
-                                       ": " + verified.message());
+        return Status::InvalidArgument("--tls-cert: " + f.cert + " does not verify against " +
+                                       f.ca + ": " + verified.message());
       }
     }
   }
@@ -218,8 +220,8 @@ Status CheckNodeCertificate(const std::string& cert_file, const NodeIdentity& no
   int n = X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, cn, sizeof(cn));
   const std::string want = NodeCommonName(node);
   if (n < 0 || want != cn) {
-    return Status::InvalidArgument("--tls-cert: " + cert_file + " names " +
-                                   (n < 0 ? std::string("no common name") : "CN=" + std::string(cn)) +
+    const std::string named = n < 0 ? "no common name" : "CN=" + std::string(cn);
+    return Status::InvalidArgument("--tls-cert: " + cert_file + " names " + named +
                                    ", this node is CN=" + want + " (--node-id.--region)");
   }
   if (X509_check_host(leaf, node.region.data(), node.region.size(), 0, nullptr) != 1) {

@@ -36,6 +36,10 @@ struct TlsContextOptions {
   // As a server, require the client to present a certificate signed by
   // `files.ca`. Default: false (a client certificate is not asked for).
   bool require_client_certificate = false;
+  // Check at load that `files.cert` is signed by `files.ca` (a node's own
+  // certificate against its cluster's CA). Default: false (a client's
+  // certificate answers to the node's CA, not to the one it trusts).
+  bool certificate_from_ca = false;
   // As a server, how long a handshake may take; needs `timer`, which must
   // outlive the context. Default: no limit.
   kj::Timer* timer = nullptr;
@@ -44,8 +48,8 @@ struct TlsContextOptions {
 
 // A context to wrap streams in, both ways, after checking the files: each
 // readable, the certificate and key PEM that parse and belong together, the
-// certificate signed by the CA and valid now (when both are given), the CA
-// holding at least one certificate. REQUIRES: cert and key given together;
+// certificate signed by the CA and valid now (with certificate_from_ca),
+// the CA holding at least one certificate. REQUIRES: cert and key given together;
 // a server needs them. The error names the file and what is wrong with it.
 StatusOr<kj::Own<kj::TlsContext>> MakeTlsContext(const TlsContextOptions& options);
 
