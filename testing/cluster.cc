@@ -197,6 +197,8 @@ ClientTlsOptions Cluster::client_tls(int region) const {
   if (!options_.tls) return {};
   ClientTlsOptions tls;
   tls.ca = tls_dir() + "/ca.pem";
+  tls.cert = client_cert_;
+  tls.key = client_key_;
   tls.name = Region(region);
   return tls;
 }

@@ -150,6 +150,12 @@ class Cluster {
   // What a client needs to reach the nodes (empty without Options::tls):
   // the CA, and the name every node's certificate carries (region r1).
   ClientTlsOptions client_tls(int region = 0) const;
+  // Clients made with client_tls() present this certificate and key (PEM
+  // files), for nodes run with --client-ca.
+  void SetClientCertificate(std::string cert, std::string key) {
+    client_cert_ = std::move(cert);
+    client_key_ = std::move(key);
+  }
   // Where the certificates are (Options::tls): ca.pem, ca.key, and NAME.pem
   // and NAME.key per node.
   std::string tls_dir() const { return dir_ + "/tls"; }
@@ -205,6 +211,7 @@ class Cluster {
   std::vector<int> gossip_ports_;
   std::vector<int> metrics_ports_;
   std::map<int, int> runs_;  // starts of each node
+  std::string client_cert_, client_key_;
   std::map<int, std::vector<std::string>> node_wrappers_;
   std::map<std::pair<int, int>, std::unique_ptr<WanProxy>> proxies_;
   std::vector<std::unique_ptr<ServerProcess>> nodes_;

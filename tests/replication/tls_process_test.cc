@@ -8,8 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <fstream>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,7 +20,6 @@
 #include "testing/cluster.h"
 #include "testing/test_dir.h"
 #include "tests/replication/process_fixture.h"
-#include "util/file.h"
 #include "util/tls.h"
 
 namespace geokv::testing {
@@ -77,6 +77,18 @@ std::string HelloAndCall(Client& c, const std::string& peer_address, kj::TlsCont
   return why;
 }
 
+// Whether a client with `tls` gets a write through to the node at `address`.
+bool Served(const std::string& address, const ClientTlsOptions& tls) {
+  bool served = false;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    Client c(address, tls);
+    served = c.Set("served", "v") != "";
+  })) {
+    served = false;
+  }
+  return served;
+}
+
 TEST(Tls, TwoRegionsReplicateAndServeClients) {
   TestDir dir;
   Cluster::Options o;
@@ -98,6 +110,41 @@ TEST(Tls, TwoRegionsReplicateAndServeClients) {
   EXPECT_EQ(cluster.node(0).Log().find("refusing"), std::string::npos) << cluster.Logs();
 }
 
+// A node refuses to start on TLS files it cannot use, naming what is wrong.
+TEST(Tls, NodeRefusesUnusableFilesAtStart) {
+  TestDir dir;
+  std::string why;
+  ASSERT_TRUE(MakeCa(dir.path(), "ca", &why)) << why;
+  ASSERT_TRUE(MakeCertificate(dir.path(), "ca", "a", "a.eu", {"eu"}, &why)) << why;
+  ASSERT_TRUE(MakeCertificate(dir.path(), "ca", "b", "b.eu", {"eu"}, &why)) << why;
+  const std::string d = dir.path() + "/";
+  struct Case {
+    std::vector<std::string> files;  // cert, key, ca
+    std::string node;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {{d + "a.pem", d + "b.key", d + "ca.pem"}, "a", "is not the key of the certificate"},
+      {{d + "a.pem", d + "a.key", d + "ca.pem"}, "b", "names CN=a.eu, this node is CN=b.eu"},
+      {{d + "a.pem", d + "a.key", d + "missing.pem"}, "a", "cannot read " + d + "missing.pem"},
+      {{d + "a.pem", d + "a.key", d + "a.key"}, "a", "holds no PEM certificate"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    ServerProcess server(GEOKV_SERVER_BIN, d + "data" + std::to_string(i),
+                         d + "node" + std::to_string(i) + ".log",
+                         {"--region", "eu", "--node-id", c.node, "--tls-cert", c.files[0],
+                          "--tls-key", c.files[1], "--tls-ca", c.files[2]});
+    EXPECT_FALSE(server.Start(&why)) << "started with " << c.error;
+    EXPECT_NE(server.Log().find(c.error), std::string::npos) << server.Log();
+  }
+  // The same files, matched, start.
+  ServerProcess good(GEOKV_SERVER_BIN, d + "good", d + "good.log",
+                     {"--region", "eu", "--node-id", "a", "--tls-cert", d + "a.pem", "--tls-key",
+                      d + "a.key", "--tls-ca", d + "ca.pem"});
+  EXPECT_TRUE(good.Start(&why)) << why;
+}
+
 TEST(Tls, PlainOrUntrustingClientIsRefusedAndTheNodeCarriesOn) {
   TestDir dir;
   Cluster cluster(dir.path(), OneTlsNode());
@@ -117,6 +164,33 @@ TEST(Tls, PlainOrUntrustingClientIsRefusedAndTheNodeCarriesOn) {
   EXPECT_EQ(good.Get("k"), "tls");
 }
 
+TEST(Tls, ClientCaRequiresClientCertificates) {
+  TestDir dir;
+  Cluster cluster(dir.path(), OneTlsNode({"--client-ca", dir.path() + "/tls/clients.pem"}));
+  std::string why;
+  ASSERT_TRUE(std::filesystem::create_directories(cluster.tls_dir()));
+  ASSERT_TRUE(MakeCa(cluster.tls_dir(), "clients", &why)) << why;
+  ASSERT_TRUE(MakeCertificate(cluster.tls_dir(), "clients", "client", "app", {}, &why)) << why;
+  ASSERT_TRUE(MakeCa(cluster.tls_dir(), "other-ca", &why)) << why;
+  ASSERT_TRUE(MakeCertificate(cluster.tls_dir(), "other-ca", "stranger", "app", {}, &why)) << why;
+  cluster.SetClientCertificate(cluster.tls_dir() + "/client.pem",
+                               cluster.tls_dir() + "/client.key");
+  START_CLUSTER(cluster);
+  const ClientTlsOptions with_cert = cluster.client_tls();
+  ClientTlsOptions without = with_cert;
+  without.cert.clear();
+  without.key.clear();
+  EXPECT_FALSE(Served(cluster.address(0), without))
+      << "a client without a certificate was served";
+  ClientTlsOptions stranger = with_cert;
+  stranger.cert = cluster.tls_dir() + "/stranger.pem";
+  stranger.key = cluster.tls_dir() + "/stranger.key";
+  EXPECT_FALSE(Served(cluster.address(0), stranger))
+      << "a client certificate of another CA was taken";
+  Client c(cluster.address(0), with_cert);
+  EXPECT_NE(c.Set("k", "v"), "");
+}
+
 TEST(Tls, PeerWithoutCertificateOfTheClusterCaIsRefused) {
   TestDir dir;
   Cluster cluster(dir.path(), OneTlsNode());
@@ -126,12 +200,10 @@ TEST(Tls, PeerWithoutCertificateOfTheClusterCaIsRefused) {
   ASSERT_TRUE(MakeCa(certs, "other-ca", &why)) << why;
   ASSERT_TRUE(MakeCertificate(certs, "other-ca", "stranger", "node-r1.r1", {"r1"}, &why)) << why;
   ASSERT_TRUE(MakeCertificate(certs, "ca", "member", "node-r1.r1", {"r1"}, &why)) << why;
-  // The stranger trusts the cluster's CA too (to verify the node).
-  std::ofstream(certs + "/both.pem") << ReadFile(certs + "/ca.pem") << ReadFile(certs + "/other-ca.pem");
   Client c(cluster.address(0), cluster.client_tls());
   ASSERT_NE(c.Set("before", "v"), "");
   const uint64_t before = c.StateDigest();
-  auto stranger = Context(certs, "both", "stranger");
+  auto stranger = Context(certs, "ca", "stranger");
   auto anonymous = Context(certs, "ca", "");
   const std::string peer = cluster.peer_address(0);
   EXPECT_NE(HelloAndCall(c, peer, stranger.get(), "r0", "node-r1", "r1"), "");
@@ -192,32 +264,32 @@ bool Closed(int fd) {
 
 TEST(Tls, HandshakeThatNeverStartsIsClosedAndFreesItsSlot) {
   TestDir dir;
+  // Two slots: the cluster's own clients need one while it starts.
   Cluster cluster(dir.path(),
-                  OneTlsNode({"--max-connections", "1", "--tls-handshake-timeout", "500ms"}));
+                  OneTlsNode({"--max-connections", "2", "--tls-handshake-timeout", "500ms"}));
   START_CLUSTER(cluster);
-  int silent = ConnectRaw(cluster.node(0).port());
-  ASSERT_GE(silent, 0);
-  // While it holds the only slot, a client is turned away. (The slot of a
-  // client the cluster used may still be taken at first: the silent
+  const int port = cluster.node(0).port();
+  std::vector<int> silent{ConnectRaw(port), ConnectRaw(port)};
+  auto all_closed = [&] {
+    return std::all_of(silent.begin(), silent.end(), [](int fd) { return Closed(fd); });
+  };
+  // While they hold every slot, a client is turned away. (The slot of a
+  // client the cluster used may still be taken at first: a silent
   // connection is then turned away itself, and made again.)
   EXPECT_TRUE(PollUntil(
       [&] {
-        if (Closed(silent)) {
-          close(silent);
-          silent = ConnectRaw(cluster.node(0).port());
-          return false;
+        bool remade = false;
+        for (int& fd : silent) {
+          if (!Closed(fd)) continue;
+          close(fd);
+          fd = ConnectRaw(port);
+          remade = true;
         }
-        bool refused = false;
-        KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-          Client c(cluster.address(0), cluster.client_tls());
-          c.StateDigest();
-        })) {
-          refused = true;
-        }
-        return refused && !Closed(silent);
+        return !remade && !Served(cluster.address(0), cluster.client_tls()) &&
+               std::none_of(silent.begin(), silent.end(), [](int fd) { return Closed(fd); });
       },
       5s));
-  EXPECT_TRUE(PollUntil([&] { return Closed(silent); }, 10s))
+  EXPECT_TRUE(PollUntil(all_closed, 10s))
       << "a connection that never shook hands is still open" << cluster.Logs();
   EXPECT_TRUE(PollUntil(
       [&] {
@@ -227,9 +299,11 @@ TEST(Tls, HandshakeThatNeverStartsIsClosedAndFreesItsSlot) {
       },
       5s))
       << cluster.Logs();
-  close(silent);
-  Client c(cluster.address(0), cluster.client_tls());
-  EXPECT_NE(c.Set("k", "v"), "");
+  for (int fd : silent) close(fd);
+  // The slots are free again (the refused clients' own ends may take a
+  // moment to reach the node).
+  EXPECT_TRUE(PollUntil([&] { return Served(cluster.address(0), cluster.client_tls()); }, 5s))
+      << cluster.Logs();
 }
 
 }  // namespace
