@@ -24,6 +24,7 @@
 #include "util/cli.h"
 #include "util/coding.h"
 #include "util/json.h"
+#include "util/tls.h"
 
 namespace geokv {
 namespace {
@@ -535,6 +536,14 @@ int main(int argc, char** argv) {
   if ((!settings.tls.cert.empty() || !settings.tls.key.empty()) && settings.tls.ca.empty()) {
     std::fprintf(stderr, "--tls-cert and --tls-key: need --tls-ca\n");
     return kExitUsage;
+  }
+  if (!settings.tls.ca.empty()) {
+    const ClientTlsOptions& t = settings.tls;
+    auto usable = MakeTlsContext(TlsContextOptions{TlsFiles{t.cert, t.key, t.ca}});
+    if (!usable.ok()) {
+      std::fprintf(stderr, "%s\n", usable.status().message().c_str());
+      return kExitUsage;
+    }
   }
 
   const Run& run = commands.Chosen();

@@ -17,7 +17,10 @@ ClientConnection::ClientConnection(const std::string& address, const ClientTlsOp
       loop_->getIoProvider().getNetwork().parseAddress(address).wait(ws)->connect().wait(ws);
   if (!tls.ca.empty()) {
     auto made = MakeTlsContext(TlsContextOptions{TlsFiles{tls.cert, tls.key, tls.ca}});
-    KJ_REQUIRE(made.ok(), made.status().message().c_str());
+    if (!made.ok()) {
+      kj::throwFatalException(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                                            kj::heapString(made.status().message().c_str())));
+    }
     tls_ = std::move(made).value();
     const std::string name = tls.name.empty() ? address.substr(0, address.rfind(':')) : tls.name;
     KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
