@@ -1,11 +1,10 @@
 // geokv-cli: one command against one geokv node, redis-cli style.
 //
-//   geokv-cli [--connect HOST:PORT] [--json] COMMAND ARGS...
+//   geokv-cli [--connect HOST:PORT] [--tls-ca FILE] [--json] COMMAND ARGS...
 //
 // Exit codes: 0 ok, 1 not found, 2 usage error, 3 error from the server,
 // 4 cannot connect (or no answer within --timeout).
 
-#include <capnp/ez-rpc.h>
 #include <kj/async-io.h>
 
 #include <condition_variable>
@@ -19,11 +18,13 @@
 #include <vector>
 
 #include "client/cli_output.h"
+#include "client/connection.h"
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
 #include "util/cli.h"
 #include "util/coding.h"
 #include "util/json.h"
+#include "util/tls.h"
 
 namespace geokv {
 namespace {
@@ -39,6 +40,7 @@ struct Settings {
   double timeout_seconds = 10;
   std::vector<std::string> tokens_hex;
   std::string consistency = "default";
+  ClientTlsOptions tls;
 };
 
 rpc::Consistency ConsistencyNamed(const std::string& name) {
@@ -519,10 +521,30 @@ int main(int argc, char** argv) {
   app.add_option("--consistency", settings.consistency,
                  "Owners a read or write waits for: one, quorum, all (default: the node's)")
       ->check(CLI::IsMember({"default", "one", "quorum", "all"}));
+  app.add_option("--tls-ca", settings.tls.ca,
+                 "PEM CA certificates: connect with TLS, trusting a node certificate one signed");
+  app.add_option("--tls-cert", settings.tls.cert,
+                 "PEM client certificate, for a node that asks for one (with --tls-key)");
+  app.add_option("--tls-key", settings.tls.key, "PEM private key of --tls-cert");
+  app.add_option("--tls-name", settings.tls.name,
+                 "Name the node's certificate must carry (default: the host of --connect; a "
+                 "node's region name fits any node of it)");
   app.require_subcommand(1);
   app.fallthrough();
   Commands commands(app, settings);
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
+  if ((!settings.tls.cert.empty() || !settings.tls.key.empty()) && settings.tls.ca.empty()) {
+    std::fprintf(stderr, "--tls-cert and --tls-key: need --tls-ca\n");
+    return kExitUsage;
+  }
+  if (!settings.tls.ca.empty()) {
+    const ClientTlsOptions& t = settings.tls;
+    auto usable = MakeTlsContext(TlsContextOptions{TlsFiles{t.cert, t.key, t.ca}});
+    if (!usable.ok()) {
+      std::fprintf(stderr, "%s\n", usable.status().message().c_str());
+      return kExitUsage;
+    }
+  }
 
   const Run& run = commands.Chosen();
   // The calls wait on the event loop; a watchdog ends the process if the
@@ -544,9 +566,9 @@ int main(int argc, char** argv) {
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
     capnp::ReaderOptions reader;
     reader.traversalLimitInWords = (size_t{1} << 30) / sizeof(capnp::word);
-    capnp::EzRpcClient client(settings.connect, 0, reader);
-    Client kv = client.getMain<rpc::GeoKv>();
-    code = run(kv, client.getWaitScope());
+    ClientConnection connection(settings.connect, settings.tls, reader);
+    Client kv = connection.Main();
+    code = run(kv, connection.ws());
   })) {
     bool transport = e->getType() == kj::Exception::Type::DISCONNECTED;
     std::cerr << (transport ? "cannot connect to " + settings.connect + ": " : "(error) ")

@@ -161,6 +161,7 @@ kj::Promise<void> PeerLink::Connect() {
   return env_.io.getNetwork()
       .parseAddress(address_.address)
       .then([](kj::Own<kj::NetworkAddress> a) { return a->connect(); })
+      .then([this](kj::Own<kj::AsyncIoStream> stream) { return Secure(kj::mv(stream)); })
       .then([this](kj::Own<kj::AsyncIoStream> stream) {
         Metrics::Peer& m = metrics();
         conn_ = kj::heap<PeerConnection>(
@@ -178,8 +179,35 @@ kj::Promise<void> PeerLink::Connect() {
       });
 }
 
+kj::Promise<kj::Own<kj::AsyncIoStream>> PeerLink::Secure(kj::Own<kj::AsyncIoStream> stream) {
+  certified_.reset();
+  if (env_.options.tls == nullptr) return kj::mv(stream);
+  // Any node of the region carries its name as a DNS name (util/tls.h).
+  kj::AuthenticatedStream plain{kj::mv(stream), kj::UnknownPeerIdentity::newInstance()};
+  return env_.options.tls->wrapClient(kj::mv(plain), address_.region.c_str())
+      .then([this](kj::AuthenticatedStream secured) {
+        std::optional<std::string> name = CertifiedName(*secured.peerIdentity);
+        std::optional<NodeIdentity> node = name ? ParseNodeCommonName(*name) : std::nullopt;
+        KJ_REQUIRE(node.has_value() && node->region == address_.region,
+                   "the peer's certificate names no node of the region dialled",
+                   name.value_or("(none)").c_str(), address_.region.c_str());
+        KJ_REQUIRE(!target_ || node->name == target_->name,
+                   "the peer's certificate names another node", name->c_str(),
+                   target_->name.c_str());
+        certified_ = std::move(node);
+        return kj::mv(secured.stream);
+      });
+}
+
 void PeerLink::Established(peer::Peer::HelloResults::Reader resp, Probe probe) {
   auto hello = resp.getHello();
+  if (certified_) {
+    KJ_REQUIRE(hello.getName() == certified_->name.c_str() &&
+                   hello.getRegion() == certified_->region.c_str(),
+               "the peer's hello names another node than its certificate",
+               hello.getName().cStr(), hello.getRegion().cStr(),
+               NodeCommonName(*certified_).c_str());
+  }
   KJ_REQUIRE(hello.getSchemaVersion() == peer::SCHEMA_VERSION,
              "peer speaks another peer schema version", hello.getSchemaVersion());
   CheckPlacementSettings(env_.options, hello);

@@ -39,6 +39,7 @@
 #include "replication/log_shipper.h"
 #include "replication/peer_wire.h"
 #include "replication/replication_env.h"
+#include "util/tls.h"
 
 namespace geokv {
 
@@ -111,6 +112,9 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   kj::Promise<void> Run();
   kj::Promise<void> Session();
   kj::Promise<void> Connect();
+  // With TLS (ReplicatorOptions::tls): the handshake, and the node the
+  // callee's certificate names checked against the one dialled.
+  kj::Promise<kj::Own<kj::AsyncIoStream>> Secure(kj::Own<kj::AsyncIoStream> stream);
   void Established(peer::Peer::HelloResults::Reader resp, Probe probe);
   kj::Promise<void> Serve();
   void Teardown();
@@ -149,6 +153,7 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
 
   // Per connection.
   kj::Own<PeerConnection> conn_;
+  std::optional<NodeIdentity> certified_;  // whom the callee's certificate names
   kj::Maybe<peer::PeerSession::Client> session_;
   kj::Own<kj::TaskSet> session_tasks_;
   kj::Own<kj::PromiseFulfiller<void>> failed_;

@@ -11,6 +11,8 @@
 #include "replication/set_paging.h"
 #include "crdt/codec.h"
 #include "schema/kv_text.h"
+#include "util/coding.h"
+#include "util/tls.h"
 
 namespace geokv {
 namespace {
@@ -210,12 +212,14 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
 
 class PeerServiceImpl final : public peer::Peer::Server {
  public:
-  explicit PeerServiceImpl(PeerServiceContext& c) : c_(c) {}
+  PeerServiceImpl(PeerServiceContext& c, std::optional<std::string> certified)
+      : c_(c), certified_(std::move(certified)) {}
 
   kj::Promise<void> hello(HelloContext context) override {
     CheckRunning(c_);
     auto params = context.getParams();
     auto theirs = params.getHello();
+    CheckCertified(theirs);
     KJ_REQUIRE(theirs.getSchemaVersion() == peer::SCHEMA_VERSION,
                "this node speaks peer schema version 1 only", theirs.getSchemaVersion());
     const ReplicaId caller = theirs.getReplicaId();
@@ -247,13 +251,28 @@ class PeerServiceImpl final : public peer::Peer::Server {
   }
 
  private:
+  // A node speaks only for itself: the name and region of its hello must be
+  // those its certificate names.
+  void CheckCertified(peer::NodeHello::Reader theirs) const {
+    if (!certified_) return;
+    const std::string name(theirs.getName().begin(), theirs.getName().size());
+    const std::string region(theirs.getRegion().begin(), theirs.getRegion().size());
+    if (NodeCommonName(NodeIdentity{name, region}) == *certified_) return;
+    spdlog::info("refusing a hello as {} of region {}: the caller's certificate names {}",
+                 PrintableBytes(name), PrintableBytes(region), PrintableBytes(*certified_));
+    KJ_FAIL_REQUIRE("the hello names another node than the caller's certificate",
+                    certified_->c_str());
+  }
+
   PeerServiceContext& c_;
+  const std::optional<std::string> certified_;
 };
 
 }  // namespace
 
-capnp::Capability::Client NewPeerService(PeerServiceContext& context) {
-  return kj::heap<PeerServiceImpl>(context);
+capnp::Capability::Client NewPeerService(PeerServiceContext& context,
+                                         std::optional<std::string> certified) {
+  return kj::heap<PeerServiceImpl>(context, std::move(certified));
 }
 
 }  // namespace geokv

@@ -12,6 +12,8 @@
 #include <kj/async.h>
 
 #include <functional>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "replication/delta_receiver.h"
@@ -42,8 +44,13 @@ struct PeerServiceContext {
   std::function<void(ReplicaId caller, HlcTimestamp stable)> on_stable;
 };
 
-// The bootstrap capability: answers hello with a session.
-capnp::Capability::Client NewPeerService(PeerServiceContext& context);
+// The bootstrap capability of one connection: answers hello with a
+// session. `certified` is the common name of the caller's TLS certificate
+// (util/tls.h): a hello is then refused, and logged, unless it names the
+// node that certificate names (NAME.REGION). nullopt: a connection without
+// TLS, whose hello is taken at its word.
+capnp::Capability::Client NewPeerService(PeerServiceContext& context,
+                                         std::optional<std::string> certified);
 
 }  // namespace geokv
 

@@ -22,6 +22,10 @@
 #include "monitoring/metrics.h"
 #include "storage/store.h"
 
+namespace kj {
+class TlsContext;
+}  // namespace kj
+
 namespace geokv {
 
 // A seed of another region as configured: its region and the HOST:PORT of
@@ -68,6 +72,11 @@ struct ReplicatorOptions {
   // This node's region's members, sent to nodes of other regions. Default:
   // this node alone.
   std::function<std::vector<Member>()> local_members;
+
+  // Dials peers over TLS with this context (util/tls.h): the callee's
+  // certificate must name a node of the region dialled, and a target's must
+  // name that node. Not owned. Default (nullptr): plain TCP.
+  kj::TlsContext* tls = nullptr;
 
   // The largest message sent or accepted on a peer connection.
   size_t max_message_bytes = 64 << 20;

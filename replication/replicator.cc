@@ -364,7 +364,9 @@ void Replicator::Stop() {
   visibility_->Stop();
 }
 
-capnp::Capability::Client Replicator::PeerBootstrap() { return NewPeerService(*service_context_); }
+capnp::Capability::Client Replicator::PeerBootstrap(std::optional<std::string> certified) {
+  return NewPeerService(*service_context_, std::move(certified));
+}
 
 std::vector<int64_t> Replicator::PeerOffsets() const {
   std::vector<int64_t> out;

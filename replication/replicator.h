@@ -178,8 +178,9 @@ class Replicator final : private HandOver::Links {
   // Closes every link; the peer service refuses further calls.
   void Stop();
 
-  // The capability served to peers on --peer-listen.
-  capnp::Capability::Client PeerBootstrap();
+  // The capability served to one connection on --peer-listen;
+  // `certified`: the common name of its TLS certificate (NewPeerService).
+  capnp::Capability::Client PeerBootstrap(std::optional<std::string> certified);
 
   // OK, or why client writes are refused now: the clock, or a log that went
   // back (for good, until a restart under a new replica id).

@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(
   cmake g++ make pkg-config
   capnproto libcapnp-dev
+  libssl-dev  # TLS: kj-tls's OpenSSL, and util/tls's checks of certificate files
+  openssl  # tests: the CA and certificates of TLS clusters
   librocksdb-dev
   libgtest-dev libgmock-dev librapidcheck-dev
   libspdlog-dev libfmt-dev libcli11-dev

@@ -7,13 +7,15 @@
 namespace geokv {
 
 Acceptor::Acceptor(kj::Own<kj::ConnectionReceiver> receiver, kj::Timer& timer, Serve serve,
-                   std::string what, std::shared_ptr<ConnectionSlots> slots)
+                   std::string what, std::shared_ptr<ConnectionSlots> slots, Wrap wrap)
     : receiver_(kj::mv(receiver)),
       timer_(timer),
       serve_(std::move(serve)),
       what_(std::move(what)),
       slots_(std::move(slots)),
-      port_(receiver_->getPort()) {
+      port_(receiver_->getPort()),
+      wrap_(std::move(wrap)),
+      wrapping_(*this) {
   accepting_ = Loop().eagerlyEvaluate([this](kj::Exception&& e) {
     spdlog::error("accepting {} connections failed: {}", what_, e.getDescription().cStr());
   });
@@ -25,11 +27,17 @@ void Acceptor::Stop() {
 }
 
 kj::Promise<void> Acceptor::Loop() {
-  return receiver_->accept().then(
-      [this](kj::Own<kj::AsyncIoStream> stream) {
+  return receiver_->acceptAuthenticated().then(
+      [this](kj::AuthenticatedStream accepted) {
         std::optional<ConnectionSlots::Slot> slot = ConnectionSlots::Take(slots_);
-        if (slot) {
-          serve_(kj::mv(stream), std::move(*slot));
+        if (slot && wrap_) {
+          wrapping_.add(wrap_(kj::mv(accepted))
+                            .then([this, slot = std::move(*slot)](
+                                      kj::AuthenticatedStream wrapped) mutable {
+                              serve_(kj::mv(wrapped), std::move(slot));
+                            }));
+        } else if (slot) {
+          serve_(kj::mv(accepted), std::move(*slot));
         } else {
           // Dropping the stream closes it.
           spdlog::warn("refusing a {} connection: {} connections open (max-connections)", what_,
@@ -43,6 +51,11 @@ kj::Promise<void> Acceptor::Loop() {
                       e.getDescription().cStr());
         return timer_.afterDelay(100 * kj::MILLISECONDS).then([this] { return Loop(); });
       });
+}
+
+void Acceptor::taskFailed(kj::Exception&& e) {
+  // A stranger's failed handshake is routine; the slot went with it.
+  spdlog::info("closing a {} connection: {}", what_, e.getDescription().cStr());
 }
 
 }  // namespace geokv

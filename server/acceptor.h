@@ -2,7 +2,9 @@
 // each to a callback with a slot of its port's connection limit; a
 // connection beyond the limit is closed at once, and an accept that fails
 // (out of file descriptors, most likely) is logged and retried after
-// 100 ms. Shared by the client API, peer API and Redis ports.
+// 100 ms. A connection may be wrapped (a TLS handshake) before it is
+// served; it holds its slot while that runs. Shared by the client API, peer
+// API and Redis ports.
 
 #ifndef GEOKV_SERVER_ACCEPTOR_H_
 #define GEOKV_SERVER_ACCEPTOR_H_
@@ -53,14 +55,21 @@ class ConnectionSlots {
 };
 
 // Lives on the event loop's thread.
-class Acceptor {
+class Acceptor : private kj::TaskSet::ErrorHandler {
  public:
-  using Serve = std::function<void(kj::Own<kj::AsyncIoStream>, ConnectionSlots::Slot)>;
+  // The stream is served with who is at the other end (a TLS certificate
+  // when `wrap` checked one, else the network address).
+  using Serve = std::function<void(kj::AuthenticatedStream, ConnectionSlots::Slot)>;
+  // Turns an accepted connection into the one served, e.g. a TLS handshake
+  // (whose timeout it applies); a connection whose wrap fails is closed and
+  // its slot freed.
+  using Wrap = std::function<kj::Promise<kj::AuthenticatedStream>(kj::AuthenticatedStream)>;
 
   // Starts accepting. `timer` must outlive the acceptor; `what` names the
-  // port in logs; `slots` is the port's connection limit.
+  // port in logs; `slots` is the port's connection limit; `wrap` nullptr
+  // serves connections as accepted.
   Acceptor(kj::Own<kj::ConnectionReceiver> receiver, kj::Timer& timer, Serve serve,
-           std::string what, std::shared_ptr<ConnectionSlots> slots);
+           std::string what, std::shared_ptr<ConnectionSlots> slots, Wrap wrap = nullptr);
 
   // The port the socket is bound to (useful after binding port 0).
   unsigned port() const { return port_; }
@@ -69,6 +78,7 @@ class Acceptor {
 
  private:
   kj::Promise<void> Loop();
+  void taskFailed(kj::Exception&& e) override;
 
   kj::Own<kj::ConnectionReceiver> receiver_;
   kj::Timer& timer_;
@@ -76,6 +86,8 @@ class Acceptor {
   const std::string what_;
   const std::shared_ptr<ConnectionSlots> slots_;
   const unsigned port_;
+  const Wrap wrap_;
+  kj::TaskSet wrapping_;
   kj::Maybe<kj::Promise<void>> accepting_;
 };
 

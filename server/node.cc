@@ -27,6 +27,7 @@
 #include "server/rpc_listener.h"
 #include "storage/async_store.h"
 #include "storage/store.h"
+#include "util/tls.h"
 
 namespace geokv {
 namespace {
@@ -39,6 +40,18 @@ std::string DefaultName(ReplicaId id) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "node-%08llx", static_cast<unsigned long long>(id >> 32));
   return buf;
+}
+
+// Whether HOST:PORT can be reached only from this machine.
+bool IsLoopback(const std::string& address) {
+  std::string host = address.substr(0, address.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return host.rfind("127.", 0) == 0 || host == "::1" || host == "localhost";
+}
+
+Acceptor::Wrap ServeTls(kj::TlsContext* tls) {
+  if (tls == nullptr) return nullptr;
+  return [tls](kj::AuthenticatedStream accepted) { return tls->wrapServer(kj::mv(accepted)); };
 }
 
 Consistency ConsistencyNamed(const std::string& name) {
@@ -97,6 +110,7 @@ Status Node::Start() {
   io_->waitScope.setBusyPollInterval(64);
   async_store_ = std::make_unique<AsyncStore>(*store_, options_.reader_threads);
 
+  GEOKV_RETURN_IF_ERROR(LoadTls());
   GEOKV_RETURN_IF_ERROR(Listen());
   GEOKV_RETURN_IF_ERROR(StartGossip());
   metrics_ = std::make_unique<Metrics>(options_.region);
@@ -114,6 +128,54 @@ Status Node::Start() {
         *gossip_, *view_, [this](const char* how) { Joined(how); }, [this] { Place(); });
     follower_->Start();
   }
+  return Status::OK();
+}
+
+Status Node::LoadTls() {
+  if (options_.tls_cert.empty()) {
+    for (const std::string* address :
+         {&options_.listen, &options_.peer_listen, &options_.resp_listen}) {
+      if (!address->empty() && !IsLoopback(*address)) {
+        spdlog::warn("{} is reachable off this machine without TLS: anyone who reaches it can "
+                     "read and write (give --tls-cert, --tls-key and --tls-ca)",
+                     *address);
+      }
+    }
+    return Status::OK();
+  }
+  const NodeIdentity self{options_.node_id, options_.region};
+  Status checked = CheckNodeNames(self);
+  if (checked.ok()) checked = CheckNodeCertificate(options_.tls_cert, self);
+  TlsContextOptions tls;
+  tls.files = TlsFiles{options_.tls_cert, options_.tls_key, options_.tls_ca};
+  tls.require_client_certificate = true;
+  tls.certificate_from_ca = true;
+  tls.timer = &io_->provider->getTimer();
+  tls.handshake_timeout =
+      static_cast<int64_t>(options_.tls_handshake_timeout_ms) * kj::MILLISECONDS;
+  auto peer = checked.ok() ? MakeTlsContext(tls) : StatusOr<kj::Own<kj::TlsContext>>(checked);
+  if (peer.ok()) {
+    peer_tls_ = std::move(peer).value();
+    tls.files.ca = options_.client_ca;
+    tls.require_client_certificate = !options_.client_ca.empty();
+    tls.certificate_from_ca = false;
+    auto client = MakeTlsContext(tls);
+    if (client.ok()) {
+      client_tls_ = std::move(client).value();
+    } else {
+      checked = client.status();
+    }
+  } else {
+    checked = peer.status();
+  }
+  if (!checked.ok()) {
+    spdlog::error("cannot start with TLS: {}", checked.message());
+    return checked;
+  }
+  spdlog::info("TLS on every port: this node is {}; peers must present a certificate of {}{}",
+               NodeCommonName(self), options_.tls_ca,
+               options_.client_ca.empty() ? ""
+                                          : ", clients one of " + options_.client_ca);
   return Status::OK();
 }
 
@@ -245,6 +307,7 @@ void Node::StartReplication() {
     return members;
   };
   replication.metrics = metrics_.get();
+  replication.tls = peer_tls_.get();
   replication.max_message_bytes = options_.max_message_bytes;
   replication.batch_bytes = options_.replication_batch_bytes;
   replication.window = options_.replication_window;
@@ -297,7 +360,7 @@ void Node::StartServices() {
       });
   // One service per connection, counting its calls.
   const size_t calls_per_connection = options_.max_calls_per_connection;
-  auto sessions = [this, service_options, calls_per_connection] {
+  auto sessions = [this, service_options, calls_per_connection](kj::PeerIdentity&) {
     auto calls = std::make_shared<CallLimit>(calls_per_connection);
     capnp::Capability::Client service = kj::heap<KvService>(
         *coordinator_, *admin_, *replicator_, *serving_, calls, service_options);
@@ -312,6 +375,7 @@ void Node::StartServices() {
   // The two client ports share one connection limit.
   auto client_slots = std::make_shared<ConnectionSlots>(options_.max_connections);
   client_options.slots = client_slots;
+  client_options.wrap = ServeTls(client_tls_.get());
   listener_ = std::make_unique<RpcListener>(kj::mv(receiver_), sessions, timer, client_options);
   spdlog::info("client API listening on {} port {}", options_.listen, listener_->port());
   if (resp_receiver_.get() != nullptr) {
@@ -323,6 +387,7 @@ void Node::StartServices() {
     resp.slots = client_slots;
     resp.idle_timeout = client_options.idle_timeout;
     resp.read_timeout = client_options.read_timeout;
+    resp.wrap = ServeTls(client_tls_.get());
     RespNode node{*coordinator_, *admin_, *replicator_, *async_store_, limits,
                   options_.max_message_bytes / 2, {}, {}};
     resp_server_ = std::make_unique<RespServer>(kj::mv(resp_receiver_), std::move(node), timer,
@@ -336,8 +401,13 @@ void Node::StartServices() {
     peer_options.max_message_bytes = options_.max_message_bytes;
     peer_options.idle_timeout = client_options.idle_timeout;
     peer_options.read_timeout = client_options.read_timeout;
-    peer_listener_ = std::make_unique<RpcListener>(
-        kj::mv(peer_receiver_), replicator_->PeerBootstrap(), timer, peer_options);
+    peer_options.wrap = ServeTls(peer_tls_.get());
+    // Each connection's hello is checked against its certificate.
+    auto peer_sessions = [this](kj::PeerIdentity& caller) {
+      return RpcSession{replicator_->PeerBootstrap(CertifiedName(caller)), {}, {}};
+    };
+    peer_listener_ = std::make_unique<RpcListener>(kj::mv(peer_receiver_), peer_sessions, timer,
+                                                   peer_options);
     spdlog::info("peer API listening on {} port {}", options_.peer_listen,
                  peer_listener_->port());
   } else if (!options_.peers.empty()) {

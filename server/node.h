@@ -6,6 +6,7 @@
 #define GEOKV_SERVER_NODE_H_
 
 #include <kj/async-io.h>
+#include <kj/compat/tls.h>
 
 #include <memory>
 #include <string>
@@ -61,6 +62,8 @@ class Node {
   int Run();
 
  private:
+  // Loads the TLS files and checks that the certificate names this node.
+  Status LoadTls();
   Status Listen();
   Status StartGossip();
   Status StartMetricsServer();
@@ -79,6 +82,10 @@ class Node {
   bool must_join_ = false;
   std::unique_ptr<Store> store_;
   std::unique_ptr<kj::AsyncIoContext> io_;
+  // With TLS: the peer port's and dialling's context (mutual), and the
+  // client ports'.
+  kj::Own<kj::TlsContext> peer_tls_;
+  kj::Own<kj::TlsContext> client_tls_;
   std::unique_ptr<AsyncStore> async_store_;
   kj::Own<kj::ConnectionReceiver> receiver_;
   kj::Own<kj::ConnectionReceiver> peer_receiver_;

@@ -152,6 +152,18 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
       ->check(CLI::Range(size_t{3}, size_t{1} << 24));
   size_option("--resp-max-inline-bytes", &o.resp_max_inline_bytes,
               "Longest Redis inline command or protocol line");
+  app.add_option("--tls-cert", o.tls_cert,
+                 "PEM certificate chain of this node (CN=NODE-ID.REGION, DNS name REGION); with "
+                 "--tls-key and --tls-ca, every port speaks TLS and peers authenticate mutually");
+  app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert (unencrypted)");
+  app.add_option("--tls-ca", o.tls_ca,
+                 "PEM certificates of the cluster's CA: a peer's certificate must be signed by "
+                 "one");
+  app.add_option("--client-ca", o.client_ca,
+                 "PEM CA certificates: with TLS, clients must present a certificate one signed");
+  ms_option("--tls-handshake-timeout", &o.tls_handshake_timeout_ms,
+            "How long a TLS handshake may take before its connection is closed")
+      ->check(CLI::Range(uint64_t{10}, uint64_t{600000}));
   app.add_option("--metrics-listen", o.metrics_listen,
                  "HOST:PORT serving /metrics for Prometheus (default: none)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")
@@ -180,6 +192,13 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
     return usage_error("--resp-listen: '" + o.resp_listen + "' is not HOST:PORT");
   }
   if (o.data_dir.empty()) return usage_error("--data-dir: must not be empty");
+  const bool tls = !o.tls_cert.empty() || !o.tls_key.empty() || !o.tls_ca.empty();
+  if (tls && (o.tls_cert.empty() || o.tls_key.empty() || o.tls_ca.empty())) {
+    return usage_error("--tls-cert, --tls-key and --tls-ca: give all three or none");
+  }
+  if (!o.client_ca.empty() && !tls) {
+    return usage_error("--client-ca: needs --tls-cert, --tls-key and --tls-ca");
+  }
   auto parsed_peers = ParsePeers(peers, o.region);
   if (!parsed_peers.ok()) return usage_error("--peers: " + parsed_peers.status().message());
   o.peers = std::move(parsed_peers).value();

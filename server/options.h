@@ -116,6 +116,22 @@ struct ServerOptions {
   // The longest inline command line or protocol header line.
   size_t resp_max_inline_bytes = 64 << 10;
 
+  // TLS (docs/operations.md#certificates). With tls_cert, tls_key and
+  // tls_ca (PEM files: the node's certificate chain, its key, the cluster's
+  // CA), the peer port takes only connections whose certificate the CA
+  // signed (mutual TLS), this node dials its peers with its certificate and
+  // checks theirs, and the client API and Redis ports serve TLS. Empty:
+  // plain TCP everywhere.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  // With TLS: the CA whose certificate a client must present on the client
+  // API and Redis ports. Empty: clients present none.
+  std::string client_ca;
+  // How long a TLS handshake may take; a connection still shaking hands
+  // then is closed (it holds a connection slot meanwhile).
+  uint64_t tls_handshake_timeout_ms = 10000;
+
   // HOST:PORT where /metrics is served for Prometheus; empty: nowhere.
   std::string metrics_listen;
 

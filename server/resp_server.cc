@@ -68,12 +68,13 @@ RespServer::RespServer(kj::Own<kj::ConnectionReceiver> receiver, RespNode node, 
       timer_(timer),
       tasks_(*this),
       acceptor_(kj::mv(receiver), timer,
-                [this](kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
-                  Serve(kj::mv(stream), std::move(slot));
+                [this](kj::AuthenticatedStream accepted, ConnectionSlots::Slot slot) {
+                  Serve(kj::mv(accepted.stream), std::move(slot));
                 },
                 "redis",
                 options_.slots ? options_.slots
-                               : std::make_shared<ConnectionSlots>(options_.max_connections)) {
+                               : std::make_shared<ConnectionSlots>(options_.max_connections),
+                options_.wrap) {
   node_.client_list = [this] { return ClientList(); };
   node_.connections = [this] { return connections_.size(); };
 }

@@ -36,6 +36,8 @@ struct RespServerOptions {
   // The limit shared with another port; default (nullptr): its own of
   // max_connections.
   std::shared_ptr<ConnectionSlots> slots;
+  // What each connection is wrapped in (TLS); default (nullptr): none.
+  Acceptor::Wrap wrap;
   // Commands of one connection run at once (one Execute). Default: 1024.
   size_t max_commands = 1024;
   // How long a connection may send nothing between commands, and how long

@@ -167,7 +167,8 @@ RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver,
                          RpcListenerOptions options)
     : RpcListener(
           kj::mv(receiver),
-          [shared = std::make_shared<capnp::Capability::Client>(kj::mv(bootstrap))] {
+          [shared = std::make_shared<capnp::Capability::Client>(kj::mv(bootstrap))](
+              kj::PeerIdentity&) {
             return RpcSession{*shared, {}, {}};
           },
           timer, options) {}
@@ -179,12 +180,13 @@ RpcListener::RpcListener(kj::Own<kj::ConnectionReceiver> receiver, RpcSessionFac
       options_(options),
       tasks_(*this),
       acceptor_(kj::mv(receiver), timer,
-                [this](kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
-                  Serve(kj::mv(stream), std::move(slot));
+                [this](kj::AuthenticatedStream accepted, ConnectionSlots::Slot slot) {
+                  Serve(kj::mv(accepted), std::move(slot));
                 },
                 "RPC",
                 options_.slots ? options_.slots
-                               : std::make_shared<ConnectionSlots>(options_.max_connections)) {}
+                               : std::make_shared<ConnectionSlots>(options_.max_connections),
+                options_.wrap) {}
 
 RpcListener::~RpcListener() = default;
 
@@ -197,9 +199,10 @@ bool RpcListener::RepliesSent() {
   return true;
 }
 
-void RpcListener::Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
-  connections_.push_back(
-      kj::heap<Connection>(kj::mv(stream), std::move(slot), sessions_(), timer_, options_));
+void RpcListener::Serve(kj::AuthenticatedStream accepted, ConnectionSlots::Slot slot) {
+  RpcSession session = sessions_(*accepted.peerIdentity);
+  connections_.push_back(kj::heap<Connection>(kj::mv(accepted.stream), std::move(slot),
+                                              kj::mv(session), timer_, options_));
   auto it = std::prev(connections_.end());
   spdlog::debug("connection opened ({} open)", connections_.size());
   tasks_.add((*it)->network.onDisconnect()

@@ -37,6 +37,8 @@ struct RpcListenerOptions {
   // one message may take (server/read_deadlines.h); zero: no limit.
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
   std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
+  // What each connection is wrapped in (TLS); default (nullptr): none.
+  Acceptor::Wrap wrap;
 };
 
 // What one connection is served.
@@ -50,8 +52,9 @@ struct RpcSession {
   // whatever it sends. Default (empty): never.
   std::function<bool()> busy;
 };
-// Makes the session of each connection accepted.
-using RpcSessionFactory = std::function<RpcSession()>;
+// Makes the session of each connection accepted, knowing who is at the
+// other end (util/tls.h's CertifiedName reads a TLS certificate's name).
+using RpcSessionFactory = std::function<RpcSession(kj::PeerIdentity& peer)>;
 
 // Lives on the event loop's thread.
 class RpcListener : private kj::TaskSet::ErrorHandler {
@@ -76,7 +79,7 @@ class RpcListener : private kj::TaskSet::ErrorHandler {
  private:
   struct Connection;
 
-  void Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot);
+  void Serve(kj::AuthenticatedStream accepted, ConnectionSlots::Slot slot);
   void taskFailed(kj::Exception&& exception) override;
 
   RpcSessionFactory sessions_;

@@ -11,6 +11,7 @@
 #include "crdt/codec.h"
 #include "schema/kv_text.h"
 #include "storage/store.h"
+#include "testing/certificates.h"
 #include "util/coding.h"
 
 namespace geokv::testing {
@@ -78,7 +79,8 @@ Dump DumpDataDir(const std::string& dir, std::string* why) {
 
 // ---- Client --------------------------------------------------------------------
 
-Client::Client(const std::string& address) : ez_(address), kv_(ez_.getMain<rpc::GeoKv>()) {}
+Client::Client(const std::string& address, const ClientTlsOptions& tls)
+    : connection_(address, tls), kv_(connection_.Main()) {}
 
 std::string Client::Set(const std::string& key, const std::string& value) {
   auto req = kv_.setRequest();
@@ -191,9 +193,23 @@ std::string Cluster::Name(int node) const {
   return Region(RegionOf(node)) + "-" + std::to_string(k);
 }
 
+ClientTlsOptions Cluster::client_tls(int region) const {
+  if (!options_.tls) return {};
+  ClientTlsOptions tls;
+  tls.ca = tls_dir() + "/ca.pem";
+  tls.cert = client_cert_;
+  tls.key = client_key_;
+  tls.name = Region(region);
+  return tls;
+}
+
 bool Cluster::Start(std::string* why) {
   for (int r = 0; r < options_.regions; ++r) {
     for (int k = 0; k < options_.nodes_per_region; ++k) Place(r);
+  }
+  if (options_.tls) {
+    std::filesystem::create_directories(tls_dir());
+    if (!MakeCa(tls_dir(), "ca", why)) return false;
   }
   for (int j = 0; j < nodes(); ++j) {
     if (!AddProxies(j, why)) return false;
@@ -235,6 +251,15 @@ bool Cluster::StartNode(int i, std::string* why) {
                                "--seeds", seeds});
   }
   if (options_.metrics) flags.insert(flags.end(), {"--metrics-listen", metrics_address(i)});
+  if (options_.tls) {
+    const std::string cert = tls_dir() + "/" + Name(i);
+    if (runs_[i] == 0 && !MakeCertificate(tls_dir(), "ca", Name(i), Name(i) + "." + Region(region),
+                                          {Region(region)}, why)) {
+      return false;
+    }
+    flags.insert(flags.end(), {"--tls-cert", cert + ".pem", "--tls-key", cert + ".key",
+                               "--tls-ca", tls_dir() + "/ca.pem"});
+  }
   flags.insert(flags.end(), options_.flags.begin(), options_.flags.end());
   std::vector<std::string> wrapper;
   if (auto own = node_wrappers_.find(i); own != node_wrappers_.end()) {
@@ -257,7 +282,7 @@ bool Cluster::StartNode(int i, std::string* why) {
 
 bool Cluster::WaitConnected(std::string* why) {
   for (int i = 0; i < nodes(); ++i) {
-    Client c(address(i));
+    Client c(address(i), client_tls(RegionOf(i)));
     if (!PollUntil([&] { return c.AllPeersConnected(nodes() - 1); }, std::chrono::seconds(30))) {
       *why = Name(i) + "'s peer links did not come up." + Logs();
       return false;
@@ -269,7 +294,7 @@ bool Cluster::WaitConnected(std::string* why) {
 bool Cluster::WaitSettled(std::chrono::milliseconds timeout, std::string* why) {
   for (int i = 0; i < nodes(); ++i) {
     if (!nodes_[i]->Running()) continue;
-    Client c(address(i));
+    Client c(address(i), client_tls(RegionOf(i)));
     auto settled = [&] {
       return c.kv().infoRequest().send().wait(c.ws()).getUnsettledSegments() == 0;
     };
@@ -309,7 +334,9 @@ bool Cluster::WaitConverged(std::chrono::milliseconds timeout, std::string* why)
 bool Cluster::WaitConverged(std::chrono::milliseconds timeout, std::string* why,
                             const std::vector<int>& which) {
   std::vector<std::unique_ptr<Client>> clients;
-  for (int i : which) clients.push_back(std::make_unique<Client>(address(i)));
+  for (int i : which) {
+    clients.push_back(std::make_unique<Client>(address(i), client_tls(RegionOf(i))));
+  }
   std::vector<uint64_t> digests;
   bool ok = PollUntil(
       [&] {

@@ -9,7 +9,6 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
-#include <capnp/ez-rpc.h>
 
 #include <chrono>
 #include <cstdint>
@@ -21,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "client/connection.h"
 #include "schema/kv.capnp.h"
 #include "testing/server_process.h"
 #include "tools/wan_proxy.h"
@@ -47,13 +47,14 @@ using Dump = std::map<std::string, std::vector<std::string>>;
 // Reads a stopped node's data dir whole; the error in *why.
 Dump DumpDataDir(const std::string& dir, std::string* why);
 
-// A client of one node, on the calling thread (its own KJ event loop). Not
-// thread-safe.
+// A client of one node, on the calling thread's KJ event loop
+// (client/connection.h), with TLS when `tls.ca` is given. Not thread-safe.
 class Client {
  public:
-  explicit Client(const std::string& address);
+  explicit Client(const std::string& address, const ClientTlsOptions& tls = {});
 
-  kj::WaitScope& ws() { return ez_.getWaitScope(); }
+  kj::WaitScope& ws() { return connection_.ws(); }
+  kj::AsyncIoProvider& io() { return connection_.io(); }
   rpc::GeoKv::Client& kv() { return kv_; }
 
   // Each write returns its token, or "" when it failed.
@@ -75,7 +76,7 @@ class Client {
   bool AllPeersConnected(size_t peers = 0);
 
  private:
-  capnp::EzRpcClient ez_;
+  ClientConnection connection_;
   rpc::GeoKv::Client kv_;
 };
 
@@ -97,6 +98,10 @@ class Cluster {
     // serves as its region's only member until gossip from the others
     // reaches it).
     bool all_seeds = false;
+    // Every node runs with TLS and mutual authentication between nodes: a
+    // CA and a certificate per node are made under the cluster's dir
+    // (tls/), and clients made with client_tls() trust that CA.
+    bool tls = false;
   };
 
   // Nodes run this build's geokv-server (a target that starts clusters adds
@@ -142,9 +147,26 @@ class Cluster {
   std::string metrics_address(int i) const {
     return "127.0.0.1:" + std::to_string(metrics_ports_[i]);
   }
+  // What a client needs to reach the nodes (empty without Options::tls):
+  // the CA, and the name every node's certificate carries (region r1).
+  ClientTlsOptions client_tls(int region = 0) const;
+  // Clients made with client_tls() present this certificate and key (PEM
+  // files), for nodes run with --client-ca.
+  void SetClientCertificate(std::string cert, std::string key) {
+    client_cert_ = std::move(cert);
+    client_key_ = std::move(key);
+  }
+  // Where the certificates are (Options::tls): ca.pem, ca.key, and NAME.pem
+  // and NAME.key per node.
+  std::string tls_dir() const { return dir_ + "/tls"; }
+
   // Every node's log, for failure messages.
   std::string Logs();
   std::string address(int i) const { return nodes_[i]->address(); }
+  // Node i's peer API.
+  std::string peer_address(int i) const {
+    return "127.0.0.1:" + std::to_string(peer_ports_[i]);
+  }
   // The proxy region `from` reaches node `to` of another region through.
   WanProxy& proxy(int from, int to) { return *proxies_.at({from, to}); }
 
@@ -189,6 +211,7 @@ class Cluster {
   std::vector<int> gossip_ports_;
   std::vector<int> metrics_ports_;
   std::map<int, int> runs_;  // starts of each node
+  std::string client_cert_, client_key_;
   std::map<int, std::vector<std::string>> node_wrappers_;
   std::map<std::pair<int, int>, std::unique_ptr<WanProxy>> proxies_;
   std::vector<std::unique_ptr<ServerProcess>> nodes_;

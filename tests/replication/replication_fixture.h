@@ -352,7 +352,7 @@ class PeerProxy {
 // Says hello to `server`'s peer service in-process, as `caller`, and
 // returns the session it answers with.
 inline peer::PeerSession::Client OpenSession(kj::WaitScope& ws, Node& server, Node& caller) {
-  auto peer = server.replicator->PeerBootstrap().castAs<peer::Peer>();
+  auto peer = server.replicator->PeerBootstrap(std::nullopt).castAs<peer::Peer>();
   auto req = peer.helloRequest();
   FillHello(caller.options, caller.store->node_id(), 1, req.initHello());
   return req.send().wait(ws).getSession();
@@ -369,7 +369,7 @@ struct Pair {
         b(dir.Sub("b"), "b", *io.provider, tuning, b_clock, configure_b) {
     auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
     listener = address->listen();
-    server = kj::heap<capnp::TwoPartyServer>(b.replicator->PeerBootstrap());
+    server = kj::heap<capnp::TwoPartyServer>(b.replicator->PeerBootstrap(std::nullopt));
     serving = server->listen(*listener).eagerlyEvaluate(nullptr);
   }
 

@@ -1,0 +1,310 @@
+// TLS with real processes: clusters whose nodes authenticate each other
+// with certificates of the cluster's CA, clients that must speak TLS, and
+// peers that can speak only for the node their certificate names.
+
+#include <gtest/gtest.h>
+#include <kj/compat/tls.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "replication/peer_wire.h"
+#include "testing/certificates.h"
+#include "testing/cluster.h"
+#include "testing/test_dir.h"
+#include "tests/replication/process_fixture.h"
+#include "util/tls.h"
+
+namespace geokv::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+Cluster::Options OneTlsNode(std::vector<std::string> flags = {}) {
+  Cluster::Options o;
+  o.regions = 1;
+  o.tls = true;
+  o.flags = std::move(flags);
+  return o;
+}
+
+// A TLS context of the test's own, from files under `dir` (NAME.pem and
+// NAME.key when `name` is not empty).
+kj::Own<kj::TlsContext> Context(const std::string& dir, const std::string& ca,
+                                const std::string& name) {
+  TlsContextOptions o;
+  o.files.ca = dir + "/" + ca + ".pem";
+  if (!name.empty()) {
+    o.files.cert = dir + "/" + name + ".pem";
+    o.files.key = dir + "/" + name + ".key";
+  }
+  auto made = MakeTlsContext(o);
+  EXPECT_TRUE(made.ok()) << made.status().ToString();
+  return std::move(made).value();
+}
+
+// Dials a node's peer port on `c`'s event loop, through TLS under `tls`
+// (nullptr: plain TCP) expecting a node of `callee_region`, says hello as
+// `name` of `region` and heartbeats on the session it got. "" when all
+// that was accepted, else why not.
+std::string HelloAndCall(Client& c, const std::string& peer_address, kj::TlsContext* tls,
+                         const std::string& callee_region, const std::string& name,
+                         const std::string& region) {
+  std::string why;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    kj::WaitScope& ws = c.ws();
+    auto stream = c.io().getNetwork().parseAddress(peer_address).wait(ws)->connect().wait(ws);
+    if (tls != nullptr) stream = tls->wrapClient(kj::mv(stream), callee_region.c_str()).wait(ws);
+    PeerConnection conn(kj::mv(stream), 1 << 20);
+    auto hello = conn.Bootstrap().helloRequest();
+    ReplicatorOptions me;
+    me.name = name;
+    me.region = region;
+    const ReplicaId id = std::random_device{}() | 1;
+    FillHello(me, id, 0, hello.initHello());
+    auto session = hello.send().wait(ws).getSession();
+    session.heartbeatRequest().send().wait(ws);
+  })) {
+    why = e->getDescription().cStr();
+  }
+  return why;
+}
+
+// Whether a client with `tls` gets a write through to the node at `address`.
+bool Served(const std::string& address, const ClientTlsOptions& tls) {
+  bool served = false;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+    Client c(address, tls);
+    served = c.Set("served", "v") != "";
+  })) {
+    served = false;
+  }
+  return served;
+}
+
+TEST(Tls, TwoRegionsReplicateAndServeClients) {
+  TestDir dir;
+  Cluster::Options o;
+  o.regions = 2;
+  o.nodes_per_region = 2;
+  o.tls = true;
+  o.flags = kFastFlags;
+  o.flags.insert(o.flags.end(), {"--replication-factor", "2"});
+  Cluster cluster(dir.path(), o);
+  START_CLUSTER(cluster);
+  Client writer(cluster.address(0), cluster.client_tls(cluster.RegionOf(0)));
+  const std::string token = writer.Set("greeting", "hello over tls");
+  ASSERT_NE(token, "");
+  for (int i = 1; i < cluster.nodes(); ++i) {
+    Client reader(cluster.address(i), cluster.client_tls(cluster.RegionOf(i)));
+    EXPECT_EQ(reader.Get("greeting", {token}), "hello over tls") << cluster.Name(i);
+  }
+  EXPECT_CONVERGED(cluster, 30s);
+  EXPECT_EQ(cluster.node(0).Log().find("refusing"), std::string::npos) << cluster.Logs();
+}
+
+// A node refuses to start on TLS files it cannot use, naming what is wrong.
+TEST(Tls, NodeRefusesUnusableFilesAtStart) {
+  TestDir dir;
+  std::string why;
+  ASSERT_TRUE(MakeCa(dir.path(), "ca", &why)) << why;
+  ASSERT_TRUE(MakeCertificate(dir.path(), "ca", "a", "a.eu", {"eu"}, &why)) << why;
+  ASSERT_TRUE(MakeCertificate(dir.path(), "ca", "b", "b.eu", {"eu"}, &why)) << why;
+  const std::string d = dir.path() + "/";
+  struct Case {
+    std::vector<std::string> files;  // cert, key, ca
+    std::string node;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {{d + "a.pem", d + "b.key", d + "ca.pem"}, "a", "is not the key of the certificate"},
+      {{d + "a.pem", d + "a.key", d + "ca.pem"}, "b", "names CN=a.eu, this node is CN=b.eu"},
+      {{d + "a.pem", d + "a.key", d + "missing.pem"}, "a", "cannot read " + d + "missing.pem"},
+      {{d + "a.pem", d + "a.key", d + "a.key"}, "a", "holds no PEM certificate"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    ServerProcess server(GEOKV_SERVER_BIN, d + "data" + std::to_string(i),
+                         d + "node" + std::to_string(i) + ".log",
+                         {"--region", "eu", "--node-id", c.node, "--tls-cert", c.files[0],
+                          "--tls-key", c.files[1], "--tls-ca", c.files[2]});
+    EXPECT_FALSE(server.Start(&why)) << "started with " << c.error;
+    EXPECT_NE(server.Log().find(c.error), std::string::npos) << server.Log();
+  }
+  // The same files, matched, start.
+  ServerProcess good(GEOKV_SERVER_BIN, d + "good", d + "good.log",
+                     {"--region", "eu", "--node-id", "a", "--tls-cert", d + "a.pem", "--tls-key",
+                      d + "a.key", "--tls-ca", d + "ca.pem"});
+  EXPECT_TRUE(good.Start(&why)) << why;
+}
+
+TEST(Tls, PlainOrUntrustingClientIsRefusedAndTheNodeCarriesOn) {
+  TestDir dir;
+  Cluster cluster(dir.path(), OneTlsNode());
+  START_CLUSTER(cluster);
+  {
+    Client plain(cluster.address(0));
+    EXPECT_ANY_THROW(plain.Set("k", "plain")) << "a plaintext client was served";
+  }
+  std::string why;
+  ASSERT_TRUE(MakeCa(dir.path(), "other-ca", &why)) << why;
+  ClientTlsOptions other = cluster.client_tls();
+  other.ca = dir.path() + "/other-ca.pem";
+  EXPECT_ANY_THROW(Client(cluster.address(0), other)) << "a server of another CA was trusted";
+  Client good(cluster.address(0), cluster.client_tls());
+  EXPECT_EQ(good.Get("k"), std::nullopt);
+  EXPECT_NE(good.Set("k", "tls"), "");
+  EXPECT_EQ(good.Get("k"), "tls");
+}
+
+TEST(Tls, ClientCaRequiresClientCertificates) {
+  TestDir dir;
+  Cluster cluster(dir.path(), OneTlsNode({"--client-ca", dir.path() + "/tls/clients.pem"}));
+  std::string why;
+  ASSERT_TRUE(std::filesystem::create_directories(cluster.tls_dir()));
+  ASSERT_TRUE(MakeCa(cluster.tls_dir(), "clients", &why)) << why;
+  ASSERT_TRUE(MakeCertificate(cluster.tls_dir(), "clients", "client", "app", {}, &why)) << why;
+  ASSERT_TRUE(MakeCa(cluster.tls_dir(), "other-ca", &why)) << why;
+  ASSERT_TRUE(MakeCertificate(cluster.tls_dir(), "other-ca", "stranger", "app", {}, &why)) << why;
+  cluster.SetClientCertificate(cluster.tls_dir() + "/client.pem",
+                               cluster.tls_dir() + "/client.key");
+  START_CLUSTER(cluster);
+  const ClientTlsOptions with_cert = cluster.client_tls();
+  ClientTlsOptions without = with_cert;
+  without.cert.clear();
+  without.key.clear();
+  EXPECT_FALSE(Served(cluster.address(0), without))
+      << "a client without a certificate was served";
+  ClientTlsOptions stranger = with_cert;
+  stranger.cert = cluster.tls_dir() + "/stranger.pem";
+  stranger.key = cluster.tls_dir() + "/stranger.key";
+  EXPECT_FALSE(Served(cluster.address(0), stranger))
+      << "a client certificate of another CA was taken";
+  Client c(cluster.address(0), with_cert);
+  EXPECT_NE(c.Set("k", "v"), "");
+}
+
+TEST(Tls, PeerWithoutCertificateOfTheClusterCaIsRefused) {
+  TestDir dir;
+  Cluster cluster(dir.path(), OneTlsNode());
+  START_CLUSTER(cluster);
+  const std::string certs = cluster.tls_dir();
+  std::string why;
+  ASSERT_TRUE(MakeCa(certs, "other-ca", &why)) << why;
+  ASSERT_TRUE(MakeCertificate(certs, "other-ca", "stranger", "node-r1.r1", {"r1"}, &why)) << why;
+  ASSERT_TRUE(MakeCertificate(certs, "ca", "member", "node-r1.r1", {"r1"}, &why)) << why;
+  Client c(cluster.address(0), cluster.client_tls());
+  ASSERT_NE(c.Set("before", "v"), "");
+  const uint64_t before = c.StateDigest();
+  auto stranger = Context(certs, "ca", "stranger");
+  auto anonymous = Context(certs, "ca", "");
+  const std::string peer = cluster.peer_address(0);
+  EXPECT_NE(HelloAndCall(c, peer, stranger.get(), "r0", "node-r1", "r1"), "");
+  EXPECT_NE(HelloAndCall(c, peer, anonymous.get(), "r0", "node-r1", "r1"), "");
+  EXPECT_NE(HelloAndCall(c, peer, nullptr, "r0", "node-r1", "r1"), "");
+  // The same hello with a certificate of the cluster's CA is taken: the
+  // refusals above are the certificates'.
+  auto member = Context(certs, "ca", "member");
+  EXPECT_EQ(HelloAndCall(c, peer, member.get(), "r0", "node-r1", "r1"), "");
+  EXPECT_EQ(c.StateDigest(), before);
+  EXPECT_NE(c.Set("after", "v"), "");
+}
+
+TEST(Tls, NodeCannotSayHelloAsAnotherNode) {
+  TestDir dir;
+  Cluster cluster(dir.path(), OneTlsNode());
+  START_CLUSTER(cluster);
+  const std::string certs = cluster.tls_dir();
+  std::string why;
+  ASSERT_TRUE(MakeCertificate(certs, "ca", "eu-7", "eu-7.r1", {"r1"}, &why)) << why;
+  auto tls = Context(certs, "ca", "eu-7");
+  Client c(cluster.address(0), cluster.client_tls());
+  const std::string peer = cluster.peer_address(0);
+  const std::string other_name = HelloAndCall(c, peer, tls.get(), "r0", "eu-8", "r1");
+  EXPECT_NE(other_name.find("another node than the caller's certificate"), std::string::npos)
+      << other_name;
+  const std::string other_region = HelloAndCall(c, peer, tls.get(), "r0", "eu-7", "r0");
+  EXPECT_NE(other_region.find("another node than the caller's certificate"), std::string::npos)
+      << other_region;
+  EXPECT_EQ(HelloAndCall(c, peer, tls.get(), "r0", "eu-7", "r1"), "");
+  EXPECT_TRUE(PollUntil(
+      [&] { return cluster.node(0).Log().find("refusing a hello as eu-8 of region r1") !=
+                   std::string::npos; },
+      5s))
+      << cluster.Logs();
+}
+
+// A raw TCP connection to 127.0.0.1:port.
+int ConnectRaw(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Whether the other end closed `fd` (a read sees its end).
+bool Closed(int fd) {
+  char byte;
+  ssize_t n = recv(fd, &byte, 1, MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+TEST(Tls, HandshakeThatNeverStartsIsClosedAndFreesItsSlot) {
+  TestDir dir;
+  // Two slots: the cluster's own clients need one while it starts.
+  Cluster cluster(dir.path(),
+                  OneTlsNode({"--max-connections", "2", "--tls-handshake-timeout", "500ms"}));
+  START_CLUSTER(cluster);
+  const int port = cluster.node(0).port();
+  std::vector<int> silent{ConnectRaw(port), ConnectRaw(port)};
+  auto all_closed = [&] {
+    return std::all_of(silent.begin(), silent.end(), [](int fd) { return Closed(fd); });
+  };
+  // While they hold every slot, a client is turned away. (The slot of a
+  // client the cluster used may still be taken at first: a silent
+  // connection is then turned away itself, and made again.)
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        bool remade = false;
+        for (int& fd : silent) {
+          if (!Closed(fd)) continue;
+          close(fd);
+          fd = ConnectRaw(port);
+          remade = true;
+        }
+        return !remade && !Served(cluster.address(0), cluster.client_tls()) &&
+               std::none_of(silent.begin(), silent.end(), [](int fd) { return Closed(fd); });
+      },
+      5s));
+  EXPECT_TRUE(PollUntil(all_closed, 10s))
+      << "a connection that never shook hands is still open" << cluster.Logs();
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        const std::string log = cluster.node(0).Log();
+        return log.find("closing a RPC connection: ") != std::string::npos &&
+               log.find("timed out") != std::string::npos;
+      },
+      5s))
+      << cluster.Logs();
+  for (int fd : silent) close(fd);
+  // The slots are free again (the refused clients' own ends may take a
+  // moment to reach the node).
+  EXPECT_TRUE(PollUntil([&] { return Served(cluster.address(0), cluster.client_tls()); }, 5s))
+      << cluster.Logs();
+}
+
+}  // namespace
+}  // namespace geokv::testing
