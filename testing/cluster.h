@@ -94,8 +94,7 @@ class Cluster {
     // Every node names all of its region's first nodes_per_region nodes as
     // gossip seeds, as docs/cluster.md advises, instead of the region's
     // first node alone (which then names only itself, and after a restart
-    // serves as its region's only member until gossip from the others
-    // reaches it).
+    // joins through the members its data dir kept).
     bool all_seeds = false;
   };
 
