@@ -141,24 +141,33 @@ std::vector<Member> MembersFor(const ReplicatorOptions& options, std::string_vie
   return options.local_members();
 }
 
-std::string EncodeLearnedMembers(const std::vector<Member>& members) {
+std::string EncodeLearnedMembers(const KeptMembers& kept) {
   capnp::MallocMessageBuilder message(kFirstSegmentWords);
   auto root = message.initRoot<peer::LearnedMembers>();
-  EncodeMembers(members, root.initMembers(static_cast<unsigned>(members.size())));
+  EncodeMembers(kept.remote, root.initMembers(static_cast<unsigned>(kept.remote.size())));
+  auto seeds = root.initRegionSeeds(static_cast<unsigned>(kept.region_seeds.size()));
+  for (unsigned i = 0; i < seeds.size(); ++i) seeds.set(i, kept.region_seeds[i]);
   return FrameMessage(message);
 }
 
-std::optional<std::vector<Member>> DecodeLearnedMembers(std::string_view bytes) {
-  std::vector<Member> members;
-  Status read = ReadFramed(bytes, [&members](capnp::MessageReader& m) {
-    for (auto member : m.getRoot<peer::LearnedMembers>().getMembers()) {
+std::optional<KeptMembers> DecodeLearnedMembers(std::string_view bytes) {
+  KeptMembers kept;
+  Status read = ReadFramed(bytes, [&kept](capnp::MessageReader& m) {
+    auto root = m.getRoot<peer::LearnedMembers>();
+    for (auto member : root.getMembers()) {
       Member decoded = DecodeMember(member);
-      if (WithinBounds(decoded)) members.push_back(std::move(decoded));
+      if (WithinBounds(decoded)) kept.remote.push_back(std::move(decoded));
+    }
+    for (auto seed : root.getRegionSeeds()) {
+      if (kept.region_seeds.size() == kMaxRegionMembers) break;
+      if (seed.size() > 0 && seed.size() <= kMaxMemberFieldBytes) {
+        kept.region_seeds.emplace_back(seed.cStr(), seed.size());
+      }
     }
     return Status::OK();
   });
   if (!read.ok()) return std::nullopt;
-  return members;
+  return kept;
 }
 
 }  // namespace geokv

@@ -65,12 +65,25 @@ void LearnMembers(const ReplicatorOptions& options, std::string_view region,
 // none for its own region.
 std::vector<Member> MembersFor(const ReplicatorOptions& options, std::string_view region);
 
+// What a node keeps of the members it knows for its next start: the members
+// of other regions it learned, and the gossip addresses of its own region's
+// other members, which it joins through besides its --seeds.
+struct KeptMembers {
+  std::vector<Member> remote;
+  std::vector<std::string> region_seeds;
+
+  friend bool operator==(const KeptMembers& a, const KeptMembers& b) {
+    return a.remote == b.remote && a.region_seeds == b.region_seeds;
+  }
+};
+
 // The value of the `peer_members` metadata row (replication.capnp's
-// LearnedMembers, docs/formats.md) for `members`.
-std::string EncodeLearnedMembers(const std::vector<Member>& members);
-// The members a `peer_members` row holds, those out of bounds left out;
+// LearnedMembers, docs/formats.md) for `kept`.
+std::string EncodeLearnedMembers(const KeptMembers& kept);
+// What a `peer_members` row holds, members out of bounds and seeds longer
+// than kMaxMemberFieldBytes left out, kMaxRegionMembers seeds at most;
 // nullopt when it does not decode.
-std::optional<std::vector<Member>> DecodeLearnedMembers(std::string_view bytes);
+std::optional<KeptMembers> DecodeLearnedMembers(std::string_view bytes);
 
 }  // namespace geokv
 

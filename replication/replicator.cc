@@ -502,21 +502,9 @@ std::vector<PeerStatus> Replicator::Peers() const {
   return out;
 }
 
-std::vector<Member> Replicator::KeptPeerMembers() const {
-  const std::string bytes = store_.PeerMembers();
-  if (bytes.empty()) return {};
-  std::optional<std::vector<Member>> members = DecodeLearnedMembers(bytes);
-  if (!members) {
-    spdlog::warn("the members of other regions kept in the data dir do not decode; "
-                 "starting from --peers alone");
-    return {};
-  }
-  return std::move(*members);
-}
-
-void Replicator::KeepPeerMembers(const std::vector<Member>& members) {
+void Replicator::KeepPeerMembers(const KeptMembers& kept) {
   if (stopped_) return;
-  std::string bytes = EncodeLearnedMembers(members);
+  std::string bytes = EncodeLearnedMembers(kept);
   if (keeping_) {
     members_to_keep_ = std::move(bytes);
   } else if (bytes != kept_members_) {
@@ -532,7 +520,7 @@ void Replicator::KeepPeerMemberBytes(std::string bytes) {
   tasks_->add(committer_.SubmitRemote(std::move(apply)).then([this](WriteResult written) {
     keeping_ = false;
     if (!written.status.ok()) {
-      spdlog::warn("cannot keep the members of other regions: {}", written.status.ToString());
+      spdlog::warn("cannot keep the members this node knows: {}", written.status.ToString());
       kept_members_.clear();  // tried again on the next change
     }
     if (members_to_keep_) {

@@ -21,7 +21,8 @@
 // heartbeat, to learn the members of other regions. Every link to a node of
 // another region exchanges members both ways, so a node also learns a
 // region from the nodes of it that dial in; the server keeps what it
-// learned in the store (KeepPeerMembers) for the next start.
+// learned, with where its region's members gossip, in the store
+// (KeepPeerMembers) for the next start.
 //
 // The other direction, deltas and states coming in, is the peer service
 // (PeerBootstrap) that the node serves on --peer-listen: it joins them through
@@ -61,6 +62,7 @@
 #include "replication/clock.h"
 #include "replication/group_commit.h"
 #include "replication/hand_over.h"
+#include "replication/members.h"
 #include "replication/peer_service.h"
 #include "replication/peer_types.h"
 #include "replication/tombstone_collector.h"
@@ -204,13 +206,10 @@ class Replicator final : private HandOver::Links {
 
   std::vector<PeerStatus> Peers() const;
 
-  // The members of other regions the store kept (KeepPeerMembers) when it
-  // was opened; empty when it kept none or they do not decode.
-  std::vector<Member> KeptPeerMembers() const;
-  // Keeps `members`, the members of other regions this node learned, in
-  // the store for its next start: written by the committer's writer thread,
-  // the last of calls close together winning. Nothing once stopped.
-  void KeepPeerMembers(const std::vector<Member>& members);
+  // Keeps `kept`, the members this node knows (members.h), in the store for
+  // its next start (Store::PeerMembers): written by the committer's writer
+  // thread, the last of calls close together winning. Nothing once stopped.
+  void KeepPeerMembers(const KeptMembers& kept);
   // This node's clock minus the median clock (see ClockJudge).
   int64_t ClockOffsetMs() const;
   // The connected peers with a clock sample, on which ClockOffsetMs rests

@@ -87,11 +87,13 @@ struct Member {
   state @7 :MemberState;
 }
 
-# The members of other regions a node learned through member exchange, as
-# it keeps them in its data dir (the `peer_members` metadata row,
-# docs/formats.md), so that a restart does not depend on its --peers alone.
+# The members of other regions a node learned through member exchange, and
+# where its own region's other members gossip, as it keeps them in its data
+# dir (the `peer_members` metadata row, docs/formats.md), so that a restart
+# depends neither on its --peers nor on its --seeds alone.
 struct LearnedMembers {
   members @0 :List(Member);
+  regionSeeds @1 :List(Text);  # HOST:PORT, gossip addresses of its region's other members
 }
 
 struct KeyDigest {

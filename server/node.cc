@@ -8,12 +8,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <optional>
 #include <utility>
+#include <vector>
 
 #include "cluster/gossip.h"
 #include "cluster/gossip_key.h"
 #include "monitoring/metrics.h"
 #include "replication/group_commit.h"
+#include "replication/members.h"
 #include "replication/replicator.h"
 #include "server/admin.h"
 #include "server/cluster_view.h"
@@ -103,6 +106,17 @@ Status Node::Start() {
                  store_->RetiredIds().back().last_seq, store_->IdentityChange());
   }
 
+  KeptMembers kept;
+  if (!store_->PeerMembers().empty()) {
+    std::optional<KeptMembers> decoded = DecodeLearnedMembers(store_->PeerMembers());
+    if (decoded) {
+      kept = std::move(*decoded);
+    } else {
+      spdlog::warn("the members kept in the data dir do not decode; starting from --peers and "
+                   "--seeds alone");
+    }
+  }
+
   io_ = std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo());
   // Check the sockets and the writer's answers every 64 events, not only
   // when the queue runs dry: a steady stream of calls would otherwise starve
@@ -112,10 +126,10 @@ Status Node::Start() {
 
   GEOKV_RETURN_IF_ERROR(LoadTls());
   GEOKV_RETURN_IF_ERROR(Listen());
-  GEOKV_RETURN_IF_ERROR(StartGossip());
+  GEOKV_RETURN_IF_ERROR(StartGossip(kept.region_seeds));
   metrics_ = std::make_unique<Metrics>(options_.region);
   GEOKV_RETURN_IF_ERROR(StartMetricsServer());
-  StartReplication();
+  StartReplication(kept.remote);
   StartServices();
   StartJoining();
   Place();
@@ -125,7 +139,11 @@ Status Node::Start() {
   sampler_->Start();
   if (gossip_) {
     follower_ = std::make_unique<MembershipFollower>(
-        *gossip_, *view_, [this](const char* how) { Joined(how); }, [this] { Place(); });
+        *gossip_, *view_, [this](const char* how) { Joined(how); },
+        [this] {
+          Place();
+          KeepMembers();
+        });
     follower_->Start();
   }
   return Status::OK();
@@ -206,7 +224,7 @@ Status Node::Listen() {
   return Status::OK();
 }
 
-Status Node::StartGossip() {
+Status Node::StartGossip(const std::vector<std::string>& kept_seeds) {
   Member self;
   self.id = store_->node_id();
   self.name = name_;
@@ -223,7 +241,16 @@ Status Node::StartGossip() {
     GossipOptions g;
     g.listen = options_.gossip_listen;
     g.self = self;
+    // A node whose --seeds name only itself (its region's first node, as
+    // docs/cluster.md starts it) would otherwise serve as its region's only
+    // member after a restart, until the others' gossip reached it.
     g.seeds = options_.seeds;
+    for (const std::string& seed : kept_seeds) {
+      if (std::find(g.seeds.begin(), g.seeds.end(), seed) == g.seeds.end()) {
+        g.seeds.push_back(seed);
+      }
+    }
+    const std::vector<std::string> join_through = g.seeds;
     g.membership.period = std::chrono::milliseconds(options_.gossip_period_ms);
     g.membership.ping_timeout = std::chrono::milliseconds(options_.gossip_period_ms * 2 / 5);
     g.membership.suspicion_timeout = std::chrono::milliseconds(options_.suspicion_timeout_ms);
@@ -245,12 +272,12 @@ Status Node::StartGossip() {
       return started;
     }
     self = gossip_->Self();
-    must_join_ = std::any_of(options_.seeds.begin(), options_.seeds.end(),
+    must_join_ = std::any_of(join_through.begin(), join_through.end(),
                              [&](const std::string& seed) { return seed != self.gossip_address; });
     std::string seeds;
-    for (const std::string& seed : options_.seeds) seeds += (seeds.empty() ? "" : ",") + seed;
-    spdlog::info("gossip on {} (UDP), seeds {}", self.gossip_address,
-                 seeds.empty() ? "none" : seeds);
+    for (const std::string& seed : join_through) seeds += (seeds.empty() ? "" : ",") + seed;
+    spdlog::info("gossip on {} (UDP), seeds {} ({} kept from the last run)", self.gossip_address,
+                 seeds.empty() ? "none" : seeds, kept_seeds.size());
   }
   view_ = std::make_unique<ClusterView>(self, options_.replication_factor, options_.vnodes);
   return Status::OK();
@@ -269,7 +296,7 @@ Status Node::StartMetricsServer() {
   return Status::OK();
 }
 
-void Node::StartReplication() {
+void Node::StartReplication(const std::vector<Member>& kept_remote) {
   committer_ = std::make_unique<GroupCommitter>(*store_, options_.max_pending_writes);
   ReplicatorOptions replication;
   replication.name = name_;
@@ -283,7 +310,7 @@ void Node::StartReplication() {
                                          std::vector<Member> members) {
     if (!view_->MergeRemote(region, members)) return;
     Place();
-    replicator_->KeepPeerMembers(view_->RemoteMembers());
+    KeepMembers();
   };
   replication.local_members = [this] {
     // Other regions learn here that the ids this node used before left.
@@ -321,7 +348,7 @@ void Node::StartReplication() {
   replicator_ = std::make_unique<Replicator>(*store_, *async_store_, *committer_, *io_->provider,
                                              std::move(replication));
   std::map<std::string, std::vector<Member>> kept;
-  for (Member& m : replicator_->KeptPeerMembers()) kept[m.region].push_back(std::move(m));
+  for (const Member& m : kept_remote) kept[m.region].push_back(m);
   for (const auto& [region, members] : kept) {
     view_->MergeRemote(region, members);
     spdlog::info("{} members of region {} known from the data dir", members.size(), region);
@@ -446,6 +473,22 @@ void Node::Joined(const char* how) {
   view_->set_joined(true);
   replicator_->HoldTrimming(false);
   spdlog::info("joined region {}: {}", options_.region, how);
+}
+
+void Node::KeepMembers() {
+  KeptMembers kept;
+  kept.remote = view_->RemoteMembers();
+  if (gossip_) {
+    const Member self = gossip_->Self();
+    for (const Member& m : gossip_->Members()) {
+      if (m.id == self.id || m.state == MemberState::kLeft || m.gossip_address.empty() ||
+          m.gossip_address == self.gossip_address) {
+        continue;
+      }
+      kept.region_seeds.push_back(m.gossip_address);
+    }
+  }
+  replicator_->KeepPeerMembers(kept);
 }
 
 void Node::RunUntilStopped() {

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "server/options.h"
 #include "util/status.h"
@@ -34,6 +35,7 @@ class ReplicatorForwarder;
 class RespServer;
 class RpcListener;
 class Store;
+struct Member;
 
 // Lives on the thread that constructs it, which runs its event loop.
 // Create one per process: it takes SIGTERM and SIGINT.
@@ -65,20 +67,27 @@ class Node {
   // Loads the TLS files and checks that the certificate names this node.
   Status LoadTls();
   Status Listen();
-  Status StartGossip();
+  // Gossip joins through `kept_seeds` (where the region's other members
+  // gossiped when this node last ran) as well as through --seeds.
+  Status StartGossip(const std::vector<std::string>& kept_seeds);
   Status StartMetricsServer();
-  void StartReplication();
+  // The view starts from `kept_remote` (the other regions' members this
+  // node knew when it last ran).
+  void StartReplication(const std::vector<Member>& kept_remote);
   void StartServices();
   void StartJoining();
   // Gives the replicator the view's placement.
   void Place();
   // The node has learned its region's members (`how`).
   void Joined(const char* how);
+  // Keeps the members this node knows for its next start.
+  void KeepMembers();
 
   const ServerOptions options_;
   std::string name_;
-  // Gossip has seeds other than this node: it must hear from one (or wait
-  // kJoinWait) before it knows its region.
+  // Gossip has seeds other than this node (given, or kept from its last
+  // run): it must hear from one (or wait kJoinWait) before it knows its
+  // region.
   bool must_join_ = false;
   std::unique_ptr<Store> store_;
   std::unique_ptr<kj::AsyncIoContext> io_;

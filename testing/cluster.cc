@@ -7,6 +7,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <set>
 
 #include "crdt/codec.h"
 #include "schema/kv_text.h"
@@ -26,17 +30,60 @@ std::string Token(const Reply& reply) {
 
 }  // namespace
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+namespace {
+
+// Binds a socket of `type` to 127.0.0.1:port (0: any) and closes it; the
+// port bound, or 0 when the bind failed.
+int TryBind(int type, int port) {
+  int fd = socket(AF_INET, type, 0);
+  if (fd < 0) return 0;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  int bound = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    socklen_t len = sizeof(addr);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) bound = ntohs(addr.sin_port);
+  }
   close(fd);
-  return ntohs(addr.sin_port);
+  return bound;
+}
+
+// The first port of the kernel's ephemeral range.
+int EphemeralLow() {
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 0, high = 0;
+  if (range >> low >> high && low > 0) return low;
+  return 32768;
+}
+
+}  // namespace
+
+int FreePort() {
+  // Below the range, where nothing but an explicit bind takes a port.
+  constexpr int kLowest = 10000;
+  static std::mutex mu;
+  static std::set<int> given;
+  static std::mt19937 rng(std::random_device{}());
+  static const int high = EphemeralLow();
+  std::lock_guard<std::mutex> lock(mu);
+  for (int attempt = 0; high - kLowest >= 2000 && attempt < 1000; ++attempt) {
+    const int port = kLowest + static_cast<int>(rng() % static_cast<unsigned>(high - kLowest));
+    if (!given.count(port) && TryBind(SOCK_STREAM, port) == port &&
+        TryBind(SOCK_DGRAM, port) == port) {
+      given.insert(port);
+      return port;
+    }
+  }
+  // No room below the range: any free port the kernel picks.
+  int port = 0;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    port = TryBind(SOCK_STREAM, 0);
+    if (port != 0 && !given.count(port) && TryBind(SOCK_DGRAM, port) == port) break;
+  }
+  given.insert(port);
+  return port;
 }
 
 std::string FaketimeLibrary() {

@@ -27,7 +27,12 @@
 
 namespace geokv::testing {
 
-// A loopback port free at the time of the call.
+// A loopback port free for TCP and UDP at the time of the call, never one
+// returned before in this process, and below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range) when that leaves room: a port of the range
+// may be taken, between this call and the bind of the node given it (or
+// between a node's kill and its restart), by any outgoing connection or
+// bind to port 0 on the machine. Thread-safe.
 int FreePort();
 
 // The libfaketime library Debian's faketime package installs; empty when
@@ -95,8 +100,7 @@ class Cluster {
     // Every node names all of its region's first nodes_per_region nodes as
     // gossip seeds, as docs/cluster.md advises, instead of the region's
     // first node alone (which then names only itself, and after a restart
-    // serves as its region's only member until gossip from the others
-    // reaches it).
+    // joins through the members its data dir kept).
     bool all_seeds = false;
     // Every node runs with TLS and mutual authentication between nodes: a
     // CA and a certificate per node are made under the cluster's dir

@@ -136,9 +136,8 @@ std::optional<int> ParseFlags(int argc, char** argv, Flags* f) {
                "Keep the directories of passing runs too (a failing run's is always kept)");
   app.add_flag("--self-seeded-first-nodes", f->self_seeded,
                "Give each region's first node only itself as its gossip seed (the others name "
-               "it alone) instead of every node naming the region's first three; after a "
-               "restart such a node serves as its region's only member until the others' "
-               "gossip reaches it");
+               "it alone) instead of every node naming the region's first three; restarted, "
+               "such a node joins through the members its data dir kept");
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
 
   std::stringstream list(f->faults);

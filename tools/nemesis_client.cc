@@ -37,21 +37,44 @@ auto Send(Connections::Connection& c, Request req, const std::string& key,
   return Call(c, req);
 }
 
-WriteResult SendWrite(Connections::Connection& c, const Write& w) {
+// How a write ended, and the token of the write when the reply carries one.
+template <typename Reply>
+WriteResult Ended(const Reply& reply, std::string* token) {
+  if (reply.hasToken() && reply.getToken().size() > 0) *token = String(reply.getToken());
+  return Classify(reply.getOutcome().getCode());
+}
+
+// Sends `w` at QUORUM, ordered after the session's earlier writes: it
+// presents `*session`, the token of the client's latest write that has
+// one, and replaces it with this write's token. Every write presents its
+// predecessor's, so the latest token bounds them all (docs/api.md, Tokens).
+WriteResult SendWrite(Connections::Connection& c, const Write& w, std::string* session) {
   const auto quorum = rpc::Consistency::QUORUM;
+  auto present = [&](auto& req) {
+    if (!session->empty()) req.initTokens(1).set(0, AsData(*session));
+  };
   switch (w.type) {
     case OpType::kSetAdd:
-      return Classify(Send(c, c.kv.sAddRequest(), w.key, quorum, [&](auto& req) {
-                        req.initElements(1).set(0, AsData(w.value));
-                      }).getOutcome().getCode());
+      return Ended(Send(c, c.kv.sAddRequest(), w.key, quorum,
+                        [&](auto& req) {
+                          req.initElements(1).set(0, AsData(w.value));
+                          present(req);
+                        }),
+                   session);
     case OpType::kIncrement:
-      return Classify(Send(c, c.kv.incrByRequest(), w.key, quorum, [&](auto& req) {
-                        req.setDelta(w.delta);
-                      }).getOutcome().getCode());
+      return Ended(Send(c, c.kv.incrByRequest(), w.key, quorum,
+                        [&](auto& req) {
+                          req.setDelta(w.delta);
+                          present(req);
+                        }),
+                   session);
     case OpType::kRegisterSet:
-      return Classify(Send(c, c.kv.setRequest(), w.key, quorum, [&](auto& req) {
-                        req.setValue(AsData(w.value));
-                      }).getOutcome().getCode());
+      return Ended(Send(c, c.kv.setRequest(), w.key, quorum,
+                        [&](auto& req) {
+                          req.setValue(AsData(w.value));
+                          present(req);
+                        }),
+                   session);
   }
   return WriteResult::kUnknown;
 }
@@ -150,6 +173,7 @@ void RunClient(const ClientOptions& options, const Directory& directory, History
   Connections connections;
   const std::string me = "c" + std::to_string(options.id);
   uint64_t seq = 0;
+  std::string session;  // the token of the latest write that returned one
   while (!stop.load()) {
     auto nodes = directory.PickTwo(options.region, rng);
     if (!nodes) {
@@ -179,7 +203,7 @@ void RunClient(const ClientOptions& options, const Directory& directory, History
     }
     w.start = Clock::now();
     try {
-      w.result = SendWrite(connections.Get(writer.address), w);
+      w.result = SendWrite(connections.Get(writer.address), w, &session);
     } catch (const kj::Exception&) {
       connections.Drop(writer.address);
       w.result = WriteResult::kUnknown;
@@ -198,6 +222,8 @@ void RunClient(const ClientOptions& options, const Directory& directory, History
     r.written_through = writer.name;
     r.start = Clock::now();
     bool answered = false;
+    // No token: the read checks that QUORUM reads meet QUORUM writes, which
+    // a token's wait for the write on the reading node would hide.
     try {
       answered = SendRead(connections.Get(reader.address), rpc::Consistency::QUORUM, &r);
     } catch (const kj::Exception&) {

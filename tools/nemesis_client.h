@@ -96,7 +96,9 @@ struct ClientOptions {
 };
 
 // Writes, and reads each acknowledged write back through another node of
-// its region, until `stop`; records both in `history`.
+// its region, until `stop`; records both in `history`. The client is one
+// session: each write presents the token of its latest earlier write, so
+// its writes are ordered (its later LWW write wins) whatever the clocks.
 void RunClient(const ClientOptions& options, const Directory& directory, History& history,
                const std::atomic<bool>& stop);
 

@@ -106,14 +106,17 @@ TEST(Members, RemoteMembersKeepsAtMostTheBoundOfOneRegionThoseThatLeftLast) {
 }
 
 TEST(Members, LearnedMembersRoundTripAndBadBytesDoNotDecode) {
-  std::vector<Member> kept = TwoMembers();
-  for (Member& m : kept) m.gossip_address.clear();
+  KeptMembers kept;
+  kept.remote = TwoMembers();
+  for (Member& m : kept.remote) m.gossip_address.clear();
+  kept.region_seeds = {"127.0.0.1:7711", "127.0.0.1:7712"};
   auto got = DecodeLearnedMembers(EncodeLearnedMembers(kept));
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(*got, kept);
   auto none = DecodeLearnedMembers(EncodeLearnedMembers({}));
   ASSERT_TRUE(none.has_value());
-  EXPECT_TRUE(none->empty());
+  EXPECT_TRUE(none->remote.empty());
+  EXPECT_TRUE(none->region_seeds.empty());
   EXPECT_FALSE(DecodeLearnedMembers("not a message").has_value());
   EXPECT_FALSE(DecodeLearnedMembers(std::string(64, '\xff')).has_value());
 }
