@@ -339,7 +339,7 @@ TEST(ReplicatorPair, PeerCallsWithListsOverTheLimitAreRefusedAndChangeNothing) {
 TEST(ReplicatorPair, AHelloWithAnEmptyNameOrAHugeRegionIsRefused) {
   auto io = kj::setupAsyncIo();
   Pair pair(io);
-  auto peer = pair.b.replicator->PeerBootstrap().castAs<peer::Peer>();
+  auto peer = pair.b.replicator->PeerBootstrap(std::nullopt).castAs<peer::Peer>();
   auto refusal = [&](const std::string& name, const std::string& region) -> std::string {
     auto req = peer.helloRequest();
     FillHello(pair.a.options, pair.a.store->node_id(), 1, req.initHello());
