@@ -40,8 +40,12 @@ kj::Promise<void> Acceptor::Loop() {
           serve_(kj::mv(accepted), std::move(*slot));
         } else {
           // Dropping the stream closes it.
-          spdlog::warn("refusing a {} connection: {} connections open (max-connections)", what_,
-                       slots_->open());
+          uint64_t held_back = 0;
+          if (refusals_logged_.Allow(LogLimiter::Clock::now(), &held_back)) {
+            spdlog::warn("refusing a {} connection: {} connections open (max-connections); {} "
+                         "more refused since the last such line",
+                         what_, slots_->open(), held_back);
+          }
         }
         return Loop();
       },
@@ -55,7 +59,11 @@ kj::Promise<void> Acceptor::Loop() {
 
 void Acceptor::taskFailed(kj::Exception&& e) {
   // A stranger's failed handshake is routine; the slot went with it.
-  spdlog::info("closing a {} connection: {}", what_, e.getDescription().cStr());
+  uint64_t held_back = 0;
+  if (failures_logged_.Allow(LogLimiter::Clock::now(), &held_back)) {
+    spdlog::info("closing a {} connection: {}; {} more closed since the last such line", what_,
+                 e.getDescription().cStr(), held_back);
+  }
 }
 
 }  // namespace geokv

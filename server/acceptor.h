@@ -18,6 +18,8 @@
 #include <string>
 #include <utility>
 
+#include "util/log_limiter.h"
+
 namespace geokv {
 
 // The connections open on the ports that share one limit (the client API
@@ -89,6 +91,9 @@ class Acceptor : private kj::TaskSet::ErrorHandler {
   const Wrap wrap_;
   kj::TaskSet wrapping_;
   kj::Maybe<kj::Promise<void>> accepting_;
+  // At most a line every 10 s each: strangers can open connections at will.
+  LogLimiter refusals_logged_;
+  LogLimiter failures_logged_;
 };
 
 }  // namespace geokv
