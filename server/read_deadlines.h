@@ -38,6 +38,12 @@ class ReadDeadlines {
   // no limit.
   kj::Maybe<kj::TimePoint> Next() const;
 
+  // The connection was busy at `now` (its calls under way, so silence is
+  // not idleness): between messages, its idle time starts again.
+  void Active(kj::TimePoint now) {
+    if (between_messages()) last_end_ = now;
+  }
+
   // Whether every byte so far belongs to a whole message.
   bool between_messages() const { return part_ == Part::kCount && have_ == 0; }
 

@@ -29,7 +29,6 @@ class PacedStream final : public kj::AsyncIoStream {
         max_queued_(max_queued),
         wait_(std::move(session.wait)),
         busy_(std::move(session.busy)),
-        idle_timeout_(options.idle_timeout.count() * kj::MILLISECONDS),
         deadlines_(options.idle_timeout.count() * kj::MILLISECONDS,
                    options.read_timeout.count() * kj::MILLISECONDS, timer.now()) {}
 
@@ -113,10 +112,13 @@ class PacedStream final : public kj::AsyncIoStream {
   }
 
   // Ends the connection at `deadline`; an idle one whose calls are under
-  // way (a long wait) gets another idle_timeout_ instead.
+  // way (a long wait) counts as active now and gets a new deadline.
   kj::Promise<size_t> Expire(kj::TimePoint deadline, bool idle) {
     return timer_.atTime(deadline).then([this, idle]() -> kj::Promise<size_t> {
-      if (idle && busy_ && busy_()) return Expire(timer_.now() + idle_timeout_, true);
+      if (idle && busy_ && busy_()) {
+        deadlines_.Active(timer_.now());
+        KJ_IF_MAYBE(next, deadlines_.Next()) { return Expire(*next, true); }
+      }
       const char* why = idle ? "sent no message within --idle-timeout"
                              : "did not send a whole message within --read-timeout";
       spdlog::info("closing a connection that {}", why);
@@ -129,7 +131,6 @@ class PacedStream final : public kj::AsyncIoStream {
   const size_t max_queued_;
   const std::function<kj::Maybe<kj::Promise<void>>()> wait_;
   const std::function<bool()> busy_;
-  const kj::Duration idle_timeout_;
   capnp::TwoPartyVatNetwork* network_ = nullptr;
   ReadDeadlines deadlines_;
   kj::byte buffer_[kBufferBytes];

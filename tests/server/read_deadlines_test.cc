@@ -41,6 +41,16 @@ TEST(ReadDeadlines, BetweenMessagesTheIdleLimitRunsFromTheLastMessagesEnd) {
   EXPECT_EQ(d.Next(), kStart + 16 * kj::SECONDS);
 }
 
+TEST(ReadDeadlines, ABusyConnectionsIdleTimeStartsAgain) {
+  ReadDeadlines d(10 * kj::SECONDS, 2 * kj::SECONDS, kStart);
+  d.Active(kStart + 8 * kj::SECONDS);
+  EXPECT_EQ(d.Next(), kStart + 18 * kj::SECONDS);
+  // Within a message the message's own deadline stands.
+  d.Arrived(Message(10, 1024).asBytes().slice(0, 4), kStart + 9 * kj::SECONDS);
+  d.Active(kStart + 10 * kj::SECONDS);
+  EXPECT_EQ(d.Next(), kStart + 11 * kj::SECONDS);
+}
+
 TEST(ReadDeadlines, FollowsMessagesOfManySegmentsFedAByteAtATime) {
   ReadDeadlines d(10 * kj::SECONDS, 2 * kj::SECONDS, kStart);
   for (unsigned first_words : {1024u, 4u, 5u}) {  // 1, odd and even segment counts
