@@ -129,6 +129,7 @@ Status Node::Start() {
   GEOKV_RETURN_IF_ERROR(StartGossip(kept.region_seeds));
   metrics_ = std::make_unique<Metrics>(options_.region);
   GEOKV_RETURN_IF_ERROR(StartMetricsServer());
+  GEOKV_RETURN_IF_ERROR(LoadUsers());
   StartReplication(kept.remote);
   StartServices();
   StartJoining();
@@ -194,6 +195,20 @@ Status Node::LoadTls() {
                NodeCommonName(self), options_.tls_ca,
                options_.client_ca.empty() ? ""
                                           : ", clients one of " + options_.client_ca);
+  return Status::OK();
+}
+
+Status Node::LoadUsers() {
+  if (options_.users_file.empty()) return Status::OK();
+  auto users = Authenticator::Open(options_.users_file, *async_store_, *metrics_);
+  if (!users.ok()) {
+    spdlog::error("cannot start: {}", users.status().message());
+    return users.status();
+  }
+  users_ = std::move(users).value();
+  spdlog::info("{} users from {}: clients must log in{}", users_->users(), options_.users_file,
+               options_.client_ca.empty() ? ""
+                                          : " or present a certificate naming a user");
   return Status::OK();
 }
 
@@ -387,10 +402,21 @@ void Node::StartServices() {
       });
   // One service per connection, counting its calls.
   const size_t calls_per_connection = options_.max_calls_per_connection;
-  auto sessions = [this, service_options, calls_per_connection](kj::PeerIdentity&) {
+  // A connection is served as the user its certificate names, or must log
+  // in, when the node has users.
+  auto sessions = [this, service_options, calls_per_connection](kj::PeerIdentity& client) {
     auto calls = std::make_shared<CallLimit>(calls_per_connection);
-    capnp::Capability::Client service = kj::heap<KvService>(
-        *coordinator_, *admin_, *replicator_, *serving_, calls, service_options);
+    auto open = [this, service_options, calls](Role role) -> capnp::Capability::Client {
+      return kj::heap<KvService>(*coordinator_, *admin_, *replicator_, *serving_, calls,
+                                 service_options, ClientAccess{role, users_.get()});
+    };
+    std::optional<Role> role = Role::kAdmin;
+    if (users_) {
+      std::optional<std::string> name = CertifiedName(client);
+      role = name ? users_->CertifiedRole(*name) : std::nullopt;
+    }
+    capnp::Capability::Client service =
+        role ? open(*role) : capnp::Capability::Client(kj::heap<LoginService>(*users_, open));
     return RpcSession{kj::mv(service), [calls] { return calls->Wait(); },
                       [calls] { return calls->under_way() > 0; }};
   };
@@ -416,7 +442,7 @@ void Node::StartServices() {
     resp.read_timeout = client_options.read_timeout;
     resp.wrap = ServeTls(client_tls_.get());
     RespNode node{*coordinator_, *admin_, *replicator_, *async_store_, limits,
-                  options_.max_message_bytes / 2, {}, {}};
+                  options_.max_message_bytes / 2, {}, {}, users_.get()};
     resp_server_ = std::make_unique<RespServer>(kj::mv(resp_receiver_), std::move(node), timer,
                                                 std::move(resp));
     spdlog::info("redis protocol listening on {} port {}", options_.resp_listen,

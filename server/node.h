@@ -19,6 +19,7 @@ namespace geokv {
 
 class Admin;
 class AsyncStore;
+class Authenticator;
 class ClusterView;
 class Coordinator;
 class Gossip;
@@ -66,6 +67,8 @@ class Node {
  private:
   // Loads the TLS files and checks that the certificate names this node.
   Status LoadTls();
+  // Reads --users, if given.
+  Status LoadUsers();
   Status Listen();
   // Gossip joins through `kept_seeds` (where the region's other members
   // gossiped when this node last ran) as well as through --seeds.
@@ -111,6 +114,7 @@ class Node {
   std::unique_ptr<Leaver> leaver_;
   std::unique_ptr<ServingGate> serving_;
   // Runs the requests other nodes forward here.
+  std::unique_ptr<Authenticator> users_;
   std::unique_ptr<KvService> forward_service_;
   std::unique_ptr<RpcListener> listener_;
   std::unique_ptr<RpcListener> peer_listener_;
