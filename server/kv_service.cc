@@ -48,11 +48,6 @@ kj::Promise<void> AnswerLogin(Authenticator* users, LoginCallContext context,
     return kj::READY_NOW;
   }
   auto params = context.getParams();
-  if (params.getUser().size() > 1024 || params.getSecret().size() > kMaxSecretBytes) {
-    SetOutcome(Status::Unauthenticated("no such user, or a wrong secret"),
-               context.getResults().initOutcome());
-    return kj::READY_NOW;
-  }
   return users->Login(params.getUser(), params.getSecret())
       .then([context, open = std::move(open)](StatusOr<Role> role) mutable {
         auto results = context.getResults();

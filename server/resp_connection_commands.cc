@@ -188,9 +188,6 @@ RespSession::Step RespSession::Login(std::string user, std::string secret,
   step.alone = true;
   step.finish = [this, user = std::move(user), secret = std::move(secret), then = std::move(then)](
                     std::vector<Result>&, std::vector<Result>&) mutable -> kj::Promise<std::string> {
-    if (user.size() > 1024 || secret.empty() || secret.size() > kMaxSecretBytes) {
-      return ErrorReply("WRONGPASS invalid username-password pair or user is disabled.");
-    }
     return node_.users->Login(std::move(user), std::move(secret))
         .then([this, then = std::move(then)](StatusOr<Role> role) -> std::string {
           if (role.ok()) {

@@ -163,6 +163,11 @@ kj::Promise<StatusOr<Role>> Authenticator::Login(std::string user, std::string s
     return StatusOr<Role>(Status::Unavailable(
         "too many logins are being checked; retry in a moment"));
   }
+  if (user.empty() || user.size() > kMaxNameBytes || secret.empty() ||
+      secret.size() > kMaxSecretBytes) {
+    metrics_.logins_refused.Increment();
+    return StatusOr<Role>(Status::Unauthenticated("no such user, or a wrong secret"));
+  }
   auto it = users_->find(user);
   const bool known = it != users_->end() && it->second.secret.has_value();
   SecretHash hash = known ? *it->second.secret : decoy_;

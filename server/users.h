@@ -76,7 +76,8 @@ class Authenticator {
   // Checks `secret` against `user`'s, off the loop. Resolves with the
   // user's role, Unauthenticated when the user is unknown, has no secret or
   // the secret does not match (the same message, after the same work, for
-  // all three), or Unavailable when kMaxChecking checks are under way.
+  // all three; at once for a user or secret of no possible length), or
+  // Unavailable when kMaxChecking checks are under way.
   kj::Promise<StatusOr<Role>> Login(std::string user, std::string secret);
 
   size_t users() const { return users_->size(); }
