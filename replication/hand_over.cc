@@ -65,6 +65,15 @@ size_t HandOver::UnsettledCount() const {
   return n;
 }
 
+void HandOver::UnsettleAll() {
+  for (size_t s = 0; s < kTreeSegments; ++s) {
+    if (env_.own_segments.empty() || env_.own_segments[s]) {
+      unsettled_[s] = true;
+      ++generation_[s];
+    }
+  }
+}
+
 void HandOver::PlacementChanged(const std::vector<bool>& before) {
   for (size_t s = 0; s < env_.own_segments.size() && s < kTreeSegments; ++s) {
     const bool owned_before = s < before.size() && before[s];

@@ -82,6 +82,10 @@ class HandOver {
            !Dropped(segment);
   }
   size_t UnsettledCount() const;
+  // Writes of the region may be missing here (this node refused a peer's
+  // batch or repair): every segment it owns is unsettled until brought in
+  // step with the other owners again.
+  void UnsettleAll();
   // The placement changed: segments this node owns now and did not own in
   // `before` (empty: none) are unsettled.
   void PlacementChanged(const std::vector<bool>& before);

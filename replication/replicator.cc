@@ -96,7 +96,13 @@ bool Replicator::Dropped(size_t segment) const { return hand_over_->Dropped(segm
 
 bool Replicator::Syncing(size_t segment) const { return hand_over_->Syncing(segment); }
 
-bool Replicator::Settled(size_t segment) const { return hand_over_->Settled(segment); }
+bool Replicator::Settled(size_t segment) const {
+  // A refused batch or repair (its stamps ahead of this node's clock) may
+  // have held writes the region acknowledged: no segment counts until the
+  // next maintenance turn unsettles them all, and then until each is in
+  // step again.
+  return committer_.stamps_refused() == stamps_unsettled_ && hand_over_->Settled(segment);
+}
 
 size_t Replicator::UnsettledSegments() const { return hand_over_->UnsettledCount(); }
 
@@ -568,6 +574,10 @@ kj::Promise<void> Replicator::MaintainTurn() {
       .then([this](uint64_t bytes_after_trimmed) {
         for (auto& [id, link] : links_) link->shipper().CheckBacklog();
         Report();
+        if (const uint64_t refused = committer_.stamps_refused(); refused != stamps_unsettled_) {
+          hand_over_->UnsettleAll();
+          stamps_unsettled_ = refused;
+        }
         uint64_t through = store_.LastSeq();
         for (const auto& [id, link] : links_) {
           if (auto floor = link->TrimFloor(bytes_after_trimmed)) through = std::min(through, *floor);

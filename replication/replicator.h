@@ -266,6 +266,8 @@ class Replicator final : private HandOver::Links {
   AsyncStore& reader_;
   GroupCommitter& committer_;
   uint64_t stamps_counted_ = 0;  // committer_.stamps_refused() added to the metric
+  // committer_.stamps_refused() already turned into unsettled segments.
+  uint64_t stamps_unsettled_ = 0;
   kj::AsyncIoProvider& io_;
   ReplicatorOptions options_;
   std::unique_ptr<Metrics> own_metrics_;
