@@ -177,12 +177,6 @@ kj::Promise<void> KvService::batch(BatchContext context) {
 kj::Promise<void> KvService::RunBatch(BatchContext context,
                                       std::chrono::steady_clock::time_point start) {
   CheckServing();
-  const size_t count = context.getParams().getRequests().size();
-  if (count > options_.limits.max_batch_requests) {
-    kj::throwFatalException(KJ_EXCEPTION(
-        FAILED, kj::str("a batch of ", count, " requests; at most --max-batch-requests (",
-                        options_.limits.max_batch_requests, ")")));
-  }
   // Parsed whole before anything runs: a batch that is malformed (it throws
   // while it is read) or refused leaves nothing applied, so retrying it
   // cannot apply an increment twice.

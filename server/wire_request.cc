@@ -266,6 +266,11 @@ ParsedRequest ParseRequest(rpc::Request::Reader r, const RequestLimits& limits) 
 
 std::vector<ParsedRequest> ParseBatch(capnp::List<rpc::Request>::Reader requests,
                                       const RequestLimits& limits) {
+  if (requests.size() > limits.max_batch_requests) {
+    kj::throwFatalException(KJ_EXCEPTION(
+        FAILED, kj::str("a batch of ", requests.size(), " requests; at most --max-batch-requests (",
+                        limits.max_batch_requests, ")")));
+  }
   std::vector<ParsedRequest> out;
   out.reserve(requests.size());
   for (auto r : requests) out.push_back(ParseRequest(r, limits));

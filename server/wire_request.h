@@ -41,7 +41,8 @@ ParsedRequest ParseRequest(rpc::TypeRequest::Reader r, const RequestLimits& limi
 // A batch member; kUnknown (InvalidArgument) for a kind this server does
 // not know.
 ParsedRequest ParseRequest(rpc::Request::Reader r, const RequestLimits& limits);
-// Every member of a batch, in order.
+// Every member of a batch, in order. A batch of more than
+// limits.max_batch_requests throws (FAILED) before any member is read.
 std::vector<ParsedRequest> ParseBatch(capnp::List<rpc::Request>::Reader requests,
                                       const RequestLimits& limits);
 
