@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "monitoring/metrics.h"
+#include "replication/peer_claims.h"
 #include "replication/peer_wire.h"
 #include "storage/async_store.h"
 #include "storage/store.h"
@@ -110,8 +111,10 @@ struct ShipperOptions {
 
 class LogShipper final : private kj::TaskSet::ErrorHandler {
  public:
-  // Entries per pushed batch, whatever their size.
+  // Entries per pushed batch, whatever their size. A batch covers as many
+  // positions as it read entries, so receivers take it (CheckBatchRange).
   static constexpr size_t kMaxBatchEntries = kMaxPeerListEntries;
+  static_assert(kMaxBatchEntries <= kMaxBatchPositions, "receivers refuse longer batches");
 
   // `log` must outlive the shipper.
   LogShipper(ShipperLog& log, ShipperOptions options);

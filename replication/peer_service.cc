@@ -1,5 +1,6 @@
 #include "replication/peer_service.h"
 
+#include <fmt/format.h>
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
@@ -31,6 +32,14 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     auto wire = context.getParams().getBatch();
     DeltaBatch batch;
     batch.origin = wire.getOrigin();
+    if (batch.origin != caller_) {
+      // Deltas are never relayed: a session ships its caller's own log.
+      c_.receiver.refusals().Refuse(
+          PeerClaim::kOrigin, region_,
+          Status::InvalidArgument(fmt::format(
+              "a batch of the log of {:016x} from {:016x}: a node ships only its own log",
+              batch.origin, caller_)));
+    }
     batch.from = wire.getFrom();
     batch.through = wire.getThrough();
     auto entries = wire.getEntries();

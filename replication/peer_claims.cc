@@ -1,0 +1,66 @@
+#include "replication/peer_claims.h"
+
+#include <fmt/format.h>
+#include <kj/debug.h>
+#include <spdlog/spdlog.h>
+
+#include "util/coding.h"
+
+namespace geokv {
+
+std::string_view PeerClaimName(PeerClaim claim) {
+  switch (claim) {
+    case PeerClaim::kOrigin: return "origin";
+    case PeerClaim::kBatchRange: return "batch_range";
+    case PeerClaim::kRepairedPosition: return "repaired_position";
+    case PeerClaim::kReplicaId: return "replica_id";
+  }
+  return "unknown";
+}
+
+Status CheckBatchRange(ReplicaId origin, uint64_t from, uint64_t through) {
+  if (through - from > kMaxBatchPositions) {
+    return Status::InvalidArgument(fmt::format(
+        "a batch of the log of {:016x} covers positions {} to {}, {} positions; a batch covers "
+        "at most {}",
+        origin, from + 1, through, through - from, kMaxBatchPositions));
+  }
+  if (through >= kMaxLogPosition) {
+    return Status::InvalidArgument(
+        fmt::format("a batch of the log of {:016x} runs through position {}, past any log ({})",
+                    origin, through, kMaxLogPosition));
+  }
+  return Status::OK();
+}
+
+Status CheckRepairedPosition(ReplicaId origin, uint64_t through) {
+  if (through >= kMaxLogPosition) {
+    return Status::InvalidArgument(fmt::format(
+        "a repair of the log of {:016x} is said to run through position {}, past any log ({})",
+        origin, through, kMaxLogPosition));
+  }
+  return Status::OK();
+}
+
+ClaimRefusals::ClaimRefusals(Metrics* metrics) : metrics_(metrics) {
+  if (metrics_ == nullptr) return;
+  for (size_t i = 0; i < kPeerClaims; ++i) {
+    metrics_->PeerClaimRefused(std::string(PeerClaimName(static_cast<PeerClaim>(i))));
+  }
+}
+
+void ClaimRefusals::Refuse(PeerClaim claim, std::string_view region, const Status& why) {
+  ++refused_[static_cast<size_t>(claim)];
+  const std::string name(PeerClaimName(claim));
+  if (metrics_ != nullptr) metrics_->PeerClaimRefused(name).Increment();
+  uint64_t held_back = 0;
+  if (log_.Allow(LogLimiter::Clock::now(), &held_back)) {
+    spdlog::warn("refused a call of a node of region {} ({}): {}{}", PrintableBytes(region), name, why.message(),
+                 held_back == 0 ? std::string()
+                                : fmt::format(" (and {} more refusals since the last message)",
+                                              held_back));
+  }
+  KJ_FAIL_REQUIRE(why.message());
+}
+
+}  // namespace geokv

@@ -1,0 +1,84 @@
+// Bounds on what a peer may claim (DESIGN.md section 4, Security: even an
+// authenticated peer's claims are bounded), and how a claim beyond them is
+// refused.
+//
+// A position a peer claims is one in its own log: a session ships only the
+// log of the node that said hello (deltas are never relayed), and
+// markRepaired names the caller's log. A node's log positions are
+// consecutive (Store::ReadLog), and a shipper reads at most
+// LogShipper::kMaxBatchEntries of them per batch, so a batch's range
+// (from, through] spans at most kMaxBatchPositions positions, whatever it
+// leaves out for keys the receiver does not own. No log reaches
+// kMaxLogPosition: a node logging a million entries a second would take
+// over 2,000 years. So neither a claim of the end of the 64-bit range nor a
+// jump far past what the receiver holds is ever a real one.
+//
+// A refused claim changes nothing: the call fails with the reason, which
+// the receiver also logs (at most once per 10 s, counting the ones left
+// out) and counts in geokv_peer_claims_refused_total by claim.
+
+#ifndef GEOKV_REPLICATION_PEER_CLAIMS_H_
+#define GEOKV_REPLICATION_PEER_CLAIMS_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "domain/member.h"
+#include "monitoring/metrics.h"
+#include "replication/peer_wire.h"
+#include "util/log_limiter.h"
+#include "util/status.h"
+
+namespace geokv {
+
+// The most log positions one pushed batch may cover.
+inline constexpr uint64_t kMaxBatchPositions = kMaxPeerListEntries;
+// Past the last position any log reaches.
+inline constexpr uint64_t kMaxLogPosition = (uint64_t{1} << 56) - 1;
+
+// What a refused claim was about; PeerClaimName is its metric label.
+enum class PeerClaim {
+  kOrigin,            // a batch of another origin's log than the caller's
+  kBatchRange,        // a batch covering too many positions, or too far
+  kRepairedPosition,  // markRepaired beyond any log
+  kReplicaId,         // a hello's replica id that is not the caller's
+};
+inline constexpr size_t kPeerClaims = 4;
+std::string_view PeerClaimName(PeerClaim claim);
+
+// InvalidArgument unless the batch of `origin`'s log covering (from,
+// through] spans at most kMaxBatchPositions positions and ends below
+// kMaxLogPosition. REQUIRES: from < through.
+Status CheckBatchRange(ReplicaId origin, uint64_t from, uint64_t through);
+
+// InvalidArgument unless `through`, a position of `origin`'s log that a
+// repair is said to have brought, is below kMaxLogPosition.
+Status CheckRepairedPosition(ReplicaId origin, uint64_t through);
+
+// Logs and counts refused claims. Thread safety: loop thread only.
+class ClaimRefusals {
+ public:
+  // Makes every claim's series in `metrics` (not owned; nullptr: none).
+  explicit ClaimRefusals(Metrics* metrics);
+
+  ClaimRefusals(const ClaimRefusals&) = delete;
+  ClaimRefusals& operator=(const ClaimRefusals&) = delete;
+
+  // Logs that a node of `region` made the claim `why` describes, counts
+  // it, and fails the call with `why` (KJ_FAIL_REQUIRE).
+  [[noreturn]] void Refuse(PeerClaim claim, std::string_view region, const Status& why);
+
+  // Refusals of `claim` so far.
+  uint64_t refused(PeerClaim claim) const { return refused_[static_cast<size_t>(claim)]; }
+
+ private:
+  Metrics* const metrics_;
+  LogLimiter log_;
+  std::array<uint64_t, kPeerClaims> refused_{};
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_REPLICATION_PEER_CLAIMS_H_
