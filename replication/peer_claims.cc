@@ -4,6 +4,8 @@
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "util/coding.h"
 
 namespace geokv {
@@ -42,6 +44,31 @@ Status CheckRepairedPosition(ReplicaId origin, uint64_t through) {
   return Status::OK();
 }
 
+Status CheckHelloIdentity(const std::vector<KnownNode>& known, ReplicaId id,
+                          std::string_view name, std::string_view region,
+                          const std::vector<ReplicaId>& retired) {
+  // Another's id is named first, whatever the order of `known`.
+  for (const KnownNode& k : known) {
+    if (k.id == id && (k.name != name || k.region != region)) {
+      return Status::InvalidArgument(fmt::format(
+          "a hello as {} of region {} claims replica id {:016x}, which is {} of region {}",
+          PrintableBytes(name), PrintableBytes(region), id, PrintableBytes(k.name),
+          PrintableBytes(k.region)));
+    }
+  }
+  for (const KnownNode& k : known) {
+    if (k.name == name && k.region == region && k.id != id &&
+        std::find(retired.begin(), retired.end(), k.id) == retired.end()) {
+      return Status::InvalidArgument(fmt::format(
+          "a hello as {} of region {} claims replica id {:016x}, but this node knows it as "
+          "{:016x}, not retired; a node that lost its data dir is removed first "
+          "(geokv-cli remove)",
+          PrintableBytes(name), PrintableBytes(region), id, k.id));
+    }
+  }
+  return Status::OK();
+}
+
 ClaimRefusals::ClaimRefusals(Metrics* metrics) : metrics_(metrics) {
   if (metrics_ == nullptr) return;
   for (size_t i = 0; i < kPeerClaims; ++i) {
@@ -60,7 +87,8 @@ void ClaimRefusals::Refuse(PeerClaim claim, std::string_view region, const Statu
                                 : fmt::format(" (and {} more refusals since the last message)",
                                               held_back));
   }
-  KJ_FAIL_REQUIRE(why.message());
+  kj::throwFatalException(
+      kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str(why.message())));
 }
 
 }  // namespace geokv

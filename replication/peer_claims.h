@@ -13,6 +13,11 @@
 // over 2,000 years. So neither a claim of the end of the 64-bit range nor a
 // jump far past what the receiver holds is ever a real one.
 //
+// With TLS, a node's hello must name the node its certificate names
+// (peer_service.h); it must also go by the replica id this node knows that
+// node by (CheckHelloIdentity), so that no certified node ships under
+// another's id.
+//
 // A refused claim changes nothing: the call fails with the reason, which
 // the receiver also logs (at most once per 10 s, counting the ones left
 // out) and counts in geokv_peer_claims_refused_total by claim.
@@ -24,6 +29,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "domain/member.h"
 #include "monitoring/metrics.h"
@@ -56,6 +62,25 @@ Status CheckBatchRange(ReplicaId origin, uint64_t from, uint64_t through);
 // InvalidArgument unless `through`, a position of `origin`'s log that a
 // repair is said to have brought, is below kMaxLogPosition.
 Status CheckRepairedPosition(ReplicaId origin, uint64_t through);
+
+// A node this node knows (a member it links to): its replica id, name and
+// region.
+struct KnownNode {
+  ReplicaId id = 0;
+  std::string name;
+  std::string region;
+};
+
+// InvalidArgument when a hello as `name` of `region` with replica id `id`
+// contradicts `known`: the id is another known node's, or this node knows
+// `name` of `region` under another id that is not among `retired` (the ids
+// the caller's hello lists as left: a node that took a new id at open says
+// its old one retired). A name this node has never seen may take any id
+// that is not another's; so may a known name once its member is removed
+// (it is then no longer known).
+Status CheckHelloIdentity(const std::vector<KnownNode>& known, ReplicaId id,
+                          std::string_view name, std::string_view region,
+                          const std::vector<ReplicaId>& retired);
 
 // Logs and counts refused claims. Thread safety: loop thread only.
 class ClaimRefusals {

@@ -4,6 +4,7 @@
 
 #include "replication/peer_claims.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 
@@ -11,8 +12,10 @@
 #include <string>
 
 #include "replication/replicator.h"
+#include "replication/peer_wire.h"
 #include "testing/test_dir.h"
 #include "tests/replication/replication_fixture.h"
+#include "util/tls.h"
 
 namespace geokv {
 namespace {
@@ -132,6 +135,59 @@ TEST(PeerClaims, ARepairedPositionPastAnyLogIsRefused) {
   EXPECT_EQ(c.Refused(PeerClaim::kRepairedPosition), 2);
   EXPECT_EQ(c.MarkRepaired(5'000'000), "");
   EXPECT_EQ(c.BHolds(c.a), 5'000'000u);
+}
+
+// A node of region eu named `name` that b links to, going by `id`.
+PeerTarget Known(ReplicaId id, const std::string& name) {
+  PeerTarget t;
+  t.id = id;
+  t.name = name;
+  t.region = "eu";
+  t.address = "127.0.0.1:1";  // never dialled: b is not started
+  return t;
+}
+
+// With TLS, b knows a and c by their replica ids: a, certified as a, may not
+// go by c's id, nor by a new one while its old one is not retired. It may
+// once its hello lists the old id as left (it took a new id at open), or
+// once b no longer knows it (it was removed).
+TEST(PeerClaims, ACertifiedHelloGoesByTheReplicaIdKnownForItsNode) {
+  auto io = kj::setupAsyncIo();
+  Claims c(io);
+  constexpr ReplicaId kC = 0xc0c0c0c0c0c0c0c0;
+  constexpr ReplicaId kNew = 0x0e0e0e0e0e0e0e0e;
+  c.pair.b.replicator->SetPlacement({}, {Known(c.a, "a"), Known(kC, "c")});
+  auto hello = [&](ReplicaId id, ReplicaId retired) {
+    auto peer = c.pair.b.replicator->PeerBootstrap(NodeCommonName(NodeIdentity{"a", "eu"}))
+                    .castAs<peer::Peer>();
+    auto req = peer.helloRequest();
+    FillHello(c.pair.a.options, id, 1, req.initHello());
+    if (retired != 0) {
+      auto gone = req.initMembers(1)[0];
+      gone.setReplicaId(retired);
+      gone.setName("retired");
+      gone.setRegion("eu");
+      gone.setState(peer::MemberState::LEFT);
+    }
+    return Refusal(c.ws, req);
+  };
+  std::string refused = hello(kC, 0);
+  EXPECT_NE(refused.find("claims replica id c0c0c0c0c0c0c0c0, which is c of region eu"),
+            std::string::npos)
+      << refused;
+  refused = hello(kNew, 0);
+  EXPECT_NE(refused.find("but this node knows it as " + fmt::format("{:016x}", c.a) +
+                         ", not retired"),
+            std::string::npos)
+      << refused;
+  EXPECT_NE(hello(kNew, kC).find("not retired"), std::string::npos);
+  EXPECT_EQ(c.Refused(PeerClaim::kReplicaId), 3);
+  EXPECT_EQ(hello(c.a, 0), "");
+  EXPECT_EQ(hello(kNew, c.a), "");
+  c.pair.b.replicator->SetPlacement({}, {Known(kC, "c")});
+  EXPECT_EQ(hello(kNew, 0), "");
+  EXPECT_NE(hello(kC, 0).find("which is c of region eu"), std::string::npos);
+  EXPECT_EQ(c.Refused(PeerClaim::kReplicaId), 4);
 }
 
 }  // namespace
