@@ -16,6 +16,7 @@ std::string_view PeerClaimName(PeerClaim claim) {
     case PeerClaim::kBatchRange: return "batch_range";
     case PeerClaim::kRepairedPosition: return "repaired_position";
     case PeerClaim::kReplicaId: return "replica_id";
+    case PeerClaim::kAcknowledgedPosition: return "acknowledged_position";
   }
   return "unknown";
 }
@@ -42,6 +43,13 @@ Status CheckRepairedPosition(ReplicaId origin, uint64_t through) {
         origin, through, kMaxLogPosition));
   }
   return Status::OK();
+}
+
+Status CheckAcknowledgedPosition(uint64_t held, uint64_t last, uint64_t held_at_hello) {
+  if (held <= last || held <= held_at_hello) return Status::OK();
+  return Status::InvalidArgument(fmt::format(
+      "the peer answers that it holds this node's log through {}, past its last entry {}", held,
+      last));
 }
 
 Status CheckHelloIdentity(const std::vector<KnownNode>& known, ReplicaId id,

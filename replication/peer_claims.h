@@ -18,6 +18,11 @@
 // node by (CheckHelloIdentity), so that no certified node ships under
 // another's id.
 //
+// The other way, a peer's answer that it holds this node's log through a
+// position past the log's last entry (and past what it held at hello, where
+// that shows a log that went back) is refused too (LogShipper): it would
+// count writes never shipped to it as acknowledged.
+//
 // A refused claim changes nothing: the call fails with the reason, which
 // the receiver also logs (at most once per 10 s, counting the ones left
 // out) and counts in geokv_peer_claims_refused_total by claim.
@@ -50,8 +55,9 @@ enum class PeerClaim {
   kBatchRange,        // a batch covering too many positions, or too far
   kRepairedPosition,  // markRepaired beyond any log
   kReplicaId,         // a hello's replica id that is not the caller's
+  kAcknowledgedPosition,  // an answer holding more of this node's log than it has
 };
-inline constexpr size_t kPeerClaims = 4;
+inline constexpr size_t kPeerClaims = 5;
 std::string_view PeerClaimName(PeerClaim claim);
 
 // InvalidArgument unless the batch of `origin`'s log covering (from,
@@ -81,6 +87,11 @@ struct KnownNode {
 Status CheckHelloIdentity(const std::vector<KnownNode>& known, ReplicaId id,
                           std::string_view name, std::string_view region,
                           const std::vector<ReplicaId>& retired);
+
+// InvalidArgument when a peer answers that it holds this node's log
+// through `held`, past both `last`, the log's last position, and
+// `held_at_hello`, what it answered at hello.
+Status CheckAcknowledgedPosition(uint64_t held, uint64_t last, uint64_t held_at_hello);
 
 // Logs and counts refused claims. Thread safety: loop thread only.
 class ClaimRefusals {

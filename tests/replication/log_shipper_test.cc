@@ -182,6 +182,31 @@ TEST(LogShipper, ShipsFromTheAckedPosition) {
   EXPECT_EQ(rig.log.outstanding(), 0u);  // nothing more to read
 }
 
+// A target that answers it holds more of the log than there is would have
+// every later write counted as acknowledged: the connection fails and the
+// acknowledged position stays.
+TEST(LogShipper, AnAnswerPastTheLogsLastEntryFailsTheConnection) {
+  kj::EventLoop loop;
+  kj::WaitScope ws(loop);
+  Rig rig(10);
+  rig.shipper.Connected(4);
+  auto run = rig.shipper.Run(rig.transport).eagerlyEvaluate(nullptr);
+  rig.AnswerAllReads(ws);
+  ASSERT_EQ(rig.transport.pushes.size(), 1u);
+  rig.transport.pushes[0].answer->fulfill(UINT64_MAX - 1);
+  std::string failed;
+  try {
+    run.wait(ws);
+  } catch (const kj::Exception& e) {
+    failed = e.getDescription().cStr();
+  }
+  EXPECT_NE(failed.find("holds this node's log through 18446744073709551614, past its last "
+                        "entry 10"),
+            std::string::npos)
+      << failed;
+  EXPECT_EQ(rig.shipper.acked(), 4u);
+}
+
 TEST(LogShipper, LeavesOutEntriesOfSegmentsTheTargetDoesNotOwn) {
   kj::EventLoop loop;
   kj::WaitScope ws(loop);
