@@ -52,8 +52,8 @@ kj::Own<kj::TlsContext> Context(const std::string& dir, const std::string& ca,
 
 // Dials a node's peer port on `c`'s event loop, through TLS under `tls`
 // (nullptr: plain TCP) expecting a node of `callee_region`, says hello as
-// `name` of `region` and heartbeats on the session it got. "" when all
-// that was accepted, else why not.
+// `name` of `region` under a new random replica id and heartbeats on the
+// session it got. "" when all that was accepted, else why not.
 std::string HelloAndCall(Client& c, const std::string& peer_address, kj::TlsContext* tls,
                          const std::string& callee_region, const std::string& name,
                          const std::string& region) {
@@ -239,6 +239,37 @@ TEST(Tls, NodeCannotSayHelloAsAnotherNode) {
                    std::string::npos; },
       5s))
       << cluster.Logs();
+}
+
+// A certificate of node 1 (a copy, or the node's own) lets its holder say
+// hello only under the replica id node 0 knows node 1 by: under a new one
+// it is refused, logged, and the real node 1 replicates on.
+TEST(Tls, CertifiedNodeCannotSayHelloUnderAnotherReplicaId) {
+  TestDir dir;
+  Cluster::Options o;
+  o.regions = 2;
+  o.tls = true;
+  o.flags = kFastFlags;
+  Cluster cluster(dir.path(), o);
+  START_CLUSTER(cluster);
+  const std::string certs = cluster.tls_dir();
+  const std::string name = cluster.Name(1);
+  std::string why;
+  ASSERT_TRUE(MakeCertificate(certs, "ca", "copy", name + ".r1", {"r1"}, &why)) << why;
+  auto tls = Context(certs, "ca", "copy");
+  Client c(cluster.address(0), cluster.client_tls());
+  const std::string refused =
+      HelloAndCall(c, cluster.peer_address(0), tls.get(), "r0", name, "r1");
+  EXPECT_NE(refused.find("but this node knows it as"), std::string::npos) << refused;
+  EXPECT_TRUE(PollUntil(
+      [&] { return cluster.node(0).Log().find("(replica_id): a hello as " + name) !=
+                   std::string::npos; },
+      5s))
+      << cluster.Logs();
+  Client writer(cluster.address(1), cluster.client_tls(cluster.RegionOf(1)));
+  const std::string token = writer.Set("after", "v");
+  ASSERT_NE(token, "");
+  EXPECT_EQ(c.Get("after", {token}), "v");
 }
 
 // A raw TCP connection to 127.0.0.1:port.
