@@ -11,6 +11,8 @@ LogShipper::LogShipper(ShipperLog& log, ShipperOptions options)
     : log_(log), options_(std::move(options)), refusals_(options_.metrics) {}
 
 void LogShipper::Connected(uint64_t applied) {
+  Status held = CheckHeldAtHello(applied);
+  if (!held.ok()) refusals_.Refuse(PeerClaim::kAcknowledgedPosition, options_.region, held);
   acked_ = applied;
   held_at_hello_ = applied;
   acked_known_ = true;

@@ -128,6 +128,8 @@ class LogShipper final : private kj::TaskSet::ErrorHandler {
 
   // A connection said hello: the target holds this node's log through
   // `applied`. Starts a repair when it needs entries already trimmed.
+  // Throws, changing nothing, when `applied` is past any log
+  // (CheckHeldAtHello).
   void Connected(uint64_t applied);
   // Ships (and repairs) through `transport` until a push fails, which
   // rejects the promise. Cancel it by dropping it, then call Disconnected.

@@ -52,6 +52,13 @@ Status CheckAcknowledgedPosition(uint64_t held, uint64_t last, uint64_t held_at_
       last));
 }
 
+Status CheckHeldAtHello(uint64_t held) {
+  if (held < kMaxLogPosition) return Status::OK();
+  return Status::InvalidArgument(fmt::format(
+      "the peer answers hello that it holds this node's log through {}, past any log ({})", held,
+      kMaxLogPosition));
+}
+
 Status CheckHelloIdentity(const std::vector<KnownNode>& known, ReplicaId id,
                           std::string_view name, std::string_view region,
                           const std::vector<ReplicaId>& retired) {
@@ -85,12 +92,12 @@ ClaimRefusals::ClaimRefusals(Metrics* metrics) : metrics_(metrics) {
 }
 
 void ClaimRefusals::Refuse(PeerClaim claim, std::string_view region, const Status& why) {
-  ++refused_[static_cast<size_t>(claim)];
   const std::string name(PeerClaimName(claim));
   if (metrics_ != nullptr) metrics_->PeerClaimRefused(name).Increment();
   uint64_t held_back = 0;
   if (log_.Allow(LogLimiter::Clock::now(), &held_back)) {
-    spdlog::warn("refused a call of a node of region {} ({}): {}{}", PrintableBytes(region), name, why.message(),
+    spdlog::warn("refused a claim of a node of region {} ({}): {}{}", PrintableBytes(region),
+                 name, why.message(),
                  held_back == 0 ? std::string()
                                 : fmt::format(" (and {} more refusals since the last message)",
                                               held_back));

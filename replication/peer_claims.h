@@ -21,7 +21,8 @@
 // The other way, a peer's answer that it holds this node's log through a
 // position past the log's last entry (and past what it held at hello, where
 // that shows a log that went back) is refused too (LogShipper): it would
-// count writes never shipped to it as acknowledged.
+// count writes never shipped to it as acknowledged. So is a hello answer
+// past any log, which would stop the node's writes as a log gone back.
 //
 // A refused claim changes nothing: the call fails with the reason, which
 // the receiver also logs (at most once per 10 s, counting the ones left
@@ -30,7 +31,6 @@
 #ifndef GEOKV_REPLICATION_PEER_CLAIMS_H_
 #define GEOKV_REPLICATION_PEER_CLAIMS_H_
 
-#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -51,10 +51,10 @@ inline constexpr uint64_t kMaxLogPosition = (uint64_t{1} << 56) - 1;
 
 // What a refused claim was about; PeerClaimName is its metric label.
 enum class PeerClaim {
-  kOrigin,            // a batch of another origin's log than the caller's
-  kBatchRange,        // a batch covering too many positions, or too far
-  kRepairedPosition,  // markRepaired beyond any log
-  kReplicaId,         // a hello's replica id that is not the caller's
+  kOrigin,                // a batch of another origin's log than the caller's
+  kBatchRange,            // a batch covering too many positions, or too far
+  kRepairedPosition,      // markRepaired beyond any log
+  kReplicaId,             // a hello's replica id that is not its node's
   kAcknowledgedPosition,  // an answer holding more of this node's log than it has
 };
 inline constexpr size_t kPeerClaims = 5;
@@ -93,6 +93,11 @@ Status CheckHelloIdentity(const std::vector<KnownNode>& known, ReplicaId id,
 // `held_at_hello`, what it answered at hello.
 Status CheckAcknowledgedPosition(uint64_t held, uint64_t last, uint64_t held_at_hello);
 
+// InvalidArgument when a peer answers hello that it holds this node's log
+// through `held` at or past kMaxLogPosition. Past the log's last entry but
+// below it, the answer shows a log that went back (LogShipper).
+Status CheckHeldAtHello(uint64_t held);
+
 // Logs and counts refused claims. Thread safety: loop thread only.
 class ClaimRefusals {
  public:
@@ -103,16 +108,13 @@ class ClaimRefusals {
   ClaimRefusals& operator=(const ClaimRefusals&) = delete;
 
   // Logs that a node of `region` made the claim `why` describes, counts
-  // it, and fails the call with `why` (KJ_FAIL_REQUIRE).
+  // it, and fails the call: throws a FAILED kj::Exception whose
+  // description is `why`'s message, which the peer's link reports.
   [[noreturn]] void Refuse(PeerClaim claim, std::string_view region, const Status& why);
-
-  // Refusals of `claim` so far.
-  uint64_t refused(PeerClaim claim) const { return refused_[static_cast<size_t>(claim)]; }
 
  private:
   Metrics* const metrics_;
   LogLimiter log_;
-  std::array<uint64_t, kPeerClaims> refused_{};
 };
 
 }  // namespace geokv
