@@ -242,7 +242,10 @@ Metrics::Metrics(const std::string& region)
           "Members of the cluster as this node sees them, by region and state")),
       gossip_refused_(Family<prometheus::Counter>(*registry_, region,
           "geokv_gossip_datagrams_refused_total",
-          "Gossip datagrams dropped before the membership saw them, by reason")) {
+          "Gossip datagrams dropped before the membership saw them, by reason")),
+      peer_claims_refused_(Family<prometheus::Counter>(*registry_, region,
+          "geokv_peer_claims_refused_total",
+          "Peer calls refused, nothing of them applied, for a claim beyond its bound")) {
   Family<prometheus::Gauge>(*registry_, region, "geokv_build_info",
                             "The geokv version this node runs")
       .Add({{"version", GEOKV_VERSION}})
@@ -312,6 +315,10 @@ void Metrics::ForgetPeer(const std::string& peer, const std::string& peer_region
 
 prometheus::Counter& Metrics::GossipRefused(const std::string& reason) {
   return gossip_refused_.Add({{"reason", reason}});
+}
+
+prometheus::Counter& Metrics::PeerClaimRefused(const std::string& claim) {
+  return peer_claims_refused_.Add({{"claim", claim}});
 }
 
 void Metrics::SetMembers(const std::map<std::pair<std::string, std::string>, int>& counts) {

@@ -79,6 +79,10 @@ class Metrics {
   // cluster/gossip_auth.h's GossipRefusal), its series made on first use.
   prometheus::Counter& GossipRefused(const std::string& reason);
 
+  // The count of peer calls refused for a claim beyond its bound (a name of
+  // replication/peer_claims.h's PeerClaim), its series made on first use.
+  prometheus::Counter& PeerClaimRefused(const std::string& claim);
+
   // Members this node sees, by region and state; replaces the last count.
   // Every region named gets a series for each state, 0 when it has none.
   void SetMembers(const std::map<std::pair<std::string, std::string>, int>& counts);
@@ -128,6 +132,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& peer_clock_offset_;
   prometheus::Family<prometheus::Gauge>& members_;
   prometheus::Family<prometheus::Counter>& gossip_refused_;
+  prometheus::Family<prometheus::Counter>& peer_claims_refused_;
   std::array<std::array<prometheus::Counter*, kMetricOutcomes>, kMetricOps> request_counters_{};
   std::array<prometheus::Histogram*, kMetricOps> request_durations_{};
   std::mutex mu_;  // guards the maps below

@@ -29,6 +29,9 @@ kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, Delta
   const uint64_t from = batch.from;
   const uint64_t through = batch.through;
   KJ_REQUIRE(from < through, "a batch covering no log positions", from, through);
+  if (Status bounded = CheckBatchRange(origin, from, through); !bounded.ok()) {
+    refusals_.Refuse(PeerClaim::kBatchRange, region, bounded);
+  }
   uint64_t& submitted = SubmittedRef(origin);
   RemoteApply apply;
   apply.origin = origin;
@@ -88,6 +91,9 @@ kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, Delta
 
 kj::Promise<uint64_t> DeltaReceiver::MarkRepaired(const std::string& region, ReplicaId origin,
                                                   uint64_t through) {
+  if (Status bounded = CheckRepairedPosition(origin, through); !bounded.ok()) {
+    refusals_.Refuse(PeerClaim::kRepairedPosition, region, bounded);
+  }
   RemoteApply apply;
   apply.origin = origin;
   apply.through = through;

@@ -11,6 +11,9 @@
 //   - a batch with from > submitted leaves a gap: nothing of it is joined,
 //     and it is answered at once with the durable position, from which the
 //     origin resends;
+//   - a batch covering more positions than one shipper read, or running
+//     past any log (replication/peer_claims.h), is refused: nothing of it
+//     is joined or recorded;
 //   - otherwise its new entries are handed over as one write that the
 //     committer applies only if it continues what is applied (a failed
 //     earlier hand-over leaves a gap). A hand-over that fails lowers
@@ -32,6 +35,7 @@
 #include "crdt/hlc.h"
 #include "monitoring/metrics.h"
 #include "replication/encoded_joins.h"
+#include "replication/peer_claims.h"
 #include "replication/group_commit.h"
 #include "storage/store.h"
 
@@ -67,7 +71,8 @@ struct DeltaReceiverOptions {
 
 class DeltaReceiver {
  public:
-  explicit DeltaReceiver(DeltaReceiverOptions options) : options_(std::move(options)) {}
+  explicit DeltaReceiver(DeltaReceiverOptions options)
+      : options_(std::move(options)), refusals_(options_.metrics) {}
 
   DeltaReceiver(const DeltaReceiver&) = delete;
   DeltaReceiver& operator=(const DeltaReceiver&) = delete;
@@ -75,24 +80,32 @@ class DeltaReceiver {
   // Joins `batch` (see above) from a node of `region`; resolves with the
   // durable position in the origin's log. Rejects (KJ_REQUIRE) a batch of
   // this node's or no origin, one covering no positions or entries out of
-  // order; rejects when the hand-over fails (a delta that does not decode
-  // fails it, and nothing of the batch is joined).
+  // order, and (ClaimRefusals) one whose range is out of bounds
+  // (CheckBatchRange); rejects when the hand-over fails (a delta that does
+  // not decode fails it, and nothing of the batch is joined).
   kj::Promise<uint64_t> PushDeltas(const std::string& region, DeltaBatch batch);
 
   // Records that this node holds `origin`'s log through `through` (a repair
   // pass by `origin`, of `region`, that began there is done); resolves with
-  // the durable position. Rejects when the write fails.
+  // the durable position. Rejects a position out of bounds
+  // (CheckRepairedPosition, through ClaimRefusals), recording nothing, and
+  // rejects when the write fails.
   kj::Promise<uint64_t> MarkRepaired(const std::string& region, ReplicaId origin,
                                      uint64_t through);
 
   // The position last handed over for `origin`, at least the durable one.
   uint64_t Submitted(ReplicaId origin);
 
+  // Where every refused peer claim is logged and counted, the peer
+  // service's included.
+  ClaimRefusals& refusals() { return refusals_; }
+
  private:
   uint64_t& SubmittedRef(ReplicaId origin);
   kj::Promise<uint64_t> Durable(kj::Promise<void> before, ReplicaId origin);
 
   DeltaReceiverOptions options_;
+  ClaimRefusals refusals_;
   // Per origin: the last position handed to the committer, and the promise
   // of that hand-over's commit (replays wait for it).
   std::map<ReplicaId, uint64_t> submitted_;

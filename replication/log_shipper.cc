@@ -8,10 +8,13 @@
 namespace geokv {
 
 LogShipper::LogShipper(ShipperLog& log, ShipperOptions options)
-    : log_(log), options_(std::move(options)) {}
+    : log_(log), options_(std::move(options)), refusals_(options_.metrics) {}
 
 void LogShipper::Connected(uint64_t applied) {
+  Status held = CheckHeldAtHello(applied);
+  if (!held.ok()) refusals_.Refuse(PeerClaim::kAcknowledgedPosition, options_.region, held);
   acked_ = applied;
+  held_at_hello_ = applied;
   acked_known_ = true;
   sent_ = acked_;
   inflight_ = 0;
@@ -90,8 +93,14 @@ void LogShipper::Push(ShipTransport& transport, const std::vector<LogEntry>& rea
   pushes_->add(answer.then([this, last](uint64_t applied) { Answered(last, applied); }));
 }
 
+void LogShipper::CheckHeld(uint64_t applied) {
+  Status held = CheckAcknowledgedPosition(applied, log_.LastSeq(), held_at_hello_);
+  if (!held.ok()) refusals_.Refuse(PeerClaim::kAcknowledgedPosition, options_.region, held);
+}
+
 void LogShipper::Answered(uint64_t last, uint64_t applied) {
   --inflight_;
+  CheckHeld(applied);
   if (applied > acked_) {
     acked_ = applied;
     SettleHints(false);
@@ -118,6 +127,7 @@ kj::Promise<void> LogShipper::Repair(ShipTransport& transport) {
       return Repair(transport);
     }
     return transport.MarkRepaired(repair_from_).then([this](uint64_t applied) {
+      CheckHeld(applied);
       acked_ = std::max(acked_, applied);
       if (options_.on_acked) options_.on_acked();
       sent_ = acked_;

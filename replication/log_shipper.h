@@ -10,7 +10,9 @@
 // a time, off the event loop (ShipperLog), and pushes each batch, leaving out
 // the entries of segments the target does not own, with at most `window`
 // batches unanswered. An answer below a batch's end says the target has a
-// gap: shipping resumes from what it holds. A target that needs entries
+// gap: shipping resumes from what it holds. An answer past the log's last
+// entry (CheckAcknowledgedPosition) fails the connection and moves
+// nothing. A target that needs entries
 // already trimmed, or whose backlog passes `max_backlog_bytes`, is repaired
 // by a complete anti-entropy pass instead, after which shipping resumes from
 // where the pass began.
@@ -34,6 +36,7 @@
 #include <vector>
 
 #include "monitoring/metrics.h"
+#include "replication/peer_claims.h"
 #include "replication/peer_wire.h"
 #include "storage/async_store.h"
 #include "storage/store.h"
@@ -110,8 +113,10 @@ struct ShipperOptions {
 
 class LogShipper final : private kj::TaskSet::ErrorHandler {
  public:
-  // Entries per pushed batch, whatever their size.
+  // Entries per pushed batch, whatever their size. A batch covers as many
+  // positions as it read entries, so receivers take it (CheckBatchRange).
   static constexpr size_t kMaxBatchEntries = kMaxPeerListEntries;
+  static_assert(kMaxBatchEntries <= kMaxBatchPositions, "receivers refuse longer batches");
 
   // `log` must outlive the shipper.
   LogShipper(ShipperLog& log, ShipperOptions options);
@@ -123,6 +128,8 @@ class LogShipper final : private kj::TaskSet::ErrorHandler {
 
   // A connection said hello: the target holds this node's log through
   // `applied`. Starts a repair when it needs entries already trimmed.
+  // Throws, changing nothing, when `applied` is past any log
+  // (CheckHeldAtHello).
   void Connected(uint64_t applied);
   // Ships (and repairs) through `transport` until a push fails, which
   // rejects the promise. Cancel it by dropping it, then call Disconnected.
@@ -167,6 +174,8 @@ class LogShipper final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> Loop(ShipTransport& transport);
   void Push(ShipTransport& transport, const std::vector<LogEntry>& read);
   void Answered(uint64_t last, uint64_t applied);
+  // Refuses (ClaimRefusals) an answer holding more than the log has.
+  void CheckHeld(uint64_t applied);
   kj::Promise<void> Repair(ShipTransport& transport);
   // Where the backlog limit is measured from now.
   uint64_t BacklogFloor() const;
@@ -175,6 +184,7 @@ class LogShipper final : private kj::TaskSet::ErrorHandler {
   ShipperLog& log_;
   ShipperOptions options_;
   Signal wake_;
+  ClaimRefusals refusals_;
 
   // Per connection.
   kj::Own<kj::TaskSet> pushes_;
@@ -185,6 +195,7 @@ class LogShipper final : private kj::TaskSet::ErrorHandler {
 
   // Across connections.
   uint64_t acked_ = 0;
+  uint64_t held_at_hello_ = 0;  // what the target answered at the last hello
   bool acked_known_ = false;
   std::deque<uint64_t> hinted_;
   bool repairing_ = false;

@@ -1,5 +1,6 @@
 #include "replication/peer_service.h"
 
+#include <fmt/format.h>
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
@@ -31,6 +32,14 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     auto wire = context.getParams().getBatch();
     DeltaBatch batch;
     batch.origin = wire.getOrigin();
+    if (batch.origin != caller_) {
+      // Deltas are never relayed: a session ships its caller's own log.
+      c_.receiver.refusals().Refuse(
+          PeerClaim::kOrigin, region_,
+          Status::InvalidArgument(fmt::format(
+              "a batch of the log of {:016x} from {:016x}: a node ships only its own log",
+              batch.origin, caller_)));
+    }
     batch.from = wire.getFrom();
     batch.through = wire.getThrough();
     auto entries = wire.getEntries();
@@ -223,6 +232,7 @@ class PeerServiceImpl final : public peer::Peer::Server {
     KJ_REQUIRE(theirs.getSchemaVersion() == peer::SCHEMA_VERSION,
                "this node speaks peer schema version 1 only", theirs.getSchemaVersion());
     const ReplicaId caller = theirs.getReplicaId();
+    CheckKnownId(params);
     KJ_REQUIRE(theirs.getName().size() > 0 && theirs.getName().size() <= kMaxMemberFieldBytes,
                "a hello's name must be 1 to 256 bytes", theirs.getName().size());
     KJ_REQUIRE(theirs.getRegion().size() > 0 && theirs.getRegion().size() <= kMaxMemberFieldBytes,
@@ -262,6 +272,23 @@ class PeerServiceImpl final : public peer::Peer::Server {
                  PrintableBytes(name), PrintableBytes(region), PrintableBytes(*certified_));
     KJ_FAIL_REQUIRE("the hello names another node than the caller's certificate",
                     certified_->c_str());
+  }
+
+  // A certified node also goes by the replica id this node knows it by.
+  void CheckKnownId(peer::Peer::HelloParams::Reader params) const {
+    if (!certified_ || !c_.known_nodes) return;
+    auto text = [](capnp::Text::Reader t) { return std::string_view(t.cStr(), t.size()); };
+    auto theirs = params.getHello();
+    const std::string_view region = text(theirs.getRegion());
+    std::vector<ReplicaId> retired;
+    for (auto m : params.getMembers()) {
+      if (m.getState() == peer::MemberState::LEFT && text(m.getRegion()) == region) {
+        retired.push_back(m.getReplicaId());
+      }
+    }
+    Status known = CheckHelloIdentity(c_.known_nodes(), theirs.getReplicaId(),
+                                      text(theirs.getName()), region, retired);
+    if (!known.ok()) c_.receiver.refusals().Refuse(PeerClaim::kReplicaId, region, known);
   }
 
   PeerServiceContext& c_;

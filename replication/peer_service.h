@@ -42,13 +42,17 @@ struct PeerServiceContext {
   std::function<bool(size_t segment)> settled;
   // Takes a caller's stable stamp from its heartbeat; nullptr: ignored.
   std::function<void(ReplicaId caller, HlcTimestamp stable)> on_stable;
+  // The nodes this node links to, whose certified hellos must go by the id
+  // known for them (CheckHelloIdentity); nullptr: none.
+  std::function<std::vector<KnownNode>()> known_nodes;
 };
 
 // The bootstrap capability of one connection: answers hello with a
 // session. `certified` is the common name of the caller's TLS certificate
 // (util/tls.h): a hello is then refused, and logged, unless it names the
-// node that certificate names (NAME.REGION). nullopt: a connection without
-// TLS, whose hello is taken at its word.
+// node that certificate names (NAME.REGION) and goes by the replica id this
+// node knows for it (CheckHelloIdentity, refused through ClaimRefusals).
+// nullopt: a connection without TLS, whose hello is taken at its word.
 capnp::Capability::Client NewPeerService(PeerServiceContext& context,
                                          std::optional<std::string> certified);
 

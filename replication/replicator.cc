@@ -67,7 +67,8 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
       [this](size_t s) { return Settled(s); },
       [this](ReplicaId caller, HlcTimestamp stable) {
         if (links_.count(caller) > 0) collector_->PeerStable(caller, stable);
-      }});
+      },
+      [this] { return KnownNodes(); }});
   tasks_ = kj::heap<kj::TaskSet>(*error_logger_);
   for (const PeerAddress& p : options_.seeds) {
     seed_links_.push_back(kj::heap<PeerLink>(
@@ -368,6 +369,14 @@ void Replicator::Stop() {
   links_.clear();
   seed_links_.clear();
   visibility_->Stop();
+}
+
+std::vector<KnownNode> Replicator::KnownNodes() const {
+  std::vector<KnownNode> out;
+  for (const auto& [id, link] : links_) {
+    out.push_back(KnownNode{id, link->target().name, link->target().region});
+  }
+  return out;
 }
 
 capnp::Capability::Client Replicator::PeerBootstrap(std::optional<std::string> certified) {

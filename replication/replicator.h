@@ -257,6 +257,8 @@ class Replicator final : private HandOver::Links {
   // How far this node holds `origin`'s log: its own through its last
   // committed entry, another's through the committed position.
   uint64_t HeldThrough(ReplicaId origin) const;
+  // The nodes linked to, by the ids they go by (for certified hellos).
+  std::vector<KnownNode> KnownNodes() const;
   uint64_t NowMillis() const { return options_.wall_clock->NowMillis(); }
   // Hands `bytes` to the committer for the store's peer members, or holds
   // them until the write in flight is done.

@@ -182,6 +182,57 @@ TEST(LogShipper, ShipsFromTheAckedPosition) {
   EXPECT_EQ(rig.log.outstanding(), 0u);  // nothing more to read
 }
 
+// A target that answers it holds more of the log than there is would have
+// every later write counted as acknowledged: the connection fails and the
+// acknowledged position stays.
+TEST(LogShipper, AnAnswerPastTheLogsLastEntryFailsTheConnection) {
+  kj::EventLoop loop;
+  kj::WaitScope ws(loop);
+  Rig rig(10);
+  rig.shipper.Connected(4);
+  auto run = rig.shipper.Run(rig.transport).eagerlyEvaluate(nullptr);
+  rig.AnswerAllReads(ws);
+  ASSERT_EQ(rig.transport.pushes.size(), 1u);
+  rig.transport.pushes[0].answer->fulfill(UINT64_MAX - 1);
+  std::string failed;
+  try {
+    run.wait(ws);
+  } catch (const kj::Exception& e) {
+    failed = e.getDescription().cStr();
+  }
+  EXPECT_NE(failed.find("holds this node's log through 18446744073709551614, past its last "
+                        "entry 10"),
+            std::string::npos)
+      << failed;
+  EXPECT_EQ(rig.shipper.acked(), 4u);
+}
+
+// A hello answer past the last entry shows a log that went back, and stops
+// the node's writes; one past any log is refused instead, changing nothing.
+TEST(LogShipper, AHelloAnswerPastAnyLogIsRefused) {
+  Rig rig(10);
+  int behind = 0;
+  LogShipper shipper(rig.log, [&] {
+    ShipperOptions o = Rig::Options(64, 1 << 20);
+    o.on_log_behind = [&](uint64_t) { ++behind; };
+    return o;
+  }());
+  shipper.Connected(4);
+  try {
+    shipper.Connected(UINT64_MAX);
+    ADD_FAILURE() << "taken";
+  } catch (const kj::Exception& e) {
+    EXPECT_NE(std::string(e.getDescription().cStr())
+                  .find("holds this node's log through 18446744073709551615, past any log"),
+              std::string::npos)
+        << e.getDescription().cStr();
+  }
+  EXPECT_EQ(shipper.acked(), 4u);
+  EXPECT_EQ(behind, 0);
+  shipper.Connected(12);
+  EXPECT_EQ(behind, 1);
+}
+
 TEST(LogShipper, LeavesOutEntriesOfSegmentsTheTargetDoesNotOwn) {
   kj::EventLoop loop;
   kj::WaitScope ws(loop);

@@ -149,6 +149,18 @@ struct Node {
   std::unique_ptr<Replicator> replicator;
 };
 
+// Runs the loop until `done` or `limit` has passed; whether it was done.
+inline bool RunUntil(kj::AsyncIoContext& io, const std::function<bool()>& done,
+                     kj::Duration limit = 10 * kj::SECONDS) {
+  kj::Timer& timer = io.provider->getTimer();
+  const kj::TimePoint deadline = timer.now() + limit;
+  while (!done()) {
+    if (timer.now() >= deadline) return false;
+    timer.afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
+  }
+  return true;
+}
+
 // `n` distinct keys starting with `prefix` that fall in tree segment
 // `segment`.
 inline std::vector<std::string> KeysIn(size_t segment, const std::string& prefix, size_t n) {

@@ -33,19 +33,8 @@ using std::chrono::milliseconds;
 
 using testing::Node;
 using testing::Pair;
+using testing::RunUntil;
 using testing::Tuning;
-
-// Runs the loop until `done` or `limit` has passed; whether it was done.
-bool RunUntil(kj::AsyncIoContext& io, const std::function<bool()>& done,
-              kj::Duration limit = 10 * kj::SECONDS) {
-  kj::Timer& timer = io.provider->getTimer();
-  const kj::TimePoint deadline = timer.now() + limit;
-  while (!done()) {
-    if (timer.now() >= deadline) return false;
-    timer.afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
-  }
-  return true;
-}
 
 TEST(ReplicatorPair, ShipsTheLogAndCountsTheAcknowledgement) {
   auto io = kj::setupAsyncIo();

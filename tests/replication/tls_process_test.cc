@@ -11,10 +11,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "replication/causal_token.h"
 #include "replication/peer_wire.h"
 #include "testing/certificates.h"
 #include "testing/cluster.h"
@@ -35,6 +37,15 @@ Cluster::Options OneTlsNode(std::vector<std::string> flags = {}) {
   return o;
 }
 
+// Regions r0 and r1 of one node each, over TLS.
+Cluster::Options TwoTlsRegions() {
+  Cluster::Options o;
+  o.regions = 2;
+  o.tls = true;
+  o.flags = kFastFlags;
+  return o;
+}
+
 // A TLS context of the test's own, from files under `dir` (NAME.pem and
 // NAME.key when `name` is not empty).
 kj::Own<kj::TlsContext> Context(const std::string& dir, const std::string& ca,
@@ -52,11 +63,12 @@ kj::Own<kj::TlsContext> Context(const std::string& dir, const std::string& ca,
 
 // Dials a node's peer port on `c`'s event loop, through TLS under `tls`
 // (nullptr: plain TCP) expecting a node of `callee_region`, says hello as
-// `name` of `region` and heartbeats on the session it got. "" when all
-// that was accepted, else why not.
-std::string HelloAndCall(Client& c, const std::string& peer_address, kj::TlsContext* tls,
-                         const std::string& callee_region, const std::string& name,
-                         const std::string& region) {
+// `name` of `region` under a new random replica id and runs `call` on the
+// session it got. "" when all that was accepted, else why not.
+std::string WithSession(Client& c, const std::string& peer_address, kj::TlsContext* tls,
+                        const std::string& callee_region, const std::string& name,
+                        const std::string& region,
+                        const std::function<void(peer::PeerSession::Client&)>& call) {
   std::string why;
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
     kj::WaitScope& ws = c.ws();
@@ -70,11 +82,21 @@ std::string HelloAndCall(Client& c, const std::string& peer_address, kj::TlsCont
     const ReplicaId id = std::random_device{}() | 1;
     FillHello(me, id, 0, hello.initHello());
     auto session = hello.send().wait(ws).getSession();
-    session.heartbeatRequest().send().wait(ws);
+    call(session);
   })) {
     why = e->getDescription().cStr();
   }
   return why;
+}
+
+// WithSession, heartbeating on the session.
+std::string HelloAndCall(Client& c, const std::string& peer_address, kj::TlsContext* tls,
+                         const std::string& callee_region, const std::string& name,
+                         const std::string& region) {
+  return WithSession(c, peer_address, tls, callee_region, name, region,
+                     [&](peer::PeerSession::Client& session) {
+                       session.heartbeatRequest().send().wait(c.ws());
+                     });
 }
 
 // Whether a client with `tls` gets a write through to the node at `address`.
@@ -236,6 +258,72 @@ TEST(Tls, NodeCannotSayHelloAsAnotherNode) {
   EXPECT_EQ(HelloAndCall(c, peer, tls.get(), "r0", "eu-7", "r1"), "");
   EXPECT_TRUE(PollUntil(
       [&] { return cluster.node(0).Log().find("refusing a hello as eu-8 of region r1") !=
+                   std::string::npos; },
+      5s))
+      << cluster.Logs();
+}
+
+// A certificate of node 1 (a copy, or the node's own) lets its holder say
+// hello only under the replica id node 0 knows node 1 by: under a new one
+// it is refused, logged, and the real node 1 replicates on.
+TEST(Tls, CertifiedNodeCannotSayHelloUnderAnotherReplicaId) {
+  TestDir dir;
+  Cluster cluster(dir.path(), TwoTlsRegions());
+  START_CLUSTER(cluster);
+  const std::string certs = cluster.tls_dir();
+  const std::string name = cluster.Name(1);
+  std::string why;
+  ASSERT_TRUE(MakeCertificate(certs, "ca", "copy", name + ".r1", {"r1"}, &why)) << why;
+  auto tls = Context(certs, "ca", "copy");
+  Client c(cluster.address(0), cluster.client_tls());
+  const std::string refused =
+      HelloAndCall(c, cluster.peer_address(0), tls.get(), "r0", name, "r1");
+  EXPECT_NE(refused.find("but this node knows it as"), std::string::npos) << refused;
+  EXPECT_TRUE(PollUntil(
+      [&] { return cluster.node(0).Log().find("(replica_id): a hello as " + name) !=
+                   std::string::npos; },
+      5s))
+      << cluster.Logs();
+  Client writer(cluster.address(1), cluster.client_tls(cluster.RegionOf(1)));
+  const std::string token = writer.Set("after", "v");
+  ASSERT_NE(token, "");
+  EXPECT_EQ(c.Get("after", {token}), "v");
+}
+
+// A certified node that r0 takes (a name it never saw) pushes an empty
+// batch under r1's node's replica id that says it covers that log through
+// 10,000, as long a range as a batch may cover: r0 refuses it, and r1's
+// later writes are still joined there, not skipped as replays.
+TEST(Tls, CertifiedNodeCannotPushAnotherNodesLog) {
+  TestDir dir;
+  Cluster cluster(dir.path(), TwoTlsRegions());
+  START_CLUSTER(cluster);
+  const std::string certs = cluster.tls_dir();
+  std::string why;
+  ASSERT_TRUE(MakeCertificate(certs, "ca", "eu-7", "eu-7.r1", {"r1"}, &why)) << why;
+  auto tls = Context(certs, "ca", "eu-7");
+  Client reader(cluster.address(0), cluster.client_tls());
+  Client writer(cluster.address(1), cluster.client_tls(cluster.RegionOf(1)));
+  const std::string first = writer.Set("k", "first");
+  ASSERT_NE(first, "");
+  auto token = DecodeToken(first);
+  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  const std::string refused = WithSession(
+      reader, cluster.peer_address(0), tls.get(), "r0", "eu-7", "r1",
+      [&](peer::PeerSession::Client& session) {
+        auto push = session.pushDeltasRequest();
+        auto batch = push.initBatch();
+        batch.setOrigin(token->origin);
+        batch.setFrom(0);
+        batch.setThrough(10'000);
+        push.send().wait(reader.ws());
+      });
+  EXPECT_NE(refused.find("a node ships only its own log"), std::string::npos) << refused;
+  const std::string second = writer.Set("k", "second");
+  ASSERT_NE(second, "");
+  EXPECT_EQ(reader.Get("k", {second}), "second");
+  EXPECT_TRUE(PollUntil(
+      [&] { return cluster.node(0).Log().find("(origin): a batch of the log of") !=
                    std::string::npos; },
       5s))
       << cluster.Logs();
