@@ -230,7 +230,9 @@ Metrics::Metrics(const std::string& region)
           "Members of the cluster as this node sees them, by region and state")),
       gossip_refused_(Family<prometheus::Counter>(*registry_, region,
           "geokv_gossip_datagrams_refused_total",
-          "Gossip datagrams dropped before the membership saw them, by reason")) {
+          "Gossip datagrams dropped before the membership saw them, by reason")),
+      reloads_(Family<prometheus::Counter>(*registry_, region, "geokv_reloads_total",
+          "Reloads of a part's files on SIGHUP, by part and result")) {
   Family<prometheus::Gauge>(*registry_, region, "geokv_build_info",
                             "The geokv version this node runs")
       .Add({{"version", GEOKV_VERSION}})
@@ -300,6 +302,10 @@ void Metrics::ForgetPeer(const std::string& peer, const std::string& peer_region
 
 prometheus::Counter& Metrics::GossipRefused(const std::string& reason) {
   return gossip_refused_.Add({{"reason", reason}});
+}
+
+prometheus::Counter& Metrics::Reloads(const std::string& part, bool ok) {
+  return reloads_.Add({{"part", part}, {"result", ok ? "ok" : "failed"}});
 }
 
 void Metrics::SetMembers(const std::map<std::pair<std::string, std::string>, int>& counts) {

@@ -79,6 +79,11 @@ class Metrics {
   // cluster/gossip_auth.h's GossipRefusal), its series made on first use.
   prometheus::Counter& GossipRefused(const std::string& reason);
 
+  // The count of reloads (SIGHUP) of `part` (e.g. "tls", "gossip_keys")
+  // that took effect (`ok`) or failed and left the old material in force;
+  // its series made on first use.
+  prometheus::Counter& Reloads(const std::string& part, bool ok);
+
   // Members this node sees, by region and state; replaces the last count.
   // Every region named gets a series for each state, 0 when it has none.
   void SetMembers(const std::map<std::pair<std::string, std::string>, int>& counts);
@@ -123,6 +128,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& peer_clock_offset_;
   prometheus::Family<prometheus::Gauge>& members_;
   prometheus::Family<prometheus::Counter>& gossip_refused_;
+  prometheus::Family<prometheus::Counter>& reloads_;
   std::array<std::array<prometheus::Counter*, kMetricOutcomes>, kMetricOps> request_counters_{};
   std::array<prometheus::Histogram*, kMetricOps> request_durations_{};
   std::mutex mu_;  // guards the maps below

@@ -164,6 +164,9 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   ms_option("--tls-handshake-timeout", &o.tls_handshake_timeout_ms,
             "How long a TLS handshake may take before its connection is closed")
       ->check(CLI::Range(uint64_t{10}, uint64_t{600000}));
+  app.add_flag("--insecure", o.insecure,
+               "Serve ports off loopback without TLS and gossip off loopback without a key "
+               "(refused at start without this flag)");
   app.add_option("--metrics-listen", o.metrics_listen,
                  "HOST:PORT serving /metrics for Prometheus (default: none)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")

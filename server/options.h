@@ -131,6 +131,10 @@ struct ServerOptions {
   // How long a TLS handshake may take; a connection still shaking hands
   // then is closed (it holds a connection slot meanwhile).
   uint64_t tls_handshake_timeout_ms = 10000;
+  // Serve client, peer and Redis ports off loopback without TLS, and gossip
+  // off loopback without a key (with a warning). Default: false, such a
+  // node refuses to start.
+  bool insecure = false;
 
   // HOST:PORT where /metrics is served for Prometheus; empty: nowhere.
   std::string metrics_listen;
