@@ -127,6 +127,7 @@ Status Node::Start() {
 
   GEOKV_RETURN_IF_ERROR(LoadTls());
   GEOKV_RETURN_IF_ERROR(Listen());
+  GEOKV_RETURN_IF_ERROR(RefusePlaintext());
   GEOKV_RETURN_IF_ERROR(StartGossip(kept.region_seeds));
   metrics_ = std::make_unique<Metrics>(options_.region);
   for (const Reloadable& r : reloadables_) {
@@ -155,26 +156,7 @@ Status Node::Start() {
 }
 
 Status Node::LoadTls() {
-  if (options_.tls_cert.empty()) {
-    const std::pair<const char*, const std::string*> ports[] = {
-        {"--listen", &options_.listen},
-        {"--peer-listen", &options_.peer_listen},
-        {"--resp-listen", &options_.resp_listen}};
-    for (const auto& [flag, address] : ports) {
-      if (address->empty() || IsLoopback(*address)) continue;
-      if (!options_.insecure) {
-        Status refused = Status::InvalidArgument(
-            std::string(flag) + " " + *address + " is reachable off this machine without TLS: " +
-            "give --tls-cert, --tls-key and --tls-ca, or --insecure to serve it in plaintext");
-        spdlog::error("cannot start: {}", refused.message());
-        return refused;
-      }
-      spdlog::warn("{} {} is reachable off this machine without TLS (--insecure): anyone who "
-                   "reaches it can read and write",
-                   flag, *address);
-    }
-    return Status::OK();
-  }
+  if (options_.tls_cert.empty()) return Status::OK();
   auto contexts = LoadTlsContexts();
   if (!contexts.ok()) {
     spdlog::error("cannot start with TLS: {}", contexts.status().message());
@@ -252,6 +234,28 @@ kj::Promise<void> Node::ReloadOnSighup() {
     (void)Reload();
     return ReloadOnSighup();
   });
+}
+
+Status Node::RefusePlaintext() {
+  if (!options_.tls_cert.empty()) return Status::OK();
+  const std::pair<const char*, const std::string*> ports[] = {
+      {"--listen", &options_.listen},
+      {"--peer-listen", &options_.peer_listen},
+      {"--resp-listen", &options_.resp_listen}};
+  for (const auto& [flag, address] : ports) {
+    if (address->empty() || IsLoopback(*address)) continue;
+    if (!options_.insecure) {
+      Status refused = Status::InvalidArgument(
+          std::string(flag) + " " + *address + " is reachable off this machine without TLS: " +
+          "give --tls-cert, --tls-key and --tls-ca, or --insecure to serve it in plaintext");
+      spdlog::error("cannot start: {}", refused.message());
+      return refused;
+    }
+    spdlog::warn("{} {} is reachable off this machine without TLS (--insecure): anyone who "
+                 "reaches it can read and write",
+                 flag, *address);
+  }
+  return Status::OK();
 }
 
 Status Node::Listen() {

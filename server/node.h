@@ -83,9 +83,10 @@ class Node {
     std::function<StatusOr<std::string>()> reload;
   };
 
-  // Loads the TLS files and checks that the certificate names this node;
-  // without TLS, refuses ports off loopback unless --insecure.
+  // Loads the TLS files and checks that the certificate names this node.
   Status LoadTls();
+  // Without TLS, refuses ports off loopback unless --insecure.
+  Status RefusePlaintext();
   // The peer and client contexts from the TLS files.
   struct TlsContexts {
     kj::Own<kj::TlsContext> peer;
