@@ -1,6 +1,7 @@
 // geokv-cli: one command against one geokv node, redis-cli style.
 //
-//   geokv-cli [--connect HOST:PORT] [--tls-ca FILE] [--json] COMMAND ARGS...
+//   geokv-cli [--connect HOST:PORT] [--tls-ca FILE] [--user NAME] [--json] COMMAND ARGS...
+//   geokv-cli hash-secret [--iterations N] < SECRET
 //
 // Exit codes: 0 ok, 1 not found, 2 usage error, 3 error from the server,
 // 4 cannot connect (or no answer within --timeout).
@@ -12,8 +13,10 @@
 #include <cstdlib>
 #include <mutex>
 #include <thread>
+#include <fstream>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +27,7 @@
 #include "util/cli.h"
 #include "util/coding.h"
 #include "util/json.h"
+#include "util/secret_hash.h"
 #include "util/tls.h"
 
 namespace geokv {
@@ -41,7 +45,44 @@ struct Settings {
   std::vector<std::string> tokens_hex;
   std::string consistency = "default";
   ClientTlsOptions tls;
+  ClientLogin login;
+  std::string secret_file;
+  uint32_t iterations = kDefaultSecretIterations;
 };
+
+// hash-secret: the users file's hash of the secret on the first line of
+// standard input.
+int HashSecretFromStdin(uint32_t iterations) {
+  std::string secret;
+  if (!std::getline(std::cin, secret) || secret.empty()) {
+    std::cerr << "hash-secret: give the secret on standard input\n";
+    return kExitUsage;
+  }
+  auto hashed = HashSecret(secret, iterations);
+  if (!hashed.ok()) {
+    std::cerr << "hash-secret: " << hashed.status().message() << "\n";
+    return kExitUsage;
+  }
+  std::cout << *hashed << "\n";
+  return kExitOk;
+}
+
+// The secret of --user: from --secret-file's first line, else from
+// GEOKV_SECRET. nullopt (having said why) when neither gives one.
+std::optional<std::string> LoginSecret(const Settings& settings) {
+  if (!settings.secret_file.empty()) {
+    std::ifstream in(settings.secret_file);
+    std::string secret;
+    if (!in || !std::getline(in, secret) || secret.empty()) {
+      std::cerr << "--secret-file " << settings.secret_file << ": cannot read a secret from it\n";
+      return std::nullopt;
+    }
+    return secret;
+  }
+  if (const char* env = std::getenv("GEOKV_SECRET"); env != nullptr && *env != '\0') return env;
+  std::cerr << "--user: give the secret in --secret-file or GEOKV_SECRET\n";
+  return std::nullopt;
+}
 
 rpc::Consistency ConsistencyNamed(const std::string& name) {
   if (name == "one") return rpc::Consistency::ONE;
@@ -529,10 +570,28 @@ int main(int argc, char** argv) {
   app.add_option("--tls-name", settings.tls.name,
                  "Name the node's certificate must carry (default: the host of --connect; a "
                  "node's region name fits any node of it)");
+  app.add_option("--user", settings.login.user,
+                 "Log in as this user (a node with --users); the secret comes from "
+                 "--secret-file or the GEOKV_SECRET environment variable");
+  app.add_option("--secret-file", settings.secret_file,
+                 "File whose first line is --user's secret");
   app.require_subcommand(1);
   app.fallthrough();
   Commands commands(app, settings);
+  CLI::App* hash_secret = app.add_subcommand(
+      "hash-secret",
+      "Print the users file's hash (pbkdf2-sha256) of the secret read from standard input; "
+      "connects to no node");
+  hash_secret->add_option("--iterations", settings.iterations, "PBKDF2 iterations")
+      ->capture_default_str()
+      ->check(CLI::Range(kMinSecretIterations, kMaxSecretIterations));
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
+  if (hash_secret->parsed()) return HashSecretFromStdin(settings.iterations);
+  if (!settings.login.user.empty()) {
+    auto secret = LoginSecret(settings);
+    if (!secret) return kExitUsage;
+    settings.login.secret = std::move(*secret);
+  }
   if ((!settings.tls.cert.empty() || !settings.tls.key.empty()) && settings.tls.ca.empty()) {
     std::fprintf(stderr, "--tls-cert and --tls-key: need --tls-ca\n");
     return kExitUsage;
@@ -567,7 +626,7 @@ int main(int argc, char** argv) {
     capnp::ReaderOptions reader;
     reader.traversalLimitInWords = (size_t{1} << 30) / sizeof(capnp::word);
     ClientConnection connection(settings.connect, settings.tls, reader);
-    Client kv = connection.Main();
+    Client kv = connection.Main(settings.login);
     code = run(kv, connection.ws());
   })) {
     bool transport = e->getType() == kj::Exception::Type::DISCONNECTED;

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "schema/kv_text.h"
 #include "util/tls.h"
 
 namespace geokv {
@@ -47,12 +48,24 @@ ClientConnection::~ClientConnection() {
   }
 }
 
-rpc::GeoKv::Client ClientConnection::Main() {
+rpc::GeoKv::Client ClientConnection::Main(const ClientLogin& login) {
   capnp::word scratch[4] = {};
   capnp::MallocMessageBuilder message(scratch);
   auto host = message.getRoot<capnp::rpc::twoparty::VatId>();
   host.setSide(capnp::rpc::twoparty::Side::SERVER);
-  return rpc_->bootstrap(host).castAs<rpc::GeoKv>();
+  capnp::Capability::Client bootstrap = rpc_->bootstrap(host);
+  if (login.user.empty()) return bootstrap.castAs<rpc::GeoKv>();
+  auto request = bootstrap.castAs<rpc::Login>().loginRequest();
+  request.setUser(login.user);
+  request.setSecret(login.secret);
+  auto reply = request.send().wait(ws());
+  auto outcome = reply.getOutcome();
+  if (outcome.getCode() != rpc::Outcome::Code::OK) {
+    kj::throwFatalException(KJ_EXCEPTION(FAILED, kj::str("login as ", login.user.c_str(),
+                                                         " refused: ", OutcomeName(outcome.getCode()),
+                                                         ": ", outcome.getMessage())));
+  }
+  return reply.getKv();
 }
 
 }  // namespace geokv

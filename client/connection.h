@@ -30,6 +30,12 @@ struct ClientTlsOptions {
   std::string name;
 };
 
+// A user to log in as, on a node with users (--users); an empty user: none.
+struct ClientLogin {
+  std::string user;
+  std::string secret;
+};
+
 class ClientConnection {
  public:
   // Connects to HOST:PORT, shaking hands first with TLS. Throws
@@ -46,7 +52,9 @@ class ClientConnection {
   kj::WaitScope& ws() { return loop_->getWaitScope(); }
   // The thread's I/O, for other connections on the same loop.
   kj::AsyncIoProvider& io() { return loop_->getIoProvider(); }
-  rpc::GeoKv::Client Main();
+  // The node's client API; with `login.user`, as that user, after logging
+  // in (throws kj::Exception FAILED saying why when the node refuses).
+  rpc::GeoKv::Client Main(const ClientLogin& login = {});
 
  private:
   // An idle EzRpcClient over a socket pair: it holds the thread's event

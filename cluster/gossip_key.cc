@@ -1,17 +1,13 @@
 #include "cluster/gossip_key.h"
 
-#include <fcntl.h>
 #include <openssl/evp.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <optional>
 #include <set>
 
 #include "util/coding.h"
+#include "util/private_file.h"
 
 namespace geokv {
 namespace {
@@ -107,46 +103,11 @@ StatusOr<std::vector<GossipKey>> ParseGossipKeys(std::string_view text) {
 }
 
 StatusOr<std::vector<GossipKey>> LoadGossipKeys(const std::string& path) {
-  const std::string where = "gossip key file " + path;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::IOError("cannot read " + where + ": " + std::strerror(errno));
-  struct stat st {};
-  std::string text;
-  Status status;
-  if (fstat(fd, &st) != 0) {
-    status = Status::IOError("cannot stat " + where + ": " + std::strerror(errno));
-  } else if (!S_ISREG(st.st_mode)) {
-    status = Status::FailedPrecondition(where + " is not a regular file");
-  } else if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    status = Status::FailedPrecondition(
-        where + " has mode " + mode + ": group or others may " +
-        ((st.st_mode & 044) != 0 ? "read" : "write") + " it; chmod 600 it");
-  } else if (static_cast<size_t>(st.st_size) > kMaxFileBytes) {
-    status = Status::InvalidArgument(where + " is " + std::to_string(st.st_size) +
-                                     " bytes; a key file is at most " +
-                                     std::to_string(kMaxFileBytes));
-  } else {
-    text.resize(static_cast<size_t>(st.st_size));
-    size_t got = 0;
-    int error = 0;
-    while (got < text.size()) {
-      ssize_t n = read(fd, text.data() + got, text.size() - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) error = errno;
-      if (n <= 0) break;
-      got += static_cast<size_t>(n);
-    }
-    if (got != text.size()) {
-      status = Status::IOError("cannot read " + where + ": " +
-                               (error != 0 ? std::strerror(error) : "it shrank while read"));
-    }
-  }
-  close(fd);
-  if (!status.ok()) return status;
-  auto keys = ParseGossipKeys(text);
-  if (!keys.ok()) return keys.status().WithContext(where);
+  const std::string what = "gossip key file";
+  auto text = ReadPrivateFile(path, what, kMaxFileBytes);
+  if (!text.ok()) return text.status();
+  auto keys = ParseGossipKeys(*text);
+  if (!keys.ok()) return keys.status().WithContext(what + " " + path);
   return keys;
 }
 

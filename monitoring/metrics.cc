@@ -24,7 +24,8 @@ constexpr const char* kOpNames[kMetricOps] = {
     "set",       "get",   "del",   "mvset",  "mvget",      "mvdel", "sadd",  "srem",
     "sismember", "smembers", "scard", "incrby", "counterget", "type", "batch", "waitreplicated"};
 constexpr const char* kOutcomeNames[kMetricOutcomes] = {
-    "ok", "not_found", "wrong_type", "too_large", "invalid", "unavailable", "internal", "timeout"};
+    "ok",       "not_found", "wrong_type",      "too_large", "invalid",
+    "unavailable", "internal", "timeout", "unauthenticated", "permission_denied"};
 // domain/member.h's MemberStateName values: every region seen gets all
 // four, so "none dead" is a 0 an operator can see rather than no series.
 constexpr const char* kMemberStates[] = {"alive", "suspect", "dead", "left"};
@@ -50,6 +51,14 @@ prometheus::Counter& NewCounter(prometheus::Registry& registry, const std::strin
 prometheus::Gauge& NewGauge(prometheus::Registry& registry, const std::string& region,
                             const char* name, const char* help) {
   return Family<prometheus::Gauge>(registry, region, name, help).Add({});
+}
+
+// One outcome of geokv_logins_total (the registry merges the family).
+prometheus::Counter& NewLogins(prometheus::Registry& registry, const std::string& region,
+                               const std::string& outcome) {
+  return Family<prometheus::Counter>(registry, region, "geokv_logins_total",
+                                     "Logins to the client ports, by outcome")
+      .Add({{"outcome", outcome}});
 }
 
 // Seconds, from 100 µs to 10 s.
@@ -184,6 +193,9 @@ Metrics::Metrics(const std::string& region)
           "LWW values received that lost to a later write already here")),
       stamps_refused(NewCounter(*registry_, region, "geokv_stamps_refused_total",
           "Batches from peers refused for a stamp beyond --max-clock-offset ahead")),
+      logins_ok(NewLogins(*registry_, region, "ok")),
+      logins_refused(NewLogins(*registry_, region, "refused")),
+      logins_busy(NewLogins(*registry_, region, "busy")),
       tombstones_collected(NewCounter(*registry_, region, "geokv_tombstones_collected_total",
           "Deleted registers removed once every replica held the delete")),
       tombstone_stability_lag(NewGauge(*registry_, region,

@@ -39,7 +39,7 @@ enum class MetricOp : uint8_t {
 };
 inline constexpr size_t kMetricOps = 16;
 // Outcome codes in kv.capnp order (ok, not_found, ..., timeout).
-inline constexpr size_t kMetricOutcomes = 8;
+inline constexpr size_t kMetricOutcomes = 10;
 
 class Metrics {
   // First: the families below register in it as they are built.
@@ -102,6 +102,11 @@ class Metrics {
   prometheus::Gauge& max_clock_offset;
   prometheus::Counter& lww_overwritten;
   prometheus::Counter& stamps_refused;
+  // Logins to the client ports (--users): accepted, refused (unknown user
+  // or wrong secret), and refused unchecked (too many checks under way).
+  prometheus::Counter& logins_ok;
+  prometheus::Counter& logins_refused;
+  prometheus::Counter& logins_busy;
   prometheus::Counter& tombstones_collected;
   prometheus::Gauge& tombstone_stability_lag;
   prometheus::Histogram& mv_siblings;

@@ -55,6 +55,12 @@ struct Outcome {
     # except a write forwarded to an owner that did not answer in time
     # (no token): it may or may not have been applied.
     timeout @7;
+    # The connection has not logged in (the node has --users), or a login's
+    # user and secret do not match. Nothing was applied.
+    unauthenticated @8;
+    # The connection's role does not allow the operation (a `read` user's
+    # write, a `write` user's leave). Nothing was applied.
+    permissionDenied @9;
   }
 }
 
@@ -432,7 +438,20 @@ struct RegionOwners {
   owners @1 :List(MemberInfo);  # in preference order
 }
 
-interface GeoKv {
+# What a connection to a node with users (--users) is given before it logs
+# in: the bootstrap capability is a Login and nothing else, so every other
+# call fails until `login` hands out a GeoKv. A connection whose client
+# certificate names a user, and every connection to a node without users,
+# is given a GeoKv at once (a GeoKv is a Login too, to change users).
+interface Login {
+  # `unauthenticated` (no `kv`) when the user is unknown or the secret is
+  # wrong; `invalid` when the node has no users; `unavailable` when too many
+  # logins are being checked at once. `role` is "read", "write" or "admin"
+  # (docs/api.md, Users and roles).
+  login @0 (user :Text, secret :Text) -> (outcome :Outcome, role :Text, kv :GeoKv);
+}
+
+interface GeoKv extends(Login) {
   set @0 SetRequest -> WriteReply;
   get @1 GetRequest -> ValueReply;
   del @2 DelRequest -> WriteReply;

@@ -24,7 +24,7 @@ inline std::string_view View(capnp::Data::Reader d) {
 inline std::string String(capnp::Data::Reader d) { return std::string(View(d)); }
 
 // "OK", "NOT_FOUND", "WRONG_TYPE", "TOO_LARGE", "INVALID", "UNAVAILABLE",
-// "INTERNAL": the names the CLI prints and scripts match.
+// "INTERNAL", "TIMEOUT", "UNAUTHENTICATED", "PERMISSION_DENIED": the names the CLI prints and scripts match.
 inline const char* OutcomeName(rpc::Outcome::Code code) {
   switch (code) {
     case rpc::Outcome::Code::OK: return "OK";
@@ -35,6 +35,8 @@ inline const char* OutcomeName(rpc::Outcome::Code code) {
     case rpc::Outcome::Code::UNAVAILABLE: return "UNAVAILABLE";
     case rpc::Outcome::Code::INTERNAL: return "INTERNAL";
     case rpc::Outcome::Code::TIMEOUT: return "TIMEOUT";
+    case rpc::Outcome::Code::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case rpc::Outcome::Code::PERMISSION_DENIED: return "PERMISSION_DENIED";
   }
   return "UNKNOWN";
 }

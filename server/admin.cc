@@ -29,7 +29,7 @@ Admin::Admin(AsyncStore& store, Replicator& replicator, const ClusterView& view,
              AdminOptions options)
     : store_(store), replicator_(replicator), view_(view), options_(std::move(options)) {}
 
-kj::Promise<void> Admin::Info(rpc::NodeInfo::Builder out) {
+kj::Promise<void> Admin::Info(rpc::NodeInfo::Builder out, bool with_peers) {
   Store& store = store_.store();
   out.setName(options_.name);
   out.setRegion(options_.region);
@@ -52,7 +52,8 @@ kj::Promise<void> Admin::Info(rpc::NodeInfo::Builder out) {
   out.setHintsPending(hints.pending);
   out.setForwarded(static_cast<uint64_t>(options_.metrics->forwarded.Value()));
   out.setReadRepairs(static_cast<uint64_t>(options_.metrics->read_repairs.Value()));
-  std::vector<PeerStatus> peers = replicator_.Peers();
+  std::vector<PeerStatus> peers;
+  if (with_peers) peers = replicator_.Peers();
   auto list = out.initPeers(peers.size());
   for (size_t i = 0; i < peers.size(); ++i) {
     const PeerStatus& p = peers[i];

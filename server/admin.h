@@ -47,8 +47,9 @@ class Admin {
   // Default: no gossip, nothing to remove.
   void SetMemberRemoval(std::function<Status(ReplicaId)> f) { remove_ = std::move(f); }
 
-  // Fills `out` once the key count is read (on the reader pool).
-  kj::Promise<void> Info(rpc::NodeInfo::Builder out);
+  // Fills `out`; the peers' addresses and states only when `with_peers`
+  // (admin connections).
+  kj::Promise<void> Info(rpc::NodeInfo::Builder out, bool with_peers);
   void Cluster(rpc::ClusterInfo::Builder out) const;
   void Owners(capnp::Data::Reader key, rpc::OwnersReply::Builder out) const;
   Status Leave();

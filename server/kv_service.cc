@@ -39,15 +39,50 @@ void CallLimit::End() {
   }
 }
 
+kj::Promise<void> AnswerLogin(Authenticator* users, LoginCallContext context,
+                              std::function<capnp::Capability::Client(Role)> open) {
+  if (users == nullptr) {
+    SetOutcome(Status::InvalidArgument("this node has no users (--users): every connection may "
+                                       "do everything without logging in"),
+               context.getResults().initOutcome());
+    return kj::READY_NOW;
+  }
+  auto params = context.getParams();
+  return users->Login(params.getUser(), params.getSecret())
+      .then([context, open = std::move(open)](StatusOr<Role> role) mutable {
+        auto results = context.getResults();
+        SetOutcome(role.status(), results.initOutcome());
+        if (!role.ok()) return;
+        results.setRole(RoleName(*role));
+        results.setKv(open(*role).castAs<rpc::GeoKv>());
+      });
+}
+
+kj::Promise<void> LoginService::login(LoginContext context) {
+  return AnswerLogin(&users_, context, open_);
+}
+
+capnp::Capability::Server::DispatchCallResult LoginService::dispatchCall(
+    uint64_t interface_id, uint16_t method_id,
+    capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) {
+  if (interface_id == capnp::typeId<rpc::Login>()) {
+    return rpc::Login::Server::dispatchCall(interface_id, method_id, context);
+  }
+  kj::throwFatalException(KJ_EXCEPTION(
+      FAILED, "unauthenticated: this node has users (--users); log in first (Login.login, or "
+              "geokv-cli --user)"));
+}
+
 KvService::KvService(Coordinator& coordinator, Admin& admin, Replicator& replicator,
                      const ServingGate& gate, std::shared_ptr<CallLimit> calls,
-                     KvServiceOptions options)
+                     KvServiceOptions options, ClientAccess access)
     : coordinator_(coordinator),
       admin_(admin),
       replicator_(replicator),
       gate_(gate),
       calls_(std::move(calls)),
       options_(std::move(options)),
+      access_(access),
       metrics_(options_.metrics) {
   if (metrics_ == nullptr) {
     own_metrics_ = std::make_unique<Metrics>("");
@@ -65,6 +100,12 @@ kj::Promise<void> KvService::Counted(kj::Promise<void> call) {
 
 void KvService::CheckServing() const {
   if (!gate_.open()) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "node is shutting down"));
+}
+
+void KvService::CheckAllowed(ParsedRequest& request) const {
+  if (request.status.ok() && IsWrite(request.kind)) {
+    request.status = CheckRole(access_.role, Role::kWrite, "a write");
+  }
 }
 
 void KvService::Overloaded() {
@@ -92,6 +133,7 @@ kj::Promise<void> KvService::Single(MetricOp op, Context context) {
   return Timed(op, context, [this, context]() mutable {
     CheckServing();
     ParsedRequest parsed = ParseRequest(context.getParams(), options_.limits);
+    CheckAllowed(parsed);
     return coordinator_.Run(std::move(parsed), false).then([context](Answer answer) mutable {
       if (answer.overloaded) Overloaded();
       EncodeReply(answer.results.front(), context.getResults());
@@ -148,7 +190,10 @@ kj::Promise<void> KvService::RunBatch(BatchContext context,
       ParseBatch(context.getParams().getRequests(), options_.limits);
   std::vector<RequestKind> kinds;
   kinds.reserve(requests.size());
-  for (const ParsedRequest& r : requests) kinds.push_back(r.kind);
+  for (ParsedRequest& r : requests) {
+    CheckAllowed(r);
+    kinds.push_back(r.kind);
+  }
   return coordinator_.RunBatch(std::move(requests))
       .then([this, context, kinds = std::move(kinds), start](Answer answer) mutable {
         if (answer.overloaded) Overloaded();
@@ -218,7 +263,7 @@ kj::Promise<void> KvService::RunWaitReplicated(WaitReplicatedContext context) {
 
 kj::Promise<void> KvService::info(InfoContext context) {
   CheckServing();
-  return Counted(admin_.Info(context.getResults()));
+  return Counted(admin_.Info(context.getResults(), access_.role == Role::kAdmin));
 }
 
 kj::Promise<void> KvService::cluster(ClusterContext context) {
@@ -235,14 +280,25 @@ kj::Promise<void> KvService::owners(OwnersContext context) {
 
 kj::Promise<void> KvService::leave(LeaveContext context) {
   CheckServing();
-  SetOutcome(admin_.Leave(), context.getResults().initOutcome());
+  Status allowed = CheckRole(access_.role, Role::kAdmin, "leave");
+  SetOutcome(allowed.ok() ? admin_.Leave() : allowed, context.getResults().initOutcome());
   return kj::READY_NOW;
 }
 
 kj::Promise<void> KvService::remove(RemoveContext context) {
   CheckServing();
-  SetOutcome(admin_.Remove(context.getParams().getMember()), context.getResults().initOutcome());
+  Status allowed = CheckRole(access_.role, Role::kAdmin, "remove");
+  SetOutcome(allowed.ok() ? admin_.Remove(context.getParams().getMember()) : allowed,
+             context.getResults().initOutcome());
   return kj::READY_NOW;
+}
+
+kj::Promise<void> KvService::login(LoginContext context) {
+  CheckServing();
+  return AnswerLogin(access_.users, context, [this](Role role) -> capnp::Capability::Client {
+    return kj::heap<KvService>(coordinator_, admin_, replicator_, gate_, calls_, options_,
+                               ClientAccess{role, access_.users});
+  });
 }
 
 }  // namespace geokv

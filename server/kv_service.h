@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "monitoring/metrics.h"
@@ -15,6 +16,7 @@
 #include "schema/kv.capnp.h"
 #include "server/admin.h"
 #include "server/coordinator.h"
+#include "server/users.h"
 #include "server/wire_request.h"
 
 namespace geokv {
@@ -52,6 +54,39 @@ class CallLimit {
   kj::Own<kj::PromiseFulfiller<void>> waiting_;
 };
 
+// Who a connection is: what it may do, and where its logins are checked.
+struct ClientAccess {
+  Role role = Role::kAdmin;
+  // nullptr: the node has no users (every connection is admin, and a
+  // login is refused as invalid).
+  Authenticator* users = nullptr;
+};
+
+using LoginCallContext = capnp::CallContext<rpc::Login::LoginParams, rpc::Login::LoginResults>;
+
+// Answers a login on `users` (may be null): on success, the connection's
+// new service is `open(role)`.
+kj::Promise<void> AnswerLogin(Authenticator* users, LoginCallContext context,
+                              std::function<capnp::Capability::Client(Role)> open);
+
+// What a connection to a node with users holds before it logs in: a Login,
+// and nothing else. Any other call fails with an exception saying to log
+// in (a call on a GeoKv method has no reply struct to carry an outcome).
+class LoginService final : public rpc::Login::Server {
+ public:
+  LoginService(Authenticator& users, std::function<capnp::Capability::Client(Role)> open)
+      : users_(users), open_(std::move(open)) {}
+
+  kj::Promise<void> login(LoginContext context) override;
+  DispatchCallResult dispatchCall(uint64_t interface_id, uint16_t method_id,
+                                  capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context)
+      override;
+
+ private:
+  Authenticator& users_;
+  std::function<capnp::Capability::Client(Role)> open_;
+};
+
 struct KvServiceOptions {
   RequestLimits limits;
   // Where the service counts calls. Not owned. Default (nullptr): its own,
@@ -66,7 +101,8 @@ class KvService final : public rpc::GeoKv::Server {
   // service. `calls` counts its calls (shared with the connection's pacing);
   // may be null.
   KvService(Coordinator& coordinator, Admin& admin, Replicator& replicator,
-            const ServingGate& gate, std::shared_ptr<CallLimit> calls, KvServiceOptions options);
+            const ServingGate& gate, std::shared_ptr<CallLimit> calls, KvServiceOptions options,
+            ClientAccess access = {});
   ~KvService();
 
   // Runs a request another node of the region forwarded, here (the
@@ -95,6 +131,7 @@ class KvService final : public rpc::GeoKv::Server {
   kj::Promise<void> owners(OwnersContext context) override;
   kj::Promise<void> leave(LeaveContext context) override;
   kj::Promise<void> remove(RemoveContext context) override;
+  kj::Promise<void> login(LoginContext context) override;
 
  private:
   // Runs a typed call and counts it: its operation, its outcome (unavailable
@@ -108,6 +145,8 @@ class KvService final : public rpc::GeoKv::Server {
   kj::Promise<void> RunWaitReplicated(WaitReplicatedContext context);
 
   void CheckServing() const;
+  // Refuses `request` when the connection's role may not run it.
+  void CheckAllowed(ParsedRequest& request) const;
   // Counts `call` among this connection's calls until it ends.
   kj::Promise<void> Counted(kj::Promise<void> call);
   // The answer when the coordinator is overloaded: OVERLOADED.
@@ -119,6 +158,7 @@ class KvService final : public rpc::GeoKv::Server {
   const ServingGate& gate_;
   std::shared_ptr<CallLimit> calls_;
   const KvServiceOptions options_;
+  const ClientAccess access_;
   std::unique_ptr<Metrics> own_metrics_;
   Metrics* metrics_;
 };

@@ -41,7 +41,7 @@ constexpr auto kJoinWait = 10 * kj::SECONDS;
 
 // Every part Reload() may name (Reloadable::part), so that each has its
 // geokv_reloads_total series from the start.
-constexpr const char* kReloadableParts[] = {"tls", "gossip_keys"};
+constexpr const char* kReloadableParts[] = {"tls", "gossip_keys", "users"};
 
 std::string DefaultName(ReplicaId id) {
   char buf[32];
@@ -139,6 +139,7 @@ Status Node::Start() {
     metrics_->Reloads(part, false);
   }
   GEOKV_RETURN_IF_ERROR(StartMetricsServer());
+  GEOKV_RETURN_IF_ERROR(LoadUsers());
   StartReplication(kept.remote);
   StartServices();
   StartJoining();
@@ -217,7 +218,9 @@ StatusOr<std::string> Node::ReloadGossipKeys() {
 
 Status Node::Reload() {
   Status first = Status::OK();
-  if (reloadables_.empty()) spdlog::info("reload: nothing to reload (no TLS, no gossip key)");
+  if (reloadables_.empty()) {
+    spdlog::info("reload: nothing to reload (no TLS, no gossip key, no users)");
+  }
   for (const Reloadable& r : reloadables_) {
     auto reloaded = r.reload();
     metrics_->Reloads(r.part, reloaded.ok()).Increment();
@@ -259,6 +262,25 @@ Status Node::RefusePlaintext() {
                  "reaches it can read and write",
                  flag, *address);
   }
+  return Status::OK();
+}
+
+Status Node::LoadUsers() {
+  if (options_.users_file.empty()) return Status::OK();
+  auto users = Authenticator::Open(options_.users_file, *async_store_, *metrics_);
+  if (!users.ok()) {
+    spdlog::error("cannot start: {}", users.status().message());
+    return users.status();
+  }
+  users_ = std::move(users).value();
+  reloadables_.push_back({"users", [this]() -> StatusOr<std::string> {
+                            GEOKV_RETURN_IF_ERROR(users_->Reload());
+                            return std::to_string(users_->users()) + " users from " +
+                                   options_.users_file;
+                          }});
+  spdlog::info("{} users from {}: clients must log in{}", users_->users(), options_.users_file,
+               options_.client_ca.empty() ? ""
+                                          : " or present a certificate naming a user");
   return Status::OK();
 }
 
@@ -459,10 +481,21 @@ void Node::StartServices() {
       });
   // One service per connection, counting its calls.
   const size_t calls_per_connection = options_.max_calls_per_connection;
-  auto sessions = [this, service_options, calls_per_connection](kj::PeerIdentity&) {
+  // A connection is served as the user its certificate names, or must log
+  // in, when the node has users.
+  auto sessions = [this, service_options, calls_per_connection](kj::PeerIdentity& client) {
     auto calls = std::make_shared<CallLimit>(calls_per_connection);
-    capnp::Capability::Client service = kj::heap<KvService>(
-        *coordinator_, *admin_, *replicator_, *serving_, calls, service_options);
+    auto open = [this, service_options, calls](Role role) -> capnp::Capability::Client {
+      return kj::heap<KvService>(*coordinator_, *admin_, *replicator_, *serving_, calls,
+                                 service_options, ClientAccess{role, users_.get()});
+    };
+    std::optional<Role> role = Role::kAdmin;
+    if (users_) {
+      std::optional<std::string> name = CertifiedName(client);
+      role = name ? users_->CertifiedRole(*name) : std::nullopt;
+    }
+    capnp::Capability::Client service =
+        role ? open(*role) : capnp::Capability::Client(kj::heap<LoginService>(*users_, open));
     return RpcSession{kj::mv(service), [calls] { return calls->Wait(); },
                       [calls] { return calls->under_way() > 0; }};
   };
@@ -488,7 +521,7 @@ void Node::StartServices() {
     resp.read_timeout = client_options.read_timeout;
     resp.wrap = ServeTls(client_tls_.get());
     RespNode node{*coordinator_, *admin_, *replicator_, *async_store_, limits,
-                  options_.max_message_bytes / 2, {}, {}};
+                  options_.max_message_bytes / 2, {}, {}, users_.get()};
     resp_server_ = std::make_unique<RespServer>(kj::mv(resp_receiver_), std::move(node), timer,
                                                 std::move(resp));
     spdlog::info("redis protocol listening on {} port {}", options_.resp_listen,

@@ -21,6 +21,7 @@ namespace geokv {
 
 class Admin;
 class AsyncStore;
+class Authenticator;
 class ClusterView;
 class Coordinator;
 class Gossip;
@@ -57,8 +58,9 @@ class Node {
   // each SIGHUP meanwhile runs Reload(). REQUIRES: Start() returned OK.
   void RunUntilStopped();
   // Reads the files of every reloadable part again (the TLS certificate,
-  // key and CAs; the gossip key file) and puts what loaded in force: new
-  // TLS handshakes and gossip datagrams use it, live connections carry on.
+  // key and CAs; the gossip key file; the users file) and puts what loaded
+  // in force: new TLS handshakes, gossip datagrams and logins use it, live
+  // connections carry on.
   // A part whose files fail to load keeps what it had and logs why, naming
   // the file. Logs what was reloaded and counts each part's reloads in
   // geokv_reloads_total. OK when every part reloaded, else the first
@@ -97,6 +99,8 @@ class Node {
   StatusOr<std::string> ReloadGossipKeys();
   // Runs Reload() on every SIGHUP, until dropped.
   kj::Promise<void> ReloadOnSighup();
+  // Reads --users, if given.
+  Status LoadUsers();
   Status Listen();
   // Gossip joins through `kept_seeds` (where the region's other members
   // gossiped when this node last ran) as well as through --seeds.
@@ -143,6 +147,7 @@ class Node {
   std::unique_ptr<Leaver> leaver_;
   std::unique_ptr<ServingGate> serving_;
   // Runs the requests other nodes forward here.
+  std::unique_ptr<Authenticator> users_;
   std::unique_ptr<KvService> forward_service_;
   std::unique_ptr<RpcListener> listener_;
   std::unique_ptr<RpcListener> peer_listener_;

@@ -163,6 +163,10 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                  "one");
   app.add_option("--client-ca", o.client_ca,
                  "PEM CA certificates: with TLS, clients must present a certificate one signed");
+  app.add_option("--users", o.users_file,
+                 "Users file (NAME ROLE SECRET_HASH lines, mode 600): clients must log in as one "
+                 "of its users, and may do what its role (read, write, admin) allows; reloaded "
+                 "on SIGHUP");
   ms_option("--tls-handshake-timeout", &o.tls_handshake_timeout_ms,
             "How long a TLS handshake may take before its connection is closed")
       ->check(CLI::Range(uint64_t{10}, uint64_t{600000}));

@@ -128,6 +128,11 @@ struct ServerOptions {
   // With TLS: the CA whose certificate a client must present on the client
   // API and Redis ports. Empty: clients present none.
   std::string client_ca;
+  // A users file (docs/formats.md#users-file): clients of the client API
+  // and Redis ports must log in as one of its users (or present a client
+  // certificate naming one) and may do what its role allows. Empty: no
+  // users; every connection may do everything.
+  std::string users_file;
   // How long a TLS handshake may take; a connection still shaking hands
   // then is closed (it holds a connection slot meanwhile).
   uint64_t tls_handshake_timeout_ms = 10000;

@@ -37,8 +37,7 @@ RespSession::Step RespSession::Connection(std::vector<std::string>& args,
   } else if (name == "hello") {
     return Hello(args);
   } else if (name == "auth") {
-    step.reply = ErrorReply(
-        "ERR AUTH is not supported: geokv has no users or passwords yet (see docs/resp.md)");
+    return Auth(args);
   } else if (name == "select") {
     step.reply = args[1] == "0" ? kOk
                                 : ErrorReply("ERR DB index is out of range: geokv has one "
@@ -47,6 +46,7 @@ RespSession::Step RespSession::Connection(std::vector<std::string>& args,
     closing_ = true;
     step.reply = kOk;
   } else if (name == "reset") {
+    role_ = certified_role_;
     resp3_ = false;
     name_.clear();
     consistency_ = Consistency::kDefault;
@@ -114,7 +114,6 @@ RespSession::Step RespSession::Connection(std::vector<std::string>& args,
 }
 
 RespSession::Step RespSession::Hello(std::vector<std::string>& args) {
-  Step step;
   bool resp3 = resp3_;
   if (args.size() >= 2) {
     int64_t version = 0;
@@ -127,35 +126,80 @@ RespSession::Step RespSession::Hello(std::vector<std::string>& args) {
     resp3 = version == 3;
   }
   std::string setname;
+  std::optional<std::pair<std::string, std::string>> auth;
   for (size_t i = 2; i < args.size(); ++i) {
     const std::string opt = Lower(args[i]);
     if (opt == "auth" && i + 2 < args.size()) {
-      return Refused(
-          "ERR AUTH is not supported: geokv has no users or passwords yet (see docs/resp.md)");
+      auth.emplace(args[i + 1], args[i + 2]);
+      i += 2;
     } else if (opt == "setname" && i + 1 < args.size()) {
       setname = args[++i];
     } else {
       return Refused("ERR Syntax error in HELLO option '" + PrintableBytes(args[i]) + "'");
     }
   }
-  resp3_ = resp3;
-  if (!setname.empty()) name_ = setname;
-  std::string& out = step.reply;
-  AppendMap(out, 7, resp3);
-  AppendBulk(out, "server");
-  AppendBulk(out, "redis");
-  AppendBulk(out, "version");
-  AppendBulk(out, kRedisVersion);
-  AppendBulk(out, "proto");
-  AppendInteger(out, resp3 ? 3 : 2);
-  AppendBulk(out, "id");
-  AppendInteger(out, static_cast<int64_t>(id_));
-  AppendBulk(out, "mode");
-  AppendBulk(out, "standalone");
-  AppendBulk(out, "role");
-  AppendBulk(out, "master");
-  AppendBulk(out, "modules");
-  AppendArray(out, 0);
+  if (!auth && !role_) {
+    return Refused("NOAUTH HELLO must be called with the client already authenticated, "
+                   "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                   "authenticate the client and select the RESP protocol version at the same "
+                   "time");
+  }
+  auto greet = [this, resp3, setname] {
+    resp3_ = resp3;
+    if (!setname.empty()) name_ = setname;
+    std::string out;
+    AppendMap(out, 7, resp3);
+    AppendBulk(out, "server");
+    AppendBulk(out, "redis");
+    AppendBulk(out, "version");
+    AppendBulk(out, kRedisVersion);
+    AppendBulk(out, "proto");
+    AppendInteger(out, resp3 ? 3 : 2);
+    AppendBulk(out, "id");
+    AppendInteger(out, static_cast<int64_t>(id_));
+    AppendBulk(out, "mode");
+    AppendBulk(out, "standalone");
+    AppendBulk(out, "role");
+    AppendBulk(out, "master");
+    AppendBulk(out, "modules");
+    AppendArray(out, 0);
+    return out;
+  };
+  if (auth) return Login(std::move(auth->first), std::move(auth->second), greet);
+  Step step;
+  step.reply = greet();
+  return step;
+}
+
+RespSession::Step RespSession::Auth(std::vector<std::string>& args) {
+  if (args.size() > 3) return Refused("ERR syntax error");
+  // AUTH SECRET names the user "default", as Redis does.
+  std::string user = args.size() == 3 ? args[1] : "default";
+  return Login(std::move(user), std::move(args.back()), [] { return std::string(kOk); });
+}
+
+RespSession::Step RespSession::Login(std::string user, std::string secret,
+                                     std::function<std::string()> then) {
+  if (node_.users == nullptr) {
+    return Refused("ERR AUTH called without any users configured on this node (--users); "
+                   "every connection may run every command without it");
+  }
+  Step step;
+  step.alone = true;
+  step.finish = [this, user = std::move(user), secret = std::move(secret), then = std::move(then)](
+                    std::vector<Result>&, std::vector<Result>&) mutable -> kj::Promise<std::string> {
+    return node_.users->Login(std::move(user), std::move(secret))
+        .then([this, then = std::move(then)](StatusOr<Role> role) -> std::string {
+          if (role.ok()) {
+            role_ = *role;
+            return then();
+          }
+          if (role.status().code() == Status::Code::kUnauthenticated) {
+            return ErrorReply("WRONGPASS invalid username-password pair or user is disabled.");
+          }
+          return ErrorReply(RespError(role.status()));
+        });
+  };
   return step;
 }
 
@@ -198,6 +242,8 @@ RespSession::Step RespSession::ClientCommand(std::vector<std::string>& args) {
   } else if (sub == "info") {
     AppendVerbatim(step.reply, Describe() + "\n", resp3_);
   } else if (sub == "list") {
+    Status allowed = CheckRole(*role_, Role::kAdmin, "'client list'");
+    if (!allowed.ok()) return Refused(RespError(allowed));
     const bool resp3 = resp3_;
     step.finish = [this, resp3](std::vector<Result>&, std::vector<Result>&)
         -> kj::Promise<std::string> {
@@ -223,7 +269,7 @@ RespSession::Step RespSession::Info(std::vector<std::string>& args) {
       -> kj::Promise<std::string> {
     auto message = std::make_shared<capnp::MallocMessageBuilder>();
     auto info = message->initRoot<rpc::NodeInfo>();
-    return node_.admin.Info(info).then([this, message, info, sections, all, resp3]() mutable {
+    return node_.admin.Info(info, role_ == Role::kAdmin).then([this, message, info, sections, all, resp3]() mutable {
       auto want = [&](const char* s) { return all || sections.count(s) > 0; };
       std::string text;
       if (want("server")) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "server/read_deadlines.h"
+#include "util/tls.h"
 
 namespace geokv {
 namespace {
@@ -41,12 +42,12 @@ std::string PeerName(kj::AsyncIoStream& stream) {
 }  // namespace
 
 struct RespServer::Connection {
-  Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RespNode& node, uint64_t id,
-             const RespLimits& limits, kj::TimePoint now)
+  Connection(kj::AuthenticatedStream accepted, ConnectionSlots::Slot slot, RespNode& node,
+             uint64_t id, const RespLimits& limits, kj::TimePoint now)
       : slot(std::move(slot)),
-        stream(kj::mv(s)),
+        stream(kj::mv(accepted.stream)),
         parser(limits),
-        session(node, id, PeerName(*stream)),
+        session(node, id, PeerName(*stream), CertifiedName(*accepted.peerIdentity)),
         since(now) {}
 
   ConnectionSlots::Slot slot;
@@ -69,7 +70,7 @@ RespServer::RespServer(kj::Own<kj::ConnectionReceiver> receiver, RespNode node, 
       tasks_(*this),
       acceptor_(kj::mv(receiver), timer,
                 [this](kj::AuthenticatedStream accepted, ConnectionSlots::Slot slot) {
-                  Serve(kj::mv(accepted.stream), std::move(slot));
+                  Serve(kj::mv(accepted), std::move(slot));
                 },
                 "redis",
                 options_.slots ? options_.slots
@@ -89,8 +90,8 @@ std::string RespServer::ClientList() const {
   return out;
 }
 
-void RespServer::Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot) {
-  connections_.push_back(kj::heap<Connection>(kj::mv(stream), std::move(slot), node_, next_id_++,
+void RespServer::Serve(kj::AuthenticatedStream accepted, ConnectionSlots::Slot slot) {
+  connections_.push_back(kj::heap<Connection>(kj::mv(accepted), std::move(slot), node_, next_id_++,
                                               options_.limits, timer_.now()));
   auto it = std::prev(connections_.end());
   tasks_.add(Read(**it).then([] { return kj::evalLater([] {}); })

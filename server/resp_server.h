@@ -64,7 +64,7 @@ class RespServer : private kj::TaskSet::ErrorHandler {
  private:
   struct Connection;
 
-  void Serve(kj::Own<kj::AsyncIoStream> stream, ConnectionSlots::Slot slot);
+  void Serve(kj::AuthenticatedStream accepted, ConnectionSlots::Slot slot);
   // Runs what the connection's parser holds, then reads more.
   kj::Promise<void> Process(Connection& c);
   kj::Promise<void> Read(Connection& c);

@@ -28,6 +28,8 @@ std::string RespError(const Status& status) {
     case Status::Code::kNotFound: return "ERR " + status.message();
     case Status::Code::kUnavailable: return "UNAVAILABLE " + status.message();
     case Status::Code::kTimeout: return "TIMEOUT " + status.message();
+    case Status::Code::kUnauthenticated: return "NOAUTH " + status.message();
+    case Status::Code::kPermissionDenied: return "NOPERM " + status.message();
     case Status::Code::kOk:
     case Status::Code::kCorruption:
     case Status::Code::kIOError:
@@ -37,8 +39,16 @@ std::string RespError(const Status& status) {
   return "ERR internal error: " + status.message();
 }
 
-RespSession::RespSession(RespNode& node, uint64_t id, std::string peer)
-    : node_(node), id_(id), peer_(std::move(peer)), opened_(std::chrono::steady_clock::now()) {}
+RespSession::RespSession(RespNode& node, uint64_t id, std::string peer,
+                         std::optional<std::string> certified)
+    : node_(node), id_(id), peer_(std::move(peer)), opened_(std::chrono::steady_clock::now()) {
+  if (node_.users == nullptr) {
+    certified_role_ = Role::kAdmin;
+  } else if (certified) {
+    certified_role_ = node_.users->CertifiedRole(*certified);
+  }
+  role_ = certified_role_;
+}
 
 RespSession::~RespSession() = default;
 
@@ -76,13 +86,26 @@ kj::Promise<Result> RespSession::RunOne(ParsedRequest request) {
 
 kj::Promise<std::string> RespSession::Execute(std::vector<std::vector<std::string>> commands,
                                               Flush flush) {
+  return ExecuteFrom(std::make_shared<std::vector<std::vector<std::string>>>(std::move(commands)),
+                     0, std::string(), std::move(flush));
+}
+
+kj::Promise<std::string> RespSession::ExecuteFrom(
+    std::shared_ptr<std::vector<std::vector<std::string>>> commands, size_t from,
+    std::string out, Flush flush) {
   std::vector<Step> steps;
-  steps.reserve(commands.size());
-  for (auto& args : commands) {
-    if (closing_) break;
+  size_t next = from;
+  while (next < commands->size() && !closing_) {
+    std::vector<std::string>& args = (*commands)[next++];
+    const std::string name = Lower(args[0]);
     steps.push_back(Build(args));
+    if (name == "auth" || name == "hello" || name == "reset") break;
   }
-  return RunSteps(std::move(steps), 0, std::string(), std::move(flush));
+  auto ran = RunSteps(std::move(steps), 0, std::move(out), flush);
+  if (next == commands->size() || closing_) return ran;
+  return ran.then([this, commands, next, flush](std::string out) mutable {
+    return ExecuteFrom(commands, next, std::move(out), std::move(flush));
+  });
 }
 
 kj::Promise<std::string> RespSession::RunSteps(std::vector<Step> steps, size_t from,
@@ -212,6 +235,13 @@ RespSession::Step RespSession::Build(std::vector<std::string>& args) {
   const int n = static_cast<int>(std::min<size_t>(args.size(), INT32_MAX));
   if ((spec->arity > 0 && n != spec->arity) || (spec->arity < 0 && n < -spec->arity)) {
     return Refused("ERR wrong number of arguments for '" + name + "' command");
+  }
+  if (!role_ && name != "auth" && name != "hello" && name != "quit" && name != "reset") {
+    return Refused("NOAUTH Authentication required.");
+  }
+  if (std::string_view(spec->flags).find("write") != std::string_view::npos) {
+    Status allowed = CheckRole(*role_, Role::kWrite, "'" + name + "'");
+    if (!allowed.ok()) return Refused(RespError(allowed));
   }
   if (name.rfind("geokv.", 0) == 0) return Own(args, name);
   if (name == "get" || name == "set" || name == "mget" || name == "mset" || name == "strlen" ||

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@
 #include "server/admin.h"
 #include "server/coordinator.h"
 #include "server/request.h"
+#include "server/users.h"
 #include "storage/async_store.h"
 
 namespace geokv {
@@ -51,12 +53,18 @@ struct RespNode {
   std::function<std::string()> client_list;
   // Connections open on the Redis port, for INFO clients. May be empty.
   std::function<size_t()> connections;
+  // Where AUTH is checked; nullptr: the node has no users, and every
+  // connection may run every command.
+  Authenticator* users = nullptr;
 };
 
 class RespSession {
  public:
-  // `id` is CLIENT ID's answer; `peer` the client's address.
-  RespSession(RespNode& node, uint64_t id, std::string peer);
+  // `id` is CLIENT ID's answer; `peer` the client's address; `certified`
+  // the name its client certificate carries, if any (on a node with users,
+  // a certificate naming a user logs the connection in as that user).
+  RespSession(RespNode& node, uint64_t id, std::string peer,
+              std::optional<std::string> certified = std::nullopt);
   ~RespSession();
 
   RespSession(const RespSession&) = delete;
@@ -88,6 +96,11 @@ class RespSession {
   // The step that runs `args`; a refusal is a step with its error reply.
   Step Build(std::vector<std::string>& args);
   kj::Promise<std::string> RunBatch(std::vector<Step> steps);
+  // Builds and runs commands[from...]: up to and including the next that
+  // may change the connection's user, then the rest, so that each command
+  // is checked against the user it runs as.
+  kj::Promise<std::string> ExecuteFrom(std::shared_ptr<std::vector<std::vector<std::string>>> commands,
+                                       size_t from, std::string out, Flush flush);
   kj::Promise<std::string> RunSteps(std::vector<Step> steps, size_t from, std::string out,
                                     Flush flush);
 
@@ -100,6 +113,10 @@ class RespSession {
   Step Keys(std::vector<std::string>& args, const std::string& name);
   Step Own(std::vector<std::string>& args, const std::string& name);
   Step Hello(std::vector<std::string>& args);
+  Step Auth(std::vector<std::string>& args);
+  // Logs in as `user`; on success the connection runs as that user from the
+  // next command, and the reply is `then()`'s; else WRONGPASS.
+  Step Login(std::string user, std::string secret, std::function<std::string()> then);
   Step ClientCommand(std::vector<std::string>& args);
   Step Info(std::vector<std::string>& args);
   Step Del(std::vector<std::string>& args);
@@ -124,6 +141,11 @@ class RespSession {
   std::string lib_name_, lib_version_;
   bool resp3_ = false;
   bool closing_ = false;
+  // The role commands run with; nullopt: not logged in (a node with users,
+  // before AUTH). `certified_role_` is the role a client certificate gave,
+  // restored by RESET.
+  std::optional<Role> certified_role_;
+  std::optional<Role> role_;
   Consistency consistency_ = Consistency::kDefault;
   std::string last_token_;           // of the connection's last write
   std::vector<CausalToken> after_;   // GEOKV.AFTER

@@ -77,6 +77,8 @@ rpc::Outcome::Code OutcomeCode(const Status& s) {
     case Status::Code::kInvalidArgument: return rpc::Outcome::Code::INVALID;
     case Status::Code::kUnavailable: return rpc::Outcome::Code::UNAVAILABLE;
     case Status::Code::kTimeout: return rpc::Outcome::Code::TIMEOUT;
+    case Status::Code::kUnauthenticated: return rpc::Outcome::Code::UNAUTHENTICATED;
+    case Status::Code::kPermissionDenied: return rpc::Outcome::Code::PERMISSION_DENIED;
     case Status::Code::kCorruption:
     case Status::Code::kIOError:
     case Status::Code::kFailedPrecondition: return rpc::Outcome::Code::INTERNAL;
@@ -96,6 +98,9 @@ Status StatusOf(rpc::Outcome::Reader outcome) {
     case rpc::Outcome::Code::INVALID: return Status::InvalidArgument(std::move(message));
     case rpc::Outcome::Code::UNAVAILABLE: return Status::Unavailable(std::move(message));
     case rpc::Outcome::Code::TIMEOUT: return Status::Timeout(std::move(message));
+    case rpc::Outcome::Code::UNAUTHENTICATED: return Status::Unauthenticated(std::move(message));
+    case rpc::Outcome::Code::PERMISSION_DENIED:
+      return Status::PermissionDenied(std::move(message));
     case rpc::Outcome::Code::INTERNAL: break;
   }
   return Status::IOError(std::move(message));

@@ -14,6 +14,8 @@ std::string_view CodeName(Status::Code code) {
     case Status::Code::kUnavailable: return "UNAVAILABLE";
     case Status::Code::kTimeout: return "TIMEOUT";
     case Status::Code::kFailedPrecondition: return "FAILED_PRECONDITION";
+    case Status::Code::kUnauthenticated: return "UNAUTHENTICATED";
+    case Status::Code::kPermissionDenied: return "PERMISSION_DENIED";
   }
   return "UNKNOWN";
 }

@@ -26,6 +26,8 @@ class [[nodiscard]] Status {
     kUnavailable,      // retry later (shutting down, peer unreachable)
     kFailedPrecondition,  // the state does not allow the call
     kTimeout,          // a bounded wait ran out
+    kUnauthenticated,  // no login, or a user and secret that do not match
+    kPermissionDenied,  // the caller's role does not allow the call
   };
 
   Status() = default;
@@ -43,6 +45,12 @@ class [[nodiscard]] Status {
     return Status(Code::kFailedPrecondition, std::move(msg));
   }
   static Status Timeout(std::string msg) { return Status(Code::kTimeout, std::move(msg)); }
+  static Status Unauthenticated(std::string msg) {
+    return Status(Code::kUnauthenticated, std::move(msg));
+  }
+  static Status PermissionDenied(std::string msg) {
+    return Status(Code::kPermissionDenied, std::move(msg));
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

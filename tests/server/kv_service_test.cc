@@ -7,7 +7,11 @@
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <fstream>
+#include <tuple>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,6 +25,7 @@
 #include "server/forwarder.h"
 #include "storage/async_store.h"
 #include "testing/test_dir.h"
+#include "util/secret_hash.h"
 
 namespace geokv {
 namespace {
@@ -38,7 +43,9 @@ class KvServiceTest : public ::testing::Test {
  protected:
   void SetUp() override { Start(Limits()); }
 
-  void Start(const Limits& limits) {
+  // With `users_file`, the connection is served a Login first, as a node
+  // with --users serves it.
+  void Start(const Limits& limits, const std::string& users_file = "") {
     auto store = Store::Open(dir_.Sub("db"), StoreOptions{Durability::kWal});
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_ = std::move(store).value();
@@ -63,9 +70,22 @@ class KvServiceTest : public ::testing::Test {
     RequestLimits request_limits{limits.max_key_bytes, limits.max_value_bytes};
     admin_ = std::make_unique<Admin>(*async_store_, *replicator_, *view_,
                                      AdminOptions{"n1", "eu", request_limits, &metrics_});
-    auto service = kj::heap<KvService>(*coordinator_, *admin_, *replicator_, gate_, nullptr,
-                                       KvServiceOptions{request_limits, &metrics_});
-    service_ = service.get();
+    const KvServiceOptions options{request_limits, &metrics_};
+    capnp::Capability::Client service = nullptr;
+    if (users_file.empty()) {
+      auto own = kj::heap<KvService>(*coordinator_, *admin_, *replicator_, gate_, nullptr, options);
+      service_ = own.get();
+      service = kj::mv(own);
+    } else {
+      auto users = Authenticator::Open(users_file, *async_store_, metrics_);
+      ASSERT_TRUE(users.ok()) << users.status().ToString();
+      users_ = std::move(users).value();
+      service = kj::heap<LoginService>(*users_, [this, options](Role role) {
+        return capnp::Capability::Client(kj::heap<KvService>(
+            *coordinator_, *admin_, *replicator_, gate_, nullptr, options,
+            ClientAccess{role, users_.get()}));
+      });
+    }
     rpc_ = std::make_unique<Rpc>();
     auto pipe = io_->provider->newTwoWayPipe();
     // The server reads calls as RpcListener does: up to max-message-bytes.
@@ -88,6 +108,7 @@ class KvServiceTest : public ::testing::Test {
     }
     if (committer_) committer_->Drain().wait(ws());
     rpc_.reset();
+    users_.reset();
     admin_.reset();
     coordinator_.reset();
     forwarder_.reset();
@@ -210,6 +231,7 @@ class KvServiceTest : public ::testing::Test {
   std::unique_ptr<ReplicatorForwarder> forwarder_;
   std::unique_ptr<Coordinator> coordinator_;
   std::unique_ptr<Admin> admin_;
+  std::unique_ptr<Authenticator> users_;
   KvService* service_ = nullptr;
   struct Rpc {
     kj::Own<kj::AsyncIoStream> server_stream;
@@ -813,6 +835,155 @@ TEST_F(KvServiceReplyLimitTest, SiblingsTooLargeToReadStillGiveTheContextToMerge
   ASSERT_EQ(MvSet("m", "merged", context), Code::OK);
   ASSERT_EQ(MvGet("m", &values, &context), Code::OK);
   EXPECT_EQ(values, std::vector<std::string>{"merged"});
+}
+
+// A service behind a users file, as a node with --users serves it.
+class KvServiceUsersTest : public KvServiceTest {
+ protected:
+  void SetUp() override {
+    const std::string path = dir_.Sub("users");
+    std::ofstream out(path);
+    for (const auto& [name, role, secret] :
+         {std::tuple{"root", "admin", "rootpw"}, {"ana", "write", "anapw"},
+          {"rex", "read", "rexpw"}}) {
+      auto hash = HashSecret(secret, kMinSecretIterations);
+      ASSERT_TRUE(hash.ok());
+      out << name << " " << role << " " << *hash << "\n";
+    }
+    static const std::string slow = *HashSecret("slowpw", 300000);
+    out << "slow read " << slow << "\n";
+    out.close();
+    chmod(path.c_str(), 0600);
+    Start(Limits(), path);
+  }
+
+  // Logs in on `on` (the bootstrap, or a GeoKv); on OK, kv() is the
+  // service it gave.
+  Code Login(rpc::Login::Client on, const std::string& user, const std::string& secret,
+             std::string* role = nullptr) {
+    auto req = on.loginRequest();
+    req.setUser(user);
+    req.setSecret(secret);
+    auto reply = req.send().wait(ws());
+    last_message_ = reply.getOutcome().getMessage();
+    if (role) *role = reply.getRole();
+    if (reply.getOutcome().getCode() == Code::OK) {
+      kv_ = std::make_unique<rpc::GeoKv::Client>(reply.getKv());
+    }
+    return reply.getOutcome().getCode();
+  }
+  rpc::Login::Client Bootstrap() { return rpc_->client->bootstrap().castAs<rpc::Login>(); }
+
+  Code Leave() { return kv().leaveRequest().send().wait(ws()).getOutcome().getCode(); }
+  Code Remove() {
+    auto req = kv().removeRequest();
+    req.setMember("n9");
+    return req.send().wait(ws()).getOutcome().getCode();
+  }
+};
+
+TEST_F(KvServiceUsersTest, BeforeLoggingInAConnectionCanOnlyLogIn) {
+  // kv() is the bootstrap cast to GeoKv: every call fails.
+  auto info = kv().infoRequest().send();
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { info.wait(ws()); })) {
+    EXPECT_NE(std::string(e->getDescription().cStr()).find("log in first"), std::string::npos)
+        << e->getDescription().cStr();
+  } else {
+    FAIL() << "info answered before a login";
+  }
+  EXPECT_THROW(Set("k", "v"), kj::Exception);
+  EXPECT_EQ(Login(Bootstrap(), "ana", "wrong"), Code::UNAUTHENTICATED);
+  const std::string wrong_secret = last_message_;
+  EXPECT_EQ(Login(Bootstrap(), "nobody", "anapw"), Code::UNAUTHENTICATED);
+  EXPECT_EQ(last_message_, wrong_secret) << "an unknown user answers as a wrong secret does";
+  EXPECT_EQ(Login(Bootstrap(), "ana", ""), Code::UNAUTHENTICATED);
+  EXPECT_EQ(Login(Bootstrap(), std::string(5000, 'a'), "x"), Code::UNAUTHENTICATED);
+  std::string role;
+  ASSERT_EQ(Login(Bootstrap(), "ana", "anapw", &role), Code::OK) << last_message_;
+  EXPECT_EQ(role, "write");
+  EXPECT_EQ(Set("k", "v"), Code::OK);
+  EXPECT_EQ(metrics_.logins_ok.Value(), 1);
+  EXPECT_EQ(metrics_.logins_refused.Value(), 4);
+  EXPECT_EQ(metrics_.logins_busy.Value(), 0);
+}
+
+TEST_F(KvServiceUsersTest, AReadUserReadsButNeitherWritesNorLeaves) {
+  ASSERT_EQ(Login(Bootstrap(), "root", "rootpw"), Code::OK);
+  ASSERT_EQ(Set("k", "v"), Code::OK);
+  ASSERT_EQ(Login(Bootstrap(), "rex", "rexpw"), Code::OK);
+  std::string value;
+  EXPECT_EQ(Get("k", &value), Code::OK);
+  EXPECT_EQ(value, "v");
+  EXPECT_EQ(Set("k", "w"), Code::PERMISSION_DENIED);
+  EXPECT_NE(last_message_.find("needs the write role"), std::string::npos) << last_message_;
+  auto req = kv().batchRequest();
+  auto list = req.initRequests(3);
+  auto set = list[0].initSet();
+  set.setKey(AsData("k"));
+  set.setValue(AsData("w"));
+  list[1].initGet().setKey(AsData("k"));
+  auto incr = list[2].initIncrBy();
+  incr.setKey(AsData("c"));
+  incr.setDelta(1);
+  auto r = req.send().wait(ws()).getReplies();
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0].getWrite().getOutcome().getCode(), Code::PERMISSION_DENIED);
+  EXPECT_EQ(r[1].getValue().getOutcome().getCode(), Code::OK);
+  EXPECT_EQ(String(r[1].getValue().getValue()), "v");
+  EXPECT_EQ(r[2].getWrite().getOutcome().getCode(), Code::PERMISSION_DENIED);
+  EXPECT_EQ(Leave(), Code::PERMISSION_DENIED);
+  EXPECT_EQ(Remove(), Code::PERMISSION_DENIED);
+  ASSERT_EQ(Get("k", &value), Code::OK);
+  EXPECT_EQ(value, "v") << "a refused write changed nothing";
+}
+
+TEST_F(KvServiceUsersTest, AWriteUserWritesButCannotChangeMembership) {
+  ASSERT_EQ(Login(Bootstrap(), "ana", "anapw"), Code::OK);
+  EXPECT_EQ(Set("k", "v"), Code::OK);
+  EXPECT_EQ(Leave(), Code::PERMISSION_DENIED);
+  EXPECT_EQ(Remove(), Code::PERMISSION_DENIED);
+  ASSERT_EQ(Login(Bootstrap(), "root", "rootpw"), Code::OK);
+  // An admin reaches the membership calls (this test node runs no gossip).
+  EXPECT_EQ(Leave(), Code::UNAVAILABLE);
+  EXPECT_EQ(Remove(), Code::UNAVAILABLE);
+}
+
+TEST_F(KvServiceUsersTest, ALoggedInConnectionLogsInAgainAsAnotherUser) {
+  ASSERT_EQ(Login(Bootstrap(), "root", "rootpw"), Code::OK);
+  rpc::GeoKv::Client admin = kv();
+  std::string role;
+  ASSERT_EQ(Login(admin, "rex", "rexpw", &role), Code::OK);
+  EXPECT_EQ(role, "read");
+  EXPECT_EQ(Set("k", "v"), Code::PERMISSION_DENIED);
+  EXPECT_EQ(Login(admin, "rex", "bad"), Code::UNAUTHENTICATED);
+}
+
+TEST_F(KvServiceUsersTest, LoginsBeyondTheChecksUnderWayAreRefusedAsUnavailable) {
+  std::vector<capnp::RemotePromise<rpc::Login::LoginResults>> logins;
+  for (size_t i = 0; i < Authenticator::kMaxChecking + 2; ++i) {
+    auto req = Bootstrap().loginRequest();
+    req.setUser("slow");
+    req.setSecret("slowpw");
+    logins.push_back(req.send());
+  }
+  size_t ok = 0, unavailable = 0;
+  for (auto& login : logins) {
+    auto code = login.wait(ws()).getOutcome().getCode();
+    ok += code == Code::OK;
+    unavailable += code == Code::UNAVAILABLE;
+  }
+  EXPECT_EQ(ok, Authenticator::kMaxChecking);
+  EXPECT_EQ(unavailable, 2u);
+  EXPECT_EQ(metrics_.logins_busy.Value(), 2);
+}
+
+TEST_F(KvServiceTest, ANodeWithoutUsersRefusesALogin) {
+  auto req = kv().castAs<rpc::Login>().loginRequest();
+  req.setUser("root");
+  req.setSecret("rootpw");
+  auto reply = req.send().wait(ws());
+  EXPECT_EQ(reply.getOutcome().getCode(), Code::INVALID);
+  EXPECT_EQ(Set("k", "v"), Code::OK) << "the connection goes on as before";
 }
 
 TEST(CallLimit, AConnectionAtItsLimitWaitsForACallToEnd) {
