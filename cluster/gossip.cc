@@ -188,6 +188,18 @@ Status Gossip::Remove(ReplicaId id) {
   return Status::OK();
 }
 
+void Gossip::SetKeys(std::vector<GossipKey> keys) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!membership_ || stopped_) return;
+  boost::asio::post(io_, [this, keys = std::move(keys)]() mutable {
+    const std::string first = keys.front().id;
+    const size_t count = keys.size();
+    auth_->SetKeys(std::move(keys));
+    spdlog::info("gossip: datagrams sealed under key '{}' from now on; accepted under {} key(s)",
+                 first, count);
+  });
+}
+
 void Gossip::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -118,6 +118,12 @@ class Gossip {
   // previous callback; empty removes it.
   void OnChange(std::function<void()> callback);
 
+  // Seals and accepts under `keys` from the gossip thread's next event on
+  // (a reload of the key file), keeping the replay state. Does nothing
+  // before Start() or after Stop(). REQUIRES: started with keys; `keys`
+  // valid and not empty (LoadGossipKeys).
+  void SetKeys(std::vector<GossipKey> keys);
+
   // Changes drop_probability (see GossipOptions) from now on.
   void SetDropProbability(double probability) { drop_probability_.store(probability); }
 

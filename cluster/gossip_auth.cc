@@ -82,6 +82,16 @@ const GossipKey* GossipAuthenticator::FindKey(std::string_view id, size_t* index
   return nullptr;
 }
 
+void GossipAuthenticator::SetKeys(std::vector<GossipKey> keys) {
+  std::vector<std::string> old_ids;
+  for (const GossipKey& k : options_.keys) old_ids.push_back(k.id);
+  options_.keys = std::move(keys);
+  for (auto& [id, sender] : senders_) {
+    size_t index = 0;
+    sender.key = sender.key < old_ids.size() && FindKey(old_ids[sender.key], &index) ? index : 0;
+  }
+}
+
 std::string GossipAuthenticator::Seal(std::string_view packet, ReplicaId recipient) {
   if (!enabled()) return std::string(packet);
   size_t index = 0;

@@ -142,6 +142,12 @@ class GossipAuthenticator {
   std::optional<GossipRefusal> Open(std::string_view datagram, std::string_view* packet,
                                     std::string* detail);
 
+  // Seals and accepts under `keys` from now on; the replay state stays. A
+  // sender's last key keeps answering it where `keys` still holds that id,
+  // else the first key does. REQUIRES: `keys` valid, ids distinct, and
+  // keys configured before (enabled()) and now.
+  void SetKeys(std::vector<GossipKey> keys);
+
   // Senders whose stamps are kept (at most max_senders).
   size_t senders() const { return senders_.size(); }
 
@@ -158,7 +164,7 @@ class GossipAuthenticator {
   // Drops a sender's stamps that left the window, raising its floor.
   void Expire(Sender& sender, uint64_t now) const;
 
-  const GossipAuthOptions options_;
+  GossipAuthOptions options_;
   const ReplicaId self_;
   uint64_t start_floor_ = 0;
   uint64_t evicted_floor_ = 0;

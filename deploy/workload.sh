@@ -10,6 +10,9 @@
 #   GEOKV_WORKLOAD_INTERVAL  pause between rounds, seconds (default 0.2)
 #   GEOKV_WORKLOAD_KEYS      distinct keys written (default 1000)
 #   GEOKV_WORKLOAD_REPORT    rounds between summaries (default 20)
+#   GEOKV_WORKLOAD_TLS_DIR   with TLS: the directory of ca.pem and the client's
+#                            client-workload.pem and .key (scripts/gen-certs.sh);
+#                            each node's certificate carries its host name
 #
 # While /tmp/workload.pause exists it sends nothing and says so in
 # /tmp/workload.paused (tests use this to let the cluster settle).
@@ -20,7 +23,12 @@ keys=${GEOKV_WORKLOAD_KEYS:-1000}
 report=${GEOKV_WORKLOAD_REPORT:-20}
 trap 'echo "workload: stopped after $round rounds ($ok ok, $failed failed)"; exit 0' TERM INT
 
-cli() { local node=$1; shift; geokv-cli --connect "$node:7400" --timeout 10 "$@"; }
+tls=()
+if [[ -n ${GEOKV_WORKLOAD_TLS_DIR:-} ]]; then
+  d=$GEOKV_WORKLOAD_TLS_DIR
+  tls=(--tls-ca "$d/ca.pem" --tls-cert "$d/client-workload.pem" --tls-key "$d/client-workload.key")
+fi
+cli() { local node=$1; shift; geokv-cli --connect "$node:7400" "${tls[@]}" --timeout 10 "$@"; }
 round=0 ok=0 failed=0
 spread=$(( ${#nodes[@]} > 3 ? ${#nodes[@]} - 3 : 1 ))
 echo "workload: ${#nodes[@]} nodes (${nodes[*]}), a round every ${interval}s"

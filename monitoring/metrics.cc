@@ -245,7 +245,9 @@ Metrics::Metrics(const std::string& region)
           "Gossip datagrams dropped before the membership saw them, by reason")),
       peer_claims_refused_(Family<prometheus::Counter>(*registry_, region,
           "geokv_peer_claims_refused_total",
-          "Peer calls refused, nothing of them applied, for a claim beyond its bound")) {
+          "Peer calls refused, nothing of them applied, for a claim beyond its bound")),
+      reloads_(Family<prometheus::Counter>(*registry_, region, "geokv_reloads_total",
+          "Reloads of a part's files on SIGHUP, by part and result")) {
   Family<prometheus::Gauge>(*registry_, region, "geokv_build_info",
                             "The geokv version this node runs")
       .Add({{"version", GEOKV_VERSION}})
@@ -319,6 +321,10 @@ prometheus::Counter& Metrics::GossipRefused(const std::string& reason) {
 
 prometheus::Counter& Metrics::PeerClaimRefused(const std::string& claim) {
   return peer_claims_refused_.Add({{"claim", claim}});
+}
+
+prometheus::Counter& Metrics::Reloads(const std::string& part, bool ok) {
+  return reloads_.Add({{"part", part}, {"result", ok ? "ok" : "failed"}});
 }
 
 void Metrics::SetMembers(const std::map<std::pair<std::string, std::string>, int>& counts) {

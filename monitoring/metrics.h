@@ -82,6 +82,10 @@ class Metrics {
   // The count of peer calls refused for a claim beyond its bound (a name of
   // replication/peer_claims.h's PeerClaim), its series made on first use.
   prometheus::Counter& PeerClaimRefused(const std::string& claim);
+  // The count of reloads (SIGHUP) of `part` (e.g. "tls", "gossip_keys")
+  // that took effect (`ok`) or failed and left the old material in force;
+  // its series made on first use.
+  prometheus::Counter& Reloads(const std::string& part, bool ok);
 
   // Members this node sees, by region and state; replaces the last count.
   // Every region named gets a series for each state, 0 when it has none.
@@ -133,6 +137,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& members_;
   prometheus::Family<prometheus::Counter>& gossip_refused_;
   prometheus::Family<prometheus::Counter>& peer_claims_refused_;
+  prometheus::Family<prometheus::Counter>& reloads_;
   std::array<std::array<prometheus::Counter*, kMetricOutcomes>, kMetricOps> request_counters_{};
   std::array<prometheus::Histogram*, kMetricOps> request_durations_{};
   std::mutex mu_;  // guards the maps below

@@ -184,7 +184,7 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> PeerLink::Secure(kj::Own<kj::AsyncIoStre
   if (env_.options.tls == nullptr) return kj::mv(stream);
   // Any node of the region carries its name as a DNS name (util/tls.h).
   kj::AuthenticatedStream plain{kj::mv(stream), kj::UnknownPeerIdentity::newInstance()};
-  return env_.options.tls->wrapClient(kj::mv(plain), address_.region.c_str())
+  return env_.options.tls->WrapClient(kj::mv(plain), address_.region.c_str())
       .then([this](kj::AuthenticatedStream secured) {
         std::optional<std::string> name = CertifiedName(*secured.peerIdentity);
         std::optional<NodeIdentity> node = name ? ParseNodeCommonName(*name) : std::nullopt;

@@ -22,11 +22,9 @@
 #include "monitoring/metrics.h"
 #include "storage/store.h"
 
-namespace kj {
-class TlsContext;
-}  // namespace kj
-
 namespace geokv {
+
+class TlsContextHolder;
 
 // A seed of another region as configured: its region and the HOST:PORT of
 // its peer API.
@@ -76,7 +74,7 @@ struct ReplicatorOptions {
   // Dials peers over TLS with this context (util/tls.h): the callee's
   // certificate must name a node of the region dialled, and a target's must
   // name that node. Not owned. Default (nullptr): plain TCP.
-  kj::TlsContext* tls = nullptr;
+  TlsContextHolder* tls = nullptr;
 
   // The largest message sent or accepted on a peer connection.
   size_t max_message_bytes = 64 << 20;

@@ -2,7 +2,9 @@
 # The geokv demo: builds what is missing, starts three regions (eu, us, ap)
 # of two nodes each on loopback, with a WAN emulator between the regions
 # (one way: eu-us 30 ms, us-ap 80 ms, eu-ap 120 ms) and a metrics endpoint
-# per node, and narrates a short run: concurrent conflicting writes in every
+# per node, with TLS on every port (clients present a certificate too) and
+# gossip sealed under a key, all made on the fly by scripts/gen-certs.sh,
+# and narrates a short run: concurrent conflicting writes in every
 # region and what each region converges to; a partition with writes on both
 # sides, the heal and the time to converge; read-your-writes across regions
 # with a causal token; the replication lag percentiles. Needs no root.
@@ -22,7 +24,7 @@ while [[ $# -gt 0 ]]; do
     --duration)
       [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || { echo "demo.sh: --duration takes whole seconds" >&2; exit 2; }
       duration=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -92,12 +94,19 @@ for n in "${nodes[@]}"; do
   i=$((i + 1))
 done
 
+tls="$work/tls"
+echo "== making a CA, a certificate per node, a client certificate and a gossip key in $tls"
+node_specs=()
+for n in "${nodes[@]}"; do node_specs+=(--node "$n.$(region_of "$n")"); done
+./scripts/gen-certs.sh "${node_specs[@]}" --client demo --gossip-key "$tls" >/dev/null
+
 echo "== starting the WAN emulator: every region reaches every node of another"
 echo "   region through a proxy (one way: eu-us 30 ms, us-ap 80 ms, eu-ap 120 ms)"
 for n in "${nodes[@]}"; do
   for r in "${regions[@]}"; do
     [[ $r == "$(region_of "$n")" ]] && continue
     log="$work/proxy-$r-$n.log"
+    : >"$log"
     "$proxy_bin" --listen 127.0.0.1:0 --target "127.0.0.1:${peer_port[$n]}" \
       --delay-ms "${delay_ms[$r-$(region_of "$n")]}" --jitter-ms 2 --control 127.0.0.1:0 \
       --log-level warn 2>"$log" &
@@ -117,20 +126,27 @@ for n in "${nodes[@]}"; do
     routes+="${routes:+,}$p=${proxy_address[$p-$n]}"
   done
   log="$work/node-$n.log"
+  : >"$log"
   "$server" --node-id "$n" --region "$r" --listen 127.0.0.1:0 --data-dir "$work/data-$n" \
     --peer-listen "127.0.0.1:${peer_port[$n]}" --peers "$seeds" --peer-routes "$routes" \
     --gossip-listen "127.0.0.1:${gossip_port[$n]}" --seeds "127.0.0.1:${gossip_port[$r-1]}" \
     --replication-factor 2 --metrics-listen "${metrics_address[$n]}" --durability fsync \
-    --anti-entropy-interval 2s --heartbeat 250ms --resp-listen 127.0.0.1:0 2>"$log" &
+    --anti-entropy-interval 2s --heartbeat 250ms --resp-listen 127.0.0.1:0 \
+    --tls-cert "$tls/$n.pem" --tls-key "$tls/$n.key" --tls-ca "$tls/ca.pem" \
+    --client-ca "$tls/client-ca.pem" --gossip-key-file "$tls/gossip.keys" 2>"$log" &
   pids+=($!)
   port=$(wait_for_log "$log" '.*client API listening on .* port \([0-9]*\).*' $!)
   client_address[$n]="127.0.0.1:$port"
   resp_port=$(wait_for_log "$log" '.*redis protocol listening on .* port \([0-9]*\).*' $!)
-  echo "   $n: client API ${client_address[$n]}, redis-cli -p $resp_port," \
+  echo "   $n: client API ${client_address[$n]}, redis port $resp_port," \
     "metrics http://${metrics_address[$n]}/metrics"
 done
+client_tls=(--tls-ca "$tls/ca.pem" --tls-cert "$tls/client-demo.pem" --tls-key "$tls/client-demo.key")
+echo "   every port speaks TLS: geokv-cli ${client_tls[*]} --tls-name NODE ...;"
+echo "   redis-cli --tls --cacert $tls/ca.pem --cert $tls/client-demo.pem --key $tls/client-demo.key -p PORT"
 
-cli() { local n=$1; shift; "$cli_bin" --connect "${client_address[$n]}" "$@"; }
+# Each node's certificate carries its name as a DNS name.
+cli() { local n=$1; shift; "$cli_bin" --connect "${client_address[$n]}" "${client_tls[@]}" --tls-name "$n" "$@"; }
 
 # Prints the command, runs it against node $1, shows output and exit code.
 step() {
@@ -268,7 +284,9 @@ echo
 echo "== metrics: curl http://${metrics_address[eu-1]}/metrics; Prometheus: monitoring/prometheus.yml"
 if [[ -z $duration ]]; then
   echo "== the cluster keeps running; Ctrl-C stops it"
-  for n in "${nodes[@]}"; do echo "   $n: geokv-cli --connect ${client_address[$n]} ..."; done
+  for n in "${nodes[@]}"; do
+    echo "   $n: geokv-cli --connect ${client_address[$n]} ${client_tls[*]} --tls-name $n ..."
+  done
   wait "${pids[@]}" || true
 else
   [[ $duration -gt 0 ]] && { echo "== keeping the cluster up for $duration s"; sleep "$duration"; }

@@ -39,6 +39,10 @@ namespace {
 // before it serves as its region's only member.
 constexpr auto kJoinWait = 10 * kj::SECONDS;
 
+// Every part Reload() may name (Reloadable::part), so that each has its
+// geokv_reloads_total series from the start.
+constexpr const char* kReloadableParts[] = {"tls", "gossip_keys", "users"};
+
 std::string DefaultName(ReplicaId id) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "node-%08llx", static_cast<unsigned long long>(id >> 32));
@@ -52,9 +56,9 @@ bool IsLoopback(const std::string& address) {
   return host.rfind("127.", 0) == 0 || host == "::1" || host == "localhost";
 }
 
-Acceptor::Wrap ServeTls(kj::TlsContext* tls) {
+Acceptor::Wrap ServeTls(TlsContextHolder* tls) {
   if (tls == nullptr) return nullptr;
-  return [tls](kj::AuthenticatedStream accepted) { return tls->wrapServer(kj::mv(accepted)); };
+  return [tls](kj::AuthenticatedStream accepted) { return tls->WrapServer(kj::mv(accepted)); };
 }
 
 Consistency ConsistencyNamed(const std::string& name) {
@@ -83,6 +87,7 @@ Status Node::Start() {
   // (RocksDB's among them) starts so that every thread inherits them blocked.
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
+  kj::UnixEventPort::captureSignal(SIGHUP);
   std::signal(SIGPIPE, SIG_IGN);
 
   StoreOptions store_options;
@@ -126,8 +131,13 @@ Status Node::Start() {
 
   GEOKV_RETURN_IF_ERROR(LoadTls());
   GEOKV_RETURN_IF_ERROR(Listen());
+  GEOKV_RETURN_IF_ERROR(RefusePlaintext());
   GEOKV_RETURN_IF_ERROR(StartGossip(kept.region_seeds));
   metrics_ = std::make_unique<Metrics>(options_.region);
+  for (const char* part : kReloadableParts) {
+    metrics_->Reloads(part, true);
+    metrics_->Reloads(part, false);
+  }
   GEOKV_RETURN_IF_ERROR(StartMetricsServer());
   GEOKV_RETURN_IF_ERROR(LoadUsers());
   StartReplication(kept.remote);
@@ -151,20 +161,26 @@ Status Node::Start() {
 }
 
 Status Node::LoadTls() {
-  if (options_.tls_cert.empty()) {
-    for (const std::string* address :
-         {&options_.listen, &options_.peer_listen, &options_.resp_listen}) {
-      if (!address->empty() && !IsLoopback(*address)) {
-        spdlog::warn("{} is reachable off this machine without TLS: anyone who reaches it can "
-                     "read and write (give --tls-cert, --tls-key and --tls-ca)",
-                     *address);
-      }
-    }
-    return Status::OK();
+  if (options_.tls_cert.empty()) return Status::OK();
+  auto contexts = LoadTlsContexts();
+  if (!contexts.ok()) {
+    spdlog::error("cannot start with TLS: {}", contexts.status().message());
+    return contexts.status();
   }
+  peer_tls_ = std::make_unique<TlsContextHolder>(kj::mv(contexts->peer));
+  client_tls_ = std::make_unique<TlsContextHolder>(kj::mv(contexts->client));
+  reloadables_.push_back({"tls", [this] { return ReloadTls(); }});
+  spdlog::info("TLS on every port: this node is {}; peers must present a certificate of {}{}",
+               NodeCommonName({options_.node_id, options_.region}), options_.tls_ca,
+               options_.client_ca.empty() ? ""
+                                          : ", clients one of " + options_.client_ca);
+  return Status::OK();
+}
+
+StatusOr<Node::TlsContexts> Node::LoadTlsContexts() {
   const NodeIdentity self{options_.node_id, options_.region};
-  Status checked = CheckNodeNames(self);
-  if (checked.ok()) checked = CheckNodeCertificate(options_.tls_cert, self);
+  GEOKV_RETURN_IF_ERROR(CheckNodeNames(self));
+  GEOKV_RETURN_IF_ERROR(CheckNodeCertificate(options_.tls_cert, self));
   TlsContextOptions tls;
   tls.files = TlsFiles{options_.tls_cert, options_.tls_key, options_.tls_ca};
   tls.require_client_certificate = true;
@@ -172,29 +188,80 @@ Status Node::LoadTls() {
   tls.timer = &io_->provider->getTimer();
   tls.handshake_timeout =
       static_cast<int64_t>(options_.tls_handshake_timeout_ms) * kj::MILLISECONDS;
-  auto peer = checked.ok() ? MakeTlsContext(tls) : StatusOr<kj::Own<kj::TlsContext>>(checked);
-  if (peer.ok()) {
-    peer_tls_ = std::move(peer).value();
-    tls.files.ca = options_.client_ca;
-    tls.require_client_certificate = !options_.client_ca.empty();
-    tls.certificate_from_ca = false;
-    auto client = MakeTlsContext(tls);
-    if (client.ok()) {
-      client_tls_ = std::move(client).value();
+  auto peer = MakeTlsContext(tls);
+  if (!peer.ok()) return peer.status();
+  tls.files.ca = options_.client_ca;
+  tls.require_client_certificate = !options_.client_ca.empty();
+  tls.certificate_from_ca = false;
+  auto client = MakeTlsContext(tls);
+  if (!client.ok()) return client.status();
+  return TlsContexts{std::move(peer).value(), std::move(client).value()};
+}
+
+StatusOr<std::string> Node::ReloadTls() {
+  auto contexts = LoadTlsContexts();
+  if (!contexts.ok()) return contexts.status();
+  peer_tls_->Replace(kj::mv(contexts->peer));
+  client_tls_->Replace(kj::mv(contexts->client));
+  return "certificate " + options_.tls_cert + ", key " + options_.tls_key + ", CA " +
+         options_.tls_ca + (options_.client_ca.empty() ? "" : ", client CA " + options_.client_ca);
+}
+
+StatusOr<std::string> Node::ReloadGossipKeys() {
+  auto keys = LoadGossipKeys(options_.gossip_key_file);
+  if (!keys.ok()) return keys.status();
+  const std::string what = std::to_string(keys->size()) + " key(s) from " +
+                           options_.gossip_key_file + ", sealing under '" + keys->front().id + "'";
+  gossip_->SetKeys(std::move(keys).value());
+  return what;
+}
+
+Status Node::Reload() {
+  Status first = Status::OK();
+  if (reloadables_.empty()) {
+    spdlog::info("reload: nothing to reload (no TLS, no gossip key, no users)");
+  }
+  for (const Reloadable& r : reloadables_) {
+    auto reloaded = r.reload();
+    metrics_->Reloads(r.part, reloaded.ok()).Increment();
+    if (reloaded.ok()) {
+      spdlog::info("reload: {} reloaded: {}", r.part, *reloaded);
     } else {
-      checked = client.status();
+      spdlog::error("reload: {} not reloaded, the old one stays in force: {}", r.part,
+                    reloaded.status().message());
+      if (first.ok()) first = reloaded.status();
     }
-  } else {
-    checked = peer.status();
   }
-  if (!checked.ok()) {
-    spdlog::error("cannot start with TLS: {}", checked.message());
-    return checked;
+  return first;
+}
+
+kj::Promise<void> Node::ReloadOnSighup() {
+  return io_->unixEventPort.onSignal(SIGHUP).then([this](siginfo_t) {
+    spdlog::info("SIGHUP received: reloading");
+    (void)Reload();
+    return ReloadOnSighup();
+  });
+}
+
+Status Node::RefusePlaintext() {
+  if (!options_.tls_cert.empty()) return Status::OK();
+  const std::pair<const char*, const std::string*> ports[] = {
+      {"--listen", &options_.listen},
+      {"--peer-listen", &options_.peer_listen},
+      {"--resp-listen", &options_.resp_listen}};
+  for (const auto& [flag, address] : ports) {
+    if (address->empty() || IsLoopback(*address)) continue;
+    if (!options_.insecure) {
+      Status refused = Status::InvalidArgument(
+          std::string(flag) + " " + *address + " is reachable off this machine without TLS: " +
+          "give --tls-cert, --tls-key and --tls-ca, or --insecure to serve it in plaintext");
+      spdlog::error("cannot start: {}", refused.message());
+      return refused;
+    }
+    spdlog::warn("{} {} is reachable off this machine without TLS (--insecure): anyone who "
+                 "reaches it can read and write",
+                 flag, *address);
   }
-  spdlog::info("TLS on every port: this node is {}; peers must present a certificate of {}{}",
-               NodeCommonName(self), options_.tls_ca,
-               options_.client_ca.empty() ? ""
-                                          : ", clients one of " + options_.client_ca);
   return Status::OK();
 }
 
@@ -206,6 +273,11 @@ Status Node::LoadUsers() {
     return users.status();
   }
   users_ = std::move(users).value();
+  reloadables_.push_back({"users", [this]() -> StatusOr<std::string> {
+                            GEOKV_RETURN_IF_ERROR(users_->Reload());
+                            return std::to_string(users_->users()) + " users from " +
+                                   options_.users_file;
+                          }});
   spdlog::info("{} users from {}: clients must log in{}", users_->users(), options_.users_file,
                options_.client_ca.empty() ? ""
                                           : " or present a certificate naming a user");
@@ -278,6 +350,13 @@ Status Node::StartGossip(const std::vector<std::string>& kept_seeds) {
       }
       g.auth.keys = std::move(keys).value();
       g.auth.accept_unauthenticated = options_.gossip_accept_unauthenticated;
+      reloadables_.push_back({"gossip_keys", [this] { return ReloadGossipKeys(); }});
+    } else if (!IsLoopback(options_.gossip_listen) && !options_.insecure) {
+      Status refused = Status::InvalidArgument(
+          "--gossip-listen " + options_.gossip_listen + " is reachable off this machine " +
+          "without a gossip key: give --gossip-key-file, or --insecure to gossip unauthenticated");
+      spdlog::error("cannot start: {}", refused.message());
+      return refused;
     }
     for (const RetiredId& r : store_->RetiredIds()) g.membership.retired.push_back(r.id);
     gossip_ = std::make_unique<Gossip>(std::move(g));
@@ -520,6 +599,9 @@ void Node::KeepMembers() {
 void Node::RunUntilStopped() {
   auto sigterm = io_->unixEventPort.onSignal(SIGTERM);
   auto sigint = io_->unixEventPort.onSignal(SIGINT);
+  auto reloads = ReloadOnSighup().eagerlyEvaluate([](kj::Exception&& e) {
+    spdlog::error("reloading on SIGHUP stopped: {}", e.getDescription().cStr());
+  });
   auto stop = sigterm.exclusiveJoin(kj::mv(sigint)).then([](siginfo_t signal) {
     spdlog::info("{} received: shutting down", signal.si_signo == SIGTERM ? "SIGTERM" : "SIGINT");
   });

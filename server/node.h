@@ -1,6 +1,7 @@
 // One geokv node: opens the store, serves the client API and the peer API,
-// follows gossip, replicates, and shuts down cleanly on SIGTERM or SIGINT,
-// or once it has left the cluster.
+// follows gossip, replicates, reads its certificates and keys again on
+// SIGHUP, and shuts down cleanly on SIGTERM or SIGINT, or once it has left
+// the cluster.
 
 #ifndef GEOKV_SERVER_NODE_H_
 #define GEOKV_SERVER_NODE_H_
@@ -8,6 +9,7 @@
 #include <kj/async-io.h>
 #include <kj/compat/tls.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,10 +38,11 @@ class ReplicatorForwarder;
 class RespServer;
 class RpcListener;
 class Store;
+class TlsContextHolder;
 struct Member;
 
 // Lives on the thread that constructs it, which runs its event loop.
-// Create one per process: it takes SIGTERM and SIGINT.
+// Create one per process: it takes SIGTERM, SIGINT and SIGHUP.
 class Node {
  public:
   explicit Node(ServerOptions options);
@@ -51,9 +54,18 @@ class Node {
   // Opens the store, listens, starts gossip, replication and the metrics.
   // Not OK (logged): the node cannot start; Shutdown() is then not needed.
   Status Start();
-  // Serves until SIGTERM or SIGINT, or until the node has left the cluster.
-  // REQUIRES: Start() returned OK.
+  // Serves until SIGTERM or SIGINT, or until the node has left the cluster;
+  // each SIGHUP meanwhile runs Reload(). REQUIRES: Start() returned OK.
   void RunUntilStopped();
+  // Reads the files of every reloadable part again (the TLS certificate,
+  // key and CAs; the gossip key file; the users file) and puts what loaded
+  // in force: new TLS handshakes, gossip datagrams and logins use it, live
+  // connections carry on.
+  // A part whose files fail to load keeps what it had and logs why, naming
+  // the file. Logs what was reloaded and counts each part's reloads in
+  // geokv_reloads_total. OK when every part reloaded, else the first
+  // failure. On the event loop's thread; REQUIRES: Start() returned OK.
+  Status Reload();
   // Stops accepting connections and calls, lets the calls in flight finish
   // (up to shutdown_timeout_seconds), makes every acknowledged write
   // durable and closes the store. Returns the process exit code (0 after a
@@ -65,8 +77,28 @@ class Node {
   int Run();
 
  private:
+  // A part whose files Reload() reads again. `reload` loads them and, when
+  // they load, puts them in force and says what it loaded; otherwise it
+  // changes nothing.
+  struct Reloadable {
+    std::string part;  // for logs and geokv_reloads_total{part}
+    std::function<StatusOr<std::string>()> reload;
+  };
+
   // Loads the TLS files and checks that the certificate names this node.
   Status LoadTls();
+  // Without TLS, refuses ports off loopback unless --insecure.
+  Status RefusePlaintext();
+  // The peer and client contexts from the TLS files.
+  struct TlsContexts {
+    kj::Own<kj::TlsContext> peer;
+    kj::Own<kj::TlsContext> client;
+  };
+  StatusOr<TlsContexts> LoadTlsContexts();
+  StatusOr<std::string> ReloadTls();
+  StatusOr<std::string> ReloadGossipKeys();
+  // Runs Reload() on every SIGHUP, until dropped.
+  kj::Promise<void> ReloadOnSighup();
   // Reads --users, if given.
   Status LoadUsers();
   Status Listen();
@@ -96,8 +128,9 @@ class Node {
   std::unique_ptr<kj::AsyncIoContext> io_;
   // With TLS: the peer port's and dialling's context (mutual), and the
   // client ports'.
-  kj::Own<kj::TlsContext> peer_tls_;
-  kj::Own<kj::TlsContext> client_tls_;
+  std::unique_ptr<TlsContextHolder> peer_tls_;
+  std::unique_ptr<TlsContextHolder> client_tls_;
+  std::vector<Reloadable> reloadables_;
   std::unique_ptr<AsyncStore> async_store_;
   kj::Own<kj::ConnectionReceiver> receiver_;
   kj::Own<kj::ConnectionReceiver> peer_receiver_;

@@ -88,7 +88,8 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   app.add_option("--seeds", seeds, "Gossip addresses of this region's nodes: HOST:PORT,...");
   app.add_option("--gossip-key-file", o.gossip_key_file,
                  "File of the keys gossip datagrams are sealed under, one 'ID hex:SECRET' a "
-                 "line, the first sent under (mode 600; default: none, gossip unauthenticated)");
+                 "line, the first sent under (mode 600; read again on SIGHUP; default: none, "
+                 "gossip unauthenticated)");
   app.add_flag("--gossip-accept-unauthenticated", o.gossip_accept_unauthenticated,
                "With --gossip-key-file, also accept unauthenticated datagrams: only while a "
                "region is switched to keys one node at a time");
@@ -154,7 +155,8 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
               "Longest Redis inline command or protocol line");
   app.add_option("--tls-cert", o.tls_cert,
                  "PEM certificate chain of this node (CN=NODE-ID.REGION, DNS name REGION); with "
-                 "--tls-key and --tls-ca, every port speaks TLS and peers authenticate mutually");
+                 "--tls-key and --tls-ca, every port speaks TLS and peers authenticate mutually; "
+                 "these files and --client-ca are read again on SIGHUP");
   app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert (unencrypted)");
   app.add_option("--tls-ca", o.tls_ca,
                  "PEM certificates of the cluster's CA: a peer's certificate must be signed by "
@@ -168,6 +170,9 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   ms_option("--tls-handshake-timeout", &o.tls_handshake_timeout_ms,
             "How long a TLS handshake may take before its connection is closed")
       ->check(CLI::Range(uint64_t{10}, uint64_t{600000}));
+  app.add_flag("--insecure", o.insecure,
+               "Serve ports off loopback without TLS and gossip off loopback without a key "
+               "(refused at start without this flag)");
   app.add_option("--metrics-listen", o.metrics_listen,
                  "HOST:PORT serving /metrics for Prometheus (default: none)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error or off")

@@ -77,7 +77,7 @@ struct ServerOptions {
   // Gossip addresses of this region's nodes to join through.
   std::vector<std::string> seeds;
   // The file of the keys gossip datagrams are sealed under
-  // (cluster/gossip_key.h), read at start; empty: gossip is not
+  // (cluster/gossip_key.h), read at start and on SIGHUP; empty: gossip is not
   // authenticated (docs/operations.md).
   std::string gossip_key_file;
   // With gossip_key_file: also accept unauthenticated datagrams, while a
@@ -121,7 +121,7 @@ struct ServerOptions {
   // CA), the peer port takes only connections whose certificate the CA
   // signed (mutual TLS), this node dials its peers with its certificate and
   // checks theirs, and the client API and Redis ports serve TLS. Empty:
-  // plain TCP everywhere.
+  // plain TCP everywhere. Read at start and on SIGHUP, with client_ca.
   std::string tls_cert;
   std::string tls_key;
   std::string tls_ca;
@@ -136,6 +136,10 @@ struct ServerOptions {
   // How long a TLS handshake may take; a connection still shaking hands
   // then is closed (it holds a connection slot meanwhile).
   uint64_t tls_handshake_timeout_ms = 10000;
+  // Serve client, peer and Redis ports off loopback without TLS, and gossip
+  // off loopback without a key (with a warning). Default: false, such a
+  // node refuses to start.
+  bool insecure = false;
 
   // HOST:PORT where /metrics is served for Prometheus; empty: nowhere.
   std::string metrics_listen;

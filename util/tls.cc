@@ -171,6 +171,42 @@ StatusOr<kj::Own<kj::TlsContext>> MakeTlsContext(const TlsContextOptions& option
   return context;
 }
 
+namespace {
+
+// The connection holds `context` as long as it lives.
+kj::AuthenticatedStream Holding(kj::AuthenticatedStream secured,
+                                std::shared_ptr<kj::Own<kj::TlsContext>> context) {
+  secured.stream = secured.stream.attach(kj::mv(context));
+  return secured;
+}
+
+}  // namespace
+
+TlsContextHolder::TlsContextHolder(kj::Own<kj::TlsContext> context)
+    : current_(std::make_shared<kj::Own<kj::TlsContext>>(kj::mv(context))) {}
+
+void TlsContextHolder::Replace(kj::Own<kj::TlsContext> context) {
+  current_ = std::make_shared<kj::Own<kj::TlsContext>>(kj::mv(context));
+}
+
+kj::Promise<kj::AuthenticatedStream> TlsContextHolder::WrapServer(
+    kj::AuthenticatedStream stream) {
+  auto context = current_;
+  return (*context)->wrapServer(kj::mv(stream)).then(
+      [context](kj::AuthenticatedStream secured) mutable {
+        return Holding(kj::mv(secured), kj::mv(context));
+      });
+}
+
+kj::Promise<kj::AuthenticatedStream> TlsContextHolder::WrapClient(
+    kj::AuthenticatedStream stream, kj::StringPtr expected_server_hostname) {
+  auto context = current_;
+  return (*context)->wrapClient(kj::mv(stream), expected_server_hostname).then(
+      [context](kj::AuthenticatedStream secured) mutable {
+        return Holding(kj::mv(secured), kj::mv(context));
+      });
+}
+
 std::string NodeCommonName(const NodeIdentity& node) { return node.name + "." + node.region; }
 
 std::optional<NodeIdentity> ParseNodeCommonName(std::string_view common_name) {

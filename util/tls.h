@@ -16,6 +16,7 @@
 #include <kj/async-io.h>
 #include <kj/compat/tls.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,27 @@ struct TlsContextOptions {
 // the CA holding at least one certificate. REQUIRES: cert and key given together;
 // a server needs them. The error names the file and what is wrong with it.
 StatusOr<kj::Own<kj::TlsContext>> MakeTlsContext(const TlsContextOptions& options);
+
+// The TLS context in force on a port or for dialling, replaced whole when
+// the files are read again (a reload on SIGHUP). A handshake uses the
+// context current when it starts, and the connection keeps that context
+// until it closes: replacing it drops no connection. Not thread-safe: one
+// event loop's.
+class TlsContextHolder {
+ public:
+  explicit TlsContextHolder(kj::Own<kj::TlsContext> context);
+
+  // New handshakes use `context` from now on.
+  void Replace(kj::Own<kj::TlsContext> context);
+
+  kj::Promise<kj::AuthenticatedStream> WrapServer(kj::AuthenticatedStream stream);
+  // `expected_server_hostname` must be one of the other end's names.
+  kj::Promise<kj::AuthenticatedStream> WrapClient(kj::AuthenticatedStream stream,
+                                                  kj::StringPtr expected_server_hostname);
+
+ private:
+  std::shared_ptr<kj::Own<kj::TlsContext>> current_;
+};
 
 // The identity a node's certificate names.
 struct NodeIdentity {

@@ -196,6 +196,28 @@ TEST_F(GossipAuthTest, MembersWhoseFirstKeysDifferAnswerInAKeyBothHold) {
   EXPECT_EQ(Open(*c, a->Seal(kPacket, kC)), std::nullopt);
 }
 
+TEST_F(GossipAuthTest, NewKeysTakeOverAndAMemberKeepsTheKeyItLastUsed) {
+  auto a = Node(kA, {Key("old", 'o')}, &now_);
+  auto b = Node(kB, {Key("old", 'o')}, &now_);
+  const std::string before = b->Seal(kPacket, kA);
+  EXPECT_EQ(Open(*a, before), std::nullopt);
+  // A's file gains "new" in front of "old" (a reload).
+  a->SetKeys({Key("new", 'n'), Key("old", 'o')});
+  // B last used "old", which now sits second: A still answers it under it.
+  EXPECT_EQ(Open(*b, a->Seal(kPacket, kB)), std::nullopt);
+  // A member not heard from gets the new first key.
+  auto c = Node(kC, {Key("new", 'n')}, &now_);
+  EXPECT_EQ(Open(*c, a->Seal(kPacket, kC)), std::nullopt);
+  // The replay state stays: B's datagram accepted before is refused again.
+  EXPECT_EQ(Open(*a, before), GossipRefusal::kReplayed);
+  // "old" dropped: A answers B under "new", and refuses what "old" seals.
+  a->SetKeys({Key("new", 'n')});
+  const std::string to_b = a->Seal(kPacket, kB);
+  EXPECT_EQ(Open(*b, to_b), GossipRefusal::kUnknownKey);
+  EXPECT_EQ(Open(*Node(kB, {Key("new", 'n')}, &now_), to_b), std::nullopt);
+  EXPECT_EQ(Open(*a, b->Seal(kPacket, kA)), GossipRefusal::kUnknownKey);
+}
+
 TEST_F(GossipAuthTest, MemoryIsBoundedAndNoDatagramIsEverAcceptedTwice) {
   GossipAuthOptions o;
   o.keys = {Key("k1", 'x')};

@@ -9,6 +9,7 @@
 #include <boost/asio/ip/udp.hpp>
 
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -38,6 +39,23 @@ using testing::TestDir;
 
 const std::string kOld(64, 'a');  // hex secrets of 32 bytes
 const std::string kNew(64, 'b');
+
+// A member of region eu that no node started.
+Member Intruder() {
+  Member intruder;
+  intruder.id = 0x1badc0de;
+  intruder.name = "intruder";
+  intruder.region = "eu";
+  intruder.gossip_address = "127.0.0.1:9";
+  return intruder;
+}
+
+// One key, `secret` in bytes.
+GossipAuthOptions Keys(const std::string& id, const std::string& secret) {
+  GossipAuthOptions o;
+  o.keys = {GossipKey{id, secret}};
+  return o;
+}
 
 // A node of region eu with fast gossip, its gossip and metrics ports fixed
 // across restarts.
@@ -131,14 +149,8 @@ TEST_F(GossipProcessTest, AForgedDatagramAddsNoMemberAndIsCounted) {
                         10s))
       << Logs();
 
-  Member intruder;
-  intruder.id = 0x1badc0de;
-  intruder.name = "intruder";
-  intruder.region = "eu";
-  intruder.gossip_address = "127.0.0.1:9";
-  GossipAuthOptions wrong;
-  wrong.keys = {GossipKey{"k1", std::string(32, 'x')}};
-  GossipAuthenticator forger(wrong, intruder.id);
+  const Member intruder = Intruder();
+  GossipAuthenticator forger(Keys("k1", std::string(32, 'x')), intruder.id);
   for (const char* name : {"eu-a", "eu-b"}) {
     SendDatagram(nodes_[name].gossip, ForgedPacket(intruder));
     SendDatagram(nodes_[name].gossip, forger.Seal(ForgedPacket(intruder), 0));
@@ -229,6 +241,56 @@ TEST_F(GossipProcessTest, NodesAStepApartInAKeyRotationStayInOneView) {
   }
   EXPECT_EQ(Refused("eu-b", "unknown_key"), 0);
   EXPECT_EQ(Refused("eu-a", "unknown_key"), 0);
+}
+
+// A key rotation by SIGHUP: the new file is in force without a restart,
+// and a file that fails to load leaves the old keys in force.
+TEST_F(GossipProcessTest, SighupPutsANewKeyFileInForce) {
+  const std::string a_keys = KeyFile("a-keys", {{"2026-06", kOld}});
+  Start("eu-a", {}, a_keys);
+  Start("eu-b", {nodes_["eu-a"].gossip}, KeyFile("b-keys", {{"2026-12", kNew}}));
+  // No key in common: eu-a refuses eu-b's join.
+  ASSERT_TRUE(PollUntil([&] { return Refused("eu-a", "unknown_key") > 0; }, 10s)) << Logs();
+  EXPECT_EQ(View("eu-a").count("eu-b"), 0u);
+
+  KeyFile("a-keys", {{"2026-12", kNew}});
+  nodes_["eu-a"].process->child().Signal(SIGHUP);
+  ASSERT_TRUE(PollUntil([&] { return SeesAlive("eu-a", {"eu-b"}) && SeesAlive("eu-b", {"eu-a"}); },
+                        10s))
+      << Logs();
+  EXPECT_NE(nodes_["eu-a"].process->Log().find("reload: gossip_keys reloaded: 1 key(s) from " +
+                                               a_keys + ", sealing under '2026-12'"),
+            std::string::npos)
+      << Logs();
+  // The old key is no longer accepted.
+  const Member intruder = Intruder();
+  GossipAuthenticator forger(Keys("2026-06", std::string(32, '\xaa')), intruder.id);
+  const double unknown = Refused("eu-a", "unknown_key");
+  SendDatagram(nodes_["eu-a"].gossip, forger.Seal(ForgedPacket(intruder), 0));
+  ASSERT_TRUE(PollUntil([&] { return Refused("eu-a", "unknown_key") > unknown; }, 10s)) << Logs();
+  EXPECT_EQ(View("eu-a").count("intruder"), 0u);
+
+  // A file others may read is refused; the keys loaded before stay.
+  ASSERT_EQ(chmod(a_keys.c_str(), 0644), 0);
+  nodes_["eu-a"].process->child().Signal(SIGHUP);
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        return nodes_["eu-a"].process->Log().find("reload: gossip_keys not reloaded") !=
+               std::string::npos;
+      },
+      10s))
+      << Logs();
+  const std::string log = nodes_["eu-a"].process->Log();
+  const size_t at = log.find("reload: gossip_keys not reloaded");
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  EXPECT_NE(line.find(a_keys + " has mode 0644: group or others may read it"), std::string::npos)
+      << line;
+  const auto until = std::chrono::steady_clock::now() + 2s;
+  while (std::chrono::steady_clock::now() < until) {
+    ASSERT_TRUE(SeesAlive("eu-a", {"eu-b"}) && SeesAlive("eu-b", {"eu-a"})) << Logs();
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(nodes_["eu-a"].process->Running());
 }
 
 }  // namespace

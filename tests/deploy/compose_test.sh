@@ -2,6 +2,8 @@
 # The compose demo (deploy/docker-compose.yml) on a real Docker engine:
 # builds the base image if the engine lacks it and the images, starts the
 # demo under a project name of its own, and checks that
+#   - every node speaks TLS (a plaintext client is refused) and seals its
+#     gossip under a key;
 #   - a write in one region is read in the others;
 #   - Prometheus scrapes all six nodes, and the client's workload runs;
 #   - `docker kill` of a node leaves the others serving: writes and reads
@@ -87,8 +89,13 @@ client=$(cid client)
 [[ -n $client ]] || fail "no client container"
 nodes=(eu-1 eu-2 us-1 us-2 ap-1 ap-2)
 
+# Every port speaks TLS: clients present the certificate the certs service
+# made, and verify each node's by its host name.
+tls_dir=/etc/geokv/tls
+tls=(--tls-ca "$tls_dir/ca.pem" --tls-cert "$tls_dir/client-workload.pem"
+     --tls-key "$tls_dir/client-workload.key")
 # geokv-cli against NODE, run in the client container (on every region's network).
-cli() { local node=$1; shift; docker exec "$client" geokv-cli --connect "$node:7400" --timeout 10 "$@"; }
+cli() { local node=$1; shift; docker exec "$client" geokv-cli --connect "$node:7400" "${tls[@]}" --timeout 10 "$@"; }
 # Runs "$@" until it succeeds, every 0.2 s, for at most $1 seconds.
 wait_until() {
   local limit=$1; shift
@@ -127,6 +134,13 @@ for n in "${nodes[@]}"; do
 done
 phase_done "peer links up"
 
+log "TLS and the gossip key are in force: a plaintext client is refused"
+if docker exec "$client" geokv-cli --connect eu-1:7400 --timeout 3 info >/dev/null 2>&1; then
+  fail "eu-1 served a client without TLS"
+fi
+dc logs --no-color eu-1 | grep -q "gossip: datagrams sealed under key" \
+  || fail "eu-1 does not seal its gossip under a key"
+
 # ---- replication across regions
 log "a write in eu is read in us and ap"
 token=$(cli eu-1 --json set deploy:greeting "hello from eu" | token_of)
@@ -139,7 +153,7 @@ done
 expect_value OK eu-1 --token "$token" wait-replicated us ap
 log "a write in ap is read in eu, without a token (polling)"
 cli ap-1 set deploy:from-ap "hello from ap" >/dev/null || fail "ap-1: set failed"
-wait_until 30 bash -c "[[ \$(docker exec $client geokv-cli --connect eu-2:7400 get deploy:from-ap) == 'hello from ap' ]]" \
+wait_until 30 bash -c "[[ \$(docker exec $client geokv-cli --connect eu-2:7400 ${tls[*]} get deploy:from-ap) == 'hello from ap' ]]" \
   || fail "eu-2 did not get ap-1's write within 30 s"
 
 log "Prometheus scrapes all six nodes and loaded the alert rules; the client's workload runs"
@@ -157,10 +171,17 @@ eu1_port=$(host_port eu-1 7400)
 prometheus_port=$(host_port prometheus 9090)
 [[ -n $eu1_port && -n $prometheus_port ]] || fail "eu-1:7400 or prometheus:9090 is not published"
 if [[ -x ${GEOKV_CLI:-} ]]; then
-  expect_host=$("$GEOKV_CLI" --connect "127.0.0.1:$eu1_port" --timeout 10 get deploy:greeting) \
+  host_tls=$(mktemp -d)
+  for f in ca.pem client-workload.pem client-workload.key; do
+    docker cp "$client:$tls_dir/$f" "$host_tls/$f" >/dev/null || fail "cannot copy $f out of the client"
+  done
+  expect_host=$("$GEOKV_CLI" --connect "127.0.0.1:$eu1_port" --tls-ca "$host_tls/ca.pem" \
+      --tls-cert "$host_tls/client-workload.pem" --tls-key "$host_tls/client-workload.key" \
+      --tls-name eu-1 --timeout 10 get deploy:greeting) \
     || fail "geokv-cli on the host could not read through 127.0.0.1:$eu1_port"
   [[ $expect_host == "hello from eu" ]] || fail "host read through 127.0.0.1:$eu1_port gave '$expect_host'"
-  log "  eu-1's client API on 127.0.0.1:$eu1_port: the host's geokv-cli read deploy:greeting"
+  rm -rf "$host_tls"
+  log "  eu-1's client API on 127.0.0.1:$eu1_port: the host's geokv-cli read deploy:greeting over TLS"
 else
   (exec 3<>"/dev/tcp/127.0.0.1/$eu1_port") || fail "nothing listens on eu-1's published port $eu1_port"
   log "  eu-1's client API on 127.0.0.1:$eu1_port accepts connections (set GEOKV_CLI for a real read)"

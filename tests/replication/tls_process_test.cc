@@ -10,9 +10,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <filesystem>
 #include <functional>
+#include <fstream>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,7 @@
 #include "replication/peer_wire.h"
 #include "testing/certificates.h"
 #include "testing/cluster.h"
+#include "testing/http_get.h"
 #include "testing/test_dir.h"
 #include "tests/replication/process_fixture.h"
 #include "util/tls.h"
@@ -327,6 +331,92 @@ TEST(Tls, CertifiedNodeCannotPushAnotherNodesLog) {
                    std::string::npos; },
       5s))
       << cluster.Logs();
+// Copies `from` over `to`, as an operator rotating files does.
+void Install(const std::string& from, const std::string& to) {
+  std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing);
+}
+
+// geokv_reloads_total{part="tls",result} of node 0; -1 when missing.
+double Reloads(Cluster& cluster, const std::string& result) {
+  const std::string body = HttpGet(cluster.metrics_address(0), "/metrics");
+  const std::regex series("geokv_reloads_total\\{[^}]*part=\"tls\"[^}]*result=\"" + result +
+                          "\"[^}]*\\} ([0-9.e+]+)");
+  std::smatch m;
+  return std::regex_search(body, m, series) ? std::stod(m[1].str()) : -1;
+}
+
+// Sends SIGHUP to node 0 and waits until its log holds `count` lines
+// containing `what`.
+bool ReloadAndWaitFor(Cluster& cluster, const std::string& what, size_t count) {
+  cluster.node(0).child().Signal(SIGHUP);
+  return PollUntil(
+      [&] {
+        const std::string log = cluster.node(0).Log();
+        size_t seen = 0;
+        for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) {
+          ++seen;
+        }
+        return seen >= count;
+      },
+      10s);
+}
+
+// A node moved by SIGHUP to a certificate of another CA serves new
+// handshakes, on the client and the peer port, under the new files only;
+// connections opened before carry on; a broken file leaves the new ones in
+// force.
+TEST(Tls, SighupRotatesCertificatesAndKeepsLiveConnections) {
+  TestDir dir;
+  Cluster::Options o = OneTlsNode();
+  o.metrics = true;
+  Cluster cluster(dir.path(), o);
+  START_CLUSTER(cluster);
+  const std::string certs = cluster.tls_dir();
+  const std::string node = certs + "/" + cluster.Name(0);
+  std::string why;
+  // ca1.pem keeps the first CA; ca.pem, which the node reads, will hold ca2.
+  Install(certs + "/ca.pem", certs + "/ca1.pem");
+  ASSERT_TRUE(MakeCertificate(certs, "ca", "member1", "node-r1.r1", {"r1"}, &why)) << why;
+  ASSERT_TRUE(MakeCa(certs, "ca2", &why)) << why;
+  ASSERT_TRUE(MakeCertificate(certs, "ca2", "b", cluster.Name(0) + ".r0", {"r0"}, &why)) << why;
+  ASSERT_TRUE(MakeCertificate(certs, "ca2", "member2", "node-r1.r1", {"r1"}, &why)) << why;
+  ClientTlsOptions trusts_ca1 = cluster.client_tls();
+  trusts_ca1.ca = certs + "/ca1.pem";
+  ClientTlsOptions trusts_ca2 = cluster.client_tls();
+  trusts_ca2.ca = certs + "/ca2.pem";
+
+  Client before(cluster.address(0), trusts_ca1);
+  ASSERT_NE(before.Set("before", "v"), "");
+  EXPECT_FALSE(Served(cluster.address(0), trusts_ca2)) << "a node of CA1 was trusted under CA2";
+
+  Install(certs + "/b.pem", node + ".pem");
+  Install(certs + "/b.key", node + ".key");
+  Install(certs + "/ca2.pem", certs + "/ca.pem");
+  ASSERT_TRUE(ReloadAndWaitFor(cluster, "reload: tls reloaded", 1)) << cluster.Logs();
+  EXPECT_TRUE(Served(cluster.address(0), trusts_ca2)) << cluster.Logs();
+  EXPECT_FALSE(Served(cluster.address(0), trusts_ca1)) << "the old certificate is still served";
+  EXPECT_NE(before.Set("after", "v"), "") << "a connection opened before the reload was dropped";
+  EXPECT_EQ(before.Get("after"), "v");
+  // The peer port takes the new CA's certificates, and no longer the old's.
+  Client c(cluster.address(0), trusts_ca2);
+  auto member1 = Context(certs, "ca1", "member1");
+  auto member2 = Context(certs, "ca2", "member2");
+  const std::string peer = cluster.peer_address(0);
+  EXPECT_EQ(HelloAndCall(c, peer, member2.get(), "r0", "node-r1", "r1"), "");
+  EXPECT_NE(HelloAndCall(c, peer, member1.get(), "r0", "node-r1", "r1"), "");
+
+  // A broken certificate file: the node says which and keeps serving B.
+  { std::ofstream(node + ".pem") << "not a certificate\n"; }
+  ASSERT_TRUE(ReloadAndWaitFor(cluster, "reload: tls not reloaded", 1)) << cluster.Logs();
+  const std::string log = cluster.node(0).Log();
+  EXPECT_NE(log.find(node + ".pem holds no PEM certificate"), std::string::npos) << log;
+  EXPECT_TRUE(cluster.node(0).Running());
+  EXPECT_TRUE(Served(cluster.address(0), trusts_ca2)) << cluster.Logs();
+  EXPECT_FALSE(Served(cluster.address(0), trusts_ca1));
+  EXPECT_EQ(HelloAndCall(c, peer, member2.get(), "r0", "node-r1", "r1"), "");
+  EXPECT_NE(before.Set("still", "v"), "");
+  EXPECT_EQ(Reloads(cluster, "ok"), 1);
+  EXPECT_EQ(Reloads(cluster, "failed"), 1);
 }
 
 // A raw TCP connection to 127.0.0.1:port.

@@ -662,7 +662,8 @@ TEST_F(ServerProcessTest, BadCommandLinesAreUsageErrors) {
   EXPECT_EQ(help.exit_code, 0);
   for (const char* option : {"--config", "--node-id", "--region", "--listen", "--data-dir",
                              "--durability", "--max-key-bytes", "--max-value-bytes",
-                             "--max-connections", "--max-message-bytes", "--log-level"}) {
+                             "--max-connections", "--max-message-bytes", "--log-level",
+                             "--insecure"}) {
     EXPECT_NE(help.out.find(option), std::string::npos) << option;
   }
   EXPECT_EQ(run({"--durability", "sometimes"}).exit_code, 2);
@@ -677,6 +678,52 @@ TEST_F(ServerProcessTest, BadCommandLinesAreUsageErrors) {
   CommandResult bad_listen = run({"--listen", "not-an-address:x", "--data-dir", dir_.Sub("d")});
   EXPECT_EQ(bad_listen.exit_code, 1);
   EXPECT_NE(bad_listen.err.find("cannot listen"), std::string::npos) << bad_listen.err;
+}
+
+// A port or gossip off loopback without TLS or a key stops the node,
+// naming the flag, unless --insecure says otherwise.
+TEST_F(ServerProcessTest, PlaintextOffLoopbackNeedsInsecure) {
+  auto run = [&](const std::string& name, std::vector<std::string> args) {
+    args.insert(args.begin(), {GEOKV_SERVER_BIN, "--data-dir", dir_.Sub(name)});
+    return RunCommand(args, dir_.path());
+  };
+  CommandResult client = run("a", {"--listen", "0.0.0.0:0"});
+  EXPECT_EQ(client.exit_code, 1);
+  EXPECT_NE(client.err.find("--listen 0.0.0.0:0 is reachable off this machine without TLS: give "
+                            "--tls-cert, --tls-key and --tls-ca, or --insecure"),
+            std::string::npos)
+      << client.err;
+  CommandResult peer = run("b", {"--listen", "127.0.0.1:0", "--peer-listen", "0.0.0.0:0"});
+  EXPECT_EQ(peer.exit_code, 1);
+  EXPECT_NE(peer.err.find("--peer-listen 0.0.0.0:0 is reachable off this machine without TLS"),
+            std::string::npos)
+      << peer.err;
+  CommandResult resp = run("c", {"--listen", "127.0.0.1:0", "--resp-listen", "0.0.0.0:0"});
+  EXPECT_EQ(resp.exit_code, 1);
+  EXPECT_NE(resp.err.find("--resp-listen 0.0.0.0:0 is reachable off this machine without TLS"),
+            std::string::npos)
+      << resp.err;
+  CommandResult gossip = run("d", {"--listen", "127.0.0.1:0", "--gossip-listen", "0.0.0.0:0"});
+  EXPECT_EQ(gossip.exit_code, 1);
+  EXPECT_NE(gossip.err.find("--gossip-listen 0.0.0.0:0 is reachable off this machine without a "
+                            "gossip key: give --gossip-key-file, or --insecure"),
+            std::string::npos)
+      << gossip.err;
+
+  // (Gossip then refuses the wildcard address for reasons of its own.)
+  CommandResult insecure_gossip =
+      run("f", {"--listen", "127.0.0.1:0", "--gossip-listen", "0.0.0.0:0", "--insecure"});
+  EXPECT_EQ(insecure_gossip.err.find("without a gossip key"), std::string::npos)
+      << insecure_gossip.err;
+  ServerProcess insecure(GEOKV_SERVER_BIN, dir_.Sub("e"), dir_.Sub("e.log"),
+                         {"--peer-listen", "0.0.0.0:0", "--resp-listen", "0.0.0.0:0",
+                          "--insecure"});
+  std::string why;
+  ASSERT_TRUE(insecure.Start(&why)) << why;
+  EXPECT_NE(insecure.Log().find("--peer-listen 0.0.0.0:0 is reachable off this machine without "
+                                "TLS (--insecure)"),
+            std::string::npos)
+      << insecure.Log();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <regex>
 #include <string>
@@ -164,6 +165,36 @@ TEST_F(UsersProcessTest, AClientCertificateNamingAUserLogsItIn) {
   r = Cli("reports", "anything", {"get", "k"}, as("stranger"));
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_NE(r.err.find("UNAUTHENTICATED"), std::string::npos) << r.err;
+}
+
+// SIGHUP reads the users file again: a new user logs in, a removed one no
+// longer does, and a file that does not parse leaves the users in force.
+TEST_F(UsersProcessTest, SighupReloadsTheUsersFile) {
+  WriteUsers({{"ana", "write", "anapw"}});
+  StartServer();
+  ASSERT_EQ(Cli("ana", "anapw", {"set", "k", "v"}).exit_code, 0);
+  EXPECT_EQ(Cli("bo", "bopw", {"get", "k"}).exit_code, 3);
+
+  WriteUsers({{"bo", "read", "bopw"}});
+  server_->child().Signal(SIGHUP);
+  ASSERT_TRUE(server_->child()
+                  .WaitForLog(std::regex("reload: users reloaded: 1 users from "),
+                              std::chrono::seconds(10))
+                  .has_value())
+      << server_->Log();
+  CommandResult r = Cli("bo", "bopw", {"get", "k"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "v\n");
+  EXPECT_EQ(Cli("ana", "anapw", {"set", "k", "w"}).exit_code, 3);
+
+  { std::ofstream(UsersFile()) << "not a users line\n"; }
+  server_->child().Signal(SIGHUP);
+  ASSERT_TRUE(server_->child()
+                  .WaitForLog(std::regex("reload: users not reloaded, the old one stays in force"),
+                              std::chrono::seconds(10))
+                  .has_value())
+      << server_->Log();
+  EXPECT_EQ(Cli("bo", "bopw", {"get", "k"}).exit_code, 0);
 }
 
 }  // namespace
