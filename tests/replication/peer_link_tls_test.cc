@@ -47,11 +47,11 @@ kj::Own<kj::TlsContext> Context(const std::string& dir, const std::string& name)
 uint64_t ShipThroughTls(const std::string& dir, const std::string& callee,
                         const std::string& target_name, kj::Duration limit, std::string* log) {
   auto io = kj::setupAsyncIo();
-  auto dialling = Context(dir, "a");
+  TlsContextHolder dialling(Context(dir, "a"));
   auto serving = Context(dir, callee);
   testing::TestDir data;
   Node a(data.Sub("a"), "a", *io.provider, {}, nullptr,
-         [&](ReplicatorOptions& o) { o.tls = dialling.get(); });
+         [&](ReplicatorOptions& o) { o.tls = &dialling; });
   Node b(data.Sub(callee), callee, *io.provider);
   auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
   auto plain = address->listen();

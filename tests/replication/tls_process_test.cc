@@ -331,6 +331,8 @@ TEST(Tls, CertifiedNodeCannotPushAnotherNodesLog) {
                    std::string::npos; },
       5s))
       << cluster.Logs();
+}
+
 // Copies `from` over `to`, as an operator rotating files does.
 void Install(const std::string& from, const std::string& to) {
   std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing);
