@@ -208,7 +208,11 @@ kj::Promise<void> KvService::RunForwarded(rpc::Request::Reader request, rpc::Con
                                           rpc::Reply::Builder reply) {
   CheckServing();
   ParsedRequest parsed = ParseRequest(request, options_.limits);
-  if (level != rpc::Consistency::DEFAULT) parsed.consistency = PlainConsistency(level);
+  if (Status known = CheckConsistency(level); !known.ok()) {
+    if (parsed.status.ok()) parsed.status = known;
+  } else if (level != rpc::Consistency::DEFAULT) {
+    parsed.consistency = PlainConsistency(level);
+  }
   const RequestKind kind = parsed.kind;
   return coordinator_.Run(std::move(parsed), true).then([kind, reply](Answer answer) mutable {
     if (answer.overloaded) Overloaded();

@@ -34,6 +34,8 @@ template <typename Reader>
 ParsedRequest Start(RequestKind kind, Reader r, const RequestLimits& limits) {
   ParsedRequest p;
   p.kind = kind;
+  p.status = CheckConsistency(r.getConsistency());
+  if (!p.status.ok()) return p;
   p.consistency = PlainConsistency(r.getConsistency());
   auto key = r.getKey();
   p.status = CheckKey(key, limits);
@@ -139,6 +141,14 @@ rpc::Consistency WireConsistency(Consistency level) {
     case Consistency::kAll: return rpc::Consistency::ALL;
   }
   return rpc::Consistency::DEFAULT;
+}
+
+Status CheckConsistency(rpc::Consistency level) {
+  if (static_cast<uint16_t>(level) <= static_cast<uint16_t>(rpc::Consistency::ALL)) {
+    return Status::OK();
+  }
+  return Status::InvalidArgument("consistency " + std::to_string(static_cast<uint16_t>(level)) +
+                                 " is none of default (0), one (1), quorum (2), all (3)");
 }
 
 Consistency PlainConsistency(rpc::Consistency level) {

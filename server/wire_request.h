@@ -52,6 +52,10 @@ std::vector<ParsedRequest> ParseBatch(capnp::List<rpc::Request>::Reader requests
 void EncodeRequest(const ParsedRequest& request, rpc::Request::Builder out);
 
 rpc::Consistency WireConsistency(Consistency level);
+// OK, or InvalidArgument for a level the schema does not name (a newer
+// client's, or garbage).
+Status CheckConsistency(rpc::Consistency level);
+// REQUIRES: CheckConsistency(level) is OK.
 Consistency PlainConsistency(rpc::Consistency level);
 
 // The reply to a request of `kind` that ended as `result` says.

@@ -538,6 +538,20 @@ TEST_F(KvServiceTest, TypeNamesTheLiveTypes) {
   EXPECT_EQ(Types("k"), std::vector<std::string>{std::to_string(int(rpc::Type::OR_SET))});
 }
 
+TEST_F(KvServiceTest, AConsistencyTheSchemaDoesNotNameIsInvalidAndChangesNothing) {
+  auto set = kv().setRequest();
+  set.setKey(AsData("k"));
+  set.setValue(AsData("v"));
+  set.setConsistency(static_cast<rpc::Consistency>(7));
+  EXPECT_EQ(Finish(kj::mv(set)), Code::INVALID);
+  EXPECT_NE(last_message_.find("consistency 7 is none of"), std::string::npos) << last_message_;
+  auto get = kv().getRequest();
+  get.setKey(AsData("k"));
+  get.setConsistency(static_cast<rpc::Consistency>(65535));
+  EXPECT_EQ(get.send().wait(ws()).getOutcome().getCode(), Code::INVALID);
+  EXPECT_EQ(Get("k"), Code::NOT_FOUND) << "the refused set wrote nothing";
+}
+
 TEST_F(KvServiceTest, BatchAnswersInOrderAndItsReadsSeeItsWrites) {
   auto req = kv().batchRequest();
   auto list = req.initRequests(6);
