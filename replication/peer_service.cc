@@ -10,6 +10,7 @@
 #include "replication/members.h"
 #include "replication/peer_wire.h"
 #include "replication/set_paging.h"
+#include "util/log_limiter.h"
 #include "crdt/codec.h"
 #include "schema/kv_text.h"
 #include "util/coding.h"
@@ -224,7 +225,32 @@ class PeerServiceImpl final : public peer::Peer::Server {
   PeerServiceImpl(PeerServiceContext& c, std::optional<std::string> certified)
       : c_(c), certified_(std::move(certified)) {}
 
+  // Every refused hello is logged (at most once per 10 s per thread, with
+  // how many were held back) with why.
   kj::Promise<void> hello(HelloContext context) override {
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { Hello(context); })) {
+      thread_local LogLimiter refusals_logged;
+      uint64_t held_back = 0;
+      if (refusals_logged.Allow(LogLimiter::Clock::now(), &held_back)) {
+        auto theirs = context.getParams().getHello();
+        spdlog::info("refused a hello as {} of region {}{}: {}{}",
+                     PrintableBytes(std::string_view(theirs.getName().cStr(),
+                                                     theirs.getName().size())),
+                     PrintableBytes(std::string_view(theirs.getRegion().cStr(),
+                                                     theirs.getRegion().size())),
+                     certified_ ? " (certificate " + PrintableBytes(*certified_) + ")" : "",
+                     e->getDescription().cStr(),
+                     held_back == 0 ? std::string()
+                                    : fmt::format(" ({} more refused since the last such line)",
+                                                  held_back));
+      }
+      kj::throwFatalException(kj::mv(*e));
+    }
+    return kj::READY_NOW;
+  }
+
+ private:
+  void Hello(HelloContext context) {
     CheckRunning(c_);
     auto params = context.getParams();
     auto theirs = params.getHello();
@@ -257,10 +283,8 @@ class PeerServiceImpl final : public peer::Peer::Server {
     EncodeMembers(members, results.initMembers(members.size()));
     spdlog::debug("peer {} of region {} said hello", theirs.getName().cStr(),
                   theirs.getRegion().cStr());
-    return kj::READY_NOW;
   }
 
- private:
   // A node speaks only for itself: the name and region of its hello must be
   // those its certificate names.
   void CheckCertified(peer::NodeHello::Reader theirs) const {
@@ -268,8 +292,6 @@ class PeerServiceImpl final : public peer::Peer::Server {
     const std::string name(theirs.getName().begin(), theirs.getName().size());
     const std::string region(theirs.getRegion().begin(), theirs.getRegion().size());
     if (NodeCommonName(NodeIdentity{name, region}) == *certified_) return;
-    spdlog::info("refusing a hello as {} of region {}: the caller's certificate names {}",
-                 PrintableBytes(name), PrintableBytes(region), PrintableBytes(*certified_));
     KJ_FAIL_REQUIRE("the hello names another node than the caller's certificate",
                     certified_->c_str());
   }

@@ -261,7 +261,7 @@ TEST(Tls, NodeCannotSayHelloAsAnotherNode) {
       << other_region;
   EXPECT_EQ(HelloAndCall(c, peer, tls.get(), "r0", "eu-7", "r1"), "");
   EXPECT_TRUE(PollUntil(
-      [&] { return cluster.node(0).Log().find("refusing a hello as eu-8 of region r1") !=
+      [&] { return cluster.node(0).Log().find("refused a hello as eu-8 of region r1") !=
                    std::string::npos; },
       5s))
       << cluster.Logs();
