@@ -26,10 +26,39 @@ void Acceptor::Stop() {
   receiver_ = nullptr;
 }
 
+std::optional<ConnectionSlots::Slot> ConnectionSlots::Take(
+    const std::shared_ptr<ConnectionSlots>& slots, const std::string& address, std::string* full) {
+  if (slots->open_ >= slots->max_) {
+    *full = std::to_string(slots->open_) + " connections open (max-connections)";
+    return std::nullopt;
+  }
+  size_t& from_address = slots->by_address_[address];
+  if (slots->max_per_address_ != 0 && from_address >= slots->max_per_address_) {
+    *full = std::to_string(from_address) + " connections open from " + address +
+            " (max-connections-per-address)";
+    return std::nullopt;
+  }
+  ++from_address;
+  ++slots->open_;
+  return Slot(slots, address);
+}
+
+std::string ClientHost(kj::PeerIdentity& identity) {
+  std::string address = "?";
+  KJ_IF_MAYBE(network, kj::dynamicDowncastIfAvailable<kj::NetworkPeerIdentity>(identity)) {
+    address = network->getAddress().toString().cStr();
+  }
+  const size_t colon = address.rfind(':');
+  if (colon != std::string::npos && colon > 0) address.resize(colon);
+  return address;
+}
+
 kj::Promise<void> Acceptor::Loop() {
   return receiver_->acceptAuthenticated().then(
       [this](kj::AuthenticatedStream accepted) {
-        std::optional<ConnectionSlots::Slot> slot = ConnectionSlots::Take(slots_);
+        std::string full;
+        std::optional<ConnectionSlots::Slot> slot =
+            ConnectionSlots::Take(slots_, ClientHost(*accepted.peerIdentity), &full);
         if (slot && wrap_) {
           wrapping_.add(wrap_(kj::mv(accepted))
                             .then([this, slot = std::move(*slot)](
@@ -42,9 +71,9 @@ kj::Promise<void> Acceptor::Loop() {
           // Dropping the stream closes it.
           uint64_t held_back = 0;
           if (refusals_logged_.Allow(LogLimiter::Clock::now(), &held_back)) {
-            spdlog::warn("refusing a {} connection: {} connections open (max-connections); {} "
-                         "more refused since the last such line",
-                         what_, slots_->open(), held_back);
+            spdlog::warn("refusing a {} connection: {}; {} more refused since the last such "
+                         "line",
+                         what_, full, held_back);
           }
         }
         return Loop();

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,38 +24,51 @@
 namespace geokv {
 
 // The connections open on the ports that share one limit (the client API
-// and the Redis port share --max-connections). Loop thread only.
+// and the Redis port share --max-connections), in all and per client
+// address (host, without the port). Loop thread only.
 class ConnectionSlots {
  public:
-  explicit ConnectionSlots(size_t max) : max_(max) {}
+  // `max_per_address` 0: no limit per address.
+  explicit ConnectionSlots(size_t max, size_t max_per_address = 0)
+      : max_(max), max_per_address_(max_per_address) {}
   size_t open() const { return open_; }
 
   // One connection's slot, freed when it goes.
   class Slot {
    public:
-    Slot(Slot&& other) noexcept : slots_(std::exchange(other.slots_, nullptr)) {}
+    Slot(Slot&& other) noexcept
+        : slots_(std::exchange(other.slots_, nullptr)), address_(std::move(other.address_)) {}
     Slot& operator=(Slot&&) = delete;
     ~Slot() {
-      if (slots_ != nullptr) --slots_->open_;
+      if (slots_ == nullptr) return;
+      --slots_->open_;
+      auto it = slots_->by_address_.find(address_);
+      if (it != slots_->by_address_.end() && --it->second == 0) slots_->by_address_.erase(it);
     }
 
    private:
     friend class ConnectionSlots;
-    explicit Slot(std::shared_ptr<ConnectionSlots> slots) : slots_(std::move(slots)) {}
+    Slot(std::shared_ptr<ConnectionSlots> slots, std::string address)
+        : slots_(std::move(slots)), address_(std::move(address)) {}
     std::shared_ptr<ConnectionSlots> slots_;
+    std::string address_;
   };
 
-  // A slot, or nullopt when `max` are open.
-  static std::optional<Slot> Take(const std::shared_ptr<ConnectionSlots>& slots) {
-    if (slots->open_ >= slots->max_) return std::nullopt;
-    ++slots->open_;
-    return Slot(slots);
-  }
+  // A slot for a connection from `address`, or nullopt (and which limit, in
+  // *full) when `max` are open, or `max_per_address` from that address.
+  static std::optional<Slot> Take(const std::shared_ptr<ConnectionSlots>& slots,
+                                  const std::string& address, std::string* full);
 
  private:
   const size_t max_;
+  const size_t max_per_address_;
   size_t open_ = 0;
+  std::map<std::string, size_t> by_address_;
 };
+
+// The host of the network address a connection came from ("?" when the
+// stream has none), for the limit per address.
+std::string ClientHost(kj::PeerIdentity& identity);
 
 // Lives on the event loop's thread.
 class Acceptor : private kj::TaskSet::ErrorHandler {

@@ -505,7 +505,8 @@ void Node::StartServices() {
   client_options.idle_timeout = std::chrono::milliseconds(options_.idle_timeout_ms);
   client_options.read_timeout = std::chrono::milliseconds(options_.read_timeout_ms);
   // The two client ports share one connection limit.
-  auto client_slots = std::make_shared<ConnectionSlots>(options_.max_connections);
+  auto client_slots = std::make_shared<ConnectionSlots>(options_.max_connections,
+                                                        options_.max_connections_per_address);
   client_options.slots = client_slots;
   client_options.wrap = ServeTls(client_tls_.get());
   listener_ = std::make_unique<RpcListener>(kj::mv(receiver_), sessions, timer, client_options);
@@ -530,6 +531,8 @@ void Node::StartServices() {
   if (peer_receiver_.get() != nullptr) {
     RpcListenerOptions peer_options;
     peer_options.max_connections = options_.max_connections;
+    peer_options.slots = std::make_shared<ConnectionSlots>(
+        options_.max_connections, options_.max_connections_per_address);
     peer_options.max_message_bytes = options_.max_message_bytes;
     peer_options.idle_timeout = client_options.idle_timeout;
     peer_options.read_timeout = client_options.read_timeout;

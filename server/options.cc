@@ -41,6 +41,10 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                  "Client connections served at once; more are closed")
       ->capture_default_str()
       ->check(AtLeast(1));
+  app.add_option("--max-connections-per-address", o.max_connections_per_address,
+                 "Connections one address (host) may hold open on the client ports (together), "
+                 "and on the peer port; beyond, closed at once (0: no limit)")
+      ->capture_default_str();
   size_option("--max-message-bytes", &o.max_message_bytes, "Largest RPC message (call or batch)");
   app.add_option("--max-batch-requests", o.max_batch_requests,
                  "Requests of one batch call; a larger batch is refused whole")

@@ -38,6 +38,9 @@ struct ServerOptions {
   size_t max_key_bytes = 4 << 10;    // keys and OR-set elements
   size_t max_value_bytes = 8 << 20;  // LWW and MV values
   size_t max_connections = 1024;     // client connections beyond are closed
+  // Connections from one client address (host) on the client ports, and
+  // from one peer address on the peer port; beyond, closed. 0: no limit.
+  size_t max_connections_per_address = 256;
   size_t max_message_bytes = 64 << 20;  // one RPC message (a call, a batch)
   size_t max_batch_requests = 10000;    // requests of one batch call
   // A connection (client, Redis or peer port) silent between messages for

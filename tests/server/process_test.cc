@@ -567,6 +567,44 @@ TEST_F(ServerProcessTest, ConnectionsBeyondTheLimitAreClosed) {
                                  std::chrono::seconds(10)));
 }
 
+// One address may hold --max-connections-per-address connections; another
+// address (127.0.0.2, also this machine) is still served.
+TEST_F(ServerProcessTest, ConnectionsBeyondTheLimitPerAddressAreClosed) {
+  auto server = NewServer({"--max-connections-per-address", "2"});
+  START(server);
+  auto first = std::make_unique<capnp::EzRpcClient>(server->address());
+  auto& ws = first->getWaitScope();
+  auto kv1 = first->getMain<rpc::GeoKv>();
+  ASSERT_TRUE(Works(kv1, ws, "one"));
+  capnp::EzRpcClient second(server->address());
+  auto kv2 = second.getMain<rpc::GeoKv>();
+  ASSERT_TRUE(Works(kv2, ws, "two"));
+  {
+    capnp::EzRpcClient third(server->address());
+    auto kv3 = third.getMain<rpc::GeoKv>();
+    EXPECT_ANY_THROW(Works(kv3, ws, "three"));
+  }
+  // A socket bound to 127.0.0.2 comes from another address.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  from.sin_addr.s_addr = htonl(0x7f000002);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)), 0) << errno;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(server->port()));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0) << errno;
+  capnp::EzRpcClient other(fd);
+  auto kv4 = other.getMain<rpc::GeoKv>();
+  EXPECT_TRUE(Works(kv4, ws, "from-another-address"));
+  EXPECT_TRUE(Works(kv1, ws, "one-again"));
+  EXPECT_NE(server->Log().find("connections open from 127.0.0.1 (max-connections-per-address)"),
+            std::string::npos)
+      << server->Log();
+}
+
 // A connection that sends nothing, or sends a request a byte at a time, is
 // closed and frees its slot; one that keeps sending requests stays.
 TEST_F(ServerProcessTest, IdleAndSlowConnectionsAreClosedAndFreeTheirSlots) {
