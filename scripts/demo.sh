@@ -102,12 +102,13 @@ node_specs=()
 for n in "${nodes[@]}"; do node_specs+=(--node "$n.$(region_of "$n")"); done
 ./scripts/gen-certs.sh "${node_specs[@]}" --client demo --gossip-key "$tls" >/dev/null
 
-# The users file (mode 600, docs/operations.md#users): admin (role admin) and
-# reader (role read), each with a random secret in $work/NAME.secret (mode
-# 600; geokv-cli reads it there, never from its command line). The hashes take 10,000
-# PBKDF2 rounds instead of the default 600,000: every geokv-cli call below is
-# a new connection that logs in anew, hundreds in all, and a random 192-bit
-# secret needs no slow hash against guessing.
+# The users file (mode 600, docs/operations.md#users): admin (role admin)
+# and reader (role read), each with a random secret in $work/NAME.secret
+# (mode 600; geokv-cli reads it there, never from its command line). The
+# hashes take 10,000 PBKDF2 rounds instead of the default 600,000: every
+# geokv-cli call below is a new connection that logs in anew, more than a
+# hundred in all, and a random 192-bit secret needs no slow hash against
+# guessing.
 users="$work/users"
 echo "== making users in $users: admin (role admin) and reader (role read), random secrets"
 make_user() {
