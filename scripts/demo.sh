@@ -3,11 +3,13 @@
 # of two nodes each on loopback, with a WAN emulator between the regions
 # (one way: eu-us 30 ms, us-ap 80 ms, eu-ap 120 ms) and a metrics endpoint
 # per node, with TLS on every port (clients present a certificate too) and
-# gossip sealed under a key, all made on the fly by scripts/gen-certs.sh,
-# and narrates a short run: concurrent conflicting writes in every
-# region and what each region converges to; a partition with writes on both
-# sides, the heal and the time to converge; read-your-writes across regions
-# with a causal token; the replication lag percentiles. Needs no root.
+# gossip sealed under a key, made on the fly by scripts/gen-certs.sh, and a
+# users file on every node (admin and reader, with random secrets; every
+# client call logs in), and narrates a short run: concurrent conflicting
+# writes in every region and what each region converges to; the read-only
+# user refused a write; a partition with writes on both sides, the heal and
+# the time to converge; read-your-writes across regions with a causal
+# token; the replication lag percentiles. Needs no root.
 #
 #   ./scripts/demo.sh                 run it, then keep the cluster up until Ctrl-C
 #   ./scripts/demo.sh --duration S    run it, keep the cluster up S seconds, stop
@@ -24,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     --duration)
       [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || { echo "demo.sh: --duration takes whole seconds" >&2; exit 2; }
       duration=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -100,6 +102,25 @@ node_specs=()
 for n in "${nodes[@]}"; do node_specs+=(--node "$n.$(region_of "$n")"); done
 ./scripts/gen-certs.sh "${node_specs[@]}" --client demo --gossip-key "$tls" >/dev/null
 
+# The users file (mode 600, docs/operations.md#users): admin (role admin)
+# and reader (role read), each with a random secret in $work/NAME.secret
+# (mode 600; geokv-cli reads it there, never from its command line). The
+# hashes take 10,000 PBKDF2 rounds instead of the default 600,000: every
+# geokv-cli call below is a new connection that logs in anew, more than a
+# hundred in all, and a random 192-bit secret needs no slow hash against
+# guessing.
+users="$work/users"
+echo "== making users in $users: admin (role admin) and reader (role read), random secrets"
+make_user() {
+  local name=$1 role=$2 hash
+  (umask 077; head -c 24 /dev/urandom | base64 >"$work/$name.secret")
+  hash=$("$cli_bin" hash-secret --iterations 10000 <"$work/$name.secret")
+  (umask 077; echo "$name $role $hash" >>"$users")
+}
+make_user admin admin
+make_user reader read
+chmod 600 "$users"
+
 echo "== starting the WAN emulator: every region reaches every node of another"
 echo "   region through a proxy (one way: eu-us 30 ms, us-ap 80 ms, eu-ap 120 ms)"
 for n in "${nodes[@]}"; do
@@ -133,7 +154,8 @@ for n in "${nodes[@]}"; do
     --replication-factor 2 --metrics-listen "${metrics_address[$n]}" --durability fsync \
     --anti-entropy-interval 2s --heartbeat 250ms --resp-listen 127.0.0.1:0 \
     --tls-cert "$tls/$n.pem" --tls-key "$tls/$n.key" --tls-ca "$tls/ca.pem" \
-    --client-ca "$tls/client-ca.pem" --gossip-key-file "$tls/gossip.keys" 2>"$log" &
+    --client-ca "$tls/client-ca.pem" --gossip-key-file "$tls/gossip.keys" \
+    --users "$users" 2>"$log" &
   pids+=($!)
   port=$(wait_for_log "$log" '.*client API listening on .* port \([0-9]*\).*' $!)
   client_address[$n]="127.0.0.1:$port"
@@ -142,11 +164,21 @@ for n in "${nodes[@]}"; do
     "metrics http://${metrics_address[$n]}/metrics"
 done
 client_tls=(--tls-ca "$tls/ca.pem" --tls-cert "$tls/client-demo.pem" --tls-key "$tls/client-demo.key")
-echo "   every port speaks TLS: geokv-cli ${client_tls[*]} --tls-name NODE ...;"
-echo "   redis-cli --tls --cacert $tls/ca.pem --cert $tls/client-demo.pem --key $tls/client-demo.key -p PORT"
+echo "   every port speaks TLS, and every client logs in as a user:"
+echo "   geokv-cli ${client_tls[*]} --tls-name NODE --user admin --secret-file $work/admin.secret ...;"
+echo "   REDISCLI_AUTH=\$(cat $work/admin.secret) redis-cli --tls --cacert $tls/ca.pem \\"
+echo "     --cert $tls/client-demo.pem --key $tls/client-demo.key --user admin -p PORT"
+echo "   (or, connected without --user, AUTH admin SECRET)"
 
-# Each node's certificate carries its name as a DNS name.
-cli() { local n=$1; shift; "$cli_bin" --connect "${client_address[$n]}" "${client_tls[@]}" --tls-name "$n" "$@"; }
+# Runs geokv-cli against node $2 logged in as user $1. Each node's
+# certificate carries its name as a DNS name.
+cli_as() {
+  local user=$1 n=$2; shift 2
+  "$cli_bin" --connect "${client_address[$n]}" "${client_tls[@]}" --tls-name "$n" \
+    --user "$user" --secret-file "$work/$user.secret" "$@"
+}
+# The demo's own calls log in as admin (info's peer list needs that role).
+cli() { cli_as admin "$@"; }
 
 # Prints the command, runs it against node $1, shows output and exit code.
 step() {
@@ -217,6 +249,21 @@ step us-2 mvget motto
 echo "   (a multi-value register keeps all three concurrent writes as siblings)"
 
 echo
+echo "== Roles: the user reader has the read role"
+echo
+echo "[us-2] \$ geokv-cli --user reader get color"
+cli_as reader us-2 get color
+echo
+echo "[us-2] \$ geokv-cli --user reader set color black"
+if refusal=$(cli_as reader us-2 set color black 2>&1); then
+  echo "demo.sh: the reader's write was accepted: $refusal" >&2
+  exit 1
+fi
+echo "$refusal"
+grep -q PERMISSION_DENIED <<<"$refusal" || { echo "demo.sh: expected PERMISSION_DENIED" >&2; exit 1; }
+echo "   (refused as expected, and nothing written: reading is all its role allows)"
+
+echo
 echo "== Read-your-writes across regions with a causal token"
 token=$(cli eu-1 --json set session active | token_of)
 echo "   eu-1 wrote session=active; its token: $token"
@@ -285,7 +332,8 @@ echo "== metrics: curl http://${metrics_address[eu-1]}/metrics; Prometheus: moni
 if [[ -z $duration ]]; then
   echo "== the cluster keeps running; Ctrl-C stops it"
   for n in "${nodes[@]}"; do
-    echo "   $n: geokv-cli --connect ${client_address[$n]} ${client_tls[*]} --tls-name $n ..."
+    echo "   $n: geokv-cli --connect ${client_address[$n]} ${client_tls[*]} --tls-name $n" \
+      "--user admin --secret-file $work/admin.secret ..."
   done
   wait "${pids[@]}" || true
 else
