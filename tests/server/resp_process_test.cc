@@ -128,7 +128,7 @@ TEST_F(RespProcessTest, RedisCliRunsTheCommands) {
   EXPECT_EQ(Ask({"INCRBY", "hits", "x"}), "ERR value is not an integer or out of range");
   EXPECT_EQ(Ask({"SELECT", "0"}), "OK");
   EXPECT_EQ(Ask({"SELECT", "1"}).rfind("ERR DB index is out of range", 0), 0u);
-  EXPECT_EQ(Ask({"AUTH", "pw"}).rfind("ERR AUTH is not supported", 0), 0u);
+  EXPECT_EQ(Ask({"AUTH", "pw"}).rfind("ERR AUTH called without any users configured", 0), 0u);
   EXPECT_EQ(Ask({"ECHO", "e"}), "e");
   EXPECT_EQ(Ask({"COMMAND", "COUNT"}), "39");
   EXPECT_EQ(Ask({"DBSIZE"}).empty(), false);
