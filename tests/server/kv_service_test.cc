@@ -939,7 +939,8 @@ TEST_F(KvServiceUsersTest, AReadUserReadsButNeitherWritesNorLeaves) {
   auto incr = list[2].initIncrBy();
   incr.setKey(AsData("c"));
   incr.setDelta(1);
-  auto r = req.send().wait(ws()).getReplies();
+  auto reply = req.send().wait(ws());
+  auto r = reply.getReplies();
   ASSERT_EQ(r.size(), 3u);
   EXPECT_EQ(r[0].getWrite().getOutcome().getCode(), Code::PERMISSION_DENIED);
   EXPECT_EQ(r[1].getValue().getOutcome().getCode(), Code::OK);
