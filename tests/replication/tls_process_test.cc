@@ -217,6 +217,41 @@ TEST(Tls, ClientCaRequiresClientCertificates) {
   EXPECT_NE(c.Set("k", "v"), "");
 }
 
+// A client certificate of the client CA that has expired is refused by the
+// node's handshake; the node carries on.
+TEST(Tls, ExpiredClientCertificateIsRefused) {
+  if (FaketimeLibrary().empty()) GTEST_SKIP() << "libfaketime is missing";
+  TestDir dir;
+  Cluster cluster(dir.path(), OneTlsNode({"--client-ca", dir.path() + "/tls/clients.pem"}));
+  const std::string certs = cluster.tls_dir();
+  std::string why;
+  ASSERT_TRUE(std::filesystem::create_directories(certs));
+  ASSERT_TRUE(MakeCa(certs, "clients", &why)) << why;
+  ASSERT_TRUE(MakeCertificate(certs, "clients", "client", "app", {}, &why)) << why;
+  // Signed two years ago, valid for a day.
+  std::vector<std::string> expired = FaketimeWrapper("-730d");
+  expired.insert(expired.end(),
+                 {"openssl", "req", "-x509", "-days", "1", "-subj", "/CN=app", "-addext",
+                  "basicConstraints=critical,CA:FALSE", "-CA", certs + "/clients.pem", "-CAkey",
+                  certs + "/clients.key", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:P-256", "-nodes", "-keyout", certs + "/expired.key", "-out",
+                  certs + "/expired.pem"});
+  CommandResult made = RunCommand(expired, certs);
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  cluster.SetClientCertificate(certs + "/client.pem", certs + "/client.key");
+  START_CLUSTER(cluster);
+  ClientTlsOptions old = cluster.client_tls();
+  old.cert = certs + "/expired.pem";
+  old.key = certs + "/expired.key";
+  EXPECT_FALSE(Served(cluster.address(0), old)) << "an expired client certificate was taken";
+  EXPECT_TRUE(PollUntil(
+      [&] { return cluster.node(0).Log().find("certificate verify failed") != std::string::npos; },
+      5s))
+      << cluster.Logs();
+  Client c(cluster.address(0), cluster.client_tls());
+  EXPECT_NE(c.Set("k", "v"), "");
+}
+
 TEST(Tls, PeerWithoutCertificateOfTheClusterCaIsRefused) {
   TestDir dir;
   Cluster cluster(dir.path(), OneTlsNode());
