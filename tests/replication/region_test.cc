@@ -96,14 +96,24 @@ std::string StateOf(Client& c, const std::string& name) {
   return "";
 }
 
-TEST(RegionTest, QuorumWorksWithOneNodeDownAndItsHintsReachItWhenBack) {
+// Run in plaintext and with TLS on every port (Cluster::Options::tls).
+class RegionTlsTest : public ::testing::TestWithParam<bool> {};
+
+INSTANTIATE_TEST_SUITE_P(PlainAndTls, RegionTlsTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "Tls" : "Plain";
+                         });
+
+TEST_P(RegionTlsTest, QuorumWorksWithOneNodeDownAndItsHintsReachItWhenBack) {
   TestDir dir;
-  Cluster cluster(dir.path(), TwoRegionsOfThree());
+  Cluster::Options o = TwoRegionsOfThree();
+  o.tls = GetParam();
+  Cluster cluster(dir.path(), o);
   START_CLUSTER(cluster);
   cluster.node(2).Kill();  // r0-2, one of every key's three owners in r0
   ASSERT_TRUE(cluster.node(0).child().Running() && cluster.node(1).child().Running())
       << cluster.Logs();
-  Client a(cluster.address(0)), b(cluster.address(1));
+  Client a(cluster.address(0), cluster.client_tls()), b(cluster.address(1), cluster.client_tls());
   constexpr int kKeys = 60;
   for (int i = 0; i < kKeys; ++i) {
     // Writes through either live node, forwarded or not, reach a quorum.
@@ -136,7 +146,7 @@ TEST(RegionTest, QuorumWorksWithOneNodeDownAndItsHintsReachItWhenBack) {
   EXPECT_GE(hints(a).getHintsReplayed() + hints(b).getHintsReplayed(), stored);
   // The restarted node serves the hinted writes on its own (ONE, local).
   ASSERT_TRUE(cluster.node(2).child().Running()) << cluster.node(2).child().Log();
-  Client c(cluster.address(2));
+  Client c(cluster.address(2), cluster.client_tls());
   for (int i = 0; i < kKeys; ++i) {
     EXPECT_EQ(GetAt(c, "k" + std::to_string(i), rpc::Consistency::ONE), "v" + std::to_string(i))
         << i;
