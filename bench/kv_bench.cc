@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "client/connection.h"
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
 #include "server/rpc_listener.h"
@@ -515,13 +516,20 @@ class RpcRunner {
 // Loads and runs the workload against the server at `address`
 // (HOST:PORT). Errors of operations are counted in the result; a failure to
 // connect or to load is the returned status.
+// With `tls.ca`, over TLS (client/connection.h).
 StatusOr<RunResult> RunRpcWorkload(const WorkloadOptions& o, const std::string& address,
-                                   const std::string& target) {
+                                   const std::string& target,
+                                   const ClientTlsOptions& tls = {}) {
   RunResult result;
   result.target = target;
-  capnp::EzRpcClient client(address);
-  kj::WaitScope& ws = client.getWaitScope();
-  rpc::GeoKv::Client kv = client.getMain<rpc::GeoKv>();
+  std::unique_ptr<ClientConnection> client;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions(
+                     [&] { client = std::make_unique<ClientConnection>(address, tls); })) {
+    return Status::Unavailable(
+        fmt::format("cannot connect to {}: {}", address, e->getDescription().cStr()));
+  }
+  kj::WaitScope& ws = client->ws();
+  rpc::GeoKv::Client kv = client->Main();
   RpcRunner runner(kv, o, &result);
 
   KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
@@ -855,9 +863,10 @@ int ServeNoop(const NoopOptions& o) {
   return 0;
 }
 
-int Run(const WorkloadOptions& o, const std::string& address, bool json) {
+int Run(const WorkloadOptions& o, const std::string& address, const ClientTlsOptions& tls,
+        bool json) {
   std::signal(SIGPIPE, SIG_IGN);
-  StatusOr<RunResult> result = RunRpcWorkload(o, address, "server");
+  StatusOr<RunResult> result = RunRpcWorkload(o, address, "server", tls);
   if (!result.ok()) {
     std::fprintf(stderr, "geokv-bench: %s\n", result.status().ToString().c_str());
     return 1;
@@ -1069,6 +1078,13 @@ int Main(int argc, char** argv) {
   CLI::App* run = app.add_subcommand(
       "run", "Run one workload against a running server (geokv-server or serve-noop).");
   run->add_option("--connect", connect, "HOST:PORT of the server")->required();
+  ClientTlsOptions run_tls;
+  run->add_option("--tls-ca", run_tls.ca,
+                  "PEM CA certificates: connect with TLS, trusting a node certificate one signed");
+  run->add_option("--tls-cert", run_tls.cert, "PEM client certificate (with --tls-key)");
+  run->add_option("--tls-key", run_tls.key, "PEM private key of --tls-cert");
+  run->add_option("--tls-name", run_tls.name,
+                  "Name the node's certificate must carry (default: the host of --connect)");
   AddWorkloadFlags(run, &run_workload);
   run->add_flag("--json", run_json, "Print one JSON object instead of the table");
 
@@ -1093,7 +1109,7 @@ int Main(int argc, char** argv) {
 
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
   if (serve_noop->parsed()) return ServeNoop(noop);
-  if (run->parsed()) return Run(run_workload, connect, run_json);
+  if (run->parsed()) return Run(run_workload, connect, run_tls, run_json);
   return Compare(compare_workload, compare_options, compare_json);
 }
 
