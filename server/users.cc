@@ -127,7 +127,7 @@ StatusOr<std::unique_ptr<Authenticator>> Authenticator::Open(std::string path, A
 
 Authenticator::Authenticator(std::string path, AsyncStore& store, Metrics& metrics,
                              std::shared_ptr<const Users> users)
-    : path_(std::move(path)), store_(store), metrics_(metrics) {
+    : path_(std::move(path)), store_(store), metrics_(metrics), checks_(*this) {
   decoy_.salt.assign(16, 'd');
   decoy_.hash.assign(32, 'd');
   Use(std::move(users));
@@ -173,12 +173,15 @@ kj::Promise<StatusOr<Role>> Authenticator::Login(std::string user, std::string s
   SecretHash hash = known ? *it->second.secret : decoy_;
   const Role role = known ? it->second.role : Role::kRead;
   ++checking_;
-  return store_
-      .RunBackground([hash = std::move(hash), secret = std::move(secret)](Store&) {
-        return SecretMatches(hash, secret);
-      })
-      .then([this, known, role, user = std::move(user)](bool matches) -> StatusOr<Role> {
-        --checking_;
+  auto check = store_
+                   .RunBackground([hash = std::move(hash), secret = std::move(secret)](Store&) {
+                     return SecretMatches(hash, secret);
+                   })
+                   .attach(kj::defer([this] { --checking_; }))
+                   .fork();
+  checks_.add(check.addBranch().ignoreResult());
+  return check.addBranch().then(
+      [this, known, role, user = std::move(user)](bool matches) -> StatusOr<Role> {
         if (known && matches) {
           metrics_.logins_ok.Increment();
           return role;
@@ -191,11 +194,11 @@ kj::Promise<StatusOr<Role>> Authenticator::Login(std::string user, std::string s
                        PrintableBytes(user), held_back);
         }
         return Status::Unauthenticated("no such user, or a wrong secret");
-      },
-      [this](kj::Exception&& e) -> StatusOr<Role> {
-        --checking_;
-        kj::throwFatalException(kj::mv(e));
       });
+}
+
+void Authenticator::taskFailed(kj::Exception&& e) {
+  spdlog::warn("a secret check failed: {}", e.getDescription().cStr());
 }
 
 }  // namespace geokv

@@ -54,7 +54,7 @@ StatusOr<std::map<std::string, User, std::less<>>> ParseUsers(std::string_view t
 // The file at `path` (mode 600, at most 4 MiB), parsed.
 StatusOr<std::map<std::string, User, std::less<>>> LoadUsers(const std::string& path);
 
-class Authenticator {
+class Authenticator : private kj::TaskSet::ErrorHandler {
  public:
   // At most this many secret checks run at once; a login beyond them is
   // refused as unavailable rather than queued.
@@ -95,8 +95,13 @@ class Authenticator {
   // Checked against when the user is unknown, so that the answer takes as
   // long as for a wrong secret.
   SecretHash decoy_;
+  void taskFailed(kj::Exception&& e) override;
+
+  // Checks on the reader pool; each counts until it ends there, also when
+  // the login that asked for it was dropped (its connection closed).
   size_t checking_ = 0;
   LogLimiter refusals_logged_;
+  kj::TaskSet checks_;
 };
 
 }  // namespace geokv

@@ -992,6 +992,27 @@ TEST_F(KvServiceUsersTest, LoginsBeyondTheChecksUnderWayAreRefusedAsUnavailable)
   EXPECT_EQ(metrics_.logins_busy.Value(), 2);
 }
 
+// A login dropped mid-check (a Redis connection that closes while its AUTH
+// is checked drops its promise) holds a check only until the check ends on
+// the reader pool.
+TEST_F(KvServiceUsersTest, LoginsDroppedMidCheckDoNotHoldTheirChecks) {
+  for (size_t i = 0; i < Authenticator::kMaxChecking; ++i) {
+    users_->Login("slow", "slowpw");  // dropped at once
+  }
+  EXPECT_EQ(users_->Login("ana", "anapw").wait(ws()).status().code(),
+            Status::Code::kUnavailable)
+      << "the dropped checks are still running";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  StatusOr<Role> role = Status::Unavailable("not tried");
+  while (!role.ok() && role.status().code() == Status::Code::kUnavailable &&
+         std::chrono::steady_clock::now() < deadline) {
+    io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(ws());
+    role = users_->Login("ana", "anapw").wait(ws());
+  }
+  ASSERT_TRUE(role.ok()) << role.status().ToString();
+  EXPECT_EQ(*role, Role::kWrite);
+}
+
 TEST_F(KvServiceTest, ANodeWithoutUsersRefusesALogin) {
   auto req = kv().castAs<rpc::Login>().loginRequest();
   req.setUser("root");
