@@ -12,7 +12,9 @@
 #   GEOKV_WORKLOAD_REPORT    rounds between summaries (default 20)
 #   GEOKV_WORKLOAD_TLS_DIR   with TLS: the directory of ca.pem and the client's
 #                            client-workload.pem and .key (scripts/gen-certs.sh);
-#                            each node's certificate carries its host name
+#                            each node's certificate carries its host name. On
+#                            nodes with users, it is served as the user
+#                            workload, who needs the role write
 #
 # While /tmp/workload.pause exists it sends nothing and says so in
 # /tmp/workload.paused (tests use this to let the cluster settle).

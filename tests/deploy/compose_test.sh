@@ -4,6 +4,11 @@
 # demo under a project name of its own, and checks that
 #   - every node speaks TLS (a plaintext client is refused) and seals its
 #     gossip under a key;
+#   - every node runs with the users file the certs service made: a
+#     certificate naming no user must log in; the user reader, logged in
+#     with its secret, may read but its write is refused and changes
+#     nothing; the certificate user workload (role write) may not make a
+#     node leave or remove a member; the operator (admin) sees peer details;
 #   - a write in one region is read in the others;
 #   - Prometheus scrapes all six nodes, and the client's workload runs;
 #   - `docker kill` of a node leaves the others serving: writes and reads
@@ -89,13 +94,26 @@ client=$(cid client)
 [[ -n $client ]] || fail "no client container"
 nodes=(eu-1 eu-2 us-1 us-2 ap-1 ap-2)
 
-# Every port speaks TLS: clients present the certificate the certs service
-# made, and verify each node's by its host name.
+# Every port speaks TLS: clients present a certificate the certs service
+# made, and verify each node's by its host name. Every node has users: a
+# certificate is served as the user it names (client-NAME.pem: CN=NAME).
 tls_dir=/etc/geokv/tls
-tls=(--tls-ca "$tls_dir/ca.pem" --tls-cert "$tls_dir/client-workload.pem"
-     --tls-key "$tls_dir/client-workload.key")
-# geokv-cli against NODE, run in the client container (on every region's network).
-cli() { local node=$1; shift; docker exec "$client" geokv-cli --connect "$node:7400" "${tls[@]}" --timeout 10 "$@"; }
+# tls_as NAME: the flags of the client certificate client-NAME.
+tls_as() {
+  echo --tls-ca "$tls_dir/ca.pem" --tls-cert "$tls_dir/client-$1.pem" --tls-key "$tls_dir/client-$1.key"
+}
+# geokv-cli against NODE with client certificate CERT, run in the client
+# container (on every region's network); GEOKV_SECRET, where set, is passed
+# on through the environment.
+cli_as() {
+  local cert=$1 node=$2; shift 2
+  # shellcheck disable=SC2046 # tls_as prints paths without spaces
+  docker exec -e GEOKV_SECRET "$client" geokv-cli --connect "$node:7400" $(tls_as "$cert") --timeout 10 "$@"
+}
+# As the user workload (role write), as the client's workload runs; as the
+# user operator (role admin), for what needs admin (info's peer details).
+cli() { cli_as workload "$@"; }
+admin_cli() { cli_as operator "$@"; }
 # Runs "$@" until it succeeds, every 0.2 s, for at most $1 seconds.
 wait_until() {
   local limit=$1; shift
@@ -112,7 +130,7 @@ expect_value() {
   got=$(cli "$node" "$@" 2>&1) || fail "$node: geokv-cli $* failed: $got"
   [[ $got == "$want" ]] || fail "$node: geokv-cli $*: got '$got', want '$want'"
 }
-connected_peers() { cli "$1" info | grep -c '^peer: .* connected' || true; }
+connected_peers() { admin_cli "$1" info | grep -c '^peer: .* connected' || true; }
 peers_up() { [[ $(connected_peers "$1") -ge $2 ]]; }
 digest_of() { cli "$1" info | sed -n 's/^state_digest: //p'; }
 digests() { local n; for n in "$@"; do digest_of "$n" || echo "unreachable-$n"; done; }
@@ -153,8 +171,63 @@ done
 expect_value OK eu-1 --token "$token" wait-replicated us ap
 log "a write in ap is read in eu, without a token (polling)"
 cli ap-1 set deploy:from-ap "hello from ap" >/dev/null || fail "ap-1: set failed"
-wait_until 30 bash -c "[[ \$(docker exec $client geokv-cli --connect eu-2:7400 ${tls[*]} get deploy:from-ap) == 'hello from ap' ]]" \
-  || fail "eu-2 did not get ap-1's write within 30 s"
+has_ap_write() { [[ $(cli eu-2 get deploy:from-ap) == 'hello from ap' ]]; }
+wait_until 30 has_ap_write || fail "eu-2 did not get ap-1's write within 30 s"
+phase_done "replication"
+
+# ---- users and roles
+# expect_refused WANT NODE CLI ARGS...: the geokv-cli call must fail with
+# exit code 3 (an error from the node) and say WANT.
+expect_refused() {
+  local want=$1 node=$2 run=$3 rc=0 out; shift 3
+  out=$("$run" "$node" "$@" 2>&1) || rc=$?
+  [[ $rc -eq 3 && $out == *"$want"* ]] \
+    || fail "$node: $run $* should be refused with $want (exit 3), got exit $rc: $out"
+}
+log "every node has the users file: a certificate naming no user (guest) must log in"
+guest_cli() { cli_as guest "$@"; }
+for n in "${nodes[@]}"; do
+  expect_refused "unauthenticated" "$n" guest_cli info
+done
+# As the user reader (role read), logged in over the guest certificate
+# with the secret the certs service made: through GEOKV_SECRET, or
+# --secret-file in the container; never on a command line.
+reader_secret=$(docker exec "$client" cat "$tls_dir/reader.secret") || fail "no reader.secret in the tls volume"
+reader_cli() { GEOKV_SECRET=$reader_secret cli_as guest "$1" --user reader "${@:2}"; }
+reader_file_cli() { cli_as guest "$1" --user reader --secret-file "$tls_dir/reader.secret" "${@:2}"; }
+wrong_secret_cli() { GEOKV_SECRET=not-the-secret cli_as guest "$1" --user reader "${@:2}"; }
+log "the user reader (secret in GEOKV_SECRET) reads; its writes are refused and change nothing"
+expect_value "hello from eu" us-2 --token "$token" get deploy:greeting  # (as workload) us-2 has it
+got=$(reader_cli us-2 get deploy:greeting 2>&1) || fail "us-2: reader's get failed: $got"
+[[ $got == "hello from eu" ]] || fail "us-2: reader's get deploy:greeting gave '$got'"
+for n in us-2 eu-1; do
+  expect_refused PERMISSION_DENIED "$n" reader_cli set deploy:greeting "overwritten by reader"
+  expect_refused PERMISSION_DENIED "$n" reader_file_cli set deploy:by-reader "written by reader"
+  expect_refused PERMISSION_DENIED "$n" reader_file_cli incrby deploy:hits 100
+done
+expect_value "hello from eu" eu-1 get deploy:greeting
+expect_value "hello from eu" us-2 get deploy:greeting
+rc=0; out=$(cli eu-1 get deploy:by-reader 2>&1) || rc=$?
+[[ $rc -eq 1 ]] || fail "eu-1: deploy:by-reader should not exist after reader's refused set (exit $rc: $out)"
+rc=0; out=$(cli eu-1 counter deploy:hits 2>&1) || rc=$?
+[[ $rc -eq 1 || $out == 0 ]] || fail "eu-1: deploy:hits should be unset after reader's refused incrby (exit $rc: $out)"
+expect_refused "refused" eu-1 wrong_secret_cli get deploy:greeting
+log "  reader read deploy:greeting on us-2; its set and incrby were refused (PERMISSION_DENIED) on us-2 and eu-1, and a wrong secret is refused"
+log "the certificate user workload (role write) may not make a node leave or remove a member, nor see peer details"
+expect_refused PERMISSION_DENIED eu-1 cli leave
+expect_refused PERMISSION_DENIED eu-1 cli remove eu-2
+expect_refused PERMISSION_DENIED us-1 cli remove us-2
+workload_peer_lines=$(cli eu-1 info | grep -c '^peer:' || true)
+[[ $workload_peer_lines -eq 0 ]] || fail "eu-1 showed workload $workload_peer_lines peer lines in info (admin only)"
+[[ $(connected_peers eu-1) -ge 5 ]] || fail "eu-1 showed operator $(connected_peers eu-1) connected peers, want 5"
+# member_alive NODE MEMBER: NODE counts MEMBER (of its region) alive.
+member_alive() { cli "$1" members | grep -Eq "^${2%%-*} +$2 +alive"; }
+for pair in "eu-2 eu-1" "eu-1 eu-2" "us-1 us-2"; do
+  read -r n m <<<"$pair"
+  member_alive "$n" "$m" || fail "$n does not count $m alive after the refused leave and remove: $(cli "$n" members)"
+done
+log "  leave and remove were refused (PERMISSION_DENIED); every member is still alive; operator sees the peers"
+phase_done "users and roles"
 
 log "Prometheus scrapes all six nodes and loaded the alert rules; the client's workload runs"
 wait_until 60 targets_up || fail "Prometheus: $(prom_query 'count(up%7Bjob%3D%22geokv%22%7D%3D%3D1)') of 6 targets up"
@@ -189,7 +262,7 @@ fi
 ready=$(exec 3<>"/dev/tcp/127.0.0.1/$prometheus_port" && printf 'GET /-/ready HTTP/1.0\r\n\r\n' >&3 && head -n1 <&3)
 [[ $ready == *" 200 "* ]] || fail "Prometheus on 127.0.0.1:$prometheus_port: $ready"
 log "  Prometheus on 127.0.0.1:$prometheus_port is ready"
-phase_done "replication, metrics, workload"
+phase_done "metrics, workload, host ports"
 
 # ---- kill a node
 eu1=$(cid eu-1)
