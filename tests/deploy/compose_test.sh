@@ -156,7 +156,10 @@ log "TLS and the gossip key are in force: a plaintext client is refused"
 if docker exec "$client" geokv-cli --connect eu-1:7400 --timeout 3 info >/dev/null 2>&1; then
   fail "eu-1 served a client without TLS"
 fi
-dc logs --no-color eu-1 | grep -q "gossip: datagrams sealed under key" \
+# The whole log first: `grep -q` in the pipe would end it early, and under
+# pipefail the SIGPIPE of `dc logs` would fail the check.
+eu1_log=$(dc logs --no-color eu-1)
+grep -q "gossip: datagrams sealed under key" <<<"$eu1_log" \
   || fail "eu-1 does not seal its gossip under a key"
 
 # ---- replication across regions
@@ -221,7 +224,7 @@ workload_peer_lines=$(cli eu-1 info | grep -c '^peer:' || true)
 [[ $workload_peer_lines -eq 0 ]] || fail "eu-1 showed workload $workload_peer_lines peer lines in info (admin only)"
 [[ $(connected_peers eu-1) -ge 5 ]] || fail "eu-1 showed operator $(connected_peers eu-1) connected peers, want 5"
 # member_alive NODE MEMBER: NODE counts MEMBER (of its region) alive.
-member_alive() { cli "$1" members | grep -Eq "^${2%%-*} +$2 +alive"; }
+member_alive() { grep -Eq "^${2%%-*} +$2 +alive" <<<"$(cli "$1" members)"; }
 for pair in "eu-2 eu-1" "eu-1 eu-2" "us-1 us-2"; do
   read -r n m <<<"$pair"
   member_alive "$n" "$m" || fail "$n does not count $m alive after the refused leave and remove: $(cli "$n" members)"
