@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "schema/kv_text.h"
+#include "util/buffered_stream.h"
 #include "util/tls.h"
 
 namespace geokv {
@@ -31,7 +32,7 @@ ClientConnection::ClientConnection(const std::string& address, const ClientTlsOp
           DISCONNECTED, kj::str("TLS handshake failed: ", e->getDescription())));
     }
   }
-  stream_ = kj::mv(stream);
+  stream_ = kj::heap<BufferedStream>(kj::mv(stream));
   network_ = kj::heap<capnp::TwoPartyVatNetwork>(*stream_, capnp::rpc::twoparty::Side::CLIENT,
                                                  reader);
   rpc_ = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(

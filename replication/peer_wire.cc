@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "crdt/codec.h"
+#include "util/buffered_stream.h"
 
 namespace geokv {
 
@@ -45,7 +46,7 @@ kj::Promise<void> CountingStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj
 }
 
 PeerConnection::PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes)
-    : stream(kj::mv(s)),
+    : stream(kj::heap<BufferedStream>(kj::mv(s))),
       network(*stream, capnp::rpc::twoparty::Side::CLIENT,
               capnp::ReaderOptions{max_message_bytes / sizeof(capnp::word), 64}),
       rpc(capnp::makeRpcClient(network)) {}

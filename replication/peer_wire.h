@@ -21,6 +21,7 @@
 #include "storage/store.h"
 #include "schema/kv_text.h"
 #include "util/coding.h"
+#include "util/stream_wrapper.h"
 
 namespace geokv {
 
@@ -54,21 +55,17 @@ class Signal {
 
 // A stream that counts the bytes through it into two counters, which must
 // outlive it.
-class CountingStream final : public kj::AsyncIoStream {
+class CountingStream final : public StreamWrapper {
  public:
   CountingStream(kj::Own<kj::AsyncIoStream> inner, prometheus::Counter& sent,
                  prometheus::Counter& received)
-      : inner_(kj::mv(inner)), sent_(sent), received_(received) {}
+      : StreamWrapper(kj::mv(inner)), sent_(sent), received_(received) {}
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
   kj::Promise<void> write(const void* buffer, size_t size) override;
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
-  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
-  void shutdownWrite() override { inner_->shutdownWrite(); }
-  void abortRead() override { inner_->abortRead(); }
 
  private:
-  kj::Own<kj::AsyncIoStream> inner_;
   prometheus::Counter& sent_;
   prometheus::Counter& received_;
 };

@@ -3,28 +3,27 @@
 #include <capnp/rpc-twoparty.h>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-#include <cstring>
 #include <memory>
 
 #include "server/read_deadlines.h"
+#include "util/buffered_stream.h"
+#include "util/stream_wrapper.h"
 
 namespace geokv {
 
 namespace {
 
-// The socket as the RPC system sees it: reads are served from a buffer (one
-// read() brings many small messages, where Cap'n Proto reads each message's
-// header, segment table and body separately), and reading pauses while the
-// replies queued for the client exceed `max_queued` (a client that sends
-// calls but does not read the answers cannot make the node buffer without
-// bound), and until the session is ready for more calls. A socket read
-// that passes its ReadDeadlines ends the connection.
-class PacedStream final : public kj::AsyncIoStream {
+// The connection as the RPC system sees it, over its BufferedStream:
+// reading pauses while the replies queued for the client exceed
+// `max_queued` (a client that sends calls but does not read the answers
+// cannot make the node buffer without bound), and until the session is
+// ready for more calls. A read that passes its ReadDeadlines ends the
+// connection.
+class PacedStream final : public StreamWrapper {
  public:
   PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued,
               RpcSession& session, const RpcListenerOptions& options)
-      : inner_(kj::mv(inner)),
+      : StreamWrapper(kj::mv(inner)),
         timer_(timer),
         max_queued_(max_queued),
         wait_(std::move(session.wait)),
@@ -48,59 +47,12 @@ class PacedStream final : public kj::AsyncIoStream {
         });
       }
     }
-    return ReadBuffered(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
-  }
-
-  kj::Promise<void> write(const void* buffer, size_t size) override {
-    return inner_->write(buffer, size);
-  }
-  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    return inner_->write(pieces);
-  }
-  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
-  void shutdownWrite() override { inner_->shutdownWrite(); }
-  void abortRead() override { inner_->abortRead(); }
-  void getsockopt(int level, int option, void* value, kj::uint* length) override {
-    inner_->getsockopt(level, option, value, length);
-  }
-  void setsockopt(int level, int option, const void* value, kj::uint length) override {
-    inner_->setsockopt(level, option, value, length);
-  }
-  void getsockname(struct sockaddr* addr, kj::uint* length) override {
-    inner_->getsockname(addr, length);
-  }
-  void getpeername(struct sockaddr* addr, kj::uint* length) override {
-    inner_->getpeername(addr, length);
+    return ReadInTime(static_cast<kj::byte*>(buffer), min_bytes, max_bytes);
   }
 
  private:
-  static constexpr size_t kBufferBytes = 64 << 10;
-
-  // Copies what the buffer holds, then refills it from the socket until
-  // `min_bytes` are delivered (or the socket ends).
-  kj::Promise<size_t> ReadBuffered(kj::byte* out, size_t min_bytes, size_t max_bytes,
-                                   size_t done) {
-    size_t n = std::min(max_bytes - done, end_ - begin_);
-    memcpy(out + done, buffer_ + begin_, n);
-    begin_ += n;
-    done += n;
-    if (done >= min_bytes) return done;
-    begin_ = end_ = 0;
-    // A large read goes straight to the caller's memory.
-    if (max_bytes - done >= kBufferBytes) {
-      return ReadSocket(out + done, min_bytes - done, max_bytes - done)
-          .then([done](size_t got) { return done + got; });
-    }
-    return ReadSocket(buffer_, 1, kBufferBytes)
-        .then([this, out, min_bytes, max_bytes, done](size_t got) -> kj::Promise<size_t> {
-          if (got == 0) return done;  // end of stream
-          end_ = got;
-          return ReadBuffered(out, min_bytes, max_bytes, done);
-        });
-  }
-
-  // Reads the socket, within the deadline of ReadDeadlines.
-  kj::Promise<size_t> ReadSocket(kj::byte* out, size_t min_bytes, size_t max_bytes) {
+  // Reads, within the deadline of ReadDeadlines.
+  kj::Promise<size_t> ReadInTime(kj::byte* out, size_t min_bytes, size_t max_bytes) {
     auto read = inner_->tryRead(out, min_bytes, max_bytes).then([this, out](size_t got) {
       deadlines_.Arrived(kj::arrayPtr(out, got), timer_.now());
       return got;
@@ -126,15 +78,12 @@ class PacedStream final : public kj::AsyncIoStream {
     });
   }
 
-  kj::Own<kj::AsyncIoStream> inner_;
   kj::Timer& timer_;
   const size_t max_queued_;
   const std::function<kj::Maybe<kj::Promise<void>>()> wait_;
   const std::function<bool()> busy_;
   capnp::TwoPartyVatNetwork* network_ = nullptr;
   ReadDeadlines deadlines_;
-  kj::byte buffer_[kBufferBytes];
-  size_t begin_ = 0, end_ = 0;
 };
 
 }  // namespace
@@ -143,12 +92,21 @@ struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RpcSession session,
              kj::Timer& timer, const RpcListenerOptions& options)
       : slot(std::move(slot)),
-        stream(kj::heap<PacedStream>(kj::mv(s), timer, options.max_message_bytes, session,
-                                     options)),
+        stream(Wrap(kj::mv(s), &buffered, timer, session, options)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
     stream->PaceBy(&network);
     rpc.setFlowLimit(options.max_message_bytes / sizeof(capnp::word));
+  }
+
+  // The socket (or TLS over it) under a BufferedStream under a PacedStream.
+  static kj::Own<PacedStream> Wrap(kj::Own<kj::AsyncIoStream> s, BufferedStream** buffered,
+                                   kj::Timer& timer, RpcSession& session,
+                                   const RpcListenerOptions& options) {
+    auto inner = kj::heap<BufferedStream>(kj::mv(s));
+    *buffered = inner.get();
+    return kj::heap<PacedStream>(kj::mv(inner), timer, options.max_message_bytes, session,
+                                 options);
   }
 
   static capnp::ReaderOptions ReaderOptionsFor(const RpcListenerOptions& options) {
@@ -158,6 +116,7 @@ struct RpcListener::Connection {
   }
 
   ConnectionSlots::Slot slot;
+  BufferedStream* buffered = nullptr;  // within `stream`
   kj::Own<PacedStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
@@ -195,7 +154,7 @@ void RpcListener::StopAccepting() { acceptor_.Stop(); }
 
 bool RpcListener::RepliesSent() {
   for (auto& c : connections_) {
-    if (c->network.getCurrentQueueCount() > 0) return false;
+    if (c->network.getCurrentQueueCount() > 0 || !c->buffered->Flushed()) return false;
   }
   return true;
 }

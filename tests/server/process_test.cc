@@ -21,6 +21,7 @@
 #include "testing/process.h"
 #include "testing/server_process.h"
 #include "testing/test_dir.h"
+#include "util/stream_wrapper.h"
 
 namespace geokv {
 namespace {
@@ -445,25 +446,16 @@ size_t ResidentBytes(pid_t pid) {
 
 // A client stream that stops reading when told to, as a client that sends
 // calls but never reads the answers.
-class StallingStream final : public kj::AsyncIoStream {
+class StallingStream final : public StreamWrapper {
  public:
-  explicit StallingStream(kj::Own<kj::AsyncIoStream> inner) : inner_(kj::mv(inner)) {}
+  using StreamWrapper::StreamWrapper;
   void Stall() { stalled_ = true; }
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
     if (stalled_) return kj::NEVER_DONE;
     return inner_->tryRead(buffer, min_bytes, max_bytes);
   }
-  kj::Promise<void> write(const void* buffer, size_t size) override {
-    return inner_->write(buffer, size);
-  }
-  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    return inner_->write(pieces);
-  }
-  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
-  void shutdownWrite() override { inner_->shutdownWrite(); }
 
  private:
-  kj::Own<kj::AsyncIoStream> inner_;
   bool stalled_ = false;
 };
 

@@ -1,0 +1,84 @@
+// A stream with a buffer each way over another, for Cap'n Proto
+// connections (plain or TLS), which read and write in many small pieces.
+//
+// Writes: what is written while the event loop runs is gathered and
+// written to the stream under it at once, when the loop has nothing else
+// to do (kj::evalLast). The RPC layer writes each message on its own, in
+// two or more pieces, so without it every reply costs a write() system
+// call, and under TLS two records, each encrypted and framed on its own;
+// with it, the replies of one turn go out in one write. A write is done
+// once its bytes are copied; while more than `max_buffered` bytes wait (the
+// stream under it is slower than the writers), writes wait until those
+// bytes are handed down, so memory stays bounded and the writer's own flow
+// control (the RPC layer's queue) sees the backpressure. A failed write
+// below fails every write after it.
+//
+// Reads: served from a 64 KiB buffer that one read of the stream under it
+// fills, where the RPC layer reads each message's header, segment table
+// and body separately; a read of 64 KiB or more goes straight to the
+// caller's memory.
+//
+// Not thread-safe; one event loop's.
+
+#ifndef GEOKV_UTIL_BUFFERED_STREAM_H_
+#define GEOKV_UTIL_BUFFERED_STREAM_H_
+
+#include <kj/async-io.h>
+#include <kj/vector.h>
+
+#include <cstddef>
+#include <vector>
+
+#include "util/stream_wrapper.h"
+
+namespace geokv {
+
+class BufferedStream final : public StreamWrapper {
+ public:
+  static constexpr size_t kReadBufferBytes = 64 << 10;
+  static constexpr size_t kDefaultMaxBuffered = 256 << 10;
+
+  explicit BufferedStream(kj::Own<kj::AsyncIoStream> inner,
+                          size_t max_buffered = kDefaultMaxBuffered);
+
+  // Whether every byte written so far has been handed to the stream under
+  // it and that stream's write has completed.
+  bool Flushed() const { return !running_ && pending_.empty(); }
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
+  kj::Promise<void> write(const void* buffer, size_t size) override;
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override;
+  // Ends the stream under it once what is gathered has been written.
+  void shutdownWrite() override;
+
+ private:
+  // Copies what the read buffer holds, then refills it until `min_bytes`
+  // are delivered (or the stream ends).
+  kj::Promise<size_t> ReadBuffered(kj::byte* out, size_t min_bytes, size_t max_bytes,
+                                   size_t done);
+  // Copies `pieces` behind what waits; starts the flush when none runs.
+  kj::Promise<void> Append(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces);
+  // Once the loop is otherwise idle, writes what waits, then again while
+  // more arrived meanwhile.
+  kj::Promise<void> Flush();
+  void Failed(const kj::Exception& e);
+  // Wakes the writers waiting for room.
+  void Release();
+
+  const size_t max_buffered_;
+
+  std::vector<kj::byte> read_buffer_;
+  size_t read_begin_ = 0, read_end_ = 0;  // what read_buffer_ holds unread
+
+  std::vector<kj::byte> pending_;  // written, not yet handed down
+  std::vector<kj::byte> writing_;  // handed down, its write under way
+  bool running_ = false;           // a Flush is scheduled or writing
+  bool shutdown_ = false;          // shutdownWrite once flushed
+  kj::Maybe<kj::Exception> failure_;
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiting_;  // writers over the bound
+  kj::Promise<void> flush_ = nullptr;
+};
+
+}  // namespace geokv
+
+#endif  // GEOKV_UTIL_BUFFERED_STREAM_H_
