@@ -37,6 +37,9 @@ struct CommonOptions {
   std::string data_dir;  // empty: a temporary directory, removed at the end
   bool json = false;
   std::vector<std::string> server_args;  // appended to every node's flags
+  // Every node with TLS on every port and between nodes, clients over TLS
+  // (the benchmarks that offer --tls).
+  bool tls = false;
 };
 
 // The --server-arg list, for the text and JSON outputs.
@@ -84,6 +87,7 @@ inline void PrintServerArgs(const CommonOptions& c, int starts) {
   if (!c.server_args.empty()) {
     std::printf("extra server arguments: %s\n", ServerArgsText(c).c_str());
   }
+  if (c.tls) std::printf("TLS on every port, mutual TLS between nodes\n");
   if (starts > 1) std::printf("the cluster started at attempt %d (see stderr)\n", starts);
 }
 

@@ -47,6 +47,7 @@
 
 #include "bench/bench_util.h"
 #include "bench/cluster_runs.h"
+#include "client/connection.h"
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
 #include "testing/cluster.h"
@@ -74,15 +75,17 @@ void Check(rpc::Outcome::Reader outcome, std::string_view what) {
 
 // ---- talking to the nodes --------------------------------------------------
 
-// A client API connection to one region's node. Every Node shares the
-// calling thread's event loop (EzRpcClient keeps one per thread).
+// A client API connection to one region's node, over TLS when the cluster
+// has it. Every Node shares the calling thread's event loop.
 struct Node {
-  explicit Node(const std::string& address) : ez(address), kv(ez.getMain<rpc::GeoKv>()) {}
+  Node(Cluster& cluster, int region)
+      : connection(cluster.address(region), cluster.client_tls(region)),
+        kv(connection.Main()) {}
 
-  kj::WaitScope& ws() { return ez.getWaitScope(); }
-  kj::Timer& timer() { return ez.getIoProvider().getTimer(); }
+  kj::WaitScope& ws() { return connection.ws(); }
+  kj::Timer& timer() { return connection.io().getTimer(); }
 
-  capnp::EzRpcClient ez;
+  ClientConnection connection;
   rpc::GeoKv::Client kv;
 };
 
@@ -236,6 +239,12 @@ const char* JsonBool(bool b) { return b ? "true" : "false"; }
 
 // ---- common ----------------------------------------------------------------
 
+void AddTlsFlag(CLI::App* cmd, CommonOptions* c) {
+  cmd->add_flag("--tls", c->tls,
+                "Every node with TLS on every port and mutual TLS between nodes (certificates "
+                "made in the scratch directory); the benchmark's clients over TLS");
+}
+
 
 // Three regions, `delay` one-way on every link, `flags` and then
 // --server-arg for every node.
@@ -244,6 +253,7 @@ Cluster::Options ClusterOptions(const CommonOptions& c, std::chrono::millisecond
   Cluster::Options options;
   options.regions = 3;
   options.delay = delay;
+  options.tls = c.tls;
   options.flags = std::move(flags);
   options.flags.insert(options.flags.end(), c.server_args.begin(), c.server_args.end());
   return options;
@@ -329,7 +339,7 @@ int RunLag(const CommonOptions& c, const LagOptions& o) {
       ClusterOptions(c, std::chrono::milliseconds(o.delay_ms), {"--token-wait", "30s"}),
       &starts);
   Cluster& cluster = *started;
-  Node r0(cluster.address(0)), r1(cluster.address(1));
+  Node r0(cluster, 0), r1(cluster, 1);
   const std::vector<std::string> values = MakeValues(o.value_size);
 
   // 1. Region 0's peak write rate, replicating to both other regions.
@@ -377,7 +387,8 @@ int RunLag(const CommonOptions& c, const LagOptions& o) {
 
   if (c.json) {
     std::printf(
-        "{\"command\":\"lag\",\"server_args\":%s,\"cluster_starts\":%d,\"regions\":3,"
+        "{\"command\":\"lag\",\"server_args\":%s,\"tls\":%s,\"cluster_starts\":%d,"
+        "\"regions\":3,"
         "\"delay_ms\":%d,"
         "\"durability\":\"wal\",\"value_size\":%zu,\"inflight\":%zu,\"peak_seconds\":%.3f,"
         "\"peak_writes\":%llu,"
@@ -386,7 +397,7 @@ int RunLag(const CommonOptions& c, const LagOptions& o) {
         "\"ack_ms\":{\"p50\":%.2f,\"p99\":%.2f},"
         "\"lag_ms\":{\"count\":%zu,\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f},"
         "\"max_backlog_bytes_r1\":%llu,\"goal_p99_ms\":%.1f,\"met\":%s}\n",
-        ServerArgsJson(c).c_str(), starts,
+        ServerArgsJson(c).c_str(), JsonBool(c.tls), starts,
         o.delay_ms, o.value_size, o.inflight, peak.seconds,
         static_cast<unsigned long long>(peak.writes), peak.rate(), rate, load.seconds(),
         static_cast<unsigned long long>(total), achieved, load.max_behind_seconds(),
@@ -550,7 +561,7 @@ int RunOrSetBytes(const CommonOptions& c, const OrSetOptions& o) {
   std::unique_ptr<Cluster> started = StartCluster(kTool,
       scratch.dir, ClusterOptions(c, std::chrono::milliseconds(0), kQuietFlags), &starts);
   Cluster& cluster = *started;
-  Node r0(cluster.address(0)), r1(cluster.address(1));
+  Node r0(cluster, 0), r1(cluster, 1);
   const std::string key = "big-set";
 
   // The large set, built in region 0 and replicated to region 1.
@@ -694,7 +705,7 @@ int RunConverge(const CommonOptions& c, const ConvergeOptions& o) {
       scratch.dir, ClusterOptions(c, std::chrono::milliseconds(0), flags), &starts);
   Cluster& cluster = *started;
   std::vector<std::unique_ptr<Node>> nodes;
-  for (int i = 0; i < 3; ++i) nodes.push_back(std::make_unique<Node>(cluster.address(i)));
+  for (int i = 0; i < 3; ++i) nodes.push_back(std::make_unique<Node>(cluster, i));
   Node& r0 = *nodes[0];
   Node& r2 = *nodes[2];
   const std::vector<std::string> values = MakeValues(o.value_size);
@@ -856,6 +867,7 @@ int Main(int argc, char** argv) {
       "Replication lag r0 -> r1: region 0's peak write rate, then writes at half of it,\n"
       "each read in region 1 with its token as soon as it is acknowledged.");
   AddCommonFlags(lag_cmd, &lag_common);
+  AddTlsFlag(lag_cmd, &lag_common);
   lag_cmd->add_option("--delay-ms", lag.delay_ms, "One-way delay on every link")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -879,6 +891,7 @@ int Main(int argc, char** argv) {
       "Bytes on the link r0 -> r1 for one OR-set add, into a large set and into an\n"
       "empty one.");
   AddCommonFlags(orset_cmd, &orset_common);
+  AddTlsFlag(orset_cmd, &orset_common);
   orset_cmd->add_option("--elements", orset.elements, "Elements of the large set")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -898,6 +911,7 @@ int Main(int argc, char** argv) {
       "Time to converge after a partition: r2 cut off while r0 and r2 take writes,\n"
       "then healed; polls every node's stateDigest every 50 ms.");
   AddCommonFlags(converge_cmd, &converge_common);
+  AddTlsFlag(converge_cmd, &converge_common);
   converge_cmd->add_option("--partition-seconds", converge.partition_seconds,
                            "Shortest partition; writes are spread evenly over it")
       ->capture_default_str()
