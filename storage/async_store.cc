@@ -11,6 +11,7 @@ AsyncStore::AsyncStore(Store& store, size_t threads) : store_(store) {
 
 AsyncStore::~AsyncStore() {
   answering_ = nullptr;
+  wake_task_ = nullptr;
   std::deque<std::unique_ptr<Job>> dropped, dropped_background;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -59,9 +60,17 @@ void AsyncStore::Queue(std::unique_ptr<Job> job, bool background) {
   // A background read may be runnable by one thread only: wake them all.
   if (background) {
     wake_.notify_all();
-  } else {
-    wake_.notify_one();
+    return;
   }
+  // The reads the loop queues before it next waits for I/O wake one
+  // reader, once: waking a thread costs the loop a system call, and a
+  // reader that finds more waiting wakes the next (ReaderLoop).
+  if (wake_scheduled_) return;
+  wake_scheduled_ = true;
+  wake_task_ = kj::evalLast([this] {
+                 wake_scheduled_ = false;
+                 wake_.notify_one();
+               }).eagerlyEvaluate(nullptr);
 }
 
 bool AsyncStore::BackgroundMayRun() const {
@@ -73,12 +82,15 @@ void AsyncStore::ReaderLoop() {
   NameThisThread("geokv-reader");
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
+    ++idle_;
     wake_.wait(lock, [this] { return stopping_ || !queue_.empty() || BackgroundMayRun(); });
+    --idle_;
     if (stopping_) return;
     const bool background = queue_.empty();
     auto& from = background ? background_queue_ : queue_;
     std::unique_ptr<Job> job = std::move(from.front());
     from.pop_front();
+    if (!queue_.empty() && idle_ > 0) wake_.notify_one();
     ++running_;
     if (background) ++running_background_;
     lock.unlock();
