@@ -13,6 +13,9 @@ namespace geokv {
 
 namespace {
 
+// How long a connection that ended may take to send what it still had to.
+constexpr kj::Duration kDrainTimeout = 2 * kj::SECONDS;
+
 // The connection as the RPC system sees it, over its BufferedStream:
 // reading pauses while the replies queued for the client exceed
 // `max_queued` (a client that sends calls but does not read the answers
@@ -116,7 +119,8 @@ struct RpcListener::Connection {
   }
 
   ConnectionSlots::Slot slot;
-  BufferedStream* buffered = nullptr;  // within `stream`
+  // Within `stream`; set by Wrap, so declared before it.
+  BufferedStream* buffered = nullptr;
   kj::Own<PacedStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
@@ -167,6 +171,12 @@ void RpcListener::Serve(kj::AuthenticatedStream accepted, ConnectionSlots::Slot 
   spdlog::debug("connection opened ({} open)", connections_.size());
   tasks_.add((*it)->network.onDisconnect()
                  .then([] { return kj::evalLater([] {}); })  // out of the network's own callback
+                 .then([this, it] {
+                   // What it still had to send (the abort that says why it
+                   // ended, the last replies) goes out first, within a bound.
+                   return (*it)->buffered->Drained().exclusiveJoin(
+                       timer_.afterDelay(kDrainTimeout));
+                 })
                  .then([this, it] {
                    connections_.erase(it);
                    spdlog::debug("connection closed ({} open)", connections_.size());

@@ -11,7 +11,6 @@ AsyncStore::AsyncStore(Store& store, size_t threads) : store_(store) {
 
 AsyncStore::~AsyncStore() {
   answering_ = nullptr;
-  wake_task_ = nullptr;
   std::deque<std::unique_ptr<Job>> dropped, dropped_background;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -52,25 +51,27 @@ size_t AsyncStore::pending() const {
 }
 
 void AsyncStore::Queue(std::unique_ptr<Job> job, bool background) {
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     KJ_REQUIRE(!stopping_, "the store's readers are stopping");
     (background ? background_queue_ : queue_).push_back(std::move(job));
+    // Waking a thread costs the loop a system call: a foreground read wakes
+    // a reader only when none is on its way to it, that is when no reader
+    // runs a foreground read (it takes the next when done) and none has
+    // been woken yet. A reader that takes a read and finds more waiting
+    // wakes the next (ReaderLoop), so a burst still spreads over the pool.
+    if (!background && !waking_ && idle_ > 0 && running_ == running_background_) {
+      waking_ = true;
+      wake = true;
+    }
   }
   // A background read may be runnable by one thread only: wake them all.
   if (background) {
     wake_.notify_all();
-    return;
+  } else if (wake) {
+    wake_.notify_one();
   }
-  // The reads the loop queues before it next waits for I/O wake one
-  // reader, once: waking a thread costs the loop a system call, and a
-  // reader that finds more waiting wakes the next (ReaderLoop).
-  if (wake_scheduled_) return;
-  wake_scheduled_ = true;
-  wake_task_ = kj::evalLast([this] {
-                 wake_scheduled_ = false;
-                 wake_.notify_one();
-               }).eagerlyEvaluate(nullptr);
 }
 
 bool AsyncStore::BackgroundMayRun() const {
@@ -85,12 +86,16 @@ void AsyncStore::ReaderLoop() {
     ++idle_;
     wake_.wait(lock, [this] { return stopping_ || !queue_.empty() || BackgroundMayRun(); });
     --idle_;
+    waking_ = false;
     if (stopping_) return;
     const bool background = queue_.empty();
     auto& from = background ? background_queue_ : queue_;
     std::unique_ptr<Job> job = std::move(from.front());
     from.pop_front();
-    if (!queue_.empty() && idle_ > 0) wake_.notify_one();
+    if (!queue_.empty() && idle_ > 0 && !waking_) {
+      waking_ = true;
+      wake_.notify_one();
+    }
     ++running_;
     if (background) ++running_background_;
     lock.unlock();

@@ -14,13 +14,13 @@
 // anti-entropy and hand-over), and with two threads or more one thread is
 // kept for them, so a client read never waits behind a long scan.
 //
-// Reads go out and results come back in batches. The foreground reads the
-// loop queues before it next waits for I/O wake one reader thread, once
-// (kj::evalLast), and a reader that takes a read and finds more waiting
-// wakes another; a reader thread that finishes a read queues it for the
-// loop and wakes the loop only if it sleeps, and the loop answers every
-// finished read in one turn. Many reads in flight cost the loop one
-// cross-thread wakeup each way, not one each.
+// Reads go out and results come back in batches. A foreground read wakes a
+// reader thread only when no reader is on its way to it (none runs a
+// foreground read, none was just woken), and a reader that takes a read and
+// finds more waiting wakes another; a reader thread that finishes a read
+// queues it for the loop and wakes the loop only if it sleeps, and the loop
+// answers every finished read in one turn. Many reads in flight cost the
+// loop few cross-thread wakeups either way, not one each.
 //
 // Thread safety: construct, call and destroy an AsyncStore on one thread,
 // which runs a KJ event loop; results resolve on that thread. The Store's
@@ -149,12 +149,10 @@ class AsyncStore {
   std::vector<std::thread> threads_;
 
   kj::Maybe<kj::Promise<void>> answering_;  // loop thread only
-  // Readers asleep in wake_ (under mu_).
+  // Readers asleep in wake_, and whether one has been woken and is not
+  // up yet (under mu_).
   size_t idle_ = 0;
-  // The wake of a reader for the foreground reads queued since the last
-  // one, once the loop has queued what it has in hand. Loop thread only.
-  bool wake_scheduled_ = false;
-  kj::Promise<void> wake_task_ = nullptr;
+  bool waking_ = false;
 };
 
 template <typename Read>

@@ -11,6 +11,7 @@ BufferedStream::BufferedStream(kj::Own<kj::AsyncIoStream> inner, size_t max_buff
     : StreamWrapper(kj::mv(inner)), max_buffered_(max_buffered), read_buffer_(kReadBufferBytes) {}
 
 kj::Promise<size_t> BufferedStream::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
+  KJ_IF_MAYBE(e, failure_) { return kj::cp(*e); }
   return ReadBuffered(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
 }
 
@@ -23,10 +24,10 @@ kj::Promise<size_t> BufferedStream::ReadBuffered(kj::byte* out, size_t min_bytes
   if (done >= min_bytes) return done;
   read_begin_ = read_end_ = 0;
   if (max_bytes - done >= kReadBufferBytes) {
-    return inner_->tryRead(out + done, min_bytes - done, max_bytes - done)
+    return reads_.wrap(inner_->tryRead(out + done, min_bytes - done, max_bytes - done))
         .then([done](size_t got) { return done + got; });
   }
-  return inner_->tryRead(read_buffer_.data(), 1, read_buffer_.size())
+  return reads_.wrap(inner_->tryRead(read_buffer_.data(), 1, read_buffer_.size()))
       .then([this, out, min_bytes, max_bytes, done](size_t got) -> kj::Promise<size_t> {
         if (got == 0) return done;  // end of stream
         read_end_ = got;
@@ -51,7 +52,7 @@ kj::Promise<void> BufferedStream::Append(
   for (auto piece : pieces) pending_.insert(pending_.end(), piece.begin(), piece.end());
   if (!running_ && !pending_.empty()) {
     running_ = true;
-    flush_ = Flush().eagerlyEvaluate(nullptr);
+    flush_ = Flush().eagerlyEvaluate([this](kj::Exception&& e) { Failed(e); });
   }
   if (pending_.size() <= max_buffered_) return kj::READY_NOW;
   auto room = kj::newPromiseAndFulfiller<void>();
@@ -60,30 +61,55 @@ kj::Promise<void> BufferedStream::Append(
 }
 
 kj::Promise<void> BufferedStream::Flush() {
-  return kj::evalLast([this]() -> kj::Promise<void> {
-           if (pending_.empty()) {
-             running_ = false;
-             if (shutdown_) inner_->shutdownWrite();
-             return kj::READY_NOW;
-           }
-           writing_.swap(pending_);
-           pending_.clear();
-           Release();
-           return inner_->write(writing_.data(), writing_.size()).then([this] {
-             writing_.clear();
-             return Flush();
-           });
-         })
-      .catch_([this](kj::Exception&& e) { Failed(e); });
+  // After the events already queued, among them the other writes of this
+  // turn. (kj::evalLast would wait for the queue to run dry, which a busy
+  // loop that polls for I/O between turns may put off for as long as the
+  // traffic lasts.) Each round chains the next without a handler of its
+  // own, so a long run of rounds does not pile up promise nodes.
+  return kj::evalLater([this]() -> kj::Promise<void> {
+    if (pending_.empty()) {
+      Ended();
+      if (shutdown_) inner_->shutdownWrite();
+      return kj::READY_NOW;
+    }
+    writing_.swap(pending_);
+    pending_.clear();
+    Release();
+    return inner_->write(writing_.data(), writing_.size()).then([this] {
+      // A burst's buffer is not kept for the connection's life.
+      if (writing_.capacity() > 2 * max_buffered_) {
+        std::vector<kj::byte>().swap(writing_);
+      } else {
+        writing_.clear();
+      }
+      return Flush();
+    });
+  });
+}
+
+kj::Promise<void> BufferedStream::Drained() {
+  if (Flushed()) return kj::READY_NOW;
+  auto done = kj::newPromiseAndFulfiller<void>();
+  drained_.add(kj::mv(done.fulfiller));
+  return kj::mv(done.promise);
+}
+
+void BufferedStream::Ended() {
+  running_ = false;
+  for (auto& d : drained_) d->fulfill();
+  drained_.clear();
 }
 
 void BufferedStream::Failed(const kj::Exception& e) {
-  running_ = false;
   pending_.clear();
-  writing_.clear();
+  std::vector<kj::byte>().swap(writing_);
   failure_ = kj::cp(e);
   for (auto& w : waiting_) w->reject(kj::cp(e));
   waiting_.clear();
+  // A stream that cannot be written is done: its reader must not wait for
+  // answers to what was lost.
+  reads_.cancel(e);
+  Ended();
 }
 
 void BufferedStream::Release() {
@@ -92,6 +118,7 @@ void BufferedStream::Release() {
 }
 
 void BufferedStream::shutdownWrite() {
+  if (shutdown_) return;
   shutdown_ = true;
   if (!running_ && failure_ == nullptr) inner_->shutdownWrite();
 }

@@ -2,8 +2,8 @@
 // connections (plain or TLS), which read and write in many small pieces.
 //
 // Writes: what is written while the event loop runs is gathered and
-// written to the stream under it at once, when the loop has nothing else
-// to do (kj::evalLast). The RPC layer writes each message on its own, in
+// written to the stream under it at once, after the events already queued
+// (kj::evalLater), among them the other writes of the turn. The RPC layer writes each message on its own, in
 // two or more pieces, so without it every reply costs a write() system
 // call, and under TLS two records, each encrypted and framed on its own;
 // with it, the replies of one turn go out in one write. A write is done
@@ -11,7 +11,8 @@
 // stream under it is slower than the writers), writes wait until those
 // bytes are handed down, so memory stays bounded and the writer's own flow
 // control (the RPC layer's queue) sees the backpressure. A failed write
-// below fails every write after it.
+// below fails every write after it and every read, under way or later (the
+// RPC layer ends a connection whose writes fail through its reads).
 //
 // Reads: served from a 64 KiB buffer that one read of the stream under it
 // fills, where the RPC layer reads each message's header, segment table
@@ -44,6 +45,10 @@ class BufferedStream final : public StreamWrapper {
   // Whether every byte written so far has been handed to the stream under
   // it and that stream's write has completed.
   bool Flushed() const { return !running_ && pending_.empty(); }
+  // Resolves once Flushed() (or the writes failed). The owner of a
+  // connection that ends waits for it, with a deadline, before it drops the
+  // stream, so the last messages (an abort saying why) go out.
+  kj::Promise<void> Drained();
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
   kj::Promise<void> write(const void* buffer, size_t size) override;
@@ -61,6 +66,8 @@ class BufferedStream final : public StreamWrapper {
   // Once the loop is otherwise idle, writes what waits, then again while
   // more arrived meanwhile.
   kj::Promise<void> Flush();
+  // The flush is over: nothing waits, or the writes failed.
+  void Ended();
   void Failed(const kj::Exception& e);
   // Wakes the writers waiting for room.
   void Release();
@@ -76,6 +83,8 @@ class BufferedStream final : public StreamWrapper {
   bool shutdown_ = false;          // shutdownWrite once flushed
   kj::Maybe<kj::Exception> failure_;
   kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiting_;  // writers over the bound
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> drained_;  // Drained() callers
+  kj::Canceler reads_;  // reads of the stream under it, cancelled when writes fail
   kj::Promise<void> flush_ = nullptr;
 };
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
+#include <kj/debug.h>
 
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@ class CallCounter final : public StreamWrapper {
 
   int reads = 0;
   int writes = 0;
+  bool fail_writes = false;
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
     ++reads;
@@ -25,6 +27,7 @@ class CallCounter final : public StreamWrapper {
   }
   kj::Promise<void> write(const void* buffer, size_t size) override {
     ++writes;
+    if (fail_writes) return KJ_EXCEPTION(DISCONNECTED, "write failed");
     return inner_->write(buffer, size);
   }
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
@@ -84,9 +87,10 @@ TEST_F(BufferedStreamTest, WritesOfOneTurnGoDownInOneWriteInOrder) {
 }
 
 TEST_F(BufferedStreamTest, WritesMadeWhileOneIsUnderWayGoDownTogetherInTheNext) {
-  stream_->write("one", 3).wait(ws());
-  EXPECT_EQ(counter_->writes, 0);  // not before the loop is idle
-  ws().poll();  // "one" handed down; its write waits for the far end
+  auto one = stream_->write("one", 3);
+  EXPECT_EQ(counter_->writes, 0);  // not before the loop turns
+  ws().poll();
+  one.wait(ws());  // "one" handed down; its write waits for the far end
   ASSERT_EQ(counter_->writes, 1);
   EXPECT_FALSE(stream_->Flushed());
   stream_->write("two", 3).wait(ws());
@@ -162,6 +166,35 @@ TEST_F(BufferedStreamTest, AReadReturnsWhatIsBufferedAndTheEndOfTheStream) {
   EXPECT_EQ(stream_->tryRead(out + 2, 5, 16).wait(ws()), 1u);  // "c", then the end
   EXPECT_EQ(std::string(out, 3), "abc");
   EXPECT_EQ(stream_->tryRead(out, 1, 16).wait(ws()), 0u);
+}
+
+}  // namespace
+}  // namespace geokv
+
+namespace geokv {
+namespace {
+
+TEST_F(BufferedStreamTest, AFailedWriteEndsTheReadsUnderWay) {
+  char byte;
+  auto read = stream_->tryRead(&byte, 1, 1);  // nothing comes: it waits
+  EXPECT_FALSE(read.poll(ws()));
+  counter_->fail_writes = true;
+  stream_->write("lost", 4).wait(ws());
+  ws().poll();
+  EXPECT_TRUE(kj::runCatchingExceptions([&] { read.wait(ws()); }) != nullptr)
+      << "a read went on waiting after the writes failed";
+  auto later = stream_->tryRead(&byte, 1, 1);
+  EXPECT_TRUE(kj::runCatchingExceptions([&] { later.wait(ws()); }) != nullptr);
+}
+
+TEST_F(BufferedStreamTest, DrainedResolvesOnceWhatWaitsHasGoneDown) {
+  stream_->Drained().wait(ws());  // nothing written: at once
+  stream_->write("tail", 4).wait(ws());
+  auto drained = stream_->Drained();
+  EXPECT_FALSE(drained.poll(ws()));  // the far end has not read it
+  EXPECT_EQ(Receive(4), "tail");
+  drained.wait(ws());
+  EXPECT_TRUE(stream_->Flushed());
 }
 
 }  // namespace
