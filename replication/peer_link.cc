@@ -166,7 +166,7 @@ kj::Promise<void> PeerLink::Connect() {
         Metrics::Peer& m = metrics();
         conn_ = kj::heap<PeerConnection>(
             kj::heap<CountingStream>(kj::mv(stream), *m.sent_bytes, *m.received_bytes),
-            env_.options.max_message_bytes);
+            env_.options.max_message_bytes, env_.timer);
         auto req = conn_->Bootstrap().helloRequest();
         Probe probe = StartProbe();
         FillHello(env_.options, env_.store.node_id(), probe.wall_ms, req.initHello());

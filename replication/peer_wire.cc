@@ -45,8 +45,9 @@ kj::Promise<void> CountingStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj
   return inner_->write(pieces);
 }
 
-PeerConnection::PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes)
-    : stream(kj::heap<BufferedStream>(kj::mv(s))),
+PeerConnection::PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes,
+                               kj::Timer& timer)
+    : stream(kj::heap<BufferedStream>(kj::mv(s), &timer)),
       network(*stream, capnp::rpc::twoparty::Side::CLIENT,
               capnp::ReaderOptions{max_message_bytes / sizeof(capnp::word), 64}),
       rpc(capnp::makeRpcClient(network)) {}

@@ -70,10 +70,12 @@ class CountingStream final : public StreamWrapper {
   prometheus::Counter& received_;
 };
 
-// The client end of a connection to a peer: Cap'n Proto RPC over `stream`,
-// accepting messages up to `max_message_bytes`.
+// The client end of a connection to a peer: Cap'n Proto RPC over `stream`
+// (buffered, util/buffered_stream.h, bounding the delay of a write by
+// `timer`, which must outlive it), accepting messages up to
+// `max_message_bytes`.
 struct PeerConnection {
-  PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes);
+  PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes, kj::Timer& timer);
 
   peer::Peer::Client Bootstrap();
 

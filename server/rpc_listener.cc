@@ -106,7 +106,7 @@ struct RpcListener::Connection {
   static kj::Own<PacedStream> Wrap(kj::Own<kj::AsyncIoStream> s, BufferedStream** buffered,
                                    kj::Timer& timer, RpcSession& session,
                                    const RpcListenerOptions& options) {
-    auto inner = kj::heap<BufferedStream>(kj::mv(s));
+    auto inner = kj::heap<BufferedStream>(kj::mv(s), &timer);
     *buffered = inner.get();
     return kj::heap<PacedStream>(kj::mv(inner), timer, options.max_message_bytes, session,
                                  options);

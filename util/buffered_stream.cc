@@ -7,8 +7,10 @@
 
 namespace geokv {
 
-BufferedStream::BufferedStream(kj::Own<kj::AsyncIoStream> inner, size_t max_buffered)
-    : StreamWrapper(kj::mv(inner)), max_buffered_(max_buffered), read_buffer_(kReadBufferBytes) {}
+
+BufferedStream::BufferedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer* timer,
+                               size_t max_buffered)
+    : StreamWrapper(kj::mv(inner)), timer_(timer), max_buffered_(max_buffered), read_buffer_(kReadBufferBytes) {}
 
 kj::Promise<size_t> BufferedStream::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
   KJ_IF_MAYBE(e, failure_) { return kj::cp(*e); }
@@ -61,29 +63,32 @@ kj::Promise<void> BufferedStream::Append(
 }
 
 kj::Promise<void> BufferedStream::Flush() {
-  // After the events already queued, among them the other writes of this
-  // turn. (kj::evalLast would wait for the queue to run dry, which a busy
-  // loop that polls for I/O between turns may put off for as long as the
-  // traffic lasts.) Each round chains the next without a handler of its
-  // own, so a long run of rounds does not pile up promise nodes.
-  return kj::evalLater([this]() -> kj::Promise<void> {
-    if (pending_.empty()) {
-      Ended();
-      if (shutdown_) inner_->shutdownWrite();
-      return kj::READY_NOW;
+  // When the loop is about to wait for I/O, so that all the writes of a
+  // turn go down together; with a timer, no later than kMaxFlushDelay. Each
+  // round chains the next without a handler of its own, so a long run of
+  // rounds does not pile up promise nodes.
+  kj::Promise<void> idle = kj::evalLast([] {});
+  if (timer_ != nullptr) idle = idle.exclusiveJoin(timer_->afterDelay(kMaxFlushDelay));
+  return idle.then([this] { return WriteWaiting(); });
+}
+
+kj::Promise<void> BufferedStream::WriteWaiting() {
+  if (pending_.empty()) {
+    Ended();
+    if (shutdown_) inner_->shutdownWrite();
+    return kj::READY_NOW;
+  }
+  writing_.swap(pending_);
+  pending_.clear();
+  Release();
+  return inner_->write(writing_.data(), writing_.size()).then([this] {
+    // A burst's buffer is not kept for the connection's life.
+    if (writing_.capacity() > 2 * max_buffered_) {
+      std::vector<kj::byte>().swap(writing_);
+    } else {
+      writing_.clear();
     }
-    writing_.swap(pending_);
-    pending_.clear();
-    Release();
-    return inner_->write(writing_.data(), writing_.size()).then([this] {
-      // A burst's buffer is not kept for the connection's life.
-      if (writing_.capacity() > 2 * max_buffered_) {
-        std::vector<kj::byte>().swap(writing_);
-      } else {
-        writing_.clear();
-      }
-      return Flush();
-    });
+    return Flush();
   });
 }
 

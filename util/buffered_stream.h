@@ -2,10 +2,14 @@
 // connections (plain or TLS), which read and write in many small pieces.
 //
 // Writes: what is written while the event loop runs is gathered and
-// written to the stream under it at once, after the events already queued
-// (kj::evalLater), among them the other writes of the turn. The RPC layer writes each message on its own, in
-// two or more pieces, so without it every reply costs a write() system
-// call, and under TLS two records, each encrypted and framed on its own;
+// written to the stream under it at once, when the loop is about to wait
+// for I/O (kj::evalLast), or, given a timer, kMaxFlushDelay after the first
+// of them on a loop too busy to get there (a busy node polls for I/O
+// between turns, and what it finds can keep the queue from running dry for
+// as long as the traffic lasts). The RPC layer writes each message on its
+// own, in two or more pieces, so without it every reply costs a write()
+// system call, and under TLS two records, each encrypted and framed on its
+// own;
 // with it, the replies of one turn go out in one write. A write is done
 // once its bytes are copied; while more than `max_buffered` bytes wait (the
 // stream under it is slower than the writers), writes wait until those
@@ -38,8 +42,10 @@ class BufferedStream final : public StreamWrapper {
  public:
   static constexpr size_t kReadBufferBytes = 64 << 10;
   static constexpr size_t kDefaultMaxBuffered = 256 << 10;
+  static constexpr kj::Duration kMaxFlushDelay = 2 * kj::MILLISECONDS;
 
-  explicit BufferedStream(kj::Own<kj::AsyncIoStream> inner,
+  // `timer`, when given, must outlive this.
+  explicit BufferedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer* timer = nullptr,
                           size_t max_buffered = kDefaultMaxBuffered);
 
   // Whether every byte written so far has been handed to the stream under
@@ -66,12 +72,15 @@ class BufferedStream final : public StreamWrapper {
   // Once the loop is otherwise idle, writes what waits, then again while
   // more arrived meanwhile.
   kj::Promise<void> Flush();
+  // Hands what waits down, then flushes again; with nothing waiting, ends.
+  kj::Promise<void> WriteWaiting();
   // The flush is over: nothing waits, or the writes failed.
   void Ended();
   void Failed(const kj::Exception& e);
   // Wakes the writers waiting for room.
   void Release();
 
+  kj::Timer* const timer_;
   const size_t max_buffered_;
 
   std::vector<kj::byte> read_buffer_;

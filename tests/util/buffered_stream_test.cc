@@ -43,7 +43,7 @@ class BufferedStreamTest : public ::testing::Test {
     auto counter = kj::heap<CallCounter>(kj::mv(pipe.ends[0]));
     counter_ = counter.get();
     far_ = kj::mv(pipe.ends[1]);
-    stream_ = kj::heap<BufferedStream>(kj::mv(counter), /*max_buffered=*/64);
+    stream_ = kj::heap<BufferedStream>(kj::mv(counter), /*timer=*/nullptr, /*max_buffered=*/64);
   }
 
   ~BufferedStreamTest() noexcept override {
@@ -195,6 +195,36 @@ TEST_F(BufferedStreamTest, DrainedResolvesOnceWhatWaitsHasGoneDown) {
   EXPECT_EQ(Receive(4), "tail");
   drained.wait(ws());
   EXPECT_TRUE(stream_->Flushed());
+}
+
+}  // namespace
+}  // namespace geokv
+
+namespace geokv {
+namespace {
+
+// Keeps the event queue from running dry until `*stop`.
+kj::Promise<void> Spin(const bool* stop) {
+  if (*stop) return kj::READY_NOW;
+  return kj::evalLater([stop] { return Spin(stop); });
+}
+
+TEST_F(BufferedStreamTest, OnALoopThatNeverGoesIdleAWriteGoesDownWithinTheDelay) {
+  // A node's loop polls for I/O and timers between turns while busy.
+  ws().setBusyPollInterval(8);
+  auto pipe = kj::newTwoWayPipe();
+  BufferedStream timed(kj::mv(pipe.ends[0]), &io_.provider->getTimer());
+  bool stop = false;
+  auto spin = Spin(&stop).eagerlyEvaluate(nullptr);
+  timed.write("x", 1).wait(ws());
+  char got = 0;
+  auto read = pipe.ends[1]->read(&got, 1).then([] { return true; });
+  auto deadline = io_.provider->getTimer().afterDelay(5 * kj::SECONDS).then([] { return false; });
+  EXPECT_TRUE(read.exclusiveJoin(kj::mv(deadline)).wait(ws()))
+      << "the write waited for the loop to go idle";
+  EXPECT_EQ(got, 'x');
+  stop = true;
+  spin.wait(ws());
 }
 
 }  // namespace
