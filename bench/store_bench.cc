@@ -15,6 +15,7 @@
 // A benchmark prints numbers and asserts nothing beyond the store's own
 // errors. Results, and the machine they came from: docs/benchmarks.md.
 
+#include <fmt/format.h>
 #include <rocksdb/db.h>
 #include <rocksdb/version.h>
 #include <rocksdb/write_batch.h>
@@ -71,6 +72,7 @@ struct BenchOptions {
   size_t samples = 5000;  // per set and operation
   size_t fill_group = 1000;
   bool lww_only = false;  // skip the OR-set latencies
+  bool json = false;      // the LWW part alone, as one JSON object on stdout
 };
 
 // Parses the command line into *o. Returns nullopt to run, or the exit code
@@ -113,9 +115,13 @@ std::optional<int> ParseFlags(int argc, char** argv, BenchOptions* o) {
       ->capture_default_str()
       ->check(AtLeast(1));
   app.add_flag("--lww-only", o->lww_only, "Measure the LWW applies only, not the OR-sets");
+  app.add_flag("--json", o->json,
+               "Print the LWW measurements as one JSON object instead of the text (implies "
+               "--lww-only)");
   bool quick = false;
   app.add_flag("--quick", quick, "A smoke run: short and small (explicit flags still apply)");
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
+  if (o->json) o->lww_only = true;
   if (quick) {
     if (seconds->count() == 0) o->seconds = 0.2;
     if (rounds->count() == 0) o->rounds = 1;
@@ -396,6 +402,36 @@ struct LwwCell {
   std::vector<double> geokv_thread_cpu, geokv_process_cpu, rocks_thread_cpu;
 };
 
+// The LWW measurements as one JSON object: every cell's medians and their
+// ratio, the structural floor, and the ratio the goal is stated in.
+void PrintLwwJson(const BenchOptions& o, const std::vector<LwwCell>& cells, double floor_rate,
+                  bool tmpfs) {
+  std::string cells_json;
+  double grouped_wal = 0, grouped_wal_rocks = 0;
+  for (const LwwCell& c : cells) {
+    const double geokv = Median(c.geokv), rocks = Median(c.rocks);
+    cells_json += fmt::format(
+        "{}{{\"durability\":\"{}\",\"per_commit\":{},\"geokv_ops_per_s\":{:.1f},"
+        "\"rocksdb_ops_per_s\":{:.1f},\"ratio\":{:.3f},\"geokv_thread_cpu_us\":{:.2f},"
+        "\"geokv_process_cpu_us\":{:.2f},\"rocksdb_thread_cpu_us\":{:.2f}}}",
+        cells_json.empty() ? "" : ",", DurabilityName(c.durability), c.group, geokv, rocks,
+        geokv / rocks, Median(c.geokv_thread_cpu), Median(c.geokv_process_cpu),
+        Median(c.rocks_thread_cpu));
+    if (c.durability == Durability::kWal && c.group != 1) {
+      grouped_wal = geokv;
+      grouped_wal_rocks = rocks;
+    }
+  }
+  std::printf(
+      "{\"command\":\"lww\",\"rocksdb\":\"%d.%d.%d\",\"data_on_tmpfs\":%s,\"keys\":%zu,"
+      "\"value_size\":%zu,\"group_size\":%zu,\"rounds\":%zu,\"seconds\":%.3f,\"cells\":[%s],"
+      "\"floor_ops_per_s\":%.1f,\"grouped_wal_ratio\":%.3f,\"grouped_wal_over_floor\":%.3f}\n",
+      ROCKSDB_MAJOR, ROCKSDB_MINOR, ROCKSDB_PATCH, tmpfs ? "true" : "false", o.num_keys,
+      o.value_size, o.group_size, o.rounds, o.seconds, cells_json.c_str(), floor_rate,
+      grouped_wal_rocks > 0 ? grouped_wal / grouped_wal_rocks : 0.0,
+      floor_rate > 0 ? grouped_wal / floor_rate : 0.0);
+}
+
 Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
   GEOKV_ASSIGN_OR_RETURN(std::string store_dir, scratch.NewDb("lww-geokv"));
   GEOKV_ASSIGN_OR_RETURN(std::string raw_dir, scratch.NewDb("lww-rocksdb"));
@@ -450,6 +486,10 @@ Status RunLww(const BenchOptions& o, const ScratchDir& scratch) {
                              return floor->Write(&floor_load, o.group_size);
                            }));
     floor_rates.push_back(rate.ops_per_second);
+  }
+  if (o.json) {
+    PrintLwwJson(o, cells, Median(floor_rates), scratch.OnTmpfs());
+    return Status::OK();
   }
 
   std::printf("LWW applies: %zu random keys (each written once beforehand), %zu-byte values;\n"
@@ -715,6 +755,7 @@ Status RunSets(const BenchOptions& o, const ScratchDir& scratch) {
 
 Status Run(const BenchOptions& o) {
   GEOKV_ASSIGN_OR_RETURN(std::unique_ptr<ScratchDir> scratch, ScratchDir::Create(o.data_dir, "geokv-store-bench"));
+  if (o.json) return RunLww(o, *scratch);
   std::printf("geokv-store-bench, RocksDB %d.%d.%d\n", ROCKSDB_MAJOR, ROCKSDB_MINOR,
               ROCKSDB_PATCH);
   std::printf("data dir: %s%s\n", scratch->path().c_str(),
