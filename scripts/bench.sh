@@ -138,7 +138,8 @@ figure_command() {
 
 mkdir -p "$out"
 commit=$(git -C "$root" rev-parse --short HEAD)
-git -C "$root" diff --quiet HEAD -- 2>/dev/null || commit="$commit+dirty"
+# Uncommitted changes to what is measured (not to the docs this run rewrites).
+git -C "$root" diff --quiet HEAD -- . ':(exclude)*.md' || commit="$commit+dirty"
 mode=full
 [[ $quick -eq 0 ]] || mode=quick
 started=$(date +%s)
