@@ -111,7 +111,7 @@ def false_deaths(goal_minutes):
         deaths = max(data["to_dead"], detections)
         minutes = data["seconds"] / 60
         value = (f"{deaths} in {minutes:.1f} min at {data['gossip_drop'] * 100:g}% loss "
-                 f"({data['to_suspect']} suspicions)")
+                 f"({data['to_suspect']} turns to suspect)")
         # Fewer minutes watched than the goal's: met only for what was watched.
         partial = f" ({minutes:.1f} of {goal_minutes} min)" if minutes < goal_minutes else ""
         return value, deaths == 0, partial
