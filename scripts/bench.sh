@@ -11,7 +11,7 @@ table="$root/scripts/bench_table.py"
 usage() {
   cat <<EOF
 usage: scripts/bench.sh [--quick] [--only NAME]... [--out DIR] [--build-dir DIR]
-                        [--no-build] [--no-doc]
+                        [--no-build] [--no-doc] [--dry-run]
 
 Builds geokv's benchmarks Release and runs the figures of issue 16's table:
 one JSON file per figure (NAME.json, the benchmark's --json output, and
@@ -34,6 +34,7 @@ shared by client, servers and benchmark.
   --no-build       use the binaries already in the build directory
   --no-doc         do not write the table into docs/benchmarks.md (a quick
                    run never does)
+  --dry-run        print the commands of the figures, run nothing
   --help           this text
 
 Figures (NAME):
@@ -47,6 +48,7 @@ build_dir="$root/build/bench"
 out=""
 build=1
 doc=1
+dry_run=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick=1; shift ;;
@@ -55,6 +57,7 @@ while [[ $# -gt 0 ]]; do
     --build-dir) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; build_dir=$2; shift 2 ;;
     --no-build) build=0; shift ;;
     --no-doc) doc=0; shift ;;
+    --dry-run) dry_run=1; build=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -79,7 +82,7 @@ if [[ $build -eq 1 ]]; then
 fi
 bin="$build_dir/bench"
 server="$build_dir/server/geokv-server"
-for b in "$server" "$bin/geokv-bench" "$bin/geokv-store-bench" "$bin/geokv-repl-bench" \
+[[ $dry_run -eq 1 ]] || for b in "$server" "$bin/geokv-bench" "$bin/geokv-store-bench" "$bin/geokv-repl-bench" \
   "$bin/geokv-cluster-bench"; do
   [[ -x "$b" ]] || { echo "bench.sh: $b is missing (build it, or drop --no-build)" >&2; exit 2; }
 done
@@ -135,6 +138,14 @@ figure_command() {
   # mode prints JSON of its own.
   case "$name" in store-lww|one-connection) ;; *) w --json ;; esac
 }
+
+if [[ $dry_run -eq 1 ]]; then
+  for name in "${names[@]}"; do
+    mapfile -t cmd < <(figure_command "$name")
+    echo "$name: ${cmd[*]}"
+  done
+  exit 0
+fi
 
 mkdir -p "$out"
 commit=$(git -C "$root" rev-parse --short HEAD)
