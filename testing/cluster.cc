@@ -86,19 +86,6 @@ int FreePort() {
   return port;
 }
 
-std::string FaketimeLibrary() {
-  for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"}) {
-    std::string path = std::string(dir) + "/faketime/libfaketime.so.1";
-    if (std::filesystem::exists(path)) return path;
-  }
-  return "";
-}
-
-std::vector<std::string> FaketimeWrapper(const std::string& offset) {
-  return {"/usr/bin/env", "LD_PRELOAD=" + FaketimeLibrary(), "FAKETIME=" + offset,
-          "ASAN_OPTIONS=verify_asan_link_order=0"};
-}
-
 Dump DumpDataDir(const std::string& dir, std::string* why) {
   Dump out;
   auto store = Store::Open(dir, StoreOptions{Durability::kWal});

@@ -35,17 +35,6 @@ namespace geokv::testing {
 // bind to port 0 on the machine. Thread-safe.
 int FreePort();
 
-// The libfaketime library Debian's faketime package installs; empty when
-// it is missing.
-std::string FaketimeLibrary();
-
-// A wrapper (Cluster::Options::wrappers, SetNodeWrapper) under which a
-// process sees the real clock shifted by `offset` (libfaketime's FAKETIME
-// syntax: "+3s", "-0.250"). env execs the server, so signals still reach
-// the server itself; the sanitizer runtime is told not to insist on being
-// loaded first. REQUIRES: FaketimeLibrary() is not empty.
-std::vector<std::string> FaketimeWrapper(const std::string& offset);
-
 // Every key's encoded states, as a data dir holds them.
 using Dump = std::map<std::string, std::vector<std::string>>;
 

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "util/file.h"
 
@@ -174,6 +175,19 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::string
   result.out = ReadFile(options.log_path);
   result.err = ReadFile(options.err_path);
   return result;
+}
+
+std::string FaketimeLibrary() {
+  for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"}) {
+    std::string path = std::string(dir) + "/faketime/libfaketime.so.1";
+    if (std::filesystem::exists(path)) return path;
+  }
+  return "";
+}
+
+std::vector<std::string> FaketimeWrapper(const std::string& offset) {
+  return {"/usr/bin/env", "LD_PRELOAD=" + FaketimeLibrary(), "FAKETIME=" + offset,
+          "ASAN_OPTIONS=verify_asan_link_order=0"};
 }
 
 }  // namespace geokv::testing

@@ -21,6 +21,17 @@
 
 namespace geokv::testing {
 
+// The libfaketime library Debian's faketime package installs; empty when
+// it is missing.
+std::string FaketimeLibrary();
+
+// A wrapper (Cluster::Options::wrappers, SetNodeWrapper) under which a
+// process sees the real clock shifted by `offset` (libfaketime's FAKETIME
+// syntax: "+3s", "-0.250"). env execs the server, so signals still reach
+// the server itself; the sanitizer runtime is told not to insist on being
+// loaded first. REQUIRES: FaketimeLibrary() is not empty.
+std::vector<std::string> FaketimeWrapper(const std::string& offset);
+
 // Polls `condition` every 10 ms until it holds or `timeout` passes. Returns
 // whether it held.
 template <typename Condition>
