@@ -5,12 +5,19 @@
 namespace geokv::testing {
 namespace {
 
-bool Openssl(const std::string& dir, std::vector<std::string> args, std::string* why) {
-  // env finds openssl on the PATH (RunCommand runs a path).
-  args.insert(args.begin(), {"/usr/bin/env", "openssl"});
-  CommandResult r = RunCommand(args, dir);
+bool Openssl(const std::string& dir, const std::vector<std::string>& args, std::string* why) {
+  // env finds openssl on the PATH (RunCommand runs a path). Under
+  // libfaketime it runs an hour back, so that what it signs is valid from
+  // an hour ago, as CAs backdate theirs: a node whose clock is behind
+  // (FaketimeWrapper) takes a certificate made just before it starts.
+  // Without libfaketime, valid from now.
+  std::vector<std::string> argv =
+      FaketimeLibrary().empty() ? std::vector<std::string>{"/usr/bin/env"} : FaketimeWrapper("-1h");
+  argv.push_back("openssl");
+  argv.insert(argv.end(), args.begin(), args.end());
+  CommandResult r = RunCommand(argv, dir);
   if (r.exit_code == 0) return true;
-  *why = "openssl " + args[2] + " failed (exit " + std::to_string(r.exit_code) + "): " + r.err;
+  *why = "openssl " + args[0] + " failed (exit " + std::to_string(r.exit_code) + "): " + r.err;
   return false;
 }
 

@@ -1,5 +1,7 @@
 // Certificates for tests, made with the openssl command line as
 // docs/operations.md#certificates shows: a CA, and certificates it signs.
+// Both are valid from an hour before they are made when libfaketime is
+// there (FaketimeLibrary), for nodes whose clock is behind; else from now.
 
 #ifndef GEOKV_TESTING_CERTIFICATES_H_
 #define GEOKV_TESTING_CERTIFICATES_H_
