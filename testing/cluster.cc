@@ -116,6 +116,9 @@ Dump DumpDataDir(const std::string& dir, std::string* why) {
 Client::Client(const std::string& address, const ClientTlsOptions& tls)
     : connection_(address, tls), kv_(connection_.Main()) {}
 
+Client::Client(const Cluster& cluster, int node)
+    : Client(cluster.address(node), cluster.client_tls(cluster.RegionOf(node))) {}
+
 std::string Client::Set(const std::string& key, const std::string& value) {
   auto req = kv_.setRequest();
   req.setKey(AsData(key));
@@ -316,7 +319,7 @@ bool Cluster::StartNode(int i, std::string* why) {
 
 bool Cluster::WaitConnected(std::string* why) {
   for (int i = 0; i < nodes(); ++i) {
-    Client c(address(i), client_tls(RegionOf(i)));
+    Client c(*this, i);
     if (!PollUntil([&] { return c.AllPeersConnected(nodes() - 1); }, std::chrono::seconds(30))) {
       *why = Name(i) + "'s peer links did not come up." + Logs();
       return false;
@@ -328,7 +331,7 @@ bool Cluster::WaitConnected(std::string* why) {
 bool Cluster::WaitSettled(std::chrono::milliseconds timeout, std::string* why) {
   for (int i = 0; i < nodes(); ++i) {
     if (!nodes_[i]->Running()) continue;
-    Client c(address(i), client_tls(RegionOf(i)));
+    Client c(*this, i);
     auto settled = [&] {
       return c.kv().infoRequest().send().wait(c.ws()).getUnsettledSegments() == 0;
     };
@@ -369,7 +372,7 @@ bool Cluster::WaitConverged(std::chrono::milliseconds timeout, std::string* why,
                             const std::vector<int>& which) {
   std::vector<std::unique_ptr<Client>> clients;
   for (int i : which) {
-    clients.push_back(std::make_unique<Client>(address(i), client_tls(RegionOf(i))));
+    clients.push_back(std::make_unique<Client>(*this, i));
   }
   std::vector<uint64_t> digests;
   bool ok = PollUntil(

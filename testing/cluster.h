@@ -41,11 +41,16 @@ using Dump = std::map<std::string, std::vector<std::string>>;
 // Reads a stopped node's data dir whole; the error in *why.
 Dump DumpDataDir(const std::string& dir, std::string* why);
 
+class Cluster;
+
 // A client of one node, on the calling thread's KJ event loop
 // (client/connection.h), with TLS when `tls.ca` is given. Not thread-safe.
 class Client {
  public:
   explicit Client(const std::string& address, const ClientTlsOptions& tls = {});
+  // A client of `cluster`'s node `node`, with TLS when the cluster runs it
+  // (Cluster::client_tls of the node's region).
+  Client(const Cluster& cluster, int node);
 
   kj::WaitScope& ws() { return connection_.ws(); }
   kj::AsyncIoProvider& io() { return connection_.io(); }
