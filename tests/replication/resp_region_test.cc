@@ -1,7 +1,8 @@
-// Three regions driven through their Redis ports, behind WAN proxies:
-// writes in one region read in another with GEOKV.AFTER, and concurrent
-// INCR, SADD and SREM on both sides of a partition converge, add-wins and
-// summed, once it heals; a DEL of a counter removes only the increments it saw.
+// Three regions driven through their Redis ports over TLS, behind WAN
+// proxies: writes in one region read in another with GEOKV.AFTER, and
+// concurrent INCR, SADD and SREM on both sides of a partition converge,
+// add-wins and summed, once it heals; a DEL of a counter removes only the
+// increments it saw.
 
 #include <gtest/gtest.h>
 
@@ -13,22 +14,23 @@
 
 #include "testing/cluster.h"
 #include "testing/test_dir.h"
-#include "tests/resp/resp_client.h"
+#include "tests/resp/tls_resp_client.h"
 
 namespace geokv {
 namespace {
 
 using namespace std::chrono_literals;
 using testing::Cluster;
-using testing::RespClient;
 using testing::RespReply;
 using testing::TestDir;
+using testing::TlsRespClient;
 
 class RespRegionTest : public ::testing::Test {
  protected:
   void StartCluster() {
     Cluster::Options o;
     o.regions = 3;
+    o.tls = true;
     o.flags = {"--resp-listen", "127.0.0.1:0", "--heartbeat",  "200ms",
                "--anti-entropy-interval", "1s", "--token-wait", "10s"};
     cluster_ = std::make_unique<Cluster>(dir_.path(), o);
@@ -38,8 +40,9 @@ class RespRegionTest : public ::testing::Test {
       auto port = cluster_->node(i).child().WaitForLog(
           std::regex("redis protocol listening on .* port ([0-9]+)"), 10s);
       ASSERT_TRUE(port.has_value()) << cluster_->Logs();
-      clients_.push_back(std::make_unique<RespClient>(std::stoi(*port)));
-      ASSERT_TRUE(clients_.back()->connected());
+      clients_.push_back(std::make_unique<TlsRespClient>(
+          std::stoi(*port), cluster_->client_tls(cluster_->RegionOf(i))));
+      ASSERT_TRUE(clients_.back()->connected()) << cluster_->Logs();
     }
   }
 
@@ -49,7 +52,7 @@ class RespRegionTest : public ::testing::Test {
 
   TestDir dir_;
   std::unique_ptr<Cluster> cluster_;
-  std::vector<std::unique_ptr<RespClient>> clients_;
+  std::vector<std::unique_ptr<TlsRespClient>> clients_;
 };
 
 TEST_F(RespRegionTest, ReadsAnotherRegionsWritesAfterItsToken) {

@@ -1,5 +1,6 @@
 // A blocking Redis protocol client for tests: raw bytes in and out, and
-// commands with their parsed replies. Not thread-safe.
+// commands with their parsed replies, over plain TCP (tls_resp_client.h
+// adds TLS). Not thread-safe.
 
 #ifndef GEOKV_TESTS_RESP_RESP_CLIENT_H_
 #define GEOKV_TESTS_RESP_RESP_CLIENT_H_
@@ -48,7 +49,7 @@ class RespClient {
     timeval tv{5, 0};
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   }
-  ~RespClient() { close(fd_); }
+  virtual ~RespClient() { close(fd_); }
   RespClient(const RespClient&) = delete;
   RespClient& operator=(const RespClient&) = delete;
 
@@ -58,7 +59,7 @@ class RespClient {
   void Send(const std::string& bytes) {
     size_t done = 0;
     while (done < bytes.size()) {
-      ssize_t n = send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      ssize_t n = SendSome(bytes.data() + done, bytes.size() - done);
       if (n <= 0) return;
       done += static_cast<size_t>(n);
     }
@@ -138,19 +139,30 @@ class RespClient {
     return r;
   }
 
+ protected:
+  // Writes some of `data` to the connection: how much, or <= 0 when it
+  // failed.
+  virtual ssize_t SendSome(const char* data, size_t size) {
+    return send(fd_, data, size, MSG_NOSIGNAL);
+  }
+  // Reads what came, up to `size` bytes: how much, or <= 0 when the peer
+  // closed, the read failed or timed out.
+  virtual ssize_t ReceiveSome(char* buffer, size_t size) { return recv(fd_, buffer, size, 0); }
+
+  bool connected_ = false;
+
  private:
   // Reads more into buffer_ when it is empty; false when nothing came.
   bool Fill() {
     if (!buffer_.empty()) return true;
     char buf[65536];
-    ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    ssize_t n = ReceiveSome(buf, sizeof(buf));
     if (n <= 0) return false;
     buffer_.assign(buf, static_cast<size_t>(n));
     return true;
   }
 
   int fd_;
-  bool connected_ = false;
   std::string buffer_;
 };
 
