@@ -68,14 +68,14 @@ void Restore(const std::string& backup, const std::string& dir, bool keep_marker
 // Restore says) and started again.
 struct Restored {
   TestDir dir;
-  Cluster cluster{dir.path(), {2, 0ms, kFastFlags, {}}};
+  Cluster cluster{dir.path(), TlsRegions(2)};
   uint64_t id = 0;  // node 0's replica id before the copy
   std::vector<std::string> before_tokens;
 
   void Run(int n, bool keep_marker) {
     START_CLUSTER(cluster);
     {
-      Client a(cluster.address(0)), b(cluster.address(1));
+      Client a(cluster, 0), b(cluster, 1);
       id = ReplicaIdOf(a);
       before_tokens = WriteKeys(a, "before", n);
       ExpectReadWithTokens(b, "before", before_tokens);
@@ -85,7 +85,7 @@ struct Restored {
     fs::copy(cluster.DataDir(0), backup, fs::copy_options::recursive);
     Restart();
     {
-      Client a(cluster.address(0)), b(cluster.address(1));
+      Client a(cluster, 0), b(cluster, 1);
       ExpectReadWithTokens(b, "after-copy", WriteKeys(a, "after-copy", n));
     }
     ASSERT_EQ(cluster.node(0).Stop(), 0);
@@ -113,7 +113,7 @@ struct Restored {
 TEST(IdentityProcessTest, ARestoredCopyContinuesUnderANewIdLosingNothing) {
   Restored r;
   ASSERT_NO_FATAL_FAILURE(r.Run(30, /*keep_marker=*/false));
-  Client a(r.cluster.address(0)), b(r.cluster.address(1));
+  Client a(r.cluster, 0), b(r.cluster, 1);
   EXPECT_NE(ReplicaIdOf(a), r.id);
   // Written on the restored copy: they reach region 1 and their tokens mean
   // what they say there (under the old id they reused positions region 1
@@ -129,7 +129,7 @@ TEST(IdentityProcessTest, ACopyRestoredInPlaceIsCaughtAtHelloAndRestartsUnderANe
   ASSERT_NO_FATAL_FAILURE(r.Run(10, /*keep_marker=*/true));
   {
     // Region 1 holds more of its log than it has: writes are refused.
-    Client a(r.cluster.address(0));
+    Client a(r.cluster, 0);
     EXPECT_EQ(ReplicaIdOf(a), r.id);
     bool refused = PollUntil(
         [&] {
@@ -148,7 +148,7 @@ TEST(IdentityProcessTest, ACopyRestoredInPlaceIsCaughtAtHelloAndRestartsUnderANe
   // Restarted, it continues under a new id and its writes reach region 1.
   ASSERT_EQ(r.cluster.node(0).Stop(), 0);
   ASSERT_NO_FATAL_FAILURE(r.Restart());
-  Client a(r.cluster.address(0)), b(r.cluster.address(1));
+  Client a(r.cluster, 0), b(r.cluster, 1);
   EXPECT_NE(ReplicaIdOf(a), r.id);
   ExpectReadWithTokens(b, "restarted", WriteKeys(a, "restarted", 10));
   r.ExpectCopyRepaired(a, 10);

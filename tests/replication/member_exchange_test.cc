@@ -59,6 +59,7 @@ class MemberExchangeTest : public ::testing::Test {
     o.regions = 2;
     o.nodes_per_region = 1;
     o.gossip = true;
+    o.tls = true;
     o.flags = kFlags;
     cluster_ = std::make_unique<testing::Cluster>(dir_.path(), o);
     std::string why;
@@ -69,7 +70,7 @@ class MemberExchangeTest : public ::testing::Test {
     ASSERT_GE(b2_, 0) << why;
     b3_ = cluster_->AddNode(1, &why);
     ASSERT_GE(b3_, 0) << why;
-    Client b1(cluster_->address(1));
+    Client b1(*cluster_, 1);
     ASSERT_TRUE(testing::PollUntil([&] { return StateOf(b1, Name(b3_)) == "alive"; }, 30s))
         << cluster_->Logs();
   }
@@ -78,7 +79,7 @@ class MemberExchangeTest : public ::testing::Test {
 
   // Waits until b2 sees b1 as left.
   void WaitB1Left() {
-    Client b(cluster_->address(b2_));
+    Client b(*cluster_, b2_);
     ASSERT_TRUE(testing::PollUntil([&] { return StateOf(b, Name(1)) == "left"; }, 30s))
         << StateOf(b, Name(1)) << cluster_->Logs();
   }
@@ -89,7 +90,7 @@ class MemberExchangeTest : public ::testing::Test {
   void StartAUntilItKnowsR1() {
     std::string why;
     ASSERT_TRUE(cluster_->StartNode(0, &why)) << why;
-    Client a(cluster_->address(0));
+    Client a(*cluster_, 0);
     auto seen = [&] {
       return "A sees " + Name(b2_) + " as '" + StateOf(a, Name(b2_)) + "', " + Name(b3_) +
              " as '" + StateOf(a, Name(b3_)) + "', " + Name(1) + " as '" + StateOf(a, Name(1)) +
@@ -107,7 +108,7 @@ class MemberExchangeTest : public ::testing::Test {
   // Writes `key` on A; waitReplicated for r1 must answer OK (the log
   // reached b2 and b3), and both must hold the value.
   void ExpectWriteReachesR1(const std::string& key, const std::string& value) {
-    Client a(cluster_->address(0));
+    Client a(*cluster_, 0);
     std::string token = a.Set(key, value);
     ASSERT_NE(token, "");
     std::string message;
@@ -118,7 +119,7 @@ class MemberExchangeTest : public ::testing::Test {
     std::string why;
     ASSERT_TRUE(cluster_->WaitSettled(30s, &why)) << why;
     for (int b : {b2_, b3_}) {
-      Client c(cluster_->address(b));
+      Client c(*cluster_, b);
       EXPECT_EQ(c.Get(key), value) << Name(b);
     }
   }
@@ -131,7 +132,7 @@ class MemberExchangeTest : public ::testing::Test {
 
 TEST_F(MemberExchangeTest, ANodeWhoseSeedLeftLearnsTheRegionFromItsOtherNodesAndKeepsIt) {
   {
-    Client b1(cluster_->address(1));
+    Client b1(*cluster_, 1);
     auto reply = b1.kv().leaveRequest().send().wait(b1.ws());
     ASSERT_EQ(reply.getOutcome().getCode(), Outcome::Code::OK)
         << reply.getOutcome().getMessage().cStr();
@@ -148,7 +149,7 @@ TEST_F(MemberExchangeTest, ANodeWhoseSeedLeftLearnsTheRegionFromItsOtherNodesAnd
   cluster_->proxy(1, 0).Partition();
   std::string why;
   ASSERT_TRUE(cluster_->StartNode(0, &why)) << why;
-  Client a(cluster_->address(0));
+  Client a(*cluster_, 0);
   EXPECT_EQ(StateOf(a, Name(b2_)), "alive");
   EXPECT_EQ(StateOf(a, Name(1)), "left");
   ASSERT_NO_FATAL_FAILURE(ExpectWriteReachesR1("second", "2"));
@@ -157,7 +158,7 @@ TEST_F(MemberExchangeTest, ANodeWhoseSeedLeftLearnsTheRegionFromItsOtherNodesAnd
 
 TEST_F(MemberExchangeTest, ANodeWhoseSeedWasRemovedLearnsTheRegionFromItsOtherNodes) {
   cluster_->node(1).Kill();
-  Client b(cluster_->address(b2_));
+  Client b(*cluster_, b2_);
   ASSERT_TRUE(testing::PollUntil([&] { return StateOf(b, Name(1)) == "dead"; }, 30s))
       << StateOf(b, Name(1));
   auto req = b.kv().removeRequest();

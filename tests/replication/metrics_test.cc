@@ -141,13 +141,14 @@ std::unique_ptr<Cluster> StartWithTraffic(const TestDir& dir, int writes) {
   options.regions = 3;
   options.flags = {"--heartbeat", "200ms", "--anti-entropy-interval", "1s"};
   options.metrics = true;
+  options.tls = true;
   auto cluster = std::make_unique<Cluster>(dir.path(), options);
   std::string why;
   if (!cluster->Start(&why)) {
     ADD_FAILURE() << why;
     return nullptr;
   }
-  Client a(cluster->address(0));
+  Client a(*cluster, 0);
   for (int i = 0; i < writes; ++i) {
     if (a.Set("k" + std::to_string(i), "v").empty()) {
       ADD_FAILURE() << "write " << i << " failed";
@@ -159,7 +160,7 @@ std::unique_ptr<Cluster> StartWithTraffic(const TestDir& dir, int writes) {
     return nullptr;
   }
   for (int n = 0; n < cluster->nodes(); ++n) {
-    Client c(cluster->address(n));
+    Client c(*cluster, n);
     EXPECT_EQ(c.Get("k0"), "v");
   }
   return cluster;

@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "testing/cluster.h"
@@ -17,6 +19,19 @@ namespace geokv::testing {
 inline const std::vector<std::string> kFastFlags = {"--anti-entropy-interval", "1s",
                                                     "--heartbeat",             "200ms",
                                                     "--token-wait",            "10s"};
+
+// `regions` regions of one node each, `delay` one way on every link, with
+// TLS on every port as a secured deployment runs (Cluster::Options::tls).
+inline Cluster::Options TlsRegions(int regions,
+                                   std::chrono::milliseconds delay = std::chrono::milliseconds(0),
+                                   std::vector<std::string> flags = kFastFlags) {
+  Cluster::Options o;
+  o.regions = regions;
+  o.delay = delay;
+  o.flags = std::move(flags);
+  o.tls = true;
+  return o;
+}
 
 #define START_CLUSTER(cluster)                 \
   do {                                         \

@@ -37,11 +37,13 @@ const std::vector<std::string> kRegionFlags = {
     ASSERT_TRUE((cluster).Start(&why)) << why; \
   } while (0)
 
+// With TLS on every port, as a secured deployment runs.
 Cluster::Options TwoRegionsOfThree() {
   Cluster::Options o;
   o.regions = 2;
   o.flags = kRegionFlags;
   o.nodes_per_region = 3;
+  o.tls = true;
   return o;
 }
 
@@ -113,7 +115,7 @@ TEST_P(RegionTlsTest, QuorumWorksWithOneNodeDownAndItsHintsReachItWhenBack) {
   cluster.node(2).Kill();  // r0-2, one of every key's three owners in r0
   ASSERT_TRUE(cluster.node(0).child().Running() && cluster.node(1).child().Running())
       << cluster.Logs();
-  Client a(cluster.address(0), cluster.client_tls()), b(cluster.address(1), cluster.client_tls());
+  Client a(cluster, 0), b(cluster, 1);
   constexpr int kKeys = 60;
   for (int i = 0; i < kKeys; ++i) {
     // Writes through either live node, forwarded or not, reach a quorum.
@@ -146,7 +148,7 @@ TEST_P(RegionTlsTest, QuorumWorksWithOneNodeDownAndItsHintsReachItWhenBack) {
   EXPECT_GE(hints(a).getHintsReplayed() + hints(b).getHintsReplayed(), stored);
   // The restarted node serves the hinted writes on its own (ONE, local).
   ASSERT_TRUE(cluster.node(2).child().Running()) << cluster.node(2).child().Log();
-  Client c(cluster.address(2), cluster.client_tls());
+  Client c(cluster, 2);
   for (int i = 0; i < kKeys; ++i) {
     EXPECT_EQ(GetAt(c, "k" + std::to_string(i), rpc::Consistency::ONE), "v" + std::to_string(i))
         << i;
@@ -164,7 +166,7 @@ TEST(RegionTest, GossipDeclaresAKilledNodeDeadAPausedOneNotAndRemoveTakesTheDead
   TestDir dir;
   Cluster cluster(dir.path(), TwoRegionsOfThree());
   START_CLUSTER(cluster);
-  Client a(cluster.address(0));
+  Client a(cluster, 0);
 
   // SIGSTOP for 1 s, under the 2.5 s suspicion timeout: suspected at most.
   const std::string paused = cluster.Name(2);
@@ -194,7 +196,7 @@ TEST(RegionTest, GossipDeclaresAKilledNodeDeadAPausedOneNotAndRemoveTakesTheDead
   auto took = std::chrono::steady_clock::now() - start;
   EXPECT_LT(took, 15s);
   // The other region hears of it from this one.
-  Client remote(cluster.address(3));
+  Client remote(cluster, 3);
   EXPECT_TRUE(PollUntil([&] { return StateOf(remote, killed) == "dead"; }, 10s));
 
   // A dead owner blocks ALL until the operator removes it for good; a
@@ -204,7 +206,7 @@ TEST(RegionTest, GossipDeclaresAKilledNodeDeadAPausedOneNotAndRemoveTakesTheDead
   EXPECT_EQ(RemoveMember(a, "no-such-node"), Code::NOT_FOUND);
   EXPECT_EQ(StateOf(a, paused), "alive");
   ASSERT_EQ(RemoveMember(a, killed), Code::OK);
-  Client c(cluster.address(2));
+  Client c(cluster, 2);
   EXPECT_TRUE(PollUntil([&] { return StateOf(c, killed) == "left"; }, 10s));
   EXPECT_TRUE(PollUntil([&] { return StateOf(remote, killed) == "left"; }, 10s));
   EXPECT_TRUE(PollUntil(
@@ -231,7 +233,7 @@ TEST(RegionTest, ANodeJoinsUnderLoadTakingAQuarterAndALeavingNodeLosesNothing) {
   TestDir dir;
   Cluster cluster(dir.path(), TwoRegionsOfThree());
   START_CLUSTER(cluster);
-  Client a(cluster.address(0));
+  Client a(cluster, 0);
   constexpr int kSample = 1000;
   std::vector<std::vector<uint64_t>> before;
   for (int i = 0; i < kSample; ++i) before.push_back(OwnersOf(a, "k" + std::to_string(i)));
@@ -246,7 +248,7 @@ TEST(RegionTest, ANodeJoinsUnderLoadTakingAQuarterAndALeavingNodeLosesNothing) {
   std::vector<int> acked;
   int64_t increments_acked = 0, increments_maybe = 0;
   auto load = [&](int node, int first) {
-    Client c(cluster.address(node));
+    Client c(cluster, node);
     for (int i = first; !stop; i += 2) {
       if (SetAt(c, "k" + std::to_string(i), "v" + std::to_string(i), rpc::Consistency::QUORUM) ==
           Code::OK) {
@@ -302,7 +304,7 @@ TEST(RegionTest, ANodeJoinsUnderLoadTakingAQuarterAndALeavingNodeLosesNothing) {
       if (::testing::Test::HasFailure()) return;
     }
   };
-  Client b(cluster.address(1)), d(cluster.address(joined));
+  Client b(cluster, 1), d(cluster, joined);
   all_readable(b);
   all_readable(d);
 
@@ -311,7 +313,7 @@ TEST(RegionTest, ANodeJoinsUnderLoadTakingAQuarterAndALeavingNodeLosesNothing) {
   auto held = [&](const std::vector<int>& nodes) {
     uint64_t sum = 0;
     for (int n : nodes) {
-      Client c(cluster.address(n));
+      Client c(cluster, n);
       sum += KeyCount(c);
     }
     return sum;
@@ -351,7 +353,7 @@ TEST(RegionTest, RegionsOfThreeConvergeAfterConcurrentWritesAndAPartition) {
   Cluster cluster(dir.path(), TwoRegionsOfThree());
   START_CLUSTER(cluster);
   std::vector<std::unique_ptr<Client>> c;
-  for (int i = 0; i < cluster.nodes(); ++i) c.push_back(std::make_unique<Client>(cluster.address(i)));
+  for (int i = 0; i < cluster.nodes(); ++i) c.push_back(std::make_unique<Client>(cluster, i));
   // Concurrent writes to the same keys through every node of both regions.
   for (int round = 0; round < 20; ++round) {
     for (int i = 0; i < cluster.nodes(); ++i) {

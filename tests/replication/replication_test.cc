@@ -1,5 +1,6 @@
 // Geo-replication with real processes: one geokv-server per region on
-// loopback, every link between regions through a WAN proxy.
+// loopback, every link between regions through a WAN proxy, TLS on every
+// port (but for the last test's nodes, which run in plaintext).
 
 #include <gtest/gtest.h>
 
@@ -24,7 +25,7 @@ std::set<std::string> AsSet(const std::vector<std::string>& v) { return {v.begin
 
 TEST(ReplicationTest, ConcurrentConflictingWritesOfEveryTypeConverge) {
   TestDir dir;
-  Cluster cluster(dir.path(), {3, 0ms, kFastFlags, {}});
+  Cluster cluster(dir.path(), TlsRegions(3));
   START_CLUSTER(cluster);
 
   // Every region writes every type on the same keys at once.
@@ -33,7 +34,7 @@ TEST(ReplicationTest, ConcurrentConflictingWritesOfEveryTypeConverge) {
   std::vector<std::thread> writers;
   for (int r = 0; r < 3; ++r) {
     writers.emplace_back([&, r] {
-      Client c(cluster.address(r));
+      Client c(cluster, r);
       for (int i = 0; i < kRounds; ++i) {
         std::string k = std::to_string(i % 10);
         std::string v = Cluster::Region(r) + "-" + std::to_string(i);
@@ -59,13 +60,13 @@ TEST(ReplicationTest, ConcurrentConflictingWritesOfEveryTypeConverge) {
   // What every region reads is the same, and the counters hold every
   // increment.
   int64_t total = 0;
-  for (int k = 0; k < 10; ++k) total += Client(cluster.address(0)).Counter("ctr" + std::to_string(k));
+  for (int k = 0; k < 10; ++k) total += Client(cluster, 0).Counter("ctr" + std::to_string(k));
   EXPECT_EQ(total, increments.load());
   for (int k = 0; k < 10; ++k) {
     std::string key = std::to_string(k);
-    Client a(cluster.address(0));
+    Client a(cluster, 0);
     for (int r = 1; r < 3; ++r) {
-      Client b(cluster.address(r));
+      Client b(cluster, r);
       EXPECT_EQ(a.Get("lww" + key), b.Get("lww" + key));
       EXPECT_EQ(AsSet(a.MvGet("mv" + key)), AsSet(b.MvGet("mv" + key)));
       EXPECT_EQ(AsSet(a.SMembers("set" + key)), AsSet(b.SMembers("set" + key)));
@@ -76,9 +77,9 @@ TEST(ReplicationTest, ConcurrentConflictingWritesOfEveryTypeConverge) {
 
 TEST(ReplicationTest, PartitionedRegionKeepsWritingAndConvergesAfterHealing) {
   TestDir dir;
-  Cluster cluster(dir.path(), {3, 0ms, kFastFlags, {}});
+  Cluster cluster(dir.path(), TlsRegions(3));
   START_CLUSTER(cluster);
-  Client a(cluster.address(0)), c(cluster.address(2));
+  Client a(cluster, 0), c(cluster, 2);
   ASSERT_NE(a.SAdd("s", "x"), "");
   ASSERT_NE(a.Set("lww", "before"), "");
   EXPECT_CONVERGED(cluster, 20s);
@@ -101,13 +102,13 @@ TEST(ReplicationTest, PartitionedRegionKeepsWritingAndConvergesAfterHealing) {
   std::this_thread::sleep_for(5ms);  // a later wall clock for the next stamp
   ASSERT_NE(c.Set("lww", "cut-off"), "");
   // Nothing crosses the partition.
-  EXPECT_EQ(Client(cluster.address(1)).Counter("ctr"), 50);
+  EXPECT_EQ(Client(cluster, 1).Counter("ctr"), 50);
   EXPECT_EQ(c.Counter("ctr"), 500);
 
   cluster.Heal(2);
   EXPECT_CONVERGED(cluster, 30s);
   for (int r = 0; r < 3; ++r) {
-    Client n(cluster.address(r));
+    Client n(cluster, r);
     EXPECT_EQ(n.Counter("ctr"), 550) << Cluster::Region(r);
     std::set<std::string> members = AsSet(n.SMembers("s"));
     EXPECT_EQ(members.size(), 101u) << Cluster::Region(r);
@@ -122,9 +123,9 @@ TEST(ReplicationTest, APeerCutOffBeyondTheBacklogIsRepairedByAntiEntropy) {
   TestDir dir;
   std::vector<std::string> flags = kFastFlags;
   flags.insert(flags.end(), {"--max-backlog", "16KiB"});
-  Cluster cluster(dir.path(), {3, 0ms, flags, {}});
+  Cluster cluster(dir.path(), TlsRegions(3, 0ms, flags));
   START_CLUSTER(cluster);
-  Client a(cluster.address(0));
+  Client a(cluster, 0);
   cluster.Partition(2);
   std::string value(200, 'v');
   for (int i = 0; i < 500; ++i) ASSERT_NE(a.Set("k" + std::to_string(i), value), "");
@@ -134,14 +135,14 @@ TEST(ReplicationTest, APeerCutOffBeyondTheBacklogIsRepairedByAntiEntropy) {
       << cluster.node(0).child().Log();
   cluster.Heal(2);
   EXPECT_CONVERGED(cluster, 30s);
-  EXPECT_EQ(Client(cluster.address(2)).Get("k499"), value);
+  EXPECT_EQ(Client(cluster, 2).Get("k499"), value);
   ASSERT_TRUE(cluster.node(0).child().WaitForLog(std::regex("peer r2: repaired"), 20s));
   EXPECT_SAME_DUMPS(cluster);
 }
 
 TEST(ReplicationTest, KillNineWhileShippingAndReceivingLosesNothing) {
   TestDir dir;
-  Cluster cluster(dir.path(), {3, 0ms, kFastFlags, {}});
+  Cluster cluster(dir.path(), TlsRegions(3));
   START_CLUSTER(cluster);
 
   // Region 0 and 1 write unique keys; region 1's node is killed mid-stream
@@ -150,7 +151,7 @@ TEST(ReplicationTest, KillNineWhileShippingAndReceivingLosesNothing) {
   std::mutex mu;
   std::atomic<bool> stop{false};
   std::thread writer0([&] {
-    Client c(cluster.address(0));
+    Client c(cluster, 0);
     for (int i = 0; !stop; ++i) {
       std::string key = "r0-" + std::to_string(i);
       if (c.Set(key, "v") != "") {
@@ -160,7 +161,7 @@ TEST(ReplicationTest, KillNineWhileShippingAndReceivingLosesNothing) {
     }
   });
   {
-    Client c(cluster.address(1));
+    Client c(cluster, 1);
     for (int i = 0; i < 300; ++i) {
       std::string key = "r1-" + std::to_string(i);
       ASSERT_NE(c.Set(key, "v"), "");
@@ -177,7 +178,7 @@ TEST(ReplicationTest, KillNineWhileShippingAndReceivingLosesNothing) {
   ASSERT_TRUE(cluster.WaitConnected(&why)) << why;
   EXPECT_CONVERGED(cluster, 30s);
   for (int r = 0; r < 3; ++r) {
-    Client c(cluster.address(r));
+    Client c(cluster, r);
     size_t missing = 0;
     for (const std::string& key : acked) missing += !c.Get(key).has_value();
     EXPECT_EQ(missing, 0u) << "acknowledged keys missing in " << Cluster::Region(r) << " of "
@@ -188,10 +189,10 @@ TEST(ReplicationTest, KillNineWhileShippingAndReceivingLosesNothing) {
 
 TEST(ReplicationTest, ANodeRestartedWithAnEmptyDataDirIsRepaired) {
   TestDir dir;
-  Cluster cluster(dir.path(), {3, 0ms, kFastFlags, {}});
+  Cluster cluster(dir.path(), TlsRegions(3));
   START_CLUSTER(cluster);
   {
-    Client a(cluster.address(0)), b(cluster.address(1));
+    Client a(cluster, 0), b(cluster, 1);
     for (int i = 0; i < 200; ++i) {
       ASSERT_NE(a.Set("k" + std::to_string(i), "v" + std::to_string(i)), "");
       ASSERT_NE(b.SAdd("set", std::to_string(i)), "");
@@ -200,7 +201,7 @@ TEST(ReplicationTest, ANodeRestartedWithAnEmptyDataDirIsRepaired) {
   }
   EXPECT_CONVERGED(cluster, 20s);
   {
-    Client c(cluster.address(2));
+    Client c(cluster, 2);
     ASSERT_NE(c.Set("written-in-r2", "mine"), "");
   }
   EXPECT_CONVERGED(cluster, 20s);
@@ -210,7 +211,7 @@ TEST(ReplicationTest, ANodeRestartedWithAnEmptyDataDirIsRepaired) {
   std::string why;
   ASSERT_TRUE(cluster.node(2).Start(&why)) << why;
   EXPECT_CONVERGED(cluster, 30s);
-  Client c(cluster.address(2));
+  Client c(cluster, 2);
   EXPECT_EQ(c.Get("k199"), "v199");
   EXPECT_EQ(c.SMembers("set").size(), 200u);
   EXPECT_EQ(c.Counter("ctr"), 42);
@@ -221,9 +222,9 @@ TEST(ReplicationTest, ANodeRestartedWithAnEmptyDataDirIsRepaired) {
 
 TEST(ReplicationTest, ATokenReadsItsWriteInAnotherRegionDespiteTheDelay) {
   TestDir dir;
-  Cluster cluster(dir.path(), {3, 100ms, kFastFlags, {}});
+  Cluster cluster(dir.path(), TlsRegions(3, 100ms));
   START_CLUSTER(cluster);
-  Client a(cluster.address(0)), b(cluster.address(1));
+  Client a(cluster, 0), b(cluster, 1);
   for (int i = 0; i < 5; ++i) {
     std::string value = "v" + std::to_string(i);
     std::string token = a.Set("k", value);
@@ -244,7 +245,7 @@ TEST(ReplicationTest, ATokenReadsItsWriteInAnotherRegionDespiteTheDelay) {
   req.setTimeoutMs(10000);
   auto reply = req.send().wait(a.ws());
   EXPECT_EQ(reply.getOutcome().getCode(), Code::OK) << reply.getOutcome().getMessage().cStr();
-  EXPECT_EQ(Client(cluster.address(2)).Get("w"), "x");
+  EXPECT_EQ(Client(cluster, 2).Get("w"), "x");
 
   // A region cut off cannot get it: the wait says which one.
   cluster.Partition(2);
@@ -267,14 +268,14 @@ TEST(ReplicationTest, ConnectionsCutMidBatchReplayAndConverge) {
   std::vector<std::string> flags = kFastFlags;
   // Small batches, so that cuts land between and inside them.
   flags.insert(flags.end(), {"--replication-batch-bytes", "2KiB"});
-  Cluster cluster(dir.path(), {3, 5ms, flags, {}});
+  Cluster cluster(dir.path(), TlsRegions(3, 5ms, flags));
   START_CLUSTER(cluster);
   std::atomic<bool> stop{false};
   std::atomic<int64_t> increments{0};
   std::vector<std::thread> writers;
   for (int r = 0; r < 3; ++r) {
     writers.emplace_back([&, r] {
-      Client c(cluster.address(r));
+      Client c(cluster, r);
       for (int i = 0; !stop; ++i) {
         if (c.IncrBy("ctr" + std::to_string(i % 20), 1) != "") ++increments;
         c.SAdd("set" + std::to_string(i % 5), Cluster::Region(r) + std::to_string(i));
@@ -292,7 +293,7 @@ TEST(ReplicationTest, ConnectionsCutMidBatchReplayAndConverge) {
   ASSERT_TRUE(cluster.WaitConnected(&why)) << why;
   EXPECT_CONVERGED(cluster, 30s);
   int64_t total = 0;
-  Client a(cluster.address(1));
+  Client a(cluster, 1);
   for (int k = 0; k < 20; ++k) total += a.Counter("ctr" + std::to_string(k));
   // Replayed deltas are not applied twice.
   EXPECT_EQ(total, increments.load());
@@ -303,12 +304,12 @@ TEST(ReplicationTest, ANodeWhoseClockIsOffRefusesWritesAndSaysWhy) {
   ASSERT_FALSE(FaketimeLibrary().empty())
       << "libfaketime is missing (scripts/install-deps.sh installs it)";
   TestDir dir;
-  Cluster::Options options{3, 0ms, kFastFlags, {}};
+  Cluster::Options options = TlsRegions(3);
   // Region 2's process sees a real clock 3 s ahead.
   options.wrappers[2] = FaketimeWrapper("+3s");
   Cluster cluster(dir.path(), options);
   START_CLUSTER(cluster);
-  Client skewed(cluster.address(2));
+  Client skewed(cluster, 2);
   // The offset is known after the first heartbeats.
   ASSERT_TRUE(PollUntil([&] { return skewed.Set("k", "v").empty(); }, 10s));
   auto req = skewed.kv().setRequest();
@@ -321,8 +322,8 @@ TEST(ReplicationTest, ANodeWhoseClockIsOffRefusesWritesAndSaysWhy) {
   EXPECT_NE(message.find("--max-clock-offset"), std::string::npos) << message;
   // Reads still work there, and the other regions take writes.
   EXPECT_EQ(skewed.Get("absent"), std::nullopt);
-  EXPECT_NE(Client(cluster.address(0)).Set("k", "v"), "");
-  EXPECT_NE(Client(cluster.address(1)).Set("k", "w"), "");
+  EXPECT_NE(Client(cluster, 0).Set("k", "v"), "");
+  EXPECT_NE(Client(cluster, 1).Set("k", "w"), "");
 }
 
 TEST(ReplicationTest, NodesWithOtherPlacementSettingsRefuseEachOther) {

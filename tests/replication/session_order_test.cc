@@ -64,6 +64,7 @@ TEST(SessionOrderTest, AWriteThroughALaggingNodeAfterTheSessionsEarlierOneWins) 
   testing::Cluster::Options options;
   options.regions = 1;
   options.nodes_per_region = 3;
+  options.tls = true;
   // Anti-entropy stays out of the way: v1 reaches node 2 only by its hint.
   options.flags = {"--replication-factor", "3", "--heartbeat", "200ms", "--token-wait", "10s",
                    "--request-timeout", "2s", "--anti-entropy-interval", "60s",
@@ -78,14 +79,14 @@ TEST(SessionOrderTest, AWriteThroughALaggingNodeAfterTheSessionsEarlierOneWins) 
   std::this_thread::sleep_for(2s);
   std::string v1_token;
   {
-    Client fast(cluster.address(0));
+    Client fast(cluster, 0);
     Written v1 = SetAfter(fast, "k", "v1", {});
     ASSERT_EQ(v1.code, Code::OK) << v1.message;
     v1_token = v1.token;
   }
 
   ASSERT_TRUE(cluster.StartNode(2, &why)) << why;
-  Client restarted(cluster.address(2));
+  Client restarted(cluster, 2);
   ASSERT_TRUE(testing::PollUntil([&] { return restarted.AllPeersConnected(2); }, 10s))
       << cluster.Logs();
   // Not having v1 yet is what this test is about.
@@ -101,7 +102,7 @@ TEST(SessionOrderTest, AWriteThroughALaggingNodeAfterTheSessionsEarlierOneWins) 
       << v2.message;
   ASSERT_EQ(v2.code, Code::OK) << v2.message;
 
-  Client a(cluster.address(0)), b(cluster.address(1));
+  Client a(cluster, 0), b(cluster, 1);
   EXPECT_EQ(GetAt(a, "k", rpc::Consistency::QUORUM), "v2");
   EXPECT_EQ(GetAt(b, "k", rpc::Consistency::QUORUM), "v2");
   // Once node 0's hint of v1 is delivered, every replica keeps v2.

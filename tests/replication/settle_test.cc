@@ -57,11 +57,12 @@ std::string StateOf(Client& c, const std::string& name) {
   return "";
 }
 
-// One region of three nodes, every key on all three.
+// One region of three nodes, every key on all three, with TLS on every port.
 Cluster::Options RegionOfThree() {
   Cluster::Options o;
   o.regions = 1;
   o.nodes_per_region = 3;
+  o.tls = true;
   o.flags = {"--anti-entropy-interval", "1s",  "--heartbeat",       "200ms",
              "--replication-factor",    "3",   "--request-timeout", "2s"};
   return o;
@@ -77,7 +78,7 @@ TEST(SettleTest, QuorumReadsThroughARestartedOwnerAndANewNodeMissNoAcknowledgedW
   cluster.node(2).Kill();
   constexpr int kKeys = 150;
   {
-    Client b(cluster.address(1));
+    Client b(cluster, 1);
     ASSERT_EQ(QuorumSetKeys(b, kKeys), Code::OK);
   }
   // B stops with the hints (one node away, which QUORUM tolerates); C comes
@@ -90,7 +91,7 @@ TEST(SettleTest, QuorumReadsThroughARestartedOwnerAndANewNodeMissNoAcknowledgedW
 
   // Reads coordinated by C and D: each answers the value or fails, never
   // an older state.
-  Client c(cluster.address(2)), dn(cluster.address(d));
+  Client c(cluster, 2), dn(cluster, d);
   int missed = 0, answered = 0, failed = 0;
   const auto end = std::chrono::steady_clock::now() + 6s;
   while (std::chrono::steady_clock::now() < end) {
@@ -139,7 +140,7 @@ TEST(SettleTest, ARestartedNodeSeededByItselfAloneServesNoQuorumReadAlone) {
   cluster.node(0).Kill();
   constexpr int kKeys = 20;
   {
-    Client b(cluster.address(1));
+    Client b(cluster, 1);
     ASSERT_TRUE(PollUntil([&] { return StateOf(b, cluster.Name(0)) == "dead"; }, 30s))
         << cluster.Logs();
     ASSERT_EQ(QuorumSetKeys(b, kKeys), Code::OK);
@@ -148,7 +149,7 @@ TEST(SettleTest, ARestartedNodeSeededByItselfAloneServesNoQuorumReadAlone) {
 
   // At once, and for longer than the others take to probe a dead member
   // again: each read answers the value or fails, never misses it.
-  Client a(cluster.address(0));
+  Client a(cluster, 0);
   int missed = 0, answered = 0, failed = 0;
   std::string first_miss;
   const auto end = std::chrono::steady_clock::now() + 6s;
@@ -188,7 +189,7 @@ TEST(SettleTest, QuorumReadsThroughASkewedNodeMissNoAcknowledgedWrite) {
   START_CLUSTER(cluster);
   std::string why;
 
-  Client writer(cluster.address(0)), skewed(cluster.address(1));
+  Client writer(cluster, 0), skewed(cluster, 1);
   constexpr int kKeys = 40;
   int missed = 0, answered = 0, failed = 0, written = 0;
   std::string first_miss;
@@ -197,7 +198,7 @@ TEST(SettleTest, QuorumReadsThroughASkewedNodeMissNoAcknowledgedWrite) {
   const auto start = std::chrono::steady_clock::now();
   for (int round = 0; std::chrono::steady_clock::now() < start + 10s; ++round) {
     if (!left && std::chrono::steady_clock::now() > start + 3s) {
-      Client leaver(cluster.address(2));
+      Client leaver(cluster, 2);
       auto reply = leaver.kv().leaveRequest().send().wait(leaver.ws());
       ASSERT_EQ(reply.getOutcome().getCode(), Code::OK) << reply.getOutcome().getMessage().cStr();
       left = true;

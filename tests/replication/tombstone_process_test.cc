@@ -30,7 +30,7 @@ bool WaitKeyCount(Cluster& cluster, const std::vector<int>& nodes, uint64_t coun
     std::string counts;
     bool all = true;
     for (int n : nodes) {
-      Client c(cluster.address(n));
+      Client c(cluster, n);
       const uint64_t held = KeyCount(c);
       counts += " node " + std::to_string(n) + ": " + std::to_string(held);
       all = all && held == count;
@@ -49,6 +49,7 @@ TEST(TombstoneProcessTest, DeletesAreCollectedOnlyOnceEveryNodeHoldsThemAndNothi
   Cluster::Options o;
   o.regions = 2;
   o.nodes_per_region = 2;
+  o.tls = true;
   o.flags = kFastFlags;
   o.flags.insert(o.flags.end(), {"--replication-factor", "2", "--tombstone-grace", "1s"});
   Cluster cluster(dir.path(), o);
@@ -56,7 +57,7 @@ TEST(TombstoneProcessTest, DeletesAreCollectedOnlyOnceEveryNodeHoldsThemAndNothi
   constexpr int kKeys = 20;
   auto key = [](int i) { return "k" + std::to_string(i); };
   {
-    Client a(cluster.address(0));
+    Client a(cluster, 0);
     for (int i = 0; i < kKeys; ++i) ASSERT_NE(a.Set(key(i), "old"), "") << i;
   }
   EXPECT_CONVERGED(cluster, 30s);
@@ -64,7 +65,7 @@ TEST(TombstoneProcessTest, DeletesAreCollectedOnlyOnceEveryNodeHoldsThemAndNothi
   // Node 3 (region r1) is away with the old values; node 0 deletes them.
   cluster.node(3).Kill();
   {
-    Client a(cluster.address(0));
+    Client a(cluster, 0);
     for (int i = 0; i < kKeys; ++i) ASSERT_NE(a.Del(key(i)), "") << i;
   }
   std::string why;
@@ -73,7 +74,7 @@ TEST(TombstoneProcessTest, DeletesAreCollectedOnlyOnceEveryNodeHoldsThemAndNothi
   const auto end = std::chrono::steady_clock::now() + 6s;
   while (std::chrono::steady_clock::now() < end) {
     for (int n : {0, 1, 2}) {
-      Client c(cluster.address(n));
+      Client c(cluster, n);
       ASSERT_EQ(KeyCount(c), uint64_t{kKeys}) << "node " << n << " collected early";
     }
     std::this_thread::sleep_for(200ms);
@@ -88,7 +89,7 @@ TEST(TombstoneProcessTest, DeletesAreCollectedOnlyOnceEveryNodeHoldsThemAndNothi
   const auto quiet = std::chrono::steady_clock::now() + 4s;
   while (std::chrono::steady_clock::now() < quiet) {
     for (int n = 0; n < 4; ++n) {
-      Client c(cluster.address(n));
+      Client c(cluster, n);
       ASSERT_EQ(KeyCount(c), 0u) << "node " << n;
       Code code = Code::OK;
       EXPECT_EQ(c.Get(key(n), {}, &code), std::nullopt);
@@ -98,11 +99,11 @@ TEST(TombstoneProcessTest, DeletesAreCollectedOnlyOnceEveryNodeHoldsThemAndNothi
   }
   // A key written after the collection is an ordinary key again.
   {
-    Client b(cluster.address(2));
+    Client b(cluster, 2);
     ASSERT_NE(b.Set(key(0), "new"), "");
   }
   EXPECT_CONVERGED(cluster, 30s);
-  Client d(cluster.address(3));
+  Client d(cluster, 3);
   Code code = Code::OK;
   EXPECT_EQ(d.Get(key(0), {}, &code), std::optional<std::string>("new"));
 }
