@@ -24,9 +24,10 @@ constexpr kj::Duration kDrainTimeout = 2 * kj::SECONDS;
 // connection.
 class PacedStream final : public StreamWrapper {
  public:
-  PacedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer& timer, size_t max_queued,
+  PacedStream(kj::Own<BufferedStream> inner, kj::Timer& timer, size_t max_queued,
               RpcSession& session, const RpcListenerOptions& options)
       : StreamWrapper(kj::mv(inner)),
+        buffered_(static_cast<BufferedStream&>(*inner_)),
         timer_(timer),
         max_queued_(max_queued),
         wait_(std::move(session.wait)),
@@ -36,6 +37,8 @@ class PacedStream final : public StreamWrapper {
 
   // The network whose outgoing queue paces reading; set once it exists.
   void PaceBy(capnp::TwoPartyVatNetwork* network) { network_ = network; }
+
+  BufferedStream& buffered() { return buffered_; }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
     if (network_ != nullptr && network_->getCurrentQueueSize() > max_queued_) {
@@ -54,12 +57,15 @@ class PacedStream final : public StreamWrapper {
   }
 
  private:
-  // Reads, within the deadline of ReadDeadlines.
+  // Reads, within the deadline of ReadDeadlines when the read has to wait
+  // for the socket (one served from the buffer needs no timer).
   kj::Promise<size_t> ReadInTime(kj::byte* out, size_t min_bytes, size_t max_bytes) {
+    const bool at_hand = buffered_.Buffered() >= min_bytes;
     auto read = inner_->tryRead(out, min_bytes, max_bytes).then([this, out](size_t got) {
       deadlines_.Arrived(kj::arrayPtr(out, got), timer_.now());
       return got;
     });
+    if (at_hand) return read;
     KJ_IF_MAYBE(deadline, deadlines_.Next()) {
       return read.exclusiveJoin(Expire(*deadline, deadlines_.between_messages()));
     }
@@ -81,6 +87,7 @@ class PacedStream final : public StreamWrapper {
     });
   }
 
+  BufferedStream& buffered_;  // inner_
   kj::Timer& timer_;
   const size_t max_queued_;
   const std::function<kj::Maybe<kj::Promise<void>>()> wait_;
@@ -95,21 +102,12 @@ struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RpcSession session,
              kj::Timer& timer, const RpcListenerOptions& options)
       : slot(std::move(slot)),
-        stream(Wrap(kj::mv(s), &buffered, timer, session, options)),
+        stream(kj::heap<PacedStream>(kj::heap<BufferedStream>(kj::mv(s), &timer), timer,
+                                     options.max_message_bytes, session, options)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
     stream->PaceBy(&network);
     rpc.setFlowLimit(options.max_message_bytes / sizeof(capnp::word));
-  }
-
-  // The socket (or TLS over it) under a BufferedStream under a PacedStream.
-  static kj::Own<PacedStream> Wrap(kj::Own<kj::AsyncIoStream> s, BufferedStream** buffered,
-                                   kj::Timer& timer, RpcSession& session,
-                                   const RpcListenerOptions& options) {
-    auto inner = kj::heap<BufferedStream>(kj::mv(s), &timer);
-    *buffered = inner.get();
-    return kj::heap<PacedStream>(kj::mv(inner), timer, options.max_message_bytes, session,
-                                 options);
   }
 
   static capnp::ReaderOptions ReaderOptionsFor(const RpcListenerOptions& options) {
@@ -119,9 +117,7 @@ struct RpcListener::Connection {
   }
 
   ConnectionSlots::Slot slot;
-  // Within `stream`; set by Wrap, so declared before it.
-  BufferedStream* buffered = nullptr;
-  kj::Own<PacedStream> stream;
+  kj::Own<PacedStream> stream;  // over a BufferedStream over the socket (or TLS)
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
@@ -158,7 +154,7 @@ void RpcListener::StopAccepting() { acceptor_.Stop(); }
 
 bool RpcListener::RepliesSent() {
   for (auto& c : connections_) {
-    if (c->network.getCurrentQueueCount() > 0 || !c->buffered->Flushed()) return false;
+    if (c->network.getCurrentQueueCount() > 0 || !c->stream->buffered().Flushed()) return false;
   }
   return true;
 }
@@ -174,7 +170,7 @@ void RpcListener::Serve(kj::AuthenticatedStream accepted, ConnectionSlots::Slot 
                  .then([this, it] {
                    // What it still had to send (the abort that says why it
                    // ended, the last replies) goes out first, within a bound.
-                   return (*it)->buffered->Drained().exclusiveJoin(
+                   return (*it)->stream->buffered().Drained().exclusiveJoin(
                        timer_.afterDelay(kDrainTimeout));
                  })
                  .then([this, it] {

@@ -7,10 +7,21 @@
 
 namespace geokv {
 
+namespace {
+
+void FulfillAll(kj::Vector<kj::Own<kj::PromiseFulfiller<void>>>& waiting) {
+  for (auto& w : waiting) w->fulfill();
+  waiting.clear();
+}
+
+}  // namespace
 
 BufferedStream::BufferedStream(kj::Own<kj::AsyncIoStream> inner, kj::Timer* timer,
                                size_t max_buffered)
-    : StreamWrapper(kj::mv(inner)), timer_(timer), max_buffered_(max_buffered), read_buffer_(kReadBufferBytes) {}
+    : StreamWrapper(kj::mv(inner)),
+      timer_(timer),
+      max_buffered_(max_buffered),
+      read_buffer_(kReadBufferBytes) {}
 
 kj::Promise<size_t> BufferedStream::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
   KJ_IF_MAYBE(e, failure_) { return kj::cp(*e); }
@@ -78,9 +89,8 @@ kj::Promise<void> BufferedStream::WriteWaiting() {
     if (shutdown_) inner_->shutdownWrite();
     return kj::READY_NOW;
   }
-  writing_.swap(pending_);
-  pending_.clear();
-  Release();
+  writing_.swap(pending_);  // pending_ takes the emptied buffer of the last write
+  FulfillAll(waiting_);
   return inner_->write(writing_.data(), writing_.size()).then([this] {
     // A burst's buffer is not kept for the connection's life.
     if (writing_.capacity() > 2 * max_buffered_) {
@@ -101,8 +111,7 @@ kj::Promise<void> BufferedStream::Drained() {
 
 void BufferedStream::Ended() {
   running_ = false;
-  for (auto& d : drained_) d->fulfill();
-  drained_.clear();
+  FulfillAll(drained_);
 }
 
 void BufferedStream::Failed(const kj::Exception& e) {
@@ -115,11 +124,6 @@ void BufferedStream::Failed(const kj::Exception& e) {
   // answers to what was lost.
   reads_.cancel(e);
   Ended();
-}
-
-void BufferedStream::Release() {
-  for (auto& w : waiting_) w->fulfill();
-  waiting_.clear();
 }
 
 void BufferedStream::shutdownWrite() {

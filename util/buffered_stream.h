@@ -55,6 +55,8 @@ class BufferedStream final : public StreamWrapper {
   // connection that ends waits for it, with a deadline, before it drops the
   // stream, so the last messages (an abort saying why) go out.
   kj::Promise<void> Drained();
+  // Bytes read from the stream under it and not yet delivered.
+  size_t Buffered() const { return read_end_ - read_begin_; }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
   kj::Promise<void> write(const void* buffer, size_t size) override;
@@ -77,8 +79,6 @@ class BufferedStream final : public StreamWrapper {
   // The flush is over: nothing waits, or the writes failed.
   void Ended();
   void Failed(const kj::Exception& e);
-  // Wakes the writers waiting for room.
-  void Release();
 
   kj::Timer* const timer_;
   const size_t max_buffered_;
