@@ -47,7 +47,6 @@
 
 #include "bench/bench_util.h"
 #include "bench/cluster_runs.h"
-#include "client/connection.h"
 #include "schema/kv.capnp.h"
 #include "schema/kv_text.h"
 #include "testing/cluster.h"
@@ -77,17 +76,7 @@ void Check(rpc::Outcome::Reader outcome, std::string_view what) {
 
 // A client API connection to one region's node, over TLS when the cluster
 // has it. Every Node shares the calling thread's event loop.
-struct Node {
-  Node(Cluster& cluster, int region)
-      : connection(cluster.address(region), cluster.client_tls(region)),
-        kv(connection.Main()) {}
-
-  kj::WaitScope& ws() { return connection.ws(); }
-  kj::Timer& timer() { return connection.io().getTimer(); }
-
-  ClientConnection connection;
-  rpc::GeoKv::Client kv;
-};
+using Node = testing::Client;
 
 // Resolves with the write's token.
 kj::Promise<std::string> SetAsync(rpc::GeoKv::Client& kv, std::string_view key,
@@ -102,7 +91,7 @@ kj::Promise<std::string> SetAsync(rpc::GeoKv::Client& kv, std::string_view key,
 }
 
 std::string SAdd(Node& node, std::string_view key, const std::vector<std::string>& elements) {
-  auto req = node.kv.sAddRequest();
+  auto req = node.kv().sAddRequest();
   req.setKey(AsData(key));
   auto list = req.initElements(static_cast<unsigned>(elements.size()));
   for (size_t i = 0; i < elements.size(); ++i) {
@@ -122,7 +111,7 @@ void SetTokens(capnp::List<capnp::Data>::Builder list, const std::vector<std::st
 kj::Promise<void> WaitReplicated(Node& node, const std::vector<std::string>& tokens,
                                  const std::vector<std::string>& regions,
                                  std::chrono::milliseconds timeout) {
-  auto req = node.kv.waitReplicatedRequest();
+  auto req = node.kv().waitReplicatedRequest();
   SetTokens(req.initTokens(static_cast<unsigned>(tokens.size())), tokens);
   auto list = req.initRegions(static_cast<unsigned>(regions.size()));
   for (size_t i = 0; i < regions.size(); ++i) list.set(static_cast<unsigned>(i), regions[i]);
@@ -137,7 +126,7 @@ kj::Promise<void> WaitReplicated(Node& node, const std::vector<std::string>& tok
 
 // Runs the event loop (answering whatever is in flight) for `d`.
 void Pause(Node& node, std::chrono::milliseconds d) {
-  node.timer().afterDelay(d.count() * kj::MILLISECONDS).wait(node.ws());
+  node.io().getTimer().afterDelay(d.count() * kj::MILLISECONDS).wait(node.ws());
 }
 
 // ---- load ------------------------------------------------------------------
@@ -295,7 +284,7 @@ kj::Promise<void> PeakLane(Node& node, const std::vector<std::string>& values,
     return kj::READY_NOW;
   }
   const uint64_t i = (*next)++;
-  return SetAsync(node.kv, Key("peak", i), values[i % values.size()])
+  return SetAsync(node.kv(), Key("peak", i), values[i % values.size()])
       .then([&node, &values, end, next, peak](std::string token) {
         ++peak->writes;
         return PeakLane(node, values, end, next, peak, std::move(token));
@@ -324,11 +313,11 @@ kj::Promise<void> SampleBacklog(Node& node, uint64_t* max_backlog) {
         *max_backlog = std::max(*max_backlog, peer.getBacklogBytes());
       }
     }
-    return node.timer().afterDelay(250 * kj::MILLISECONDS).then([&node, max_backlog] {
+    return node.io().getTimer().afterDelay(250 * kj::MILLISECONDS).then([&node, max_backlog] {
       return SampleBacklog(node, max_backlog);
     });
   };
-  return node.kv.infoRequest().send().then(kj::mv(sampled));
+  return node.kv().infoRequest().send().then(kj::mv(sampled));
 }
 
 int RunLag(const CommonOptions& c, const LagOptions& o) {
@@ -356,14 +345,14 @@ int RunLag(const CommonOptions& c, const LagOptions& o) {
   std::vector<double> lag_ms, ack_ms;
   lag_ms.reserve(total);
   ack_ms.reserve(total);
-  PacedLoad load(r0.timer(), rate, total, kLagMaxInflight, [&](uint64_t i) {
+  PacedLoad load(r0.io().getTimer(), rate, total, kLagMaxInflight, [&](uint64_t i) {
     const std::string key = Key("lag", i);
     const std::string* value = &values[i % values.size()];
     const auto sent = Clock::now();
-    return SetAsync(r0.kv, key, *value).then([&, key, value, sent](std::string token) {
+    return SetAsync(r0.kv(), key, *value).then([&, key, value, sent](std::string token) {
       const auto acked = Clock::now();
       ack_ms.push_back(Millis(acked - sent));
-      auto get = r1.kv.getRequest();
+      auto get = r1.kv().getRequest();
       get.setKey(AsData(key));
       SetTokens(get.initTokens(1), {token});
       return get.send().then([&, value, acked](capnp::Response<rpc::ValueReply>&& reply) {
@@ -475,7 +464,7 @@ AddBytes MeasureOneAdd(Cluster& cluster, Node& r0, Node& r1, const std::string& 
   const WanProxyStats before = link.Stats();
   const std::string token = SAdd(r0, key, {element});
 
-  auto read = r1.kv.sIsMemberRequest();
+  auto read = r1.kv().sIsMemberRequest();
   read.setKey(AsData(key));
   read.setElement(AsData(element));
   SetTokens(read.initTokens(1), {token});
@@ -656,7 +645,7 @@ struct NodeView {
 std::vector<NodeView> InfoAll(std::vector<std::unique_ptr<Node>>& nodes) {
   kj::Vector<kj::Promise<NodeView>> calls;
   for (auto& node : nodes) {
-    calls.add(node->kv.infoRequest().send().then([](capnp::Response<rpc::NodeInfo>&& info) {
+    calls.add(node->kv().infoRequest().send().then([](capnp::Response<rpc::NodeInfo>&& info) {
       NodeView v;
       v.digest = info.getStateDigest();
       for (auto p : info.getPeers()) {
@@ -717,11 +706,11 @@ int RunConverge(const CommonOptions& c, const ConvergeOptions& o) {
   const double rate = static_cast<double>(o.keys) / o.partition_seconds;
   auto writer = [&](Node& node, std::string prefix) {
     return [&node, &values, prefix](uint64_t i) {
-      return SetAsync(node.kv, Key(prefix, i), values[i % values.size()]).ignoreResult();
+      return SetAsync(node.kv(), Key(prefix, i), values[i % values.size()]).ignoreResult();
     };
   };
-  PacedLoad load0(r0.timer(), rate, o.keys, kConvergeMaxInflight, writer(r0, "r0-"));
-  PacedLoad load2(r0.timer(), rate, o.keys, kConvergeMaxInflight, writer(r2, "r2-"));
+  PacedLoad load0(r0.io().getTimer(), rate, o.keys, kConvergeMaxInflight, writer(r0, "r0-"));
+  PacedLoad load2(r0.io().getTimer(), rate, o.keys, kConvergeMaxInflight, writer(r2, "r2-"));
   kj::Vector<kj::Promise<void>> loads;
   loads.add(load0.Run());
   loads.add(load2.Run());
@@ -768,7 +757,7 @@ int RunConverge(const CommonOptions& c, const ConvergeOptions& o) {
   // Spot check: each side's last write reads back everywhere.
   for (auto& node : nodes) {
     for (const char* prefix : {"r0-", "r2-"}) {
-      auto get = node->kv.getRequest();
+      auto get = node->kv().getRequest();
       const std::string key = Key(prefix, o.keys - 1);
       get.setKey(AsData(key));
       auto reply = get.send().wait(node->ws());
