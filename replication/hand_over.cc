@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <string>
+#include <string_view>
 
 #include "replication/peer_wire.h"
 #include "replication/set_paging.h"
@@ -85,35 +86,56 @@ void HandOver::PlacementChanged(const std::vector<bool>& before) {
 }
 
 kj::Promise<void> HandOver::Pass() {
-  // The tree digests of the other owners of unsettled segments: a segment
-  // whose digest equals an owner's is in step with it already.
-  std::map<ReplicaId, kj::Promise<std::vector<uint64_t>>> asked;
-  for (size_t s = 0; s < kTreeSegments && !env_.own_segments.empty(); ++s) {
-    if (!env_.own_segments[s] || Settled(s) || Dropped(s)) continue;
-    for (ReplicaId id : links_.RegionOwners(s)) {
-      if (asked.count(id) != 0 || !links_.IsConnected(id)) continue;
-      asked.emplace(id, links_.Session(id).treeDigestsRequest().send().then([](auto&& resp) {
-        std::vector<uint64_t> out;
-        for (uint64_t d : resp.getDigests()) out.push_back(d);
-        return out;
-      }));
-    }
+  // With a segment unsettled, the tree digests of every other member of the
+  // region: a segment whose digest equals an owner's is in step with it
+  // already, and no member that is not an owner may still hold its keys.
+  bool unsettled = false;
+  for (size_t s = 0; s < kTreeSegments && !env_.own_segments.empty() && !unsettled; ++s) {
+    unsettled = env_.own_segments[s] && !Settled(s) && !Dropped(s);
   }
-  kj::Vector<kj::Promise<std::pair<ReplicaId, std::vector<uint64_t>>>> answers;
-  for (auto& [id, promise] : asked) {
-    answers.add(promise.then(
-        [id = id](std::vector<uint64_t> d) { return std::make_pair(id, std::move(d)); },
-        [id = id](kj::Exception&&) { return std::make_pair(id, std::vector<uint64_t>()); }));
+  std::vector<ReplicaId> members;
+  if (unsettled) members = links_.RegionMembers();
+  kj::Vector<kj::Promise<std::pair<ReplicaId, Remote>>> answers;
+  for (ReplicaId id : members) {
+    if (!links_.IsConnected(id)) continue;
+    answers.add(links_.Session(id).treeDigestsRequest().send().then(
+        [id](auto&& resp) {
+          Remote r;
+          for (uint64_t d : resp.getDigests()) r.digests.push_back(d);
+          auto owned = resp.getOwned();
+          if (owned.size() > 0 &&
+              !DecodeSegmentSet(
+                  std::string_view(reinterpret_cast<const char*>(owned.begin()), owned.size()),
+                  &r.owned)) {
+            r.owned.assign(kTreeSegments, true);  // a set of the wrong size: may own any
+          }
+          return std::make_pair(id, std::move(r));
+        },
+        [id](kj::Exception&&) { return std::make_pair(id, Remote{}); }));
   }
   return kj::joinPromises(answers.releaseAsArray())
-      .then([this](kj::Array<std::pair<ReplicaId, std::vector<uint64_t>>> answered) {
-        std::map<ReplicaId, std::vector<uint64_t>> remote;
-        for (auto& [id, digests] : answered) remote[id] = std::move(digests);
+      .then([this](kj::Array<std::pair<ReplicaId, Remote>> answered) {
+        std::map<ReplicaId, Remote> remote;
+        for (auto& [id, r] : answered) {
+          if (!r.digests.empty()) remote[id] = std::move(r);
+        }
         return PassWith(remote);
       });
 }
 
-kj::Promise<void> HandOver::PassWith(const std::map<ReplicaId, std::vector<uint64_t>>& remote) {
+bool HandOver::HeldOnlyByOwners(size_t segment, const std::vector<ReplicaId>& owners,
+                                const std::map<ReplicaId, Remote>& remote) const {
+  for (ReplicaId id : links_.RegionMembers()) {
+    if (std::find(owners.begin(), owners.end(), id) != owners.end()) continue;
+    auto r = remote.find(id);
+    if (r == remote.end() || r->second.digests.size() != kTreeSegments) return false;
+    if (r->second.digests[segment] != 0) return false;
+    if (!r->second.owned.empty() && r->second.owned[segment]) return false;
+  }
+  return true;
+}
+
+kj::Promise<void> HandOver::PassWith(const std::map<ReplicaId, Remote>& remote) {
   std::vector<uint64_t> digests = env_.store.TreeDigests();
   const kj::TimePoint now = env_.timer.now();
   kj::Promise<void> pass = kj::READY_NOW;
@@ -123,14 +145,16 @@ kj::Promise<void> HandOver::PassWith(const std::map<ReplicaId, std::vector<uint6
     bool reachable = !owners.empty() &&
                      std::all_of(owners.begin(), owners.end(),
                                  [this](ReplicaId id) { return links_.IsConnected(id); });
-    const bool unsettled = env_.own_segments[s] && unsettled_[s] && !Dropped(s);
+    const bool unsettled = env_.own_segments[s] && unsettled_[s] && !Dropped(s) &&
+                           HeldOnlyByOwners(s, owners, remote);
     if (unsettled && owners.empty() && !trim_held_) {
       unsettled_[s] = false;  // no other owner to miss anything from
     } else if (unsettled && reachable) {
       std::vector<ReplicaId> differing;
       for (ReplicaId id : owners) {
         auto r = remote.find(id);
-        if (r == remote.end() || r->second.size() != digests.size() || r->second[s] != digests[s]) {
+        if (r == remote.end() || r->second.digests.size() != digests.size() ||
+            r->second.digests[s] != digests[s]) {
           differing.push_back(id);
         }
       }

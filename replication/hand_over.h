@@ -17,10 +17,15 @@
 // A segment this node owns is "unsettled" from the node's start, and from
 // the moment it came to own it, until it has been brought in step with
 // every other owner of its region (their tree digests equal, or one
-// complete anti-entropy pass with each that differs): before that it may
-// miss writes its region acknowledged (hints still on their way to a node
-// that was down, a hand-over still on its way to a new owner), so quorum
-// reads do not count it (Settled).
+// complete anti-entropy pass with each that differs) and every other member
+// of its region has said that it does not own the segment and holds none
+// of its keys: before that it may miss writes its region acknowledged
+// (hints still on their way to a node that was down, a hand-over still on
+// its way from a node that is leaving or lost the segment to a join, a
+// write acknowledged by such a node before it heard of the change), so
+// quorum reads do not count it (Settled). A member that no longer owns a
+// segment no longer vouches for it in its acknowledgements
+// (PeerLink::Vouches), so once it said so no later write counts it.
 //
 // Store reads (segment keys, states) run on the reader pool; writes go
 // through the committer.
@@ -54,6 +59,8 @@ class HandOver {
     virtual ~Links() noexcept(false) = default;
     // The other owners of `segment` in this node's region.
     virtual std::vector<ReplicaId> RegionOwners(size_t segment) const = 0;
+    // Every other member of this node's region that has not left.
+    virtual std::vector<ReplicaId> RegionMembers() const = 0;
     virtual bool IsConnected(ReplicaId node) const = 0;
     // The calls below throw DISCONNECTED unless `node` has a session now.
     virtual peer::PeerSession::Client Session(ReplicaId node) = 0;
@@ -104,9 +111,18 @@ class HandOver {
 
  private:
   kj::Promise<void> Pass();
-  // The pass, with the tree digests of other owners of unsettled segments
-  // (an owner that did not answer is missing).
-  kj::Promise<void> PassWith(const std::map<ReplicaId, std::vector<uint64_t>>& remote);
+  // What another member answered to treeDigests.
+  struct Remote {
+    std::vector<uint64_t> digests;
+    std::vector<bool> owned;  // empty: not said
+  };
+  // The pass, with the tree digests of other members of the region when a
+  // segment is unsettled (a member that did not answer is missing).
+  kj::Promise<void> PassWith(const std::map<ReplicaId, Remote>& remote);
+  // Whether every member of the region that does not own `segment` said so
+  // and holds none of its keys.
+  bool HeldOnlyByOwners(size_t segment, const std::vector<ReplicaId>& owners,
+                        const std::map<ReplicaId, Remote>& remote) const;
   // Brings `segment` in step with `owners` (those whose tree digest for it
   // differs from this node's), one after the other, then settles it unless
   // it was unsettled again meanwhile (`generation`).

@@ -228,6 +228,8 @@ void PeerLink::Established(peer::Peer::HelloResults::Reader resp, Probe probe) {
   heard_ = true;
   connected_ = true;
   last_error_.clear();
+  claimed_.clear();
+  TakeClaimed(resp.getOwned());
   if (!target_) return;
   spdlog::info("peer {} ({}, {}) connected; it holds this node's log through {}",
                address_.region, name_, address_.address, resp.getApplied());
@@ -335,7 +337,20 @@ kj::Promise<uint64_t> PeerLink::PushDeltas(uint64_t from, uint64_t through,
     list[i].setKey(AsData(entries[i]->key));
     list[i].setValue(AsData(EncodeCrdt(entries[i]->delta)));
   }
-  return req.send().then([](auto&& resp) { return resp.getApplied(); });
+  return req.send().then([this](auto&& resp) {
+    TakeClaimed(resp.getOwned());
+    return resp.getApplied();
+  });
+}
+
+void PeerLink::TakeClaimed(capnp::Data::Reader owned) {
+  if (owned.size() == 0) return;
+  if (!DecodeSegmentSet(std::string_view(reinterpret_cast<const char*>(owned.begin()),
+                                         owned.size()),
+                        &claimed_)) {
+    // A set of the wrong size says nothing: vouch for no segment.
+    claimed_.assign(kTreeSegments, false);
+  }
 }
 
 kj::Promise<void> PeerLink::RepairPass() { return anti_entropy_.Pass(session(), true); }
@@ -343,7 +358,10 @@ kj::Promise<void> PeerLink::RepairPass() { return anti_entropy_.Pass(session(), 
 kj::Promise<uint64_t> PeerLink::MarkRepaired(uint64_t through) {
   auto req = session().markRepairedRequest();
   req.setThrough(through);
-  return req.send().then([](auto&& resp) { return resp.getApplied(); });
+  return req.send().then([this](auto&& resp) {
+    TakeClaimed(resp.getOwned());
+    return resp.getApplied();
+  });
 }
 
 }  // namespace geokv

@@ -69,6 +69,11 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   // Takes the target's new state and segments (same node, same address).
   void Retarget(PeerTarget target);
 
+  // Whether the target said it owns `segment` by its own view when it last
+  // answered with its position (hello, pushDeltas, markRepaired); true when
+  // it never says (an older node).
+  bool Vouches(size_t segment) const { return claimed_.empty() || claimed_[segment]; }
+
   // The target's position in this node's log.
   uint64_t acked() const { return shipper_.acked(); }
   LogShipper& shipper() { return shipper_; }
@@ -121,6 +126,8 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   kj::Promise<void> Heartbeats();
   kj::Promise<void> AntiEntropyLoop();
   void TakeMembers(kj::StringPtr region, uint64_t hash, capnp::List<peer::Member>::Reader members);
+  // Takes the segment set of an answer (empty: unchanged).
+  void TakeClaimed(capnp::Data::Reader owned);
   peer::PeerSession::Client& session();
   // How long a peer may leave a hello or heartbeat unanswered.
   kj::Duration SilenceLimit() const;
@@ -159,6 +166,8 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   kj::Own<kj::PromiseFulfiller<void>> failed_;
   bool connected_ = false;
   bool heard_ = false;  // the peer answered hello on this link at least once
+  // The segments the target said it owns (see Vouches); empty: not said.
+  std::vector<bool> claimed_;
   std::string name_;
   kj::TimePoint session_started_ = kj::origin<kj::TimePoint>();
 };

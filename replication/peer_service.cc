@@ -4,6 +4,7 @@
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
 
+#include <memory>
 #include <string>
 
 #include "replication/anti_entropy.h"
@@ -25,8 +26,12 @@ void CheckRunning(const PeerServiceContext& c) {
 
 class PeerSessionImpl final : public peer::PeerSession::Server {
  public:
-  PeerSessionImpl(PeerServiceContext& c, ReplicaId caller, std::string region)
-      : c_(c), caller_(caller), region_(std::move(region)) {}
+  // `owned`: the segment set hello sent.
+  PeerSessionImpl(PeerServiceContext& c, ReplicaId caller, std::string region, std::string owned)
+      : c_(c),
+        caller_(caller),
+        region_(std::move(region)),
+        owned_sent_(std::make_shared<std::string>(std::move(owned))) {}
 
   kj::Promise<void> pushDeltas(PushDeltasContext context) override {
     CheckRunning(c_);
@@ -54,7 +59,11 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
       batch.deltas.Add(View(e.getKey()), View(e.getValue()));
     }
     return c_.receiver.PushDeltas(region_, std::move(batch))
-        .then([context](uint64_t applied) mutable { context.getResults().setApplied(applied); });
+        .then([&env = c_.env, context, sent = owned_sent_](uint64_t applied) mutable {
+          auto results = context.getResults();
+          results.setApplied(applied);
+          SendOwned(env, *sent, [&](capnp::Data::Reader d) { results.setOwned(d); });
+        });
   }
 
   kj::Promise<void> heartbeat(HeartbeatContext context) override {
@@ -114,8 +123,10 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
   kj::Promise<void> treeDigests(TreeDigestsContext context) override {
     CheckRunning(c_);
     std::vector<uint64_t> digests = c_.env.store.TreeDigests();
-    auto out = context.getResults().initDigests(digests.size());
+    auto results = context.getResults();
+    auto out = results.initDigests(digests.size());
     for (size_t i = 0; i < digests.size(); ++i) out.set(i, digests[i]);
+    results.setOwned(AsData(c_.env.OwnedSegmentSet()));
     return kj::READY_NOW;
   }
 
@@ -193,7 +204,11 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
   kj::Promise<void> markRepaired(MarkRepairedContext context) override {
     CheckRunning(c_);
     return c_.receiver.MarkRepaired(region_, caller_, context.getParams().getThrough())
-        .then([context](uint64_t applied) mutable { context.getResults().setApplied(applied); });
+        .then([&env = c_.env, context, sent = owned_sent_](uint64_t applied) mutable {
+          auto results = context.getResults();
+          results.setApplied(applied);
+          SendOwned(env, *sent, [&](capnp::Data::Reader d) { results.setOwned(d); });
+        });
   }
 
   kj::Promise<void> waitVisible(WaitVisibleContext context) override {
@@ -209,6 +224,16 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
   }
 
  private:
+  // Gives `set` the segments this node owns now when they differ from what
+  // this session last sent (`sent`, updated).
+  template <typename Set>
+  static void SendOwned(const ReplicationEnv& env, std::string& sent, Set set) {
+    std::string owned = env.OwnedSegmentSet();
+    if (owned == sent) return;
+    set(AsData(owned));
+    sent = std::move(owned);
+  }
+
   kj::Promise<void> Commit(RemoteApply apply) {
     return c_.env.committer.SubmitRemote(std::move(apply)).then([](WriteResult result) {
       KJ_REQUIRE(result.status.ok(), "cannot join states", result.status.ToString());
@@ -218,6 +243,8 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
   PeerServiceContext& c_;
   const ReplicaId caller_;
   const std::string region_;
+  // The segment set this session last sent (shared with answers under way).
+  std::shared_ptr<std::string> owned_sent_;
 };
 
 class PeerServiceImpl final : public peer::Peer::Server {
@@ -273,7 +300,9 @@ class PeerServiceImpl final : public peer::Peer::Server {
     auto applied = store.AppliedPositions();
     auto it = applied.find(caller);
     results.setApplied(it == applied.end() ? 0 : it->second);
-    results.setSession(kj::heap<PeerSessionImpl>(c_, caller, theirs.getRegion()));
+    std::string owned = c_.env.OwnedSegmentSet();
+    results.setOwned(AsData(owned));
+    results.setSession(kj::heap<PeerSessionImpl>(c_, caller, theirs.getRegion(), std::move(owned)));
     // Learned only once the hello is accepted: a refused peer teaches nothing.
     if (params.hasMembers()) {
       LearnMembers(c_.env.options, theirs.getRegion().cStr(), params.getMembers());

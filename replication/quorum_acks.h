@@ -23,9 +23,12 @@ namespace geokv {
 class QuorumAcks {
  public:
   // Whether `node` holds this node's log through `position`, counting for
-  // a write of tree segment `segment` (shipping leaves out the entries of
-  // segments a node does not own, so its position covers the write only
-  // while it owns the segment).
+  // a write of tree segment `segment`: only while it owns the segment by
+  // this node's view (shipping leaves out the entries of segments a node
+  // does not own, so its position covers the write only then) and by its
+  // own, as it last said (a node that heard of a join or a leave first no
+  // longer vouches for a segment it hands over, and a new owner settles
+  // only after it heard that: PeerLink::Vouches, HandOver).
   using Holds = std::function<bool(ReplicaId node, uint64_t position, size_t segment)>;
 
   // `timer` must outlive this.

@@ -8,6 +8,7 @@
 #include <kj/async-io.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "crdt/hlc.h"
@@ -41,6 +42,11 @@ struct ReplicationEnv {
   uint64_t NowMillis() const { return options.wall_clock->NowMillis(); }
   bool OwnsSegment(size_t segment) const {
     return own_segments.empty() || own_segments[segment];
+  }
+  // The segments this node owns, as peer answers carry them.
+  std::string OwnedSegmentSet() const {
+    return EncodeSegmentSet(own_segments.empty() ? std::vector<bool>(kTreeSegments, true)
+                                                 : own_segments);
   }
 };
 

@@ -54,7 +54,7 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
       io_.getTimer(), [this](ReplicaId node, uint64_t position, size_t segment) {
         auto it = links_.find(node);
         return it != links_.end() && it->second->Owns(segment) &&
-               it->second->acked() >= position;
+               it->second->Vouches(segment) && it->second->acked() >= position;
       });
   visibility_ = std::make_unique<TokenVisibility>(
       io_.getTimer(), [this](ReplicaId origin) { return HeldThrough(origin); });
@@ -157,6 +157,15 @@ std::vector<ReplicaId> Replicator::RegionOwners(size_t segment) const {
     const PeerTarget& t = link->target();
     if (t.region != options_.region || t.state == MemberState::kLeft) continue;
     if (!t.owned.empty() && t.owned[segment]) out.push_back(id);
+  }
+  return out;
+}
+
+std::vector<ReplicaId> Replicator::RegionMembers() const {
+  std::vector<ReplicaId> out;
+  for (const auto& [id, link] : links_) {
+    const PeerTarget& t = link->target();
+    if (t.region == options_.region && t.state != MemberState::kLeft) out.push_back(id);
   }
   return out;
 }

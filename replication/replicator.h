@@ -219,6 +219,7 @@ class Replicator final : private HandOver::Links {
  private:
   // HandOver::Links.
   std::vector<ReplicaId> RegionOwners(size_t segment) const override;
+  std::vector<ReplicaId> RegionMembers() const override;
   peer::PeerSession::Client Session(ReplicaId node) override;
   kj::Promise<void> SyncSegment(ReplicaId node, uint32_t segment) override;
   kj::Promise<void> Budget(ReplicaId node, size_t bytes) override;

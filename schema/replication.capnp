@@ -132,9 +132,11 @@ interface Peer {
   # of another region, are its region's likewise: the callee learns that
   # region from every node that connects to it, not only from the nodes it
   # dials (an older caller sends none).
+  # `owned`: the segments the callee owns by its own view of its region's
+  # ring (see pushDeltas).
   hello @0 (hello :NodeHello, members :List(Member))
       -> (hello :NodeHello, applied :UInt64, session :PeerSession,
-          members :List(Member), viewHash :UInt64);
+          members :List(Member), viewHash :UInt64, owned :Data);
 }
 
 # What one node asks of another, after hello. `caller` below is the node
@@ -145,7 +147,15 @@ interface PeerSession {
   # are replays and are skipped; a batch starting past the position + 1
   # (a gap) applies nothing, and the answer tells the caller where to
   # resume. Fails with OVERLOADED when the callee's writes are backed up.
-  pushDeltas @0 (batch :DeltaBatch) -> (applied :UInt64);
+  # `owned`: the segments the callee owns by its own view of its region's
+  # ring when it answered (kTreeSegments bits, bit s of byte s / 8, as the
+  # `dropped_segments` row of docs/formats.md), sent in hello and then only
+  # when it changed since this session last sent it; empty: unchanged. A
+  # coordinator counts a node's position toward a write's quorum only while
+  # the node said it owns the write's segment (a node that heard of a join
+  # or leave before the coordinator did no longer vouches for segments it
+  # hands over). A hello without it (an older node): its view is not known.
+  pushDeltas @0 (batch :DeltaBatch) -> (applied :UInt64, owned :Data);
 
   # A liveness and clock probe: answers with the callee's wall clock, and
   # with its region's members when their hash differs from `viewHash`, the
@@ -161,8 +171,10 @@ interface PeerSession {
       -> (wallClockMs :Int64, viewHash :UInt64, members :List(Member));
 
   # Anti-entropy: the digests of every segment of the callee's hash tree
-  # (kTreeSegments entries, segment order).
-  treeDigests @2 () -> (digests :List(UInt64));
+  # (kTreeSegments entries, segment order), and the segments it owns by its
+  # own view (kTreeSegments bits as in pushDeltas, always sent; empty from
+  # older nodes).
+  treeDigests @2 () -> (digests :List(UInt64), owned :Data);
   # Every key of one segment with its digest, in byte order.
   segmentKeys @3 (segment :UInt32) -> (keys :List(KeyDigest));
   # The full states of the first `served` named keys (keys with no state
@@ -181,7 +193,8 @@ interface PeerSession {
   # After a complete anti-entropy pass begun when the caller's last log
   # entry was `through`, the callee holds every write of the caller through
   # it: records that as its position in the caller's log (never lowers it).
-  markRepaired @6 (through :UInt64) -> (applied :UInt64);
+  # `owned` as in pushDeltas.
+  markRepaired @6 (through :UInt64) -> (applied :UInt64, owned :Data);
 
   # Answers true once every token's write (causal tokens of kv.capnp) is
   # visible on the callee, or false after `timeoutMs`.

@@ -204,27 +204,6 @@ inline uint64_t StateRowHash(std::string_view row, std::string_view value) {
   return Hash64(value, Hash64(row));
 }
 
-// The value of the kMetaDroppedSegments row for `dropped` (kTreeSegments
-// entries).
-inline std::string EncodeDroppedSegments(const std::vector<bool>& dropped) {
-  std::string out(kSegments / 8, '\0');
-  for (size_t s = 0; s < kSegments && s < dropped.size(); ++s) {
-    if (dropped[s]) out[s / 8] = static_cast<char>(out[s / 8] | (1 << (s % 8)));
-  }
-  return out;
-}
-
-// Decodes the kMetaDroppedSegments row into `dropped` (kTreeSegments
-// entries). Returns false when `bytes` has the wrong size.
-inline bool DecodeDroppedSegments(std::string_view bytes, std::vector<bool>* dropped) {
-  if (bytes.size() != kSegments / 8) return false;
-  dropped->assign(kSegments, false);
-  for (size_t s = 0; s < kSegments; ++s) {
-    (*dropped)[s] = (static_cast<uint8_t>(bytes[s / 8]) >> (s % 8)) & 1;
-  }
-  return true;
-}
-
 // The prefix of the tombstone index rows of `writer`.
 inline std::string TombstonePrefix(ReplicaId writer) {
   std::string out = kMetaTombstonePrefix;

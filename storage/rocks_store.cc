@@ -233,7 +233,7 @@ Status RocksStore::LoadMeta() {
   s = db_->Get(ro, meta_, keys::kMetaDroppedSegments, &v);
   if (s.ok()) {
     std::lock_guard<std::mutex> l(tree_mu_);
-    if (!keys::DecodeDroppedSegments(v, &dropped_)) {
+    if (!DecodeSegmentSet(v, &dropped_)) {
       return Status::Corruption("bad dropped segments row");
     }
   } else if (!s.IsNotFound()) {

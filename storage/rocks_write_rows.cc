@@ -215,7 +215,7 @@ Status RocksWriteGroup::Commit() {
     if (std::find(dropped_->begin(), dropped_->end(), true) == dropped_->end()) {
       batch_.Delete(store_->meta_, keys::kMetaDroppedSegments);
     } else {
-      batch_.Put(store_->meta_, keys::kMetaDroppedSegments, keys::EncodeDroppedSegments(*dropped_));
+      batch_.Put(store_->meta_, keys::kMetaDroppedSegments, EncodeSegmentSet(*dropped_));
     }
   }
   if (peer_members_) batch_.Put(store_->meta_, keys::kMetaPeerMembers, *peer_members_);

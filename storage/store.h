@@ -114,6 +114,29 @@ struct SetPage {
 // docs/formats.md.
 inline constexpr int kTreeSegmentBits = kSegmentBits;
 inline constexpr size_t kTreeSegments = kSegments;
+
+// A set of segments (kTreeSegments entries) as kTreeSegments bits, bit s
+// in byte s / 8 (docs/formats.md): the dropped_segments row, and the
+// segments a node owns in peer answers.
+inline std::string EncodeSegmentSet(const std::vector<bool>& segments) {
+  std::string out(kTreeSegments / 8, '\0');
+  for (size_t s = 0; s < kTreeSegments && s < segments.size(); ++s) {
+    if (segments[s]) out[s / 8] = static_cast<char>(out[s / 8] | (1 << (s % 8)));
+  }
+  return out;
+}
+
+// Decodes EncodeSegmentSet's bytes into `segments` (kTreeSegments entries).
+// Returns false when `bytes` has the wrong size.
+inline bool DecodeSegmentSet(std::string_view bytes, std::vector<bool>* segments) {
+  if (bytes.size() != kTreeSegments / 8) return false;
+  segments->assign(kTreeSegments, false);
+  for (size_t s = 0; s < kTreeSegments; ++s) {
+    (*segments)[s] = (static_cast<uint8_t>(bytes[s / 8]) >> (s % 8)) & 1;
+  }
+  return true;
+}
+
 inline size_t TreeSegmentOf(std::string_view key) { return SegmentOf(key); }
 
 // One key of a segment and its digest.

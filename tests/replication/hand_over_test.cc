@@ -42,20 +42,19 @@ struct Hold {
   void Release() { paf.fulfiller->fulfill(); }
 };
 
-// a, which owns every segment but kSegment, and the other owners of its
-// region, which own every segment; a's links to them are their proxies.
+// a, which owns every segment but kSegment, the other owners of its
+// region, which own every segment, and its other members (`others`), which
+// a's ring gives no segment; a's links to them are their proxies.
 class Rig final : public HandOver::Links {
  public:
-  explicit Rig(const std::vector<std::string>& owners, size_t batch_bytes = 1 << 20)
+  explicit Rig(const std::vector<std::string>& owners, size_t batch_bytes = 1 << 20,
+               const std::vector<std::string>& others = {})
       : a(dir.Sub("a"), "a", *io.provider, Tuned(batch_bytes)),
         unit(a, *io.provider, NotOwning(kSegment)),
         hand_over(unit.env, *this, trim_held) {
     unit.options.anti_entropy_interval = std::chrono::milliseconds(1000);
-    for (const std::string& name : owners) {
-      auto o = std::make_unique<Owner>(*this, name);
-      ids.push_back(o->node.store->node_id());
-      owners_.emplace(ids.back(), std::move(o));
-    }
+    for (const std::string& name : owners) Add(name, &ids);
+    for (const std::string& name : others) Add(name, &other_ids);
   }
   ~Rig() noexcept(false) override {
     run = nullptr;
@@ -75,6 +74,8 @@ class Rig final : public HandOver::Links {
     Await(timer.WaitBegan(timer.now() + kPass));
   }
   Node& owner(size_t i) { return owners_.at(ids[i])->node; }
+  Node& other(size_t i) { return owners_.at(other_ids[i])->node; }
+  void ConnectOther(size_t i, bool connected) { owners_.at(other_ids[i])->connected = connected; }
   testing::PeerProxy& proxy(size_t i) { return owners_.at(ids[i])->proxy; }
   void Connect(size_t i, bool connected) { owners_.at(ids[i])->connected = connected; }
   // Whole seconds since the start at which owner i was sent states.
@@ -88,6 +89,11 @@ class Rig final : public HandOver::Links {
 
   // HandOver::Links, as the replicator's links do it.
   std::vector<ReplicaId> RegionOwners(size_t) const override { return ids; }
+  std::vector<ReplicaId> RegionMembers() const override {
+    std::vector<ReplicaId> out = ids;
+    out.insert(out.end(), other_ids.begin(), other_ids.end());
+    return out;
+  }
   bool IsConnected(ReplicaId node) const override { return owners_.at(node)->connected; }
   peer::PeerSession::Client Session(ReplicaId node) override {
     if (!IsConnected(node)) {
@@ -136,8 +142,15 @@ class Rig final : public HandOver::Links {
     return owns;
   }
 
+  void Add(const std::string& name, std::vector<ReplicaId>* to) {
+    auto o = std::make_unique<Owner>(*this, name);
+    to->push_back(o->node.store->node_id());
+    owners_.emplace(to->back(), std::move(o));
+  }
+
   std::vector<ReplicaId> ids;
-  std::map<ReplicaId, std::unique_ptr<Owner>> owners_;
+  std::vector<ReplicaId> other_ids;
+  std::map<ReplicaId, std::unique_ptr<Owner>> owners_;  // and the other members
 };
 
 TEST(HandOver, HandsASegmentToEveryOwnerAndDropsItOnlyOnceAllCommitted) {
@@ -259,6 +272,41 @@ TEST(HandOver, ASegmentOwnedAgainIsSyncingUntilBroughtInStepWithAnOwner) {
   EXPECT_FALSE(rig.a.store->DroppedSegments()[kSegment]);
   EXPECT_EQ(rig.a.Value(keys[0]), std::optional<std::string>("v"));
   EXPECT_EQ(rig.a.Value(keys[1]), std::optional<std::string>("w"));
+}
+
+// A segment a came to own is not settled while a member that a's ring no
+// longer gives it still holds keys of it (its hand-over has not ended) or
+// still says it owns it (it has not heard of the change, so it may still
+// acknowledge writes there that a does not hold).
+TEST(HandOver, ANewOwnerSettlesOnlyOnceEveryOtherMemberDisownsTheSegmentAndHoldsNoneOfIt) {
+  Rig rig({"b"}, 1 << 20, {"m"});
+  const size_t held = kSegment + 1;   // m still holds a key of it
+  const size_t empty = kSegment + 2;  // m holds none
+  const std::string key = KeysIn(held, "h", 1)[0];
+  rig.other(0).Write(rig.ws, key, "v");
+  rig.Start();
+  rig.Tick();
+  // m says it owns every segment (its view has no placement yet).
+  EXPECT_FALSE(rig.hand_over.Settled(held));
+  EXPECT_FALSE(rig.hand_over.Settled(empty));
+  EXPECT_FALSE(rig.hand_over.Settled(kSegment + 3));
+  // m heard of the change: it owns neither segment now.
+  std::vector<bool> m_owns(kTreeSegments, true);
+  m_owns[held] = m_owns[empty] = false;
+  rig.other(0).replicator->SetPlacement(m_owns, {});
+  rig.ConnectOther(0, false);
+  rig.Tick();
+  EXPECT_FALSE(rig.hand_over.Settled(empty)) << "m did not answer";
+  rig.ConnectOther(0, true);
+  rig.Tick();
+  EXPECT_TRUE(rig.hand_over.Settled(empty));
+  EXPECT_FALSE(rig.hand_over.Settled(held)) << "m still holds a key of it";
+  // A segment m never owned nor held settles as before: b is in step.
+  std::vector<bool> m_owns_none(kTreeSegments, false);
+  rig.other(0).replicator->SetPlacement(m_owns_none, {});
+  rig.Tick();
+  EXPECT_TRUE(rig.hand_over.Settled(kSegment + 3));
+  EXPECT_FALSE(rig.hand_over.Settled(held));
 }
 
 }  // namespace

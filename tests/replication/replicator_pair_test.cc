@@ -61,6 +61,36 @@ TEST(ReplicatorPair, ShipsTheLogAndCountsTheAcknowledgement) {
   pair.Shutdown(io.waitScope);
 }
 
+// b heard of a change of placement that a has not: it no longer owns the
+// segment of "gone". It still applies a's write there (it will hand it
+// over), but its acknowledgement no longer counts toward that write's
+// quorum, while it still counts for the segments b owns.
+TEST(ReplicatorPair, AWritesQuorumCountsANodeOnlyWhileTheNodeSaysItOwnsTheSegment) {
+  auto io = kj::setupAsyncIo();
+  Pair pair(io);
+  pair.Link();
+  std::vector<bool> b_owns(kTreeSegments, true);
+  b_owns[TreeSegmentOf("gone")] = false;
+  ASSERT_NE(TreeSegmentOf("gone"), TreeSegmentOf("stay"));
+  pair.b.replicator->SetPlacement(b_owns, {});
+  pair.a.Write(io.waitScope, "stay", "v");
+  pair.a.Write(io.waitScope, "gone", "v");
+  const uint64_t last = pair.a.store->LastSeq();
+  const ReplicaId b = pair.b.store->node_id();
+  EXPECT_EQ(pair.a.replicator->WaitAcked({b}, last - 1, TreeSegmentOf("stay"), 1,
+                                         milliseconds(10000)).wait(io.waitScope), 1u);
+  ASSERT_TRUE(RunUntil(io, [&] { return pair.BHolds() == last; }));
+  EXPECT_EQ(pair.b.Value("gone"), std::optional<std::string>("v"));
+  EXPECT_EQ(pair.a.replicator->WaitAcked({b}, last, TreeSegmentOf("gone"), 1,
+                                         milliseconds(300)).wait(io.waitScope), 0u);
+  // b owns it again: the next answer says so, and the write counts.
+  pair.b.replicator->SetPlacement({}, {});
+  pair.a.Write(io.waitScope, "later", "v");
+  EXPECT_EQ(pair.a.replicator->WaitAcked({b}, last, TreeSegmentOf("gone"), 1,
+                                         milliseconds(10000)).wait(io.waitScope), 1u);
+  pair.Shutdown(io.waitScope);
+}
+
 TEST(ReplicatorPair, AntiEntropyBringsKeysOnlyThePeerHoldsBack) {
   auto io = kj::setupAsyncIo();
   Pair pair(io);
