@@ -19,11 +19,29 @@ uint64_t& DeltaReceiver::SubmittedRef(ReplicaId origin) {
 
 uint64_t DeltaReceiver::Submitted(ReplicaId origin) { return SubmittedRef(origin); }
 
-kj::Promise<uint64_t> DeltaReceiver::Durable(kj::Promise<void> before, ReplicaId origin) {
-  return before.then([this, origin] { return options_.durable(origin); });
+kj::Promise<PushAnswer> DeltaReceiver::Answer(kj::Promise<void> before, ReplicaId origin,
+                                              uint64_t from, uint64_t through) {
+  return before.then([this, origin, from, through] {
+    PushAnswer answer;
+    answer.applied = options_.durable(origin);
+    auto it = superseded_.find(origin);
+    if (it != superseded_.end()) {
+      for (auto s = it->second.upper_bound(from); s != it->second.end() && s->first <= through;
+           ++s) {
+        answer.superseded.push_back(Superseded{s->first, s->second});
+      }
+    }
+    return answer;
+  });
 }
 
-kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, DeltaBatch batch) {
+void DeltaReceiver::NoteSuperseded(ReplicaId origin, uint64_t position, HlcTimestamp held) {
+  auto& kept = superseded_[origin];
+  kept[position] = held;
+  while (kept.size() > kSupersededKept) kept.erase(kept.begin());
+}
+
+kj::Promise<PushAnswer> DeltaReceiver::PushDeltas(const std::string& region, DeltaBatch batch) {
   const ReplicaId origin = batch.origin;
   KJ_REQUIRE(origin != options_.self && origin != 0, "deltas of a bad origin", origin);
   const uint64_t from = batch.from;
@@ -52,11 +70,13 @@ kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, Delta
     auto it = last_submit_.find(origin);
     kj::Promise<void> before = it == last_submit_.end() || gap ? kj::Promise<void>(kj::READY_NOW)
                                                                : it->second.addBranch();
-    return Durable(kj::mv(before), origin);
+    return Answer(kj::mv(before), origin, from, through);
   }
-  std::vector<uint64_t> made_ms;  // when the origin made each joined entry
+  std::vector<uint64_t> made_ms;    // when the origin made each joined entry
+  std::vector<uint64_t> positions;  // and its position
   for (size_t i = first_new; i < batch.positions.size(); ++i) {
     made_ms.push_back(batch.positions[i].made_ms);
+    positions.push_back(batch.positions[i].position);
   }
   apply.joins = first_new == 0 ? std::move(batch.deltas) : batch.deltas.From(first_new);
   apply.first = submitted + 1;
@@ -64,12 +84,16 @@ kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, Delta
   submitted = through;
   auto committed =
       options_.submit(std::move(apply))
-          .then([this, origin, region, made_ms = std::move(made_ms)](WriteResult result) {
+          .then([this, origin, region, made_ms = std::move(made_ms),
+                 positions = std::move(positions)](WriteResult result) {
             if (!result.status.ok()) {
               // Later hand-overs of this origin fail their continuity
               // check; the origin resends from here.
               submitted_[origin] = options_.durable(origin);
               KJ_FAIL_REQUIRE("cannot apply deltas", result.status.ToString());
+            }
+            for (const auto& [i, held] : result.superseded) {
+              if (i < positions.size()) NoteSuperseded(origin, positions[i], held);
             }
             if (options_.clock == nullptr || options_.metrics == nullptr) return;
             const double now_ms = static_cast<double>(options_.clock->NowMillis());
@@ -86,7 +110,7 @@ kj::Promise<uint64_t> DeltaReceiver::PushDeltas(const std::string& region, Delta
           .fork();
   kj::Promise<void> mine = committed.addBranch();
   last_submit_.insert_or_assign(origin, kj::mv(committed));
-  return Durable(kj::mv(mine), origin);
+  return Answer(kj::mv(mine), origin, from, through);
 }
 
 kj::Promise<uint64_t> DeltaReceiver::MarkRepaired(const std::string& region, ReplicaId origin,

@@ -57,6 +57,21 @@ struct DeltaBatch {
   EncodedJoins deltas;  // one per position
 };
 
+// An entry of an origin's log that this node joined under a newer LWW
+// register it already held for the entry's key.
+struct Superseded {
+  uint64_t position = 0;
+  HlcTimestamp held;  // the held register's stamp
+};
+
+// What a batch is answered with.
+struct PushAnswer {
+  uint64_t applied = 0;  // the durable position in the origin's log
+  // The superseded entries of the batch's range that this node remembers
+  // (the last kSupersededKept of each origin), in order.
+  std::vector<Superseded> superseded;
+};
+
 struct DeltaReceiverOptions {
   ReplicaId self = 0;
   // Hands a write to the writer thread (GroupCommitter::SubmitRemote).
@@ -77,13 +92,17 @@ class DeltaReceiver {
   DeltaReceiver(const DeltaReceiver&) = delete;
   DeltaReceiver& operator=(const DeltaReceiver&) = delete;
 
+  // Superseded entries remembered per origin.
+  static constexpr size_t kSupersededKept = 1024;
+
   // Joins `batch` (see above) from a node of `region`; resolves with the
-  // durable position in the origin's log. Rejects (KJ_REQUIRE) a batch of
+  // durable position in the origin's log and the superseded entries of the
+  // batch's range (also when it is a replay). Rejects (KJ_REQUIRE) a batch of
   // this node's or no origin, one covering no positions or entries out of
   // order, and (ClaimRefusals) one whose range is out of bounds
   // (CheckBatchRange); rejects when the hand-over fails (a delta that does
   // not decode fails it, and nothing of the batch is joined).
-  kj::Promise<uint64_t> PushDeltas(const std::string& region, DeltaBatch batch);
+  kj::Promise<PushAnswer> PushDeltas(const std::string& region, DeltaBatch batch);
 
   // Records that this node holds `origin`'s log through `through` (a repair
   // pass by `origin`, of `region`, that began there is done); resolves with
@@ -102,7 +121,11 @@ class DeltaReceiver {
 
  private:
   uint64_t& SubmittedRef(ReplicaId origin);
-  kj::Promise<uint64_t> Durable(kj::Promise<void> before, ReplicaId origin);
+  // Once `before` is done: the answer to a batch of `origin` covering
+  // from+1..through.
+  kj::Promise<PushAnswer> Answer(kj::Promise<void> before, ReplicaId origin, uint64_t from,
+                                 uint64_t through);
+  void NoteSuperseded(ReplicaId origin, uint64_t position, HlcTimestamp held);
 
   DeltaReceiverOptions options_;
   ClaimRefusals refusals_;
@@ -110,6 +133,7 @@ class DeltaReceiver {
   // of that hand-over's commit (replays wait for it).
   std::map<ReplicaId, uint64_t> submitted_;
   std::map<ReplicaId, kj::ForkedPromise<void>> last_submit_;
+  std::map<ReplicaId, std::map<uint64_t, HlcTimestamp>> superseded_;
 };
 
 }  // namespace geokv

@@ -156,7 +156,7 @@ void GroupCommitter::WriterLoop() {
       remote_through_.clear();
       for (auto& batch : batches) {
         for (Write& w : batch) {
-          w.result = {Status::IOError(std::string("write failed: ") + e.what()), 0, {}};
+          w.result = {Status::IOError(std::string("write failed: ") + e.what()), 0, {}, {}};
         }
       }
     }
@@ -184,7 +184,7 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
           w.result.status = seq.status();
         }
       } else if (auto* apply = std::get_if<RemoteApply>(&w.work)) {
-        w.result.status = Apply(*group, *apply);
+        w.result.status = Apply(*group, *apply, &w.result.superseded);
       } else if (auto* collect = std::get_if<TombstoneCollection>(&w.work)) {
         StatusOr<size_t> removed = group->CollectTombstones(collect->bounds, collect->limit);
         if (removed.ok()) {
@@ -207,6 +207,7 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
       if (!committed.ok()) {
         w.result.status = committed;
         w.result.stamp = {};
+        w.result.superseded.clear();
       } else if (auto* trim = std::get_if<LogTrim>(&w.work)) {
         // After the group's commit: the entries it trims are durable.
         w.result.status = store_.TrimLog(trim->through);
@@ -220,7 +221,8 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
   ++groups_committed_;
 }
 
-Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
+Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply,
+                             std::vector<std::pair<size_t, HlcTimestamp>>* superseded) {
   uint64_t* through = nullptr;
   if (apply.origin != 0) {
     auto it = remote_through_.find(apply.origin);
@@ -240,7 +242,9 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply) {
   if (!decoded.ok()) return decoded.status();
   GEOKV_RETURN_IF_ERROR(CheckStamps(apply, *decoded));
   for (size_t i = 0; i < decoded->size(); ++i) {
-    Status joined = group.Join(apply.joins.key(i), (*decoded)[i]);
+    HlcTimestamp held_above;
+    Status joined = group.Join(apply.joins.key(i), (*decoded)[i], &held_above);
+    if (!held_above.IsZero()) superseded->emplace_back(i, held_above);
     // Joins before this one stay: they are harmless to keep and arrive
     // again, since the position does not advance.
     if (!joined.ok()) {

@@ -44,6 +44,9 @@ struct WriteResult {
   // At or above the write's stamp (and every stamp before it here): the
   // store's clock right after the write was made. Set only when OK.
   HlcTimestamp stamp;
+  // Of a RemoteApply: the joins (index into `joins`) that were LWW
+  // registers stamped below the register held here, with its stamp.
+  std::vector<std::pair<size_t, HlcTimestamp>> superseded;
 };
 
 // Deltas or full states made elsewhere, joined in order without logging.
@@ -186,7 +189,10 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   // The writer thread's loop, and one group of it.
   void WriterLoop();
   void CommitGroup(std::vector<std::vector<Write>>& batches);
-  Status Apply(WriteGroup& group, const RemoteApply& apply);
+  // Joins `apply` into `group`; adds to `superseded` the joins that lost to
+  // a register held here (WriteResult::superseded).
+  Status Apply(WriteGroup& group, const RemoteApply& apply,
+               std::vector<std::pair<size_t, HlcTimestamp>>* superseded);
   // OK, or why `decoded` holds a stamp too far ahead of the wall clock.
   Status CheckStamps(const RemoteApply& apply, const std::vector<Crdt>& decoded);
 

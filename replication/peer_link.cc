@@ -337,10 +337,24 @@ kj::Promise<uint64_t> PeerLink::PushDeltas(uint64_t from, uint64_t through,
     list[i].setKey(AsData(entries[i]->key));
     list[i].setValue(AsData(EncodeCrdt(entries[i]->delta)));
   }
-  return req.send().then([this](auto&& resp) {
+  return req.send().then([this, from, through, sent = entries.size()](auto&& resp) {
     TakeClaimed(resp.getOwned());
+    // No more than the batch's entries, and only positions it covered.
+    size_t taken = 0;
+    for (auto s : resp.getSuperseded()) {
+      if (taken++ == sent) break;
+      if (s.getSeq() <= from || s.getSeq() > through) continue;
+      held_above_[s.getSeq()] = HlcTimestamp{s.getHeldWallMs(), s.getHeldLogical()};
+    }
+    while (held_above_.size() > kHeldAboveKept) held_above_.erase(held_above_.begin());
     return resp.getApplied();
   });
+}
+
+std::optional<HlcTimestamp> PeerLink::HeldAbove(uint64_t position) const {
+  auto it = held_above_.find(position);
+  if (it == held_above_.end()) return std::nullopt;
+  return it->second;
 }
 
 void PeerLink::TakeClaimed(capnp::Data::Reader owned) {

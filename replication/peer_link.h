@@ -74,6 +74,13 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   // it never says (an older node).
   bool Vouches(size_t segment) const { return claimed_.empty() || claimed_[segment]; }
 
+  // The stamp of the newer register the target held when it joined the
+  // entry at `position` of this node's log (it said so in the answer that
+  // acknowledged it: pushDeltas' `superseded`); nullopt: none known. The
+  // last kHeldAboveKept reported are kept.
+  std::optional<HlcTimestamp> HeldAbove(uint64_t position) const;
+  static constexpr size_t kHeldAboveKept = 1024;
+
   // The target's position in this node's log.
   uint64_t acked() const { return shipper_.acked(); }
   LogShipper& shipper() { return shipper_; }
@@ -168,6 +175,7 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   bool heard_ = false;  // the peer answered hello on this link at least once
   // The segments the target said it owns (see Vouches); empty: not said.
   std::vector<bool> claimed_;
+  std::map<uint64_t, HlcTimestamp> held_above_;  // see HeldAbove
   std::string name_;
   kj::TimePoint session_started_ = kj::origin<kj::TimePoint>();
 };

@@ -59,10 +59,16 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
       batch.deltas.Add(View(e.getKey()), View(e.getValue()));
     }
     return c_.receiver.PushDeltas(region_, std::move(batch))
-        .then([&env = c_.env, context, sent = owned_sent_](uint64_t applied) mutable {
+        .then([&env = c_.env, context, sent = owned_sent_](PushAnswer answer) mutable {
           auto results = context.getResults();
-          results.setApplied(applied);
+          results.setApplied(answer.applied);
           SendOwned(env, *sent, [&](capnp::Data::Reader d) { results.setOwned(d); });
+          auto list = results.initSuperseded(answer.superseded.size());
+          for (size_t i = 0; i < answer.superseded.size(); ++i) {
+            list[i].setSeq(answer.superseded[i].position);
+            list[i].setHeldWallMs(answer.superseded[i].held.wall_ms);
+            list[i].setHeldLogical(answer.superseded[i].held.logical);
+          }
         });
   }
 

@@ -368,6 +368,18 @@ kj::Promise<size_t> Replicator::WaitAcked(std::vector<ReplicaId> nodes, uint64_t
 
 void Replicator::AckAdvanced() { acks_->AckAdvanced(); }
 
+std::optional<HlcTimestamp> Replicator::HeldAbove(const std::vector<ReplicaId>& nodes,
+                                                  uint64_t position) const {
+  std::optional<HlcTimestamp> out;
+  for (ReplicaId id : nodes) {
+    auto it = links_.find(id);
+    if (it == links_.end()) continue;
+    std::optional<HlcTimestamp> held = it->second->HeldAbove(position);
+    if (held && (!out || *out < *held)) out = held;
+  }
+  return out;
+}
+
 void Replicator::Stop() {
   if (stopped_) return;
   stopped_ = true;

@@ -175,6 +175,11 @@ class Replicator final : private HandOver::Links {
   // of them do, or after `timeout` with fewer. A node counts only while it owns the segment
   // (shipping leaves other segments' entries out of what its position
   // covers).
+  // The highest stamp of a register that one of `nodes` already held when
+  // it joined this node's log entry at `position` (PeerLink::HeldAbove);
+  // nullopt: none said so.
+  std::optional<HlcTimestamp> HeldAbove(const std::vector<ReplicaId>& nodes,
+                                        uint64_t position) const;
   kj::Promise<size_t> WaitAcked(std::vector<ReplicaId> nodes, uint64_t position, size_t segment,
                                 size_t needed, std::chrono::milliseconds timeout);
   // Closes every link; the peer service refuses further calls.

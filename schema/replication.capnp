@@ -62,6 +62,13 @@ struct DeltaBatch {
   through @3 :UInt64;  # the last position this batch covers
 }
 
+# An entry of a DeltaBatch joined under a newer register (pushDeltas).
+struct Superseded {
+  seq @0 :UInt64;          # the entry's position in the origin's log
+  heldWallMs @1 :UInt64;   # the stamp of the register the callee held
+  heldLogical @2 :UInt32;
+}
+
 enum MemberState {
   alive @0;
   suspect @1;
@@ -155,7 +162,13 @@ interface PeerSession {
   # the node said it owns the write's segment (a node that heard of a join
   # or leave before the coordinator did no longer vouches for segments it
   # hands over). A hello without it (an older node): its view is not known.
-  pushDeltas @0 (batch :DeltaBatch) -> (applied :UInt64, owned :Data);
+  # `superseded`: entries of the batch's range that the callee joined
+  # under a newer LWW register it already held for their keys (their
+  # write loses to it), as far as the callee remembers (its last 1,024 of
+  # each origin): the coordinator of such a write makes it again above
+  # that stamp before it answers its client.
+  pushDeltas @0 (batch :DeltaBatch)
+      -> (applied :UInt64, owned :Data, superseded :List(Superseded));
 
   # A liveness and clock probe: answers with the callee's wall clock, and
   # with its region's members when their hash differs from `viewHash`, the

@@ -1,8 +1,11 @@
 #include "server/coordinator.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "replication/causal_token.h"
@@ -181,8 +184,21 @@ kj::Promise<Result> Coordinator::WriteHere(ParsedRequest request, Plan plan) {
   // whatever this node has received of them.
   Status ordered = committer_.AdvanceClockPast(MaxStamp(request.tokens));
   if (!ordered.ok()) return ResultOf(std::move(ordered));
-  return committer_.Submit(std::move(request.key), std::move(request.op))
-      .then([this, plan = std::move(plan)](WriteResult written) mutable -> kj::Promise<Result> {
+  return WriteStamped(std::move(request.key), std::move(request.op), std::move(plan), 1);
+}
+
+kj::Promise<Result> Coordinator::WriteStamped(std::string key, Operation op, Plan plan,
+                                              int attempt) {
+  // Only a register write can lose to a newer stamp; it is kept for another
+  // attempt.
+  std::optional<std::pair<std::string, Operation>> again;
+  if (plan.needed > 0 &&
+      (std::holds_alternative<LwwSet>(op) || std::holds_alternative<LwwDelete>(op))) {
+    again.emplace(key, op);
+  }
+  return committer_.Submit(std::move(key), std::move(op))
+      .then([this, plan = std::move(plan), again = std::move(again),
+             attempt](WriteResult written) mutable -> kj::Promise<Result> {
         if (!written.status.ok()) return ResultOf(std::move(written.status));
         Result result;
         result.token = EncodeToken({store_.store().node_id(), written.seq, written.stamp});
@@ -190,19 +206,40 @@ kj::Promise<Result> Coordinator::WriteHere(ParsedRequest request, Plan plan) {
         replicator_.NoteHints(plan.away, written.seq);
         if (plan.needed == 0) return result;
         const size_t needed = plan.needed;
-        return replicator_
-            .WaitAcked(plan.others, written.seq, plan.segment, needed, options_.request_timeout)
-            .then([this, needed, result = std::move(result)](size_t acked) mutable {
-              if (acked < needed) {
-                result.status = Status::Timeout(
-                    "the write is durable here and on " + std::to_string(acked) +
-                    " other owner(s), " + std::to_string(needed - acked) +
-                    " fewer than its consistency level needs within --request-timeout (" +
-                    std::to_string(options_.request_timeout.count()) +
-                    " ms); it will reach the others");
-              }
-              return kj::mv(result);
-            });
+        const uint64_t seq = written.seq;
+        auto acked = replicator_.WaitAcked(plan.others, seq, plan.segment, needed,
+                                           options_.request_timeout);
+        return acked.then([this, needed, seq, attempt, plan = std::move(plan),
+                           again = std::move(again),
+                           result = std::move(result)](size_t acked) mutable
+                          -> kj::Promise<Result> {
+          if (acked < needed) {
+            result.status = Status::Timeout(
+                "the write is durable here and on " + std::to_string(acked) +
+                " other owner(s), " + std::to_string(needed - acked) +
+                " fewer than its consistency level needs within --request-timeout (" +
+                std::to_string(options_.request_timeout.count()) +
+                " ms); it will reach the others");
+            return kj::mv(result);
+          }
+          std::optional<HlcTimestamp> above = replicator_.HeldAbove(plan.others, seq);
+          if (!above || !again) return kj::mv(result);
+          const std::string held = "an owner already held a value of the key stamped " +
+                                   DescribeStamp(*above) + ", above this write";
+          Status past = attempt < kMaxStampAttempts
+                            ? committer_.AdvanceClockPast(*above)
+                            : Status::FailedPrecondition("no attempt left");
+          if (!past.ok()) {
+            result.status = Status::Timeout(
+                "the write is durable here and on " + std::to_string(acked) +
+                " other owner(s), but " + held + " after " + std::to_string(attempt) +
+                " attempt(s) (" + past.message() + "); that value may hide it");
+            return kj::mv(result);
+          }
+          spdlog::debug("{}: writing it again above that stamp", held);
+          return WriteStamped(std::move(again->first), std::move(again->second),
+                              std::move(plan), attempt + 1);
+        });
       });
 }
 

@@ -108,6 +108,16 @@ class Coordinator {
   kj::Promise<Result> Write(ParsedRequest request, bool forwarded);
   // Applies a write here and waits for plan.needed other owners.
   kj::Promise<Result> WriteHere(ParsedRequest request, Plan plan);
+  // Attempts of a register write whose acknowledging owners already held a
+  // register stamped above it.
+  static constexpr int kMaxStampAttempts = 3;
+  // Makes the write (attempt `attempt`) and waits for its quorum. When an
+  // owner whose acknowledgement counts had already joined a register
+  // stamped above it (a write from a clock ahead, which this node had not
+  // received yet), the write is made again above that stamp: a write
+  // acknowledged before this one began is held by one of the owners this
+  // one counts, so it never hides this one.
+  kj::Promise<Result> WriteStamped(std::string key, Operation op, Plan plan, int attempt);
   // A read, here or forwarded; `local` says whether its values count
   // against this call's reply budget.
   kj::Promise<ReadDone> Read(ParsedRequest request, bool forwarded);

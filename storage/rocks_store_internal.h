@@ -289,7 +289,8 @@ class RocksWriteGroup : public WriteGroup {
   RocksWriteGroup(RocksStore* store, std::unique_lock<std::mutex> lock);
 
   StatusOr<uint64_t> Mutate(std::string_view key, const Operation& op) override;
-  Status Join(std::string_view key, const Crdt& delta) override;
+  using WriteGroup::Join;
+  Status Join(std::string_view key, const Crdt& delta, HlcTimestamp* held_above) override;
   Status JoinSetPage(std::string_view key, const OrSetPage& page) override;
   Status JoinSetContext(std::string_view key, const CausalContext& ctx) override;
   StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) override;
@@ -322,7 +323,7 @@ class RocksWriteGroup : public WriteGroup {
   Status ResetCounter(std::string_view key);
   // Joins `delta` into the stored (key, type) and returns whether the
   // object is live afterwards.
-  StatusOr<bool> JoinInto(std::string_view key, const Crdt& delta);
+  StatusOr<bool> JoinInto(std::string_view key, const Crdt& delta, HlcTimestamp* held_above);
   StatusOr<bool> JoinSet(std::string_view key, const OrSet& delta);
   StatusOr<bool> JoinPageInto(std::string_view key, const OrSetPage& page);
   // Joins into (key, type) with `join`, which returns whether the object is

@@ -192,8 +192,8 @@ Status RocksWriteGroup::JoinAndMark(std::string_view key, CrdtType type, JoinFn&
   });
 }
 
-Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta) {
-  return JoinAndMark(key, TypeOf(delta), [&] { return JoinInto(key, delta); });
+Status RocksWriteGroup::Join(std::string_view key, const Crdt& delta, HlcTimestamp* held_above) {
+  return JoinAndMark(key, TypeOf(delta), [&] { return JoinInto(key, delta, held_above); });
 }
 
 Status RocksWriteGroup::JoinSetPage(std::string_view key, const OrSetPage& page) {
@@ -263,7 +263,8 @@ StatusOr<bool> RocksWriteGroup::JoinPageInto(std::string_view key, const OrSetPa
   return PutSetHeader(key, std::move(header), header_row, cardinality);
 }
 
-StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta) {
+StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta,
+                                          HlcTimestamp* held_above) {
   if (auto* set = std::get_if<OrSet>(&delta)) return JoinSet(key, *set);
   if (auto* lww = std::get_if<LwwRegister>(&delta)) {
     GEOKV_RETURN_IF_ERROR(store_->clock_->Update(lww->timestamp()));
@@ -272,7 +273,10 @@ StatusOr<bool> RocksWriteGroup::JoinInto(std::string_view key, const Crdt& delta
   GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, TypeOf(delta), &old));
   if (auto* lww = std::get_if<LwwRegister>(&delta)) {
     const auto& here = std::get<LwwRegister>(state);
-    if (!here.IsBottom() && lww->timestamp() < here.timestamp()) ++lww_overwritten_;
+    if (!here.IsBottom() && lww->timestamp() < here.timestamp()) {
+      ++lww_overwritten_;
+      if (held_above != nullptr) *held_above = here.timestamp();
+    }
   }
   GEOKV_RETURN_IF_ERROR(geokv::Join(&state, delta));
   PutObject(key, state, old);

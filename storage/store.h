@@ -182,7 +182,11 @@ class WriteGroup {
 
   // Joins a delta or full state made elsewhere (replication, repair) without
   // logging it. Advances the clock past any LWW stamp in it.
-  virtual Status Join(std::string_view key, const Crdt& delta) = 0;
+  Status Join(std::string_view key, const Crdt& delta) { return Join(key, delta, nullptr); }
+  // As above; when `delta` is an LWW register stamped below the register
+  // held at `key` (it loses to it), and `held_above` is not null, sets
+  // *held_above to the held register's stamp.
+  virtual Status Join(std::string_view key, const Crdt& delta, HlcTimestamp* held_above) = 0;
 
   // Joins one page of another store's OR-set at `key` (Store::SetStatePage)
   // as OrSet::JoinPage does, without logging it: the elements of the page's

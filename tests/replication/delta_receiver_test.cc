@@ -61,21 +61,24 @@ class FakeCommitter {
     return o;
   }
 
-  // Commits the oldest write, or (`fail`) fails it.
-  void Answer(bool fail = false) {
+  // Commits the oldest write, or (`fail`) fails it; `superseded` as the
+  // committer reports them.
+  void Answer(bool fail = false, std::vector<std::pair<size_t, HlcTimestamp>> superseded = {}) {
     Submitted s = std::move(queue.front());
     queue.pop_front();
     uint64_t& at = durable[s.apply.origin];
     if (!fail && s.apply.first != 0 && s.apply.first > at + 1) {
-      s.fulfiller->fulfill(WriteResult{Status::FailedPrecondition("gap"), 0, {}});
+      s.fulfiller->fulfill(WriteResult{Status::FailedPrecondition("gap"), 0, {}, {}});
       return;
     }
     if (fail) {
-      s.fulfiller->fulfill(WriteResult{Status::IOError("disk"), 0, {}});
+      s.fulfiller->fulfill(WriteResult{Status::IOError("disk"), 0, {}, {}});
       return;
     }
     at = std::max(at, s.apply.through);
-    s.fulfiller->fulfill(WriteResult{});
+    WriteResult done;
+    done.superseded = std::move(superseded);
+    s.fulfiller->fulfill(std::move(done));
   }
 
   std::deque<Submitted> queue;
@@ -93,7 +96,7 @@ struct Rig {
       EXPECT_EQ(committer.queue[0].apply.first, first);
     }
     committer.Answer();
-    return answer.wait(ws);
+    return answer.wait(ws).applied;
   }
 
   kj::EventLoop loop;
@@ -116,8 +119,8 @@ TEST(DeltaReceiver, SkipsReplaysAndAnswersThemOnceWhatCameBeforeIsDurable) {
   EXPECT_EQ(committer.queue.size(), 1u);
   EXPECT_FALSE(replay.poll(ws));
   committer.Answer();
-  EXPECT_EQ(first.wait(ws), 3u);
-  EXPECT_EQ(replay.wait(ws), 3u);
+  EXPECT_EQ(first.wait(ws).applied, 3u);
+  EXPECT_EQ(replay.wait(ws).applied, 3u);
   // A batch that overlaps: only its new entries are joined.
   auto overlap = receiver.PushDeltas("r2", Batch(1, 5));
   ASSERT_EQ(committer.queue.size(), 1u);
@@ -125,7 +128,29 @@ TEST(DeltaReceiver, SkipsReplaysAndAnswersThemOnceWhatCameBeforeIsDurable) {
   ASSERT_EQ(committer.queue[0].apply.joins.size(), 2u);
   EXPECT_EQ(committer.queue[0].apply.joins.key(0), "k4");
   committer.Answer();
-  EXPECT_EQ(overlap.wait(ws), 5u);
+  EXPECT_EQ(overlap.wait(ws).applied, 5u);
+}
+
+// Entries joined under a newer register are reported with the answer that
+// acknowledges them, and again to the same batch sent again; a batch whose
+// range does not cover them says nothing of them.
+TEST(DeltaReceiver, ReportsEntriesJoinedUnderANewerRegisterAlsoToTheBatchSentAgain) {
+  Rig rig;
+  auto [committer, receiver, ws] = std::tie(rig.committer, rig.receiver, rig.ws);
+  auto first = receiver.PushDeltas("r2", Batch(0, 3));
+  committer.Answer(false, {{1, HlcTimestamp{5000, 2}}});  // the join of position 2
+  PushAnswer answer = first.wait(ws);
+  EXPECT_EQ(answer.applied, 3u);
+  ASSERT_EQ(answer.superseded.size(), 1u);
+  EXPECT_EQ(answer.superseded[0].position, 2u);
+  EXPECT_EQ(answer.superseded[0].held, (HlcTimestamp{5000, 2}));
+  PushAnswer replay = receiver.PushDeltas("r2", Batch(1, 3)).wait(ws);
+  EXPECT_EQ(replay.applied, 3u);
+  ASSERT_EQ(replay.superseded.size(), 1u);
+  EXPECT_EQ(replay.superseded[0].position, 2u);
+  auto later = receiver.PushDeltas("r2", Batch(3, 4));
+  committer.Answer();
+  EXPECT_TRUE(later.wait(ws).superseded.empty());
 }
 
 TEST(DeltaReceiver, AGapIsAnsweredWithTheDurablePositionAndJoinsNothing) {
@@ -133,7 +158,7 @@ TEST(DeltaReceiver, AGapIsAnsweredWithTheDurablePositionAndJoinsNothing) {
   auto [committer, receiver, ws] = std::tie(rig.committer, rig.receiver, rig.ws);
   EXPECT_EQ(rig.Committed(0, 2), 2u);
   // Entries 3..4 never arrived: the batch after them is a gap.
-  EXPECT_EQ(receiver.PushDeltas("r2", Batch(4, 6)).wait(ws), 2u);
+  EXPECT_EQ(receiver.PushDeltas("r2", Batch(4, 6)).wait(ws).applied, 2u);
   EXPECT_TRUE(committer.queue.empty());
   EXPECT_EQ(rig.Committed(2, 6, /*first=*/3), 6u);
 }
@@ -151,14 +176,14 @@ TEST(DeltaReceiver, AfterAFailedHandOverTheOriginResendsFromTheDurablePosition) 
   EXPECT_ANY_THROW(b.wait(ws));
   EXPECT_EQ(receiver.Submitted(kOrigin), 0u);
   // The next batch is a gap now, answered with what is durable.
-  EXPECT_EQ(receiver.PushDeltas("r2", Batch(5, 7)).wait(ws), 0u);
+  EXPECT_EQ(receiver.PushDeltas("r2", Batch(5, 7)).wait(ws).applied, 0u);
   EXPECT_TRUE(committer.queue.empty());
   auto again = receiver.PushDeltas("r2", Batch(0, 7));
   ASSERT_EQ(committer.queue.size(), 1u);
   EXPECT_EQ(committer.queue[0].apply.first, 1u);
   EXPECT_EQ(committer.queue[0].apply.joins.size(), 7u);
   committer.Answer();
-  EXPECT_EQ(again.wait(ws), 7u);
+  EXPECT_EQ(again.wait(ws).applied, 7u);
 }
 
 TEST(DeltaReceiver, RefusesBatchesThatCannotBeRight) {
@@ -205,16 +230,16 @@ TEST_F(DeltaReceiverOnAStore, JoinsAndSkipsReplaysThere) {
       return it == applied.end() ? uint64_t{0} : it->second;
     };
     DeltaReceiver receiver(std::move(o));
-    EXPECT_EQ(receiver.PushDeltas("r2", Batch(0, 3)).wait(io.waitScope), 3u);
+    EXPECT_EQ(receiver.PushDeltas("r2", Batch(0, 3)).wait(io.waitScope).applied, 3u);
     auto value = store->Get("k2", CrdtType::kLww);
     ASSERT_TRUE(value.ok()) << value.status().ToString();
     ASSERT_TRUE(value->has_value());
     EXPECT_EQ(std::get<LwwRegister>(**value).value(), std::optional<std::string>("v2"));
     const uint64_t groups = committer.groups_committed();
-    EXPECT_EQ(receiver.PushDeltas("r2", Batch(0, 3)).wait(io.waitScope), 3u);
+    EXPECT_EQ(receiver.PushDeltas("r2", Batch(0, 3)).wait(io.waitScope).applied, 3u);
     EXPECT_EQ(committer.groups_committed(), groups);  // a replay writes nothing
     // A gap in the real committer's terms too.
-    EXPECT_EQ(receiver.PushDeltas("r2", Batch(5, 6)).wait(io.waitScope), 3u);
+    EXPECT_EQ(receiver.PushDeltas("r2", Batch(5, 6)).wait(io.waitScope).applied, 3u);
     EXPECT_EQ(store->AppliedPositions()[kOrigin], 3u);
     // A delta that does not decode fails its batch on the writer thread:
     // nothing of the batch is joined, and the position stays.
@@ -231,7 +256,7 @@ TEST_F(DeltaReceiverOnAStore, JoinsAndSkipsReplaysThere) {
     EXPECT_FALSE(k4->has_value());
     EXPECT_EQ(store->AppliedPositions()[kOrigin], 3u);
     EXPECT_EQ(receiver.Submitted(kOrigin), 3u);
-    EXPECT_EQ(receiver.PushDeltas("r2", Batch(3, 5)).wait(io.waitScope), 5u);
+    EXPECT_EQ(receiver.PushDeltas("r2", Batch(3, 5)).wait(io.waitScope).applied, 5u);
     committer.Drain().wait(io.waitScope);
   }
 }

@@ -401,6 +401,35 @@ TEST(ReplicatorPair, AWriteRefusedForAStampAheadIsAppliedOnceTheClockCatchesUp) 
 }
 
 
+// b's clock is 300 ms ahead and b already holds k (from its own write): a's
+// later write of k is stamped below it, so b's acknowledgement says that it
+// held a newer register, with that register's stamp; a write b held nothing
+// newer for says nothing.
+TEST(ReplicatorPair, AnOwnerThatHeldANewerRegisterSaysSoWithItsAcknowledgement) {
+  auto io = kj::setupAsyncIo();
+  const uint64_t now = WallClock::System()->NowMillis();
+  ManualClock a_wall(now), b_wall(now + 300);
+  HybridClock a_clock(&a_wall), b_clock(&b_wall);
+  Pair pair(io, Tuning(), &a_clock, &b_clock);
+  pair.b.Write(io.waitScope, "k", "b's");
+  const HlcTimestamp held = b_clock.Last();
+  pair.Link();
+  a_wall.Advance(10);
+  pair.a.Write(io.waitScope, "k", "a's");
+  pair.a.Write(io.waitScope, "other", "a's");
+  const uint64_t last = pair.a.store->LastSeq();
+  const ReplicaId b = pair.b.store->node_id();
+  ASSERT_EQ(pair.a.replicator->WaitAcked({b}, last, TreeSegmentOf("other"), 1,
+                                         milliseconds(10000)).wait(io.waitScope), 1u);
+  std::optional<HlcTimestamp> above = pair.a.replicator->HeldAbove({b}, last - 1);
+  ASSERT_TRUE(above.has_value());
+  EXPECT_EQ(*above, held);
+  EXPECT_FALSE(pair.a.replicator->HeldAbove({b}, last).has_value());
+  EXPECT_FALSE(pair.a.replicator->HeldAbove({}, last - 1).has_value());
+  EXPECT_EQ(pair.b.Value("k"), std::optional<std::string>("b's"));
+  pair.Shutdown(io.waitScope);
+}
+
 // A forward the owner refuses for load fails OVERLOADED, as the owner
 // threw it; one the owner does not answer in time fails DISCONNECTED (it
 // may have run there), never OVERLOADED, so the two cannot be confused.

@@ -328,6 +328,26 @@ TEST_F(StoreTest, AppliedPositionsPersist) {
   EXPECT_EQ(store_->AppliedPositions(), (std::map<ReplicaId, uint64_t>{{7, 10}, {9, 2}}));
 }
 
+// A joined register stamped below the one held says which stamp it lost
+// to; one stamped above, or of another type, says nothing.
+TEST_F(StoreTest, AJoinedRegisterThatLosesSaysWhichStampItLostTo) {
+  auto group = store_->BeginGroup();
+  ASSERT_OK(group->Join("k", LwwRegister(HlcTimestamp{2'000, 0}, 7, std::string("held"))));
+  HlcTimestamp held_above;
+  ASSERT_OK(group->Join("k", LwwRegister(HlcTimestamp{1'000, 0}, 8, std::string("older")),
+                        &held_above));
+  EXPECT_EQ(held_above, (HlcTimestamp{2'000, 0}));
+  HlcTimestamp none;
+  ASSERT_OK(group->Join("k", LwwRegister(HlcTimestamp{3'000, 0}, 8, std::string("newer")),
+                        &none));
+  EXPECT_TRUE(none.IsZero());
+  ASSERT_OK(group->Join("c", PnCounter().Increment(9, 1), &none));
+  EXPECT_TRUE(none.IsZero());
+  ASSERT_OK(group->Commit());
+  group.reset();
+  EXPECT_EQ(GetLww("k"), std::optional<std::string>("newer"));
+}
+
 TEST_F(StoreTest, LocalWriteBeatsAFutureStampEvenAfterRestart) {
   ManualClock wall(1'000'000);
   HybridClock clock(&wall);
