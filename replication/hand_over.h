@@ -18,8 +18,8 @@
 // the moment it came to own it, until it has been brought in step with
 // every other owner of its region (their tree digests equal, or one
 // complete anti-entropy pass with each that differs) and every other member
-// of its region that gossip does not hold dead has said that it does not
-// own the segment and holds none of its keys: before that it may miss writes its region acknowledged
+// of its region has said that it does not own the segment and holds none
+// of its keys: before that it may miss writes its region acknowledged
 // (hints still on their way to a node that was down, a hand-over still on
 // its way from a node that is leaving or lost the segment to a join, a
 // write acknowledged by such a node before it heard of the change), so
@@ -59,8 +59,7 @@ class HandOver {
     virtual ~Links() noexcept(false) = default;
     // The other owners of `segment` in this node's region.
     virtual std::vector<ReplicaId> RegionOwners(size_t segment) const = 0;
-    // Every other member of this node's region that has not left and that
-    // gossip does not hold dead.
+    // Every other member of this node's region that has not left.
     virtual std::vector<ReplicaId> RegionMembers() const = 0;
     virtual bool IsConnected(ReplicaId node) const = 0;
     // The calls below throw DISCONNECTED unless `node` has a session now.

@@ -165,10 +165,7 @@ std::vector<ReplicaId> Replicator::RegionMembers() const {
   std::vector<ReplicaId> out;
   for (const auto& [id, link] : links_) {
     const PeerTarget& t = link->target();
-    if (t.region == options_.region && t.state != MemberState::kLeft &&
-        t.state != MemberState::kDead) {
-      out.push_back(id);
-    }
+    if (t.region == options_.region && t.state != MemberState::kLeft) out.push_back(id);
   }
   return out;
 }
