@@ -103,10 +103,7 @@ kj::Promise<void> HandOver::Pass() {
           Remote r;
           for (uint64_t d : resp.getDigests()) r.digests.push_back(d);
           auto owned = resp.getOwned();
-          if (owned.size() > 0 &&
-              !DecodeSegmentSet(
-                  std::string_view(reinterpret_cast<const char*>(owned.begin()), owned.size()),
-                  &r.owned)) {
+          if (owned.size() > 0 && !DecodeSegmentSet(View(owned), &r.owned)) {
             r.owned.assign(kTreeSegments, true);  // a set of the wrong size: may own any
           }
           return std::make_pair(id, std::move(r));

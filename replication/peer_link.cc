@@ -359,9 +359,7 @@ std::optional<HlcTimestamp> PeerLink::HeldAbove(uint64_t position) const {
 
 void PeerLink::TakeClaimed(capnp::Data::Reader owned) {
   if (owned.size() == 0) return;
-  if (!DecodeSegmentSet(std::string_view(reinterpret_cast<const char*>(owned.begin()),
-                                         owned.size()),
-                        &claimed_)) {
+  if (!DecodeSegmentSet(View(owned), &claimed_)) {
     // A set of the wrong size says nothing: vouch for no segment.
     claimed_.assign(kTreeSegments, false);
   }
