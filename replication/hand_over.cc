@@ -121,8 +121,9 @@ kj::Promise<void> HandOver::Pass() {
 }
 
 bool HandOver::HeldOnlyByOwners(size_t segment, const std::vector<ReplicaId>& owners,
-                                const std::map<ReplicaId, Remote>& remote) const {
-  for (ReplicaId id : links_.RegionMembers()) {
+                                const std::vector<ReplicaId>& members,
+                                const std::map<ReplicaId, Remote>& remote) {
+  for (ReplicaId id : members) {
     if (std::find(owners.begin(), owners.end(), id) != owners.end()) continue;
     auto r = remote.find(id);
     if (r == remote.end() || r->second.digests.size() != kTreeSegments) return false;
@@ -134,6 +135,7 @@ bool HandOver::HeldOnlyByOwners(size_t segment, const std::vector<ReplicaId>& ow
 
 kj::Promise<void> HandOver::PassWith(const std::map<ReplicaId, Remote>& remote) {
   std::vector<uint64_t> digests = env_.store.TreeDigests();
+  const std::vector<ReplicaId> members = links_.RegionMembers();
   const kj::TimePoint now = env_.timer.now();
   kj::Promise<void> pass = kj::READY_NOW;
   size_t handing = 0;
@@ -143,7 +145,7 @@ kj::Promise<void> HandOver::PassWith(const std::map<ReplicaId, Remote>& remote) 
                      std::all_of(owners.begin(), owners.end(),
                                  [this](ReplicaId id) { return links_.IsConnected(id); });
     const bool unsettled = env_.own_segments[s] && unsettled_[s] && !Dropped(s) &&
-                           HeldOnlyByOwners(s, owners, remote);
+                           HeldOnlyByOwners(s, owners, members, remote);
     if (unsettled && owners.empty() && !trim_held_) {
       unsettled_[s] = false;  // no other owner to miss anything from
     } else if (unsettled && reachable) {

@@ -119,10 +119,11 @@ class HandOver {
   // The pass, with the tree digests of other members of the region when a
   // segment is unsettled (a member that did not answer is missing).
   kj::Promise<void> PassWith(const std::map<ReplicaId, Remote>& remote);
-  // Whether every member of the region that does not own `segment` said so
-  // and holds none of its keys.
-  bool HeldOnlyByOwners(size_t segment, const std::vector<ReplicaId>& owners,
-                        const std::map<ReplicaId, Remote>& remote) const;
+  // Whether every one of `members` (the region's) that does not own
+  // `segment` said so and holds none of its keys.
+  static bool HeldOnlyByOwners(size_t segment, const std::vector<ReplicaId>& owners,
+                               const std::vector<ReplicaId>& members,
+                               const std::map<ReplicaId, Remote>& remote);
   // Brings `segment` in step with `owners` (those whose tree digest for it
   // differs from this node's), one after the other, then settles it unless
   // it was unsettled again meanwhile (`generation`).
