@@ -36,9 +36,8 @@ kj::Promise<Status> GroupCommitter::SubmitTrim(uint64_t through) {
   });
 }
 
-kj::Promise<StatusOr<size_t>> GroupCommitter::SubmitCollect(TombstoneBounds bounds,
-                                                            size_t limit) {
-  return QueueWhenRoom(Write{{}, TombstoneCollection{std::move(bounds), limit}, {}})
+kj::Promise<StatusOr<size_t>> GroupCommitter::SubmitCollect(HlcTimestamp bound, size_t limit) {
+  return QueueWhenRoom(Write{{}, TombstoneCollection{bound, limit}, {}})
       .then([](WriteResult r) -> StatusOr<size_t> {
         if (!r.status.ok()) return r.status;
         return static_cast<size_t>(r.seq);
@@ -186,7 +185,7 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
       } else if (auto* apply = std::get_if<RemoteApply>(&w.work)) {
         w.result.status = Apply(*group, *apply, &w.result.superseded);
       } else if (auto* collect = std::get_if<TombstoneCollection>(&w.work)) {
-        StatusOr<size_t> removed = group->CollectTombstones(collect->bounds, collect->limit);
+        StatusOr<size_t> removed = group->CollectTombstones(collect->bound, collect->limit);
         if (removed.ok()) {
           w.result.seq = *removed;
         } else {

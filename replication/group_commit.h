@@ -141,9 +141,9 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   kj::Promise<Status> SubmitTrim(uint64_t through);
 
   // Queues a collection of LWW tombstones (WriteGroup::CollectTombstones,
-  // with `bounds` and `limit`) for the next group, waiting first while
+  // with `bound` and `limit`) for the next group, waiting first while
   // there is no room. Resolves with the keys removed, or the error.
-  kj::Promise<StatusOr<size_t>> SubmitCollect(TombstoneBounds bounds, size_t limit);
+  kj::Promise<StatusOr<size_t>> SubmitCollect(HlcTimestamp bound, size_t limit);
 
   // Called on the loop thread after the writes of each committed group are
   // answered: new log entries or positions may be there.
@@ -165,7 +165,7 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
     uint64_t through = 0;
   };
   struct TombstoneCollection {
-    TombstoneBounds bounds;
+    HlcTimestamp bound;
     size_t limit = 0;
   };
   struct Write {

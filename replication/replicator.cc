@@ -622,8 +622,10 @@ kj::Promise<void> Replicator::MaintainTurn() {
         }
         collector_->Advance(UnsettledSegments() == 0 ? HeldByAll() : 0);
         env_->stable_stamp = collector_->stable();
-        collector_->Retain([this](ReplicaId id) { return links_.count(id) > 0; });
-        tasks_->add(collector_->Collect());
+        std::vector<ReplicaId> members;
+        members.reserve(links_.size());
+        for (const auto& [id, link] : links_) members.push_back(id);
+        tasks_->add(collector_->Collect(members));
         if (trim_held_ || trimming_ || through <= store_.TrimmedThrough()) return;
         trimming_ = true;
         tasks_->add(committer_.SubmitTrim(through).then([this](Status trimmed) {

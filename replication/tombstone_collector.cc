@@ -53,20 +53,30 @@ bool TombstoneCollector::PeerStable(ReplicaId origin, HlcTimestamp stamp) {
   return true;
 }
 
-kj::Promise<void> TombstoneCollector::Collect() {
+HlcTimestamp TombstoneCollector::Bound(HlcTimestamp own,
+                                       const std::map<ReplicaId, HlcTimestamp>& peers,
+                                       const std::vector<ReplicaId>& members) {
+  HlcTimestamp bound = own;
+  for (ReplicaId m : members) {
+    auto it = peers.find(m);
+    if (it == peers.end()) return {};
+    bound = std::min(bound, it->second);
+  }
+  return bound;
+}
+
+kj::Promise<void> TombstoneCollector::Collect(const std::vector<ReplicaId>& members) {
+  for (auto it = peers_.begin(); it != peers_.end();) {
+    const bool member = std::find(members.begin(), members.end(), it->first) != members.end();
+    it = member ? std::next(it) : peers_.erase(it);
+  }
   const uint64_t now = env_.NowMillis();
   const auto grace = static_cast<uint64_t>(options_.grace.count());
   if (collecting_ || now <= grace) return kj::READY_NOW;
-  const HlcTimestamp horizon{now - grace, 0};
-  TombstoneBounds bounds;
-  auto bound = [&](ReplicaId writer, HlcTimestamp stable) {
-    if (!stable.IsZero()) bounds[writer] = std::min(stable, horizon);
-  };
-  bound(env_.store.node_id(), stable_);
-  for (const auto& [origin, stable] : peers_) bound(origin, stable);
-  if (bounds.empty()) return kj::READY_NOW;
+  const HlcTimestamp bound = std::min(Bound(stable_, peers_, members), HlcTimestamp{now - grace, 0});
+  if (bound.IsZero()) return kj::READY_NOW;
   collecting_ = true;
-  return env_.committer.SubmitCollect(std::move(bounds), options_.batch)
+  return env_.committer.SubmitCollect(bound, options_.batch)
       .then([this](StatusOr<size_t> removed) {
         collecting_ = false;
         if (!removed.ok()) {

@@ -15,7 +15,13 @@
 // *stable stamp*: every write it coordinated stamped at or below it is
 // applied on every node that owned the write's key (or handed over to the
 // node that owns it now). A tombstone carries its writer's id and stamp;
-// a node may collect it once the writer's stable stamp has passed it.
+// a node may collect it once the stable stamps of this node and of every
+// member it links to have all passed it: then no write stamped below it
+// is on its way from anyone, and every node holds the tombstone. (The
+// writer's stable stamp alone says only that the writer's own writes
+// arrived; an older write of another member still on its way to some node
+// would come back there once the tombstone is gone.) A member whose stable
+// stamp is not known yet holds collection back.
 //
 // Each node sends its stable stamp with its heartbeats; each keeps the
 // latest of every peer it links to, and its own. A tombstone must also be
@@ -44,6 +50,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <vector>
 
 #include "crdt/hlc.h"
 #include "replication/replication_env.h"
@@ -78,17 +85,16 @@ class TombstoneCollector {
   // known; refused (false, and nothing changes) when invalid or further
   // ahead of this node's wall clock than --max-clock-offset.
   bool PeerStable(ReplicaId origin, HlcTimestamp stamp);
-  // Forgets the stable stamps of the peers `linked` says are gone.
-  template <typename Linked>
-  void Retain(Linked&& linked) {
-    for (auto it = peers_.begin(); it != peers_.end();) {
-      it = linked(it->first) ? std::next(it) : peers_.erase(it);
-    }
-  }
+  // Collects one batch of what is stable and older than the grace, unless
+  // a collection runs. `members` are the ids of every member this node
+  // links to, in every region; the stable stamps of others are forgotten.
+  // Never fails: errors are logged.
+  kj::Promise<void> Collect(const std::vector<ReplicaId>& members);
 
-  // Collects what is stable and older than the grace, one batch, unless a
-  // collection runs. Never fails: errors are logged.
-  kj::Promise<void> Collect();
+  // The stamp at or below which tombstones may go: the least of `own` and
+  // of every member's stable stamp, zero when one is not known.
+  static HlcTimestamp Bound(HlcTimestamp own, const std::map<ReplicaId, HlcTimestamp>& peers,
+                            const std::vector<ReplicaId>& members);
 
  private:
   ReplicationEnv& env_;

@@ -294,7 +294,7 @@ class RocksWriteGroup : public WriteGroup {
   Status JoinSetPage(std::string_view key, const OrSetPage& page) override;
   Status JoinSetContext(std::string_view key, const CausalContext& ctx) override;
   StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) override;
-  StatusOr<size_t> CollectTombstones(const TombstoneBounds& bounds, size_t limit) override;
+  StatusOr<size_t> CollectTombstones(HlcTimestamp bound, size_t limit) override;
   void ClearDropped(size_t segment) override;
   void RecordApplied(ReplicaId origin, uint64_t seq) override;
   void SetPeerMembers(std::string bytes) override { peer_members_ = std::move(bytes); }

@@ -383,28 +383,31 @@ Status RocksWriteGroup::RemoveKey(std::string_view key, uint64_t digest) {
   return Status::OK();
 }
 
-StatusOr<size_t> RocksWriteGroup::CollectTombstones(const TombstoneBounds& bounds, size_t limit) {
+StatusOr<size_t> RocksWriteGroup::CollectTombstones(HlcTimestamp bound, size_t limit) {
   if (spent_) return Status::FailedPrecondition("write group already committed");
   // The index rows to visit, collected first: the removals below change
-  // the batch the iterator reads.
+  // the batch the iterator reads. Per writer, the rows up to the bound.
   std::vector<keys::TombstoneRef> visit;
   {
     std::unique_ptr<rocksdb::Iterator> it(batch_.NewIteratorWithBase(
         store_->meta_, store_->db_->NewIterator(rocksdb::ReadOptions(), store_->meta_)));
-    for (const auto& [writer, bound] : bounds) {
-      const std::string prefix = keys::TombstonePrefix(writer);
-      for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix) && visit.size() < limit;
-           it->Next()) {
-        keys::TombstoneRef ref;
-        if (!keys::DecodeTombstoneRow(std::string_view(it->key().data(), it->key().size()), &ref)) {
-          return Status::Corruption("bad tombstone index row");
-        }
-        if (bound < ref.stamp) break;
-        visit.push_back(std::move(ref));
+    const std::string prefix = keys::kMetaTombstonePrefix;
+    it->Seek(prefix);
+    while (it->Valid() && StartsWith(it->key(), prefix) && visit.size() < limit) {
+      keys::TombstoneRef ref;
+      if (!keys::DecodeTombstoneRow(std::string_view(it->key().data(), it->key().size()), &ref)) {
+        return Status::Corruption("bad tombstone index row");
       }
-      GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan the tombstone index"));
-      if (visit.size() >= limit) break;
+      if (ref.stamp <= bound) {
+        visit.push_back(std::move(ref));
+        it->Next();
+      } else if (ref.writer == UINT64_MAX) {
+        break;
+      } else {
+        it->Seek(keys::TombstonePrefix(ref.writer + 1));
+      }
     }
+    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan the tombstone index"));
   }
   size_t removed = 0;
   for (const keys::TombstoneRef& ref : visit) {

@@ -149,10 +149,6 @@ struct KeyDigest {
   }
 };
 
-// Per writer (the node whose stamp a tombstone carries), the greatest stamp
-// at which its LWW tombstones may be collected (WriteGroup::CollectTombstones).
-using TombstoneBounds = std::map<ReplicaId, HlcTimestamp>;
-
 // A point of this node's log: every entry at or below `seq` is stamped at or
 // below `stamp`, every later one above it.
 struct LogCheckpoint {
@@ -220,16 +216,17 @@ class WriteGroup {
 
   // Collects LWW tombstones every replica holds (DESIGN.md section 1, item
   // 6): visits the tombstones written here (the tombstone index, by writer
-  // and stamp) of each writer in `bounds` stamped at or below its bound,
-  // at most `limit` of them, and removes every row of each key whose state
-  // is still nothing but that tombstone, as Drop does (the key's digest
-  // leaves the hash tree; the segment is not marked dropped). Keys written
-  // again since, or holding a value of another type, are left as they
-  // are. The caller decides the bounds: a tombstone may go only once every
-  // node that could hold an older value of its key holds it, or a stale
-  // value would come back. Returns the keys removed. On error (a failed
-  // read) the keys removed before it stay removed in the group.
-  virtual StatusOr<size_t> CollectTombstones(const TombstoneBounds& bounds, size_t limit) = 0;
+  // and stamp) stamped at or below `bound`, whatever their writer, at most
+  // `limit` of them, and removes every row of each key whose state is
+  // still nothing but that tombstone, as Drop does (the key's digest leaves
+  // the hash tree; the segment is not marked dropped). Keys written again
+  // since, or holding a value of another type, are left as they are. The
+  // caller decides the bound: a tombstone may go only once every node
+  // holds every write stamped at or below it, from every writer, or a
+  // stale value still on its way would come back. Returns the keys
+  // removed. On error (a failed read) the keys removed before it stay
+  // removed in the group.
+  virtual StatusOr<size_t> CollectTombstones(HlcTimestamp bound, size_t limit) = 0;
 
   // Unmarks `segment` in DroppedSegments(), at commit.
   // REQUIRES: segment < kTreeSegments (others are ignored).
