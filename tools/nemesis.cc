@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <random>
@@ -233,6 +234,9 @@ class Nemesis {
     return out;
   }
 
+  // What Log printed, a line each.
+  const std::vector<std::string>& timeline() const { return timeline_; }
+
   std::string Injected() const {
     std::string out;
     for (const std::string& kind : kFaultKinds) {
@@ -250,7 +254,8 @@ class Nemesis {
   static void Pause(std::chrono::milliseconds d) { std::this_thread::sleep_for(d); }
 
   void Log(const std::string& what) {
-    std::printf("[%7.1f s] %s\n", Seconds(Clock::now() - origin_), what.c_str());
+    timeline_.push_back(fmt::format("[{:7.1f} s] {}", Seconds(Clock::now() - origin_), what));
+    std::printf("%s\n", timeline_.back().c_str());
     std::fflush(stdout);
   }
 
@@ -408,6 +413,7 @@ class Nemesis {
   const Flags& flags_;
   std::mt19937_64 rng_;
   const Clock::time_point origin_;
+  std::vector<std::string> timeline_;
   std::map<std::string, int> injected_;
   std::set<int> gone_;  // leaving or left
   int joined_ = -1;  // the latest node to join
@@ -448,6 +454,7 @@ int RunOnce(const Flags& flags, uint64_t seed, const std::string& dir) {
     });
   }
   const bool undone = nemesis.Run(origin + std::chrono::seconds(flags.seconds));
+  std::string converged;
   stop = true;
   for (std::thread& t : clients) t.join();
   const Clock::time_point clients_done = Clock::now();
@@ -458,8 +465,9 @@ int RunOnce(const Flags& flags, uint64_t seed, const std::string& dir) {
       history.AddViolation("no convergence within " + std::to_string(flags.converge_seconds) +
                            " s after healing: " + why);
     } else {
-      std::printf("[%7.1f s] converged %.1f s after the clients stopped\n",
-                  Seconds(Clock::now() - origin), Seconds(Clock::now() - clients_done));
+      converged = fmt::format("[{:7.1f} s] converged {:.1f} s after the clients stopped\n",
+                              Seconds(Clock::now() - origin), Seconds(Clock::now() - clients_done));
+      std::printf("%s", converged.c_str());
     }
     std::vector<NodeState> states;
     for (int i : members) {
@@ -475,10 +483,15 @@ int RunOnce(const Flags& flags, uint64_t seed, const std::string& dir) {
   }
 
   const std::vector<std::string> violations = history.violations();
-  std::printf("operations:\n%s", history.Summary().c_str());
-  std::printf("faults injected:%s\n", nemesis.Injected().c_str());
-  std::printf("violations: %zu\n", violations.size());
-  for (const std::string& v : violations) std::printf("  - %s\n", v.c_str());
+  std::string summary = "operations:\n" + history.Summary() +
+                        "faults injected:" + nemesis.Injected() + "\n" +
+                        "violations: " + std::to_string(violations.size()) + "\n";
+  for (const std::string& v : violations) summary += "  - " + v + "\n";
+  std::printf("%s", summary.c_str());
+  // The run's account beside its logs, for a failing run that is kept.
+  std::ofstream report(fs::path(dir) / "report.txt");
+  for (const std::string& line : nemesis.timeline()) report << line << "\n";
+  report << converged << summary;
   return violations.empty() ? kExitPassed : kExitViolations;
 }
 
