@@ -18,6 +18,14 @@ Status ValidateMembership(const MembershipOptions& o, const Member& self) {
   if (o.suspicion_timeout <= milliseconds(0)) {
     return Status::InvalidArgument("gossip suspicion timeout must be positive");
   }
+  if (o.confirmed_suspicion_timeout <= milliseconds(0) ||
+      o.confirmed_suspicion_timeout > o.suspicion_timeout) {
+    return Status::InvalidArgument(
+        "gossip confirmed suspicion timeout (" +
+        std::to_string(o.confirmed_suspicion_timeout.count()) +
+        " ms) must be positive and at most the suspicion timeout (" +
+        std::to_string(o.suspicion_timeout.count()) + " ms)");
+  }
   if (o.max_packet_bytes < 512 || o.max_packet_bytes > 65000) {
     return Status::InvalidArgument("gossip max packet bytes must be within [512, 65000], not " +
                                    std::to_string(o.max_packet_bytes));
@@ -291,6 +299,7 @@ void Membership::Install(const Member& member, Time now) {
   auto [it, inserted] = members_.try_emplace(member.id);
   Entry& e = it->second;
   e.member = member;
+  e.witnessed = false;
   if (member.state == MemberState::kSuspect) e.suspect_deadline = now + options_.suspicion_timeout;
   if (!IsUp(member.state)) e.since = now;
   // A new member is probed within this round, not only the next one.
@@ -385,11 +394,23 @@ void Membership::EndProbe(Time now) {
   // the target.
   if (now >= probe_.start + 2 * options_.period) return;
   auto it = members_.find(probe_.target);
-  if (it == members_.end() || it->second.member.state != MemberState::kAlive) return;
-  Member suspect = it->second.member;
+  if (it == members_.end()) return;
+  Entry& e = it->second;
+  if (e.member.state == MemberState::kSuspect && !e.witnessed) {
+    // Suspected by another member first, and not reachable from here
+    // either: a second, independent witness.
+    e.witnessed = true;
+    e.suspect_deadline =
+        std::min(e.suspect_deadline, now + options_.confirmed_suspicion_timeout);
+    ++stats_.confirmations;
+    return;
+  }
+  if (e.member.state != MemberState::kAlive) return;
+  Member suspect = e.member;
   suspect.state = MemberState::kSuspect;
   ++stats_.suspicions;
   Install(suspect, now);
+  it->second.witnessed = true;
 }
 
 void Membership::ExpireSuspects(Time now) {

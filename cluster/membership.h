@@ -14,7 +14,12 @@
 // ping it on its behalf. Without any ack by the end of the period the
 // member becomes suspect; unless it refutes within `suspicion_timeout` (by
 // raising its incarnation above the suspicion, which only it may do) it
-// becomes dead. Every change of an entry is piggybacked on the following
+// becomes dead. A node that learned of a suspicion from another member and
+// then fails to reach the suspect by its own probe holds two independent
+// witnesses: it gives the suspect only `confirmed_suspicion_timeout` more
+// (as Lifeguard's suspicion confirmations do; Dadgar, Phillips and Currey,
+// 2018), so that a member that really failed is declared dead sooner,
+// while one that only a single prober could not reach keeps the full time. Every change of an entry is piggybacked on the following
 // packets, least-sent and freshest first, about retransmit_multiplier *
 // ceil(log2(n + 1)) times. A node probes one dead member every
 // `dead_probe_interval`, so a member that comes back (a paused process, a
@@ -56,6 +61,13 @@ struct MembershipOptions {
   // Default: 2500 ms (5 periods): at 5% packet loss a suspicion reaches the
   // member and its refutation comes back well within it (membership_test).
   std::chrono::milliseconds suspicion_timeout{2500};
+  // How long a suspect has to refute once this node's own failed probe
+  // confirms a suspicion it learned from another member (never later than
+  // `suspicion_timeout` after the suspicion arrived).
+  // REQUIRES: 0 < confirmed_suspicion_timeout <= suspicion_timeout.
+  // Default: 750 ms (1.5 periods; at one period, 10% loss in a region of
+  // three declares live members dead, membership_test).
+  std::chrono::milliseconds confirmed_suspicion_timeout{750};
   // The largest datagram sent (a single entry that does not fit alone is
   // sent alone anyway). Default: 1400, under a typical path MTU.
   size_t max_packet_bytes = 1400;
@@ -96,6 +108,7 @@ struct MembershipStats {
   // this node itself, or a ping meant for another node once at this address.
   uint64_t messages_dropped = 0;
   uint64_t suspicions = 0;          // members this node suspected after a failed probe
+  uint64_t confirmations = 0;       // suspicions learned, then confirmed by a failed probe here
   uint64_t failure_detections = 0;  // suspects this node declared dead
   uint64_t refutations = 0;         // times this node refuted news of its own failure
 };
@@ -191,6 +204,9 @@ class Membership {
     Member member;
     // When a suspect member is declared dead.
     Time suspect_deadline{};
+    // Whether this node's own probe failed on the member in its current
+    // state (a suspicion of its own, or one it confirmed).
+    bool witnessed = false;
     // When the entry became dead or left, for forgetting it.
     Time since{};
   };

@@ -341,6 +341,8 @@ Status Node::StartGossip(const std::vector<std::string>& kept_seeds) {
     g.membership.period = std::chrono::milliseconds(options_.gossip_period_ms);
     g.membership.ping_timeout = std::chrono::milliseconds(options_.gossip_period_ms * 2 / 5);
     g.membership.suspicion_timeout = std::chrono::milliseconds(options_.suspicion_timeout_ms);
+    g.membership.confirmed_suspicion_timeout =
+        std::chrono::milliseconds(options_.confirmed_suspicion_timeout_ms);
     g.drop_probability = options_.gossip_drop;
     if (!options_.gossip_key_file.empty()) {
       auto keys = LoadGossipKeys(options_.gossip_key_file);

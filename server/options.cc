@@ -116,6 +116,10 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   ms_option("--suspicion-timeout", &o.suspicion_timeout_ms,
             "How long a suspected member has to refute before it is declared dead")
       ->check(CLI::Range(uint64_t{10}, uint64_t{3600000}));
+  ms_option("--confirmed-suspicion-timeout", &o.confirmed_suspicion_timeout_ms,
+            "How long a suspect has to refute once this node's own probe failed too on a "
+            "suspicion another member raised; at most --suspicion-timeout")
+      ->check(CLI::Range(uint64_t{10}, uint64_t{3600000}));
   app.add_option("--gossip-drop", o.gossip_drop,
                  "Fraction of gossip packets to drop, for tests")
       ->capture_default_str()
@@ -238,6 +242,9 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   }
   if (o.gossip_period_ms * 2 > o.suspicion_timeout_ms) {
     return usage_error("--suspicion-timeout: must be at least twice --gossip-period");
+  }
+  if (o.confirmed_suspicion_timeout_ms > o.suspicion_timeout_ms) {
+    return usage_error("--confirmed-suspicion-timeout: must be at most --suspicion-timeout");
   }
   if (app.count("--replication-batch-bytes") == 0) {
     o.replication_batch_bytes = std::min(o.replication_batch_bytes, o.max_message_bytes / 4);

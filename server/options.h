@@ -96,6 +96,7 @@ struct ServerOptions {
   uint64_t request_timeout_ms = 5000;
   uint64_t gossip_period_ms = 500;
   uint64_t suspicion_timeout_ms = 2500;
+  uint64_t confirmed_suspicion_timeout_ms = 750;
   // Fraction of gossip packets dropped on purpose (for tests).
   double gossip_drop = 0;
   // Unacknowledged log bytes beyond which a peer is repaired by

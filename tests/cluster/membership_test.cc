@@ -240,6 +240,10 @@ TEST(MembershipTest, ValidatesOptions) {
   Member no_address = self;
   no_address.gossip_address.clear();
   EXPECT_FALSE(ValidateMembership(MembershipOptions(), no_address).ok());
+  MembershipOptions long_confirmation;
+  long_confirmation.confirmed_suspicion_timeout = long_confirmation.suspicion_timeout + 1ms;
+  s = ValidateMembership(long_confirmation, self);
+  EXPECT_NE(s.message().find("at most the suspicion timeout"), std::string::npos) << s.message();
 }
 
 TEST(MembershipTest, JoinThroughOneSeedConvergesToAFullView) {
@@ -334,14 +338,26 @@ TEST(MembershipTest, ASilentMemberBecomesSuspectThenDeadWithinTheBound) {
   for (size_t i = 0; i < victim; ++i) {
     ASSERT_TRUE(dead[i]);
     EXPECT_LE(*dead[i] - t0, dead_bound + 1ms) << "observer " << i;
-    // A suspect is given its full suspicion timeout.
-    EXPECT_GE(*dead[i] - t0, o.suspicion_timeout) << "observer " << i;
+    // A suspect is given at least the confirmed timeout after a probe
+    // failed, which takes a period.
+    EXPECT_GE(*dead[i] - t0, o.period + o.confirmed_suspicion_timeout) << "observer " << i;
     if (suspected[i]) first_suspicion = std::min(first_suspicion, *suspected[i]);
   }
   ASSERT_NE(first_suspicion, Time::max()) << "declared dead without a suspicion";
   EXPECT_LE(first_suspicion - t0, suspect_bound + 1ms);
   // Death is declared, not only learned: some observer's timer ran out.
   EXPECT_GE(net.TotalFailureDetections(), 1u);
+  // Every observer fails to reach it: the others confirm the first
+  // suspicion, and the member is dead before the full timeout has run
+  // from the first suspicion.
+  uint64_t confirmations = 0;
+  Time first_dead = Time::max();
+  for (size_t i = 0; i < victim; ++i) {
+    confirmations += net.node(i).stats().confirmations;
+    first_dead = std::min(first_dead, *dead[i]);
+  }
+  EXPECT_GE(confirmations, 1u);
+  EXPECT_LT(first_dead - first_suspicion, o.suspicion_timeout);
   std::cout << "suspected after "
             << std::chrono::duration_cast<milliseconds>(first_suspicion - t0).count()
             << " ms, dead everywhere after "
@@ -696,9 +712,11 @@ TEST_P(LossTest, NoMemberIsDeclaredDeadInTenMinutes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Groups, LossTest,
-                         ::testing::Values(LossCase{3, 0.05}, LossCase{5, 0.05}),
+                         ::testing::Values(LossCase{3, 0.05}, LossCase{5, 0.05}, LossCase{3, 0.10}, LossCase{5, 0.10}),
                          [](const auto& info) {
-                           return std::to_string(info.param.nodes) + "Nodes";
+                           return std::to_string(info.param.nodes) + "NodesAt" +
+                                  std::to_string(static_cast<int>(info.param.loss * 100)) +
+                                  "Percent";
                          });
 
 }  // namespace
