@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <iterator>
 #include <utility>
 
@@ -151,7 +152,7 @@ void Membership::Receive(const std::string& from, std::string_view bytes, Time n
     ++stats_.messages_dropped;
     return;
   }
-  for (const Member& u : p.updates) Apply(u, now);
+  for (const auto& [u, suspected_by] : p.updates) Apply(u, suspected_by, now);
 
   switch (p.kind) {
     case Kind::kPing: {
@@ -270,7 +271,7 @@ const Member* Membership::Lookup(ReplicaId id) const {
   return it == members_.end() ? nullptr : &it->second.member;
 }
 
-void Membership::Apply(const Member& u, Time now) {
+void Membership::Apply(const Member& u, ReplicaId suspected_by, Time now) {
   if (u.id == 0 || u.gossip_address.empty() || u.region != self_.region) return;
   if (u.id == self_.id) {
     if (left_) return;
@@ -291,15 +292,26 @@ void Membership::Apply(const Member& u, Time now) {
     if (it == members_.end() || Supersedes(gone, it->second.member)) Install(gone, now);
     return;
   }
-  if (it != members_.end() && !Supersedes(u, it->second.member)) return;
-  Install(u, now);
+  if (it != members_.end() && !Supersedes(u, it->second.member)) {
+    Entry& e = it->second;
+    // The same suspicion, perhaps raised by another witness. Only this
+    // node's own probe makes it a witness.
+    if (u.state == MemberState::kSuspect && e.member.state == MemberState::kSuspect &&
+        u.incarnation == e.member.incarnation && suspected_by != 0 && suspected_by != self_.id) {
+      AddWitness(e, suspected_by, now);
+    }
+    return;
+  }
+  Install(u, now, suspected_by);
 }
 
-void Membership::Install(const Member& member, Time now) {
+void Membership::Install(const Member& member, Time now, ReplicaId suspected_by) {
   auto [it, inserted] = members_.try_emplace(member.id);
   Entry& e = it->second;
   e.member = member;
-  e.witnessed = false;
+  e.suspected_by = member.state == MemberState::kSuspect ? suspected_by : 0;
+  e.witnesses.clear();
+  if (e.suspected_by != 0) e.witnesses.insert(e.suspected_by);
   if (member.state == MemberState::kSuspect) e.suspect_deadline = now + options_.suspicion_timeout;
   if (!IsUp(member.state)) e.since = now;
   // A new member is probed within this round, not only the next one.
@@ -396,21 +408,31 @@ void Membership::EndProbe(Time now) {
   auto it = members_.find(probe_.target);
   if (it == members_.end()) return;
   Entry& e = it->second;
-  if (e.member.state == MemberState::kSuspect && !e.witnessed) {
-    // Suspected by another member first, and not reachable from here
-    // either: a second, independent witness.
-    e.witnessed = true;
-    e.suspect_deadline =
-        std::min(e.suspect_deadline, now + options_.confirmed_suspicion_timeout);
-    ++stats_.confirmations;
+  if (e.member.state == MemberState::kSuspect) {
+    // Suspected by another member, and not reachable from here either.
+    AddWitness(e, self_.id, now);
     return;
   }
   if (e.member.state != MemberState::kAlive) return;
   Member suspect = e.member;
   suspect.state = MemberState::kSuspect;
   ++stats_.suspicions;
-  Install(suspect, now);
-  it->second.witnessed = true;
+  Install(suspect, now, self_.id);
+}
+
+void Membership::AddWitness(Entry& e, ReplicaId witness, Time now) {
+  if (!e.witnesses.insert(witness).second || e.witnesses.size() < 2) return;
+  ++stats_.confirmations;
+  size_t up = 1;  // this node
+  for (const auto& [id, other] : members_) up += IsUp(other.member.state) ? 1 : 0;
+  const double expected = static_cast<double>(std::clamp<size_t>(up, 3, 5) - 2);
+  const double confirmations = static_cast<double>(e.witnesses.size() - 1);
+  const double share = std::min(1.0, std::log(confirmations + 1) / std::log(expected + 1));
+  const auto full = options_.suspicion_timeout;
+  const auto least = options_.confirmed_suspicion_timeout;
+  const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+      full - (full - least) * share);
+  e.suspect_deadline = std::min(e.suspect_deadline, now + timeout);
 }
 
 void Membership::ExpireSuspects(Time now) {

@@ -14,12 +14,16 @@
 // ping it on its behalf. Without any ack by the end of the period the
 // member becomes suspect; unless it refutes within `suspicion_timeout` (by
 // raising its incarnation above the suspicion, which only it may do) it
-// becomes dead. A node that learned of a suspicion from another member and
-// then fails to reach the suspect by its own probe holds two independent
-// witnesses: it gives the suspect only `confirmed_suspicion_timeout` more
-// (as Lifeguard's suspicion confirmations do; Dadgar, Phillips and Currey,
-// 2018), so that a member that really failed is declared dead sooner,
-// while one that only a single prober could not reach keeps the full time. Every change of an entry is piggybacked on the following
+// becomes dead. A suspicion travels with the id of the member whose probe
+// raised it, and every node counts the witnesses of each suspicion it holds
+// (its own failed probe, and the members named by the suspicions it
+// receives). Each witness beyond the first brings the deadline closer, as
+// Lifeguard's suspicion confirmations do (Dadgar, Phillips and Currey,
+// 2018): with C of them, at most T(C) after the last, where T falls from
+// `suspicion_timeout` to `confirmed_suspicion_timeout` in log(C + 1) /
+// log(K + 1) steps and K = min(3, region size - 2) confirmations are
+// expected. A member that really failed is declared dead sooner; one that
+// only a single prober cannot reach keeps the full time. Every change of an entry is piggybacked on the following
 // packets, least-sent and freshest first, about retransmit_multiplier *
 // ceil(log2(n + 1)) times. A node probes one dead member every
 // `dead_probe_interval`, so a member that comes back (a paused process, a
@@ -61,9 +65,9 @@ struct MembershipOptions {
   // Default: 2500 ms (5 periods): at 5% packet loss a suspicion reaches the
   // member and its refutation comes back well within it (membership_test).
   std::chrono::milliseconds suspicion_timeout{2500};
-  // How long a suspect has to refute once this node's own failed probe
-  // confirms a suspicion it learned from another member (never later than
-  // `suspicion_timeout` after the suspicion arrived).
+  // How long a suspect has to refute once every expected confirmation
+  // arrived (see above; never later than `suspicion_timeout` after the
+  // suspicion arrived).
   // REQUIRES: 0 < confirmed_suspicion_timeout <= suspicion_timeout.
   // Default: 750 ms (1.5 periods; at one period, 10% loss in a region of
   // three declares live members dead, membership_test).
@@ -108,7 +112,7 @@ struct MembershipStats {
   // this node itself, or a ping meant for another node once at this address.
   uint64_t messages_dropped = 0;
   uint64_t suspicions = 0;          // members this node suspected after a failed probe
-  uint64_t confirmations = 0;       // suspicions learned, then confirmed by a failed probe here
+  uint64_t confirmations = 0;       // witnesses beyond the first of the suspicions held here
   uint64_t failure_detections = 0;  // suspects this node declared dead
   uint64_t refutations = 0;         // times this node refuted news of its own failure
 };
@@ -197,16 +201,19 @@ class Membership {
     uint64_t seq = 0;
     ReplicaId target_id = 0;
     std::string target_address;
-    std::vector<Member> updates;
+    // Each entry, and for a suspect one the member whose probe raised it
+    // (0: not said).
+    std::vector<std::pair<Member, ReplicaId>> updates;
   };
 
   struct Entry {
     Member member;
     // When a suspect member is declared dead.
     Time suspect_deadline{};
-    // Whether this node's own probe failed on the member in its current
-    // state (a suspicion of its own, or one it confirmed).
-    bool witnessed = false;
+    // For a suspect: the member whose failed probe raised the suspicion (0
+    // not known), and every witness of it known here.
+    ReplicaId suspected_by = 0;
+    std::set<ReplicaId> witnesses;
     // When the entry became dead or left, for forgetting it.
     Time since{};
   };
@@ -235,9 +242,13 @@ class Membership {
   };
 
   // Merges one entry learned from a packet; refutes news about this node.
-  void Apply(const Member& update, Time now);
+  // `suspected_by` as Packet::updates carries it.
+  void Apply(const Member& update, ReplicaId suspected_by, Time now);
   // Installs `member` as the entry of `member.id` (new or superseding).
-  void Install(const Member& member, Time now);
+  void Install(const Member& member, Time now, ReplicaId suspected_by = 0);
+  // Counts `witness` (non-zero) for `e`'s suspicion; a new one beyond the
+  // first brings the deadline closer.
+  void AddWitness(Entry& e, ReplicaId witness, Time now);
   void Refute(uint64_t above);
   void Queue(ReplicaId id);
   void Changed() { ++version_; }

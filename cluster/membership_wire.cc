@@ -58,8 +58,9 @@ bool FromWire(gossip::MemberState s, MemberState* out) {
 // Member to gossip.capnp's MemberUpdate, the only such converter (Decode
 // reads updates back). Empty strings stay null pointers, which UpdateBytes
 // relies on.
-void FillUpdate(const Member& m, gossip::MemberUpdate::Builder b) {
+void FillUpdate(const Member& m, ReplicaId suspected_by, gossip::MemberUpdate::Builder b) {
   b.setId(m.id);
+  b.setSuspectedBy(suspected_by);
   b.setIncarnation(m.incarnation);
   b.setState(ToWire(m.state));
   if (!m.name.empty()) b.setName(AsText(m.name));
@@ -133,7 +134,14 @@ std::string Membership::Encode(const Packet& p, const std::vector<const Member*>
   }
   if (!updates.empty()) {
     auto list = root.initUpdates(static_cast<unsigned>(updates.size()));
-    for (unsigned i = 0; i < updates.size(); ++i) FillUpdate(*updates[i], list[i]);
+    for (unsigned i = 0; i < updates.size(); ++i) {
+      const Member& m = *updates[i];
+      ReplicaId suspected_by = 0;
+      if (auto it = members_.find(m.id); m.state == MemberState::kSuspect && it != members_.end()) {
+        suspected_by = it->second.suspected_by;
+      }
+      FillUpdate(m, suspected_by, list[i]);
+    }
   }
   return FrameMessage(message);
 }
@@ -188,7 +196,7 @@ bool Membership::Decode(std::string_view bytes, Packet* out) {
       for (auto r : u.getPeerRoutes()) {
         m.peer_routes[FromText(r.getRegion())] = FromText(r.getAddress());
       }
-      out->updates.push_back(std::move(m));
+      out->updates.emplace_back(std::move(m), u.getSuspectedBy());
     }
     return Status::OK();
   });

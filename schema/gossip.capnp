@@ -69,6 +69,10 @@ struct MemberUpdate {
   clientAddress @6 :Text;  # HOST:PORT
   peerAddress @7 :Text;    # HOST:PORT, for nodes of the member's own region
   peerRoutes @8 :List(PeerRoute);
+  # For a suspect entry: the member whose failed probe raised the
+  # suspicion, 0 when not said (an older sender). Two different ones are
+  # two witnesses (cluster/membership.h).
+  suspectedBy @9 :UInt64;
 }
 
 struct Packet {
