@@ -82,6 +82,11 @@ void HandOver::PlacementChanged(const std::vector<bool>& before) {
       unsettled_[s] = true;
       ++generation_[s];
     }
+    if (!env_.own_segments[s]) {
+      arriving_[s] = false;
+    } else if (!owned_before && (!before.empty() || new_node_) && unsettled_[s]) {
+      arriving_[s] = true;
+    }
   }
 }
 
@@ -148,6 +153,7 @@ kj::Promise<void> HandOver::PassWith(const std::map<ReplicaId, Remote>& remote) 
                            HeldOnlyByOwners(s, owners, members, remote);
     if (unsettled && owners.empty() && !trim_held_) {
       unsettled_[s] = false;  // no other owner to miss anything from
+      arriving_[s] = false;
     } else if (unsettled && reachable) {
       std::vector<ReplicaId> differing;
       for (ReplicaId id : owners) {
@@ -199,7 +205,10 @@ kj::Promise<void> HandOver::Settle(size_t segment, std::vector<ReplicaId> owners
   }
   return synced.then(
       [this, segment, generation] {
-        if (generation_[segment] == generation) unsettled_[segment] = false;
+        if (generation_[segment] == generation) {
+          unsettled_[segment] = false;
+          arriving_[segment] = false;
+        }
       },
       [segment](kj::Exception&& e) {
         spdlog::info("segment {} not yet in step with its other owners: {}", segment,

@@ -25,7 +25,13 @@
 // write acknowledged by such a node before it heard of the change), so
 // quorum reads do not count it (Settled). A member that no longer owns a
 // segment no longer vouches for it in its acknowledgements
-// (PeerLink::Vouches), so once it said so no later write counts it.
+// (PeerLink::Vouches), so once it said so no later write counts it. Nor
+// does a node vouch for a segment it came to own ("arriving") before it is
+// settled there: a coordinator that has not heard of the change reads the
+// old owners, which must then hold every write counted. A node that starts
+// with no members kept in its data dir (a new node) takes every segment
+// of its first placement as arriving; a restarted one only those of later
+// changes.
 //
 // Store reads (segment keys, states) run on the reader pool; writes go
 // through the committer.
@@ -75,8 +81,12 @@ class HandOver {
   HandOver(ReplicationEnv& env, Links& links, const bool& trim_held)
       : env_(env), links_(links), trim_held_(trim_held) {}
 
-  // Takes the store's dropped marks (at start).
-  void Load(std::vector<bool> dropped) { dropped_ = std::move(dropped); }
+  // Takes the store's dropped marks, and whether this node is new (no
+  // members kept in its data dir), at start.
+  void Load(std::vector<bool> dropped, bool new_node) {
+    dropped_ = std::move(dropped);
+    new_node_ = new_node;
+  }
 
   bool Dropped(size_t segment) const { return segment < dropped_.size() && dropped_[segment]; }
   bool Syncing(size_t segment) const { return Dropped(segment) && env_.OwnsSegment(segment); }
@@ -89,6 +99,12 @@ class HandOver {
            !Dropped(segment);
   }
   size_t UnsettledCount() const;
+  // Whether this node vouches for `segment` in its acknowledgements (see
+  // above): it owns it, and did not come to own it since it was last
+  // settled there. With no placement yet, every segment.
+  bool Vouches(size_t segment) const {
+    return env_.OwnsSegment(segment) && !(segment < arriving_.size() && arriving_[segment]);
+  }
   // Writes of the region may be missing here (this node refused a peer's
   // batch or repair): every segment it owns is unsettled until brought in
   // step with the other owners again.
@@ -142,6 +158,8 @@ class HandOver {
   const bool& trim_held_;
   std::vector<bool> dropped_;  // as the store's DroppedSegments, kept here
   std::vector<bool> unsettled_ = std::vector<bool>(kTreeSegments, true);
+  std::vector<bool> arriving_ = std::vector<bool>(kTreeSegments, false);
+  bool new_node_ = false;
   std::vector<uint64_t> generation_ = std::vector<uint64_t>(kTreeSegments, 0);
   struct Retry {
     kj::TimePoint next = kj::origin<kj::TimePoint>();

@@ -34,6 +34,7 @@ PeerLink::PeerLink(ReplicationEnv& env, PeerAddress address, std::optional<PeerT
     : env_(env),
       address_(std::move(address)),
       target_(std::move(target)),
+      on_acked_(on_acked),
       log_(env.reader),
       shipper_(log_,
                ShipperOptionsFor(env, address_, std::move(on_acked), std::move(on_log_behind))),
@@ -310,6 +311,11 @@ kj::Promise<void> PeerLink::Heartbeats() {
     return timer.timeoutAfter(SilenceLimit(), req.send()).then([this, probe](auto&& resp) {
       RecordOffset(resp.getWallClockMs(), probe);
       if (resp.hasMembers()) TakeMembers(region_seen_, resp.getViewHash(), resp.getMembers());
+      if (resp.hasOwned()) {
+        // The segments it vouches for changed: a write waiting on it may count.
+        TakeClaimed(resp.getOwned());
+        if (on_acked_) on_acked_();
+      }
       return Heartbeats();
     });
   });

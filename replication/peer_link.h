@@ -151,6 +151,7 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   ReplicationEnv& env_;
   const PeerAddress address_;
   std::optional<PeerTarget> target_;
+  const std::function<void()> on_acked_;  // as the shipper's
   StoreLog log_;
   LogShipper shipper_;
   AntiEntropy anti_entropy_;

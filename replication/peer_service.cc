@@ -24,6 +24,17 @@ void CheckRunning(const PeerServiceContext& c) {
   if (c.stopped) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "node is shutting down"));
 }
 
+// The segments this node vouches for in its acknowledgements
+// (HandOver::Vouches): those it owns by its own view, less those it came to
+// own and is not settled for yet.
+std::string VouchedSegmentSet(const PeerServiceContext& c) {
+  std::vector<bool> vouched(kTreeSegments);
+  for (size_t s = 0; s < kTreeSegments; ++s) {
+    vouched[s] = c.env.OwnsSegment(s) && (!c.vouches || c.vouches(s));
+  }
+  return EncodeSegmentSet(vouched);
+}
+
 class PeerSessionImpl final : public peer::PeerSession::Server {
  public:
   // `owned`: the segment set hello sent.
@@ -59,10 +70,10 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
       batch.deltas.Add(View(e.getKey()), View(e.getValue()));
     }
     return c_.receiver.PushDeltas(region_, std::move(batch))
-        .then([&env = c_.env, context, sent = owned_sent_](PushAnswer answer) mutable {
+        .then([&c = c_, context, sent = owned_sent_](PushAnswer answer) mutable {
           auto results = context.getResults();
           results.setApplied(answer.applied);
-          SendOwned(env, *sent, [&](capnp::Data::Reader d) { results.setOwned(d); });
+          SendVouched(c, *sent, [&](capnp::Data::Reader d) { results.setOwned(d); });
           auto list = results.initSuperseded(answer.superseded.size());
           for (size_t i = 0; i < answer.superseded.size(); ++i) {
             list[i].setSeq(answer.superseded[i].position);
@@ -87,6 +98,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     if (hash != params.getViewHash()) {
       EncodeMembers(members, results.initMembers(members.size()));
     }
+    SendVouched(c_, *owned_sent_, [&](capnp::Data::Reader d) { results.setOwned(d); });
     return kj::READY_NOW;
   }
 
@@ -210,10 +222,10 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
   kj::Promise<void> markRepaired(MarkRepairedContext context) override {
     CheckRunning(c_);
     return c_.receiver.MarkRepaired(region_, caller_, context.getParams().getThrough())
-        .then([&env = c_.env, context, sent = owned_sent_](uint64_t applied) mutable {
+        .then([&c = c_, context, sent = owned_sent_](uint64_t applied) mutable {
           auto results = context.getResults();
           results.setApplied(applied);
-          SendOwned(env, *sent, [&](capnp::Data::Reader d) { results.setOwned(d); });
+          SendVouched(c, *sent, [&](capnp::Data::Reader d) { results.setOwned(d); });
         });
   }
 
@@ -230,14 +242,14 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
   }
 
  private:
-  // Gives `set` the segments this node owns now when they differ from what
-  // this session last sent (`sent`, updated).
+  // Gives `set` the segments this node vouches for now (VouchedSegmentSet)
+  // when they differ from what this session last sent (`sent`, updated).
   template <typename Set>
-  static void SendOwned(const ReplicationEnv& env, std::string& sent, Set set) {
-    std::string owned = env.OwnedSegmentSet();
-    if (owned == sent) return;
-    set(AsData(owned));
-    sent = std::move(owned);
+  static void SendVouched(const PeerServiceContext& c, std::string& sent, Set set) {
+    std::string vouched = VouchedSegmentSet(c);
+    if (vouched == sent) return;
+    set(AsData(vouched));
+    sent = std::move(vouched);
   }
 
   kj::Promise<void> Commit(RemoteApply apply) {
@@ -306,9 +318,10 @@ class PeerServiceImpl final : public peer::Peer::Server {
     auto applied = store.AppliedPositions();
     auto it = applied.find(caller);
     results.setApplied(it == applied.end() ? 0 : it->second);
-    std::string owned = c_.env.OwnedSegmentSet();
-    results.setOwned(AsData(owned));
-    results.setSession(kj::heap<PeerSessionImpl>(c_, caller, theirs.getRegion(), std::move(owned)));
+    std::string vouched = VouchedSegmentSet(c_);
+    results.setOwned(AsData(vouched));
+    results.setSession(
+        kj::heap<PeerSessionImpl>(c_, caller, theirs.getRegion(), std::move(vouched)));
     // Learned only once the hello is accepted: a refused peer teaches nothing.
     if (params.hasMembers()) {
       LearnMembers(c_.env.options, theirs.getRegion().cStr(), params.getMembers());

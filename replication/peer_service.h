@@ -40,6 +40,9 @@ struct PeerServiceContext {
   // Whether this node holds a segment's data as a settled owner
   // (HandOver::Settled); nullptr: every segment is.
   std::function<bool(size_t segment)> settled;
+  // Whether this node vouches for a segment in its acknowledgements
+  // (HandOver::Vouches); nullptr: for every segment it owns.
+  std::function<bool(size_t segment)> vouches;
   // Takes a caller's stable stamp from its heartbeat; nullptr: ignored.
   std::function<void(ReplicaId caller, HlcTimestamp stable)> on_stable;
   // The nodes this node links to, whose certified hellos must go by the id

@@ -64,7 +64,7 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
   collector_ = std::make_unique<TombstoneCollector>(*env_, collecting);
   service_context_.reset(new PeerServiceContext{
       *env_, *receiver_, *visibility_, stopped_, forward_handler_, options_.local_members,
-      [this](size_t s) { return Settled(s); },
+      [this](size_t s) { return Settled(s); }, [this](size_t s) { return Vouches(s); },
       [this](ReplicaId caller, HlcTimestamp stable) {
         if (links_.count(caller) > 0) collector_->PeerStable(caller, stable);
       },
@@ -86,7 +86,7 @@ Replicator::~Replicator() {
 
 void Replicator::Start() {
   started_ = true;
-  hand_over_->Load(store_.DroppedSegments());
+  hand_over_->Load(store_.DroppedSegments(), kept_members_.empty());
   for (auto& link : seed_links_) link->Start();
   for (auto& [id, link] : links_) link->Start();
   tasks_->add(Maintain());
@@ -104,6 +104,8 @@ bool Replicator::Settled(size_t segment) const {
   // step again.
   return committer_.stamps_refused() == stamps_unsettled_ && hand_over_->Settled(segment);
 }
+
+bool Replicator::Vouches(size_t segment) const { return hand_over_->Vouches(segment); }
 
 size_t Replicator::UnsettledSegments() const { return hand_over_->UnsettledCount(); }
 

@@ -143,6 +143,9 @@ class Replicator final : private HandOver::Links {
   // owners since it started or came to own it (HandOver): only such owners
   // count toward a quorum read.
   bool Settled(size_t segment) const;
+  // Whether this node vouches for `segment` in its acknowledgements, and
+  // counts its own copy for a write there (HandOver::Vouches).
+  bool Vouches(size_t segment) const;
   // The segments this node owns that are not settled.
   size_t UnsettledSegments() const;
   // Whether every key this node holds is in a segment it owns (after a

@@ -139,8 +139,7 @@ interface Peer {
   # of another region, are its region's likewise: the callee learns that
   # region from every node that connects to it, not only from the nodes it
   # dials (an older caller sends none).
-  # `owned`: the segments the callee owns by its own view of its region's
-  # ring (see pushDeltas).
+  # `owned`: the segments the callee vouches for (see pushDeltas).
   hello @0 (hello :NodeHello, members :List(Member))
       -> (hello :NodeHello, applied :UInt64, session :PeerSession,
           members :List(Member), viewHash :UInt64, owned :Data);
@@ -154,14 +153,17 @@ interface PeerSession {
   # are replays and are skipped; a batch starting past the position + 1
   # (a gap) applies nothing, and the answer tells the caller where to
   # resume. Fails with OVERLOADED when the callee's writes are backed up.
-  # `owned`: the segments the callee owns by its own view of its region's
-  # ring when it answered (kTreeSegments bits, bit s of byte s / 8, as the
-  # `dropped_segments` row of docs/formats.md), sent in hello and then only
-  # when it changed since this session last sent it; empty: unchanged. A
-  # coordinator counts a node's position toward a write's quorum only while
-  # the node said it owns the write's segment (a node that heard of a join
-  # or leave before the coordinator did no longer vouches for segments it
-  # hands over). A hello without it (an older node): its view is not known.
+  # `owned`: the segments the callee vouches for when it answered: those it
+  # owns by its own view of its region's ring, less those it came to own
+  # and is not settled for yet (replication/hand_over.h)
+  # (kTreeSegments bits, bit s of byte s / 8, as the `dropped_segments` row
+  # of docs/formats.md), sent in hello and then only when it changed since
+  # this session last sent it; empty: unchanged. A coordinator counts a
+  # node's position toward a write's quorum only while the node vouches for
+  # the write's segment (a node that heard of a join or leave before the
+  # coordinator did no longer vouches for segments it hands over, and a new
+  # owner not before a coordinator that has not heard of the change would
+  # read it). A hello without it (an older node): its view is not known.
   # `superseded`: entries of the batch's range that the callee joined
   # under a newer LWW register it already held for their keys (their
   # write loses to it), as far as the callee remembers (its last 1,024 of
@@ -179,9 +181,11 @@ interface PeerSession {
   # ships to holds every entry of its log stamped at or below it; zero:
   # none, and from older nodes), for the collection of its tombstones
   # (replication/tombstone_collector.h).
+  # `owned` as in pushDeltas, so that a new owner's vouching reaches the
+  # coordinators waiting on it without another write.
   heartbeat @1 (wallClockMs :Int64, viewHash :UInt64, members :List(Member),
                 stableMs :UInt64, stableLogical :UInt32)
-      -> (wallClockMs :Int64, viewHash :UInt64, members :List(Member));
+      -> (wallClockMs :Int64, viewHash :UInt64, members :List(Member), owned :Data);
 
   # Anti-entropy: the digests of every segment of the callee's hash tree
   # (kTreeSegments entries, segment order), and the segments it owns by its

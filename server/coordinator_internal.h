@@ -16,6 +16,7 @@ class Coordinator::Facts final : public ReplicaFacts {
   bool Syncing(size_t segment) const override { return replicator_.Syncing(segment); }
   bool Dropped(size_t segment) const override { return replicator_.Dropped(segment); }
   bool Settled(size_t segment) const override { return replicator_.Settled(segment); }
+  bool Vouches(size_t segment) const override { return replicator_.Vouches(segment); }
   bool IsConnected(ReplicaId node) const override { return replicator_.IsConnected(node); }
 
  private:

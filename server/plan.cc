@@ -75,7 +75,12 @@ Plan MakePlan(const ClusterView& view, const PlanRequest& request, const Replica
         view.region() + "; " + std::to_string(1 + plan.others.size()) + " are up");
     return plan;
   }
-  if (unsettled) {
+  // A QUORUM or ALL write counts this node's own copy only where it vouches
+  // for the segment as its acknowledgements do: a coordinator that has not
+  // heard that this node came to own it reads the old owners.
+  const bool self_uncounted = request.write && level != Consistency::kOne && mine &&
+                              owners.size() > 1 && !facts.Vouches(plan.segment);
+  if (unsettled || self_uncounted) {
     if (plan.others.size() < needed) {
       plan.status = Status::Unavailable(
           std::string(ConsistencyName(level)) + " needs " + std::to_string(needed) +

@@ -31,6 +31,10 @@ class ReplicaFacts {
   // This node owns `segment` and has been in step with its other owners
   // since it started or came to own it (HandOver::Settled).
   virtual bool Settled(size_t segment) const = 0;
+  // This node counts its own copy for a write in `segment`: it owns it and
+  // did not come to own it since it was last settled there
+  // (HandOver::Vouches).
+  virtual bool Vouches(size_t segment) const = 0;
   // The link to `node` has a session now.
   virtual bool IsConnected(ReplicaId node) const = 0;
 };

@@ -64,8 +64,9 @@ class Rig final : public HandOver::Links {
 
   // As the replicator starts it.
   void Await(kj::Promise<void> p) { testing::WaitGuarded(io, kj::mv(p)); }
-  void Start() {
-    hand_over.Load(a.store->DroppedSegments());
+  // `new_node`: a has no members kept in its data dir.
+  void Start(bool new_node = false) {
+    hand_over.Load(a.store->DroppedSegments(), new_node);
     run = hand_over.Run().eagerlyEvaluate(nullptr);
   }
   // Moves the timer to the next pass and runs it through.
@@ -307,6 +308,44 @@ TEST(HandOver, ANewOwnerSettlesOnlyOnceEveryOtherMemberDisownsTheSegmentAndHolds
   rig.Tick();
   EXPECT_TRUE(rig.hand_over.Settled(kSegment + 3));
   EXPECT_FALSE(rig.hand_over.Settled(held));
+}
+
+// A coordinator that has not heard that a came to own a segment reads the
+// segment's old owners: a's acknowledgements there, and its own copy, must
+// not count toward a write's quorum until a is settled there.
+TEST(HandOver, ANodeVouchesForASegmentItCameToOwnOnlyOnceSettledThere) {
+  Rig rig({"b"});
+  rig.Start();
+  rig.Tick();
+  // A restarted node vouches for what it owns.
+  EXPECT_TRUE(rig.hand_over.Vouches(kSegment + 1));
+  EXPECT_FALSE(rig.hand_over.Vouches(kSegment));  // not owned
+  const std::vector<bool> before = rig.unit.own_segments;
+  rig.unit.own_segments[kSegment] = true;
+  rig.hand_over.PlacementChanged(before);
+  EXPECT_FALSE(rig.hand_over.Vouches(kSegment));
+  EXPECT_TRUE(rig.hand_over.Vouches(kSegment + 1));
+  rig.Connect(0, false);
+  rig.Tick();
+  EXPECT_FALSE(rig.hand_over.Vouches(kSegment)) << "not in step with b yet";
+  rig.Connect(0, true);
+  rig.Tick();
+  ASSERT_TRUE(rig.hand_over.Settled(kSegment));
+  EXPECT_TRUE(rig.hand_over.Vouches(kSegment));
+  // It no longer owns it: it vouches no more.
+  rig.unit.own_segments[kSegment] = false;
+  rig.hand_over.PlacementChanged(rig.unit.own_segments);
+  EXPECT_FALSE(rig.hand_over.Vouches(kSegment));
+}
+
+TEST(HandOver, ANewNodeVouchesForNoSegmentOfItsFirstPlacementUntilSettled) {
+  Rig rig({"b"});
+  rig.Start(/*new_node=*/true);
+  rig.hand_over.PlacementChanged({});
+  EXPECT_FALSE(rig.hand_over.Vouches(kSegment + 1));
+  rig.Tick();
+  ASSERT_TRUE(rig.hand_over.Settled(kSegment + 1));
+  EXPECT_TRUE(rig.hand_over.Vouches(kSegment + 1));
 }
 
 }  // namespace

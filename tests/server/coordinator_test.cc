@@ -25,6 +25,7 @@ class FakeFacts final : public ReplicaFacts {
   bool Syncing(size_t) const override { return false; }
   bool Dropped(size_t) const override { return false; }
   bool Settled(size_t) const override { return true; }
+  bool Vouches(size_t) const override { return true; }
   bool IsConnected(ReplicaId node) const override { return connected.count(node) > 0; }
   std::set<ReplicaId> connected;
 };

@@ -20,8 +20,9 @@ class FakeFacts final : public ReplicaFacts {
   bool Syncing(size_t segment) const override { return syncing.count(segment) > 0; }
   bool Dropped(size_t segment) const override { return dropped.count(segment) > 0; }
   bool Settled(size_t segment) const override { return unsettled.count(segment) == 0; }
+  bool Vouches(size_t segment) const override { return arriving.count(segment) == 0; }
   bool IsConnected(ReplicaId node) const override { return connected.count(node) > 0; }
-  std::set<size_t> syncing, dropped, unsettled;
+  std::set<size_t> syncing, dropped, unsettled, arriving;
   std::set<ReplicaId> connected;
 };
 
@@ -162,6 +163,24 @@ TEST(Plan, ANodeThatHandedASegmentOverRefusesWritesForwardedThere) {
   Plan plan = MakePlan(view, {key, Consistency::kOne, true, true}, facts);
   EXPECT_EQ(plan.status.message(), "this node handed the key's segment over to its owners");
   EXPECT_TRUE(MakePlan(view, {key, Consistency::kOne, true, false}, facts).status.ok());
+}
+
+TEST(Plan, AQuorumWriteCountsThisNodeOnlyWhereItVouchesForTheSegment) {
+  FakeFacts facts;
+  facts.arriving = {TreeSegmentOf("k")};
+  ClusterView view = ViewOf(2);
+  // Written here, but acknowledged by both others: a coordinator that has
+  // not heard that this node came to own the segment reads the others.
+  Plan quorum = MakePlan(view, {"k", Consistency::kQuorum, false, true}, facts);
+  ASSERT_TRUE(quorum.status.ok()) << quorum.status.ToString();
+  EXPECT_FALSE(quorum.forward_to);
+  EXPECT_EQ(quorum.needed, 2u);
+  EXPECT_EQ(MakePlan(view, {"k", Consistency::kOne, false, true}, facts).needed, 0u);
+  ClusterView one_down = ViewOf(2, {MemberState::kDead});
+  EXPECT_EQ(MakePlan(one_down, {"k", Consistency::kQuorum, false, true}, facts).status.code(),
+            Status::Code::kUnavailable);
+  facts.arriving.clear();
+  EXPECT_EQ(MakePlan(one_down, {"k", Consistency::kQuorum, false, true}, facts).needed, 1u);
 }
 
 TEST(Plan, NeededByLevel) {
