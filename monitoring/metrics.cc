@@ -193,6 +193,8 @@ Metrics::Metrics(const std::string& region)
           "LWW values received that lost to a later write already here")),
       stamps_refused(NewCounter(*registry_, region, "geokv_stamps_refused_total",
           "Batches from peers refused for a stamp beyond --max-clock-offset ahead")),
+      writes_restamped(NewCounter(*registry_, region, "geokv_writes_restamped_total",
+          "Quorum register writes made again above a newer value an owner already held")),
       logins_ok(NewLogins(*registry_, region, "ok")),
       logins_refused(NewLogins(*registry_, region, "refused")),
       logins_busy(NewLogins(*registry_, region, "busy")),

@@ -105,6 +105,9 @@ class Metrics {
   prometheus::Gauge& max_clock_offset;
   prometheus::Counter& lww_overwritten;
   prometheus::Counter& stamps_refused;
+  // Quorum register writes made again above a newer register an owner
+  // already held for the key (Coordinator::WriteStamped).
+  prometheus::Counter& writes_restamped;
   // Logins to the client ports (--users): accepted, refused (unknown user
   // or wrong secret), and refused unchecked (too many checks under way).
   prometheus::Counter& logins_ok;

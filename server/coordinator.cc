@@ -237,6 +237,7 @@ kj::Promise<Result> Coordinator::WriteStamped(std::string key, Operation op, Pla
             return kj::mv(result);
           }
           spdlog::debug("{}: writing it again above that stamp", held);
+          metrics_->writes_restamped.Increment();
           return WriteStamped(std::move(again->first), std::move(again->second),
                               std::move(plan), attempt + 1);
         });
