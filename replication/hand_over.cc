@@ -152,8 +152,7 @@ kj::Promise<void> HandOver::PassWith(const std::map<ReplicaId, Remote>& remote) 
     const bool unsettled = env_.own_segments[s] && unsettled_[s] && !Dropped(s) &&
                            HeldOnlyByOwners(s, owners, members, remote);
     if (unsettled && owners.empty() && !trim_held_) {
-      unsettled_[s] = false;  // no other owner to miss anything from
-      arriving_[s] = false;
+      MarkSettled(s);  // no other owner to miss anything from
     } else if (unsettled && reachable) {
       std::vector<ReplicaId> differing;
       for (ReplicaId id : owners) {
@@ -205,10 +204,7 @@ kj::Promise<void> HandOver::Settle(size_t segment, std::vector<ReplicaId> owners
   }
   return synced.then(
       [this, segment, generation] {
-        if (generation_[segment] == generation) {
-          unsettled_[segment] = false;
-          arriving_[segment] = false;
-        }
+        if (generation_[segment] == generation) MarkSettled(segment);
       },
       [segment](kj::Exception&& e) {
         spdlog::info("segment {} not yet in step with its other owners: {}", segment,

@@ -150,6 +150,11 @@ class HandOver {
   // Notes how a hand-over of `segment` (whose digest was `before`) ended:
   // with `error`, or empty when it ran through.
   void Retried(size_t segment, uint64_t before, const std::string& error);
+  // `segment` is settled, and no longer arriving.
+  void MarkSettled(size_t segment) {
+    unsettled_[segment] = false;
+    arriving_[segment] = false;
+  }
   // Lets this node coordinate writes in `segment` again (durably).
   kj::Promise<void> ClearDropped(size_t segment);
 
