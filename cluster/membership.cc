@@ -76,7 +76,15 @@ void Membership::Tick(Time now) {
     next_push_pull_ = now + options_.push_pull_interval;
   }
   for (auto it = relays_.begin(); it != relays_.end();) {
-    it = it->second.expires <= now ? relays_.erase(it) : std::next(it);
+    Relay& r = it->second;
+    if (r.nack_at && *r.nack_at <= now) {
+      r.nack_at.reset();
+      Packet nack;
+      nack.kind = Kind::kNack;
+      nack.seq = r.requester_seq;
+      Send(r.requester, r.requester_id, nack);
+    }
+    it = r.expires <= now ? relays_.erase(it) : std::next(it);
   }
   for (auto it = synced_unknown_.begin(); it != synced_unknown_.end();) {
     it = it->second + options_.period <= now ? synced_unknown_.erase(it) : std::next(it);
@@ -96,11 +104,15 @@ void Membership::Tick(Time now) {
         req.target_id = target->id;
         req.target_address = target->gossip_address;
         for (ReplicaId h : helpers) Send(Lookup(h)->gossip_address, h, req);
+        probe_.helpers = std::move(helpers);
       }
     }
     if (now >= probe_.start + options_.period) EndProbe(now);
   }
-  if (!left_) ExpireSuspects(now);
+  if (!left_) {
+    ExpireSuspects(now);
+    NoticeSuspects(now);
+  }
 
   if (now >= next_period_) {
     next_period_ += options_.period;
@@ -130,13 +142,18 @@ void Membership::Tick(Time now) {
 Membership::Time Membership::NextDeadline() const {
   if (!ticked_) return Time::min();
   Time t = next_period_;
+  for (const auto& [seq, r] : relays_) {
+    if (r.nack_at) t = std::min(t, *r.nack_at);
+  }
   if (probe_.active) {
     if (!probe_.acked && !probe_.indirect_sent) t = std::min(t, probe_.start + options_.ping_timeout);
     t = std::min(t, probe_.start + options_.period);
   }
   if (!left_) {
     for (const auto& [id, e] : members_) {
-      if (e.member.state == MemberState::kSuspect) t = std::min(t, e.suspect_deadline);
+      if (e.member.state == MemberState::kSuspect) {
+        t = std::min({t, e.suspect_deadline, e.next_notice});
+      }
     }
     if (!seeds_.empty() && next_join_ && !HasAliveOther()) t = std::min(t, *next_join_);
   }
@@ -170,6 +187,9 @@ void Membership::Receive(const std::string& from, std::string_view bytes, Time n
     case Kind::kAck:
       HandleAck(p.seq);
       break;
+    case Kind::kNack:
+      HandleNack(p.seq, p.sender_id);
+      break;
     case Kind::kPingReq: {
       if (p.target_id == self_.id) {
         Packet ack;
@@ -183,7 +203,7 @@ void Membership::Receive(const std::string& from, std::string_view bytes, Time n
       const Member* target = Lookup(p.target_id);
       if (target == nullptr) break;
       uint64_t seq = next_seq_++;
-      relays_[seq] = Relay{from, p.sender_id, p.seq, now + options_.period};
+      relays_[seq] = Relay{from, p.sender_id, p.seq, now + options_.ping_timeout, now + options_.period};
       Packet ping;
       ping.kind = Kind::kPing;
       ping.seq = seq;
@@ -312,7 +332,10 @@ void Membership::Install(const Member& member, Time now, ReplicaId suspected_by)
   e.suspected_by = member.state == MemberState::kSuspect ? suspected_by : 0;
   e.witnesses.clear();
   if (e.suspected_by != 0) e.witnesses.insert(e.suspected_by);
-  if (member.state == MemberState::kSuspect) e.suspect_deadline = now + options_.suspicion_timeout;
+  if (member.state == MemberState::kSuspect) {
+    e.suspect_deadline = now + options_.suspicion_timeout;
+    e.next_notice = now;
+  }
   if (!IsUp(member.state)) e.since = now;
   // A new member is probed within this round, not only the next one.
   if (inserted && IsUp(member.state)) {
@@ -390,7 +413,7 @@ void Membership::StartProbe(Time now) {
     }
   }
   if (target == nullptr) return;
-  probe_ = Probe{true, target->id, next_seq_++, now, false, false};
+  probe_ = Probe{true, target->id, next_seq_++, now, false, false, {}, {}};
   Packet ping;
   ping.kind = Kind::kPing;
   ping.seq = probe_.seq;
@@ -408,16 +431,19 @@ void Membership::EndProbe(Time now) {
   auto it = members_.find(probe_.target);
   if (it == members_.end()) return;
   Entry& e = it->second;
-  if (e.member.state == MemberState::kSuspect) {
+  if (e.member.state == MemberState::kAlive) {
+    Member suspect = e.member;
+    suspect.state = MemberState::kSuspect;
+    ++stats_.suspicions;
+    Install(suspect, now, self_.id);
+  } else if (e.member.state == MemberState::kSuspect) {
     // Suspected by another member, and not reachable from here either.
     AddWitness(e, self_.id, now);
+  } else {
     return;
   }
-  if (e.member.state != MemberState::kAlive) return;
-  Member suspect = e.member;
-  suspect.state = MemberState::kSuspect;
-  ++stats_.suspicions;
-  Install(suspect, now, self_.id);
+  // Every helper whose own ping went unanswered saw the same silence.
+  for (ReplicaId helper : probe_.nacked_by) AddWitness(e, helper, now);
 }
 
 void Membership::AddWitness(Entry& e, ReplicaId witness, Time now) {
@@ -444,6 +470,20 @@ void Membership::ExpireSuspects(Time now) {
       Queue(id);
       Changed();
     }
+  }
+}
+
+void Membership::NoticeSuspects(Time now) {
+  for (auto& [id, e] : members_) {
+    if (e.member.state != MemberState::kSuspect || now < e.next_notice) continue;
+    e.next_notice = now + options_.ping_timeout;
+    // Send puts the recipient's suspect entry first; the ack brings back
+    // its refutation, if it is alive to make one.
+    Packet ping;
+    ping.kind = Kind::kPing;
+    ping.seq = next_seq_++;
+    ping.target_id = id;
+    Send(e.member.gossip_address, id, ping);
   }
 }
 
@@ -519,6 +559,13 @@ void Membership::ResendLeave() {
     Send(m->gossip_address, *it, ping);
     ++it;
   }
+}
+
+void Membership::HandleNack(uint64_t seq, ReplicaId from) {
+  if (!probe_.active || seq != probe_.seq || probe_.acked) return;
+  // Only a member this probe asked speaks for it.
+  if (std::find(probe_.helpers.begin(), probe_.helpers.end(), from) == probe_.helpers.end()) return;
+  probe_.nacked_by.insert(from);
 }
 
 void Membership::HandleAck(uint64_t seq) {

@@ -11,13 +11,15 @@
 // Every `period` a node probes the next member of a shuffled round-robin
 // list of the other alive or suspect members: a ping, and if no ack comes
 // within `ping_timeout`, ping-reqs asking `indirect_checks` other members to
-// ping it on its behalf. Without any ack by the end of the period the
+// ping it on its behalf; a helper whose own ping goes unanswered for
+// `ping_timeout` says so (a nack). Without any ack by the end of the period the
 // member becomes suspect; unless it refutes within `suspicion_timeout` (by
 // raising its incarnation above the suspicion, which only it may do) it
-// becomes dead. A suspicion travels with the id of the member whose probe
+// becomes dead. A node holding a suspicion pings the suspect every
+// `ping_timeout` with its suspect entry, so a live one hears of it in time. A suspicion travels with the id of the member whose probe
 // raised it, and every node counts the witnesses of each suspicion it holds
-// (its own failed probe, and the members named by the suspicions it
-// receives). Each witness beyond the first brings the deadline closer, as
+// (its own failed probe, the helpers that nacked it, and the members named
+// by the suspicions it receives). Each witness beyond the first brings the deadline closer, as
 // Lifeguard's suspicion confirmations do (Dadgar, Phillips and Currey,
 // 2018): with C of them, at most T(C) after the last, where T falls from
 // `suspicion_timeout` to `confirmed_suspicion_timeout` in log(C + 1) /
@@ -191,7 +193,7 @@ class Membership {
   const MembershipStats& stats() const { return stats_; }
 
  private:
-  enum class Kind : uint8_t { kPing, kAck, kPingReq, kJoin, kJoinReply };
+  enum class Kind : uint8_t { kPing, kAck, kPingReq, kJoin, kJoinReply, kNack };
 
   // A decoded packet.
   struct Packet {
@@ -208,8 +210,10 @@ class Membership {
 
   struct Entry {
     Member member;
-    // When a suspect member is declared dead.
+    // When a suspect member is declared dead, and when it is next sent a
+    // ping that carries its suspect entry, so that it can refute in time.
     Time suspect_deadline{};
+    Time next_notice{};
     // For a suspect: the member whose failed probe raised the suspicion (0
     // not known), and every witness of it known here.
     ReplicaId suspected_by = 0;
@@ -231,6 +235,10 @@ class Membership {
     Time start{};
     bool acked = false;
     bool indirect_sent = false;
+    // The members asked to ping the target, and those of them that said
+    // their own ping went unanswered.
+    std::vector<ReplicaId> helpers;
+    std::set<ReplicaId> nacked_by;
   };
 
   // A ping sent on behalf of a ping-req.
@@ -238,6 +246,8 @@ class Membership {
     std::string requester;
     ReplicaId requester_id = 0;
     uint64_t requester_seq = 0;
+    // When the requester is told the target did not answer (unless it did).
+    std::optional<Time> nack_at;
     Time expires{};
   };
 
@@ -259,10 +269,12 @@ class Membership {
   void ProbeDead();
   void PushPull();
   void ExpireSuspects(Time now);
+  void NoticeSuspects(Time now);
   void Forget(Time now);
   void SendJoins();
   void ResendLeave();
   void HandleAck(uint64_t seq);
+  void HandleNack(uint64_t seq, ReplicaId from);
   bool HasAliveOther() const;
   // Alive members of the region other than this node and `exclude`.
   std::vector<ReplicaId> AliveOthers(ReplicaId exclude) const;

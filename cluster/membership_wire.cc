@@ -131,6 +131,9 @@ std::string Membership::Encode(const Packet& p, const std::vector<const Member*>
     case Kind::kJoinReply:
       root.setJoinReply();
       break;
+    case Kind::kNack:
+      root.initNack().setSeq(p.seq);
+      break;
   }
   if (!updates.empty()) {
     auto list = root.initUpdates(static_cast<unsigned>(updates.size()));
@@ -176,6 +179,10 @@ bool Membership::Decode(std::string_view bytes, Packet* out) {
         break;
       case gossip::Packet::JOIN_REPLY:
         out->kind = Kind::kJoinReply;
+        break;
+      case gossip::Packet::NACK:
+        out->kind = Kind::kNack;
+        out->seq = p.getNack().getSeq();
         break;
       default:
         return Status::Corruption("unknown packet kind");

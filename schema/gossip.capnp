@@ -26,6 +26,8 @@
 #             least the sender's own entry.
 #   joinReply the receiver's member list, split over as many packets as it
 #             takes; also sent unsolicited by the periodic push-pull sync.
+#   nack      from the receiver of a pingReq whose own ping of the target
+#             got no ack within its ping timeout: the pingReq's `seq`.
 # A receiver merges `updates` first, then acts on the kind. Entries are
 # merged by the SWIM rules (Supersedes in domain/member.h): the higher
 # incarnation wins, and at equal incarnation alive < suspect < dead < left.
@@ -97,5 +99,11 @@ struct Packet {
     }
     join @11 :Void;
     joinReply @12 :Void;
+    # From a member asked by a ping-req whose own ping of the target got no
+    # ack within its ping timeout: a second witness of the target's silence
+    # (cluster/membership.h). An older node drops the packet.
+    nack :group {
+      seq @13 :UInt64;  # the ping-req's seq
+    }
   }
 }

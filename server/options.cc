@@ -117,8 +117,9 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
             "How long a suspected member has to refute before it is declared dead")
       ->check(CLI::Range(uint64_t{10}, uint64_t{3600000}));
   ms_option("--confirmed-suspicion-timeout", &o.confirmed_suspicion_timeout_ms,
-            "How long a suspect has to refute once this node's own probe failed too on a "
-            "suspicion another member raised; at most --suspicion-timeout")
+            "How long a suspect has to refute once a second member failed to reach it too "
+            "(this node's own probe, or a helper's nack of its ping-req); at most "
+            "--suspicion-timeout")
       ->check(CLI::Range(uint64_t{10}, uint64_t{3600000}));
   app.add_option("--gossip-drop", o.gossip_drop,
                  "Fraction of gossip packets to drop, for tests")

@@ -365,6 +365,45 @@ TEST(MembershipTest, ASilentMemberBecomesSuspectThenDeadWithinTheBound) {
             << " ms (bound " << dead_bound.count() << " ms)\n";
 }
 
+// In a region of three a prober has one helper, and the helper's own ping
+// of the silent member goes unanswered too: its nack is the confirmation,
+// so the member is dead the confirmed timeout after the first suspicion,
+// not a whole probe round later.
+TEST(MembershipTest, InARegionOfThreeTheHelpersNackConfirmsTheSuspicion) {
+  const MembershipOptions o = TestOptions(5);
+  std::vector<milliseconds> deaths;
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    SimNetwork net(100 + seed);
+    net.AddGroup(3, TestOptions(100 + seed));
+    ASSERT_TRUE(net.RunUntil([&] { return net.Converged(); }, 5s));
+    // A random phase against the probe rounds.
+    net.RunFor(10s + milliseconds(137 * seed % 1000));
+    const ReplicaId id = net.self_template(2).id;
+    net.Pause(2);
+    const Time t0 = net.now();
+    std::optional<Time> suspected, dead;
+    ASSERT_TRUE(net.RunUntil(
+        [&] {
+          for (size_t i = 0; i < 2; ++i) {
+            const MemberState s = net.node(i).Find(id)->state;
+            if (s == MemberState::kSuspect && !suspected) suspected = net.now();
+            if (s == MemberState::kDead && !dead) dead = net.now();
+          }
+          return dead.has_value();
+        },
+        20s))
+        << "seed " << seed;
+    ASSERT_TRUE(suspected) << "seed " << seed;
+    EXPECT_LE(*dead - *suspected, o.confirmed_suspicion_timeout + 1ms) << "seed " << seed;
+    EXPECT_GE(net.node(0).stats().confirmations + net.node(1).stats().confirmations, 1u);
+    deaths.push_back(std::chrono::duration_cast<milliseconds>(*dead - t0));
+  }
+  std::sort(deaths.begin(), deaths.end());
+  std::cout << "first declared dead after " << deaths[deaths.size() / 2].count()
+            << " ms (median of " << deaths.size() << "), at most " << deaths.back().count()
+            << " ms\n";
+}
+
 TEST(MembershipTest, AMemberSilentForLessThanTheSuspicionTimeoutRefutes) {
   SimNetwork net(4);
   net.AddGroup(4, TestOptions(4));

@@ -169,8 +169,10 @@ TEST(RegionTest, GossipDeclaresAKilledNodeDeadAPausedOneNotAndRemoveTakesTheDead
   Client a(cluster, 0);
 
   // SIGSTOP for 0.5 s: suspected at most. A suspicion confirmed by the
-  // other prober runs out no sooner than a failed probe (a period, 0.5 s)
-  // plus the confirmed timeout (0.75 s) after the stop.
+  // other node (its own probe, or its nack of a ping-req) runs out no
+  // sooner than a failed probe (a period, 0.5 s) plus the confirmed
+  // timeout (0.75 s) after the stop, and the suspect is told of it every
+  // ping timeout (0.2 s) meanwhile.
   const std::string paused = cluster.Name(2);
   cluster.node(2).child().Signal(SIGSTOP);
   auto resume = std::chrono::steady_clock::now() + 500ms;
