@@ -310,18 +310,53 @@ kj::Promise<capnp::Response<peer::PeerSession::ForwardResults>> Replicator::Forw
 
 kj::Promise<Replicator::PeerDigest> Replicator::KeyDigest(ReplicaId node, std::string key,
                                                           std::chrono::milliseconds timeout) {
-  return kj::evalNow([&]() {
-    auto session = Session(node);
-    auto req = session.keyDigestsRequest();
-    req.initKeys(1).set(0, AsData(key));
-    return io_.getTimer().timeoutAfter(ToKj(timeout), req.send()).then([](auto&& resp) {
-      KJ_REQUIRE(resp.getDigests().size() == 1, "a digest reply of the wrong size");
-      PeerDigest out;
-      out.digest = resp.getDigests()[0];
-      out.settled = resp.getUnsettled().size() != 1 || !resp.getUnsettled()[0];
-      return out;
-    });
+  return kj::evalNow([&]() -> kj::Promise<PeerDigest> {
+    LinkWithSession(node);  // DISCONNECTED now, not at the end of the turn
+    PendingDigests& pending = pending_digests_[node];
+    if (pending.waiters.empty()) {
+      tasks_->add(kj::evalLater([this, node]() { SendDigests(node); }));
+    }
+    auto paf = kj::newPromiseAndFulfiller<PeerDigest>();
+    pending.waiters.push_back(DigestWaiter{std::move(key), kj::mv(paf.fulfiller)});
+    pending.timeout = std::max(pending.timeout, timeout);
+    if (pending.waiters.size() >= kMaxPeerListEntries) SendDigests(node);
+    return kj::mv(paf.promise);
   });
+}
+
+void Replicator::SendDigests(ReplicaId node) {
+  auto it = pending_digests_.find(node);
+  if (it == pending_digests_.end()) return;
+  auto waiters = std::make_shared<std::vector<DigestWaiter>>(std::move(it->second.waiters));
+  const std::chrono::milliseconds timeout = it->second.timeout;
+  pending_digests_.erase(it);
+  if (waiters->empty()) return;
+  auto fail = [waiters](kj::Exception&& e) {
+    for (DigestWaiter& w : *waiters) w.fulfiller->reject(kj::cp(e));
+  };
+  tasks_->add(
+      kj::evalNow([&]() {
+        auto req = Session(node).keyDigestsRequest();
+        auto keys = req.initKeys(static_cast<unsigned>(waiters->size()));
+        for (size_t i = 0; i < waiters->size(); ++i) {
+          keys.set(static_cast<unsigned>(i), AsData((*waiters)[i].key));
+        }
+        return io_.getTimer().timeoutAfter(ToKj(timeout), req.send());
+      })
+          .then(
+              [waiters](auto&& resp) {
+                auto digests = resp.getDigests();
+                auto unsettled = resp.getUnsettled();
+                KJ_REQUIRE(digests.size() == waiters->size(), "a digest reply of the wrong size");
+                for (size_t i = 0; i < waiters->size(); ++i) {
+                  PeerDigest out;
+                  out.digest = digests[static_cast<unsigned>(i)];
+                  out.settled = unsettled.size() != waiters->size() ||
+                                !unsettled[static_cast<unsigned>(i)];
+                  (*waiters)[i].fulfiller->fulfill(kj::mv(out));
+                }
+              })
+          .catch_(kj::mv(fail)));
 }
 
 kj::Promise<EncodedJoins> Replicator::FetchStates(ReplicaId node, std::string key,

@@ -118,7 +118,8 @@ class Replicator final : private HandOver::Links {
       ReplicaId node, rpc::Request::Reader request, rpc::Consistency consistency,
       std::chrono::milliseconds timeout);
   // `node`'s digest of `key`, and whether it counts toward a quorum read
-  // (it is a settled owner of the key's segment; HandOver::Settled).
+  // (it is a settled owner of the key's segment; HandOver::Settled). The
+  // keys asked of one node within a turn of the loop go in one call.
   struct PeerDigest {
     uint64_t digest = 0;
     bool settled = true;
@@ -272,6 +273,8 @@ class Replicator final : private HandOver::Links {
   // Hands `bytes` to the committer for the store's peer members, or holds
   // them until the write in flight is done.
   void KeepPeerMemberBytes(std::string bytes);
+  // Sends the digest requests gathered for `node` as one call.
+  void SendDigests(ReplicaId node);
 
   Store& store_;
   AsyncStore& reader_;
@@ -304,6 +307,16 @@ class Replicator final : private HandOver::Links {
   std::unique_ptr<PeerServiceContext> service_context_;
   std::vector<kj::Own<PeerLink>> seed_links_;
   std::map<ReplicaId, kj::Own<PeerLink>> links_;
+  // Digest requests not yet sent, by node (KeyDigest).
+  struct DigestWaiter {
+    std::string key;
+    kj::Own<kj::PromiseFulfiller<PeerDigest>> fulfiller;
+  };
+  struct PendingDigests {
+    std::vector<DigestWaiter> waiters;
+    std::chrono::milliseconds timeout{0};
+  };
+  std::map<ReplicaId, PendingDigests> pending_digests_;
   std::vector<kj::Own<PeerLink>> retired_;
   kj::Canceler canceler_;  // waits that must end when the replicator stops
   kj::Own<kj::TaskSet> tasks_;

@@ -121,10 +121,19 @@ class Coordinator {
   // A read, here or forwarded; `local` says whether its values count
   // against this call's reply budget.
   kj::Promise<ReadDone> Read(ParsedRequest request, bool forwarded);
-  // Compares the key's digest with `needed` of `others`, joins the states
-  // of those that differ here and sends them the result.
-  kj::Promise<Status> RepairRead(std::string key, std::vector<ReplicaId> others, size_t needed);
-  // Reads the answer from this node's store, on the reader pool.
+  // Compares this node's digest of the key, `local`, with `needed` of
+  // `others`, joins the states of those that differ here and sends them the
+  // result. Resolves to whether any state was joined here.
+  kj::Promise<StatusOr<bool>> RepairRead(std::string key, std::vector<ReplicaId> others,
+                                         size_t needed, uint64_t local);
+  // The answer from this node's store, read on the reader pool; with
+  // `digest`, also the key's digest read in the same trip.
+  struct LocalAnswer {
+    Result result;
+    std::optional<size_t> siblings;  // of a multi-value register read
+    StatusOr<uint64_t> digest = uint64_t{0};
+  };
+  kj::Promise<LocalAnswer> ReadLocal(const ParsedRequest& request, bool digest);
   kj::Promise<Result> ReadHere(const ParsedRequest& request);
   kj::Promise<Result> Forward(ReplicaId node, const ParsedRequest& request, Consistency level);
   std::string OwnerName(ReplicaId id) const;

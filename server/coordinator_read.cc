@@ -130,37 +130,58 @@ kj::Promise<Coordinator::ReadDone> Coordinator::Read(ParsedRequest request, bool
       tokens.empty() ? kj::Promise<Status>(Status::OK())
                      : replicator_.WaitVisible(std::move(tokens), replicator_.token_wait());
   auto req = std::make_shared<ParsedRequest>(std::move(request));
-  return visible
-      .then([this, req, plan = std::move(plan)](Status s) mutable -> kj::Promise<Status> {
-        if (!s.ok() || plan.needed == 0) return s;
-        return RepairRead(req->key, std::move(plan.others), plan.needed);
-      })
-      .then([this, req](Status s) -> kj::Promise<ReadDone> {
-        if (!s.ok()) return ReadDone{ResultOf(std::move(s)), true};
-        return ReadHere(*req).then([](Result r) { return ReadDone{std::move(r), true}; });
-      });
+  return visible.then([this, req, plan = std::move(plan)](Status s) mutable
+                      -> kj::Promise<ReadDone> {
+    if (!s.ok()) return ReadDone{ResultOf(std::move(s)), true};
+    if (plan.needed == 0) {
+      return ReadHere(*req).then([](Result r) { return ReadDone{std::move(r), true}; });
+    }
+    // The answer is read with the digest: when the owners asked agree, it
+    // is the answer; when one differed, its state is joined first and the
+    // answer read again.
+    return ReadLocal(*req, true).then([this, req, plan = std::move(plan)](
+                                          LocalAnswer local) mutable -> kj::Promise<ReadDone> {
+      if (!local.digest.ok()) return ReadDone{ResultOf(local.digest.status()), true};
+      const uint64_t digest = *local.digest;
+      return RepairRead(req->key, std::move(plan.others), plan.needed, digest)
+          .then([this, req, local = std::move(local)](
+                    StatusOr<bool> joined) mutable -> kj::Promise<ReadDone> {
+            if (!joined.ok()) return ReadDone{ResultOf(joined.status()), true};
+            if (*joined) {
+              return ReadHere(*req).then([](Result r) { return ReadDone{std::move(r), true}; });
+            }
+            if (local.siblings) {
+              metrics_->mv_siblings.Observe(static_cast<double>(*local.siblings));
+            }
+            return ReadDone{std::move(local.result), true};
+          });
+    });
+  });
+}
+
+kj::Promise<Coordinator::LocalAnswer> Coordinator::ReadLocal(const ParsedRequest& request,
+                                                             bool digest) {
+  LocalRead read{request.kind, request.key, request.element, request.after, request.limit};
+  return store_.Run([read = std::move(read), digest](Store& store) {
+    LocalAnswer answer;
+    if (digest) {
+      answer.digest = store.KeyDigest(read.key);
+      if (!answer.digest.ok()) return answer;
+    }
+    answer.result.status = ReadStore(store, read, answer.result, answer.siblings);
+    return answer;
+  });
 }
 
 kj::Promise<Result> Coordinator::ReadHere(const ParsedRequest& request) {
-  LocalRead read{request.kind, request.key, request.element, request.after, request.limit};
-  struct Done {
-    Result result;
-    std::optional<size_t> siblings;
-  };
-  return store_
-      .Run([read = std::move(read)](Store& store) {
-        Done done;
-        done.result.status = ReadStore(store, read, done.result, done.siblings);
-        return done;
-      })
-      .then([this](Done done) {
-        if (done.siblings) metrics_->mv_siblings.Observe(static_cast<double>(*done.siblings));
-        return kj::mv(done.result);
-      });
+  return ReadLocal(request, false).then([this](LocalAnswer answer) {
+    if (answer.siblings) metrics_->mv_siblings.Observe(static_cast<double>(*answer.siblings));
+    return kj::mv(answer.result);
+  });
 }
 
-kj::Promise<Status> Coordinator::RepairRead(std::string key, std::vector<ReplicaId> others,
-                                            size_t needed) {
+kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector<ReplicaId> others,
+                                                    size_t needed, uint64_t local) {
   // Gathers the first `needed` digests of settled owners; the others are
   // not waited for, and an owner still catching up on the key's segment
   // (HandOver::Settled) does not count.
@@ -173,94 +194,92 @@ kj::Promise<Status> Coordinator::RepairRead(std::string key, std::vector<Replica
       if (done->isWaiting() && (answered >= needed || pending == 0)) done->fulfill();
     }
   };
-  return store_.KeyDigest(key).then([this, key, others = std::move(others), needed](
-                                        StatusOr<uint64_t> local) mutable -> kj::Promise<Status> {
-    if (!local.ok()) return local.status();
-    auto g = std::make_shared<Gather>();
-    g->needed = needed;
-    g->pending = others.size();
-    g->local = *local;
-    auto paf = kj::newPromiseAndFulfiller<void>();
-    g->done = kj::mv(paf.fulfiller);
-    for (ReplicaId id : others) {
-      tasks_.add(replicator_.KeyDigest(id, key, options_.request_timeout)
-                     .then(
-                         [g, id](Replicator::PeerDigest answer) {
-                           --g->pending;
-                           if (!answer.settled) {
-                             ++g->unsettled;
-                           } else {
-                             ++g->answered;
-                             if (answer.digest != g->local && g->answered <= g->needed) {
-                               g->differing.push_back(id);
-                             }
+  auto g = std::make_shared<Gather>();
+  g->needed = needed;
+  g->pending = others.size();
+  g->local = local;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  g->done = kj::mv(paf.fulfiller);
+  for (ReplicaId id : others) {
+    tasks_.add(replicator_.KeyDigest(id, key, options_.request_timeout)
+                   .then(
+                       [g, id](Replicator::PeerDigest answer) {
+                         --g->pending;
+                         if (!answer.settled) {
+                           ++g->unsettled;
+                         } else {
+                           ++g->answered;
+                           if (answer.digest != g->local && g->answered <= g->needed) {
+                             g->differing.push_back(id);
                            }
-                           g->Settle();
-                         },
-                         [g](kj::Exception&&) {
-                           --g->pending;
-                           g->Settle();
-                         }));
+                         }
+                         g->Settle();
+                       },
+                       [g](kj::Exception&&) {
+                         --g->pending;
+                         g->Settle();
+                       }));
+  }
+  if (others.empty()) g->Settle();
+  return paf.promise.then([this, g, key = std::move(key)]() mutable -> kj::Promise<StatusOr<bool>> {
+    if (g->answered < g->needed && g->unsettled > 0 && g->pending == 0) {
+      return StatusOr<bool>(Status::Unavailable(
+          "the read needed " + std::to_string(g->needed) +
+          " other owner(s) of the key holding its segment; " + std::to_string(g->answered) +
+          " answered, " + std::to_string(g->unsettled) +
+          " still catching up on it (after a restart or a change of owners)"));
     }
-    return paf.promise.then([this, g, key = std::move(key)]() mutable -> kj::Promise<Status> {
-      if (g->answered < g->needed && g->unsettled > 0 && g->pending == 0) {
-        return Status::Unavailable(
-            "the read needed " + std::to_string(g->needed) +
-            " other owner(s) of the key holding its segment; " + std::to_string(g->answered) +
-            " answered, " + std::to_string(g->unsettled) +
-            " still catching up on it (after a restart or a change of owners)");
-      }
-      if (g->answered < g->needed) {
-        return Status::Timeout("the read needed " + std::to_string(g->needed) +
-                               " other owner(s) of the key; " + std::to_string(g->answered) +
-                               " answered within --request-timeout");
-      }
-      if (g->differing.empty()) return Status::OK();
-      metrics_->read_repairs.Increment();
-      // A differing owner whose state does not arrive has not answered: the
-      // read cannot count it toward its level.
-      kj::Vector<kj::Promise<std::optional<EncodedJoins>>> fetches;
-      for (ReplicaId id : g->differing) {
-        fetches.add(replicator_.FetchStates(id, key, options_.request_timeout)
-                        .then(
-                            [](EncodedJoins states) {
-                              return std::optional<EncodedJoins>(std::move(states));
-                            },
-                            [](kj::Exception&&) { return std::optional<EncodedJoins>(); }));
-      }
-      return kj::joinPromises(fetches.releaseAsArray())
-          .then([this, g, key](kj::Array<std::optional<EncodedJoins>> fetched)
-                    -> kj::Promise<WriteResult> {
-            size_t failed = 0;
-            for (const auto& states : fetched) failed += states ? 0 : 1;
-            if (g->answered - failed < g->needed) {
-              WriteResult r;
-              r.status = Status::Timeout(
-                  "the read needed " + std::to_string(g->needed) +
-                  " other owner(s) of the key; " + std::to_string(failed) +
-                  " differed and did not send their state");
-              return r;
+    if (g->answered < g->needed) {
+      return StatusOr<bool>(Status::Timeout("the read needed " + std::to_string(g->needed) +
+                                            " other owner(s) of the key; " +
+                                            std::to_string(g->answered) +
+                                            " answered within --request-timeout"));
+    }
+    if (g->differing.empty()) return StatusOr<bool>(false);
+    metrics_->read_repairs.Increment();
+    // A differing owner whose state does not arrive has not answered: the
+    // read cannot count it toward its level.
+    kj::Vector<kj::Promise<std::optional<EncodedJoins>>> fetches;
+    for (ReplicaId id : g->differing) {
+      fetches.add(replicator_.FetchStates(id, key, options_.request_timeout)
+                      .then(
+                          [](EncodedJoins states) {
+                            return std::optional<EncodedJoins>(std::move(states));
+                          },
+                          [](kj::Exception&&) { return std::optional<EncodedJoins>(); }));
+    }
+    return kj::joinPromises(fetches.releaseAsArray())
+        .then([this, g, key](kj::Array<std::optional<EncodedJoins>> fetched)
+                  -> kj::Promise<WriteResult> {
+          size_t failed = 0;
+          for (const auto& states : fetched) failed += states ? 0 : 1;
+          if (g->answered - failed < g->needed) {
+            WriteResult r;
+            r.status = Status::Timeout(
+                "the read needed " + std::to_string(g->needed) +
+                " other owner(s) of the key; " + std::to_string(failed) +
+                " differed and did not send their state");
+            return r;
+          }
+          RemoteApply apply;
+          for (auto& states : fetched) {
+            if (!states) continue;
+            for (size_t i = 0; i < states->size(); ++i) {
+              apply.joins.Add(states->key(i), states->encoded(i));
             }
-            RemoteApply apply;
-            for (auto& states : fetched) {
-              if (!states) continue;
-              for (size_t i = 0; i < states->size(); ++i) {
-                apply.joins.Add(states->key(i), states->encoded(i));
-              }
-            }
-            if (apply.joins.empty()) return kj::Promise<WriteResult>(WriteResult{});
-            return committer_.SubmitRemote(std::move(apply));
-          })
-          .then([this, g, key](WriteResult joined) {
-            if (!joined.status.ok()) return joined.status;
-            // The owners that differed get the joined state; the read does
-            // not wait for them.
-            for (ReplicaId id : g->differing) {
-              tasks_.add(replicator_.PushStates(id, key, options_.request_timeout));
-            }
-            return Status::OK();
-          });
-    });
+          }
+          if (apply.joins.empty()) return kj::Promise<WriteResult>(WriteResult{});
+          return committer_.SubmitRemote(std::move(apply));
+        })
+        .then([this, g, key](WriteResult joined) -> StatusOr<bool> {
+          if (!joined.status.ok()) return joined.status;
+          // The owners that differed get the joined state; the read does
+          // not wait for them.
+          for (ReplicaId id : g->differing) {
+            tasks_.add(replicator_.PushStates(id, key, options_.request_timeout));
+          }
+          return true;
+        });
   });
 }
 
