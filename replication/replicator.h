@@ -203,6 +203,7 @@ class Replicator final : private HandOver::Links {
   kj::Promise<Status> WaitVisible(std::vector<CausalToken> tokens,
                                   std::chrono::milliseconds timeout);
   std::chrono::milliseconds token_wait() const { return options_.token_wait; }
+  kj::Timer& timer() { return io_.getTimer(); }
 
   // Resolves with the regions of `regions` (empty: every region this node
   // knows) that did not have every token's write within `timeout`: a region

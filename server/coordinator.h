@@ -20,6 +20,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,11 @@ struct CoordinatorOptions {
   // How long the coordinator waits for other owners (acknowledgements,
   // digests, forwarded requests).
   std::chrono::milliseconds request_timeout{5000};
+  // A quorum read asks R-1 other owners for the key's digest, one more for
+  // each that fails or is not settled, and every other owner once this
+  // long has passed without enough answers. 0: every other owner at once.
+  // Default: 20 ms.
+  std::chrono::milliseconds read_hedge{20};
   // The largest message: one call's reply carries at most half of it in
   // values, keeping room for its structure.
   size_t max_message_bytes = 64 << 20;
@@ -103,6 +109,7 @@ class Coordinator {
   class Facts;
   class ErrorLogger;
   struct ReadDone;
+  struct DigestGather;
 
   // A checked write, here or on the owner it is forwarded to.
   kj::Promise<Result> Write(ParsedRequest request, bool forwarded);
@@ -122,8 +129,9 @@ class Coordinator {
   // against this call's reply budget.
   kj::Promise<ReadDone> Read(ParsedRequest request, bool forwarded);
   // Compares this node's digest of the key, `local`, with `needed` of
-  // `others`, joins the states of those that differ here and sends them the
-  // result. Resolves to whether any state was joined here.
+  // `others` (asked as CoordinatorOptions::read_hedge says), joins the
+  // states of those that differ here and sends them the result. Resolves to
+  // whether any state was joined here.
   kj::Promise<StatusOr<bool>> RepairRead(std::string key, std::vector<ReplicaId> others,
                                          size_t needed, uint64_t local);
   // The answer from this node's store, read on the reader pool; with
@@ -135,6 +143,13 @@ class Coordinator {
   };
   kj::Promise<LocalAnswer> ReadLocal(const ParsedRequest& request, bool digest);
   kj::Promise<Result> ReadHere(const ParsedRequest& request);
+  // Asks the next `count` owners of `g` not yet asked for their digest.
+  void AskDigests(const std::shared_ptr<DigestGather>& g, size_t count);
+  // Asks the rest of `g`'s owners once the hedge delay passed, if it still
+  // waits. One timer serves every read: it fires at most four times per
+  // delay, for every read then due.
+  void HedgeLater(const std::shared_ptr<DigestGather>& g);
+  void Hedge();
   kj::Promise<Result> Forward(ReplicaId node, const ParsedRequest& request, Consistency level);
   std::string OwnerName(ReplicaId id) const;
   // Takes the results' values from one budget in order; local results over
@@ -152,7 +167,9 @@ class Coordinator {
   std::unique_ptr<Facts> own_facts_;
   const ReplicaFacts* facts_;
   kj::Own<ErrorLogger> error_logger_;
-  kj::TaskSet tasks_;  // digest gathers and read repairs
+  std::deque<std::pair<kj::TimePoint, std::weak_ptr<DigestGather>>> hedges_;
+  bool hedge_armed_ = false;
+  kj::TaskSet tasks_;  // digest gathers, hedges and read repairs
 };
 
 }  // namespace geokv

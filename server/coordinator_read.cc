@@ -5,6 +5,7 @@
 #include <optional>
 #include <utility>
 
+#include "replication/peer_wire.h"
 #include "server/api_codec.h"
 #include "server/coordinator.h"
 #include "server/coordinator_internal.h"
@@ -180,33 +181,36 @@ kj::Promise<Result> Coordinator::ReadHere(const ParsedRequest& request) {
   });
 }
 
-kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector<ReplicaId> others,
-                                                    size_t needed, uint64_t local) {
-  // Gathers the first `needed` digests of settled owners; the others are
-  // not waited for, and an owner still catching up on the key's segment
-  // (HandOver::Settled) does not count.
-  struct Gather {
-    size_t needed = 0, pending = 0, answered = 0, unsettled = 0;
-    uint64_t local = 0;
-    std::vector<ReplicaId> differing;
-    kj::Own<kj::PromiseFulfiller<void>> done;
-    void Settle() {
-      if (done->isWaiting() && (answered >= needed || pending == 0)) done->fulfill();
+// The digests a quorum read gathers: the first `needed` of settled owners
+// count; an owner still catching up on the key's segment
+// (HandOver::Settled) does not.
+struct Coordinator::DigestGather {
+  std::string key;
+  std::vector<ReplicaId> owners;
+  size_t asked = 0;  // owners[0, asked) were asked
+  size_t needed = 0, pending = 0, answered = 0, unsettled = 0;
+  uint64_t local = 0;
+  std::vector<ReplicaId> differing;
+  kj::Own<kj::PromiseFulfiller<void>> done;
+  bool waiting() { return done->isWaiting(); }
+  void Settle() {
+    if (waiting() && (answered >= needed || (pending == 0 && asked == owners.size()))) {
+      done->fulfill();
     }
-  };
-  auto g = std::make_shared<Gather>();
-  g->needed = needed;
-  g->pending = others.size();
-  g->local = local;
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  g->done = kj::mv(paf.fulfiller);
-  for (ReplicaId id : others) {
-    tasks_.add(replicator_.KeyDigest(id, key, options_.request_timeout)
+  }
+};
+
+void Coordinator::AskDigests(const std::shared_ptr<DigestGather>& g, size_t count) {
+  for (; count > 0 && g->asked < g->owners.size(); --count) {
+    const ReplicaId id = g->owners[g->asked++];
+    ++g->pending;
+    tasks_.add(replicator_.KeyDigest(id, g->key, options_.request_timeout)
                    .then(
-                       [g, id](Replicator::PeerDigest answer) {
+                       [this, g, id](Replicator::PeerDigest answer) {
                          --g->pending;
                          if (!answer.settled) {
                            ++g->unsettled;
+                           if (g->waiting()) AskDigests(g, 1);
                          } else {
                            ++g->answered;
                            if (answer.digest != g->local && g->answered <= g->needed) {
@@ -215,12 +219,54 @@ kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector
                          }
                          g->Settle();
                        },
-                       [g](kj::Exception&&) {
+                       [this, g](kj::Exception&&) {
                          --g->pending;
+                         if (g->waiting()) AskDigests(g, 1);
                          g->Settle();
                        }));
   }
-  if (others.empty()) g->Settle();
+}
+
+void Coordinator::HedgeLater(const std::shared_ptr<DigestGather>& g) {
+  kj::Timer& timer = replicator_.timer();
+  hedges_.emplace_back(timer.now() + ToKj(options_.read_hedge), g);
+  if (hedge_armed_) return;
+  hedge_armed_ = true;
+  tasks_.add(timer.atTime(hedges_.front().first + ToKj(options_.read_hedge) / 4)
+                 .then([this]() { Hedge(); }));
+}
+
+void Coordinator::Hedge() {
+  hedge_armed_ = false;
+  kj::Timer& timer = replicator_.timer();
+  const kj::TimePoint now = timer.now();
+  while (!hedges_.empty() && hedges_.front().first <= now) {
+    if (auto g = hedges_.front().second.lock(); g && g->waiting()) {
+      AskDigests(g, g->owners.size());
+    }
+    hedges_.pop_front();
+  }
+  if (hedges_.empty()) return;
+  hedge_armed_ = true;
+  tasks_.add(timer.atTime(hedges_.front().first + ToKj(options_.read_hedge) / 4)
+                 .then([this]() { Hedge(); }));
+}
+
+kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector<ReplicaId> others,
+                                                    size_t needed, uint64_t local) {
+  auto g = std::make_shared<DigestGather>();
+  g->key = key;
+  g->owners = std::move(others);
+  g->needed = needed;
+  g->local = local;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  g->done = kj::mv(paf.fulfiller);
+  const auto hedge = options_.read_hedge;
+  AskDigests(g, hedge.count() > 0 ? needed : g->owners.size());
+  g->Settle();
+  // Owners that answer slowly (a paused process is still connected) do not
+  // hold the read: after the hedge delay the rest are asked too.
+  if (g->waiting() && g->asked < g->owners.size()) HedgeLater(g);
   return paf.promise.then([this, g, key = std::move(key)]() mutable -> kj::Promise<StatusOr<bool>> {
     if (g->answered < g->needed && g->unsettled > 0 && g->pending == 0) {
       return StatusOr<bool>(Status::Unavailable(

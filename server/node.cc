@@ -456,6 +456,7 @@ void Node::StartServices() {
   CoordinatorOptions coordination;
   coordination.consistency = ConsistencyNamed(options_.consistency);
   coordination.request_timeout = std::chrono::milliseconds(options_.request_timeout_ms);
+  coordination.read_hedge = std::chrono::milliseconds(options_.read_hedge_ms);
   coordination.max_message_bytes = options_.max_message_bytes;
   coordination.metrics = metrics_.get();
   coordinator_ = std::make_unique<Coordinator>(*async_store_, *committer_, *replicator_, *view_,

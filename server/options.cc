@@ -111,6 +111,10 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   ms_option("--request-timeout", &o.request_timeout_ms,
             "How long a coordinator waits for the key's other owners")
       ->check(CLI::Range(uint64_t{1}, uint64_t{3600000}));
+  ms_option("--read-hedge", &o.read_hedge_ms,
+            "How long a quorum read waits for the digests of the R-1 other owners it asked "
+            "before it asks the rest too; 0 asks every other owner at once")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{3600000}));
   ms_option("--gossip-period", &o.gossip_period_ms, "Gossip protocol period (one probe each)")
       ->check(CLI::Range(uint64_t{10}, uint64_t{60000}));
   ms_option("--suspicion-timeout", &o.suspicion_timeout_ms,

@@ -94,6 +94,9 @@ struct ServerOptions {
   std::string consistency = "quorum";
   // How long a coordinator waits for the key's other owners.
   uint64_t request_timeout_ms = 5000;
+  // How long a quorum read waits for the owners it asked before it asks the
+  // others too; 0: it asks every other owner at once.
+  uint64_t read_hedge_ms = 20;
   uint64_t gossip_period_ms = 500;
   uint64_t suspicion_timeout_ms = 2500;
   uint64_t confirmed_suspicion_timeout_ms = 750;

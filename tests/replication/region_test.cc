@@ -218,6 +218,42 @@ TEST(RegionTest, GossipDeclaresAKilledNodeDeadAPausedOneNotAndRemoveTakesTheDead
   EXPECT_EQ(GetAt(a, "after", rpc::Consistency::ALL), "x");
 }
 
+// A paused owner stays connected and answers nothing. A QUORUM read asks
+// R - 1 = 1 other owner first; when that is the paused one, the read asks
+// the third after --read-hedge (20 ms) instead of waiting out
+// --request-timeout (30 s here, and the suspicion far longer, so the paused
+// node stays an owner throughout).
+TEST(RegionTest, AQuorumReadDoesNotWaitForAPausedOwnerItAskedFirst) {
+  TestDir dir;
+  Cluster::Options o;
+  o.regions = 1;
+  o.nodes_per_region = 3;
+  o.flags = {"--replication-factor", "3", "--request-timeout", "30s", "--suspicion-timeout",
+             "120s", "--confirmed-suspicion-timeout", "120s"};
+  Cluster cluster(dir.path(), o);
+  START_CLUSTER(cluster);
+  Client a(cluster, 0);
+  constexpr int kKeys = 20;
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_EQ(SetAt(a, "h" + std::to_string(i), "v" + std::to_string(i), rpc::Consistency::ALL),
+              Code::OK);
+  }
+  cluster.node(2).child().Signal(SIGSTOP);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kKeys; ++i) {
+    Code code = Code::OK;
+    EXPECT_EQ(GetAt(a, "h" + std::to_string(i), rpc::Consistency::QUORUM, &code),
+              "v" + std::to_string(i))
+        << "code " << static_cast<int>(code);
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  cluster.node(2).child().Signal(SIGCONT);
+  // Waiting for the paused owner takes until the link to it is given up
+  // (about 5 s here) for the first read that asked it, and the request
+  // timeout (30 s) at worst.
+  EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(took).count(), 3000);
+}
+
 // The ids of `key`'s owners in region r0, as `c`'s node sees them.
 std::vector<uint64_t> OwnersOf(Client& c, const std::string& key) {
   auto req = c.kv().ownersRequest();
