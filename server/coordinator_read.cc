@@ -185,16 +185,17 @@ kj::Promise<Result> Coordinator::ReadHere(const ParsedRequest& request) {
 // count; an owner still catching up on the key's segment
 // (HandOver::Settled) does not.
 struct Coordinator::DigestGather {
+  DigestGather(std::string key, std::vector<ReplicaId> owners, size_t needed, uint64_t local)
+      : key(std::move(key)), owners(std::move(owners)), tally(needed, local) {}
   std::string key;
   std::vector<ReplicaId> owners;
-  size_t asked = 0;  // owners[0, asked) were asked
-  size_t needed = 0, pending = 0, answered = 0, unsettled = 0;
-  uint64_t local = 0;
-  std::vector<ReplicaId> differing;
+  size_t asked = 0;    // owners[0, asked) were asked
+  size_t pending = 0;  // of them, not answered yet
+  DigestTally tally;
   kj::Own<kj::PromiseFulfiller<void>> done;
   bool waiting() { return done->isWaiting(); }
   void Settle() {
-    if (waiting() && (answered >= needed || (pending == 0 && asked == owners.size()))) {
+    if (waiting() && (tally.Enough() || (pending == 0 && asked == owners.size()))) {
       done->fulfill();
     }
   }
@@ -208,15 +209,8 @@ void Coordinator::AskDigests(const std::shared_ptr<DigestGather>& g, size_t coun
                    .then(
                        [this, g, id](Replicator::PeerDigest answer) {
                          --g->pending;
-                         if (!answer.settled) {
-                           ++g->unsettled;
-                           if (g->waiting()) AskDigests(g, 1);
-                         } else {
-                           ++g->answered;
-                           if (answer.digest != g->local && g->answered <= g->needed) {
-                             g->differing.push_back(id);
-                           }
-                         }
+                         g->tally.Answer(id, answer.digest, answer.settled);
+                         if (!answer.settled && g->waiting()) AskDigests(g, 1);
                          g->Settle();
                        },
                        [this, g](kj::Exception&&) {
@@ -254,11 +248,7 @@ void Coordinator::Hedge() {
 
 kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector<ReplicaId> others,
                                                     size_t needed, uint64_t local) {
-  auto g = std::make_shared<DigestGather>();
-  g->key = key;
-  g->owners = std::move(others);
-  g->needed = needed;
-  g->local = local;
+  auto g = std::make_shared<DigestGather>(key, std::move(others), needed, local);
   auto paf = kj::newPromiseAndFulfiller<void>();
   g->done = kj::mv(paf.fulfiller);
   const auto hedge = options_.read_hedge;
@@ -268,25 +258,27 @@ kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector
   // hold the read: after the hedge delay the rest are asked too.
   if (g->waiting() && g->asked < g->owners.size()) HedgeLater(g);
   return paf.promise.then([this, g, key = std::move(key)]() mutable -> kj::Promise<StatusOr<bool>> {
-    if (g->answered < g->needed && g->unsettled > 0 && g->pending == 0) {
+    const DigestTally& t = g->tally;
+    if (!t.Enough() && t.unsettled() > 0 && g->pending == 0) {
       return StatusOr<bool>(Status::Unavailable(
-          "the read needed " + std::to_string(g->needed) +
-          " other owner(s) of the key holding its segment; " + std::to_string(g->answered) +
-          " answered, " + std::to_string(g->unsettled) +
+          "the read needed " + std::to_string(t.needed()) +
+          " other owner(s) of the key holding its segment; " + std::to_string(t.answered()) +
+          " answered, " + std::to_string(t.unsettled()) +
           " still catching up on it (after a restart or a change of owners)"));
     }
-    if (g->answered < g->needed) {
-      return StatusOr<bool>(Status::Timeout("the read needed " + std::to_string(g->needed) +
+    if (!t.Enough()) {
+      return StatusOr<bool>(Status::Timeout("the read needed " + std::to_string(t.needed()) +
                                             " other owner(s) of the key; " +
-                                            std::to_string(g->answered) +
+                                            std::to_string(t.answered()) +
                                             " answered within --request-timeout"));
     }
-    if (g->differing.empty()) return StatusOr<bool>(false);
+    if (t.Agreed()) return StatusOr<bool>(false);
     metrics_->read_repairs.Increment();
-    // A differing owner whose state does not arrive has not answered: the
-    // read cannot count it toward its level.
+    // Every owner that differed so far is fetched; one whose state does not
+    // arrive has not answered, and the read cannot count it toward its level.
+    auto differing = std::make_shared<std::vector<ReplicaId>>(t.differing());
     kj::Vector<kj::Promise<std::optional<EncodedJoins>>> fetches;
-    for (ReplicaId id : g->differing) {
+    for (ReplicaId id : *differing) {
       fetches.add(replicator_.FetchStates(id, key, options_.request_timeout)
                       .then(
                           [](EncodedJoins states) {
@@ -297,13 +289,13 @@ kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector
     return kj::joinPromises(fetches.releaseAsArray())
         .then([this, g, key](kj::Array<std::optional<EncodedJoins>> fetched)
                   -> kj::Promise<WriteResult> {
-          size_t failed = 0;
-          for (const auto& states : fetched) failed += states ? 0 : 1;
-          if (g->answered - failed < g->needed) {
+          size_t arrived = 0;
+          for (const auto& states : fetched) arrived += states ? 1 : 0;
+          if (!g->tally.HeldAfterJoining(arrived)) {
             WriteResult r;
             r.status = Status::Timeout(
-                "the read needed " + std::to_string(g->needed) +
-                " other owner(s) of the key; " + std::to_string(failed) +
+                "the read needed " + std::to_string(g->tally.needed()) +
+                " other owner(s) of the key; " + std::to_string(fetched.size() - arrived) +
                 " differed and did not send their state");
             return r;
           }
@@ -317,11 +309,11 @@ kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector
           if (apply.joins.empty()) return kj::Promise<WriteResult>(WriteResult{});
           return committer_.SubmitRemote(std::move(apply));
         })
-        .then([this, g, key](WriteResult joined) -> StatusOr<bool> {
+        .then([this, differing, key](WriteResult joined) -> StatusOr<bool> {
           if (!joined.status.ok()) return joined.status;
           // The owners that differed get the joined state; the read does
           // not wait for them.
-          for (ReplicaId id : g->differing) {
+          for (ReplicaId id : *differing) {
             tasks_.add(replicator_.PushStates(id, key, options_.request_timeout));
           }
           return true;

@@ -96,4 +96,17 @@ Plan MakePlan(const ClusterView& view, const PlanRequest& request, const Replica
   return plan;
 }
 
+void DigestTally::Answer(ReplicaId from, uint64_t digest, bool settled) {
+  if (!settled) {
+    ++unsettled_;
+    return;
+  }
+  ++answered_;
+  if (digest == local_) {
+    ++agreed_;
+  } else {
+    differing_.push_back(from);
+  }
+}
+
 }  // namespace geokv

@@ -72,6 +72,40 @@ size_t Needed(Consistency level, size_t owners);
 // The plan of `request` on this node (view.self_id()).
 Plan MakePlan(const ClusterView& view, const PlanRequest& request, const ReplicaFacts& facts);
 
+// What a quorum read hears from the other owners it asks: each one's digest
+// of the key, against this node's (`local`). The read may answer this
+// node's state once `needed` settled owners agree with it, or once the
+// states of enough of those that differ were joined here. Every settled
+// answer is compared, late ones too: an owner that answered but was not
+// compared says nothing about this node's state.
+class DigestTally {
+ public:
+  DigestTally(size_t needed, uint64_t local) : needed_(needed), local_(local) {}
+
+  // An owner's answer; one not settled on the key's segment does not count.
+  void Answer(ReplicaId from, uint64_t digest, bool settled);
+
+  // Enough settled owners answered to decide.
+  bool Enough() const { return answered_ >= needed_; }
+  // `needed` of them hold what this node holds: it may answer as it is.
+  bool Agreed() const { return agreed_ >= needed_; }
+  // Once the states of `fetched` of the differing owners were joined here:
+  // whether `needed` owners are reflected in this node's state.
+  bool HeldAfterJoining(size_t fetched) const { return agreed_ + fetched >= needed_; }
+
+  // The owners whose digest differed, in the order they answered.
+  const std::vector<ReplicaId>& differing() const { return differing_; }
+  size_t needed() const { return needed_; }
+  size_t answered() const { return answered_; }
+  size_t unsettled() const { return unsettled_; }
+
+ private:
+  size_t needed_;
+  uint64_t local_;
+  size_t answered_ = 0, agreed_ = 0, unsettled_ = 0;
+  std::vector<ReplicaId> differing_;
+};
+
 }  // namespace geokv
 
 #endif  // GEOKV_SERVER_PLAN_H_

@@ -191,5 +191,46 @@ TEST(Plan, NeededByLevel) {
   EXPECT_EQ(Needed(Consistency::kAll, 3), 3u);
 }
 
+// Two owners answered a read that needed one: the first was compared and
+// differed; the second came after and differed too. When the first one's
+// state does not arrive, the second was never looked at: the read holds
+// no other owner's state and must not answer. (The rule before counted
+// every answer but the failed fetches, 2 - 1 >= 1, and answered a state
+// that missed an acknowledged write; the nemesis saw it.)
+TEST(DigestTally, AnOwnerThatAnsweredButWasNotComparedCountsForNothing) {
+  DigestTally t(1, 0xAA);
+  t.Answer(2, 0xBB, true);
+  t.Answer(3, 0xCC, true);
+  EXPECT_TRUE(t.Enough());
+  EXPECT_FALSE(t.Agreed());
+  EXPECT_EQ(t.differing(), (std::vector<ReplicaId>{2, 3}));
+  EXPECT_FALSE(t.HeldAfterJoining(0));
+  EXPECT_TRUE(t.HeldAfterJoining(1));
+}
+
+TEST(DigestTally, OwnersThatAgreeCountWithoutTheirStates) {
+  DigestTally t(2, 0xAA);
+  t.Answer(2, 0xAA, true);
+  EXPECT_FALSE(t.Enough());
+  t.Answer(3, 0xBB, true);
+  EXPECT_TRUE(t.Enough());
+  EXPECT_FALSE(t.Agreed());
+  EXPECT_FALSE(t.HeldAfterJoining(0));
+  EXPECT_TRUE(t.HeldAfterJoining(1));
+  t.Answer(4, 0xAA, true);  // a late one that agrees counts as well
+  EXPECT_TRUE(t.Agreed());
+}
+
+TEST(DigestTally, AnOwnerNotSettledOnTheSegmentDoesNotCount) {
+  DigestTally t(1, 0xAA);
+  t.Answer(2, 0xAA, false);
+  EXPECT_FALSE(t.Enough());
+  EXPECT_FALSE(t.Agreed());
+  EXPECT_EQ(t.unsettled(), 1u);
+  EXPECT_TRUE(t.differing().empty());
+  t.Answer(3, 0xAA, true);
+  EXPECT_TRUE(t.Agreed());
+}
+
 }  // namespace
 }  // namespace geokv
