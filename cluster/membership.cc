@@ -204,11 +204,7 @@ void Membership::Receive(const std::string& from, std::string_view bytes, Time n
       if (target == nullptr) break;
       uint64_t seq = next_seq_++;
       relays_[seq] = Relay{from, p.sender_id, p.seq, now + options_.ping_timeout, now + options_.period};
-      Packet ping;
-      ping.kind = Kind::kPing;
-      ping.seq = seq;
-      ping.target_id = p.target_id;
-      Send(target->gossip_address, p.target_id, ping);
+      SendPing(*target, seq);
       break;
     }
     case Kind::kJoin: {
@@ -414,11 +410,15 @@ void Membership::StartProbe(Time now) {
   }
   if (target == nullptr) return;
   probe_ = Probe{true, target->id, next_seq_++, now, false, false, {}, {}};
+  SendPing(*target, probe_.seq);
+}
+
+void Membership::SendPing(const Member& target, uint64_t seq) {
   Packet ping;
   ping.kind = Kind::kPing;
-  ping.seq = probe_.seq;
-  ping.target_id = target->id;
-  Send(target->gossip_address, target->id, ping);
+  ping.seq = seq;
+  ping.target_id = target.id;
+  Send(target.gossip_address, target.id, ping);
 }
 
 void Membership::EndProbe(Time now) {
@@ -479,11 +479,7 @@ void Membership::NoticeSuspects(Time now) {
     e.next_notice = now + options_.ping_timeout;
     // Send puts the recipient's suspect entry first; the ack brings back
     // its refutation, if it is alive to make one.
-    Packet ping;
-    ping.kind = Kind::kPing;
-    ping.seq = next_seq_++;
-    ping.target_id = id;
-    Send(e.member.gossip_address, id, ping);
+    SendPing(e.member, next_seq_++);
   }
 }
 
@@ -516,11 +512,7 @@ void Membership::ProbeDead() {
   if (next == 0) next = first;
   if (next == 0) return;
   last_dead_probed_ = next;
-  Packet ping;
-  ping.kind = Kind::kPing;
-  ping.seq = next_seq_++;
-  ping.target_id = next;
-  Send(Lookup(next)->gossip_address, next, ping);
+  SendPing(*Lookup(next), next_seq_++);
 }
 
 void Membership::PushPull() {
@@ -552,11 +544,7 @@ void Membership::ResendLeave() {
     }
     uint64_t seq = next_seq_++;
     leave_seqs_[seq] = *it;
-    Packet ping;
-    ping.kind = Kind::kPing;
-    ping.seq = seq;
-    ping.target_id = *it;
-    Send(m->gossip_address, *it, ping);
+    SendPing(*m, seq);
     ++it;
   }
 }

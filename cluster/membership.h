@@ -283,6 +283,8 @@ class Membership {
   // entry of `recipient` (0 if unknown) goes first if it is suspect, dead
   // or left there, so that the recipient can refute at once.
   void Send(const std::string& to, ReplicaId recipient, const Packet& packet);
+  // A ping of `target` with `seq`, sent as Send does.
+  void SendPing(const Member& target, uint64_t seq);
   // Sends `members` to `to` (member `recipient`, 0 if unknown) in as many
   // packets of `kind` as needed.
   void SendList(const std::string& to, ReplicaId recipient, Kind kind,

@@ -150,6 +150,8 @@ class Coordinator {
   // delay, for every read then due.
   void HedgeLater(const std::shared_ptr<DigestGather>& g);
   void Hedge();
+  // Sets the hedge timer for the earliest read waiting (hedges_ not empty).
+  void ArmHedge();
   kj::Promise<Result> Forward(ReplicaId node, const ParsedRequest& request, Consistency level);
   std::string OwnerName(ReplicaId id) const;
   // Takes the results' values from one budget in order; local results over

@@ -222,28 +222,27 @@ void Coordinator::AskDigests(const std::shared_ptr<DigestGather>& g, size_t coun
 }
 
 void Coordinator::HedgeLater(const std::shared_ptr<DigestGather>& g) {
-  kj::Timer& timer = replicator_.timer();
-  hedges_.emplace_back(timer.now() + ToKj(options_.read_hedge), g);
-  if (hedge_armed_) return;
+  hedges_.emplace_back(replicator_.timer().now() + ToKj(options_.read_hedge), g);
+  if (!hedge_armed_) ArmHedge();
+}
+
+void Coordinator::ArmHedge() {
   hedge_armed_ = true;
-  tasks_.add(timer.atTime(hedges_.front().first + ToKj(options_.read_hedge) / 4)
+  tasks_.add(replicator_.timer()
+                 .atTime(hedges_.front().first + ToKj(options_.read_hedge) / 4)
                  .then([this]() { Hedge(); }));
 }
 
 void Coordinator::Hedge() {
   hedge_armed_ = false;
-  kj::Timer& timer = replicator_.timer();
-  const kj::TimePoint now = timer.now();
+  const kj::TimePoint now = replicator_.timer().now();
   while (!hedges_.empty() && hedges_.front().first <= now) {
     if (auto g = hedges_.front().second.lock(); g && g->waiting()) {
       AskDigests(g, g->owners.size());
     }
     hedges_.pop_front();
   }
-  if (hedges_.empty()) return;
-  hedge_armed_ = true;
-  tasks_.add(timer.atTime(hedges_.front().first + ToKj(options_.read_hedge) / 4)
-                 .then([this]() { Hedge(); }));
+  if (!hedges_.empty()) ArmHedge();
 }
 
 kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector<ReplicaId> others,
