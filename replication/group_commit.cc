@@ -264,6 +264,7 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply,
   }
   for (size_t segment : apply.clear_dropped) group.ClearDropped(segment);
   if (apply.peer_members) group.SetPeerMembers(*apply.peer_members);
+  if (apply.vouched_segments) group.SetVouchedSegments(*apply.vouched_segments);
   if (through != nullptr && apply.through > *through) {
     group.RecordApplied(apply.origin, apply.through);
     *through = apply.through;

@@ -79,6 +79,8 @@ struct RemoteApply {
   // Replaces what the store keeps of other regions' members learned through
   // member exchange (Store::PeerMembers).
   std::optional<std::string> peer_members;
+  // Replaces the segments this node vouches for (Store::VouchedSegments).
+  std::optional<std::vector<bool>> vouched_segments;
 };
 
 // Lives on the thread of a KJ event loop, which must outlive it; every call

@@ -84,13 +84,42 @@ void HandOver::PlacementChanged(const std::vector<bool>& before) {
     }
     if (!env_.own_segments[s]) {
       arriving_[s] = false;
-    } else if (!owned_before && (!before.empty() || new_node_) && unsettled_[s]) {
+    } else if (!owned_before && (!before.empty() || ArrivingAtStart(s)) && unsettled_[s]) {
       arriving_[s] = true;
     }
   }
+  KeepVouched();
+}
+
+void HandOver::KeepVouched() {
+  if (writing_vouched_ || env_.own_segments.empty()) return;
+  writing_vouched_ = true;
+  vouched_write_ = WriteVouched().eagerlyEvaluate([this](kj::Exception&& e) {
+    writing_vouched_ = false;
+    spdlog::warn("cannot record the segments this node vouches for: {}",
+                 e.getDescription().cStr());
+  });
+}
+
+kj::Promise<void> HandOver::WriteVouched() {
+  std::vector<bool> vouched(kTreeSegments, false);
+  for (size_t s = 0; s < kTreeSegments; ++s) vouched[s] = Vouches(s);
+  if (vouched == written_vouched_) {
+    writing_vouched_ = false;
+    return kj::READY_NOW;
+  }
+  RemoteApply apply;
+  apply.vouched_segments = vouched;
+  return env_.committer.SubmitRemote(std::move(apply))
+      .then([this, vouched = std::move(vouched)](WriteResult r) mutable {
+        KJ_REQUIRE(r.status.ok(), "commit failed", r.status.ToString());
+        written_vouched_ = std::move(vouched);
+        return WriteVouched();
+      });
 }
 
 kj::Promise<void> HandOver::Pass() {
+  KeepVouched();  // after a failed write
   // With a segment unsettled, the tree digests of every other member of the
   // region: a segment whose digest equals an owner's is in step with it
   // already, and no member that is not an owner may still hold its keys.

@@ -28,10 +28,13 @@
 // (PeerLink::Vouches), so once it said so no later write counts it. Nor
 // does a node vouch for a segment it came to own ("arriving") before it is
 // settled there: a coordinator that has not heard of the change reads the
-// old owners, which must then hold every write counted. A node that starts
-// with no members kept in its data dir (a new node) takes every segment
-// of its first placement as arriving; a restarted one only those of later
-// changes.
+// old owners, which must then hold every write counted. The segments it
+// vouches for are kept in the data dir (Store::VouchedSegments, written
+// through the committer after every change), so that a restarted node
+// takes every segment of its first placement it did not vouch for when it
+// stopped (one it was arriving at, or did not own) as arriving; a node that
+// starts with no members kept in its data dir (a new node) takes them all.
+// A data dir from before the record vouches for its whole first placement.
 //
 // Store reads (segment keys, states) run on the reader pool; writes go
 // through the committer.
@@ -45,6 +48,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,10 +85,12 @@ class HandOver {
   HandOver(ReplicationEnv& env, Links& links, const bool& trim_held)
       : env_(env), links_(links), trim_held_(trim_held) {}
 
-  // Takes the store's dropped marks, and whether this node is new (no
-  // members kept in its data dir), at start.
-  void Load(std::vector<bool> dropped, bool new_node) {
+  // Takes the store's dropped marks and vouched segments, and whether this
+  // node is new (no members kept in its data dir), at start.
+  void Load(std::vector<bool> dropped, std::optional<std::vector<bool>> vouched, bool new_node) {
     dropped_ = std::move(dropped);
+    if (vouched) written_vouched_ = *vouched;
+    vouched_at_start_ = std::move(vouched);
     new_node_ = new_node;
   }
 
@@ -153,8 +159,22 @@ class HandOver {
   // `segment` is settled, and no longer arriving.
   void MarkSettled(size_t segment) {
     unsettled_[segment] = false;
-    arriving_[segment] = false;
+    if (arriving_[segment]) {
+      arriving_[segment] = false;
+      KeepVouched();
+    }
   }
+  // Whether this node would take `segment` of its first placement as
+  // arriving (see above).
+  bool ArrivingAtStart(size_t segment) const {
+    if (new_node_) return true;
+    if (!vouched_at_start_) return false;
+    return !(segment < vouched_at_start_->size() && (*vouched_at_start_)[segment]);
+  }
+  // Writes the segments this node vouches for to the store when they differ
+  // from those written last; one write at a time, the next after it.
+  void KeepVouched();
+  kj::Promise<void> WriteVouched();
   // Lets this node coordinate writes in `segment` again (durably).
   kj::Promise<void> ClearDropped(size_t segment);
 
@@ -165,6 +185,10 @@ class HandOver {
   std::vector<bool> unsettled_ = std::vector<bool>(kTreeSegments, true);
   std::vector<bool> arriving_ = std::vector<bool>(kTreeSegments, false);
   bool new_node_ = false;
+  std::optional<std::vector<bool>> vouched_at_start_;  // the store's, at Load
+  std::vector<bool> written_vouched_;                 // as last written (or loaded)
+  bool writing_vouched_ = false;
+  kj::Promise<void> vouched_write_ = nullptr;
   std::vector<uint64_t> generation_ = std::vector<uint64_t>(kTreeSegments, 0);
   struct Retry {
     kj::TimePoint next = kj::origin<kj::TimePoint>();

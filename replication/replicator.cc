@@ -86,7 +86,7 @@ Replicator::~Replicator() {
 
 void Replicator::Start() {
   started_ = true;
-  hand_over_->Load(store_.DroppedSegments(), kept_members_.empty());
+  hand_over_->Load(store_.DroppedSegments(), store_.VouchedSegments(), kept_members_.empty());
   for (auto& link : seed_links_) link->Start();
   for (auto& [id, link] : links_) link->Start();
   tasks_->add(Maintain());

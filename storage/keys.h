@@ -28,6 +28,11 @@
 //                                           none
 //   "peer_members"                       -> replication's bytes, kept as
 //                                           given (Store::PeerMembers)
+//   "vouched_segments"                   -> kTreeSegments / 8 bytes, the
+//                                           same bitmap: the segments this
+//                                           node vouched for
+//                                           (Store::VouchedSegments);
+//                                           absent: never written
 
 #ifndef GEOKV_STORAGE_KEYS_H_
 #define GEOKV_STORAGE_KEYS_H_
@@ -55,6 +60,7 @@ inline constexpr char kMetaLogTrimmed[] = "log_trimmed";  // 8 bytes: trimmed th
 inline constexpr char kMetaWatermarkPrefix[] = "applied/";  // + origin:8 -> seq:8
 inline constexpr char kMetaDroppedSegments[] = "dropped_segments";  // bitmap, see above
 inline constexpr char kMetaPeerMembers[] = "peer_members";  // Store::PeerMembers
+inline constexpr char kMetaVouchedSegments[] = "vouched_segments";  // bitmap, see above
 // This node's identity (storage/rocks_identity.cc): the replica ids it
 // used before taking a new one, the run under way, the data dir's marker.
 inline constexpr char kMetaRetiredPrefix[] = "retired/";  // + id:8 -> last_seq:8, reason

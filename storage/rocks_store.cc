@@ -246,6 +246,15 @@ Status RocksStore::LoadMeta() {
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "read peer members");
   }
+  s = db_->Get(ro, meta_, keys::kMetaVouchedSegments, &v);
+  if (s.ok()) {
+    std::vector<bool> vouched;
+    if (!DecodeSegmentSet(v, &vouched)) return Status::Corruption("bad vouched segments row");
+    std::lock_guard<std::mutex> l(tree_mu_);
+    vouched_ = std::move(vouched);
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read vouched segments");
+  }
   return LoadDigests();
 }
 

@@ -298,6 +298,10 @@ class RocksWriteGroup : public WriteGroup {
   void ClearDropped(size_t segment) override;
   void RecordApplied(ReplicaId origin, uint64_t seq) override;
   void SetPeerMembers(std::string bytes) override { peer_members_ = std::move(bytes); }
+  void SetVouchedSegments(std::vector<bool> segments) override {
+    segments.resize(kTreeSegments, false);
+    vouched_ = std::move(segments);
+  }
   Status Commit() override;
   size_t size() const override { return size_; }
 
@@ -411,6 +415,7 @@ class RocksWriteGroup : public WriteGroup {
   // the store's from changing meanwhile.
   std::optional<std::vector<bool>> dropped_;
   std::optional<std::string> peer_members_;  // to write at commit
+  std::optional<std::vector<bool>> vouched_;  // to write at commit
   size_t size_ = 0;
   uint64_t lww_overwritten_ = 0;  // LWW joins that lost, added at commit
   bool spent_ = false;
@@ -487,6 +492,10 @@ class RocksStore : public Store {
     std::lock_guard<std::mutex> l(tree_mu_);
     return peer_members_;
   }
+  std::optional<std::vector<bool>> VouchedSegments() const override {
+    std::lock_guard<std::mutex> l(tree_mu_);
+    return vouched_;
+  }
   StatusOr<std::vector<Crdt>> GetStates(std::string_view key) override;
 
  private:
@@ -541,6 +550,7 @@ class RocksStore : public Store {
   std::vector<uint64_t> digests_ = std::vector<uint64_t>(kTreeSegments);  // committed
   std::vector<bool> dropped_ = std::vector<bool>(kTreeSegments);           // committed
   std::string peer_members_;                                               // committed
+  std::optional<std::vector<bool>> vouched_;                               // committed
 };
 
 }  // namespace rocks_internal

@@ -194,7 +194,9 @@ Status RocksWriteGroup::Commit() {
   spent_ = true;
   std::unique_lock<std::mutex> slot = std::move(lock_);  // released on return
   const bool dropped_changed = dropped_ && *dropped_ != store_->DroppedSegments();
-  if (size_ == 0 && applied_.empty() && !dropped_changed && !peer_members_) return Status::OK();
+  if (size_ == 0 && applied_.empty() && !dropped_changed && !peer_members_ && !vouched_) {
+    return Status::OK();
+  }
   auto* db = store_->db_.get();
   const uint64_t last_seq = next_seq_ - 1;
   const LogCheckpoint checkpoint{last_seq, store_->clock_->Last()};
@@ -219,6 +221,7 @@ Status RocksWriteGroup::Commit() {
     }
   }
   if (peer_members_) batch_.Put(store_->meta_, keys::kMetaPeerMembers, *peer_members_);
+  if (vouched_) batch_.Put(store_->meta_, keys::kMetaVouchedSegments, EncodeSegmentSet(*vouched_));
   // The tree's changes go in the same batch as the rows they cover, so
   // that no crash leaves the tree out of step with the state.
   GEOKV_ASSIGN_OR_RETURN(const int64_t count_change, WriteTreeRows());
@@ -243,6 +246,7 @@ Status RocksWriteGroup::Commit() {
     for (const auto& [segment, change] : changes) store_->digests_[segment] ^= change;
     if (dropped_changed) store_->dropped_ = std::move(*dropped_);
     if (peer_members_) store_->peer_members_ = std::move(*peer_members_);
+    if (vouched_) store_->vouched_ = std::move(*vouched_);
   }
   store_->key_count_.fetch_add(static_cast<uint64_t>(count_change));
   store_->last_seq_.store(last_seq);

@@ -238,6 +238,9 @@ class WriteGroup {
 
   // Replaces Store::PeerMembers() with `bytes`, at commit.
   virtual void SetPeerMembers(std::string bytes) = 0;
+  // Replaces Store::VouchedSegments() with `segments` (kTreeSegments
+  // entries), at commit.
+  virtual void SetVouchedSegments(std::vector<bool> segments) = 0;
 
   // Writes the group. On OK it is durable as the store's Durability says and
   // visible to readers. After Commit(), successful or not, the group is spent.
@@ -378,6 +381,11 @@ class Store {
   // replication (replication/members.h) and does not interpret; "" when
   // never set. In memory; persisted.
   virtual std::string PeerMembers() const = 0;
+  // The segments replication last said this node vouches for
+  // (WriteGroup::SetVouchedSegments, replication/hand_over.h), as of the
+  // last commit: kTreeSegments entries, or nullopt when never set (a data
+  // dir from before the row). In memory; persisted.
+  virtual std::optional<std::vector<bool>> VouchedSegments() const = 0;
 
   // LWW values joined from elsewhere (replication or repair) that lost to a
   // later stamp already here: writes overwritten by a concurrent write.

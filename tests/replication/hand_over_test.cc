@@ -66,7 +66,7 @@ class Rig final : public HandOver::Links {
   void Await(kj::Promise<void> p) { testing::WaitGuarded(io, kj::mv(p)); }
   // `new_node`: a has no members kept in its data dir.
   void Start(bool new_node = false) {
-    hand_over.Load(a.store->DroppedSegments(), new_node);
+    hand_over.Load(a.store->DroppedSegments(), a.store->VouchedSegments(), new_node);
     run = hand_over.Run().eagerlyEvaluate(nullptr);
   }
   // Moves the timer to the next pass and runs it through.
@@ -103,7 +103,8 @@ class Rig final : public HandOver::Links {
     return owners_.at(node)->proxy.Client();
   }
   kj::Promise<void> SyncSegment(ReplicaId node, uint32_t segment) override {
-    return owners_.at(node)->anti_entropy.RepairSegment(Session(node), segment, true);
+    return owners_.at(node)->anti_entropy.RepairSegment(Session(node), segment,
+                                                        AntiEntropy::Scope::kComplete);
   }
   kj::Promise<void> Budget(ReplicaId node, size_t bytes) override {
     return owners_.at(node)->anti_entropy.Throttle(bytes);
@@ -346,6 +347,45 @@ TEST(HandOver, ANewNodeVouchesForNoSegmentOfItsFirstPlacementUntilSettled) {
   rig.Tick();
   ASSERT_TRUE(rig.hand_over.Settled(kSegment + 1));
   EXPECT_TRUE(rig.hand_over.Vouches(kSegment + 1));
+}
+
+// What a vouches for is kept in its data dir: restarted while arriving at a
+// segment, it still does not vouch for it until settled there.
+TEST(HandOver, ARestartedNodeKeepsNotVouchingForASegmentItWasArrivingAt) {
+  Rig rig({"b"});
+  auto written = [&rig] {
+    rig.ws.poll();
+    rig.a.committer->Drain().wait(rig.ws);
+    return rig.a.store->VouchedSegments();
+  };
+  ASSERT_EQ(rig.a.store->VouchedSegments(), std::nullopt);
+  rig.Start();
+  rig.hand_over.PlacementChanged({});
+  std::optional<std::vector<bool>> vouched = written();
+  ASSERT_TRUE(vouched);
+  EXPECT_TRUE((*vouched)[kSegment + 1]);
+  EXPECT_FALSE((*vouched)[kSegment]) << "not owned";
+
+  const std::vector<bool> before = rig.unit.own_segments;
+  rig.unit.own_segments[kSegment] = true;
+  rig.hand_over.PlacementChanged(before);
+  ASSERT_FALSE(rig.hand_over.Vouches(kSegment));
+  vouched = written();
+  EXPECT_FALSE((*vouched)[kSegment]) << "arriving";
+  EXPECT_TRUE((*vouched)[kSegment + 1]);
+
+  // a restarts before it is settled at kSegment.
+  rig.run = nullptr;
+  HandOver restarted(rig.unit.env, rig, rig.trim_held);
+  restarted.Load(rig.a.store->DroppedSegments(), rig.a.store->VouchedSegments(), false);
+  restarted.PlacementChanged({});
+  EXPECT_FALSE(restarted.Vouches(kSegment));
+  EXPECT_TRUE(restarted.Vouches(kSegment + 1));
+  kj::Promise<void> run = restarted.Run().eagerlyEvaluate(nullptr);
+  rig.Tick();
+  ASSERT_TRUE(restarted.Settled(kSegment));
+  EXPECT_TRUE(restarted.Vouches(kSegment));
+  EXPECT_TRUE((*written())[kSegment]);
 }
 
 }  // namespace

@@ -313,6 +313,29 @@ TEST_F(HandoffTest, DroppedKeyTakesAnotherType) {
   ExpectTreeConsistent();
 }
 
+TEST_F(HandoffTest, VouchedSegmentsAreReplacedAndPersisted) {
+  EXPECT_EQ(store_->VouchedSegments(), std::nullopt);
+  std::vector<bool> vouched(kTreeSegments, true);
+  vouched[3] = vouched[kTreeSegments - 1] = false;
+  {
+    auto group = store_->BeginGroup();  // a group of nothing else
+    group->SetVouchedSegments(vouched);
+    ASSERT_OK(group->Commit());
+  }
+  EXPECT_EQ(store_->VouchedSegments(), vouched);
+  Reopen();
+  EXPECT_EQ(store_->VouchedSegments(), vouched);
+  vouched[3] = true;
+  {
+    auto group = store_->BeginGroup();
+    ASSERT_TRUE(group->Mutate("k", LwwSet{"v"}).ok());
+    group->SetVouchedSegments(vouched);
+    ASSERT_OK(group->Commit());
+  }
+  Reopen();
+  EXPECT_EQ(store_->VouchedSegments(), vouched);
+}
+
 TEST_F(HandoffTest, DroppedSegmentsAreSetClearedAndPersisted) {
   EXPECT_EQ(store_->DroppedSegments(), std::vector<bool>(kTreeSegments, false));
   const std::string a = "a";
