@@ -409,7 +409,7 @@ void Membership::StartProbe(Time now) {
     }
   }
   if (target == nullptr) return;
-  probe_ = Probe{true, target->id, next_seq_++, now, false, false, {}, {}};
+  probe_ = Probe{true, target->id, target->incarnation, next_seq_++, now, false, false, {}, {}};
   SendPing(*target, probe_.seq);
 }
 
@@ -429,7 +429,7 @@ void Membership::EndProbe(Time now) {
   // the target.
   if (now >= probe_.start + 2 * options_.period) return;
   auto it = members_.find(probe_.target);
-  if (it == members_.end()) return;
+  if (it == members_.end() || it->second.member.incarnation != probe_.incarnation) return;
   Entry& e = it->second;
   if (e.member.state == MemberState::kAlive) {
     Member suspect = e.member;

@@ -231,6 +231,9 @@ class Membership {
   struct Probe {
     bool active = false;
     ReplicaId target = 0;
+    // The target's incarnation when the probe began: a probe whose target
+    // came back under another incarnation meanwhile says nothing about it.
+    uint64_t incarnation = 0;
     uint64_t seq = 0;
     Time start{};
     bool acked = false;

@@ -504,6 +504,44 @@ TEST(MembershipTest, ARestartedMemberJoiningThroughSeedsRefutesItsDeath) {
   EXPECT_GT(net.node(victim).self().incarnation, dead_at);
 }
 
+// A probe that began before its target restarted (the ping went to the old
+// process) ends unanswered; it says nothing about the new process, which
+// refuted the old one's suspicion meanwhile: no node suspects the new
+// incarnation.
+TEST(MembershipTest, AProbeSpanningItsTargetsRestartRaisesNoSuspicionOfTheNewProcess) {
+  const MembershipOptions o = TestOptions(11);
+  int fresh_suspicions = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    SimNetwork net(100 + trial);
+    net.AddGroup(3, o);
+    ASSERT_TRUE(net.RunUntil([&] { return net.Converged(); }, 5s));
+    const size_t victim = 2;
+    const ReplicaId id = net.self_template(victim).id;
+    net.Pause(victim);
+    // Into the suspicion, at a point that moves through a period.
+    net.RunFor(o.period + milliseconds(trial * 23));
+    uint64_t old_incarnation = 0;
+    for (size_t i : {size_t{0}, size_t{1}}) {
+      if (auto m = net.node(i).Find(id)) {
+        old_incarnation = std::max(old_incarnation, m->incarnation);
+      }
+    }
+    net.Restart(victim, {net.self_template(0).gossip_address});
+    bool fresh = false;
+    auto back = [&] {
+      for (size_t i : {size_t{0}, size_t{1}}) {
+        auto m = net.node(i).Find(id);
+        fresh |= m && m->state == MemberState::kSuspect && m->incarnation > old_incarnation;
+      }
+      return false;
+    };
+    net.RunUntil(back, 3 * o.period);
+    fresh_suspicions += fresh ? 1 : 0;
+    EXPECT_TRUE(net.Converged()) << "trial " << trial;
+  }
+  EXPECT_EQ(fresh_suspicions, 0);
+}
+
 TEST(MembershipTest, ANodeUnderANewIdAnnouncesItsRetiredIdAsLeftForGood) {
   SimNetwork net(8);
   net.AddGroup(4, TestOptions(8));
