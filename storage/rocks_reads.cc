@@ -83,6 +83,31 @@ StatusOr<uint64_t> ObjectsDigestOf(RowReader& reader, std::string_view key) {
   return digest;
 }
 
+StatusOr<uint64_t> ObjectsDigestOf(rocksdb::Iterator* it, std::string_view key) {
+  // The rows of a key, in order: its live types, then per type its object
+  // row and (a set's) element and dot index rows.
+  const std::string prefix = keys::KeyPrefix(key);
+  uint64_t digest = 0;
+  it->Seek(prefix);
+  while (it->Valid() && StartsWith(it->key(), prefix)) {
+    const rocksdb::Slice row = it->key();
+    const size_t rest = row.size() - prefix.size();
+    if (rest == 2 && row[prefix.size() + 1] == keys::kObjectRow) {
+      digest ^= keys::StateRowHash(std::string_view(row.data(), row.size()),
+                                   std::string_view(it->value().data(), it->value().size()));
+    } else if (rest > 2) {
+      // An element or dot index row: on to the next type's rows.
+      std::string next = prefix;
+      next.push_back(static_cast<char>(row[prefix.size()] + 1));
+      it->Seek(next);
+      continue;
+    }
+    it->Next();
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan key"));
+  return digest;
+}
+
 StatusOr<std::optional<Crdt>> RocksStore::Get(std::string_view key, CrdtType type) {
   DbReader reader(db_.get(), state_, /*snapshot=*/type == CrdtType::kOrSet);
   return ReadState(reader, key, type);
@@ -106,13 +131,14 @@ StatusOr<std::vector<geokv::KeyDigest>> RocksStore::SegmentKeys(size_t segment) 
   // The index rows and the object rows at one snapshot.
   DbReader reader(db_.get(), state_, /*snapshot=*/true);
   std::unique_ptr<rocksdb::Iterator> index = reader.NewIterator(tree_);
+  std::unique_ptr<rocksdb::Iterator> rows = reader.NewIterator();
   const std::string prefix = keys::TreeKeyPrefix(segment);
   std::vector<geokv::KeyDigest> out;
   for (index->Seek(prefix); index->Valid() && StartsWith(index->key(), prefix); index->Next()) {
     geokv::KeyDigest k;
     k.key.assign(index->key().data() + prefix.size(), index->key().size() - prefix.size());
     GEOKV_ASSIGN_OR_RETURN(k.digest, DecodeTreeValue(index->value().ToString(), "key digest"));
-    GEOKV_ASSIGN_OR_RETURN(const uint64_t objects, ObjectsDigestOf(reader, k.key));
+    GEOKV_ASSIGN_OR_RETURN(const uint64_t objects, ObjectsDigestOf(rows.get(), k.key));
     k.digest ^= objects;
     out.push_back(std::move(k));
   }
