@@ -1,37 +1,40 @@
 #include "replication/anti_entropy.h"
 
 #include <kj/debug.h>
+#include <kj/vector.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 
 namespace geokv {
 
-kj::Promise<void> AntiEntropy::Pass(peer::PeerSession::Client session, bool complete) {
-  return session.treeDigestsRequest().send().then([this, session, complete](auto&& resp) mutable {
+kj::Promise<void> AntiEntropy::Pass(peer::PeerSession::Client session, Scope scope) {
+  return session.treeDigestsRequest().send().then([this, session, scope](auto&& resp) mutable {
     auto remote = resp.getDigests();
     KJ_REQUIRE(remote.size() == kTreeSegments, "peer has another tree shape", remote.size());
     std::vector<uint64_t> local = env_.store.TreeDigests();
-    std::vector<uint32_t> differing;
+    auto queue = kj::heap<SegmentQueue>();
     for (uint32_t i = 0; i < kTreeSegments; ++i) {
-      if (remote[i] != local[i] && BothOwn(i)) differing.push_back(i);
+      if (remote[i] != local[i] && BothOwn(i)) queue->segments.push_back(i);
     }
-    if (!differing.empty()) {
-      spdlog::debug("peer {}: {} tree segments differ", region_, differing.size());
+    if (!queue->segments.empty()) {
+      spdlog::debug("peer {}: {} tree segments differ", region_, queue->segments.size());
     }
-    return RepairSegments(kj::mv(session), std::move(differing), 0, complete);
+    kj::Vector<kj::Promise<void>> workers;
+    for (size_t w = 0; w < kSegmentsInFlight && w < queue->segments.size(); ++w) {
+      workers.add(RepairQueued(session, *queue, scope));
+    }
+    return kj::joinPromises(workers.releaseAsArray()).attach(kj::mv(queue));
   });
 }
 
-kj::Promise<void> AntiEntropy::RepairSegments(peer::PeerSession::Client session,
-                                              std::vector<uint32_t> segments, size_t i,
-                                              bool complete) {
-  if (i == segments.size()) return kj::READY_NOW;
-  uint32_t segment = segments[i];
-  return RepairSegment(session, segment, complete)
-      .then([this, session, segments = std::move(segments), i, complete]() mutable {
-        return RepairSegments(kj::mv(session), std::move(segments), i + 1, complete);
-      });
+kj::Promise<void> AntiEntropy::RepairQueued(peer::PeerSession::Client session, SegmentQueue& queue,
+                                            Scope scope) {
+  if (queue.next == queue.segments.size()) return kj::READY_NOW;
+  const uint32_t segment = queue.segments[queue.next++];
+  return RepairSegment(session, segment, scope).then([this, session, &queue, scope]() mutable {
+    return RepairQueued(kj::mv(session), queue, scope);
+  });
 }
 
 kj::Promise<AntiEntropy::Differences> AntiEntropy::Differ(peer::PeerSession::Client session,
@@ -65,14 +68,18 @@ kj::Promise<AntiEntropy::Differences> AntiEntropy::Differ(peer::PeerSession::Cli
 }
 
 kj::Promise<void> AntiEntropy::RepairSegment(peer::PeerSession::Client session, uint32_t segment,
-                                             bool complete) {
+                                             Scope scope) {
   return Differ(session, segment)
-      .then([this, session, segment, complete](Differences first) mutable -> kj::Promise<void> {
+      .then([this, session, segment, scope](Differences first) mutable -> kj::Promise<void> {
         if (first.empty()) return kj::READY_NOW;
-        if (complete) {
+        if (scope != Scope::kRoutine) {
           std::vector<std::string> keys;
-          for (const auto& [key, digests] : first) keys.push_back(key);
-          return RepairKeys(kj::mv(session), std::move(keys), 0);
+          for (const auto& [key, digests] : first) {
+            // A key the peer holds and this node does not: nothing to push.
+            if (scope == Scope::kPush && digests.first == 0) continue;
+            keys.push_back(key);
+          }
+          return RepairKeys(kj::mv(session), std::move(keys), 0, scope == Scope::kPush);
         }
         return env_.timer
             .afterDelay(kSettle)
@@ -83,21 +90,24 @@ kj::Promise<void> AntiEntropy::RepairSegment(peer::PeerSession::Client session, 
                 auto it = first.find(key);
                 if (it != first.end() && it->second == digests) stable.push_back(key);
               }
-              return RepairKeys(kj::mv(session), std::move(stable), 0);
+              return RepairKeys(kj::mv(session), std::move(stable), 0, false);
             });
       });
 }
 
 kj::Promise<void> AntiEntropy::RepairKeys(peer::PeerSession::Client session,
-                                          std::vector<std::string> keys, size_t from) {
+                                          std::vector<std::string> keys, size_t from,
+                                          bool push_only) {
   if (from >= keys.size()) return kj::READY_NOW;
   const ReplicatorOptions& o = env_.options;
   return ReadStatesChunk(env_.reader, keys, from, kChunkKeys, o.batch_bytes, o.max_message_bytes)
-      .then([this, session, keys = std::move(keys), from](StatesChunk local) mutable {
+      .then([this, session, keys = std::move(keys), from, push_only](StatesChunk local) mutable {
         env_.metrics.ae_keys_repaired.Increment(static_cast<double>(local.to - from));
         auto push = session.putStatesRequest();
         SetStates(push.initStates(local.found.size()), local.found);
-        auto pulled = Pull(session, keys, from, local.to);
+        kj::Promise<uint32_t> pulled =
+            push_only ? kj::Promise<uint32_t>(static_cast<uint32_t>(local.to - from))
+                      : Pull(session, keys, from, local.to);
         kj::Promise<void> pushed = local.found.empty() ? kj::Promise<void>(kj::READY_NOW)
                                                        : push.send().ignoreResult();
         return pushed.then([this, bytes = local.bytes] { return Throttle(bytes); })
@@ -107,10 +117,11 @@ kj::Promise<void> AntiEntropy::RepairKeys(peer::PeerSession::Client session,
               return PushSets(env_, std::move(to), std::move(paged), Throttler());
             })
             .then([pulled = kj::mv(pulled)]() mutable { return kj::mv(pulled); })
-            .then([this, session, keys = std::move(keys), from](uint32_t served) mutable {
+            .then([this, session, keys = std::move(keys), from,
+                   push_only](uint32_t served) mutable {
               // Keys the peer left out are asked for again (and their local
               // states sent again, harmlessly).
-              return RepairKeys(kj::mv(session), std::move(keys), from + served);
+              return RepairKeys(kj::mv(session), std::move(keys), from + served, push_only);
             });
       });
 }

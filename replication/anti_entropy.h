@@ -5,7 +5,10 @@
 // ways, its pages counting toward the budget.
 // A complete pass repairs every differing key; a routine one only keys
 // whose digests stay the same on both sides for kSettle (a key still being
-// written differs only until its deltas arrive).
+// written differs only until its deltas arrive); a push pass sends this
+// node's states of every differing key and takes none (a repair in place
+// of this node's log: the peer's writes come back by its own log or
+// repair). A pass works on kSegmentsInFlight segments at once.
 //
 // Every read of the store (segment keys, states) runs on the reader pool;
 // the loop only compares and moves bytes. The serving side (what a peer's
@@ -39,6 +42,11 @@ class AntiEntropy {
   static constexpr kj::Duration kSettle = 500 * kj::MILLISECONDS;
   // Keys per repair exchange, whatever their size.
   static constexpr size_t kChunkKeys = 64;
+  // Segments a pass repairs at once (their exchanges share the budget).
+  static constexpr size_t kSegmentsInFlight = 4;
+
+  // Which keys a pass repairs, and which way (see above).
+  enum class Scope { kRoutine, kComplete, kPush };
 
   // `env` must outlive this; `peer_owns` says whether the peer owns a
   // segment; `region` names the peer in logs.
@@ -50,10 +58,10 @@ class AntiEntropy {
 
   // Compares the trees and repairs every segment that differs and both own.
   // The promise refers to this object: drop it before this goes.
-  kj::Promise<void> Pass(peer::PeerSession::Client session, bool complete);
-  // Brings one segment in step with the peer.
+  kj::Promise<void> Pass(peer::PeerSession::Client session, Scope scope);
+  // Repairs one segment (with kComplete: brings it in step with the peer).
   kj::Promise<void> RepairSegment(peer::PeerSession::Client session, uint32_t segment,
-                                  bool complete);
+                                  Scope scope);
   // Waits as long as `bytes` take at the rate; the budget is this object's
   // (one per peer), across passes and connections.
   kj::Promise<void> Throttle(size_t bytes);
@@ -64,12 +72,19 @@ class AntiEntropy {
   using Differences = std::map<std::string, std::pair<uint64_t, uint64_t>>;
 
   kj::Promise<Differences> Differ(peer::PeerSession::Client session, uint32_t segment);
-  kj::Promise<void> RepairSegments(peer::PeerSession::Client session,
-                                   std::vector<uint32_t> segments, size_t i, bool complete);
-  // Exchanges the states of keys[from..] both ways, in chunks of at most
-  // kChunkKeys keys and about batch_bytes of states each way.
+  // The segments a pass has left to repair; each of its workers takes the
+  // next.
+  struct SegmentQueue {
+    std::vector<uint32_t> segments;
+    size_t next = 0;
+  };
+  kj::Promise<void> RepairQueued(peer::PeerSession::Client session, SegmentQueue& queue,
+                                 Scope scope);
+  // Sends the states of keys[from..], and unless `push_only` takes the
+  // peer's, in chunks of at most kChunkKeys keys and about batch_bytes of
+  // states each way.
   kj::Promise<void> RepairKeys(peer::PeerSession::Client session, std::vector<std::string> keys,
-                               size_t from);
+                               size_t from, bool push_only);
   // Asks the peer for the states of keys[from..to) and joins them here;
   // resolves with how many keys it served.
   kj::Promise<uint32_t> Pull(peer::PeerSession::Client session,

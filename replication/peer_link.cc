@@ -112,7 +112,8 @@ kj::Promise<bool> PeerLink::WaitVisible(std::vector<CausalToken> tokens, kj::Tim
 }
 
 kj::Promise<void> PeerLink::SyncSegment(uint32_t segment) {
-  return canceler_.wrap(anti_entropy_.RepairSegment(session(), segment, true));
+  return canceler_.wrap(
+      anti_entropy_.RepairSegment(session(), segment, AntiEntropy::Scope::kComplete));
 }
 
 kj::Promise<void> PeerLink::Budget(size_t bytes) {
@@ -322,8 +323,9 @@ kj::Promise<void> PeerLink::Heartbeats() {
 }
 
 kj::Promise<void> PeerLink::AntiEntropyLoop() {
-  kj::Promise<void> pass = shipper_.repairing() ? kj::Promise<void>(kj::READY_NOW)
-                                                : anti_entropy_.Pass(session(), false);
+  kj::Promise<void> pass = shipper_.repairing()
+                               ? kj::Promise<void>(kj::READY_NOW)
+                               : anti_entropy_.Pass(session(), AntiEntropy::Scope::kRoutine);
   return pass
       .then([this] { return env_.timer.afterDelay(ToKj(env_.options.anti_entropy_interval)); })
       .then([this] { return AntiEntropyLoop(); });
@@ -371,7 +373,9 @@ void PeerLink::TakeClaimed(capnp::Data::Reader owned) {
   }
 }
 
-kj::Promise<void> PeerLink::RepairPass() { return anti_entropy_.Pass(session(), true); }
+kj::Promise<void> PeerLink::RepairPass() {
+  return anti_entropy_.Pass(session(), AntiEntropy::Scope::kPush);
+}
 
 kj::Promise<uint64_t> PeerLink::MarkRepaired(uint64_t through) {
   auto req = session().markRepairedRequest();

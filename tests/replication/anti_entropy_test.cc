@@ -46,7 +46,11 @@ struct Rig {
     b.Shutdown(io.waitScope);
   }
 
-  kj::Promise<void> Pass(bool complete) { return anti_entropy.Pass(proxy.Client(), complete); }
+  kj::Promise<void> Pass(bool complete) {
+    using Scope = AntiEntropy::Scope;
+    return anti_entropy.Pass(proxy.Client(), complete ? Scope::kComplete : Scope::kRoutine);
+  }
+  kj::Promise<void> Push() { return anti_entropy.Pass(proxy.Client(), AntiEntropy::Scope::kPush); }
   void Await(kj::Promise<void> p) { testing::WaitGuarded(io, kj::mv(p)); }
   bool InStep() { return a.store->TreeDigests() == b.store->TreeDigests(); }
 
@@ -74,6 +78,27 @@ TEST(AntiEntropy, ACompletePassRepairsDifferingKeysBothWays) {
   EXPECT_EQ(rig.a.Digest("both"), rig.b.Digest("both"));
   EXPECT_EQ(rig.a.Value("both"), rig.b.Value("both"));
   EXPECT_TRUE(rig.InStep());
+}
+
+// A repair in place of a's log to b: b gets a's state of every key that
+// differs, and a takes nothing of b's (b's log or repair brings it).
+TEST(AntiEntropy, APushPassSendsThisNodesStatesOnly) {
+  Rig rig;
+  rig.a.Write(rig.ws, "only-a", "x");
+  rig.b.Write(rig.ws, "only-b", "y");
+  rig.a.Write(rig.ws, "both", "from-a");
+  rig.b.Write(rig.ws, "both", "from-b");
+  // Keys in many segments, so that several are repaired at once.
+  for (int i = 0; i < 200; ++i) rig.a.Write(rig.ws, "k" + std::to_string(i), "v");
+  rig.Await(rig.Push());
+  EXPECT_EQ(rig.b.Value("only-a"), std::optional<std::string>("x"));
+  EXPECT_EQ(rig.a.Value("only-b"), std::nullopt);
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_EQ(rig.b.Value("k" + std::to_string(i)), std::optional<std::string>("v")) << i;
+  }
+  // b joined a's state of "both"; a still has its own.
+  EXPECT_EQ(rig.a.Value("both"), std::optional<std::string>("from-a"));
+  EXPECT_EQ(rig.proxy.Calls("getStates").size(), 0u);
 }
 
 TEST(AntiEntropy, ARoutinePassRepairsOnlyKeysWhoseDigestsStayedForKSettle) {
