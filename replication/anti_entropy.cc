@@ -21,7 +21,9 @@ kj::Promise<void> AntiEntropy::Pass(peer::PeerSession::Client session, Scope sco
       spdlog::debug("peer {}: {} tree segments differ", region_, queue->segments.size());
     }
     kj::Vector<kj::Promise<void>> workers;
-    for (size_t w = 0; w < kSegmentsInFlight && w < queue->segments.size(); ++w) {
+    // A routine pass runs beside client traffic: one segment at a time.
+    const size_t workers_wanted = scope == Scope::kRoutine ? 1 : kSegmentsInFlight;
+    for (size_t w = 0; w < workers_wanted && w < queue->segments.size(); ++w) {
       workers.add(RepairQueued(session, *queue, scope));
     }
     return kj::joinPromises(workers.releaseAsArray()).attach(kj::mv(queue));

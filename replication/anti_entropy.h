@@ -8,7 +8,8 @@
 // written differs only until its deltas arrive); a push pass sends this
 // node's states of every differing key and takes none (a repair in place
 // of this node's log: the peer's writes come back by its own log or
-// repair). A pass works on kSegmentsInFlight segments at once.
+// repair). A complete or push pass works on kSegmentsInFlight segments at
+// once, a routine one on one at a time.
 //
 // Every read of the store (segment keys, states) runs on the reader pool;
 // the loop only compares and moves bytes. The serving side (what a peer's
@@ -42,7 +43,8 @@ class AntiEntropy {
   static constexpr kj::Duration kSettle = 500 * kj::MILLISECONDS;
   // Keys per repair exchange, whatever their size.
   static constexpr size_t kChunkKeys = 64;
-  // Segments a pass repairs at once (their exchanges share the budget).
+  // Segments a complete or push pass repairs at once (their exchanges share
+  // the budget).
   static constexpr size_t kSegmentsInFlight = 4;
 
   // Which keys a pass repairs, and which way (see above).
