@@ -53,6 +53,13 @@ struct Rig {
   kj::Promise<void> Push() { return anti_entropy.Pass(proxy.Client(), AntiEntropy::Scope::kPush); }
   void Await(kj::Promise<void> p) { testing::WaitGuarded(io, kj::mv(p)); }
   bool InStep() { return a.store->TreeDigests() == b.store->TreeDigests(); }
+  // "only-a" = x on a, "only-b" = y on b, and "both" written on each.
+  void WriteKeysThatDiffer() {
+    a.Write(ws, "only-a", "x");
+    b.Write(ws, "only-b", "y");
+    a.Write(ws, "both", "from-a");
+    b.Write(ws, "both", "from-b");
+  }
 
   kj::AsyncIoContext io = kj::setupAsyncIo();
   kj::WaitScope& ws = io.waitScope;
@@ -67,10 +74,7 @@ struct Rig {
 
 TEST(AntiEntropy, ACompletePassRepairsDifferingKeysBothWays) {
   Rig rig;
-  rig.a.Write(rig.ws, "only-a", "x");
-  rig.b.Write(rig.ws, "only-b", "y");
-  rig.a.Write(rig.ws, "both", "from-a");
-  rig.b.Write(rig.ws, "both", "from-b");
+  rig.WriteKeysThatDiffer();
   ASSERT_NE(rig.a.Digest("both"), rig.b.Digest("both"));
   rig.Await(rig.Pass(true));
   EXPECT_EQ(rig.a.Value("only-b"), std::optional<std::string>("y"));
@@ -84,10 +88,7 @@ TEST(AntiEntropy, ACompletePassRepairsDifferingKeysBothWays) {
 // differs, and a takes nothing of b's (b's log or repair brings it).
 TEST(AntiEntropy, APushPassSendsThisNodesStatesOnly) {
   Rig rig;
-  rig.a.Write(rig.ws, "only-a", "x");
-  rig.b.Write(rig.ws, "only-b", "y");
-  rig.a.Write(rig.ws, "both", "from-a");
-  rig.b.Write(rig.ws, "both", "from-b");
+  rig.WriteKeysThatDiffer();
   // Keys in many segments, so that several are repaired at once.
   for (int i = 0; i < 200; ++i) rig.a.Write(rig.ws, "k" + std::to_string(i), "v");
   rig.Await(rig.Push());
