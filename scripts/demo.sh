@@ -9,7 +9,8 @@
 # writes in every region and what each region converges to; the read-only
 # user refused a write; a partition with writes on both sides, the heal and
 # the time to converge; read-your-writes across regions with a causal
-# token; the replication lag percentiles. Needs no root.
+# token; a write load through the Redis port (redis-cli) and the replication
+# lag percentiles. Needs no root.
 #
 #   ./scripts/demo.sh                 run it, then keep the cluster up until Ctrl-C
 #   ./scripts/demo.sh --duration S    run it, keep the cluster up S seconds, stop
@@ -37,8 +38,10 @@ server="$build_dir/server/geokv-server"
 cli_bin="$build_dir/client/geokv-cli"
 proxy_bin="$build_dir/tools/geokv-wan-proxy"
 
-if [[ ! -x "$server" || ! -x "$cli_bin" || ! -x "$proxy_bin" ]]; then
+if [[ ! -x "$server" || ! -x "$cli_bin" || ! -x "$proxy_bin" ]] || ! command -v redis-cli >/dev/null; then
   ./scripts/install-deps.sh
+fi
+if [[ ! -x "$server" || ! -x "$cli_bin" || ! -x "$proxy_bin" ]]; then
   echo "== building geokv (Release) in $build_dir"
   cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
     -DGEOKV_BUILD_BENCH=OFF >/dev/null
@@ -83,7 +86,7 @@ wait_for_log() {
 
 region_of() { echo "${1%-*}"; }
 
-declare -A peer_port gossip_port metrics_address client_address proxy_address control_port
+declare -A peer_port gossip_port metrics_address client_address redis_port proxy_address control_port
 i=0
 for n in "${nodes[@]}"; do
   free_port; peer_port[$n]=$port
@@ -159,8 +162,8 @@ for n in "${nodes[@]}"; do
   pids+=($!)
   port=$(wait_for_log "$log" '.*client API listening on .* port \([0-9]*\).*' $!)
   client_address[$n]="127.0.0.1:$port"
-  resp_port=$(wait_for_log "$log" '.*redis protocol listening on .* port \([0-9]*\).*' $!)
-  echo "   $n: client API ${client_address[$n]}, redis port $resp_port," \
+  redis_port[$n]=$(wait_for_log "$log" '.*redis protocol listening on .* port \([0-9]*\).*' $!)
+  echo "   $n: client API ${client_address[$n]}, redis port ${redis_port[$n]}," \
     "metrics http://${metrics_address[$n]}/metrics"
 done
 client_tls=(--tls-ca "$tls/ca.pem" --tls-cert "$tls/client-demo.pem" --tls-key "$tls/client-demo.key")
@@ -179,6 +182,15 @@ cli_as() {
 }
 # The demo's own calls log in as admin (info's peer list needs that role).
 cli() { cli_as admin "$@"; }
+# Runs redis-cli against node $1's Redis port as admin: with no command
+# after the node, it sends the commands it reads, one per line, over one
+# connection.
+redis_cli() {
+  local n=$1; shift
+  REDISCLI_AUTH=$(cat "$work/admin.secret") redis-cli --tls --cacert "$tls/ca.pem" \
+    --cert "$tls/client-demo.pem" --key "$tls/client-demo.key" --user admin \
+    -p "${redis_port[$n]}" "$@"
+}
 
 # Prints the command, runs it against node $1, shows output and exit code.
 step() {
@@ -299,8 +311,16 @@ echo "   (ap's remove could not remove an add it had not seen: geo stays)"
 
 echo
 echo "== Replication lag under a short write load in eu"
-for i in $(seq 1 100); do cli eu-$(( i % 2 + 1 )) set "load$i" "v$i" >/dev/null; done
+echo "   100 SETs through the Redis port, 50 each to eu-1 and eu-2, one connection each:"
+echo "   for i in \$(seq 1 50); do echo \"SET load-eu-1-\$i v\$i\"; done | redis-cli ... -p PORT"
+for n in eu-1 eu-2; do
+  answers=$(for i in $(seq 1 50); do echo "SET load-$n-$i v$i"; done | redis_cli "$n")
+  [[ $(grep -c '^OK$' <<<"$answers") -eq 50 ]] || { echo "demo.sh: $n did not take the SETs: $answers" >&2; exit 1; }
+done
 wait_converged
+echo
+echo "[ap-2] \$ redis-cli ... GET load-eu-2-7"
+redis_cli ap-2 GET load-eu-2-7
 # Percentiles from the geokv_replication_lag_seconds histogram of a node.
 lag_percentiles() {
   local n=$1 source=$2 address=${metrics_address[$1]}
