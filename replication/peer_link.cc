@@ -133,6 +133,17 @@ kj::Promise<void> PeerLink::Run() {
   return Session()
       .catch_([this](kj::Exception&& e) {
         std::string why = e.getDescription().cStr();
+        if (conn_ && conn_->packed && !hello_answered_) {
+          // An older build's port takes the packed preamble for a message
+          // it cannot read and closes: the next try goes plain.
+          plain_ = true;
+          why += " (over a packed connection; the next one is plain)";
+        } else if (conn_ && !conn_->packed && hello_answered_ && !plain_) {
+          spdlog::info("peer {} ({}) takes packed connections: reconnecting packed",
+                       address_.region, address_.address);
+          last_error_.clear();
+          return;
+        }
         if (connected_ || why != last_error_) {
           spdlog::warn("peer {} ({}): link down: {}", address_.region, address_.address, why);
         }
@@ -168,7 +179,8 @@ kj::Promise<void> PeerLink::Connect() {
         Metrics::Peer& m = metrics();
         conn_ = kj::heap<PeerConnection>(
             kj::heap<CountingStream>(kj::mv(stream), *m.sent_bytes, *m.received_bytes),
-            env_.options.max_message_bytes, env_.timer);
+            env_.options.max_message_bytes, env_.timer, !plain_);
+        hello_answered_ = false;
         auto req = conn_->Bootstrap().helloRequest();
         Probe probe = StartProbe();
         FillHello(env_.options, env_.store.node_id(), probe.wall_ms, req.initHello());
@@ -203,6 +215,11 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> PeerLink::Secure(kj::Own<kj::AsyncIoStre
 
 void PeerLink::Established(peer::Peer::HelloResults::Reader resp, Probe probe) {
   auto hello = resp.getHello();
+  hello_answered_ = true;
+  if (plain_ && hello.getPackedStreams()) {
+    plain_ = false;
+    KJ_FAIL_REQUIRE("the peer takes packed connections now");
+  }
   if (certified_) {
     KJ_REQUIRE(hello.getName() == certified_->name.c_str() &&
                    hello.getRegion() == certified_->region.c_str(),
@@ -233,8 +250,9 @@ void PeerLink::Established(peer::Peer::HelloResults::Reader resp, Probe probe) {
   claimed_.clear();
   TakeClaimed(resp.getOwned());
   if (!target_) return;
-  spdlog::info("peer {} ({}, {}) connected; it holds this node's log through {}",
-               address_.region, name_, address_.address, resp.getApplied());
+  spdlog::info("peer {} ({}, {}) connected ({}); it holds this node's log through {}",
+               address_.region, name_, address_.address, conn_->packed ? "packed" : "plain",
+               resp.getApplied());
   shipper_.Connected(resp.getApplied());
 }
 

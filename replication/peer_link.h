@@ -165,6 +165,10 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   std::mt19937_64 rng_;
   std::string last_error_;
   kj::Promise<void> run_ = nullptr;
+  // Connect plain, not packed (util/packed_stream.h): a packed connection
+  // failed before its hello was answered (an older build's port), until a
+  // hello says the peer takes packed ones.
+  bool plain_ = false;
 
   // Per connection.
   kj::Own<PeerConnection> conn_;
@@ -173,6 +177,7 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   kj::Own<kj::TaskSet> session_tasks_;
   kj::Own<kj::PromiseFulfiller<void>> failed_;
   bool connected_ = false;
+  bool hello_answered_ = false;  // on this connection
   bool heard_ = false;  // the peer answered hello on this link at least once
   // The segments the target said it owns (see Vouches); empty: not said.
   std::vector<bool> claimed_;

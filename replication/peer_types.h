@@ -100,6 +100,10 @@ struct ReplicatorOptions {
   std::chrono::milliseconds tombstone_grace{std::chrono::minutes(10)};
   std::chrono::milliseconds backoff_min{100};
   std::chrono::milliseconds backoff_max{5000};
+  // Whether this node's peer port takes packed connections
+  // (util/packed_stream.h), as its hello says. A node's port does
+  // (server/node.cc); false plays an older build's.
+  bool packed_port = true;
   // The clock heartbeats read. Not owned. Default (nullptr): the system's.
   WallClock* wall_clock = nullptr;
   // Where replication reports. Not owned. Default (nullptr): its own,

@@ -6,6 +6,7 @@
 
 #include "crdt/codec.h"
 #include "util/buffered_stream.h"
+#include "util/packed_stream.h"
 
 namespace geokv {
 
@@ -46,8 +47,11 @@ kj::Promise<void> CountingStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj
 }
 
 PeerConnection::PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes,
-                               kj::Timer& timer)
-    : stream(kj::heap<BufferedStream>(kj::mv(s), &timer)),
+                               kj::Timer& timer, bool packed)
+    : packed(packed),
+      stream(kj::heap<BufferedStream>(
+          packed ? kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kConnector) : kj::mv(s),
+          &timer)),
       network(*stream, capnp::rpc::twoparty::Side::CLIENT,
               capnp::ReaderOptions{max_message_bytes / sizeof(capnp::word), 64}),
       rpc(capnp::makeRpcClient(network)) {}
@@ -139,6 +143,7 @@ void FillHello(const ReplicatorOptions& mine, ReplicaId self, int64_t wall_clock
   hello.setReplicationFactor(mine.replication_factor);
   hello.setVnodes(mine.vnodes);
   hello.setWallClockMs(wall_clock_ms);
+  hello.setPackedStreams(mine.packed_port);
 }
 
 }  // namespace geokv

@@ -72,13 +72,15 @@ class CountingStream final : public StreamWrapper {
 
 // The client end of a connection to a peer: Cap'n Proto RPC over `stream`
 // (buffered, util/buffered_stream.h, bounding the delay of a write by
-// `timer`, which must outlive it), accepting messages up to
-// `max_message_bytes`.
+// `timer`, which must outlive it; `packed`: over a PackedStream,
+// util/packed_stream.h), accepting messages up to `max_message_bytes`.
 struct PeerConnection {
-  PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes, kj::Timer& timer);
+  PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes, kj::Timer& timer,
+                 bool packed);
 
   peer::Peer::Client Bootstrap();
 
+  const bool packed;
   kj::Own<kj::AsyncIoStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;

@@ -39,6 +39,10 @@ struct NodeHello {
   # differ from its own. 0: not said.
   replicationFactor @5 :UInt32;
   vnodes @6 :UInt32;
+  # Whether the sender's peer port takes packed connections
+  # (util/packed_stream.h). An older build leaves it false; a node that
+  # reached such a peer over a plain connection keeps to plain ones.
+  packedStreams @7 :Bool;
 }
 
 # One entry of the origin's replication log.

@@ -7,6 +7,7 @@
 
 #include "server/read_deadlines.h"
 #include "util/buffered_stream.h"
+#include "util/packed_stream.h"
 #include "util/stream_wrapper.h"
 
 namespace geokv {
@@ -102,8 +103,13 @@ struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RpcSession session,
              kj::Timer& timer, const RpcListenerOptions& options)
       : slot(std::move(slot)),
-        stream(kj::heap<PacedStream>(kj::heap<BufferedStream>(kj::mv(s), &timer), timer,
-                                     options.max_message_bytes, session, options)),
+        stream(kj::heap<PacedStream>(
+            kj::heap<BufferedStream>(
+                options.packed
+                    ? kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor)
+                    : kj::mv(s),
+                &timer),
+            timer, options.max_message_bytes, session, options)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
     stream->PaceBy(&network);
@@ -117,7 +123,9 @@ struct RpcListener::Connection {
   }
 
   ConnectionSlots::Slot slot;
-  kj::Own<PacedStream> stream;  // over a BufferedStream over the socket (or TLS)
+  // Over a BufferedStream over the socket (or TLS), or over a PackedStream
+  // over it.
+  kj::Own<PacedStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };

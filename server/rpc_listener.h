@@ -39,6 +39,9 @@ struct RpcListenerOptions {
   std::chrono::milliseconds read_timeout{std::chrono::seconds(30)};
   // What each connection is wrapped in (TLS); default (nullptr): none.
   Acceptor::Wrap wrap;
+  // Take packed connections besides plain ones (util/packed_stream.h;
+  // inside TLS): the peer port's.
+  bool packed = false;
 };
 
 // What one connection is served.

@@ -58,18 +58,12 @@ uint64_t ShipThroughTls(const std::string& dir, const std::string& callee,
   const unsigned port = plain->getPort();
   auto listener = serving->wrapPort(kj::mv(plain));
   capnp::TwoPartyServer server(b.replicator->PeerBootstrap(std::nullopt));
-  auto serve = server.listen(*listener).eagerlyEvaluate(nullptr);
+  auto serve = testing::ServePeerPort(*listener, server).eagerlyEvaluate(nullptr);
 
   std::ostringstream logged;
   auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
   spdlog::default_logger()->sinks().push_back(sink);
-  PeerTarget target;
-  target.id = b.store->node_id();
-  target.name = target_name;
-  target.region = "eu";
-  target.address = "127.0.0.1:" + std::to_string(port);
-  target.owned.assign(kTreeSegments, true);
-  a.replicator->SetPlacement({}, {target});
+  a.replicator->SetPlacement({}, {testing::TargetAt(b, target_name, port)});
   a.replicator->Start();
   a.Write(io.waitScope, "k", "v");
   const ReplicaId origin = a.store->node_id();

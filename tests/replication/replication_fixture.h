@@ -32,6 +32,7 @@
 #include "replication/replicator.h"
 #include "schema/replication.capnp.h"
 #include "testing/test_dir.h"
+#include "util/packed_stream.h"
 
 namespace geokv::testing {
 
@@ -361,6 +362,28 @@ class PeerProxy {
   std::vector<Call> calls_;
 };
 
+// `node`, named `name` in region eu, as a link's target at `port` of
+// loopback, owning every segment.
+inline PeerTarget TargetAt(Node& node, const std::string& name, unsigned port) {
+  PeerTarget t;
+  t.id = node.store->node_id();
+  t.name = name;
+  t.region = "eu";
+  t.address = "127.0.0.1:" + std::to_string(port);
+  t.owned.assign(kTreeSegments, true);
+  return t;
+}
+
+// Serves `server` on `listener` as a node's peer port does: each
+// connection packed or plain, as its first word says.
+inline kj::Promise<void> ServePeerPort(kj::ConnectionReceiver& listener,
+                                       capnp::TwoPartyServer& server) {
+  return listener.accept().then([&listener, &server](kj::Own<kj::AsyncIoStream> s) {
+    server.accept(kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor));
+    return ServePeerPort(listener, server);
+  });
+}
+
 // Says hello to `server`'s peer service in-process, as `caller`, and
 // returns the session it answers with.
 inline peer::PeerSession::Client OpenSession(kj::WaitScope& ws, Node& server, Node& caller) {
@@ -382,19 +405,11 @@ struct Pair {
     auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
     listener = address->listen();
     server = kj::heap<capnp::TwoPartyServer>(b.replicator->PeerBootstrap(std::nullopt));
-    serving = server->listen(*listener).eagerlyEvaluate(nullptr);
+    serving = ServePeerPort(*listener, *server).eagerlyEvaluate(nullptr);
   }
 
   // b as a's target: it owns every segment.
-  PeerTarget B() {
-    PeerTarget t;
-    t.id = b.store->node_id();
-    t.name = "b";
-    t.region = "eu";
-    t.address = "127.0.0.1:" + std::to_string(listener->getPort());
-    t.owned.assign(kTreeSegments, true);
-    return t;
-  }
+  PeerTarget B() { return TargetAt(b, "b", listener->getPort()); }
 
   // Starts a's link to b; `a_owns` are the segments a owns (empty: all).
   void Link(std::vector<bool> a_owns = {}) {

@@ -571,5 +571,69 @@ TEST(ReplicatorPair, ASeedThatNeverAnswersHoldsTheLogOnlyUntilANodeOfItsRegionIs
   pair.Shutdown(io.waitScope);
 }
 
+// Lines of `log` that contain `what`.
+size_t Count(const std::string& log, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+  return n;
+}
+
+// A node's peer port takes packed connections: a's link to b is packed
+// from its first connection.
+TEST(ReplicatorPair, ALinkToANodesPortIsPacked) {
+  auto io = kj::setupAsyncIo();
+  std::ostringstream log;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  spdlog::default_logger()->sinks().push_back(sink);
+  {
+    Pair pair(io);
+    pair.Link();
+    pair.a.Write(io.waitScope, "k", "v");
+    EXPECT_TRUE(RunUntil(io, [&] { return pair.b.Value("k") == std::optional<std::string>("v"); }));
+    pair.Shutdown(io.waitScope);
+  }
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_EQ(Count(log.str(), "connected (packed)"), 1u) << log.str();
+  EXPECT_EQ(Count(log.str(), "connected (plain)"), 0u) << log.str();
+}
+
+// b plays an older build: its port reads plain connections only and its
+// hello does not say it takes packed ones. a's packed connection fails
+// before its hello is answered; a dials plain next, ships over it, and
+// stays on it.
+TEST(ReplicatorPair, ALinkToAnOlderBuildsPortFallsBackToPlainAndStaysThere) {
+  auto io = kj::setupAsyncIo();
+  std::ostringstream log;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  spdlog::default_logger()->sinks().push_back(sink);
+  {
+    testing::TestDir dir;
+    Node a(dir.Sub("a"), "a", *io.provider);
+    Node b(dir.Sub("b"), "b", *io.provider, Tuning(), nullptr,
+           [](ReplicatorOptions& o) { o.packed_port = false; });
+    auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
+    auto listener = address->listen();
+    capnp::TwoPartyServer server(b.replicator->PeerBootstrap(std::nullopt));
+    auto serving = server.listen(*listener).eagerlyEvaluate(nullptr);
+    a.replicator->SetPlacement({}, {testing::TargetAt(b, "b", listener->getPort())});
+    a.replicator->Start();
+    a.Write(io.waitScope, "k", "v");
+    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k") == std::optional<std::string>("v"); }));
+    // Later writes go over the same plain connection.
+    RunUntil(io, [] { return false; }, 500 * kj::MILLISECONDS);
+    a.Write(io.waitScope, "k2", "w");
+    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k2") == std::optional<std::string>("w"); }));
+    a.Shutdown(io.waitScope);
+    serving = nullptr;
+    b.Shutdown(io.waitScope);
+  }
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_EQ(Count(log.str(), "over a packed connection; the next one is plain"), 1u)
+      << log.str();
+  EXPECT_EQ(Count(log.str(), "connected (plain)"), 1u) << log.str();
+  EXPECT_EQ(Count(log.str(), "connected (packed)"), 0u) << log.str();
+  EXPECT_EQ(Count(log.str(), "reconnecting packed"), 0u) << log.str();
+}
+
 }  // namespace
 }  // namespace geokv
