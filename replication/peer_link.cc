@@ -133,15 +133,18 @@ kj::Promise<void> PeerLink::Run() {
   return Session()
       .catch_([this](kj::Exception&& e) {
         std::string why = e.getDescription().cStr();
-        if (conn_ && conn_->packed && !hello_answered_) {
+        if (conn_ && conn_->packed && !hello_answered_ &&
+            e.getType() != kj::Exception::Type::OVERLOADED) {
           // An older build's port takes the packed preamble for a message
-          // it cannot read and closes: the next try goes plain.
+          // it cannot read and closes: the next try goes plain. (A hello
+          // that timed out, from a paused or busy peer, says nothing.)
           plain_ = true;
           why += " (over a packed connection; the next one is plain)";
         } else if (conn_ && !conn_->packed && hello_answered_ && !plain_) {
           spdlog::info("peer {} ({}) takes packed connections: reconnecting packed",
                        address_.region, address_.address);
           last_error_.clear();
+          backoff_ = env_.options.backoff_min;  // it answered: no reason to wait
           return;
         }
         if (connected_ || why != last_error_) {

@@ -25,6 +25,7 @@
 #include "crdt/hlc.h"
 #include "testing/test_dir.h"
 #include "tests/replication/replication_fixture.h"
+#include "util/packed_stream.h"
 
 namespace geokv {
 namespace {
@@ -633,6 +634,53 @@ TEST(ReplicatorPair, ALinkToAnOlderBuildsPortFallsBackToPlainAndStaysThere) {
   EXPECT_EQ(Count(log.str(), "connected (plain)"), 1u) << log.str();
   EXPECT_EQ(Count(log.str(), "connected (packed)"), 0u) << log.str();
   EXPECT_EQ(Count(log.str(), "reconnecting packed"), 0u) << log.str();
+}
+
+// b's port refuses a's first, packed connection as an older build's would,
+// and takes packed ones after that, and b's hello says it takes them (as
+// once b is upgraded): a falls back to plain, learns from the hello that b
+// takes packed connections, and reconnects packed.
+TEST(ReplicatorPair, ALinkThatFellBackToPlainReconnectsPackedOnceTheHelloSaysItCan) {
+  auto io = kj::setupAsyncIo();
+  std::ostringstream log;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  spdlog::default_logger()->sinks().push_back(sink);
+  {
+    testing::TestDir dir;
+    Node a(dir.Sub("a"), "a", *io.provider);
+    Node b(dir.Sub("b"), "b", *io.provider);
+    auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
+    auto listener = address->listen();
+    capnp::TwoPartyServer server(b.replicator->PeerBootstrap(std::nullopt));
+    int accepted = 0;
+    std::function<kj::Promise<void>()> serve = [&] {
+      return listener->accept().then([&](kj::Own<kj::AsyncIoStream> s) {
+        if (accepted++ == 0) {
+          server.accept(kj::mv(s));
+        } else {
+          server.accept(kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor));
+        }
+        return serve();
+      });
+    };
+    auto serving = serve().eagerlyEvaluate(nullptr);
+    a.replicator->SetPlacement({}, {testing::TargetAt(b, "b", listener->getPort())});
+    a.replicator->Start();
+    a.Write(io.waitScope, "k", "v");
+    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k") == std::optional<std::string>("v"); }));
+    EXPECT_TRUE(RunUntil(io, [&] { return Count(log.str(), "connected (packed)") == 1; }));
+    a.Write(io.waitScope, "k2", "w");
+    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k2") == std::optional<std::string>("w"); }));
+    a.Shutdown(io.waitScope);
+    serving = nullptr;
+    b.Shutdown(io.waitScope);
+  }
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_EQ(Count(log.str(), "over a packed connection; the next one is plain"), 1u)
+      << log.str();
+  EXPECT_EQ(Count(log.str(), "connected (plain)"), 1u) << log.str();
+  EXPECT_EQ(Count(log.str(), "reconnecting packed"), 1u) << log.str();
+  EXPECT_EQ(Count(log.str(), "connected (packed)"), 1u) << log.str();
 }
 
 }  // namespace
