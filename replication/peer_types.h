@@ -99,7 +99,7 @@ struct ReplicatorOptions {
   // (replication/tombstone_collector.h).
   std::chrono::milliseconds tombstone_grace{std::chrono::minutes(10)};
   std::chrono::milliseconds backoff_min{100};
-  std::chrono::milliseconds backoff_max{5000};
+  std::chrono::milliseconds backoff_max{2000};
   // Whether this node's peer port takes packed connections
   // (util/packed_stream.h), as its hello says. A node's port does
   // (server/node.cc); false plays an older build's.
