@@ -133,14 +133,16 @@ kj::Promise<void> PeerLink::Run() {
   return Session()
       .catch_([this](kj::Exception&& e) {
         std::string why = e.getDescription().cStr();
-        if (conn_ && conn_->packed && !hello_answered_ &&
-            e.getType() != kj::Exception::Type::OVERLOADED) {
-          // An older build's port takes the packed preamble for a message
-          // it cannot read and closes: the next try goes plain. (A hello
-          // that timed out, from a paused or busy peer, says nothing.)
+        if (conn_ && conn_->packing != nullptr && !hello_answered_ &&
+            conn_->packing->received() > 0) {
+          // What came back was no answer to the hello: an older build's
+          // port read the packed preamble as a message, refused it and
+          // said so, plainly. The next try goes plain. (A connection that
+          // ended or timed out with nothing back, a peer that went away or
+          // paused, says nothing of its build.)
           plain_ = true;
           why += " (over a packed connection; the next one is plain)";
-        } else if (conn_ && !conn_->packed && hello_answered_ && !plain_) {
+        } else if (conn_ && conn_->packing == nullptr && hello_answered_ && !plain_) {
           spdlog::info("peer {} ({}) takes packed connections: reconnecting packed",
                        address_.region, address_.address);
           last_error_.clear();
@@ -254,7 +256,8 @@ void PeerLink::Established(peer::Peer::HelloResults::Reader resp, Probe probe) {
   TakeClaimed(resp.getOwned());
   if (!target_) return;
   spdlog::info("peer {} ({}, {}) connected ({}); it holds this node's log through {}",
-               address_.region, name_, address_.address, conn_->packed ? "packed" : "plain",
+               address_.region, name_, address_.address,
+               conn_->packing != nullptr ? "packed" : "plain",
                resp.getApplied());
   shipper_.Connected(resp.getApplied());
 }

@@ -166,8 +166,9 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   std::string last_error_;
   kj::Promise<void> run_ = nullptr;
   // Connect plain, not packed (util/packed_stream.h): a packed connection
-  // failed before its hello was answered (an older build's port), until a
-  // hello says the peer takes packed ones.
+  // got back something other than an answer to its hello (an older build's
+  // port refusing the preamble), until a hello says the peer takes packed
+  // ones.
   bool plain_ = false;
 
   // Per connection.

@@ -6,7 +6,6 @@
 
 #include "crdt/codec.h"
 #include "util/buffered_stream.h"
-#include "util/packed_stream.h"
 
 namespace geokv {
 
@@ -46,12 +45,22 @@ kj::Promise<void> CountingStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj
   return inner_->write(pieces);
 }
 
+namespace {
+
+// `s`, or a connector's PackedStream over it (then also in *packing).
+kj::Own<kj::AsyncIoStream> PackedIf(bool packed, kj::Own<kj::AsyncIoStream> s,
+                                    PackedStream** packing) {
+  if (!packed) return s;
+  auto stream = kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kConnector);
+  *packing = stream.get();
+  return stream;
+}
+
+}  // namespace
+
 PeerConnection::PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes,
                                kj::Timer& timer, bool packed)
-    : packed(packed),
-      stream(kj::heap<BufferedStream>(
-          packed ? kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kConnector) : kj::mv(s),
-          &timer)),
+    : stream(kj::heap<BufferedStream>(PackedIf(packed, kj::mv(s), &packing), &timer)),
       network(*stream, capnp::rpc::twoparty::Side::CLIENT,
               capnp::ReaderOptions{max_message_bytes / sizeof(capnp::word), 64}),
       rpc(capnp::makeRpcClient(network)) {}

@@ -21,6 +21,7 @@
 #include "storage/store.h"
 #include "schema/kv_text.h"
 #include "util/coding.h"
+#include "util/packed_stream.h"
 #include "util/stream_wrapper.h"
 
 namespace geokv {
@@ -80,7 +81,7 @@ struct PeerConnection {
 
   peer::Peer::Client Bootstrap();
 
-  const bool packed;
+  PackedStream* packing = nullptr;  // under `stream` when packed, else none
   kj::Own<kj::AsyncIoStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;

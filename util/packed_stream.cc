@@ -115,6 +115,7 @@ kj::Promise<void> PackedStream::Decide() {
           return kj::READY_NOW;
         }
         in_end_ += got;
+        received_ += got;
         return Decide();
       });
 }
@@ -126,13 +127,17 @@ kj::Promise<size_t> PackedStream::ReadMore(kj::byte* out, size_t min_bytes, size
   if (mode_ == Mode::kPlain && Available() == 0) {
     // Nothing buffered: straight from below into the caller's memory.
     return inner_->tryRead(out + done, min_bytes - done, max_bytes - done)
-        .then([done](size_t got) { return done + got; });
+        .then([this, done](size_t got) {
+          received_ += got;
+          return done + got;
+        });
   }
   Compact();
   return inner_->tryRead(in_.begin() + in_end_, 1, in_.size() - in_end_)
       .then([this, out, min_bytes, max_bytes, done](size_t got) -> kj::Promise<size_t> {
         if (got == 0) return done;  // the stream ended
         in_end_ += got;
+        received_ += got;
         return ReadMore(out, min_bytes, max_bytes, done);
       });
 }

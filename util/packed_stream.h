@@ -48,6 +48,8 @@ class PackedStream final : public StreamWrapper {
   // On an acceptor: whether the first word said packed (false before it
   // came). On a connector: true.
   bool packed() const { return mode_ == Mode::kPacked; }
+  // Bytes read from the stream below so far.
+  uint64_t received() const { return received_; }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
   kj::Promise<void> write(const void* buffer, size_t size) override;
@@ -73,6 +75,7 @@ class PackedStream final : public StreamWrapper {
 
   Mode mode_;
   bool preamble_due_;
+  uint64_t received_ = 0;
 
   // Input read from below and not yet delivered: [in_begin_, in_end_).
   kj::Array<kj::byte> in_;

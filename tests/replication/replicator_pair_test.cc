@@ -685,5 +685,45 @@ TEST(ReplicatorPair, ALinkThatFellBackToPlainReconnectsPackedOnceTheHelloSaysItC
   EXPECT_EQ(Count(log.str(), "connected (packed)"), 1u) << log.str();
 }
 
+// b's port closes a's first connection before answering anything (b went
+// away, or a proxy in between reset it): that says nothing of b's build, so
+// a dials packed again.
+TEST(ReplicatorPair, APackedConnectionClosedWithNothingBackIsTriedPackedAgain) {
+  auto io = kj::setupAsyncIo();
+  std::ostringstream log;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
+  spdlog::default_logger()->sinks().push_back(sink);
+  {
+    testing::TestDir dir;
+    Node a(dir.Sub("a"), "a", *io.provider);
+    Node b(dir.Sub("b"), "b", *io.provider);
+    auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
+    auto listener = address->listen();
+    capnp::TwoPartyServer server(b.replicator->PeerBootstrap(std::nullopt));
+    int accepted = 0;
+    std::function<kj::Promise<void>()> serve = [&] {
+      return listener->accept().then([&](kj::Own<kj::AsyncIoStream> s) {
+        if (accepted++ > 0) {
+          server.accept(kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor));
+        }  // else dropped: closed at once
+        return serve();
+      });
+    };
+    auto serving = serve().eagerlyEvaluate(nullptr);
+    a.replicator->SetPlacement({}, {testing::TargetAt(b, "b", listener->getPort())});
+    a.replicator->Start();
+    a.Write(io.waitScope, "k", "v");
+    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k") == std::optional<std::string>("v"); }));
+    EXPECT_GE(accepted, 2);
+    a.Shutdown(io.waitScope);
+    serving = nullptr;
+    b.Shutdown(io.waitScope);
+  }
+  spdlog::default_logger()->sinks().pop_back();
+  EXPECT_EQ(Count(log.str(), "the next one is plain"), 0u) << log.str();
+  EXPECT_EQ(Count(log.str(), "connected (plain)"), 0u) << log.str();
+  EXPECT_EQ(Count(log.str(), "connected (packed)"), 1u) << log.str();
+}
+
 }  // namespace
 }  // namespace geokv

@@ -183,6 +183,7 @@ TEST_F(PackedStreamTest, AnAcceptorPassesAPlainStreamThroughEvenWhenItsFirstWord
   Bytes got = Carry(*pipe.ends[0], acceptor, chunks, all.size(), rng);
   EXPECT_FALSE(acceptor.packed());
   EXPECT_EQ(got, all);
+  EXPECT_EQ(acceptor.received(), all.size());
   // It answers plain too.
   Bytes back = RandomWords(rng, 40);
   EXPECT_EQ(Carry(acceptor, *pipe.ends[0], {back}, back.size(), rng), back);
