@@ -579,61 +579,73 @@ size_t Count(const std::string& log, const std::string& what) {
   return n;
 }
 
+// What the default logger logs while it lives.
+class CapturedLog {
+ public:
+  CapturedLog() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~CapturedLog() { spdlog::default_logger()->sinks().pop_back(); }
+  std::string str() const { return out_.str(); }
+  size_t Count(const std::string& what) const { return geokv::Count(out_.str(), what); }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+// b's port serves its first connection through `first` (which may drop
+// it), every later one as a node's port does.
+void ServeFirstThroughThen(testing::Pair& pair,
+                           std::function<void(kj::Own<kj::AsyncIoStream>)> first) {
+  pair.serving = pair.listener->accept()
+                     .then([&pair, first = std::move(first)](kj::Own<kj::AsyncIoStream> s) {
+                       first(kj::mv(s));
+                       return testing::ServePeerPort(*pair.listener, *pair.server);
+                     })
+                     .eagerlyEvaluate(nullptr);
+}
+
+// a writes "k" and b gets it.
+void Ships(kj::AsyncIoContext& io, testing::Pair& pair) {
+  pair.a.Write(io.waitScope, "k", "v");
+  EXPECT_TRUE(RunUntil(io, [&] { return pair.b.Value("k") == std::optional<std::string>("v"); }));
+}
+
 // A node's peer port takes packed connections: a's link to b is packed
 // from its first connection.
 TEST(ReplicatorPair, ALinkToANodesPortIsPacked) {
   auto io = kj::setupAsyncIo();
-  std::ostringstream log;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
-  spdlog::default_logger()->sinks().push_back(sink);
-  {
-    Pair pair(io);
-    pair.Link();
-    pair.a.Write(io.waitScope, "k", "v");
-    EXPECT_TRUE(RunUntil(io, [&] { return pair.b.Value("k") == std::optional<std::string>("v"); }));
-    pair.Shutdown(io.waitScope);
-  }
-  spdlog::default_logger()->sinks().pop_back();
-  EXPECT_EQ(Count(log.str(), "connected (packed)"), 1u) << log.str();
-  EXPECT_EQ(Count(log.str(), "connected (plain)"), 0u) << log.str();
+  CapturedLog log;
+  Pair pair(io);
+  pair.Link();
+  Ships(io, pair);
+  pair.Shutdown(io.waitScope);
+  EXPECT_EQ(log.Count("connected (packed)"), 1u) << log.str();
+  EXPECT_EQ(log.Count("connected (plain)"), 0u) << log.str();
 }
 
 // b plays an older build: its port reads plain connections only and its
-// hello does not say it takes packed ones. a's packed connection fails
-// before its hello is answered; a dials plain next, ships over it, and
-// stays on it.
+// hello does not say it takes packed ones. a's packed connection gets
+// b's refusal back; a dials plain next, ships over it, and stays on it.
 TEST(ReplicatorPair, ALinkToAnOlderBuildsPortFallsBackToPlainAndStaysThere) {
   auto io = kj::setupAsyncIo();
-  std::ostringstream log;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
-  spdlog::default_logger()->sinks().push_back(sink);
-  {
-    testing::TestDir dir;
-    Node a(dir.Sub("a"), "a", *io.provider);
-    Node b(dir.Sub("b"), "b", *io.provider, Tuning(), nullptr,
-           [](ReplicatorOptions& o) { o.packed_port = false; });
-    auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
-    auto listener = address->listen();
-    capnp::TwoPartyServer server(b.replicator->PeerBootstrap(std::nullopt));
-    auto serving = server.listen(*listener).eagerlyEvaluate(nullptr);
-    a.replicator->SetPlacement({}, {testing::TargetAt(b, "b", listener->getPort())});
-    a.replicator->Start();
-    a.Write(io.waitScope, "k", "v");
-    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k") == std::optional<std::string>("v"); }));
-    // Later writes go over the same plain connection.
-    RunUntil(io, [] { return false; }, 500 * kj::MILLISECONDS);
-    a.Write(io.waitScope, "k2", "w");
-    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k2") == std::optional<std::string>("w"); }));
-    a.Shutdown(io.waitScope);
-    serving = nullptr;
-    b.Shutdown(io.waitScope);
-  }
-  spdlog::default_logger()->sinks().pop_back();
-  EXPECT_EQ(Count(log.str(), "over a packed connection; the next one is plain"), 1u)
-      << log.str();
-  EXPECT_EQ(Count(log.str(), "connected (plain)"), 1u) << log.str();
-  EXPECT_EQ(Count(log.str(), "connected (packed)"), 0u) << log.str();
-  EXPECT_EQ(Count(log.str(), "reconnecting packed"), 0u) << log.str();
+  CapturedLog log;
+  Pair pair(io, {}, nullptr, nullptr, nullptr,
+            [](ReplicatorOptions& o) { o.packed_port = false; });
+  pair.serving = pair.server->listen(*pair.listener).eagerlyEvaluate(nullptr);
+  pair.Link();
+  Ships(io, pair);
+  // Later writes go over the same plain connection.
+  RunUntil(io, [] { return false; }, 500 * kj::MILLISECONDS);
+  pair.a.Write(io.waitScope, "k2", "w");
+  EXPECT_TRUE(
+      RunUntil(io, [&] { return pair.b.Value("k2") == std::optional<std::string>("w"); }));
+  pair.Shutdown(io.waitScope);
+  EXPECT_EQ(log.Count("over a packed connection; the next one is plain"), 1u) << log.str();
+  EXPECT_EQ(log.Count("connected (plain)"), 1u) << log.str();
+  EXPECT_EQ(log.Count("connected (packed)"), 0u) << log.str();
+  EXPECT_EQ(log.Count("reconnecting packed"), 0u) << log.str();
 }
 
 // b's port refuses a's first, packed connection as an older build's would,
@@ -642,47 +654,21 @@ TEST(ReplicatorPair, ALinkToAnOlderBuildsPortFallsBackToPlainAndStaysThere) {
 // takes packed connections, and reconnects packed.
 TEST(ReplicatorPair, ALinkThatFellBackToPlainReconnectsPackedOnceTheHelloSaysItCan) {
   auto io = kj::setupAsyncIo();
-  std::ostringstream log;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
-  spdlog::default_logger()->sinks().push_back(sink);
-  {
-    testing::TestDir dir;
-    Node a(dir.Sub("a"), "a", *io.provider);
-    Node b(dir.Sub("b"), "b", *io.provider);
-    auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
-    auto listener = address->listen();
-    capnp::TwoPartyServer server(b.replicator->PeerBootstrap(std::nullopt));
-    int accepted = 0;
-    std::function<kj::Promise<void>()> serve = [&] {
-      return listener->accept().then([&](kj::Own<kj::AsyncIoStream> s) {
-        if (accepted++ == 0) {
-          server.accept(kj::mv(s));
-        } else {
-          server.accept(kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor));
-        }
-        return serve();
-      });
-    };
-    auto serving = serve().eagerlyEvaluate(nullptr);
-    a.replicator->SetPlacement({}, {testing::TargetAt(b, "b", listener->getPort())});
-    a.replicator->Start();
-    a.Write(io.waitScope, "k", "v");
-    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k") == std::optional<std::string>("v"); }));
-    EXPECT_TRUE(RunUntil(io, [&] { return Count(log.str(), "connected (packed)") == 1; }));
-    a.Write(io.waitScope, "k2", "w");
-    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k2") == std::optional<std::string>("w"); }));
-    a.Shutdown(io.waitScope);
-    serving = nullptr;
-    b.Shutdown(io.waitScope);
-  }
-  spdlog::default_logger()->sinks().pop_back();
-  EXPECT_EQ(Count(log.str(), "over a packed connection; the next one is plain"), 1u)
-      << log.str();
+  CapturedLog log;
+  Pair pair(io);
+  ServeFirstThroughThen(pair, [&pair](kj::Own<kj::AsyncIoStream> s) {
+    pair.server->accept(kj::mv(s));  // plain only
+  });
+  pair.Link();
+  Ships(io, pair);
+  EXPECT_TRUE(RunUntil(io, [&] { return log.Count("connected (packed)") == 1; }));
+  pair.Shutdown(io.waitScope);
+  EXPECT_EQ(log.Count("over a packed connection; the next one is plain"), 1u) << log.str();
   // The plain connection's hello said packed: it ends there, before it
   // counts as connected.
-  EXPECT_EQ(Count(log.str(), "connected (plain)"), 0u) << log.str();
-  EXPECT_EQ(Count(log.str(), "reconnecting packed"), 1u) << log.str();
-  EXPECT_EQ(Count(log.str(), "connected (packed)"), 1u) << log.str();
+  EXPECT_EQ(log.Count("connected (plain)"), 0u) << log.str();
+  EXPECT_EQ(log.Count("reconnecting packed"), 1u) << log.str();
+  EXPECT_EQ(log.Count("connected (packed)"), 1u) << log.str();
 }
 
 // b's port closes a's first connection before answering anything (b went
@@ -690,39 +676,17 @@ TEST(ReplicatorPair, ALinkThatFellBackToPlainReconnectsPackedOnceTheHelloSaysItC
 // a dials packed again.
 TEST(ReplicatorPair, APackedConnectionClosedWithNothingBackIsTriedPackedAgain) {
   auto io = kj::setupAsyncIo();
-  std::ostringstream log;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
-  spdlog::default_logger()->sinks().push_back(sink);
-  {
-    testing::TestDir dir;
-    Node a(dir.Sub("a"), "a", *io.provider);
-    Node b(dir.Sub("b"), "b", *io.provider);
-    auto address = io.provider->getNetwork().parseAddress("127.0.0.1", 0).wait(io.waitScope);
-    auto listener = address->listen();
-    capnp::TwoPartyServer server(b.replicator->PeerBootstrap(std::nullopt));
-    int accepted = 0;
-    std::function<kj::Promise<void>()> serve = [&] {
-      return listener->accept().then([&](kj::Own<kj::AsyncIoStream> s) {
-        if (accepted++ > 0) {
-          server.accept(kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor));
-        }  // else dropped: closed at once
-        return serve();
-      });
-    };
-    auto serving = serve().eagerlyEvaluate(nullptr);
-    a.replicator->SetPlacement({}, {testing::TargetAt(b, "b", listener->getPort())});
-    a.replicator->Start();
-    a.Write(io.waitScope, "k", "v");
-    EXPECT_TRUE(RunUntil(io, [&] { return b.Value("k") == std::optional<std::string>("v"); }));
-    EXPECT_GE(accepted, 2);
-    a.Shutdown(io.waitScope);
-    serving = nullptr;
-    b.Shutdown(io.waitScope);
-  }
-  spdlog::default_logger()->sinks().pop_back();
-  EXPECT_EQ(Count(log.str(), "the next one is plain"), 0u) << log.str();
-  EXPECT_EQ(Count(log.str(), "connected (plain)"), 0u) << log.str();
-  EXPECT_EQ(Count(log.str(), "connected (packed)"), 1u) << log.str();
+  CapturedLog log;
+  Pair pair(io);
+  bool dropped = false;
+  ServeFirstThroughThen(pair, [&dropped](kj::Own<kj::AsyncIoStream>) { dropped = true; });
+  pair.Link();
+  Ships(io, pair);
+  pair.Shutdown(io.waitScope);
+  EXPECT_TRUE(dropped);
+  EXPECT_EQ(log.Count("the next one is plain"), 0u) << log.str();
+  EXPECT_EQ(log.Count("connected (plain)"), 0u) << log.str();
+  EXPECT_EQ(log.Count("connected (packed)"), 1u) << log.str();
 }
 
 }  // namespace
