@@ -142,12 +142,6 @@ kj::Promise<void> PeerLink::Run() {
           // paused, says nothing of its build.)
           plain_ = true;
           why += " (over a packed connection; the next one is plain)";
-        } else if (conn_ && conn_->packing == nullptr && hello_answered_ && !plain_) {
-          spdlog::info("peer {} ({}) takes packed connections: reconnecting packed",
-                       address_.region, address_.address);
-          last_error_.clear();
-          backoff_ = env_.options.backoff_min;  // it answered: no reason to wait
-          return;
         }
         if (connected_ || why != last_error_) {
           spdlog::warn("peer {} ({}): link down: {}", address_.region, address_.address, why);
@@ -222,8 +216,11 @@ void PeerLink::Established(peer::Peer::HelloResults::Reader resp, Probe probe) {
   auto hello = resp.getHello();
   hello_answered_ = true;
   if (plain_ && hello.getPackedStreams()) {
+    // The peer was upgraded: this plain connection ends, and the next one,
+    // packed, follows at the shortest backoff since the peer just answered.
     plain_ = false;
-    KJ_FAIL_REQUIRE("the peer takes packed connections now");
+    backoff_ = env_.options.backoff_min;
+    KJ_FAIL_REQUIRE("the peer takes packed connections: reconnecting packed");
   }
   if (certified_) {
     KJ_REQUIRE(hello.getName() == certified_->name.c_str() &&

@@ -101,8 +101,8 @@ struct ReplicatorOptions {
   std::chrono::milliseconds backoff_min{100};
   std::chrono::milliseconds backoff_max{2000};
   // Whether this node's peer port takes packed connections
-  // (util/packed_stream.h), as its hello says. A node's port does
-  // (server/node.cc); false plays an older build's.
+  // (util/packed_stream.h), as its hello says; the node serves its port
+  // so (server/node.cc). False plays an older build's.
   bool packed_port = true;
   // The clock heartbeats read. Not owned. Default (nullptr): the system's.
   WallClock* wall_clock = nullptr;

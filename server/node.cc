@@ -540,7 +540,7 @@ void Node::StartServices() {
     peer_options.idle_timeout = client_options.idle_timeout;
     peer_options.read_timeout = client_options.read_timeout;
     peer_options.wrap = ServeTls(peer_tls_.get());
-    peer_options.packed = true;  // as ReplicatorOptions::packed_port says in hello
+    peer_options.packed = replicator_->packed_port();
     // Each connection's hello is checked against its certificate.
     auto peer_sessions = [this](kj::PeerIdentity& caller) {
       return RpcSession{replicator_->PeerBootstrap(CertifiedName(caller)), {}, {}};

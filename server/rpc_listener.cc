@@ -97,19 +97,21 @@ class PacedStream final : public StreamWrapper {
   ReadDeadlines deadlines_;
 };
 
+// The connection's stream (the socket, or TLS over it) buffered, over a
+// PackedStream when the port takes packed connections.
+kj::Own<BufferedStream> Buffered(kj::Own<kj::AsyncIoStream> s, kj::Timer& timer, bool packed) {
+  if (packed) s = kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor);
+  return kj::heap<BufferedStream>(kj::mv(s), &timer);
+}
+
 }  // namespace
 
 struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RpcSession session,
              kj::Timer& timer, const RpcListenerOptions& options)
       : slot(std::move(slot)),
-        stream(kj::heap<PacedStream>(
-            kj::heap<BufferedStream>(
-                options.packed
-                    ? kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor)
-                    : kj::mv(s),
-                &timer),
-            timer, options.max_message_bytes, session, options)),
+        stream(kj::heap<PacedStream>(Buffered(kj::mv(s), timer, options.packed), timer,
+                                     options.max_message_bytes, session, options)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {
     stream->PaceBy(&network);
@@ -123,9 +125,7 @@ struct RpcListener::Connection {
   }
 
   ConnectionSlots::Slot slot;
-  // Over a BufferedStream over the socket (or TLS), or over a PackedStream
-  // over it.
-  kj::Own<PacedStream> stream;
+  kj::Own<PacedStream> stream;  // over Buffered(the socket or TLS)
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };

@@ -5,12 +5,9 @@
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
 #include <kj/compat/tls.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "replication/replicator.h"
@@ -60,9 +57,7 @@ uint64_t ShipThroughTls(const std::string& dir, const std::string& callee,
   capnp::TwoPartyServer server(b.replicator->PeerBootstrap(std::nullopt));
   auto serve = testing::ServePeerPort(*listener, server).eagerlyEvaluate(nullptr);
 
-  std::ostringstream logged;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(logged);
-  spdlog::default_logger()->sinks().push_back(sink);
+  auto logged = std::make_unique<testing::CapturedLog>();
   a.replicator->SetPlacement({}, {testing::TargetAt(b, target_name, port)});
   a.replicator->Start();
   a.Write(io.waitScope, "k", "v");
@@ -73,8 +68,8 @@ uint64_t ShipThroughTls(const std::string& dir, const std::string& callee,
     return it == applied.end() ? uint64_t{0} : it->second;
   };
   RunUntil(io, [&] { return held() > 0; }, limit);
-  spdlog::default_logger()->sinks().pop_back();
-  *log = logged.str();
+  *log = logged->str();
+  logged = nullptr;
   const uint64_t out = held();
   a.Shutdown(io.waitScope);
   serve = nullptr;

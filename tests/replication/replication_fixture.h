@@ -15,6 +15,8 @@
 #include <kj/async-io.h>
 #include <kj/debug.h>
 #include <kj/timer.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -360,6 +363,27 @@ class PeerProxy {
   std::vector<std::pair<std::function<bool()>, kj::Own<kj::PromiseFulfiller<void>>>> watchers_;
   std::map<std::string, Gate> gates_;
   std::vector<Call> calls_;
+};
+
+// What the default logger logs while it lives.
+class CapturedLog {
+ public:
+  CapturedLog() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~CapturedLog() { spdlog::default_logger()->sinks().pop_back(); }
+  std::string str() const { return out_.str(); }
+  // Lines that contain `what`.
+  size_t Count(const std::string& what) const {
+    const std::string log = out_.str();
+    size_t n = 0;
+    for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
 };
 
 // `node`, named `name` in region eu, as a link's target at `port` of

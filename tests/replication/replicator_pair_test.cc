@@ -8,8 +8,6 @@
 #include <capnp/message.h>
 #include <gtest/gtest.h>
 #include <kj/async-io.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,8 +15,9 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
+#include <ostream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "crdt/codec.h"
@@ -32,6 +31,7 @@ namespace {
 
 using std::chrono::milliseconds;
 
+using testing::CapturedLog;
 using testing::Node;
 using testing::Pair;
 using testing::RunUntil;
@@ -485,9 +485,7 @@ TEST(ReplicatorClock, HonoursTheClockReadBackAndWarnsWhenItIsAhead) {
     n.Shutdown(io.waitScope);
   }
   wall.Set(kThen - 60'000);
-  std::ostringstream log;
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log);
-  spdlog::default_logger()->sinks().push_back(sink);
+  CapturedLog log;
   HybridClock clock(&wall);
   {
     Node n(dir.Sub("n"), "n", *io.provider, Tuning(), &clock);
@@ -496,7 +494,6 @@ TEST(ReplicatorClock, HonoursTheClockReadBackAndWarnsWhenItIsAhead) {
     EXPECT_EQ(n.Value("k"), std::optional<std::string>("after"));
     n.Shutdown(io.waitScope);
   }
-  spdlog::default_logger()->sinks().pop_back();
   EXPECT_NE(log.str().find("60000 ms ahead of its wall clock"), std::string::npos) << log.str();
 }
 
@@ -572,27 +569,28 @@ TEST(ReplicatorPair, ASeedThatNeverAnswersHoldsTheLogOnlyUntilANodeOfItsRegionIs
   pair.Shutdown(io.waitScope);
 }
 
-// Lines of `log` that contain `what`.
-size_t Count(const std::string& log, const std::string& what) {
-  size_t n = 0;
-  for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
-  return n;
-}
+// How often a link logged each step of choosing packed or plain.
+struct PackingSteps {
+  size_t to_plain;            // a packed connection refused: the next plain
+  size_t connected_plain;
+  size_t reconnecting_packed;  // a plain connection's hello said packed
+  size_t connected_packed;
 
-// What the default logger logs while it lives.
-class CapturedLog {
- public:
-  CapturedLog() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
-    spdlog::default_logger()->sinks().push_back(sink_);
+  bool operator==(const PackingSteps& o) const {
+    return std::tie(to_plain, connected_plain, reconnecting_packed, connected_packed) ==
+           std::tie(o.to_plain, o.connected_plain, o.reconnecting_packed, o.connected_packed);
   }
-  ~CapturedLog() { spdlog::default_logger()->sinks().pop_back(); }
-  std::string str() const { return out_.str(); }
-  size_t Count(const std::string& what) const { return geokv::Count(out_.str(), what); }
-
- private:
-  std::ostringstream out_;
-  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+  friend std::ostream& operator<<(std::ostream& out, const PackingSteps& p) {
+    return out << "{to plain " << p.to_plain << ", connected plain " << p.connected_plain
+               << ", reconnecting packed " << p.reconnecting_packed << ", connected packed "
+               << p.connected_packed << "}";
+  }
 };
+
+PackingSteps StepsIn(const CapturedLog& log) {
+  return {log.Count("the next one is plain"), log.Count("connected (plain)"),
+          log.Count("reconnecting packed"), log.Count("connected (packed)")};
+}
 
 // b's port serves its first connection through `first` (which may drop
 // it), every later one as a node's port does.
@@ -621,8 +619,7 @@ TEST(ReplicatorPair, ALinkToANodesPortIsPacked) {
   pair.Link();
   Ships(io, pair);
   pair.Shutdown(io.waitScope);
-  EXPECT_EQ(log.Count("connected (packed)"), 1u) << log.str();
-  EXPECT_EQ(log.Count("connected (plain)"), 0u) << log.str();
+  EXPECT_EQ(StepsIn(log), (PackingSteps{0, 0, 0, 1})) << log.str();
 }
 
 // b plays an older build: its port reads plain connections only and its
@@ -642,10 +639,7 @@ TEST(ReplicatorPair, ALinkToAnOlderBuildsPortFallsBackToPlainAndStaysThere) {
   EXPECT_TRUE(
       RunUntil(io, [&] { return pair.b.Value("k2") == std::optional<std::string>("w"); }));
   pair.Shutdown(io.waitScope);
-  EXPECT_EQ(log.Count("over a packed connection; the next one is plain"), 1u) << log.str();
-  EXPECT_EQ(log.Count("connected (plain)"), 1u) << log.str();
-  EXPECT_EQ(log.Count("connected (packed)"), 0u) << log.str();
-  EXPECT_EQ(log.Count("reconnecting packed"), 0u) << log.str();
+  EXPECT_EQ(StepsIn(log), (PackingSteps{1, 1, 0, 0})) << log.str();
 }
 
 // b's port refuses a's first, packed connection as an older build's would,
@@ -663,12 +657,9 @@ TEST(ReplicatorPair, ALinkThatFellBackToPlainReconnectsPackedOnceTheHelloSaysItC
   Ships(io, pair);
   EXPECT_TRUE(RunUntil(io, [&] { return log.Count("connected (packed)") == 1; }));
   pair.Shutdown(io.waitScope);
-  EXPECT_EQ(log.Count("over a packed connection; the next one is plain"), 1u) << log.str();
   // The plain connection's hello said packed: it ends there, before it
   // counts as connected.
-  EXPECT_EQ(log.Count("connected (plain)"), 0u) << log.str();
-  EXPECT_EQ(log.Count("reconnecting packed"), 1u) << log.str();
-  EXPECT_EQ(log.Count("connected (packed)"), 1u) << log.str();
+  EXPECT_EQ(StepsIn(log), (PackingSteps{1, 0, 1, 1})) << log.str();
 }
 
 // b's port closes a's first connection before answering anything (b went
@@ -684,9 +675,7 @@ TEST(ReplicatorPair, APackedConnectionClosedWithNothingBackIsTriedPackedAgain) {
   Ships(io, pair);
   pair.Shutdown(io.waitScope);
   EXPECT_TRUE(dropped);
-  EXPECT_EQ(log.Count("the next one is plain"), 0u) << log.str();
-  EXPECT_EQ(log.Count("connected (plain)"), 0u) << log.str();
-  EXPECT_EQ(log.Count("connected (packed)"), 1u) << log.str();
+  EXPECT_EQ(StepsIn(log), (PackingSteps{0, 0, 0, 1})) << log.str();
 }
 
 }  // namespace
