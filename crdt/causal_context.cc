@@ -1,87 +1,105 @@
 #include "crdt/causal_context.h"
 
-#include <limits>
+#include <algorithm>
+#include <iterator>
 
 namespace geokv {
 
-StatusOr<CausalContext> CausalContext::FromParts(std::map<ReplicaId, uint64_t> vv,
-                                                 DotSet cloud) {
+StatusOr<CausalContext> CausalContext::FromParts(std::map<ReplicaId, uint64_t> vv, DotSet cloud,
+                                                 const std::vector<DotRange>& ranges) {
+  auto in_range = [](uint64_t counter) { return counter != 0 && counter != kMaxDotCounter; };
+  CausalContext c;
   for (const auto& [replica, counter] : vv) {
-    if (counter == 0 || counter == kMaxDotCounter) {
+    if (!in_range(counter)) {
       return Status::Corruption("causal context: version vector entry out of range");
     }
+    c.runs_[replica].emplace(1, counter);
   }
   for (const Dot& d : cloud) {
-    if (d.counter == 0 || d.counter == kMaxDotCounter) {
-      return Status::Corruption("causal context: dot counter out of range");
-    }
-    auto it = vv.find(d.replica);
-    uint64_t base = it == vv.end() ? 0 : it->second;
-    if (d.counter <= base || d.counter - 1 == base) {
-      return Status::Corruption("causal context: dot cloud not compacted");
-    }
+    if (!in_range(d.counter)) return Status::Corruption("causal context: dot counter out of range");
+    c.AddRun(d.replica, d.counter, d.counter);
   }
-  CausalContext c;
-  c.vv_ = std::move(vv);
-  c.cloud_ = std::move(cloud);
+  for (const DotRange& r : ranges) {
+    if (!in_range(r.first) || !in_range(r.last) || r.first > r.last) {
+      return Status::Corruption("causal context: dot range out of range");
+    }
+    c.AddRun(r.replica, r.first, r.last);
+  }
+  // Canonical form. Builds before ranges wrote every run beyond the vector
+  // as cloud dots, whatever its length: such a form is taken as it is.
+  const Parts canonical = c.Encoded();
+  if (canonical.vv != vv) return Status::Corruption("causal context: dot cloud not compacted");
+  if (ranges.empty()) {
+    uint64_t dots = canonical.cloud.size();
+    for (const DotRange& r : canonical.ranges) dots += r.last - r.first + 1;
+    if (dots != cloud.size()) return Status::Corruption("causal context: dot cloud not compacted");
+  } else if (canonical.cloud != cloud || canonical.ranges != ranges) {
+    return Status::Corruption("causal context: dot ranges not canonical");
+  }
   return c;
 }
 
+CausalContext::Parts CausalContext::Encoded() const {
+  Parts p;
+  ForEachRun([&p](ReplicaId replica, uint64_t first, uint64_t last) {
+    if (first == 1) {
+      p.vv.emplace_hint(p.vv.end(), replica, last);
+    } else if (last - first < kMaxCloudRun) {
+      for (uint64_t c = first;; ++c) {
+        p.cloud.insert(p.cloud.end(), Dot{replica, c});
+        if (c == last) break;
+      }
+    } else {
+      p.ranges.push_back(DotRange{replica, first, last});
+    }
+  });
+  return p;
+}
+
 bool CausalContext::Contains(const Dot& d) const {
-  auto it = vv_.find(d.replica);
-  if (it != vv_.end() && d.counter <= it->second) return true;
-  return cloud_.count(d) > 0;
+  auto r = runs_.find(d.replica);
+  if (r == runs_.end()) return false;
+  auto it = r->second.upper_bound(d.counter);
+  return it != r->second.begin() && std::prev(it)->second >= d.counter;
 }
 
-Dot CausalContext::NextDot(ReplicaId replica) const {
-  uint64_t max = 0;
-  auto it = vv_.find(replica);
-  if (it != vv_.end()) max = it->second;
-  auto c = cloud_.upper_bound(Dot{replica, std::numeric_limits<uint64_t>::max()});
-  if (c != cloud_.begin()) {
-    --c;
-    if (c->replica == replica && c->counter > max) max = c->counter;
-  }
-  return Dot{replica, max + 1};
+uint64_t CausalContext::MaxCounter(ReplicaId replica) const {
+  auto r = runs_.find(replica);
+  return r == runs_.end() ? 0 : r->second.rbegin()->second;
 }
 
-void CausalContext::Insert(const Dot& d) {
-  if (Contains(d)) return;
-  cloud_.insert(d);
-  Compact();
+Dot CausalContext::NextDot(ReplicaId replica, uint64_t floor) const {
+  return Dot{replica, std::max(MaxCounter(replica), floor) + 1};
 }
+
+void CausalContext::Insert(const Dot& d) { AddRun(d.replica, d.counter, d.counter); }
 
 void CausalContext::InsertAll(const DotSet& dots) {
-  for (const Dot& d : dots) {
-    if (!Contains(d)) cloud_.insert(d);
-  }
-  Compact();
+  for (const Dot& d : dots) AddRun(d.replica, d.counter, d.counter);
 }
 
 void CausalContext::Join(const CausalContext& other) {
-  for (const auto& [replica, counter] : other.vv_) {
-    uint64_t& mine = vv_[replica];
-    if (counter > mine) mine = counter;
-  }
-  cloud_.insert(other.cloud_.begin(), other.cloud_.end());
-  Compact();
+  other.ForEachRun(
+      [this](ReplicaId replica, uint64_t first, uint64_t last) { AddRun(replica, first, last); });
 }
 
-void CausalContext::Compact() {
-  // The cloud is ordered by (replica, counter), so one pass folds every run
-  // that continues a vector entry.
-  for (auto it = cloud_.begin(); it != cloud_.end();) {
-    auto v = vv_.find(it->replica);
-    uint64_t base = v == vv_.end() ? 0 : v->second;
-    if (it->counter <= base) {
-      it = cloud_.erase(it);
-    } else if (it->counter == base + 1) {
-      vv_[it->replica] = it->counter;
-      it = cloud_.erase(it);
-    } else {
-      ++it;
+void CausalContext::AddRun(ReplicaId replica, uint64_t first, uint64_t last) {
+  // Counters stay below kMaxDotCounter, so last + 1 does not wrap.
+  auto& runs = runs_[replica];
+  auto it = runs.upper_bound(first);
+  if (it != runs.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second + 1 >= first) {
+      if (prev->second >= last) return;
+      first = prev->first;
+      runs.erase(prev);
     }
   }
+  while (it != runs.end() && it->first <= last + 1) {
+    last = std::max(last, it->second);
+    it = runs.erase(it);
+  }
+  runs.emplace_hint(it, first, last);
 }
 
 }  // namespace geokv

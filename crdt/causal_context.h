@@ -2,13 +2,18 @@
 // (Almeida, Shoker and Baquero, "Delta state replicated data types", 2018).
 //
 // A dot (replica, n) names the n-th event replica `replica` generated in one
-// object. A causal context is a set of dots, kept as a version vector (every
-// dot (r, 1..vv[r])) plus a dot cloud of the dots beyond it.
+// object. A causal context is a set of dots, kept per replica as maximal
+// runs of consecutive counters. A replica numbers its events in an object
+// from 1, or, when the object was collected where it lives and written
+// again, from above every counter it used there before (NextDot's floor),
+// so a context holds one run per replica, or a few.
 //
-// Canonical form, which every public operation leaves behind: no cloud dot is
-// covered by the vector and no cloud dot extends it contiguously, and no
-// vector entry is 0. Two contexts holding the same dots are therefore equal
-// field by field and encode to the same bytes.
+// Encoded parts (Parts): a version vector (the runs from 1), a dot cloud
+// (the dots of the other runs of at most kMaxCloudRun dots) and ranges (the
+// longer runs). Builds before ranges read a context as its vector and
+// cloud; the forms they wrote are exactly the contexts without ranges.
+// Two contexts holding the same dots are equal and encode to the same
+// bytes.
 //
 // Bottom: the empty context. Join: set union.
 
@@ -20,6 +25,7 @@
 #include <set>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "domain/replica_id.h"
 #include "util/status.h"
@@ -45,38 +51,70 @@ using DotSet = std::set<Dot>;
 // it.
 inline constexpr uint64_t kMaxDotCounter = UINT64_MAX;
 
+// Consecutive dots first..last (first <= last) of one replica.
+struct DotRange {
+  ReplicaId replica = 0;
+  uint64_t first = 0;
+  uint64_t last = 0;
+
+  friend bool operator==(const DotRange& a, const DotRange& b) {
+    return a.replica == b.replica && a.first == b.first && a.last == b.last;
+  }
+};
+
 class CausalContext {
  public:
+  // Runs of up to this many dots not starting at 1 are encoded as cloud
+  // dots, as builds before ranges wrote them.
+  static constexpr uint64_t kMaxCloudRun = 64;
+
+  struct Parts {
+    std::map<ReplicaId, uint64_t> vv;  // runs from 1: replica -> last counter
+    DotSet cloud;                      // dots of the short runs beyond
+    std::vector<DotRange> ranges;      // the long runs beyond, sorted
+  };
+
   CausalContext() = default;
 
   // Builds a context from decoded parts. Returns Corruption unless the parts
-  // are in canonical form (see above).
-  static StatusOr<CausalContext> FromParts(std::map<ReplicaId, uint64_t> vv, DotSet cloud);
+  // are the ones Encoded() gives for some context: counters in range, no
+  // dot twice, no run split over two parts or two entries.
+  static StatusOr<CausalContext> FromParts(std::map<ReplicaId, uint64_t> vv, DotSet cloud,
+                                           const std::vector<DotRange>& ranges = {});
+  Parts Encoded() const;
 
   bool Contains(const Dot& d) const;
 
-  // A dot of `replica` greater than every dot of `replica` in this context.
-  Dot NextDot(ReplicaId replica) const;
+  // A dot of `replica` greater than every dot of `replica` in this context
+  // and than `floor`.
+  Dot NextDot(ReplicaId replica, uint64_t floor = 0) const;
+  // The greatest counter of `replica` here; 0 when it has none.
+  uint64_t MaxCounter(ReplicaId replica) const;
 
   void Insert(const Dot& d);
   void InsertAll(const DotSet& dots);
   void Join(const CausalContext& other);
 
-  bool empty() const { return vv_.empty() && cloud_.empty(); }
-  const std::map<ReplicaId, uint64_t>& vv() const { return vv_; }
-  const DotSet& cloud() const { return cloud_; }
+  bool empty() const { return runs_.empty(); }
+  // Calls fn(replica, first, last) for every run, in order.
+  template <typename Fn>
+  void ForEachRun(Fn&& fn) const {
+    for (const auto& [replica, runs] : runs_) {
+      for (const auto& [first, last] : runs) fn(replica, first, last);
+    }
+  }
 
   friend bool operator==(const CausalContext& a, const CausalContext& b) {
-    return a.vv_ == b.vv_ && a.cloud_ == b.cloud_;
+    return a.runs_ == b.runs_;
   }
   friend bool operator!=(const CausalContext& a, const CausalContext& b) { return !(a == b); }
 
  private:
-  // Restores canonical form after inserts.
-  void Compact();
+  // Adds first..last, merging it with the runs it overlaps or touches.
+  void AddRun(ReplicaId replica, uint64_t first, uint64_t last);
 
-  std::map<ReplicaId, uint64_t> vv_;
-  DotSet cloud_;
+  // replica -> (first -> last): disjoint runs, none touching the next.
+  std::map<ReplicaId, std::map<uint64_t, uint64_t>> runs_;
 };
 
 // The join of two dot-keyed stores (a DotSet, or a std::map<Dot, V> as the

@@ -196,14 +196,22 @@ StatusOr<DotSet> ReadDots(capnp::List<schema::Dot>::Reader in) {
 }
 
 void WriteContext(const CausalContext& ctx, schema::CausalContext::Builder out) {
-  auto vv = out.initVersionVector(static_cast<unsigned>(ctx.vv().size()));
+  const CausalContext::Parts parts = ctx.Encoded();
+  auto vv = out.initVersionVector(static_cast<unsigned>(parts.vv.size()));
   unsigned i = 0;
-  for (const auto& [replica, counter] : ctx.vv()) {
+  for (const auto& [replica, counter] : parts.vv) {
     vv[i].setReplica(replica);
     vv[i].setCounter(counter);
     ++i;
   }
-  WriteDots(ctx.cloud(), out.initCloud(static_cast<unsigned>(ctx.cloud().size())));
+  WriteDots(parts.cloud, out.initCloud(static_cast<unsigned>(parts.cloud.size())));
+  if (parts.ranges.empty()) return;
+  auto ranges = out.initRanges(static_cast<unsigned>(parts.ranges.size()));
+  for (i = 0; i < parts.ranges.size(); ++i) {
+    ranges[i].setReplica(parts.ranges[i].replica);
+    ranges[i].setFirst(parts.ranges[i].first);
+    ranges[i].setLast(parts.ranges[i].last);
+  }
 }
 
 StatusOr<CausalContext> ReadContext(schema::CausalContext::Reader in) {
@@ -215,7 +223,12 @@ StatusOr<CausalContext> ReadContext(schema::CausalContext::Reader in) {
     vv.emplace_hint(vv.end(), e.getReplica(), e.getCounter());
   }
   GEOKV_ASSIGN_OR_RETURN(DotSet cloud, ReadDots(in.getCloud()));
-  return CausalContext::FromParts(std::move(vv), std::move(cloud));
+  std::vector<DotRange> ranges;
+  ranges.reserve(in.getRanges().size());
+  for (auto r : in.getRanges()) {
+    ranges.push_back(DotRange{r.getReplica(), r.getFirst(), r.getLast()});
+  }
+  return CausalContext::FromParts(std::move(vv), std::move(cloud), ranges);
 }
 
 void WriteCrdt(const Crdt& value, schema::Value::Builder out) {

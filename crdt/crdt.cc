@@ -42,4 +42,12 @@ Status Join(Crdt* into, const Crdt& other) {
   return Status::OK();
 }
 
+bool IsEmptied(const Crdt& c) {
+  if (const auto* reg = std::get_if<MvRegister>(&c)) {
+    return reg->sibling_count() == 0 && !reg->IsBottom();
+  }
+  if (const auto* set = std::get_if<OrSet>(&c)) return set->size() == 0 && !set->IsBottom();
+  return false;
+}
+
 }  // namespace geokv

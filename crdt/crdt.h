@@ -44,6 +44,10 @@ Crdt Bottom(CrdtType type);
 
 bool IsBottom(const Crdt& c);
 
+// Whether `c` is a multi-value register or OR-set that has seen writes but
+// holds no value: what is left of one whose values were all removed.
+bool IsEmptied(const Crdt& c);
+
 // Joins `other` into `*into`. Returns WrongType when the types differ.
 Status Join(Crdt* into, const Crdt& other);
 

@@ -2,11 +2,12 @@
 
 namespace geokv {
 
-MvRegister MvRegister::Write(std::string value, const CausalContext& seen, ReplicaId replica) {
+MvRegister MvRegister::Write(std::string value, const CausalContext& seen, ReplicaId replica,
+                             uint64_t floor) {
   // The dot must be new to this state and to `seen`.
   CausalContext known = ctx_;
   known.Join(seen);
-  Dot dot = known.NextDot(replica);
+  Dot dot = known.NextDot(replica, ctx_.MaxCounter(replica) == 0 ? floor : 0);
   CausalContext delta_ctx = seen;
   delta_ctx.Insert(dot);
   MvRegister delta(Entries{{dot, std::move(value)}}, std::move(delta_ctx));

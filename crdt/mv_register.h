@@ -28,9 +28,12 @@ class MvRegister {
 
   // Writes `value` as a new sibling under a fresh dot of `replica`,
   // superseding the siblings `seen` holds. Pass context() to supersede every
-  // sibling of this state, an empty context to add a sibling. Applies the
-  // write and returns it as a delta.
-  MvRegister Write(std::string value, const CausalContext& seen, ReplicaId replica);
+  // sibling of this state, an empty context to add a sibling. When this
+  // state holds no dot of `replica`, the new dot is above `floor` (dots a
+  // replica made in an earlier state of the object that it has since
+  // forgotten stay below it). Applies the write and returns it as a delta.
+  MvRegister Write(std::string value, const CausalContext& seen, ReplicaId replica,
+                   uint64_t floor = 0);
 
   // Removes the siblings `seen` holds. Returns the delta.
   MvRegister Clear(const CausalContext& seen);

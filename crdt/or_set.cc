@@ -15,10 +15,11 @@ OrSet OrSet::Clear() {
   return delta;
 }
 
-OrSet OrSet::AddAll(const std::vector<std::string>& elements, ReplicaId replica) {
+OrSet OrSet::AddAll(const std::vector<std::string>& elements, ReplicaId replica,
+                    uint64_t floor) {
   OrSet delta;
   DotSet covered;
-  Dot next = ctx_.NextDot(replica);
+  Dot next = ctx_.NextDot(replica, ctx_.MaxCounter(replica) == 0 ? floor : 0);
   for (const std::string& e : elements) {
     if (auto it = entries_.find(e); it != entries_.end()) {
       covered.insert(it->second.begin(), it->second.end());

@@ -54,8 +54,10 @@ class OrSet {
 
   // The same as calling Add (or Remove) for each element in turn and joining
   // the deltas; the deltas cost time proportional to the elements, not the
-  // set.
-  OrSet AddAll(const std::vector<std::string>& elements, ReplicaId replica);
+  // set. When this state holds no dot of `replica`, the new dots are above
+  // `floor`, as MvRegister::Write.
+  OrSet AddAll(const std::vector<std::string>& elements, ReplicaId replica,
+               uint64_t floor = 0);
   OrSet RemoveAll(const std::vector<std::string>& elements);
 
   void Join(const OrSet& other);

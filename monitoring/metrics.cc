@@ -199,7 +199,7 @@ Metrics::Metrics(const std::string& region)
       logins_refused(NewLogins(*registry_, region, "refused")),
       logins_busy(NewLogins(*registry_, region, "busy")),
       tombstones_collected(NewCounter(*registry_, region, "geokv_tombstones_collected_total",
-          "Deleted registers removed once every replica held the delete")),
+          "Deleted registers and emptied registers and sets removed once every replica held the delete")),
       tombstone_stability_lag(NewGauge(*registry_, region,
           "geokv_tombstone_stability_lag_seconds",
           "How far behind the wall clock the stamp every peer holds this node's log through is")),

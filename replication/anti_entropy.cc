@@ -87,29 +87,44 @@ kj::Promise<void> AntiEntropy::RepairSegment(peer::PeerSession::Client session, 
             .afterDelay(kSettle)
             .then([this, session, segment]() mutable { return Differ(kj::mv(session), segment); })
             .then([this, session, first = std::move(first)](Differences second) mutable {
+              // A side that holds nothing of a key gets no emptied register
+              // or set from the other: it collected one (a stale copy would
+              // come back, and be collected, again and again), or it never
+              // saw the key's writes, and then gets them from their logs.
               std::vector<std::string> stable;
+              Differences absent;
               for (const auto& [key, digests] : second) {
                 auto it = first.find(key);
-                if (it != first.end() && it->second == digests) stable.push_back(key);
+                if (it == first.end() || it->second != digests) continue;
+                stable.push_back(key);
+                if (digests.first == 0 || digests.second == 0) absent.emplace(key, digests);
               }
-              return RepairKeys(kj::mv(session), std::move(stable), 0, false);
+              return RepairKeys(kj::mv(session), std::move(stable), 0, false, std::move(absent));
             });
       });
 }
 
 kj::Promise<void> AntiEntropy::RepairKeys(peer::PeerSession::Client session,
                                           std::vector<std::string> keys, size_t from,
-                                          bool push_only) {
+                                          bool push_only, Differences absent) {
   if (from >= keys.size()) return kj::READY_NOW;
   const ReplicatorOptions& o = env_.options;
-  return ReadStatesChunk(env_.reader, keys, from, kChunkKeys, o.batch_bytes, o.max_message_bytes)
-      .then([this, session, keys = std::move(keys), from, push_only](StatesChunk local) mutable {
+  std::set<std::string> absent_here, absent_there;
+  for (size_t i = from; i < keys.size() && i < from + kChunkKeys; ++i) {
+    auto it = absent.find(keys[i]);
+    if (it == absent.end()) continue;
+    (it->second.first == 0 ? absent_here : absent_there).insert(keys[i]);
+  }
+  return ReadStatesChunk(env_.reader, keys, from, kChunkKeys, o.batch_bytes, o.max_message_bytes,
+                         std::move(absent_there))
+      .then([this, session, keys = std::move(keys), from, push_only, absent = std::move(absent),
+             absent_here = std::move(absent_here)](StatesChunk local) mutable {
         env_.metrics.ae_keys_repaired.Increment(static_cast<double>(local.to - from));
         auto push = session.putStatesRequest();
         SetStates(push.initStates(local.found.size()), local.found);
         kj::Promise<uint32_t> pulled =
             push_only ? kj::Promise<uint32_t>(static_cast<uint32_t>(local.to - from))
-                      : Pull(session, keys, from, local.to);
+                      : Pull(session, keys, from, local.to, std::move(absent_here));
         kj::Promise<void> pushed = local.found.empty() ? kj::Promise<void>(kj::READY_NOW)
                                                        : push.send().ignoreResult();
         return pushed.then([this, bytes = local.bytes] { return Throttle(bytes); })
@@ -119,26 +134,29 @@ kj::Promise<void> AntiEntropy::RepairKeys(peer::PeerSession::Client session,
               return PushSets(env_, std::move(to), std::move(paged), Throttler());
             })
             .then([pulled = kj::mv(pulled)]() mutable { return kj::mv(pulled); })
-            .then([this, session, keys = std::move(keys), from,
-                   push_only](uint32_t served) mutable {
+            .then([this, session, keys = std::move(keys), from, push_only,
+                   absent = std::move(absent)](uint32_t served) mutable {
               // Keys the peer left out are asked for again (and their local
               // states sent again, harmlessly).
-              return RepairKeys(kj::mv(session), std::move(keys), from + served, push_only);
+              return RepairKeys(kj::mv(session), std::move(keys), from + served, push_only,
+                                std::move(absent));
             });
       });
 }
 
 kj::Promise<uint32_t> AntiEntropy::Pull(peer::PeerSession::Client session,
                                         const std::vector<std::string>& keys, size_t from,
-                                        size_t to) {
+                                        size_t to, std::set<std::string> absent_here) {
   auto pull = session.getStatesRequest();
   auto names = pull.initKeys(to - from);
   for (size_t i = from; i < to; ++i) names.set(i - from, AsData(keys[i]));
-  return pull.send().then([this, session](auto&& resp) mutable {
+  return pull.send().then([this, session,
+                           absent_here = std::move(absent_here)](auto&& resp) mutable {
     std::vector<std::string> paged;
     for (auto key : resp.getPaged()) paged.push_back(String(key));
     RemoteApply apply;
     apply.joins = ReceivedStates(resp.getStates());
+    apply.unless_emptied = std::move(absent_here);
     size_t received = resp.totalSize().wordCount * sizeof(capnp::word);
     uint32_t served = std::max<uint32_t>(resp.getServed(), 1);
     kj::Promise<void> joined = kj::READY_NOW;
@@ -167,15 +185,17 @@ kj::Promise<void> AntiEntropy::Throttle(size_t bytes) {
 
 kj::Promise<StatesChunk> ReadStatesChunk(AsyncStore& reader, const std::vector<std::string>& keys,
                                          size_t from, size_t max_keys, size_t batch_bytes,
-                                         size_t max_message_bytes) {
+                                         size_t max_message_bytes,
+                                         std::set<std::string> absent_there) {
   std::vector<std::string> slice(keys.begin() + from,
                                  keys.begin() + std::min(keys.size(), from + max_keys));
-  return reader.RunBackground([slice = std::move(slice), from, batch_bytes,
-                               max_message_bytes](Store& s) {
+  return reader.RunBackground([slice = std::move(slice), from, batch_bytes, max_message_bytes,
+                               absent_there = std::move(absent_there)](Store& s) {
     StatesChunk out;
     size_t i = 0;
     for (; i < slice.size() && (i == 0 || out.bytes < batch_bytes); ++i) {
-      EncodedKeyStates states = EncodeKeyStates(s, slice[i], max_message_bytes);
+      EncodedKeyStates states =
+          EncodeKeyStates(s, slice[i], max_message_bytes, absent_there.count(slice[i]) > 0);
       out.bytes += states.bytes + slice[i].size();
       if (states.paged_set) out.paged.push_back(slice[i]);
       if (!states.encoded.empty()) out.found.emplace_back(slice[i], std::move(states.encoded));

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,13 +85,15 @@ class AntiEntropy {
                                  Scope scope);
   // Sends the states of keys[from..], and unless `push_only` takes the
   // peer's, in chunks of at most kChunkKeys keys and about batch_bytes of
-  // states each way.
+  // states each way. A key `absent` holds as absent on one side gets no
+  // emptied register or set from the other (see RepairSegment).
   kj::Promise<void> RepairKeys(peer::PeerSession::Client session, std::vector<std::string> keys,
-                               size_t from, bool push_only);
+                               size_t from, bool push_only, Differences absent = {});
   // Asks the peer for the states of keys[from..to) and joins them here;
   // resolves with how many keys it served.
   kj::Promise<uint32_t> Pull(peer::PeerSession::Client session,
-                             const std::vector<std::string>& keys, size_t from, size_t to);
+                             const std::vector<std::string>& keys, size_t from, size_t to,
+                             std::set<std::string> absent_here);
   PageThrottle Throttler() {
     return [this](size_t bytes) { return Throttle(bytes); };
   }
@@ -113,9 +116,11 @@ struct StatesChunk {
   size_t to = 0;
 };
 // Reads on the reader pool.
+// Keys in `absent_there` get no emptied register or set (EncodeKeyStates).
 kj::Promise<StatesChunk> ReadStatesChunk(AsyncStore& reader, const std::vector<std::string>& keys,
                                          size_t from, size_t max_keys, size_t batch_bytes,
-                                         size_t max_message_bytes);
+                                         size_t max_message_bytes,
+                                         std::set<std::string> absent_there = {});
 
 // What a peer's getStates of `keys` is answered with: the keys served, in
 // order, while their states fit in `batch_bytes` (the first always), and

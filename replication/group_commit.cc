@@ -36,8 +36,10 @@ kj::Promise<Status> GroupCommitter::SubmitTrim(uint64_t through) {
   });
 }
 
-kj::Promise<StatusOr<size_t>> GroupCommitter::SubmitCollect(HlcTimestamp bound, size_t limit) {
-  return QueueWhenRoom(Write{{}, TombstoneCollection{bound, limit}, {}})
+kj::Promise<StatusOr<size_t>> GroupCommitter::SubmitCollect(HlcTimestamp bound,
+                                                            HlcTimestamp emptied_bound,
+                                                            size_t limit) {
+  return QueueWhenRoom(Write{{}, TombstoneCollection{bound, emptied_bound, limit}, {}})
       .then([](WriteResult r) -> StatusOr<size_t> {
         if (!r.status.ok()) return r.status;
         return static_cast<size_t>(r.seq);
@@ -185,7 +187,8 @@ void GroupCommitter::CommitGroup(std::vector<std::vector<Write>>& batches) {
       } else if (auto* apply = std::get_if<RemoteApply>(&w.work)) {
         w.result.status = Apply(*group, *apply, &w.result.superseded);
       } else if (auto* collect = std::get_if<TombstoneCollection>(&w.work)) {
-        StatusOr<size_t> removed = group->CollectTombstones(collect->bound, collect->limit);
+        StatusOr<size_t> removed =
+            group->CollectTombstones(collect->bound, collect->emptied_bound, collect->limit);
         if (removed.ok()) {
           w.result.seq = *removed;
         } else {
@@ -241,6 +244,11 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply,
   if (!decoded.ok()) return decoded.status();
   GEOKV_RETURN_IF_ERROR(CheckStamps(apply, *decoded));
   for (size_t i = 0; i < decoded->size(); ++i) {
+    if (IsEmptied((*decoded)[i]) && apply.unless_emptied.count(std::string(apply.joins.key(i)))) {
+      StatusOr<uint64_t> held = group.KeyDigest(apply.joins.key(i));
+      if (!held.ok()) return held.status();
+      if (*held == 0) continue;
+    }
     HlcTimestamp held_above;
     Status joined = group.Join(apply.joins.key(i), (*decoded)[i], &held_above);
     if (!held_above.IsZero()) superseded->emplace_back(i, held_above);

@@ -22,6 +22,7 @@
 #include <string>
 #include <functional>
 #include <map>
+#include <set>
 #include <thread>
 #include <utility>
 #include <variant>
@@ -66,6 +67,10 @@ struct RemoteApply {
   // the writer thread; one that does not decode fails the write before
   // anything of it is joined.
   EncodedJoins joins;
+  // Keys of `joins` whose emptied registers and sets (IsEmptied) are left
+  // out when this node holds nothing of the key (anti-entropy's, see
+  // AntiEntropy::RepairSegment).
+  std::set<std::string> unless_emptied;
   // After the joins: pages of OR-sets moved in pieces
   // (WriteGroup::JoinSetPage), then the contexts that end such transfers
   // (WriteGroup::JoinSetContext).
@@ -142,10 +147,12 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   // REQUIRES: through <= the store's LastSeq().
   kj::Promise<Status> SubmitTrim(uint64_t through);
 
-  // Queues a collection of LWW tombstones (WriteGroup::CollectTombstones,
-  // with `bound` and `limit`) for the next group, waiting first while
-  // there is no room. Resolves with the keys removed, or the error.
-  kj::Promise<StatusOr<size_t>> SubmitCollect(HlcTimestamp bound, size_t limit);
+  // Queues a collection of LWW tombstones and emptied registers and sets
+  // (WriteGroup::CollectTombstones, with `bound`, `emptied_bound` and
+  // `limit`) for the next group, waiting first while there is no room.
+  // Resolves with the keys removed, or the error.
+  kj::Promise<StatusOr<size_t>> SubmitCollect(HlcTimestamp bound, HlcTimestamp emptied_bound,
+                                              size_t limit);
 
   // Called on the loop thread after the writes of each committed group are
   // answered: new log entries or positions may be there.
@@ -168,6 +175,7 @@ class GroupCommitter : private kj::TaskSet::ErrorHandler {
   };
   struct TombstoneCollection {
     HlcTimestamp bound;
+    HlcTimestamp emptied_bound;
     size_t limit = 0;
   };
   struct Write {

@@ -1,5 +1,7 @@
 #include "replication/peer_wire.h"
 
+#include <algorithm>
+
 #include <capnp/message.h>
 #include <kj/debug.h>
 #include <spdlog/spdlog.h>
@@ -97,10 +99,12 @@ EncodedJoins ReceivedStates(capnp::List<peer::KeyStates>::Reader list) {
   return out;
 }
 
-EncodedKeyStates EncodeKeyStates(Store& store, std::string_view key, size_t max_message_bytes) {
+EncodedKeyStates EncodeKeyStates(Store& store, std::string_view key, size_t max_message_bytes,
+                                 bool leave_out_emptied) {
   EncodedKeyStates out;
   auto states = store.GetStates(key);
   KJ_REQUIRE(states.ok(), "cannot read states", states.status().ToString());
+  if (leave_out_emptied && std::all_of(states->begin(), states->end(), IsEmptied)) return out;
   std::vector<bool> is_set;
   for (const Crdt& c : *states) {
     out.encoded.push_back(EncodeCrdt(c));

@@ -113,9 +113,12 @@ struct EncodedKeyStates {
   size_t bytes = 0;
   bool paged_set = false;
 };
-// Reads the store: call it on a reader thread (AsyncStore::Run), never on
-// the loop. Throws (KJ_REQUIRE) when the store cannot read the key.
-EncodedKeyStates EncodeKeyStates(Store& store, std::string_view key, size_t max_message_bytes);
+// With `leave_out_emptied`, a key whose states are all emptied registers
+// and sets (IsEmptied) gets none. Reads the store: call it on a reader
+// thread (AsyncStore::Run), never on the loop. Throws (KJ_REQUIRE) when
+// the store cannot read the key.
+EncodedKeyStates EncodeKeyStates(Store& store, std::string_view key, size_t max_message_bytes,
+                                 bool leave_out_emptied = false);
 
 // Fails (KJ_FAIL_REQUIRE, and logs) when a peer's hello names other
 // placement settings than `mine`.

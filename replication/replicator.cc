@@ -378,11 +378,14 @@ kj::Promise<EncodedJoins> Replicator::FetchStates(ReplicaId node, std::string ke
 }
 
 kj::Promise<void> Replicator::PushStates(ReplicaId node, std::string key,
-                                         std::chrono::milliseconds timeout) {
+                                         std::chrono::milliseconds timeout,
+                                         bool leave_out_emptied) {
   return kj::evalNow([&]() {
     LinkWithSession(node);  // DISCONNECTED at once
     const size_t limit = options_.max_message_bytes;
-    auto read = reader_.Run([key, limit](Store& s) { return EncodeKeyStates(s, key, limit); });
+    auto read = reader_.Run([key, limit, leave_out_emptied](Store& s) {
+      return EncodeKeyStates(s, key, limit, leave_out_emptied);
+    });
     return canceler_.wrap(kj::mv(read)).then(
         [this, node, key = std::move(key), timeout](EncodedKeyStates states) mutable
         -> kj::Promise<void> {

@@ -129,8 +129,11 @@ class Replicator final : private HandOver::Links {
   // The states `node` holds of `key`, encoded; fails if it sends another key's.
   kj::Promise<EncodedJoins> FetchStates(ReplicaId node, std::string key,
                                         std::chrono::milliseconds timeout);
-  // Joins this node's states of `key` into `node`; resolves once committed there.
-  kj::Promise<void> PushStates(ReplicaId node, std::string key, std::chrono::milliseconds timeout);
+  // Joins this node's states of `key` into `node`; resolves once committed
+  // there. With `leave_out_emptied`, sends nothing when they are all
+  // emptied registers and sets (for a node that holds nothing of the key).
+  kj::Promise<void> PushStates(ReplicaId node, std::string key, std::chrono::milliseconds timeout,
+                               bool leave_out_emptied = false);
 
   // Whether this node handed `segment` over and has not since brought it
   // back in step with another owner.

@@ -13,7 +13,10 @@ TombstoneCollector::TombstoneCollector(ReplicationEnv& env, TombstoneCollectorOp
     : env_(env), options_(options), started_(env.timer.now()) {}
 
 void TombstoneCollector::Advance(uint64_t held_by_all) {
-  const LogCheckpoint now = env_.store.LastCheckpoint();
+  LogCheckpoint now = env_.store.LastCheckpoint();
+  // With no write in flight, every later entry is stamped above the clock
+  // now: a node that writes nothing still moves its stable stamp on.
+  if (env_.committer.pending() == 0) now.stamp = std::max(now.stamp, env_.store.clock()->Now());
   if (!checkpoints_.empty() && checkpoints_.back().seq == now.seq) {
     checkpoints_.back().stamp = std::max(checkpoints_.back().stamp, now.stamp);
   } else if (checkpoints_.empty() || checkpoints_.back().seq < now.seq) {
@@ -65,6 +68,11 @@ HlcTimestamp TombstoneCollector::Bound(HlcTimestamp own,
   return bound;
 }
 
+HlcTimestamp TombstoneCollector::EmptiedBound(HlcTimestamp bound, uint64_t max_clock_offset_ms) {
+  if (bound.wall_ms <= max_clock_offset_ms) return {};
+  return HlcTimestamp{bound.wall_ms - max_clock_offset_ms, 0};
+}
+
 kj::Promise<void> TombstoneCollector::Collect(const std::vector<ReplicaId>& members) {
   for (auto it = peers_.begin(); it != peers_.end();) {
     const bool member = std::find(members.begin(), members.end(), it->first) != members.end();
@@ -75,8 +83,10 @@ kj::Promise<void> TombstoneCollector::Collect(const std::vector<ReplicaId>& memb
   if (collecting_ || now <= grace) return kj::READY_NOW;
   const HlcTimestamp bound = std::min(Bound(stable_, peers_, members), HlcTimestamp{now - grace, 0});
   if (bound.IsZero()) return kj::READY_NOW;
+  const HlcTimestamp emptied_bound = EmptiedBound(
+      bound, static_cast<uint64_t>(env_.options.max_clock_offset.count()));
   collecting_ = true;
-  return env_.committer.SubmitCollect(bound, options_.batch)
+  return env_.committer.SubmitCollect(bound, emptied_bound, options_.batch)
       .then([this](StatusOr<size_t> removed) {
         collecting_ = false;
         if (!removed.ok()) {

@@ -11,8 +11,9 @@
 // with its positions, and the store's checkpoint (Store::LastCheckpoint)
 // pairs a position with a stamp that every entry at or below it is at or
 // below and every later one above. The origin keeps the checkpoints of its
-// recent turns; the latest whose position every target holds gives its
-// *stable stamp*: every write it coordinated stamped at or below it is
+// recent turns (with no write in flight, the checkpoint's stamp is the
+// clock then: every later entry is stamped above it); the latest whose
+// position every target holds gives its *stable stamp*: every write it coordinated stamped at or below it is
 // applied on every node that owned the write's key (or handed over to the
 // node that owns it now). A tombstone carries its writer's id and stamp;
 // a node may collect it once the stable stamps of this node and of every
@@ -34,6 +35,16 @@
 // for held by all, its own stable stamp moves only after it has run for
 // `grace` and only while it is settled for every segment it owns
 // (HandOver::Settled: in step with every other owner).
+//
+// Multi-value registers and OR-sets left without siblings or elements go
+// the same way (the store's emptied index), stamped not by a write but by
+// this node's clock when a write left them empty. Their contexts cover
+// writes of every member, some stamped by clocks up to --max-clock-offset
+// ahead of this node's (the farthest a stamp is accepted), so they go once
+// the bound has passed their stamp by that offset (EmptiedBound). A node
+// that forgot such a state numbers its next dots in the key above the ones
+// it made there (the store's dot floors): a node still holding the old
+// context takes them for new.
 //
 // What stops collection: a node that is down (or partitioned away) but
 // still a member holds every origin's stable stamp back until it returns
@@ -95,6 +106,9 @@ class TombstoneCollector {
   // of every member's stable stamp, zero when one is not known.
   static HlcTimestamp Bound(HlcTimestamp own, const std::map<ReplicaId, HlcTimestamp>& peers,
                             const std::vector<ReplicaId>& members);
+  // The stamp at or below which emptied registers and sets may go, from
+  // Bound's: `max_clock_offset_ms` earlier; zero when that is before 0.
+  static HlcTimestamp EmptiedBound(HlcTimestamp bound, uint64_t max_clock_offset_ms);
 
  private:
   ReplicationEnv& env_;

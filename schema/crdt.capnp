@@ -17,11 +17,21 @@ struct Dot {
   counter @1 :UInt64;
 }
 
-# A set of dots in canonical form: a version vector plus the dots beyond it,
-# each list sorted and without duplicates.
+# Consecutive dots first..last of one replica.
+struct DotRange {
+  replica @0 :UInt64;
+  first @1 :UInt64;
+  last @2 :UInt64;
+}
+
+# A set of dots in canonical form (crdt/causal_context.h): a version vector
+# (the runs from 1), the dots of the runs beyond it of at most 64 dots, and
+# the longer runs as ranges; each list sorted and without duplicates.
+# Builds before `ranges` wrote every run beyond the vector in `cloud`.
 struct CausalContext {
   versionVector @0 :List(Dot);
   cloud @1 :List(Dot);
+  ranges @2 :List(DotRange);
 }
 
 struct HlcTimestamp {

@@ -305,15 +305,19 @@ kj::Promise<StatusOr<bool>> Coordinator::RepairRead(std::string key, std::vector
               apply.joins.Add(states->key(i), states->encoded(i));
             }
           }
+          // As anti-entropy: a node that holds nothing of the key takes no
+          // emptied register or set (it may have collected it).
+          apply.unless_emptied.insert(key);
           if (apply.joins.empty()) return kj::Promise<WriteResult>(WriteResult{});
           return committer_.SubmitRemote(std::move(apply));
         })
-        .then([this, differing, key](WriteResult joined) -> StatusOr<bool> {
+        .then([this, g, differing, key](WriteResult joined) -> StatusOr<bool> {
           if (!joined.status.ok()) return joined.status;
           // The owners that differed get the joined state; the read does
           // not wait for them.
           for (ReplicaId id : *differing) {
-            tasks_.add(replicator_.PushStates(id, key, options_.request_timeout));
+            tasks_.add(replicator_.PushStates(id, key, options_.request_timeout,
+                                              g->tally.Absent(id)));
           }
           return true;
         });

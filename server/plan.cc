@@ -106,6 +106,7 @@ void DigestTally::Answer(ReplicaId from, uint64_t digest, bool settled) {
     ++agreed_;
   } else {
     differing_.push_back(from);
+    if (digest == 0) absent_.push_back(from);
   }
 }
 

@@ -6,6 +6,7 @@
 #ifndef GEOKV_SERVER_PLAN_H_
 #define GEOKV_SERVER_PLAN_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <optional>
 #include <string_view>
@@ -95,6 +96,10 @@ class DigestTally {
 
   // The owners whose digest differed, in the order they answered.
   const std::vector<ReplicaId>& differing() const { return differing_; }
+  // Whether `owner` answered that it holds nothing of the key.
+  bool Absent(ReplicaId owner) const {
+    return std::find(absent_.begin(), absent_.end(), owner) != absent_.end();
+  }
   size_t needed() const { return needed_; }
   size_t answered() const { return answered_; }
   size_t unsettled() const { return unsettled_; }
@@ -104,6 +109,7 @@ class DigestTally {
   uint64_t local_;
   size_t answered_ = 0, agreed_ = 0, unsettled_ = 0;
   std::vector<ReplicaId> differing_;
+  std::vector<ReplicaId> absent_;
 };
 
 }  // namespace geokv

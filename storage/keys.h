@@ -72,14 +72,30 @@ inline constexpr char kMetaRetireAtOpen[] = "retire_at_open";  // why the next o
 // (writer, stamp) order. A row outlives its tombstone when the key is
 // written again or dropped; collection checks the key before removing it.
 inline constexpr char kMetaTombstonePrefix[] = "tombstone/";
+// The emptied index (WriteGroup::CollectTombstones): for each key whose
+// multi-value register or OR-set a write here left without siblings or
+// elements, "emptied/" wall:8 logical:4 key -> "", stamped with this
+// node's clock then, in stamp order; and "emptied_at/" key -> wall:8
+// logical:4 type:1, the key's one current index row. A later write that
+// leaves the key empty again replaces both; rows of keys written since are
+// removed when collection visits them.
+inline constexpr char kMetaEmptiedPrefix[] = "emptied/";
+inline constexpr char kMetaEmptiedAtPrefix[] = "emptied_at/";
+// Dot floors: "dot_floor/" segment:2 -> counter:8, at least every counter
+// of a dot this node made in a key of the segment whose rows it removed
+// (collected or dropped). A register or set holding no dot of this node
+// numbers its next dot above its segment's floor (CausalContext::NextDot),
+// so a dot is never made twice.
+inline constexpr char kMetaDotFloorPrefix[] = "dot_floor/";
 // A file in the data dir beside RocksDB's: its inode number and birth time
 // tell the directory a node created from a copy of it.
 inline constexpr char kDirMarkerFile[] = "GEOKV-DIR";
 
-inline constexpr uint8_t kDiskFormat = 4;
-// Format 3 lacks the tombstone index; format 2 also the key index digests
-// and the key count row. A store of either is migrated at open; older ones
-// are refused.
+inline constexpr uint8_t kDiskFormat = 5;
+// Format 4 lacks the emptied index; format 3 also the tombstone index;
+// format 2 also the key index digests and the key count row. A store of
+// any of them is migrated at open; older ones are refused.
+inline constexpr uint8_t kTombstoneIndexedDiskFormat = 4;
 inline constexpr uint8_t kIndexedDiskFormat = 3;
 inline constexpr uint8_t kMigratedDiskFormat = 2;
 
@@ -240,6 +256,56 @@ inline bool DecodeTombstoneRow(std::string_view row, TombstoneRef* out) {
   out->stamp.logical = DecodeBigEndian32(p + 16);
   out->key.assign(p + 20, row.size() - prefix - 20);
   return true;
+}
+
+inline std::string EmptiedRow(HlcTimestamp ts, std::string_view key) {
+  std::string out = kMetaEmptiedPrefix;
+  PutBigEndian64(&out, ts.wall_ms);
+  PutBigEndian32(&out, ts.logical);
+  out.append(key);
+  return out;
+}
+
+// The emptied index row's parts, or false when `row` is not one.
+struct EmptiedRef {
+  HlcTimestamp stamp;
+  std::string key;
+};
+inline bool DecodeEmptiedRow(std::string_view row, EmptiedRef* out) {
+  const size_t prefix = sizeof(kMetaEmptiedPrefix) - 1;
+  if (row.size() < prefix + 12 || row.substr(0, prefix) != kMetaEmptiedPrefix) return false;
+  const char* p = row.data() + prefix;
+  out->stamp.wall_ms = DecodeBigEndian64(p);
+  out->stamp.logical = DecodeBigEndian32(p + 8);
+  out->key.assign(p + 12, row.size() - prefix - 12);
+  return true;
+}
+
+inline std::string EmptiedAtRow(std::string_view key) {
+  return std::string(kMetaEmptiedAtPrefix).append(key);
+}
+
+inline std::string EncodeEmptiedAt(HlcTimestamp ts, CrdtType type) {
+  std::string out;
+  PutBigEndian64(&out, ts.wall_ms);
+  PutBigEndian32(&out, ts.logical);
+  out.push_back(static_cast<char>(type));
+  return out;
+}
+
+inline bool DecodeEmptiedAt(std::string_view value, HlcTimestamp* ts, CrdtType* type) {
+  if (value.size() != 13) return false;
+  ts->wall_ms = DecodeBigEndian64(value.data());
+  ts->logical = DecodeBigEndian32(value.data() + 8);
+  *type = static_cast<CrdtType>(value[12]);
+  return *type == CrdtType::kMvRegister || *type == CrdtType::kOrSet;
+}
+
+inline std::string DotFloorRow(size_t segment) {
+  std::string out = kMetaDotFloorPrefix;
+  out.push_back(static_cast<char>(segment >> 8));
+  out.push_back(static_cast<char>(segment & 0xff));
+  return out;
 }
 
 inline std::string WatermarkRow(ReplicaId origin) {

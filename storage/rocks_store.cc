@@ -197,7 +197,10 @@ Status RocksStore::LoadMeta() {
   if (static_cast<uint8_t>(v[0]) == keys::kIndexedDiskFormat) {
     GEOKV_RETURN_IF_ERROR(IndexTombstones().WithContext(
         "migrate from disk format " + std::to_string(keys::kIndexedDiskFormat)));
+    v[0] = static_cast<char>(keys::kTombstoneIndexedDiskFormat);
   }
+  // After the writer state below: the index's stamps come from the clock.
+  const bool index_emptied = static_cast<uint8_t>(v[0]) == keys::kTombstoneIndexedDiskFormat;
   GEOKV_RETURN_IF_ERROR(FromRocks(db_->Get(ro, meta_, keys::kMetaNodeId, &v), "read node id"));
   if (v.size() != 8) return Status::Corruption("bad node id row");
   node_id_ = DecodeBigEndian64(v.data());
@@ -230,6 +233,21 @@ Status RocksStore::LoadMeta() {
         DecodeBigEndian64(it->value().data());
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "read applied positions"));
+  prefix = keys::kMetaDotFloorPrefix;
+  for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
+    const auto* at = reinterpret_cast<const unsigned char*>(it->key().data() + prefix.size());
+    const size_t segment =
+        it->key().size() == prefix.size() + 2 ? size_t{at[0]} << 8 | at[1] : kTreeSegments;
+    if (segment >= kTreeSegments || it->value().size() != 8) {
+      return Status::Corruption("bad dot floor row");
+    }
+    dot_floors_[segment] = DecodeBigEndian64(it->value().data());
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "read dot floors"));
+  if (index_emptied) {
+    GEOKV_RETURN_IF_ERROR(IndexEmptied().WithContext(
+        "migrate from disk format " + std::to_string(keys::kTombstoneIndexedDiskFormat)));
+  }
   s = db_->Get(ro, meta_, keys::kMetaDroppedSegments, &v);
   if (s.ok()) {
     std::lock_guard<std::mutex> l(tree_mu_);
@@ -306,36 +324,68 @@ Status RocksStore::Migrate() {
   return FromRocks(db_->Write(wo, &batch), "write key count and format");
 }
 
-Status RocksStore::IndexTombstones() {
+Status RocksStore::IndexObjects(uint8_t format, std::string_view what, const ObjectIndexer& index) {
   const rocksdb::ReadOptions ro;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, state_));
   rocksdb::WriteOptions wo;
   wo.sync = true;
   rocksdb::WriteBatch batch;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    // K(key) type kObjectRow, with type LWW.
+    // K(key) type kObjectRow.
     const rocksdb::Slice row = it->key();
     if (row.size() < 6) continue;
     const size_t key_size = DecodeBigEndian32(row.data());
-    if (row.size() != 4 + key_size + 2 ||
-        row[4 + key_size] != static_cast<char>(CrdtType::kLww) ||
-        row[5 + key_size] != keys::kObjectRow) {
-      continue;
-    }
+    if (row.size() != 4 + key_size + 2 || row[5 + key_size] != keys::kObjectRow) continue;
+    const auto type = static_cast<CrdtType>(row[4 + key_size]);
     const std::string_view key(row.data() + 4, key_size);
-    StatusOr<Crdt> state = DecodeCrdt(std::string_view(it->value().data(), it->value().size()));
-    if (!state.ok()) return state.status().WithContext(Describe(key, CrdtType::kLww));
-    const auto* reg = std::get_if<LwwRegister>(&*state);
-    if (reg == nullptr || reg->value() || reg->IsBottom()) continue;
-    batch.Put(meta_, keys::TombstoneRow(reg->node(), reg->timestamp(), key), "");
+    GEOKV_RETURN_IF_ERROR(index(key, type, std::string_view(it->value().data(), it->value().size()),
+                                &batch)
+                              .WithContext(Describe(key, type)));
     if (batch.Count() >= 10000) {
-      GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "write tombstone index"));
+      GEOKV_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "write " + std::string(what)));
       batch.Clear();
     }
   }
-  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan registers"));
-  batch.Put(meta_, keys::kMetaFormat, std::string(1, static_cast<char>(keys::kDiskFormat)));
-  return FromRocks(db_->Write(wo, &batch), "write tombstone index and format");
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan objects"));
+  batch.Put(meta_, keys::kMetaFormat, std::string(1, static_cast<char>(format)));
+  return FromRocks(db_->Write(wo, &batch), "write " + std::string(what) + " and format");
+}
+
+Status RocksStore::IndexTombstones() {
+  return IndexObjects(
+      keys::kTombstoneIndexedDiskFormat, "tombstone index",
+      [this](std::string_view key, CrdtType type, std::string_view value,
+             rocksdb::WriteBatch* batch) -> Status {
+        if (type != CrdtType::kLww) return Status::OK();
+        GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(value));
+        const auto* reg = std::get_if<LwwRegister>(&state);
+        if (reg == nullptr || reg->value() || reg->IsBottom()) return Status::OK();
+        batch->Put(meta_, keys::TombstoneRow(reg->node(), reg->timestamp(), key), "");
+        return Status::OK();
+      });
+}
+
+Status RocksStore::IndexEmptied() {
+  // Every write these states cover is stamped at or below the clock now.
+  const HlcTimestamp stamp = clock_->Now();
+  return IndexObjects(
+      keys::kDiskFormat, "emptied index",
+      [this, stamp](std::string_view key, CrdtType type, std::string_view value,
+                    rocksdb::WriteBatch* batch) -> Status {
+        bool empty = false;
+        if (type == CrdtType::kMvRegister) {
+          GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(value));
+          empty = IsEmptied(state);
+        } else if (type == CrdtType::kOrSet) {
+          SetHeader header;
+          GEOKV_RETURN_IF_ERROR(DecodeSetHeader(value, &header));
+          empty = header.cardinality == 0 && !header.ctx.empty();
+        }
+        if (!empty) return Status::OK();
+        batch->Put(meta_, keys::EmptiedRow(stamp, key), "");
+        batch->Put(meta_, keys::EmptiedAtRow(key), keys::EncodeEmptiedAt(stamp, type));
+        return Status::OK();
+      });
 }
 
 }  // namespace rocks_internal

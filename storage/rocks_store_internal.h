@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <mutex>
@@ -298,7 +299,11 @@ class RocksWriteGroup : public WriteGroup {
   Status JoinSetPage(std::string_view key, const OrSetPage& page) override;
   Status JoinSetContext(std::string_view key, const CausalContext& ctx) override;
   StatusOr<bool> Drop(std::string_view key, uint64_t expected_digest) override;
-  StatusOr<size_t> CollectTombstones(HlcTimestamp bound, size_t limit) override;
+  StatusOr<size_t> CollectTombstones(HlcTimestamp bound, HlcTimestamp emptied_bound,
+                                     size_t limit) override;
+  StatusOr<uint64_t> KeyDigest(std::string_view key) override {
+    return DigestInGroup(std::string(key));
+  }
   void ClearDropped(size_t segment) override;
   void RecordApplied(ReplicaId origin, uint64_t seq) override;
   void SetPeerMembers(std::string bytes) override { peer_members_ = std::move(bytes); }
@@ -354,8 +359,27 @@ class RocksWriteGroup : public WriteGroup {
   // A new LWW tombstone also gets its tombstone index row.
   void PutObject(std::string_view key, const Crdt& state, const std::optional<std::string>& old);
   // Removes every row of `key`, whose digest as of this group is `digest`,
-  // and takes the key out of the tree. REQUIRES: inside Atomically.
+  // and takes the key out of the tree; raises the segment's dot floor to
+  // this node's dots in it. REQUIRES: inside Atomically.
   Status RemoveKey(std::string_view key, uint64_t digest);
+  // Removes `key` (RemoveKey) when it holds nothing but its object row
+  // `object` with `value`; returns whether it did. REQUIRES: inside
+  // Atomically.
+  StatusOr<bool> RemoveIfOnly(const std::string& key, const std::string& object,
+                              const std::string& value);
+  // The two halves of CollectTombstones.
+  StatusOr<size_t> CollectLwwTombstones(HlcTimestamp bound, size_t limit);
+  StatusOr<size_t> CollectEmptied(HlcTimestamp bound, size_t limit);
+  // The dot floor of `key`'s segment as of this group (keys::kMetaDotFloorPrefix).
+  uint64_t DotFloor(std::string_view key) const;
+  // Raises the dot floor of `key`'s segment to this node's dots in `ctx`.
+  void RaiseDotFloor(std::string_view key, const CausalContext& ctx);
+  // Reads a meta row as of this group; nullopt when absent.
+  Status GetMeta(const std::string& row, std::optional<std::string>* value);
+  // Records that a write left the register or set (`type`) at `key`
+  // without siblings or elements, stamped with the clock now (the emptied
+  // index), replacing the key's earlier record.
+  Status NoteEmptied(std::string_view key, CrdtType type);
   // Writes the object row of (key, type); a key's first object row also
   // enters the key in the tree's key index at commit (only Drop deletes
   // object rows, and the index row with them).
@@ -420,6 +444,7 @@ class RocksWriteGroup : public WriteGroup {
   std::optional<std::vector<bool>> dropped_;
   std::optional<std::string> peer_members_;  // to write at commit
   std::optional<std::vector<bool>> vouched_;  // to write at commit
+  std::map<size_t, uint64_t> floors_;  // dot floors raised here, to write at commit
   size_t size_ = 0;
   uint64_t lww_overwritten_ = 0;  // LWW joins that lost, added at commit
   bool spent_ = false;
@@ -521,10 +546,21 @@ class RocksStore : public Store {
   // row is written; then the format row. Idempotent: a crash part-way leaves
   // the old format, and the next open starts over.
   Status Migrate();
-  // Rewrites a store of keys::kIndexedDiskFormat to this format: writes the
-  // tombstone index row of every LWW tombstone, then the format row.
-  // Idempotent, as Migrate.
+  // Walks every object row of the state family, letting `index` add rows
+  // to a batch written every 10,000 rows, then writes `format` to the
+  // format row; `what` names the rows in errors.
+  using ObjectIndexer = std::function<Status(std::string_view key, CrdtType type,
+                                             std::string_view value, rocksdb::WriteBatch* batch)>;
+  Status IndexObjects(uint8_t format, std::string_view what, const ObjectIndexer& index);
+  // Rewrites a store of keys::kIndexedDiskFormat to
+  // kTombstoneIndexedDiskFormat: writes the tombstone index row of every LWW
+  // tombstone, then the format row. Idempotent, as Migrate.
   Status IndexTombstones();
+  // Rewrites a store of keys::kTombstoneIndexedDiskFormat to this format:
+  // writes the emptied index rows of every register and set without
+  // siblings or elements, stamped with the clock now, then the format row.
+  // Idempotent, as Migrate.
+  Status IndexEmptied();
 
   StoreOptions options_;
   std::unique_ptr<HybridClock> owned_clock_;
@@ -553,6 +589,8 @@ class RocksStore : public Store {
   mutable std::mutex tree_mu_;
   std::vector<uint64_t> digests_ = std::vector<uint64_t>(kTreeSegments);  // committed
   std::vector<bool> dropped_ = std::vector<bool>(kTreeSegments);           // committed
+  // keys::kMetaDotFloorPrefix, per segment; guarded by writer_mu_.
+  std::vector<uint64_t> dot_floors_ = std::vector<uint64_t>(kTreeSegments);
   std::string peer_members_;                                               // committed
   std::optional<std::vector<bool>> vouched_;                               // committed
 };

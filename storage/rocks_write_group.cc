@@ -72,6 +72,9 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
   GEOKV_ASSIGN_OR_RETURN(std::optional<Change> change, MakeChange(key, op));
   if (!change) return uint64_t{0};
   PutLiveMask(key_string, mask, type, change->live);
+  if (!change->live && (type == CrdtType::kMvRegister || type == CrdtType::kOrSet)) {
+    GEOKV_RETURN_IF_ERROR(NoteEmptied(key, type));
+  }
   HlcTimestamp ts = std::holds_alternative<LwwRegister>(change->delta)
                         ? std::get<LwwRegister>(change->delta).timestamp()
                         : store_->clock_->Now();
@@ -118,7 +121,7 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
     GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
     auto& reg = std::get<MvRegister>(state);
     GEOKV_RETURN_IF_ERROR(CheckSeen(key, reg, write->seen));
-    MvRegister delta = reg.Write(write->value, write->seen, node);
+    MvRegister delta = reg.Write(write->value, write->seen, node, DotFloor(key));
     if (reg.sibling_count() > store_->options_.max_siblings) {
       return Status::TooLarge("key '" + PrintableBytes(key) + "' would have " +
                               std::to_string(reg.sibling_count()) + " siblings (limit " +
@@ -146,7 +149,8 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
                                      " without elements");
     }
     GEOKV_ASSIGN_OR_RETURN(OrSet projection, reader_.GetSetProjection(key, elements));
-    OrSet delta = add ? projection.AddAll(elements, node) : projection.RemoveAll(elements);
+    OrSet delta = add ? projection.AddAll(elements, node, DotFloor(key))
+                      : projection.RemoveAll(elements);
     if (delta.IsBottom()) return Result();
     GEOKV_ASSIGN_OR_RETURN(bool live, JoinSet(key, delta));
     return Result(Change{std::move(delta), live});
@@ -187,6 +191,9 @@ Status RocksWriteGroup::JoinAndMark(std::string_view key, CrdtType type, JoinFn&
     GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
     GEOKV_ASSIGN_OR_RETURN(bool live, join());
     PutLiveMask(key_string, mask, type, live);
+    if (!live && (type == CrdtType::kMvRegister || type == CrdtType::kOrSet)) {
+      GEOKV_RETURN_IF_ERROR(NoteEmptied(key, type));
+    }
     ++size_;
     return Status::OK();
   });
@@ -321,24 +328,28 @@ StatusOr<bool> RocksWriteGroup::JoinSet(std::string_view key, const OrSet& delta
   auto note = [&](const Dot& dot, std::string element) {
     if (!delta.entries().count(element)) removed[std::move(element)].insert(dot);
   };
-  for (const auto& [replica, max_counter] : delta.context().vv()) {
+  Status scan;
+  delta.context().ForEachRun([&](ReplicaId replica, uint64_t first, uint64_t last) {
+    if (!scan.ok()) return;
+    if (first == last) {
+      std::string element;
+      bool found;
+      scan = reader_.Get(keys::DotIndexRow(key, Dot{replica, first}), &element, &found);
+      if (scan.ok() && found) note(Dot{replica, first}, std::move(element));
+      return;
+    }
     std::string prefix = keys::DotIndexPrefix(key, replica);
     std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
-    for (it->Seek(keys::DotIndexRow(key, Dot{replica, 1})); it->Valid(); it->Next()) {
+    for (it->Seek(keys::DotIndexRow(key, Dot{replica, first})); it->Valid(); it->Next()) {
       rocksdb::Slice row = it->key();
       if (!StartsWith(row, prefix) || row.size() != prefix.size() + 8) break;
       uint64_t counter = DecodeBigEndian64(row.data() + prefix.size());
-      if (counter > max_counter) break;
+      if (counter > last) break;
       note(Dot{replica, counter}, it->value().ToString());
     }
-    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan dot index"));
-  }
-  for (const Dot& d : delta.context().cloud()) {
-    std::string element;
-    bool found;
-    GEOKV_RETURN_IF_ERROR(reader_.Get(keys::DotIndexRow(key, d), &element, &found));
-    if (found) note(d, std::move(element));
-  }
+    scan = FromRocks(it->status(), "scan dot index");
+  });
+  GEOKV_RETURN_IF_ERROR(scan);
   for (const auto& [element, dots] : removed) {
     DotSet before;
     std::optional<std::string> before_row;
@@ -367,9 +378,23 @@ Status RocksWriteGroup::RemoveKey(std::string_view key, uint64_t digest) {
   // Every row of the key, the derived ones too. Collected first: the
   // iterator reads the batch, which must not change under it.
   const std::string prefix = keys::KeyPrefix(key);
+  const std::string mv_row = keys::ObjectRow(key, CrdtType::kMvRegister);
+  const std::string set_row = keys::ObjectRow(key, CrdtType::kOrSet);
   std::vector<std::string> rows;
   for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
     rows.push_back(it->key().ToString());
+    // The dots this node made in the key are forgotten with it: the
+    // segment's floor keeps them from being made again.
+    const std::string_view value(it->value().data(), it->value().size());
+    if (rows.back() == mv_row) {
+      GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(value));
+      if (const auto* reg = std::get_if<MvRegister>(&state)) RaiseDotFloor(key, reg->context());
+    } else if (rows.back() == set_row) {
+      SetHeader header;
+      GEOKV_RETURN_IF_ERROR(DecodeSetHeader(value, &header).WithContext(
+          Describe(key, CrdtType::kOrSet)));
+      RaiseDotFloor(key, header.ctx);
+    }
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan key"));
   it.reset();
@@ -383,8 +408,64 @@ Status RocksWriteGroup::RemoveKey(std::string_view key, uint64_t digest) {
   return Status::OK();
 }
 
-StatusOr<size_t> RocksWriteGroup::CollectTombstones(HlcTimestamp bound, size_t limit) {
+StatusOr<bool> RocksWriteGroup::RemoveIfOnly(const std::string& key, const std::string& object,
+                                              const std::string& value) {
+  // Nothing else: the key's digest is that row's hash.
+  GEOKV_ASSIGN_OR_RETURN(uint64_t digest, DigestInGroup(key));
+  if (digest != keys::StateRowHash(object, value)) return false;
+  GEOKV_RETURN_IF_ERROR(RemoveKey(key, digest));
+  return true;
+}
+
+uint64_t RocksWriteGroup::DotFloor(std::string_view key) const {
+  const size_t segment = TreeSegmentOf(key);
+  auto raised = floors_.find(segment);
+  return raised != floors_.end() ? raised->second : store_->dot_floors_[segment];
+}
+
+void RocksWriteGroup::RaiseDotFloor(std::string_view key, const CausalContext& ctx) {
+  const uint64_t made = ctx.MaxCounter(store_->node_id_);
+  if (made > DotFloor(key)) floors_[TreeSegmentOf(key)] = made;
+}
+
+Status RocksWriteGroup::GetMeta(const std::string& row, std::optional<std::string>* value) {
+  std::string v;
+  rocksdb::Status s = batch_.GetFromBatchAndDB(store_->db_.get(), rocksdb::ReadOptions(),
+                                               store_->meta_, row, &v);
+  if (s.IsNotFound()) {
+    value->reset();
+    return Status::OK();
+  }
+  GEOKV_RETURN_IF_ERROR(FromRocks(s, "read meta row"));
+  *value = std::move(v);
+  return Status::OK();
+}
+
+Status RocksWriteGroup::NoteEmptied(std::string_view key, CrdtType type) {
+  const std::string at_row = keys::EmptiedAtRow(key);
+  std::optional<std::string> at;
+  GEOKV_RETURN_IF_ERROR(GetMeta(at_row, &at));
+  HlcTimestamp before;
+  CrdtType before_type;
+  if (at && keys::DecodeEmptiedAt(*at, &before, &before_type)) {
+    batch_.Delete(store_->meta_, keys::EmptiedRow(before, key));
+  }
+  const HlcTimestamp now = store_->clock_->Now();
+  batch_.Put(store_->meta_, keys::EmptiedRow(now, key), "");
+  batch_.Put(store_->meta_, at_row, keys::EncodeEmptiedAt(now, type));
+  return Status::OK();
+}
+
+StatusOr<size_t> RocksWriteGroup::CollectTombstones(HlcTimestamp bound,
+                                                    HlcTimestamp emptied_bound, size_t limit) {
   if (spent_) return Status::FailedPrecondition("write group already committed");
+  GEOKV_ASSIGN_OR_RETURN(const size_t tombstones, CollectLwwTombstones(bound, limit));
+  if (tombstones >= limit) return tombstones;
+  GEOKV_ASSIGN_OR_RETURN(const size_t emptied, CollectEmptied(emptied_bound, limit - tombstones));
+  return tombstones + emptied;
+}
+
+StatusOr<size_t> RocksWriteGroup::CollectLwwTombstones(HlcTimestamp bound, size_t limit) {
   // The index rows to visit, collected first: the removals below change
   // the batch the iterator reads. Per writer, the rows up to the bound.
   std::vector<keys::TombstoneRef> visit;
@@ -424,11 +505,59 @@ StatusOr<size_t> RocksWriteGroup::CollectTombstones(HlcTimestamp bound, size_t l
           reg->timestamp() != ref.stamp) {
         return false;
       }
-      // Nothing but the tombstone: the key's digest is its row's hash.
-      GEOKV_ASSIGN_OR_RETURN(uint64_t digest, DigestInGroup(ref.key));
-      if (digest != keys::StateRowHash(object, *row)) return false;
-      GEOKV_RETURN_IF_ERROR(RemoveKey(ref.key, digest));
-      return true;
+      return RemoveIfOnly(ref.key, object, *row);
+    }));
+    if (gone) ++removed;
+  }
+  return removed;
+}
+
+StatusOr<size_t> RocksWriteGroup::CollectEmptied(HlcTimestamp bound, size_t limit) {
+  std::vector<keys::EmptiedRef> visit;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(batch_.NewIteratorWithBase(
+        store_->meta_, store_->db_->NewIterator(rocksdb::ReadOptions(), store_->meta_)));
+    const std::string prefix = keys::kMetaEmptiedPrefix;
+    for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix) && visit.size() < limit;
+         it->Next()) {
+      keys::EmptiedRef ref;
+      if (!keys::DecodeEmptiedRow(std::string_view(it->key().data(), it->key().size()), &ref)) {
+        return Status::Corruption("bad emptied index row");
+      }
+      if (bound < ref.stamp) break;
+      visit.push_back(std::move(ref));
+    }
+    GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan the emptied index"));
+  }
+  size_t removed = 0;
+  for (const keys::EmptiedRef& ref : visit) {
+    GEOKV_ASSIGN_OR_RETURN(bool gone, Atomically(ref.key, [&]() -> StatusOr<bool> {
+      batch_.Delete(store_->meta_, keys::EmptiedRow(ref.stamp, ref.key));
+      ++size_;
+      const std::string at_row = keys::EmptiedAtRow(ref.key);
+      std::optional<std::string> at;
+      GEOKV_RETURN_IF_ERROR(GetMeta(at_row, &at));
+      HlcTimestamp stamp;
+      CrdtType type;
+      // Only the key's current row counts: an earlier one was replaced.
+      if (!at || !keys::DecodeEmptiedAt(*at, &stamp, &type) || stamp != ref.stamp) return false;
+      batch_.Delete(store_->meta_, at_row);
+      const std::string object = keys::ObjectRow(ref.key, type);
+      std::optional<std::string> row;
+      GEOKV_RETURN_IF_ERROR(reader_.GetRow(object, &row));
+      if (!row) return false;
+      bool empty;
+      if (type == CrdtType::kMvRegister) {
+        GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(*row));
+        const auto* reg = std::get_if<MvRegister>(&state);
+        empty = reg != nullptr && reg->sibling_count() == 0;
+      } else {
+        SetHeader header;
+        GEOKV_RETURN_IF_ERROR(DecodeSetHeader(*row, &header).WithContext(Describe(ref.key, type)));
+        empty = header.cardinality == 0;
+      }
+      if (!empty) return false;
+      return RemoveIfOnly(ref.key, object, *row);
     }));
     if (gone) ++removed;
   }

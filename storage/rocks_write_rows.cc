@@ -2,6 +2,8 @@
 
 #include "storage/rocks_store_internal.h"
 
+#include <algorithm>
+
 namespace geokv {
 namespace rocks_internal {
 
@@ -78,7 +80,7 @@ void RocksWriteGroup::WriteStateRow(const std::string& row, bool element,
 Status RocksWriteGroup::CheckSeen(std::string_view key, const MvRegister& reg,
                                   const CausalContext& seen) const {
   const ReplicaId node = store_->node_id_;
-  if (seen.NextDot(node).counter > reg.context().NextDot(node).counter) {
+  if (seen.MaxCounter(node) > std::max(reg.context().MaxCounter(node), DotFloor(key))) {
     return Status::InvalidArgument("the context for key '" + PrintableBytes(key) +
                                    "' holds writes this node never made there; pass the "
                                    "context of a read of this key");
@@ -194,7 +196,8 @@ Status RocksWriteGroup::Commit() {
   spent_ = true;
   std::unique_lock<std::mutex> slot = std::move(lock_);  // released on return
   const bool dropped_changed = dropped_ && *dropped_ != store_->DroppedSegments();
-  if (size_ == 0 && applied_.empty() && !dropped_changed && !peer_members_ && !vouched_) {
+  if (size_ == 0 && applied_.empty() && !dropped_changed && !peer_members_ && !vouched_ &&
+      floors_.empty()) {
     return Status::OK();
   }
   auto* db = store_->db_.get();
@@ -219,6 +222,9 @@ Status RocksWriteGroup::Commit() {
     } else {
       batch_.Put(store_->meta_, keys::kMetaDroppedSegments, EncodeSegmentSet(*dropped_));
     }
+  }
+  for (const auto& [segment, floor] : floors_) {
+    batch_.Put(store_->meta_, keys::DotFloorRow(segment), EncodeBigEndian64(floor));
   }
   if (peer_members_) batch_.Put(store_->meta_, keys::kMetaPeerMembers, *peer_members_);
   if (vouched_) batch_.Put(store_->meta_, keys::kMetaVouchedSegments, EncodeSegmentSet(*vouched_));
@@ -248,6 +254,7 @@ Status RocksWriteGroup::Commit() {
     if (peer_members_) store_->peer_members_ = std::move(*peer_members_);
     if (vouched_) store_->vouched_ = std::move(*vouched_);
   }
+  for (const auto& [segment, floor] : floors_) store_->dot_floors_[segment] = floor;
   store_->key_count_.fetch_add(static_cast<uint64_t>(count_change));
   store_->last_seq_.store(last_seq);
   {

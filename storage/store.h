@@ -226,7 +226,19 @@ class WriteGroup {
   // stale value still on its way would come back. Returns the keys
   // removed. On error (a failed read) the keys removed before it stay
   // removed in the group.
-  virtual StatusOr<size_t> CollectTombstones(HlcTimestamp bound, size_t limit) = 0;
+  // Then, within the same `limit` of visits, collects the multi-value
+  // registers and OR-sets a write here left without siblings or elements
+  // (the emptied index) whose stamp (this node's clock when the write left
+  // them empty) is at or below `emptied_bound`, and that still hold
+  // nothing but that empty state; this node's dots in them go into its
+  // segment's dot floor, so it never makes them again. The caller's bound
+  // must also cover every write such a state has seen, whoever stamped it.
+  virtual StatusOr<size_t> CollectTombstones(HlcTimestamp bound, HlcTimestamp emptied_bound,
+                                             size_t limit) = 0;
+
+  // The digest of `key` as of the earlier writes in this group
+  // (Store::KeyDigest); 0 when it holds nothing.
+  virtual StatusOr<uint64_t> KeyDigest(std::string_view key) = 0;
 
   // Unmarks `segment` in DroppedSegments(), at commit.
   // REQUIRES: segment < kTreeSegments (others are ignored).

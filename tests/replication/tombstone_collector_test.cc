@@ -85,5 +85,11 @@ TEST(TombstoneCollectorBound, IsTheLeastStableStampOfThisNodeAndEveryMember) {
   EXPECT_EQ(TombstoneCollector::Bound({60, 0}, peers, {}), (HlcTimestamp{60, 0}));
 }
 
+TEST(TombstoneCollectorBound, LeavesEmptiedStatesTheClockOffsetMore) {
+  EXPECT_EQ(TombstoneCollector::EmptiedBound({10'500, 3}, 500), (HlcTimestamp{10'000, 0}));
+  EXPECT_TRUE(TombstoneCollector::EmptiedBound({500, 3}, 500).IsZero());
+  EXPECT_EQ(TombstoneCollector::EmptiedBound({10'500, 3}, 0), (HlcTimestamp{10'500, 0}));
+}
+
 }  // namespace
 }  // namespace geokv

@@ -46,8 +46,8 @@ TEST_F(StoreTest, DirOfAnOlderFormatIsRefusedUntouched) {
   ASSERT_FALSE(opened.ok());
   EXPECT_EQ(opened.status().code(), Status::Code::kFailedPrecondition);
   EXPECT_NE(opened.status().message().find(
-                "data dir format 1 is not supported: this build opens format 4 and migrates "
-                "formats 2 to 3"),
+                "data dir format 1 is not supported: this build opens format 5 and migrates "
+                "formats 2 to 4"),
             std::string::npos)
       << opened.status().ToString();
   std::vector<std::string> names;
@@ -56,7 +56,7 @@ TEST_F(StoreTest, DirOfAnOlderFormatIsRefusedUntouched) {
 
   // A directory of this layout with another format byte, older or newer, is
   // refused the same way.
-  for (const char format : {'\x01', '\x05'}) {
+  for (const char format : {'\x01', '\x06'}) {
     std::filesystem::remove_all(dir_.Sub("db"));
     Reopen();
     EditRows([format](rocksdb::DB* db, const auto& families) {
@@ -122,7 +122,7 @@ TEST_F(StoreTest, DirOfFormat2IsMigratedAtOpen) {
   EditRaw(dir_.Sub("db"), [](rocksdb::DB* db, const auto& families) {
     std::string format;
     ASSERT_TRUE(db->Get({}, families[0], storage_keys::kMetaFormat, &format).ok());
-    EXPECT_EQ(format, std::string(1, '\x04'));
+    EXPECT_EQ(format, std::string(1, static_cast<char>(storage_keys::kDiskFormat)));
   });
   Reopen();
   EXPECT_EQ(*store_->KeyCount(), count);

@@ -1,5 +1,7 @@
-// The collection of LWW tombstones (WriteGroup::CollectTombstones), the
-// tombstone index it walks, and the log checkpoint the bounds come from.
+// The collection of LWW tombstones and of emptied registers and sets
+// (WriteGroup::CollectTombstones), the indexes it walks, the dot floors
+// that keep a collected key's dots from being made again, and the log
+// checkpoint the bounds come from.
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
@@ -22,7 +24,7 @@ class TombstoneTest : public StoreTest {
 
   size_t Collect(HlcTimestamp bound, size_t limit = 1000) {
     auto group = store_->BeginGroup();
-    StatusOr<size_t> removed = group->CollectTombstones(bound, limit);
+    StatusOr<size_t> removed = group->CollectTombstones(bound, bound, limit);
     EXPECT_TRUE(removed.ok()) << removed.status().ToString();
     Status committed = group->Commit();
     EXPECT_TRUE(committed.ok()) << committed.ToString();
@@ -162,8 +164,139 @@ TEST_F(TombstoneTest, DirOfFormat3GetsItsTombstonesIndexedAtOpen) {
   EditRaw(dir_.Sub("db"), [](rocksdb::DB* db, const auto& families) {
     std::string format;
     ASSERT_TRUE(db->Get({}, families[0], storage_keys::kMetaFormat, &format).ok());
-    EXPECT_EQ(format, std::string(1, '\x04'));
+    EXPECT_EQ(format, std::string(1, static_cast<char>(storage_keys::kDiskFormat)));
   });
+}
+
+// The greatest counter of this node's dots in the set or register at `key`.
+uint64_t MaxOwnCounter(Store& store, std::string_view key, CrdtType type) {
+  auto state = store.Get(key, type);
+  EXPECT_TRUE(state.ok() && state->has_value()) << key;
+  if (!state.ok() || !state->has_value()) return 0;
+  if (type == CrdtType::kOrSet) return std::get<OrSet>(**state).context().MaxCounter(store.node_id());
+  return std::get<MvRegister>(**state).context().MaxCounter(store.node_id());
+}
+
+TEST_F(TombstoneTest, AnEmptiedSetIsCollectedOnceTheBoundPassesItsEmptying) {
+  ASSERT_TRUE(Apply("s", SetAdd{{"a", "b"}}).ok());
+  ASSERT_TRUE(Apply("s", SetRemove{{"a"}}).ok());
+  ASSERT_TRUE(Apply("live", SetAdd{{"x"}}).ok());
+  const HlcTimestamp before = store_->clock()->Now();
+  ASSERT_TRUE(Apply("s", SetRemove{{"b"}}).ok());
+  const HlcTimestamp after = store_->clock()->Now();
+  ASSERT_EQ(*store_->KeyCount(), 2u);
+
+  EXPECT_EQ(Collect(before), 0u);
+  EXPECT_NE(*store_->KeyDigest("s"), 0u);
+  EXPECT_EQ(Collect(after), 1u);
+  EXPECT_EQ(*store_->KeyDigest("s"), 0u);
+  EXPECT_TRUE(store_->GetStates("s")->empty());
+  EXPECT_EQ(*store_->KeyCount(), 1u);
+  EXPECT_EQ(Members("live"), std::vector<std::string>{"x"});
+  // Nothing is left to visit: the index rows went with the key.
+  EXPECT_EQ(Collect(store_->clock()->Now()), 0u);
+}
+
+TEST_F(TombstoneTest, AnEmptiedRegisterIsCollectedAndASetWrittenAgainIsKept) {
+  ASSERT_TRUE(Apply("r", MvWrite{"v", {}}).ok());
+  auto reg = store_->Get("r", CrdtType::kMvRegister);
+  ASSERT_TRUE(reg.ok() && reg->has_value());
+  ASSERT_TRUE(Apply("r", MvClear{std::get<MvRegister>(**reg).context()}).ok());
+  ASSERT_TRUE(Apply("s", SetAdd{{"a"}}).ok());
+  ASSERT_TRUE(Apply("s", SetRemove{{"a"}}).ok());
+  ASSERT_TRUE(Apply("s", SetAdd{{"a"}}).ok());  // live again
+  EXPECT_EQ(Collect(store_->clock()->Now()), 1u);
+  EXPECT_TRUE(store_->GetStates("r")->empty());
+  EXPECT_EQ(Members("s"), std::vector<std::string>{"a"});
+  // Emptied again later: collected by its new stamp only.
+  const HlcTimestamp before = store_->clock()->Now();
+  ASSERT_TRUE(Apply("s", SetRemove{{"a"}}).ok());
+  EXPECT_EQ(Collect(before), 0u);
+  EXPECT_EQ(Collect(store_->clock()->Now()), 1u);
+  EXPECT_EQ(*store_->KeyCount(), 0u);
+}
+
+// A node that forgot a set numbers its next adds there above every dot it
+// made before, so a node still holding the old context takes them for new.
+TEST_F(TombstoneTest, ASetWrittenAgainAfterItsCollectionNeverReusesADot) {
+  ASSERT_TRUE(Apply("s", SetAdd{{"a", "b", "c"}}).ok());
+  ASSERT_TRUE(Apply("s", SetRemove{{"a", "b", "c"}}).ok());
+  auto old = store_->Get("s", CrdtType::kOrSet);
+  ASSERT_TRUE(old.ok() && old->has_value());
+  const OrSet elsewhere = std::get<OrSet>(**old);  // what another node still holds
+  const uint64_t made = elsewhere.context().MaxCounter(store_->node_id());
+  ASSERT_EQ(made, 3u);
+  ASSERT_EQ(Collect(store_->clock()->Now()), 1u);
+
+  Reopen();  // the floor is persisted
+  ASSERT_TRUE(Apply("s", SetAdd{{"d"}}).ok());
+  EXPECT_GT(MaxOwnCounter(*store_, "s", CrdtType::kOrSet), made);
+  // The old context joined (a repair from a node that has not collected
+  // yet) removes nothing written since.
+  ASSERT_OK(JoinOne("s", elsewhere));
+  EXPECT_EQ(Members("s"), std::vector<std::string>{"d"});
+  // And a node holding the old state keeps the new add when it joins it.
+  OrSet there = elsewhere;
+  auto now = store_->Get("s", CrdtType::kOrSet);
+  ASSERT_TRUE(now.ok() && now->has_value());
+  there.Join(std::get<OrSet>(**now));
+  EXPECT_EQ(there.Elements(), std::vector<std::string>{"d"});
+}
+
+TEST_F(TombstoneTest, ARegisterWrittenAgainAfterItsCollectionNeverReusesADot) {
+  ASSERT_TRUE(Apply("r", MvWrite{"1", {}}).ok());
+  ASSERT_TRUE(Apply("r", MvWrite{"2", {}}).ok());
+  auto reg = store_->Get("r", CrdtType::kMvRegister);
+  ASSERT_TRUE(reg.ok() && reg->has_value());
+  const CausalContext seen = std::get<MvRegister>(**reg).context();
+  ASSERT_TRUE(Apply("r", MvClear{seen}).ok());
+  auto cleared = store_->Get("r", CrdtType::kMvRegister);
+  const MvRegister elsewhere = std::get<MvRegister>(**cleared);
+  ASSERT_EQ(Collect(store_->clock()->Now()), 1u);
+
+  ASSERT_TRUE(Apply("r", MvWrite{"3", {}}).ok());
+  EXPECT_GT(MaxOwnCounter(*store_, "r", CrdtType::kMvRegister), seen.MaxCounter(store_->node_id()));
+  MvRegister there = elsewhere;
+  auto now = store_->Get("r", CrdtType::kMvRegister);
+  there.Join(std::get<MvRegister>(**now));
+  EXPECT_EQ(there.Values(), std::vector<std::string>{"3"});
+  // A client's context read before the collection is still taken.
+  ASSERT_TRUE(Apply("r", MvWrite{"4", seen}).ok());
+}
+
+// Dropping a key (a hand-over) forgets this node's dots in it too.
+TEST_F(TombstoneTest, ADroppedSetRaisesItsSegmentsDotFloor) {
+  ASSERT_TRUE(Apply("s", SetAdd{{"a", "b"}}).ok());
+  const uint64_t digest = *store_->KeyDigest("s");
+  {
+    auto group = store_->BeginGroup();
+    StatusOr<bool> dropped = group->Drop("s", digest);
+    ASSERT_TRUE(dropped.ok() && *dropped);
+    ASSERT_OK(group->Commit());
+  }
+  ASSERT_TRUE(Apply("s", SetAdd{{"c"}}).ok());
+  EXPECT_GT(MaxOwnCounter(*store_, "s", CrdtType::kOrSet), 2u);
+}
+
+// A directory of format 4 has emptied sets but no index: the open indexes
+// them, and they are collected as any other.
+TEST_F(TombstoneTest, DirOfFormat4GetsItsEmptiedSetsIndexedAtOpen) {
+  ASSERT_TRUE(Apply("s", SetAdd{{"a"}}).ok());
+  ASSERT_TRUE(Apply("s", SetRemove{{"a"}}).ok());
+  ASSERT_TRUE(Apply("live", SetAdd{{"a"}}).ok());
+  EditRows([](rocksdb::DB* db, const auto& families) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, families[0]));
+    for (const std::string prefix :
+         {storage_keys::kMetaEmptiedPrefix, storage_keys::kMetaEmptiedAtPrefix}) {
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        ASSERT_TRUE(db->Delete({}, families[0], it->key()).ok());
+      }
+    }
+    ASSERT_TRUE(db->Put({}, families[0], storage_keys::kMetaFormat, std::string(1, '\x04')).ok());
+  });
+  Reopen();
+  EXPECT_EQ(Collect(store_->clock()->Now()), 1u);
+  EXPECT_EQ(*store_->KeyCount(), 1u);
 }
 
 TEST_F(TombstoneTest, TheCheckpointBoundsTheLogsStampsAndSurvivesAReopen) {
