@@ -47,6 +47,9 @@ bool IsEmptied(const Crdt& c) {
     return reg->sibling_count() == 0 && !reg->IsBottom();
   }
   if (const auto* set = std::get_if<OrSet>(&c)) return set->size() == 0 && !set->IsBottom();
+  if (const auto* counter = std::get_if<PnCounter>(&c)) {
+    return !counter->IsLive() && !counter->IsBottom();
+  }
   return false;
 }
 

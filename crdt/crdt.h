@@ -44,8 +44,9 @@ Crdt Bottom(CrdtType type);
 
 bool IsBottom(const Crdt& c);
 
-// Whether `c` is a multi-value register or OR-set that has seen writes but
-// holds no value: what is left of one whose values were all removed.
+// Whether `c` is a multi-value register, OR-set or counter that has seen
+// writes but holds no value: what is left of one whose values were all
+// removed (a counter: deleted, with no increment since).
 bool IsEmptied(const Crdt& c);
 
 // Joins `other` into `*into`. Returns WrongType when the types differ.

@@ -5,9 +5,11 @@
 
 namespace geokv {
 
-PnCounter PnCounter::Increment(ReplicaId replica, int64_t delta) {
+PnCounter PnCounter::Increment(ReplicaId replica, int64_t delta, uint64_t floor) {
   if (delta == 0) return PnCounter();
-  Totals& t = entries_[replica];
+  auto [it, fresh] = entries_.try_emplace(replica);
+  Totals& t = it->second;
+  if (fresh) t = Totals{floor, floor, floor, floor};
   // Unsigned arithmetic: well defined for INT64_MIN and on wrap-around.
   if (delta >= 0) {
     t.added += static_cast<uint64_t>(delta);

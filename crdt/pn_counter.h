@@ -55,9 +55,12 @@ class PnCounter {
   explicit PnCounter(Entries entries) : entries_(std::move(entries)) {}
 
   // Adds `delta` (may be negative) on behalf of `replica`. Returns the delta:
-  // the replica's new entry. The totals wrap modulo 2^64; the store refuses
-  // an increment that would wrap them.
-  PnCounter Increment(ReplicaId replica, int64_t delta);
+  // the replica's new entry. When this state holds no entry of `replica`,
+  // the entry starts with its totals and floors at `floor` (worth 0), so
+  // that it is above the totals of an entry the replica had in an earlier
+  // state of the counter and has since forgotten. The totals wrap modulo
+  // 2^64; the store refuses an increment that would wrap them.
+  PnCounter Increment(ReplicaId replica, int64_t delta, uint64_t floor = 0);
 
   // Deletes the counter as observed here: raises every floor to its total.
   // Returns the delta: the entries it changed, with floors equal to their

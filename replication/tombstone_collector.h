@@ -36,15 +36,16 @@
 // `grace` and only while it is settled for every segment it owns
 // (HandOver::Settled: in step with every other owner).
 //
-// Multi-value registers and OR-sets left without siblings or elements go
-// the same way (the store's emptied index), stamped not by a write but by
-// this node's clock when a write left them empty. Their contexts cover
-// writes of every member, some stamped by clocks up to --max-clock-offset
-// ahead of this node's (the farthest a stamp is accepted), so they go once
-// the bound has passed their stamp by that offset (EmptiedBound). A node
-// that forgot such a state numbers its next dots in the key above the ones
-// it made there (the store's dot floors): a node still holding the old
-// context takes them for new.
+// Multi-value registers and OR-sets left without siblings or elements, and
+// counters deleted with no increment since, go the same way (the store's
+// emptied index), stamped not by a write but by this node's clock when a
+// write left them empty. Their states cover writes of every member, some
+// stamped by clocks up to --max-clock-offset ahead of this node's (the
+// farthest a stamp is accepted), so they go once the bound has passed
+// their stamp by that offset (EmptiedBound). A node that forgot such a
+// state numbers its next dots in the key above the ones it made there, and
+// starts its counter totals above its old ones (the store's floors): a node
+// still holding the old state takes them for new.
 //
 // What stops collection: a node that is down (or partitioned away) but
 // still a member holds every origin's stable stamp back until it returns

@@ -73,20 +73,23 @@ inline constexpr char kMetaRetireAtOpen[] = "retire_at_open";  // why the next o
 // written again or dropped; collection checks the key before removing it.
 inline constexpr char kMetaTombstonePrefix[] = "tombstone/";
 // The emptied index (WriteGroup::CollectTombstones): for each key whose
-// multi-value register or OR-set a write here left without siblings or
-// elements, "emptied/" wall:8 logical:4 key -> "", stamped with this
-// node's clock then, in stamp order; and "emptied_at/" key -> wall:8
-// logical:4 type:1, the key's one current index row. A later write that
+// multi-value register, OR-set or counter a write here left without
+// siblings, elements or increments beyond its reset floors, "emptied/"
+// wall:8 logical:4 key -> "", stamped with this node's clock then, in
+// stamp order; and "emptied_at/" key -> wall:8 logical:4 type:1, the
+// key's one current index row. A later write that
 // leaves the key empty again replaces both; rows of keys written since are
 // removed when collection visits them.
 inline constexpr char kMetaEmptiedPrefix[] = "emptied/";
 inline constexpr char kMetaEmptiedAtPrefix[] = "emptied_at/";
-// Dot floors: "dot_floor/" segment:2 -> counter:8, at least every counter
-// of a dot this node made in a key of the segment whose rows it removed
-// (collected or dropped). A register or set holding no dot of this node
-// numbers its next dot above its segment's floor (CausalContext::NextDot),
-// so a dot is never made twice.
-inline constexpr char kMetaDotFloorPrefix[] = "dot_floor/";
+// Floors: "floor/" segment:2 -> 8 bytes, at least every counter of a dot
+// this node made in a key of the segment whose rows it removed (collected
+// or dropped), and every total of its own in a counter there it collected. A register or set holding no dot
+// of this node numbers its next dot above its segment's floor
+// (CausalContext::NextDot), and a counter holding no entry of this node
+// starts it at the floor (PnCounter::Increment), so no dot is made twice
+// and no total goes back.
+inline constexpr char kMetaFloorPrefix[] = "floor/";
 // A file in the data dir beside RocksDB's: its inode number and birth time
 // tell the directory a node created from a copy of it.
 inline constexpr char kDirMarkerFile[] = "GEOKV-DIR";
@@ -298,11 +301,12 @@ inline bool DecodeEmptiedAt(std::string_view value, HlcTimestamp* ts, CrdtType* 
   ts->wall_ms = DecodeBigEndian64(value.data());
   ts->logical = DecodeBigEndian32(value.data() + 8);
   *type = static_cast<CrdtType>(value[12]);
-  return *type == CrdtType::kMvRegister || *type == CrdtType::kOrSet;
+  return *type == CrdtType::kMvRegister || *type == CrdtType::kOrSet ||
+         *type == CrdtType::kCounter;
 }
 
-inline std::string DotFloorRow(size_t segment) {
-  std::string out = kMetaDotFloorPrefix;
+inline std::string FloorRow(size_t segment) {
+  std::string out = kMetaFloorPrefix;
   out.push_back(static_cast<char>(segment >> 8));
   out.push_back(static_cast<char>(segment & 0xff));
   return out;

@@ -233,17 +233,17 @@ Status RocksStore::LoadMeta() {
         DecodeBigEndian64(it->value().data());
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "read applied positions"));
-  prefix = keys::kMetaDotFloorPrefix;
+  prefix = keys::kMetaFloorPrefix;
   for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
     const auto* at = reinterpret_cast<const unsigned char*>(it->key().data() + prefix.size());
     const size_t segment =
         it->key().size() == prefix.size() + 2 ? size_t{at[0]} << 8 | at[1] : kTreeSegments;
     if (segment >= kTreeSegments || it->value().size() != 8) {
-      return Status::Corruption("bad dot floor row");
+      return Status::Corruption("bad floor row");
     }
-    dot_floors_[segment] = DecodeBigEndian64(it->value().data());
+    floors_[segment] = DecodeBigEndian64(it->value().data());
   }
-  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "read dot floors"));
+  GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "read floors"));
   if (index_emptied) {
     GEOKV_RETURN_IF_ERROR(IndexEmptied().WithContext(
         "migrate from disk format " + std::to_string(keys::kTombstoneIndexedDiskFormat)));
@@ -373,7 +373,7 @@ Status RocksStore::IndexEmptied() {
       [this, stamp](std::string_view key, CrdtType type, std::string_view value,
                     rocksdb::WriteBatch* batch) -> Status {
         bool empty = false;
-        if (type == CrdtType::kMvRegister) {
+        if (type == CrdtType::kMvRegister || type == CrdtType::kCounter) {
           GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(value));
           empty = IsEmptied(state);
         } else if (type == CrdtType::kOrSet) {

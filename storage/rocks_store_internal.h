@@ -359,21 +359,29 @@ class RocksWriteGroup : public WriteGroup {
   // A new LWW tombstone also gets its tombstone index row.
   void PutObject(std::string_view key, const Crdt& state, const std::optional<std::string>& old);
   // Removes every row of `key`, whose digest as of this group is `digest`,
-  // and takes the key out of the tree; raises the segment's dot floor to
-  // this node's dots in it. REQUIRES: inside Atomically.
-  Status RemoveKey(std::string_view key, uint64_t digest);
-  // Removes `key` (RemoveKey) when it holds nothing but its object row
-  // `object` with `value`; returns whether it did. REQUIRES: inside
-  // Atomically.
-  StatusOr<bool> RemoveIfOnly(const std::string& key, const std::string& object,
-                              const std::string& value);
-  // The two halves of CollectTombstones.
-  StatusOr<size_t> CollectLwwTombstones(HlcTimestamp bound, size_t limit);
-  StatusOr<size_t> CollectEmptied(HlcTimestamp bound, size_t limit);
-  // The dot floor of `key`'s segment as of this group (keys::kMetaDotFloorPrefix).
-  uint64_t DotFloor(std::string_view key) const;
-  // Raises the dot floor of `key`'s segment to this node's dots in `ctx`.
-  void RaiseDotFloor(std::string_view key, const CausalContext& ctx);
+  // and takes the key out of the tree; raises the segment's floor to this
+  // node's dots in it and, when `collected` (not handed over), to its
+  // counter totals. REQUIRES: inside Atomically.
+  Status RemoveKey(std::string_view key, uint64_t digest, bool collected);
+  // What collection found of a key: removed; holding a tombstone or an
+  // emptied state not stable yet (an emptied state without its record gets
+  // one); or holding a live value (or nothing).
+  enum class Collectable { kCollected, kNotYet, kLive };
+  // Removes `key` (RemoveKey) when every state it holds is an LWW
+  // tombstone stamped at or below `bound` or an emptied register, set or
+  // counter (IsEmptied) recorded at or below `emptied_bound`, and nothing
+  // else. REQUIRES: inside Atomically.
+  StatusOr<Collectable> CollectKey(const std::string& key, HlcTimestamp bound,
+                                   HlcTimestamp emptied_bound);
+  // The two halves of CollectTombstones: the keys of the tombstone index,
+  // then those of the emptied index.
+  StatusOr<size_t> CollectLwwTombstones(HlcTimestamp bound, HlcTimestamp emptied_bound,
+                                        size_t limit);
+  StatusOr<size_t> CollectEmptied(HlcTimestamp bound, HlcTimestamp emptied_bound, size_t limit);
+  // The floor of `key`'s segment as of this group (keys::kMetaFloorPrefix).
+  uint64_t Floor(std::string_view key) const;
+  // Raises the floor of `key`'s segment to `value`, if below.
+  void RaiseFloor(std::string_view key, uint64_t value);
   // Reads a meta row as of this group; nullopt when absent.
   Status GetMeta(const std::string& row, std::optional<std::string>* value);
   // Records that a write left the register or set (`type`) at `key`
@@ -444,7 +452,7 @@ class RocksWriteGroup : public WriteGroup {
   std::optional<std::vector<bool>> dropped_;
   std::optional<std::string> peer_members_;  // to write at commit
   std::optional<std::vector<bool>> vouched_;  // to write at commit
-  std::map<size_t, uint64_t> floors_;  // dot floors raised here, to write at commit
+  std::map<size_t, uint64_t> raised_floors_;  // floors raised here, to write at commit
   size_t size_ = 0;
   uint64_t lww_overwritten_ = 0;  // LWW joins that lost, added at commit
   bool spent_ = false;
@@ -589,8 +597,8 @@ class RocksStore : public Store {
   mutable std::mutex tree_mu_;
   std::vector<uint64_t> digests_ = std::vector<uint64_t>(kTreeSegments);  // committed
   std::vector<bool> dropped_ = std::vector<bool>(kTreeSegments);           // committed
-  // keys::kMetaDotFloorPrefix, per segment; guarded by writer_mu_.
-  std::vector<uint64_t> dot_floors_ = std::vector<uint64_t>(kTreeSegments);
+  // keys::kMetaFloorPrefix, per segment; guarded by writer_mu_.
+  std::vector<uint64_t> floors_ = std::vector<uint64_t>(kTreeSegments);
   std::string peer_members_;                                               // committed
   std::optional<std::vector<bool>> vouched_;                               // committed
 };

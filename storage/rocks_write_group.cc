@@ -72,9 +72,7 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
   GEOKV_ASSIGN_OR_RETURN(std::optional<Change> change, MakeChange(key, op));
   if (!change) return uint64_t{0};
   PutLiveMask(key_string, mask, type, change->live);
-  if (!change->live && (type == CrdtType::kMvRegister || type == CrdtType::kOrSet)) {
-    GEOKV_RETURN_IF_ERROR(NoteEmptied(key, type));
-  }
+  if (!change->live && type != CrdtType::kLww) GEOKV_RETURN_IF_ERROR(NoteEmptied(key, type));
   HlcTimestamp ts = std::holds_alternative<LwwRegister>(change->delta)
                         ? std::get<LwwRegister>(change->delta).timestamp()
                         : store_->clock_->Now();
@@ -91,6 +89,7 @@ Status RocksWriteGroup::ResetCounter(std::string_view key) {
   uint8_t mask;
   GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
   PutLiveMask(key_string, mask, CrdtType::kCounter, false);
+  GEOKV_RETURN_IF_ERROR(NoteEmptied(key, CrdtType::kCounter));
   AppendLog(key, store_->clock_->Now(), delta);
   return Status::OK();
 }
@@ -121,7 +120,7 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
     GEOKV_ASSIGN_OR_RETURN(Crdt state, reader_.GetObject(key, type, &old));
     auto& reg = std::get<MvRegister>(state);
     GEOKV_RETURN_IF_ERROR(CheckSeen(key, reg, write->seen));
-    MvRegister delta = reg.Write(write->value, write->seen, node, DotFloor(key));
+    MvRegister delta = reg.Write(write->value, write->seen, node, Floor(key));
     if (reg.sibling_count() > store_->options_.max_siblings) {
       return Status::TooLarge("key '" + PrintableBytes(key) + "' would have " +
                               std::to_string(reg.sibling_count()) + " siblings (limit " +
@@ -149,7 +148,7 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
                                      " without elements");
     }
     GEOKV_ASSIGN_OR_RETURN(OrSet projection, reader_.GetSetProjection(key, elements));
-    OrSet delta = add ? projection.AddAll(elements, node, DotFloor(key))
+    OrSet delta = add ? projection.AddAll(elements, node, Floor(key))
                       : projection.RemoveAll(elements);
     if (delta.IsBottom()) return Result();
     GEOKV_ASSIGN_OR_RETURN(bool live, JoinSet(key, delta));
@@ -168,17 +167,19 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
                                    PrintableBytes(key) + "'");
   }
   // Each node's totals only grow; one that wrapped would lose every join.
+  // A node without an entry starts it at its segment's floor.
+  const uint64_t floor = Floor(key);
   auto mine = counter.entries().find(node);
-  if (mine != counter.entries().end()) {
-    uint64_t magnitude = inc.delta >= 0 ? static_cast<uint64_t>(inc.delta)
-                                        : 0 - static_cast<uint64_t>(inc.delta);
-    uint64_t total = inc.delta >= 0 ? mine->second.added : mine->second.subtracted;
-    if (total > UINT64_MAX - magnitude) {
-      return Status::InvalidArgument("this node's running total for the counter at key '" +
-                                     PrintableBytes(key) + "' would overflow");
-    }
+  const uint64_t magnitude = inc.delta >= 0 ? static_cast<uint64_t>(inc.delta)
+                                            : 0 - static_cast<uint64_t>(inc.delta);
+  const uint64_t total = mine == counter.entries().end() ? floor
+                         : inc.delta >= 0                ? mine->second.added
+                                                         : mine->second.subtracted;
+  if (total > UINT64_MAX - magnitude) {
+    return Status::InvalidArgument("this node's running total for the counter at key '" +
+                                   PrintableBytes(key) + "' would overflow");
   }
-  PnCounter delta = counter.Increment(node, inc.delta);
+  PnCounter delta = counter.Increment(node, inc.delta, floor);
   PutObject(key, state, old);
   return Result(Change{std::move(delta), counter.IsLive()});
 }
@@ -191,9 +192,7 @@ Status RocksWriteGroup::JoinAndMark(std::string_view key, CrdtType type, JoinFn&
     GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
     GEOKV_ASSIGN_OR_RETURN(bool live, join());
     PutLiveMask(key_string, mask, type, live);
-    if (!live && (type == CrdtType::kMvRegister || type == CrdtType::kOrSet)) {
-      GEOKV_RETURN_IF_ERROR(NoteEmptied(key, type));
-    }
+    if (!live && type != CrdtType::kLww) GEOKV_RETURN_IF_ERROR(NoteEmptied(key, type));
     ++size_;
     return Status::OK();
   });
@@ -367,33 +366,44 @@ StatusOr<bool> RocksWriteGroup::Drop(std::string_view key, uint64_t expected_dig
   return Atomically(key, [&]() -> StatusOr<bool> {
     GEOKV_ASSIGN_OR_RETURN(uint64_t digest, DigestInGroup(std::string(key)));
     if (digest != expected_digest) return false;
-    GEOKV_RETURN_IF_ERROR(RemoveKey(key, digest));
+    GEOKV_RETURN_IF_ERROR(RemoveKey(key, digest, /*collected=*/false));
     if (op_dropped_) Dropped()[TreeSegmentOf(key)] = true;
     return true;
   });
 }
 
-Status RocksWriteGroup::RemoveKey(std::string_view key, uint64_t digest) {
+Status RocksWriteGroup::RemoveKey(std::string_view key, uint64_t digest, bool collected) {
   std::unique_ptr<rocksdb::Iterator> it = reader_.NewIterator();
   // Every row of the key, the derived ones too. Collected first: the
   // iterator reads the batch, which must not change under it.
   const std::string prefix = keys::KeyPrefix(key);
+  const ReplicaId node = store_->node_id_;
   const std::string mv_row = keys::ObjectRow(key, CrdtType::kMvRegister);
   const std::string set_row = keys::ObjectRow(key, CrdtType::kOrSet);
+  const std::string counter_row = keys::ObjectRow(key, CrdtType::kCounter);
   std::vector<std::string> rows;
   for (it->Seek(prefix); it->Valid() && StartsWith(it->key(), prefix); it->Next()) {
     rows.push_back(it->key().ToString());
-    // The dots this node made in the key are forgotten with it: the
-    // segment's floor keeps them from being made again.
+    // The dots and totals this node made in the key are forgotten with it:
+    // the segment's floor keeps them from being made again.
     const std::string_view value(it->value().data(), it->value().size());
-    if (rows.back() == mv_row) {
+    if (rows.back() == mv_row || rows.back() == counter_row) {
       GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(value));
-      if (const auto* reg = std::get_if<MvRegister>(&state)) RaiseDotFloor(key, reg->context());
+      if (const auto* reg = std::get_if<MvRegister>(&state)) {
+        RaiseFloor(key, reg->context().MaxCounter(node));
+      } else if (const auto* counter = std::get_if<PnCounter>(&state); counter && collected) {
+        // Only a deleted counter starts over: one handed over comes back
+        // with its totals before this node writes to it (server/plan.h).
+        auto mine = counter->entries().find(node);
+        if (mine != counter->entries().end()) {
+          RaiseFloor(key, std::max(mine->second.added, mine->second.subtracted));
+        }
+      }
     } else if (rows.back() == set_row) {
       SetHeader header;
       GEOKV_RETURN_IF_ERROR(DecodeSetHeader(value, &header).WithContext(
           Describe(key, CrdtType::kOrSet)));
-      RaiseDotFloor(key, header.ctx);
+      RaiseFloor(key, header.ctx.MaxCounter(node));
     }
   }
   GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan key"));
@@ -408,24 +418,14 @@ Status RocksWriteGroup::RemoveKey(std::string_view key, uint64_t digest) {
   return Status::OK();
 }
 
-StatusOr<bool> RocksWriteGroup::RemoveIfOnly(const std::string& key, const std::string& object,
-                                              const std::string& value) {
-  // Nothing else: the key's digest is that row's hash.
-  GEOKV_ASSIGN_OR_RETURN(uint64_t digest, DigestInGroup(key));
-  if (digest != keys::StateRowHash(object, value)) return false;
-  GEOKV_RETURN_IF_ERROR(RemoveKey(key, digest));
-  return true;
-}
-
-uint64_t RocksWriteGroup::DotFloor(std::string_view key) const {
+uint64_t RocksWriteGroup::Floor(std::string_view key) const {
   const size_t segment = TreeSegmentOf(key);
-  auto raised = floors_.find(segment);
-  return raised != floors_.end() ? raised->second : store_->dot_floors_[segment];
+  auto raised = raised_floors_.find(segment);
+  return raised != raised_floors_.end() ? raised->second : store_->floors_[segment];
 }
 
-void RocksWriteGroup::RaiseDotFloor(std::string_view key, const CausalContext& ctx) {
-  const uint64_t made = ctx.MaxCounter(store_->node_id_);
-  if (made > DotFloor(key)) floors_[TreeSegmentOf(key)] = made;
+void RocksWriteGroup::RaiseFloor(std::string_view key, uint64_t value) {
+  if (value > Floor(key)) raised_floors_[TreeSegmentOf(key)] = value;
 }
 
 Status RocksWriteGroup::GetMeta(const std::string& row, std::optional<std::string>* value) {
@@ -459,13 +459,71 @@ Status RocksWriteGroup::NoteEmptied(std::string_view key, CrdtType type) {
 StatusOr<size_t> RocksWriteGroup::CollectTombstones(HlcTimestamp bound,
                                                     HlcTimestamp emptied_bound, size_t limit) {
   if (spent_) return Status::FailedPrecondition("write group already committed");
-  GEOKV_ASSIGN_OR_RETURN(const size_t tombstones, CollectLwwTombstones(bound, limit));
+  GEOKV_ASSIGN_OR_RETURN(const size_t tombstones,
+                         CollectLwwTombstones(bound, emptied_bound, limit));
   if (tombstones >= limit) return tombstones;
-  GEOKV_ASSIGN_OR_RETURN(const size_t emptied, CollectEmptied(emptied_bound, limit - tombstones));
+  GEOKV_ASSIGN_OR_RETURN(const size_t emptied,
+                         CollectEmptied(bound, emptied_bound, limit - tombstones));
   return tombstones + emptied;
 }
 
-StatusOr<size_t> RocksWriteGroup::CollectLwwTombstones(HlcTimestamp bound, size_t limit) {
+StatusOr<RocksWriteGroup::Collectable> RocksWriteGroup::CollectKey(const std::string& key,
+                                                                   HlcTimestamp bound,
+                                                                   HlcTimestamp emptied_bound) {
+  uint64_t rows = 0;  // the hash of the object rows read
+  bool found = false;
+  std::optional<CrdtType> emptied;
+  bool pending = false;
+  for (CrdtType type : kAllCrdtTypes) {
+    const std::string object = keys::ObjectRow(key, type);
+    std::optional<std::string> row;
+    GEOKV_RETURN_IF_ERROR(reader_.GetRow(object, &row));
+    if (!row) continue;
+    found = true;
+    rows ^= keys::StateRowHash(object, *row);
+    if (type == CrdtType::kOrSet) {
+      SetHeader header;
+      GEOKV_RETURN_IF_ERROR(DecodeSetHeader(*row, &header).WithContext(Describe(key, type)));
+      if (header.cardinality != 0) return Collectable::kLive;
+      emptied = type;
+      continue;
+    }
+    GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(*row));
+    if (const auto* reg = std::get_if<LwwRegister>(&state)) {
+      if (reg->value()) return Collectable::kLive;
+      pending = pending || bound < reg->timestamp();
+    } else if (IsEmptied(state)) {
+      emptied = type;
+    } else {
+      return Collectable::kLive;
+    }
+  }
+  if (!found) return Collectable::kLive;  // nothing here
+  const std::string at_row = keys::EmptiedAtRow(key);
+  if (emptied) {
+    std::optional<std::string> at;
+    GEOKV_RETURN_IF_ERROR(GetMeta(at_row, &at));
+    HlcTimestamp stamp;
+    CrdtType type;
+    if (!at || !keys::DecodeEmptiedAt(*at, &stamp, &type)) {
+      // An emptied state whose record went (the key was live since): it
+      // is recorded again, from now.
+      GEOKV_RETURN_IF_ERROR(NoteEmptied(key, *emptied));
+      return Collectable::kNotYet;
+    }
+    pending = pending || emptied_bound < stamp;
+  }
+  if (pending) return Collectable::kNotYet;
+  // Nothing else, no element row among them: the key's digest is theirs.
+  GEOKV_ASSIGN_OR_RETURN(uint64_t digest, DigestInGroup(key));
+  if (digest != rows) return Collectable::kLive;
+  if (emptied) batch_.Delete(store_->meta_, at_row);
+  GEOKV_RETURN_IF_ERROR(RemoveKey(key, digest, /*collected=*/true));
+  return Collectable::kCollected;
+}
+
+StatusOr<size_t> RocksWriteGroup::CollectLwwTombstones(HlcTimestamp bound,
+                                                       HlcTimestamp emptied_bound, size_t limit) {
   // The index rows to visit, collected first: the removals below change
   // the batch the iterator reads. Per writer, the rows up to the bound.
   std::vector<keys::TombstoneRef> visit;
@@ -492,27 +550,18 @@ StatusOr<size_t> RocksWriteGroup::CollectLwwTombstones(HlcTimestamp bound, size_
   }
   size_t removed = 0;
   for (const keys::TombstoneRef& ref : visit) {
-    GEOKV_ASSIGN_OR_RETURN(bool gone, Atomically(ref.key, [&]() -> StatusOr<bool> {
+    GEOKV_ASSIGN_OR_RETURN(Collectable done, Atomically(ref.key, [&]() -> StatusOr<Collectable> {
       batch_.Delete(store_->meta_, keys::TombstoneRow(ref.writer, ref.stamp, ref.key));
       ++size_;
-      std::optional<std::string> row;
-      const std::string object = keys::ObjectRow(ref.key, CrdtType::kLww);
-      GEOKV_RETURN_IF_ERROR(reader_.GetRow(object, &row));
-      if (!row) return false;
-      GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(*row));
-      const auto* reg = std::get_if<LwwRegister>(&state);
-      if (reg == nullptr || reg->value() || reg->node() != ref.writer ||
-          reg->timestamp() != ref.stamp) {
-        return false;
-      }
-      return RemoveIfOnly(ref.key, object, *row);
+      return CollectKey(ref.key, bound, emptied_bound);
     }));
-    if (gone) ++removed;
+    if (done == Collectable::kCollected) ++removed;
   }
   return removed;
 }
 
-StatusOr<size_t> RocksWriteGroup::CollectEmptied(HlcTimestamp bound, size_t limit) {
+StatusOr<size_t> RocksWriteGroup::CollectEmptied(HlcTimestamp bound, HlcTimestamp emptied_bound,
+                                                 size_t limit) {
   std::vector<keys::EmptiedRef> visit;
   {
     std::unique_ptr<rocksdb::Iterator> it(batch_.NewIteratorWithBase(
@@ -524,14 +573,14 @@ StatusOr<size_t> RocksWriteGroup::CollectEmptied(HlcTimestamp bound, size_t limi
       if (!keys::DecodeEmptiedRow(std::string_view(it->key().data(), it->key().size()), &ref)) {
         return Status::Corruption("bad emptied index row");
       }
-      if (bound < ref.stamp) break;
+      if (emptied_bound < ref.stamp) break;
       visit.push_back(std::move(ref));
     }
     GEOKV_RETURN_IF_ERROR(FromRocks(it->status(), "scan the emptied index"));
   }
   size_t removed = 0;
   for (const keys::EmptiedRef& ref : visit) {
-    GEOKV_ASSIGN_OR_RETURN(bool gone, Atomically(ref.key, [&]() -> StatusOr<bool> {
+    GEOKV_ASSIGN_OR_RETURN(Collectable done, Atomically(ref.key, [&]() -> StatusOr<Collectable> {
       batch_.Delete(store_->meta_, keys::EmptiedRow(ref.stamp, ref.key));
       ++size_;
       const std::string at_row = keys::EmptiedAtRow(ref.key);
@@ -540,26 +589,16 @@ StatusOr<size_t> RocksWriteGroup::CollectEmptied(HlcTimestamp bound, size_t limi
       HlcTimestamp stamp;
       CrdtType type;
       // Only the key's current row counts: an earlier one was replaced.
-      if (!at || !keys::DecodeEmptiedAt(*at, &stamp, &type) || stamp != ref.stamp) return false;
-      batch_.Delete(store_->meta_, at_row);
-      const std::string object = keys::ObjectRow(ref.key, type);
-      std::optional<std::string> row;
-      GEOKV_RETURN_IF_ERROR(reader_.GetRow(object, &row));
-      if (!row) return false;
-      bool empty;
-      if (type == CrdtType::kMvRegister) {
-        GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(*row));
-        const auto* reg = std::get_if<MvRegister>(&state);
-        empty = reg != nullptr && reg->sibling_count() == 0;
-      } else {
-        SetHeader header;
-        GEOKV_RETURN_IF_ERROR(DecodeSetHeader(*row, &header).WithContext(Describe(ref.key, type)));
-        empty = header.cardinality == 0;
+      if (!at || !keys::DecodeEmptiedAt(*at, &stamp, &type) || stamp != ref.stamp) {
+        return Collectable::kNotYet;
       }
-      if (!empty) return false;
-      return RemoveIfOnly(ref.key, object, *row);
+      GEOKV_ASSIGN_OR_RETURN(Collectable c, CollectKey(ref.key, bound, emptied_bound));
+      // A key written since keeps no record; a tombstone not yet stable
+      // leaves it for the tombstone's own visit.
+      if (c == Collectable::kLive) batch_.Delete(store_->meta_, at_row);
+      return c;
     }));
-    if (gone) ++removed;
+    if (done == Collectable::kCollected) ++removed;
   }
   return removed;
 }

@@ -80,7 +80,7 @@ void RocksWriteGroup::WriteStateRow(const std::string& row, bool element,
 Status RocksWriteGroup::CheckSeen(std::string_view key, const MvRegister& reg,
                                   const CausalContext& seen) const {
   const ReplicaId node = store_->node_id_;
-  if (seen.MaxCounter(node) > std::max(reg.context().MaxCounter(node), DotFloor(key))) {
+  if (seen.MaxCounter(node) > std::max(reg.context().MaxCounter(node), Floor(key))) {
     return Status::InvalidArgument("the context for key '" + PrintableBytes(key) +
                                    "' holds writes this node never made there; pass the "
                                    "context of a read of this key");
@@ -197,7 +197,7 @@ Status RocksWriteGroup::Commit() {
   std::unique_lock<std::mutex> slot = std::move(lock_);  // released on return
   const bool dropped_changed = dropped_ && *dropped_ != store_->DroppedSegments();
   if (size_ == 0 && applied_.empty() && !dropped_changed && !peer_members_ && !vouched_ &&
-      floors_.empty()) {
+      raised_floors_.empty()) {
     return Status::OK();
   }
   auto* db = store_->db_.get();
@@ -223,8 +223,8 @@ Status RocksWriteGroup::Commit() {
       batch_.Put(store_->meta_, keys::kMetaDroppedSegments, EncodeSegmentSet(*dropped_));
     }
   }
-  for (const auto& [segment, floor] : floors_) {
-    batch_.Put(store_->meta_, keys::DotFloorRow(segment), EncodeBigEndian64(floor));
+  for (const auto& [segment, floor] : raised_floors_) {
+    batch_.Put(store_->meta_, keys::FloorRow(segment), EncodeBigEndian64(floor));
   }
   if (peer_members_) batch_.Put(store_->meta_, keys::kMetaPeerMembers, *peer_members_);
   if (vouched_) batch_.Put(store_->meta_, keys::kMetaVouchedSegments, EncodeSegmentSet(*vouched_));
@@ -254,7 +254,7 @@ Status RocksWriteGroup::Commit() {
     if (peer_members_) store_->peer_members_ = std::move(*peer_members_);
     if (vouched_) store_->vouched_ = std::move(*vouched_);
   }
-  for (const auto& [segment, floor] : floors_) store_->dot_floors_[segment] = floor;
+  for (const auto& [segment, floor] : raised_floors_) store_->floors_[segment] = floor;
   store_->key_count_.fetch_add(static_cast<uint64_t>(count_change));
   store_->last_seq_.store(last_seq);
   {

@@ -227,12 +227,15 @@ class WriteGroup {
   // removed. On error (a failed read) the keys removed before it stay
   // removed in the group.
   // Then, within the same `limit` of visits, collects the multi-value
-  // registers and OR-sets a write here left without siblings or elements
-  // (the emptied index) whose stamp (this node's clock when the write left
-  // them empty) is at or below `emptied_bound`, and that still hold
-  // nothing but that empty state; this node's dots in them go into its
-  // segment's dot floor, so it never makes them again. The caller's bound
-  // must also cover every write such a state has seen, whoever stamped it.
+  // registers, OR-sets and counters a write here left without siblings,
+  // elements or increments beyond their reset floors (the emptied index,
+  // IsEmptied) whose stamp (this node's clock when the write left them
+  // empty) is at or below `emptied_bound`. A key goes only when every state
+  // it holds is such a tombstone or emptied state (a deleted counter's key
+  // holds both). This node's dots and counter totals in a key removed go
+  // into its segment's floor, so it never makes them again. The caller's
+  // bound must also cover every write an emptied state has seen, whoever
+  // stamped it.
   virtual StatusOr<size_t> CollectTombstones(HlcTimestamp bound, HlcTimestamp emptied_bound,
                                              size_t limit) = 0;
 

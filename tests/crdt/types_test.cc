@@ -373,6 +373,24 @@ TEST(OrSet, RemovingAnAbsentElementIsBottom) {
   EXPECT_TRUE(s.Remove("y").IsBottom());
 }
 
+TEST(PnCounter, AnEntryStartedAtAFloorIsWorthItsIncrementsAboveTheOldTotals) {
+  PnCounter forgotten;
+  forgotten.Increment(kA, 5);
+  forgotten.Increment(kA, -3);
+  forgotten.Reset();
+  PnCounter fresh;
+  fresh.Increment(kA, 2, /*floor=*/5);
+  EXPECT_EQ(fresh.Value(), 2);
+  PnCounter joined = forgotten;
+  joined.Join(fresh);
+  EXPECT_EQ(joined.Value(), 2);
+  fresh.Join(forgotten);
+  EXPECT_EQ(fresh.Value(), 2);
+  // An entry that exists continues from its totals.
+  fresh.Increment(kA, 1, /*floor=*/100);
+  EXPECT_EQ(fresh.Value(), 3);
+}
+
 TEST(PnCounter, ConvergesToTheIncrementsBeyondTheFloors) {
   EXPECT_TRUE(rc::check([] {
     Simulation<PnCounter> sim;

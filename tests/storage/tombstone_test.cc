@@ -264,8 +264,41 @@ TEST_F(TombstoneTest, ARegisterWrittenAgainAfterItsCollectionNeverReusesADot) {
   ASSERT_TRUE(Apply("r", MvWrite{"4", seen}).ok());
 }
 
+// A deleted counter's key holds the counter (deleted) and the delete's
+// tombstone: it goes once both are stable, and increments made afterwards
+// count from the floor, so a node still holding the old counter keeps them.
+TEST_F(TombstoneTest, ADeletedCounterIsCollectedAndLaterIncrementsAreKept) {
+  ASSERT_TRUE(Apply("c", CounterAdd{5}).ok());
+  ASSERT_TRUE(Apply("c", LwwDelete{}).ok());
+  auto old = store_->Get("c", CrdtType::kCounter);
+  ASSERT_TRUE(old.ok() && old->has_value());
+  const PnCounter elsewhere = std::get<PnCounter>(**old);
+  ASSERT_EQ(elsewhere.Value(), 0);
+  const HlcTimestamp now = store_->clock()->Now();
+  // The tombstone alone is stable: the counter holds the key.
+  {
+    auto group = store_->BeginGroup();
+    StatusOr<size_t> removed = group->CollectTombstones(now, HlcTimestamp{1, 0}, 1000);
+    ASSERT_TRUE(removed.ok());
+    EXPECT_EQ(*removed, 0u);
+    ASSERT_OK(group->Commit());
+  }
+  EXPECT_NE(*store_->KeyDigest("c"), 0u);
+  EXPECT_EQ(Collect(store_->clock()->Now()), 1u);
+  EXPECT_EQ(*store_->KeyDigest("c"), 0u);
+
+  ASSERT_TRUE(Apply("c", CounterAdd{2}).ok());
+  ASSERT_OK(JoinOne("c", elsewhere));
+  auto now_state = store_->Get("c", CrdtType::kCounter);
+  ASSERT_TRUE(now_state.ok() && now_state->has_value());
+  EXPECT_EQ(std::get<PnCounter>(**now_state).Value(), 2);
+  PnCounter there = elsewhere;
+  there.Join(std::get<PnCounter>(**now_state));
+  EXPECT_EQ(there.Value(), 2);
+}
+
 // Dropping a key (a hand-over) forgets this node's dots in it too.
-TEST_F(TombstoneTest, ADroppedSetRaisesItsSegmentsDotFloor) {
+TEST_F(TombstoneTest, ADroppedSetRaisesItsSegmentsFloor) {
   ASSERT_TRUE(Apply("s", SetAdd{{"a", "b"}}).ok());
   const uint64_t digest = *store_->KeyDigest("s");
   {
