@@ -53,4 +53,15 @@ bool IsEmptied(const Crdt& c) {
   return false;
 }
 
+bool OnlyRemovals(const std::vector<Crdt>& states) {
+  bool emptied = false;
+  for (const Crdt& c : states) {
+    const auto* reg = std::get_if<LwwRegister>(&c);
+    if (reg != nullptr && !reg->value() && !reg->IsBottom()) continue;
+    if (!IsEmptied(c)) return false;
+    emptied = true;
+  }
+  return emptied;
+}
+
 }  // namespace geokv

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "crdt/lww_register.h"
 #include "crdt/mv_register.h"
@@ -48,6 +49,10 @@ bool IsBottom(const Crdt& c);
 // writes but holds no value: what is left of one whose values were all
 // removed (a counter: deleted, with no increment since).
 bool IsEmptied(const Crdt& c);
+
+// Whether the states of one key are nothing but what removals left: some
+// emptied (IsEmptied), the rest LWW tombstones (a deleted counter's key).
+bool OnlyRemovals(const std::vector<Crdt>& states);
 
 // Joins `other` into `*into`. Returns WrongType when the types differ.
 Status Join(Crdt* into, const Crdt& other);

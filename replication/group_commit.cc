@@ -243,12 +243,21 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply,
   StatusOr<std::vector<Crdt>> decoded = apply.joins.Decode();
   if (!decoded.ok()) return decoded.status();
   GEOKV_RETURN_IF_ERROR(CheckStamps(apply, *decoded));
-  for (size_t i = 0; i < decoded->size(); ++i) {
-    if (IsEmptied((*decoded)[i]) && apply.unless_emptied.count(std::string(apply.joins.key(i)))) {
-      StatusOr<uint64_t> held = group.KeyDigest(apply.joins.key(i));
-      if (!held.ok()) return held.status();
-      if (*held == 0) continue;
+  // Keys of unless_emptied this node holds nothing of whose states are only
+  // what removals left: none of their states is joined.
+  std::set<std::string_view> left_out;
+  for (const std::string& key : apply.unless_emptied) {
+    std::vector<Crdt> states;
+    for (size_t i = 0; i < decoded->size(); ++i) {
+      if (apply.joins.key(i) == key) states.push_back((*decoded)[i]);
     }
+    if (!OnlyRemovals(states)) continue;
+    StatusOr<uint64_t> held = group.KeyDigest(key);
+    if (!held.ok()) return held.status();
+    if (*held == 0) left_out.insert(key);
+  }
+  for (size_t i = 0; i < decoded->size(); ++i) {
+    if (left_out.count(apply.joins.key(i))) continue;
     HlcTimestamp held_above;
     Status joined = group.Join(apply.joins.key(i), (*decoded)[i], &held_above);
     if (!held_above.IsZero()) superseded->emplace_back(i, held_above);

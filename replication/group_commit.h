@@ -67,9 +67,9 @@ struct RemoteApply {
   // the writer thread; one that does not decode fails the write before
   // anything of it is joined.
   EncodedJoins joins;
-  // Keys of `joins` whose emptied registers and sets (IsEmptied) are left
-  // out when this node holds nothing of the key (anti-entropy's, see
-  // AntiEntropy::RepairSegment).
+  // Keys of `joins` whose states are left out when they are only what
+  // removals left (OnlyRemovals) and this node holds nothing of the key
+  // (anti-entropy's, see AntiEntropy::RepairSegment).
   std::set<std::string> unless_emptied;
   // After the joins: pages of OR-sets moved in pieces
   // (WriteGroup::JoinSetPage), then the contexts that end such transfers

@@ -104,7 +104,7 @@ EncodedKeyStates EncodeKeyStates(Store& store, std::string_view key, size_t max_
   EncodedKeyStates out;
   auto states = store.GetStates(key);
   KJ_REQUIRE(states.ok(), "cannot read states", states.status().ToString());
-  if (leave_out_emptied && std::all_of(states->begin(), states->end(), IsEmptied)) return out;
+  if (leave_out_emptied && OnlyRemovals(*states)) return out;
   std::vector<bool> is_set;
   for (const Crdt& c : *states) {
     out.encoded.push_back(EncodeCrdt(c));

@@ -113,8 +113,8 @@ struct EncodedKeyStates {
   size_t bytes = 0;
   bool paged_set = false;
 };
-// With `leave_out_emptied`, a key whose states are all emptied registers
-// and sets (IsEmptied) gets none. Reads the store: call it on a reader
+// With `leave_out_emptied`, a key whose states are only what removals left
+// (OnlyRemovals) gets none. Reads the store: call it on a reader
 // thread (AsyncStore::Run), never on the loop. Throws (KJ_REQUIRE) when
 // the store cannot read the key.
 EncodedKeyStates EncodeKeyStates(Store& store, std::string_view key, size_t max_message_bytes,

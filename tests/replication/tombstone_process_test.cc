@@ -154,5 +154,32 @@ TEST(TombstoneProcessTest, EmptiedSetsAreCollectedEverywhereAndAddsAfterwardsAre
   }
 }
 
+TEST(TombstoneProcessTest, DeletedCountersAreCollectedEverywhereAndLaterIncrementsCount) {
+  TestDir dir;
+  Cluster cluster(dir.path(), CollectingCluster());
+  START_CLUSTER(cluster);
+  constexpr int kKeys = 20;
+  auto key = [](int i) { return "c" + std::to_string(i); };
+  ASSERT_NO_FATAL_FAILURE(CollectAfterNode3Returns(
+      cluster, kKeys, [&](Client& c, int i) { return c.IncrBy(key(i), 5); },
+      [&](Client& c, int i) { return c.Del(key(i)); },
+      [&](Client& c, int n) { EXPECT_EQ(c.Counter(key(n)), 0) << "node " << n; }));
+  // Increments after the collection, through the node that deleted and the
+  // one that was away, count from 0 on every node.
+  {
+    Client a(cluster, 0);
+    Client d(cluster, 3);
+    for (int i = 0; i < kKeys; ++i) {
+      ASSERT_NE(a.IncrBy(key(i), 1), "") << i;
+      ASSERT_NE(d.IncrBy(key(i), 2), "") << i;
+    }
+  }
+  EXPECT_CONVERGED(cluster, 30s);
+  for (int n = 0; n < 4; ++n) {
+    Client c(cluster, n);
+    for (int i = 0; i < kKeys; ++i) EXPECT_EQ(c.Counter(key(i)), 3) << "node " << n << " " << key(i);
+  }
+}
+
 }  // namespace
 }  // namespace geokv::testing
