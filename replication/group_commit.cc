@@ -245,12 +245,14 @@ Status GroupCommitter::Apply(WriteGroup& group, const RemoteApply& apply,
   GEOKV_RETURN_IF_ERROR(CheckStamps(apply, *decoded));
   // Keys of unless_emptied this node holds nothing of whose states are only
   // what removals left: none of their states is joined.
-  std::set<std::string_view> left_out;
-  for (const std::string& key : apply.unless_emptied) {
-    std::vector<Crdt> states;
-    for (size_t i = 0; i < decoded->size(); ++i) {
-      if (apply.joins.key(i) == key) states.push_back((*decoded)[i]);
+  std::map<std::string_view, std::vector<Crdt>> candidates;
+  for (size_t i = 0; i < decoded->size(); ++i) {
+    if (apply.unless_emptied.count(std::string(apply.joins.key(i))) > 0) {
+      candidates[apply.joins.key(i)].push_back((*decoded)[i]);
     }
+  }
+  std::set<std::string_view> left_out;
+  for (const auto& [key, states] : candidates) {
     if (!OnlyRemovals(states)) continue;
     StatusOr<uint64_t> held = group.KeyDigest(key);
     if (!held.ok()) return held.status();

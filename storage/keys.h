@@ -76,8 +76,8 @@ inline constexpr char kMetaTombstonePrefix[] = "tombstone/";
 // multi-value register, OR-set or counter a write here left without
 // siblings, elements or increments beyond its reset floors, "emptied/"
 // wall:8 logical:4 key -> "", stamped with this node's clock then, in
-// stamp order; and "emptied_at/" key -> wall:8 logical:4 type:1, the
-// key's one current index row. A later write that
+// stamp order; and "emptied_at/" key -> wall:8 logical:4, the stamp of
+// the key's one current index row. A later write that
 // leaves the key empty again replaces both; rows of keys written since are
 // removed when collection visits them.
 inline constexpr char kMetaEmptiedPrefix[] = "emptied/";
@@ -236,10 +236,21 @@ inline std::string TombstonePrefix(ReplicaId writer) {
   return out;
 }
 
+// A stamp as index rows hold it: wall ms (8 bytes), logical (4), so that
+// rows sort by stamp.
+inline constexpr size_t kStampSize = 12;
+inline void PutStamp(std::string* out, HlcTimestamp ts) {
+  PutBigEndian64(out, ts.wall_ms);
+  PutBigEndian32(out, ts.logical);
+}
+// REQUIRES: p points at kStampSize readable bytes.
+inline HlcTimestamp DecodeStamp(const char* p) {
+  return HlcTimestamp{DecodeBigEndian64(p), DecodeBigEndian32(p + 8)};
+}
+
 inline std::string TombstoneRow(ReplicaId writer, HlcTimestamp ts, std::string_view key) {
   std::string out = TombstonePrefix(writer);
-  PutBigEndian64(&out, ts.wall_ms);
-  PutBigEndian32(&out, ts.logical);
+  PutStamp(&out, ts);
   out.append(key);
   return out;
 }
@@ -252,19 +263,19 @@ struct TombstoneRef {
 };
 inline bool DecodeTombstoneRow(std::string_view row, TombstoneRef* out) {
   const size_t prefix = sizeof(kMetaTombstonePrefix) - 1;
-  if (row.size() < prefix + 20 || row.substr(0, prefix) != kMetaTombstonePrefix) return false;
+  if (row.size() < prefix + 8 + kStampSize || row.substr(0, prefix) != kMetaTombstonePrefix) {
+    return false;
+  }
   const char* p = row.data() + prefix;
   out->writer = DecodeBigEndian64(p);
-  out->stamp.wall_ms = DecodeBigEndian64(p + 8);
-  out->stamp.logical = DecodeBigEndian32(p + 16);
-  out->key.assign(p + 20, row.size() - prefix - 20);
+  out->stamp = DecodeStamp(p + 8);
+  out->key.assign(p + 8 + kStampSize, row.size() - prefix - 8 - kStampSize);
   return true;
 }
 
 inline std::string EmptiedRow(HlcTimestamp ts, std::string_view key) {
   std::string out = kMetaEmptiedPrefix;
-  PutBigEndian64(&out, ts.wall_ms);
-  PutBigEndian32(&out, ts.logical);
+  PutStamp(&out, ts);
   out.append(key);
   return out;
 }
@@ -276,11 +287,11 @@ struct EmptiedRef {
 };
 inline bool DecodeEmptiedRow(std::string_view row, EmptiedRef* out) {
   const size_t prefix = sizeof(kMetaEmptiedPrefix) - 1;
-  if (row.size() < prefix + 12 || row.substr(0, prefix) != kMetaEmptiedPrefix) return false;
-  const char* p = row.data() + prefix;
-  out->stamp.wall_ms = DecodeBigEndian64(p);
-  out->stamp.logical = DecodeBigEndian32(p + 8);
-  out->key.assign(p + 12, row.size() - prefix - 12);
+  if (row.size() < prefix + kStampSize || row.substr(0, prefix) != kMetaEmptiedPrefix) {
+    return false;
+  }
+  out->stamp = DecodeStamp(row.data() + prefix);
+  out->key.assign(row.data() + prefix + kStampSize, row.size() - prefix - kStampSize);
   return true;
 }
 
@@ -288,21 +299,17 @@ inline std::string EmptiedAtRow(std::string_view key) {
   return std::string(kMetaEmptiedAtPrefix).append(key);
 }
 
-inline std::string EncodeEmptiedAt(HlcTimestamp ts, CrdtType type) {
+// An emptied_at row's value: the stamp of the key's current index row.
+inline std::string EncodeEmptiedAt(HlcTimestamp ts) {
   std::string out;
-  PutBigEndian64(&out, ts.wall_ms);
-  PutBigEndian32(&out, ts.logical);
-  out.push_back(static_cast<char>(type));
+  PutStamp(&out, ts);
   return out;
 }
 
-inline bool DecodeEmptiedAt(std::string_view value, HlcTimestamp* ts, CrdtType* type) {
-  if (value.size() != 13) return false;
-  ts->wall_ms = DecodeBigEndian64(value.data());
-  ts->logical = DecodeBigEndian32(value.data() + 8);
-  *type = static_cast<CrdtType>(value[12]);
-  return *type == CrdtType::kMvRegister || *type == CrdtType::kOrSet ||
-         *type == CrdtType::kCounter;
+inline bool DecodeEmptiedAt(std::string_view value, HlcTimestamp* ts) {
+  if (value.size() != kStampSize) return false;
+  *ts = DecodeStamp(value.data());
+  return true;
 }
 
 inline std::string FloorRow(size_t segment) {

@@ -383,7 +383,7 @@ Status RocksStore::IndexEmptied() {
         }
         if (!empty) return Status::OK();
         batch->Put(meta_, keys::EmptiedRow(stamp, key), "");
-        batch->Put(meta_, keys::EmptiedAtRow(key), keys::EncodeEmptiedAt(stamp, type));
+        batch->Put(meta_, keys::EmptiedAtRow(key), keys::EncodeEmptiedAt(stamp));
         return Status::OK();
       });
 }

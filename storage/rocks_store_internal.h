@@ -384,10 +384,10 @@ class RocksWriteGroup : public WriteGroup {
   void RaiseFloor(std::string_view key, uint64_t value);
   // Reads a meta row as of this group; nullopt when absent.
   Status GetMeta(const std::string& row, std::optional<std::string>* value);
-  // Records that a write left the register or set (`type`) at `key`
-  // without siblings or elements, stamped with the clock now (the emptied
-  // index), replacing the key's earlier record.
-  Status NoteEmptied(std::string_view key, CrdtType type);
+  // Records that a write left a register, set or counter at `key` without
+  // a value, stamped with the clock now (the emptied index), replacing the
+  // key's earlier record.
+  Status NoteEmptied(std::string_view key);
   // Writes the object row of (key, type); a key's first object row also
   // enters the key in the tree's key index at commit (only Drop deletes
   // object rows, and the index row with them).
@@ -409,8 +409,9 @@ class RocksWriteGroup : public WriteGroup {
   // silently supersede this node's future writes.
   Status CheckSeen(std::string_view key, const MvRegister& reg, const CausalContext& seen) const;
   // Writes the live-types row of `key`, whose current value is `mask`, with
-  // `type` marked live or not.
-  void PutLiveMask(const std::string& key, uint8_t mask, CrdtType type, bool live);
+  // `type` marked live or not; a register, set or counter marked not live
+  // is recorded in the emptied index (NoteEmptied).
+  Status PutLiveMask(const std::string& key, uint8_t mask, CrdtType type, bool live);
   // Sets the live-types mask of `key` in the group to `mask`, without
   // writing its row.
   void SetMask(const std::string& key, uint8_t mask);

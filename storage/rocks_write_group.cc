@@ -71,8 +71,7 @@ StatusOr<uint64_t> RocksWriteGroup::MutateUnguarded(std::string_view key, const 
   }
   GEOKV_ASSIGN_OR_RETURN(std::optional<Change> change, MakeChange(key, op));
   if (!change) return uint64_t{0};
-  PutLiveMask(key_string, mask, type, change->live);
-  if (!change->live && type != CrdtType::kLww) GEOKV_RETURN_IF_ERROR(NoteEmptied(key, type));
+  GEOKV_RETURN_IF_ERROR(PutLiveMask(key_string, mask, type, change->live));
   HlcTimestamp ts = std::holds_alternative<LwwRegister>(change->delta)
                         ? std::get<LwwRegister>(change->delta).timestamp()
                         : store_->clock_->Now();
@@ -88,8 +87,7 @@ Status RocksWriteGroup::ResetCounter(std::string_view key) {
   PutObject(key, state, old);
   uint8_t mask;
   GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
-  PutLiveMask(key_string, mask, CrdtType::kCounter, false);
-  GEOKV_RETURN_IF_ERROR(NoteEmptied(key, CrdtType::kCounter));
+  GEOKV_RETURN_IF_ERROR(PutLiveMask(key_string, mask, CrdtType::kCounter, false));
   AppendLog(key, store_->clock_->Now(), delta);
   return Status::OK();
 }
@@ -191,8 +189,7 @@ Status RocksWriteGroup::JoinAndMark(std::string_view key, CrdtType type, JoinFn&
     uint8_t mask;
     GEOKV_RETURN_IF_ERROR(GetLiveMask(key_string, &mask));
     GEOKV_ASSIGN_OR_RETURN(bool live, join());
-    PutLiveMask(key_string, mask, type, live);
-    if (!live && type != CrdtType::kLww) GEOKV_RETURN_IF_ERROR(NoteEmptied(key, type));
+    GEOKV_RETURN_IF_ERROR(PutLiveMask(key_string, mask, type, live));
     ++size_;
     return Status::OK();
   });
@@ -441,18 +438,17 @@ Status RocksWriteGroup::GetMeta(const std::string& row, std::optional<std::strin
   return Status::OK();
 }
 
-Status RocksWriteGroup::NoteEmptied(std::string_view key, CrdtType type) {
+Status RocksWriteGroup::NoteEmptied(std::string_view key) {
   const std::string at_row = keys::EmptiedAtRow(key);
   std::optional<std::string> at;
   GEOKV_RETURN_IF_ERROR(GetMeta(at_row, &at));
   HlcTimestamp before;
-  CrdtType before_type;
-  if (at && keys::DecodeEmptiedAt(*at, &before, &before_type)) {
+  if (at && keys::DecodeEmptiedAt(*at, &before)) {
     batch_.Delete(store_->meta_, keys::EmptiedRow(before, key));
   }
   const HlcTimestamp now = store_->clock_->Now();
   batch_.Put(store_->meta_, keys::EmptiedRow(now, key), "");
-  batch_.Put(store_->meta_, at_row, keys::EncodeEmptiedAt(now, type));
+  batch_.Put(store_->meta_, at_row, keys::EncodeEmptiedAt(now));
   return Status::OK();
 }
 
@@ -472,7 +468,7 @@ StatusOr<RocksWriteGroup::Collectable> RocksWriteGroup::CollectKey(const std::st
                                                                    HlcTimestamp emptied_bound) {
   uint64_t rows = 0;  // the hash of the object rows read
   bool found = false;
-  std::optional<CrdtType> emptied;
+  bool emptied = false;
   bool pending = false;
   for (CrdtType type : kAllCrdtTypes) {
     const std::string object = keys::ObjectRow(key, type);
@@ -485,7 +481,7 @@ StatusOr<RocksWriteGroup::Collectable> RocksWriteGroup::CollectKey(const std::st
       SetHeader header;
       GEOKV_RETURN_IF_ERROR(DecodeSetHeader(*row, &header).WithContext(Describe(key, type)));
       if (header.cardinality != 0) return Collectable::kLive;
-      emptied = type;
+      emptied = true;
       continue;
     }
     GEOKV_ASSIGN_OR_RETURN(Crdt state, DecodeCrdt(*row));
@@ -493,7 +489,7 @@ StatusOr<RocksWriteGroup::Collectable> RocksWriteGroup::CollectKey(const std::st
       if (reg->value()) return Collectable::kLive;
       pending = pending || bound < reg->timestamp();
     } else if (IsEmptied(state)) {
-      emptied = type;
+      emptied = true;
     } else {
       return Collectable::kLive;
     }
@@ -504,11 +500,10 @@ StatusOr<RocksWriteGroup::Collectable> RocksWriteGroup::CollectKey(const std::st
     std::optional<std::string> at;
     GEOKV_RETURN_IF_ERROR(GetMeta(at_row, &at));
     HlcTimestamp stamp;
-    CrdtType type;
-    if (!at || !keys::DecodeEmptiedAt(*at, &stamp, &type)) {
+    if (!at || !keys::DecodeEmptiedAt(*at, &stamp)) {
       // An emptied state whose record went (the key was live since): it
       // is recorded again, from now.
-      GEOKV_RETURN_IF_ERROR(NoteEmptied(key, *emptied));
+      GEOKV_RETURN_IF_ERROR(NoteEmptied(key));
       return Collectable::kNotYet;
     }
     pending = pending || emptied_bound < stamp;
@@ -587,9 +582,8 @@ StatusOr<size_t> RocksWriteGroup::CollectEmptied(HlcTimestamp bound, HlcTimestam
       std::optional<std::string> at;
       GEOKV_RETURN_IF_ERROR(GetMeta(at_row, &at));
       HlcTimestamp stamp;
-      CrdtType type;
       // Only the key's current row counts: an earlier one was replaced.
-      if (!at || !keys::DecodeEmptiedAt(*at, &stamp, &type) || stamp != ref.stamp) {
+      if (!at || !keys::DecodeEmptiedAt(*at, &stamp) || stamp != ref.stamp) {
         return Collectable::kNotYet;
       }
       GEOKV_ASSIGN_OR_RETURN(Collectable c, CollectKey(ref.key, bound, emptied_bound));

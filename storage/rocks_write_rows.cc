@@ -166,16 +166,20 @@ void RocksWriteGroup::SetMask(const std::string& key, uint8_t mask) {
   masks_[key] = mask;
 }
 
-void RocksWriteGroup::PutLiveMask(const std::string& key, uint8_t mask, CrdtType type,
-                                  bool live) {
+Status RocksWriteGroup::PutLiveMask(const std::string& key, uint8_t mask, CrdtType type,
+                                    bool live) {
+  // A register, set or counter left without a value is recorded for
+  // collection, again each time a write leaves it so.
+  if (!live && type != CrdtType::kLww) GEOKV_RETURN_IF_ERROR(NoteEmptied(key));
   uint8_t next = live ? (mask | TypeBit(type)) : (mask & ~TypeBit(type));
-  if (next == mask) return;
+  if (next == mask) return Status::OK();
   SetMask(key, next);
   if (next == 0) {
     batch_.Delete(store_->state_, keys::LiveTypesRow(key));
   } else {
     batch_.Put(store_->state_, keys::LiveTypesRow(key), std::string(1, static_cast<char>(next)));
   }
+  return Status::OK();
 }
 
 uint64_t RocksWriteGroup::AppendLog(std::string_view key, HlcTimestamp ts, const Crdt& delta) {
