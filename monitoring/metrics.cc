@@ -169,6 +169,8 @@ Metrics::Metrics(const std::string& region)
           "Keys whose digests anti-entropy compared with a peer")),
       ae_keys_repaired(NewCounter(*registry_, region, "geokv_anti_entropy_keys_repaired_total",
           "Keys whose states anti-entropy exchanged with a peer")),
+      token_gap_syncs(NewCounter(*registry_, region, "geokv_token_gap_syncs_total",
+          "Segments brought in step because a token read found a gap in this node's coverage")),
       hints_stored(NewCounter(*registry_, region, "geokv_hints_stored_total",
           "Writes acknowledged while an owner was away (kept in the log for it)")),
       hints_replayed(NewCounter(*registry_, region, "geokv_hints_replayed_total",

@@ -93,6 +93,7 @@ class Metrics {
 
   prometheus::Counter& ae_keys_compared;
   prometheus::Counter& ae_keys_repaired;
+  prometheus::Counter& token_gap_syncs;
   prometheus::Counter& hints_stored;
   prometheus::Counter& hints_replayed;
   prometheus::Counter& hints_dropped;

@@ -13,9 +13,18 @@ kj::Promise<void> AntiEntropy::Pass(peer::PeerSession::Client session, Scope sco
     auto remote = resp.getDigests();
     KJ_REQUIRE(remote.size() == kTreeSegments, "peer has another tree shape", remote.size());
     std::vector<uint64_t> local = env_.store.TreeDigests();
+    // The peer's coverage is of the segments it says it owns.
+    const Coverage least = ReadPositions(resp.getCoverage());
+    std::vector<bool> covered;
+    if (least.empty() || !DecodeSegmentSet(View(resp.getOwned()), &covered)) covered.clear();
     auto queue = kj::heap<SegmentQueue>();
     for (uint32_t i = 0; i < kTreeSegments; ++i) {
-      if (remote[i] != local[i] && BothOwn(i)) queue->segments.push_back(i);
+      if (!BothOwn(i)) continue;
+      if (remote[i] != local[i]) {
+        queue->segments.push_back(i);
+      } else if (i < covered.size() && covered[i]) {
+        InStep(i, least);
+      }
     }
     if (!queue->segments.empty()) {
       spdlog::debug("peer {}: {} tree segments differ", region_, queue->segments.size());
@@ -40,10 +49,11 @@ kj::Promise<void> AntiEntropy::RepairQueued(peer::PeerSession::Client session, S
 }
 
 kj::Promise<AntiEntropy::Differences> AntiEntropy::Differ(peer::PeerSession::Client session,
-                                                          uint32_t segment) {
+                                                          uint32_t segment, Coverage* coverage) {
   auto req = session.segmentKeysRequest();
   req.setSegment(segment);
-  return req.send().then([this, segment](auto&& resp) {
+  return req.send().then([this, segment, coverage](auto&& resp) {
+    if (coverage != nullptr) *coverage = ReadPositions(resp.getCoverage());
     size_t bytes = 0;
     Differences diff;
     for (auto kd : resp.getKeys()) {
@@ -69,11 +79,23 @@ kj::Promise<AntiEntropy::Differences> AntiEntropy::Differ(peer::PeerSession::Cli
   });
 }
 
+void AntiEntropy::InStep(uint32_t segment, const Coverage& coverage) {
+  // (A segment handed over meanwhile lost its keys: Dropped marked it.)
+  if (env_.coverage == nullptr || !env_.OwnsSegment(segment)) return;
+  env_.coverage->InStep(segment, coverage);
+}
+
 kj::Promise<void> AntiEntropy::RepairSegment(peer::PeerSession::Client session, uint32_t segment,
                                              Scope scope) {
-  return Differ(session, segment)
-      .then([this, session, segment, scope](Differences first) mutable -> kj::Promise<void> {
-        if (first.empty()) return kj::READY_NOW;
+  auto coverage = kj::heap<Coverage>();
+  Coverage* peer_coverage = coverage.get();
+  return Differ(session, segment, peer_coverage)
+      .then([this, session, segment, scope,
+             peer_coverage](Differences first) mutable -> kj::Promise<void> {
+        if (first.empty()) {
+          InStep(segment, *peer_coverage);
+          return kj::READY_NOW;
+        }
         if (scope != Scope::kRoutine) {
           std::vector<std::string> keys;
           for (const auto& [key, digests] : first) {
@@ -81,7 +103,12 @@ kj::Promise<void> AntiEntropy::RepairSegment(peer::PeerSession::Client session, 
             if (scope == Scope::kPush && digests.first == 0) continue;
             keys.push_back(key);
           }
-          return RepairKeys(kj::mv(session), std::move(keys), 0, scope == Scope::kPush);
+          kj::Promise<void> repaired =
+              RepairKeys(kj::mv(session), std::move(keys), 0, scope == Scope::kPush);
+          if (scope == Scope::kPush) return repaired;
+          // Every differing key now holds the peer's state of it, or later.
+          return repaired.then(
+              [this, segment, peer_coverage] { InStep(segment, *peer_coverage); });
         }
         return env_.timer
             .afterDelay(kSettle)
@@ -101,7 +128,8 @@ kj::Promise<void> AntiEntropy::RepairSegment(peer::PeerSession::Client session, 
               }
               return RepairKeys(kj::mv(session), std::move(stable), 0, false, std::move(absent));
             });
-      });
+      })
+      .attach(kj::mv(coverage));
 }
 
 kj::Promise<void> AntiEntropy::RepairKeys(peer::PeerSession::Client session,

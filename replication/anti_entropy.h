@@ -73,8 +73,15 @@ class AntiEntropy {
   // Key -> (local digest, remote digest) for the keys of a segment that
   // differ (0: absent on that side).
   using Differences = std::map<std::string, std::pair<uint64_t, uint64_t>>;
+  // The peer's coverage of a segment, as its answer gave it.
+  using Coverage = LogCoverage::Positions;
 
-  kj::Promise<Differences> Differ(peer::PeerSession::Client session, uint32_t segment);
+  // The keys that differ; `coverage`, if not null, gets the peer's.
+  kj::Promise<Differences> Differ(peer::PeerSession::Client session, uint32_t segment,
+                                  Coverage* coverage = nullptr);
+  // This node is in step with the peer in `segment` as its segmentKeys
+  // answer (with `coverage`) listed it: its gaps there clear that far.
+  void InStep(uint32_t segment, const Coverage& coverage);
   // The segments a pass has left to repair; each of its workers takes the
   // next.
   struct SegmentQueue {

@@ -78,6 +78,7 @@ kj::Promise<PushAnswer> DeltaReceiver::PushDeltas(const std::string& region, Del
     made_ms.push_back(batch.positions[i].made_ms);
     positions.push_back(batch.positions[i].position);
   }
+  if (options_.coverage != nullptr) options_.coverage->Mark(origin, from, through, batch.skipped);
   apply.joins = first_new == 0 ? std::move(batch.deltas) : batch.deltas.From(first_new);
   apply.first = submitted + 1;
   apply.through = through;
@@ -121,6 +122,10 @@ kj::Promise<uint64_t> DeltaReceiver::MarkRepaired(const std::string& region, Rep
   RemoteApply apply;
   apply.origin = origin;
   apply.through = through;
+  // The pass covered only the segments both sides own.
+  if (options_.coverage != nullptr) {
+    options_.coverage->MarkAll(origin, options_.durable(origin), through);
+  }
   uint64_t& submitted = SubmittedRef(origin);
   submitted = std::max(submitted, through);
   return options_.submit(std::move(apply))

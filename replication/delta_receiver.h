@@ -18,6 +18,8 @@
 //     committer applies only if it continues what is applied (a failed
 //     earlier hand-over leaves a gap). A hand-over that fails lowers
 //     submitted back to the durable position, so the next batch is a gap.
+//     Its skipped segments are marked in the coverage (log_coverage.h)
+//     first.
 //
 // Thread safety: loop thread only.
 
@@ -37,6 +39,7 @@
 #include "replication/encoded_joins.h"
 #include "replication/peer_claims.h"
 #include "replication/group_commit.h"
+#include "replication/log_coverage.h"
 #include "storage/store.h"
 
 namespace geokv {
@@ -44,7 +47,8 @@ namespace geokv {
 // A batch of an origin's log: it covers the positions after `from` through
 // `through`, of which those in `positions` (in order) are the entries for
 // this node's segments; `deltas` holds each one's key and encoded delta
-// (crdt/codec.h), decoded by the writer thread.
+// (crdt/codec.h), decoded by the writer thread; `skipped` names the
+// segments of the entries left out.
 struct DeltaBatch {
   struct Position {
     uint64_t position = 0;
@@ -55,6 +59,7 @@ struct DeltaBatch {
   uint64_t through = 0;
   std::vector<Position> positions;
   EncodedJoins deltas;  // one per position
+  std::vector<uint16_t> skipped;
 };
 
 // An entry of an origin's log that this node joined under a newer LWW
@@ -79,6 +84,9 @@ struct DeltaReceiverOptions {
   // This node's durable position in an origin's log (from the store's
   // in-memory AppliedPositions).
   std::function<uint64_t(ReplicaId origin)> durable;
+  // Where the gaps a batch's skipped segments and a repair leave are
+  // marked (nullptr: nowhere).
+  LogCoverage* coverage = nullptr;
   // For the replication lag metric; both may be nullptr (no metric).
   WallClock* clock = nullptr;
   Metrics* metrics = nullptr;

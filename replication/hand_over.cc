@@ -140,6 +140,7 @@ kj::Promise<void> HandOver::Pass() {
           if (owned.size() > 0 && !DecodeSegmentSet(View(owned), &r.owned)) {
             r.owned.assign(kTreeSegments, true);  // a set of the wrong size: may own any
           }
+          r.coverage = ReadPositions(resp.getCoverage());
           return std::make_pair(id, std::move(r));
         },
         [id](kj::Exception&&) { return std::make_pair(id, Remote{}); }));
@@ -189,6 +190,9 @@ kj::Promise<void> HandOver::PassWith(const std::map<ReplicaId, Remote>& remote) 
         if (r == remote.end() || r->second.digests.size() != digests.size() ||
             r->second.digests[s] != digests[s]) {
           differing.push_back(id);
+        } else if (env_.coverage != nullptr && !r->second.owned.empty() && r->second.owned[s]) {
+          // (Its coverage is of the segments it says it owns.)
+          env_.coverage->InStep(s, r->second.coverage);
         }
       }
       pass = pass.then([this, s, differing = std::move(differing), gen = generation_[s]]() mutable {
@@ -322,6 +326,7 @@ kj::Promise<void> HandOver::HandOffKeys(size_t segment, std::vector<ReplicaId> o
         .then([this, segment](WriteResult r) {
           KJ_REQUIRE(r.status.ok(), "cannot drop handed-over keys", r.status.ToString());
           if (segment < dropped_.size()) dropped_[segment] = true;
+          if (env_.coverage != nullptr) env_.coverage->Dropped(segment, env_.Origins());
         })
         .then([this, owner = owners.front(), bytes] {
           return links_.Budget(owner, bytes * 2);

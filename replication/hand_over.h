@@ -137,6 +137,7 @@ class HandOver {
   struct Remote {
     std::vector<uint64_t> digests;
     std::vector<bool> owned;  // empty: not said
+    LogCoverage::Positions coverage;  // the least over the segments it owns
   };
   // The pass, with the tree digests of other members of the region when a
   // segment is unsettled (a member that did not answer is missing).

@@ -83,11 +83,19 @@ kj::Promise<void> LogShipper::Loop(ShipTransport& transport) {
 
 void LogShipper::Push(ShipTransport& transport, const std::vector<LogEntry>& read) {
   std::vector<const LogEntry*> entries;
+  std::vector<uint16_t> skipped;
   for (const LogEntry& e : read) {
-    if (!options_.owns || options_.owns(TreeSegmentOf(e.key))) entries.push_back(&e);
+    const size_t segment = TreeSegmentOf(e.key);
+    if (!options_.owns || options_.owns(segment)) {
+      entries.push_back(&e);
+    } else {
+      skipped.push_back(static_cast<uint16_t>(segment));
+    }
   }
+  std::sort(skipped.begin(), skipped.end());
+  skipped.erase(std::unique(skipped.begin(), skipped.end()), skipped.end());
   const uint64_t last = read.back().seq;
-  auto answer = transport.PushDeltas(sent_, last, entries);
+  auto answer = transport.PushDeltas(sent_, last, entries, skipped);
   sent_ = last;
   ++inflight_;
   pushes_->add(answer.then([this, last](uint64_t applied) { Answered(last, applied); }));

@@ -81,10 +81,12 @@ class ShipTransport {
  public:
   virtual ~ShipTransport() noexcept(false) = default;
   // Sends `entries` as covering this node's log after `from` through
-  // `through`; resolves with the target's position after it. The entries
-  // are valid only during the call (copy them into the request).
+  // `through`, with the segments of the entries left out (`skipped`, in
+  // order, each once); resolves with the target's position after it. The
+  // entries are valid only during the call (copy them into the request).
   virtual kj::Promise<uint64_t> PushDeltas(uint64_t from, uint64_t through,
-                                           const std::vector<const LogEntry*>& entries) = 0;
+                                           const std::vector<const LogEntry*>& entries,
+                                           const std::vector<uint16_t>& skipped) = 0;
   // A complete anti-entropy pass against the target.
   virtual kj::Promise<void> RepairPass() = 0;
   // Tells the target it holds this node's log through `through` (a repair

@@ -353,7 +353,8 @@ kj::Promise<void> PeerLink::AntiEntropyLoop() {
 }
 
 kj::Promise<uint64_t> PeerLink::PushDeltas(uint64_t from, uint64_t through,
-                                           const std::vector<const LogEntry*>& entries) {
+                                           const std::vector<const LogEntry*>& entries,
+                                           const std::vector<uint16_t>& skipped) {
   auto req = session().pushDeltasRequest();
   auto batch = req.initBatch();
   batch.setOrigin(env_.store.node_id());
@@ -365,6 +366,10 @@ kj::Promise<uint64_t> PeerLink::PushDeltas(uint64_t from, uint64_t through,
     list[i].setTimestampMs(entries[i]->timestamp.wall_ms);
     list[i].setKey(AsData(entries[i]->key));
     list[i].setValue(AsData(EncodeCrdt(entries[i]->delta)));
+  }
+  if (!skipped.empty()) {
+    auto segments = batch.initSkipped(skipped.size());
+    for (size_t i = 0; i < skipped.size(); ++i) segments.set(i, skipped[i]);
   }
   return req.send().then([this, from, through, sent = entries.size()](auto&& resp) {
     TakeClaimed(resp.getOwned());

@@ -144,7 +144,8 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
 
   // ShipTransport, over the session.
   kj::Promise<uint64_t> PushDeltas(uint64_t from, uint64_t through,
-                                   const std::vector<const LogEntry*>& entries) override;
+                                   const std::vector<const LogEntry*>& entries,
+                                   const std::vector<uint16_t>& skipped) override;
   kj::Promise<void> RepairPass() override;
   kj::Promise<uint64_t> MarkRepaired(uint64_t through) override;
 

@@ -69,6 +69,14 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
       batch.positions.push_back(DeltaBatch::Position{e.getSeq(), e.getTimestampMs()});
       batch.deltas.Add(View(e.getKey()), View(e.getValue()));
     }
+    auto skipped = wire.getSkipped();
+    KJ_REQUIRE(skipped.size() <= kTreeSegments, "more skipped segments than there are",
+               skipped.size());
+    batch.skipped.reserve(skipped.size());
+    for (uint16_t segment : skipped) {
+      KJ_REQUIRE(segment < kTreeSegments, "no such tree segment", segment);
+      batch.skipped.push_back(segment);
+    }
     return c_.receiver.PushDeltas(region_, std::move(batch))
         .then([&c = c_, context, sent = owned_sent_](PushAnswer answer) mutable {
           auto results = context.getResults();
@@ -140,11 +148,19 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
 
   kj::Promise<void> treeDigests(TreeDigestsContext context) override {
     CheckRunning(c_);
+    // Read before the digests: the state they sum holds at least this.
+    LogCoverage::Positions least;
+    if (c_.env.coverage != nullptr) {
+      least = c_.env.coverage->Least(
+          c_.env.Origins(), c_.env.own_segments.empty() ? std::vector<bool>(kTreeSegments, true)
+                                                       : c_.env.own_segments);
+    }
     std::vector<uint64_t> digests = c_.env.store.TreeDigests();
     auto results = context.getResults();
     auto out = results.initDigests(digests.size());
     for (size_t i = 0; i < digests.size(); ++i) out.set(i, digests[i]);
     results.setOwned(AsData(c_.env.OwnedSegmentSet()));
+    SetPositions(results.initCoverage(least.size()), least);
     return kj::READY_NOW;
   }
 
@@ -152,14 +168,19 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     CheckRunning(c_);
     uint32_t segment = context.getParams().getSegment();
     KJ_REQUIRE(segment < kTreeSegments, "no such tree segment", segment);
+    // Read before the keys: what they are listed with holds at least this.
+    LogCoverage::Positions coverage;
+    if (c_.env.coverage != nullptr) coverage = c_.env.coverage->Report(c_.env.Origins(), segment);
     return c_.env.reader.SegmentKeys(segment).then(
-        [context](StatusOr<std::vector<KeyDigest>> keys) mutable {
+        [context, coverage = std::move(coverage)](StatusOr<std::vector<KeyDigest>> keys) mutable {
           KJ_REQUIRE(keys.ok(), "cannot list a tree segment", keys.status().ToString());
-          auto out = context.getResults().initKeys(keys->size());
+          auto results = context.getResults();
+          auto out = results.initKeys(keys->size());
           for (size_t i = 0; i < keys->size(); ++i) {
             out[i].setKey(AsData((*keys)[i].key));
             out[i].setDigest((*keys)[i].digest);
           }
+          SetPositions(results.initCoverage(coverage.size()), coverage);
         });
   }
 
@@ -237,7 +258,7 @@ class PeerSessionImpl final : public peer::PeerSession::Server {
     auto timeout = std::chrono::milliseconds(params.getTimeoutMs());
     KJ_REQUIRE(timeout <= kMaxReplicationWait, "a wait over the limit (ms)", timeout.count(),
                kMaxReplicationWait.count());
-    return c_.visibility.WaitVisible(std::move(tokens).value(), timeout)
+    return c_.visibility.WaitVisible(std::move(tokens).value(), std::nullopt, timeout)
         .then([context](Status s) mutable { context.getResults().setVisible(s.ok()); });
   }
 

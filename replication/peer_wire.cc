@@ -16,6 +16,22 @@ std::string Hex(uint64_t v) {
   return ToHex(bytes);
 }
 
+LogCoverage::Positions ReadPositions(capnp::List<peer::LogPosition>::Reader list) {
+  CheckPeerList(list.size(), "log positions");
+  LogCoverage::Positions out;
+  out.reserve(list.size());
+  for (auto p : list) out.emplace_back(p.getOrigin(), p.getThrough());
+  return out;
+}
+
+void SetPositions(capnp::List<peer::LogPosition>::Builder out,
+                  const LogCoverage::Positions& positions) {
+  for (size_t i = 0; i < positions.size(); ++i) {
+    out[i].setOrigin(positions[i].first);
+    out[i].setThrough(positions[i].second);
+  }
+}
+
 kj::Promise<void> Signal::Wait() {
   auto paf = kj::newPromiseAndFulfiller<void>();
   waiting_.push_back(kj::mv(paf.fulfiller));

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "replication/encoded_joins.h"
+#include "replication/log_coverage.h"
 #include "replication/peer_types.h"
 #include "schema/replication.capnp.h"
 #include "storage/store.h"
@@ -43,6 +44,12 @@ void CheckPeerList(size_t size, const char* what);
 
 // A node id as logs print it.
 std::string Hex(uint64_t v);
+
+// Log positions by origin on the wire (coverage: log_coverage.h). Reading
+// fails the call (CheckPeerList) on a list over kMaxPeerListEntries.
+LogCoverage::Positions ReadPositions(capnp::List<peer::LogPosition>::Reader list);
+void SetPositions(capnp::List<peer::LogPosition>::Builder out,
+                  const LogCoverage::Positions& positions);
 
 // A wakeup for loops waiting for "something changed". Loop thread only.
 class Signal {

@@ -14,6 +14,7 @@
 #include "crdt/hlc.h"
 #include "monitoring/metrics.h"
 #include "replication/group_commit.h"
+#include "replication/log_coverage.h"
 #include "replication/peer_types.h"
 #include "storage/async_store.h"
 #include "storage/store.h"
@@ -38,8 +39,17 @@ struct ReplicationEnv {
   // This node's stable stamp (TombstoneCollector), sent with heartbeats;
   // kept current by the replicator.
   HlcTimestamp stable_stamp{};
+  // Where this node holds less of a log than its positions say (nullptr in
+  // unit tests that do not look).
+  LogCoverage* coverage = nullptr;
 
   uint64_t NowMillis() const { return options.wall_clock->NowMillis(); }
+  // This node and every node whose log it holds a position in.
+  std::vector<ReplicaId> Origins() const {
+    std::vector<ReplicaId> out{store.node_id()};
+    for (const auto& [origin, position] : store.AppliedPositions()) out.push_back(origin);
+    return out;
+  }
   bool OwnsSegment(size_t segment) const {
     return own_segments.empty() || own_segments[segment];
   }

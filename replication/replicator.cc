@@ -43,10 +43,14 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
   WarnIfClockAhead();
   env_.reset(new ReplicationEnv{store_, reader_, committer_, io_, io_.getTimer(), options_,
                                 *metrics_, own_segments_});
+  coverage_ = std::make_unique<LogCoverage>([this](ReplicaId origin) { return HeldThrough(origin); });
+  env_->coverage = coverage_.get();
+  LoadCoverage();
   DeltaReceiverOptions receiving;
   receiving.self = store_.node_id();
   receiving.submit = [this](RemoteApply apply) { return committer_.SubmitRemote(std::move(apply)); };
   receiving.durable = [this](ReplicaId origin) { return DurablePosition(origin); };
+  receiving.coverage = coverage_.get();
   receiving.clock = options_.wall_clock;
   receiving.metrics = metrics_;
   receiver_ = std::make_unique<DeltaReceiver>(std::move(receiving));
@@ -57,7 +61,8 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
                it->second->Vouches(segment) && it->second->acked() >= position;
       });
   visibility_ = std::make_unique<TokenVisibility>(
-      io_.getTimer(), [this](ReplicaId origin) { return HeldThrough(origin); });
+      io_.getTimer(), *coverage_,
+      [this](ReplicaId origin, size_t segment) { Cover(origin, segment); });
   hand_over_ = std::make_unique<HandOver>(*env_, static_cast<HandOver::Links&>(*this), trim_held_);
   TombstoneCollectorOptions collecting;
   collecting.grace = options_.tombstone_grace;
@@ -481,13 +486,66 @@ uint64_t Replicator::HeldThrough(ReplicaId origin) const {
   return origin == store_.node_id() ? store_.LastSeq() : DurablePosition(origin);
 }
 
-bool Replicator::Visible(const std::vector<CausalToken>& tokens) const {
-  return visibility_->Visible(tokens);
+bool Replicator::Visible(const std::vector<CausalToken>& tokens,
+                         std::optional<size_t> segment) const {
+  return visibility_->Visible(tokens, segment);
 }
 
 kj::Promise<Status> Replicator::WaitVisible(std::vector<CausalToken> tokens,
+                                            std::optional<size_t> segment,
                                             std::chrono::milliseconds timeout) {
-  return visibility_->WaitVisible(std::move(tokens), timeout);
+  return visibility_->WaitVisible(std::move(tokens), segment, timeout);
+}
+
+void Replicator::LoadCoverage() {
+  // Gaps are not kept: every position kept may cover entries left out.
+  for (const auto& [origin, position] : store_.AppliedPositions()) {
+    coverage_->MarkAll(origin, 0, position);
+  }
+  // This node's own entries are all here, but in segments it dropped.
+  std::vector<bool> marks = store_.DroppedSegments();
+  std::vector<uint16_t> dropped;
+  for (size_t s = 0; s < marks.size() && s < kTreeSegments; ++s) {
+    if (marks[s]) dropped.push_back(static_cast<uint16_t>(s));
+  }
+  coverage_->Mark(store_.node_id(), 0, store_.LastSeq(), dropped);
+}
+
+void Replicator::Cover(ReplicaId origin, size_t segment) {
+  if (stopped_ || !started_) return;
+  kj::Timer& timer = io_.getTimer();
+  Covering& c = covering_[segment];
+  if (c.running || timer.now() < c.next) return;
+  std::vector<ReplicaId> peers;
+  auto it = links_.find(origin);
+  if (it != links_.end() && it->second->has_session() && it->second->Owns(segment)) {
+    peers.push_back(origin);
+  }
+  for (ReplicaId id : RegionOwners(segment)) {
+    if (id != origin && IsConnected(id)) peers.push_back(id);
+  }
+  c.running = true;
+  kj::Vector<kj::Promise<void>> syncs;
+  for (ReplicaId id : peers) {
+    // Each that ends may have covered enough: the waits look at once.
+    syncs.add(kj::evalNow([&] { return SyncSegment(id, static_cast<uint32_t>(segment)); })
+                  .then([this] { visibility_->Committed(); },
+                        [this, id, segment](kj::Exception&& e) {
+                          spdlog::debug("segment {}: cannot cover a gap from {}: {}", segment,
+                                        Hex(id), e.getDescription().cStr());
+                        }));
+  }
+  if (!peers.empty()) metrics_->token_gap_syncs.Increment();
+  tasks_->add(kj::joinPromises(syncs.releaseAsArray())
+                  .then([this, segment, &timer] {
+                    Covering& done = covering_[segment];
+                    done.running = false;
+                    done.next = timer.now() + kCoverRetry;
+                    visibility_->Committed();
+                    // Waits still kept out ask again once the next round may run.
+                    return timer.afterDelay(kCoverRetry);
+                  })
+                  .then([this] { visibility_->Committed(); }));
 }
 
 kj::Promise<StatusOr<std::vector<std::string>>> Replicator::WaitReplicated(
@@ -512,7 +570,7 @@ kj::Promise<StatusOr<std::vector<std::string>>> Replicator::WaitReplicated(
     // A region has the writes once each of its live nodes holds them.
     kj::Vector<kj::Promise<bool>> nodes;
     if (region == options_.region) {
-      nodes.add(WaitVisible(tokens, timeout).then([](Status s) { return s.ok(); }));
+      nodes.add(WaitVisible(tokens, std::nullopt, timeout).then([](Status s) { return s.ok(); }));
     }
     for (auto& [id, link] : links_) {
       if (link->address().region != region) continue;

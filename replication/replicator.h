@@ -62,6 +62,7 @@
 #include "replication/clock.h"
 #include "replication/group_commit.h"
 #include "replication/hand_over.h"
+#include "replication/log_coverage.h"
 #include "replication/members.h"
 #include "replication/peer_service.h"
 #include "replication/peer_types.h"
@@ -88,6 +89,9 @@ class Replicator final : private HandOver::Links {
 
   Replicator(const Replicator&) = delete;
   Replicator& operator=(const Replicator&) = delete;
+
+  // How long Cover waits before another round in a segment.
+  static constexpr kj::Duration kCoverRetry = 200 * kj::MILLISECONDS;
 
   // Starts the seed links and the maintenance task.
   void Start();
@@ -200,10 +204,15 @@ class Replicator final : private HandOver::Links {
   // back (for good, until a restart under a new replica id).
   Status WritesAllowed() const;
 
-  // Whether every token's write is visible on this node.
-  bool Visible(const std::vector<CausalToken>& tokens) const;
-  // Resolves OK once Visible(tokens), or Timeout after `timeout`.
-  kj::Promise<Status> WaitVisible(std::vector<CausalToken> tokens,
+  // Whether every token's write is visible on this node: with `segment`,
+  // for a read of a key of it (token_visibility.h); without, by position.
+  bool Visible(const std::vector<CausalToken>& tokens,
+               std::optional<size_t> segment = std::nullopt) const;
+  // Resolves OK once Visible(tokens, segment), or Timeout after `timeout`.
+  // A gap that keeps a token out (log_coverage.h) is covered meanwhile:
+  // the segment is brought in step with the token's origin and its other
+  // owners in this region (Cover).
+  kj::Promise<Status> WaitVisible(std::vector<CausalToken> tokens, std::optional<size_t> segment,
                                   std::chrono::milliseconds timeout);
   std::chrono::milliseconds token_wait() const { return options_.token_wait; }
   // Whether the peer port is to take packed connections, as hello says.
@@ -273,6 +282,14 @@ class Replicator final : private HandOver::Links {
   // How far this node holds `origin`'s log: its own through its last
   // committed entry, another's through the committed position.
   uint64_t HeldThrough(ReplicaId origin) const;
+  // Brings `segment` in step with `origin` (when it owns the segment and is
+  // connected) and with the segment's other owners here, for a token read
+  // kept out by a gap in this node's coverage; at most one round per
+  // segment at a time, kCoverRetry apart, waits checked again after each.
+  void Cover(ReplicaId origin, size_t segment);
+  // Marks, at construction, what a restart may have lost track of
+  // (log_coverage.h).
+  void LoadCoverage();
   // The nodes linked to, by the ids they go by (for certified hellos).
   std::vector<KnownNode> KnownNodes() const;
   uint64_t NowMillis() const { return options_.wall_clock->NowMillis(); }
@@ -307,7 +324,14 @@ class Replicator final : private HandOver::Links {
   std::unique_ptr<ReplicationEnv> env_;
   std::unique_ptr<DeltaReceiver> receiver_;
   std::unique_ptr<QuorumAcks> acks_;
+  std::unique_ptr<LogCoverage> coverage_;
   std::unique_ptr<TokenVisibility> visibility_;
+  // Per segment, whether Cover runs there, and when it may run again.
+  struct Covering {
+    bool running = false;
+    kj::TimePoint next = kj::origin<kj::TimePoint>();
+  };
+  std::map<size_t, Covering> covering_;
   std::unique_ptr<HandOver> hand_over_;
   std::unique_ptr<TombstoneCollector> collector_;
   std::unique_ptr<PeerServiceContext> service_context_;

@@ -13,28 +13,49 @@ std::string Describe(const CausalToken& t) {
 
 }  // namespace
 
-bool TokenVisibility::Visible(const std::vector<CausalToken>& tokens) const {
-  return std::all_of(tokens.begin(), tokens.end(),
-                     [this](const CausalToken& t) { return t.seq <= held_(t.origin); });
+bool TokenVisibility::Visible(const std::vector<CausalToken>& tokens,
+                              std::optional<size_t> segment) const {
+  return std::all_of(tokens.begin(), tokens.end(), [this, segment](const CausalToken& t) {
+    return t.seq <= Through(t.origin, segment);
+  });
+}
+
+void TokenVisibility::CoverGaps(const std::vector<CausalToken>& tokens, size_t segment) const {
+  if (!cover_) return;
+  for (const CausalToken& t : tokens) {
+    if (t.seq <= coverage_.Held(t.origin) && t.seq > coverage_.Covered(t.origin, segment)) {
+      cover_(t.origin, segment);
+    }
+  }
 }
 
 kj::Promise<Status> TokenVisibility::WaitVisible(std::vector<CausalToken> tokens,
+                                                 std::optional<size_t> segment,
                                                  std::chrono::milliseconds timeout) {
-  if (Visible(tokens)) return Status::OK();
+  if (Visible(tokens, segment)) return Status::OK();
   if (waiters_.Stopped()) return Status::Unavailable("node is shutting down");
   auto shared = std::make_shared<std::vector<CausalToken>>(std::move(tokens));
   return waiters_.Wait(
-      [this, shared]() -> std::optional<Status> {
-        if (Visible(*shared)) return Status::OK();
+      [this, shared, segment]() -> std::optional<Status> {
+        if (Visible(*shared, segment)) return Status::OK();
+        if (segment) CoverGaps(*shared, *segment);  // now, and at every Notify
         return std::nullopt;
       },
-      [this, shared, timeout] {
+      [this, shared, segment, timeout] {
         for (const CausalToken& t : *shared) {
-          uint64_t held = held_(t.origin);
-          if (t.seq <= held) continue;
-          return Status::Timeout("waited " + std::to_string(timeout.count()) + " ms for the " +
-                                 Describe(t) + "; this node holds that node's log through " +
-                                 std::to_string(held));
+          const uint64_t held = coverage_.Held(t.origin);
+          const uint64_t through = Through(t.origin, segment);
+          if (t.seq <= through) continue;
+          std::string why = "waited " + std::to_string(timeout.count()) + " ms for the " +
+                            Describe(t) + "; this node holds that node's log through " +
+                            std::to_string(held);
+          if (t.seq <= held) {
+            why += ", but may miss its entries of segment " + std::to_string(*segment) +
+                   " after " + std::to_string(through) +
+                   " (left out while this node did not own the segment, and no node it could "
+                   "reach has brought them yet)";
+          }
+          return Status::Timeout(why);
         }
         return Status::OK();
       },

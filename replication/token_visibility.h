@@ -1,6 +1,8 @@
 // Token visibility: whether the writes that causal tokens name are visible
 // on this node (it holds each token's origin's log through the token's
-// position), waits for them, and waitReplicated's wait on other nodes.
+// position, and for a read of a key, holds every entry of that log in the
+// key's segment through it: replication/log_coverage.h), waits for them,
+// and waitReplicated's wait on other nodes.
 //
 // Thread safety: loop thread only.
 
@@ -14,11 +16,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "replication/causal_token.h"
 #include "replication/deadline_waiters.h"
+#include "replication/log_coverage.h"
 #include "schema/replication.capnp.h"
 #include "storage/store.h"
 
@@ -26,26 +30,38 @@ namespace geokv {
 
 class TokenVisibility {
  public:
-  // How far this node holds `origin`'s log: its own through its last
-  // committed entry, another's through the committed position.
-  using HeldThrough = std::function<uint64_t(ReplicaId origin)>;
+  // Asks for `segment` to be brought in step with nodes that may hold more
+  // of `origin`'s entries there (a gap in this node's coverage); called
+  // again while a wait still finds the gap.
+  using Cover = std::function<void(ReplicaId origin, size_t segment)>;
 
-  // `timer` must outlive this.
-  TokenVisibility(kj::Timer& timer, HeldThrough held) : held_(std::move(held)), waiters_(timer) {}
+  // `timer` and `coverage` must outlive this.
+  TokenVisibility(kj::Timer& timer, const LogCoverage& coverage, Cover cover)
+      : coverage_(coverage), cover_(std::move(cover)), waiters_(timer) {}
 
-  // Whether every token's write is visible on this node.
-  bool Visible(const std::vector<CausalToken>& tokens) const;
-  // Resolves OK once Visible(tokens), Timeout (naming the first token
-  // missing) after `timeout`, Unavailable after Stop().
-  kj::Promise<Status> WaitVisible(std::vector<CausalToken> tokens,
+  // Whether every token's write is visible on this node: with `segment`,
+  // for a read of a key of that segment (coverage); without, by position
+  // alone.
+  bool Visible(const std::vector<CausalToken>& tokens, std::optional<size_t> segment) const;
+  // Resolves OK once Visible(tokens, segment), Timeout (naming the first
+  // token missing) after `timeout`, Unavailable after Stop(). Asks for a
+  // gap to be covered whenever one keeps a token out.
+  kj::Promise<Status> WaitVisible(std::vector<CausalToken> tokens, std::optional<size_t> segment,
                                   std::chrono::milliseconds timeout);
-  // After each committed group: wakes the waits now visible.
+  // After each committed group or cleared gap: wakes the waits now visible.
   void Committed();
   // Ends every wait with Unavailable; later waits end at once.
   void Stop();
 
  private:
-  HeldThrough held_;
+  uint64_t Through(ReplicaId origin, std::optional<size_t> segment) const {
+    return segment ? coverage_.Covered(origin, *segment) : coverage_.Held(origin);
+  }
+  // Asks for the gaps that keep any of `tokens` out to be covered.
+  void CoverGaps(const std::vector<CausalToken>& tokens, size_t segment) const;
+
+  const LogCoverage& coverage_;
+  Cover cover_;
   DeadlineWaiters<Status> waiters_;
 };
 

@@ -64,6 +64,17 @@ struct DeltaBatch {
   entries @1 :List(Delta);
   from @2 :UInt64;     # the position before this batch's range
   through @3 :UInt64;  # the last position this batch covers
+  # The segments of the entries of the range left out of `entries` (the
+  # caller took the callee not to own them), each once; at most
+  # kTreeSegments, each below it. Empty from older nodes.
+  skipped @4 :List(UInt16);
+}
+
+# How far a node holds an origin's log in a segment
+# (replication/log_coverage.h).
+struct LogPosition {
+  origin @0 :UInt64;
+  through @1 :UInt64;
 }
 
 # An entry of a DeltaBatch joined under a newer register (pushDeltas).
@@ -194,10 +205,17 @@ interface PeerSession {
   # Anti-entropy: the digests of every segment of the callee's hash tree
   # (kTreeSegments entries, segment order), and the segments it owns by its
   # own view (kTreeSegments bits as in pushDeltas, always sent; empty from
-  # older nodes).
-  treeDigests @2 () -> (digests :List(UInt64), owned :Data);
-  # Every key of one segment with its digest, in byte order.
-  segmentKeys @3 (segment :UInt32) -> (keys :List(KeyDigest));
+  # older nodes). `coverage`: per origin, the least position through which
+  # the callee held that origin's entries in any segment it owns, just
+  # before it summed the digests (as in segmentKeys; empty from older
+  # nodes).
+  treeDigests @2 () -> (digests :List(UInt64), owned :Data, coverage :List(LogPosition));
+  # Every key of one segment with its digest, in byte order. `coverage`:
+  # through where the callee held each origin's entries of the segment
+  # just before it listed them (origins held through 0 left out; empty
+  # from older nodes): a caller brought in step with the listed keys holds
+  # them too.
+  segmentKeys @3 (segment :UInt32) -> (keys :List(KeyDigest), coverage :List(LogPosition));
   # The full states of the first `served` named keys (keys with no state
   # are left out): the callee stops where the reply would pass its batch
   # size, and the caller asks again for the rest.

@@ -129,7 +129,8 @@ kj::Promise<Coordinator::ReadDone> Coordinator::Read(ParsedRequest request, bool
   std::vector<CausalToken> tokens = std::move(request.tokens);
   kj::Promise<Status> visible =
       tokens.empty() ? kj::Promise<Status>(Status::OK())
-                     : replicator_.WaitVisible(std::move(tokens), replicator_.token_wait());
+                     : replicator_.WaitVisible(std::move(tokens), TreeSegmentOf(request.key),
+                                               replicator_.token_wait());
   auto req = std::make_shared<ParsedRequest>(std::move(request));
   return visible.then([this, req, plan = std::move(plan)](Status s) mutable
                       -> kj::Promise<ReadDone> {

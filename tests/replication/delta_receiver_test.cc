@@ -214,6 +214,34 @@ TEST(DeltaReceiver, MarkRepairedRecordsThePositionAndLaterBatchesContinueIt) {
   EXPECT_EQ(rig.Committed(40, 41, /*first=*/41), 41u);
 }
 
+// A batch's skipped segments and a repair open gaps in the coverage: the
+// position passes them, what the node holds there does not.
+TEST(DeltaReceiver, MarksTheGapsOfSkippedSegmentsAndOfARepair) {
+  kj::EventLoop loop;
+  kj::WaitScope ws(loop);
+  FakeCommitter committer;
+  LogCoverage coverage([&](ReplicaId origin) { return committer.durable[origin]; });
+  DeltaReceiverOptions options = committer.Options();
+  options.coverage = &coverage;
+  DeltaReceiver receiver(std::move(options));
+  auto first = receiver.PushDeltas("r2", Batch(0, 3));
+  committer.Answer();
+  first.wait(ws);
+  DeltaBatch skipping = Batch(3, 6);
+  skipping.skipped = {5, 9};
+  auto second = receiver.PushDeltas("r2", std::move(skipping));
+  committer.Answer();
+  EXPECT_EQ(second.wait(ws).applied, 6u);
+  EXPECT_EQ(coverage.Covered(kOrigin, 5), 3u);
+  EXPECT_EQ(coverage.Covered(kOrigin, 9), 3u);
+  EXPECT_EQ(coverage.Covered(kOrigin, 6), 6u);
+  auto marked = receiver.MarkRepaired("r2", kOrigin, 40);
+  committer.Answer();
+  EXPECT_EQ(marked.wait(ws), 40u);
+  EXPECT_EQ(coverage.Covered(kOrigin, 6), 6u) << "the pass may have left out every segment";
+  EXPECT_EQ(coverage.Covered(kOrigin, 5), 3u);
+}
+
 using DeltaReceiverOnAStore = testing::StoreTest;
 
 TEST_F(DeltaReceiverOnAStore, JoinsAndSkipsReplaysThere) {

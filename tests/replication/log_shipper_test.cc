@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -98,12 +99,14 @@ class FakeTransport final : public ShipTransport {
     uint64_t through;
     std::vector<uint64_t> positions;
     kj::Own<kj::PromiseFulfiller<uint64_t>> answer;
+    std::vector<uint16_t> skipped;
   };
 
   kj::Promise<uint64_t> PushDeltas(uint64_t from, uint64_t through,
-                                   const std::vector<const LogEntry*>& entries) override {
+                                   const std::vector<const LogEntry*>& entries,
+                                   const std::vector<uint16_t>& skipped) override {
     auto paf = kj::newPromiseAndFulfiller<uint64_t>();
-    Push p{from, through, {}, kj::mv(paf.fulfiller)};
+    Push p{from, through, {}, kj::mv(paf.fulfiller), skipped};
     for (const LogEntry* e : entries) p.positions.push_back(e->seq);
     pushes.push_back(std::move(p));
     return kj::mv(paf.promise);
@@ -242,9 +245,17 @@ TEST(LogShipper, LeavesOutEntriesOfSegmentsTheTargetDoesNotOwn) {
   auto run = rig.shipper.Run(rig.transport).eagerlyEvaluate(nullptr);
   rig.AnswerAllReads(ws);
   ASSERT_EQ(rig.transport.pushes.size(), 1u);
-  // The batch still covers the positions, so the target's position moves.
+  // The batch still covers the positions, so the target's position moves,
+  // and names the segments it left out, each once, in order.
   EXPECT_EQ(rig.transport.pushes[0].through, 10u);
   EXPECT_TRUE(rig.transport.pushes[0].positions.empty());
+  std::set<uint16_t> segments;
+  for (int i = 0; i < 7; ++i) {
+    segments.insert(static_cast<uint16_t>(
+        TreeSegmentOf("key" + std::to_string(i) + std::string(90, 'x'))));
+  }
+  EXPECT_EQ(rig.transport.pushes[0].skipped,
+            std::vector<uint16_t>(segments.begin(), segments.end()));
 }
 
 TEST(LogShipper, KeepsAtMostTheWindowOfBatchesUnanswered) {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "replication/replicator.h"
 #include "replication/peer_wire.h"
@@ -45,13 +46,16 @@ struct Claims {
   ~Claims() { pair.Shutdown(ws); }
 
   // Pushes an empty batch that says it covers `origin`'s log after `from`
-  // through `through`; the refusal, or "".
-  std::string Push(ReplicaId origin, uint64_t from, uint64_t through) {
+  // through `through`, leaving out entries of `skipped`; the refusal, or "".
+  std::string Push(ReplicaId origin, uint64_t from, uint64_t through,
+                   const std::vector<uint32_t>& skipped = {}) {
     auto req = session.pushDeltasRequest();
     auto batch = req.initBatch();
     batch.setOrigin(origin);
     batch.setFrom(from);
     batch.setThrough(through);
+    auto segments = batch.initSkipped(skipped.size());
+    for (size_t i = 0; i < skipped.size(); ++i) segments.set(i, static_cast<uint16_t>(skipped[i]));
     return Refusal(ws, req);
   }
   std::string MarkRepaired(uint64_t through) {
@@ -118,6 +122,25 @@ TEST(PeerClaims, ABatchCoveringMorePositionsThanOneReadIsRefused) {
   EXPECT_EQ(c.Push(c.a, kMaxBatchPositions + 5, kMaxBatchPositions + 6), "");
   EXPECT_EQ(c.BHolds(c.a), kMaxBatchPositions);
   EXPECT_EQ(c.Refused(PeerClaim::kBatchRange), 3);
+}
+
+// The segments a batch left out are tree segments, at most one entry each:
+// a batch naming one past them, or more entries than there are segments,
+// is refused and records nothing. One that names real segments moves b's
+// position, and a token read of a key of a skipped segment is not visible
+// there while one of another segment is.
+TEST(PeerClaims, ABatchLeavingOutSegmentsThatCannotBeIsRefused) {
+  auto io = kj::setupAsyncIo();
+  Claims c(io);
+  std::string refused = c.Push(c.a, 0, 2, {3, 65535});
+  EXPECT_NE(refused.find("no such tree segment"), std::string::npos) << refused;
+  refused = c.Push(c.a, 0, 2, std::vector<uint32_t>(kTreeSegments + 1, 3));
+  EXPECT_NE(refused.find("more skipped segments than there are"), std::string::npos) << refused;
+  EXPECT_EQ(c.BHolds(c.a), 0u);
+  EXPECT_EQ(c.Push(c.a, 0, 2, {3}), "");
+  EXPECT_EQ(c.BHolds(c.a), 2u);
+  EXPECT_TRUE(c.pair.b.replicator->Visible({CausalToken(c.a, 2)}, 4));
+  EXPECT_FALSE(c.pair.b.replicator->Visible({CausalToken(c.a, 2)}, 3));
 }
 
 // markRepaired may jump (a node under a new replica id continues its log

@@ -3,7 +3,10 @@
 // (its hand-over still on its way) do not count toward a quorum read
 // until they are in step with the other owners, and a restarted node whose
 // --seeds name only itself does not serve as its region's only member, so
-// a QUORUM read never misses a QUORUM write acknowledged before it.
+// a QUORUM read never misses a QUORUM write acknowledged before it; and a
+// token read on a node that came to own a key sees the token's write even
+// when that node's position in the write's log passed it while the entry
+// was left out for it.
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -257,6 +260,90 @@ TEST(SettleTest, QuorumReadsThroughASkewedNodeMissNoAcknowledgedWrite) {
   EXPECT_GT(answered, 0) << "failed " << failed << "\n" << cluster.Logs();
   EXPECT_NE(cluster.node(1).Log().find("ahead of this node's clock"), std::string::npos)
       << "the skewed node refused nothing: the test did not skew it";
+}
+
+// The replica id of node `i`.
+uint64_t ReplicaIdOf(Cluster& cluster, int i) {
+  Client c(cluster, i);
+  return c.kv().infoRequest().send().wait(c.ws()).getReplicaId();
+}
+
+// Two regions of two nodes, one owner per key in each. r1's owner of k,
+// X (node 2), is paused when A (node 0, r0) writes k: A's log reaches the
+// other node of r1, Y (node 3), with k's entry left out (Y does not own
+// it), and Y's position in A's log passes the write. X is declared dead
+// and removed, and Y comes to own k. A read of k through Y presenting the
+// write's token must see the write: Y's position says it holds it, but its
+// state does not (nothing hands it over, and routine anti-entropy is an
+// hour away), so Y brings k's segment in step with the write's origin
+// first. Before, Y answered not-found.
+TEST(SettleTest, ATokenReadOnANewOwnerSeesAWriteItsPositionCoveredButItWasNotShipped) {
+  TestDir dir;
+  Cluster::Options o;
+  o.regions = 2;
+  o.nodes_per_region = 2;
+  o.flags = {"--anti-entropy-interval", "60min", "--heartbeat",     "200ms",
+             "--replication-factor",    "1",  "--request-timeout", "2s",
+             "--token-wait",            "10s"};
+  Cluster cluster(dir.path(), o);
+  START_CLUSTER(cluster);
+  Client a(cluster, 0), y(cluster, 3);
+  const uint64_t x_id = ReplicaIdOf(cluster, 2);
+  std::string key;
+  for (int i = 0; i < 200 && key.empty(); ++i) {
+    auto req = y.kv().ownersRequest();
+    req.setKey(AsData("k" + std::to_string(i)));
+    auto reply = req.send().wait(y.ws());
+    for (auto r : reply.getRegions()) {
+      if (r.getRegion() == Cluster::Region(1) && r.getOwners().size() == 1 &&
+          r.getOwners()[0].getReplicaId() == x_id) {
+        key = "k" + std::to_string(i);
+      }
+    }
+  }
+  ASSERT_FALSE(key.empty()) << "no key of node 2's among 200";
+
+  const std::string x = cluster.Name(2);
+  cluster.node(2).child().Signal(SIGSTOP);
+  auto set = a.kv().setRequest();
+  set.setKey(AsData(key));
+  set.setValue(AsData("v"));
+  auto written = set.send().wait(a.ws());
+  ASSERT_EQ(written.getOutcome().getCode(), Code::OK) << written.getOutcome().getMessage().cStr();
+  const std::string token = String(written.getToken());
+
+  ASSERT_TRUE(PollUntil([&] { return StateOf(y, x) == "dead" && StateOf(a, x) == "dead"; }, 30s))
+      << "node 2 is " << StateOf(y, x) << " to node 3, " << StateOf(a, x) << " to node 0";
+  // r1's only live node, Y, holds A's log through the write.
+  auto wait = a.kv().waitReplicatedRequest();
+  wait.initTokens(1).set(0, AsData(token));
+  wait.initRegions(1).set(0, Cluster::Region(1));
+  wait.setTimeoutMs(10000);
+  auto waited = wait.send().wait(a.ws());
+  ASSERT_EQ(waited.getOutcome().getCode(), Code::OK) << waited.getOutcome().getMessage().cStr();
+
+  auto remove = y.kv().removeRequest();
+  remove.setMember(x);
+  ASSERT_EQ(remove.send().wait(y.ws()).getOutcome().getCode(), Code::OK);
+  Code code = Code::INTERNAL;
+  std::string value, message;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        auto get = y.kv().getRequest();
+        get.setKey(AsData(key));
+        get.setConsistency(rpc::Consistency::ONE);
+        get.initTokens(1).set(0, AsData(token));
+        auto reply = get.send().wait(y.ws());
+        code = reply.getOutcome().getCode();
+        message = reply.getOutcome().getMessage().cStr();
+        if (code == Code::OK) value = String(reply.getValue());
+        return code != Code::UNAVAILABLE;  // settling on the segments it came to own
+      },
+      20s))
+      << message;
+  EXPECT_EQ(code, Code::OK) << message;
+  EXPECT_EQ(value, "v");
+  cluster.node(2).child().Signal(SIGCONT);
 }
 
 }  // namespace
