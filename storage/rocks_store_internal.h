@@ -232,35 +232,36 @@ StatusOr<uint64_t> ObjectsDigestOf(RowReader& reader, std::string_view key);
 // each type's row, for a caller that visits many keys.
 StatusOr<uint64_t> ObjectsDigestOf(rocksdb::Iterator* it, std::string_view key);
 
-// The live-types rows of recently used keys, so that the WRONG_TYPE check of
-// a write seldom reads the database. It holds committed values only and is
-// used only by the group holding the writer slot. When full, it evicts
-// entries from random buckets.
-class LiveTypesCache {
- public:
-  explicit LiveTypesCache(size_t capacity_bytes) : capacity_(capacity_bytes) {}
+// An LWW register's object row as the hash tree counts it: whether it is
+// there, and its hash (keys::StateRowHash).
+struct LwwRowFact {
+  bool present = false;
+  uint64_t hash = 0;
+};
 
-  std::optional<uint8_t> Lookup(const std::string& key) const {
+// What the writes of recently used keys need to know of them without
+// reading the database: the live-types row (the WRONG_TYPE check), and the
+// LWW register's row (a blind LWW write folds the old row's hash into the
+// tree). Either may be unknown. It holds committed values only and is used
+// only by the group holding the writer slot. When full, it evicts entries
+// from random buckets.
+class KeyFactsCache {
+ public:
+  explicit KeyFactsCache(size_t capacity_bytes) : capacity_(capacity_bytes) {}
+
+  std::optional<uint8_t> Mask(const std::string& key) const {
     auto it = map_.find(key);
     if (it == map_.end()) return std::nullopt;
-    return it->second;
+    return it->second.mask;
+  }
+  std::optional<LwwRowFact> LwwRow(const std::string& key) const {
+    auto it = map_.find(key);
+    if (it == map_.end()) return std::nullopt;
+    return it->second.lww_row;
   }
 
-  void Insert(const std::string& key, uint8_t mask) {
-    auto [it, inserted] = map_.try_emplace(key, mask);
-    if (!inserted) {
-      it->second = mask;
-      return;
-    }
-    bytes_ += Cost(key);
-    while (bytes_ > capacity_ && !map_.empty()) {
-      size_t bucket = rng_() % map_.bucket_count();
-      while (map_.bucket_size(bucket) == 0) bucket = (bucket + 1) % map_.bucket_count();
-      auto victim = map_.find(map_.begin(bucket)->first);
-      bytes_ -= Cost(victim->first);
-      map_.erase(victim);
-    }
-  }
+  void SetMask(const std::string& key, uint8_t mask) { Entry(key).mask = mask; }
+  void SetLwwRow(const std::string& key, LwwRowFact row) { Entry(key).lww_row = row; }
 
   void Erase(const std::string& key) {
     auto it = map_.find(key);
@@ -270,12 +271,37 @@ class LiveTypesCache {
   }
 
  private:
+  struct Facts {
+    std::optional<uint8_t> mask;
+    std::optional<LwwRowFact> lww_row;
+  };
   // Roughly what a node of the map costs besides the key's bytes.
-  static size_t Cost(const std::string& key) { return key.size() + 64; }
+  static size_t Cost(const std::string& key) { return key.size() + 80; }
+
+  // The entry of `key`, made (evicting others while over capacity) if new.
+  Facts& Entry(const std::string& key) {
+    auto [it, inserted] = map_.try_emplace(key);
+    if (!inserted) return it->second;
+    bytes_ += Cost(key);
+    // Evicts from a random bucket on, never `key` itself.
+    size_t bucket = rng_() % map_.bucket_count();
+    while (bytes_ > capacity_ && map_.size() > 1) {
+      auto victim = std::find_if(map_.begin(bucket), map_.end(bucket),
+                                 [&key](const auto& entry) { return entry.first != key; });
+      if (victim == map_.end(bucket)) {
+        bucket = (bucket + 1) % map_.bucket_count();
+        continue;
+      }
+      const std::string gone = victim->first;
+      bytes_ -= Cost(gone);
+      map_.erase(gone);
+    }
+    return map_.find(key)->second;
+  }
 
   const size_t capacity_;
   size_t bytes_ = 0;
-  std::unordered_map<std::string, uint8_t> map_;
+  std::unordered_map<std::string, Facts> map_;
   std::minstd_rand rng_;
 };
 
@@ -393,12 +419,16 @@ class RocksWriteGroup : public WriteGroup {
   // object rows, and the index row with them).
   void PutObjectRow(std::string_view key, CrdtType type, const std::optional<std::string>& old,
                     std::string value);
+  // Writes the LWW register row of `key`, a blind write's: as PutObjectRow,
+  // knowing of the old row only what the hash tree needs.
+  void PutLwwRow(std::string_view key, LwwRowFact old, std::string value);
   // Writes `value` to `row`, a state row of the running operation's key
   // that counts in the hash tree (an object row, or an element row when
   // `element`), or deletes it when `value` is nullopt. `old` is the row's
   // value in the group (nullopt: absent); the change of the row's hash goes
   // to the operation's tree change, and to its key index row's only for an
-  // element row. Every write of a counted row goes through here.
+  // element row. Every write of a counted row goes through here, but a
+  // blind LWW write's (PutLwwRow).
   void WriteStateRow(const std::string& row, bool element, const std::optional<std::string>& old,
                      std::optional<std::string> value);
   // The live-types mask of `key` as of this group: from the group's own
@@ -415,8 +445,19 @@ class RocksWriteGroup : public WriteGroup {
   // Sets the live-types mask of `key` in the group to `mask`, without
   // writing its row.
   void SetMask(const std::string& key, uint8_t mask);
-  // Undoes the mask writes made since the undo log had `mark` entries.
-  void RollbackMasks(size_t mark);
+  // The LWW register row of `key` as of this group: from the group's own
+  // writes, the cache, or the database.
+  Status GetLwwRow(const std::string& key, LwwRowFact* row);
+  // Records the LWW register row of `key` the group now holds.
+  void SetLwwRow(const std::string& key, LwwRowFact row);
+  // Undoes the mask and LWW row records made since the undo logs had
+  // `marks` entries.
+  struct UndoMarks {
+    size_t masks = 0;
+    size_t lww_rows = 0;
+  };
+  UndoMarks Marks() const { return {mask_undo_.size(), lww_undo_.size()}; }
+  void RollbackFacts(UndoMarks marks);
   // The group's DroppedSegments: the store's until the group changes it.
   std::vector<bool>& Dropped();
   // The digest of `key` as of the earlier writes in this group.
@@ -431,6 +472,8 @@ class RocksWriteGroup : public WriteGroup {
   std::unordered_map<std::string, uint8_t> masks_;  // live-types rows written here
   // Each mask write's previous entry in masks_ (nullopt: none), for rollback.
   std::vector<std::pair<std::string, std::optional<uint8_t>>> mask_undo_;
+  std::unordered_map<std::string, LwwRowFact> lww_rows_;  // LWW rows written here
+  std::vector<std::pair<std::string, std::optional<LwwRowFact>>> lww_undo_;  // as mask_undo_
   // What the group changes of one key's entry in the tree.
   struct KeyChange {
     uint64_t element_change = 0;  // XOR into the key index row (into 0 after a drop)
@@ -540,7 +583,7 @@ class RocksStore : public Store {
   friend class RocksWriteGroup;
 
   explicit RocksStore(const StoreOptions& options)
-      : options_(options), live_types_cache_(options.live_types_cache_bytes) {}
+      : options_(options), key_facts_(options.key_facts_cache_bytes) {}
   Status LoadMeta();
   // Storage/rocks_identity.cc: decides at open whether the log may have
   // gone back and takes a new node id if so (Store::Open), then records the
@@ -585,7 +628,7 @@ class RocksStore : public Store {
   std::string identity_change_;
 
   std::mutex writer_mu_;  // the single writer slot
-  LiveTypesCache live_types_cache_;  // guarded by writer_mu_
+  KeyFactsCache key_facts_;  // guarded by writer_mu_
   std::atomic<uint64_t> last_seq_{0};
   mutable std::mutex checkpoint_mu_;
   LogCheckpoint checkpoint_;  // committed

@@ -18,7 +18,7 @@ auto RocksWriteGroup::Atomically(std::string_view key, Write&& write) -> decltyp
   batch_.SetSavePoint();
   const uint64_t seq_before = next_seq_;
   const size_t size_before = size_;
-  const size_t undo_mark = mask_undo_.size();
+  const UndoMarks undo_marks = Marks();
   op_digest_change_ = op_element_change_ = 0;
   op_created_ = op_dropped_ = false;
   auto result = write();
@@ -38,7 +38,7 @@ auto RocksWriteGroup::Atomically(std::string_view key, Write&& write) -> decltyp
     if (op_digest_change_ != 0) segment_changes_[TreeSegmentOf(key)] ^= op_digest_change_;
   } else {
     batch_.RollbackToSavePoint();
-    RollbackMasks(undo_mark);
+    RollbackFacts(undo_marks);
     next_seq_ = seq_before;
     size_ = size_before;
   }
@@ -101,16 +101,20 @@ StatusOr<std::optional<RocksWriteGroup::Change>> RocksWriteGroup::MakeChange(
 
   if (type == CrdtType::kLww) {
     // The clock has passed every stamp stored here (Join advances it), so
-    // this write's stamp is the greatest and the delta is the state. The old
-    // row is read for the hash tree only, raw.
-    std::optional<std::string> old;
-    GEOKV_RETURN_IF_ERROR(reader_.GetRow(keys::ObjectRow(key, type), &old));
+    // this write's stamp is the greatest and the delta is the state (a new
+    // row, never the old one). Of the old row the hash tree needs only its
+    // hash, seldom read.
+    LwwRowFact old;
+    GEOKV_RETURN_IF_ERROR(GetLwwRow(std::string(key), &old));
     // A delete is written even when nothing is live here: the tombstone must
     // also beat older writes still on their way from other regions.
     auto* set = std::get_if<LwwSet>(&op);
     LwwRegister delta(clock->Now(), node,
                       set ? std::optional<std::string>(set->value) : std::nullopt);
-    PutObject(key, delta, old);
+    if (!set) {
+      batch_.Put(store_->meta_, keys::TombstoneRow(node, delta.timestamp(), key), "");
+    }
+    PutLwwRow(key, old, EncodeCrdt(Crdt(delta)));
     return Result(Change{std::move(delta), set != nullptr});
   }
   std::optional<std::string> old;
@@ -407,6 +411,7 @@ Status RocksWriteGroup::RemoveKey(std::string_view key, uint64_t digest, bool co
   it.reset();
   if (rows.empty()) return Status::OK();
   for (const std::string& row : rows) batch_.Delete(store_->state_, row);
+  SetLwwRow(std::string(key), LwwRowFact{});
   // The digest is the XOR of the hashes of exactly the counted rows gone.
   op_digest_change_ = digest;
   op_dropped_ = true;

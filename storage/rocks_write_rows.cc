@@ -58,7 +58,18 @@ void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state,
 void RocksWriteGroup::PutObjectRow(std::string_view key, CrdtType type,
                                    const std::optional<std::string>& old, std::string value) {
   if (!old) op_created_ = true;
-  WriteStateRow(keys::ObjectRow(key, type), /*element=*/false, old, std::move(value));
+  const std::string row = keys::ObjectRow(key, type);
+  if (type == CrdtType::kLww) SetLwwRow(std::string(key), {true, keys::StateRowHash(row, value)});
+  WriteStateRow(row, /*element=*/false, old, std::move(value));
+}
+
+void RocksWriteGroup::PutLwwRow(std::string_view key, LwwRowFact old, std::string value) {
+  if (!old.present) op_created_ = true;
+  const std::string row = keys::ObjectRow(key, CrdtType::kLww);
+  const uint64_t hash = keys::StateRowHash(row, value);
+  SetLwwRow(std::string(key), {true, hash});
+  batch_.Put(store_->state_, row, value);
+  op_digest_change_ ^= (old.present ? old.hash : 0) ^ hash;
 }
 
 void RocksWriteGroup::WriteStateRow(const std::string& row, bool element,
@@ -139,25 +150,62 @@ Status RocksWriteGroup::GetLiveMask(const std::string& key, uint8_t* mask) {
     *mask = it->second;
     return Status::OK();
   }
-  if (auto cached = store_->live_types_cache_.Lookup(key)) {
+  if (auto cached = store_->key_facts_.Mask(key)) {
     *mask = *cached;
     return Status::OK();
   }
   GEOKV_RETURN_IF_ERROR(reader_.GetLiveMask(key, mask));
-  store_->live_types_cache_.Insert(key, *mask);
+  store_->key_facts_.SetMask(key, *mask);
   return Status::OK();
 }
 
-void RocksWriteGroup::RollbackMasks(size_t mark) {
-  while (mask_undo_.size() > mark) {
-    auto& [key, previous] = mask_undo_.back();
-    if (previous) {
-      masks_[key] = *previous;
-    } else {
-      masks_.erase(key);
-    }
-    mask_undo_.pop_back();
+Status RocksWriteGroup::GetLwwRow(const std::string& key, LwwRowFact* row) {
+  if (auto it = lww_rows_.find(key); it != lww_rows_.end()) {
+    *row = it->second;
+    return Status::OK();
   }
+  if (auto cached = store_->key_facts_.LwwRow(key)) {
+    *row = *cached;
+    return Status::OK();
+  }
+  // Not written in this group (every write of the row records it): the
+  // batch holds nothing of it, and the database's value is committed.
+  const std::string object = keys::ObjectRow(key, CrdtType::kLww);
+  std::optional<std::string> value;
+  GEOKV_RETURN_IF_ERROR(reader_.GetRow(object, &value));
+  *row = value ? LwwRowFact{true, keys::StateRowHash(object, *value)} : LwwRowFact{};
+  store_->key_facts_.SetLwwRow(key, *row);
+  return Status::OK();
+}
+
+void RocksWriteGroup::SetLwwRow(const std::string& key, LwwRowFact row) {
+  auto it = lww_rows_.find(key);
+  lww_undo_.emplace_back(key, it == lww_rows_.end() ? std::nullopt : std::optional(it->second));
+  lww_rows_[key] = row;
+}
+
+namespace {
+
+// Undoes the records of `undo` past `mark` in `records`.
+template <typename Value>
+void Rollback(std::unordered_map<std::string, Value>& records,
+              std::vector<std::pair<std::string, std::optional<Value>>>& undo, size_t mark) {
+  while (undo.size() > mark) {
+    auto& [key, previous] = undo.back();
+    if (previous) {
+      records[key] = *previous;
+    } else {
+      records.erase(key);
+    }
+    undo.pop_back();
+  }
+}
+
+}  // namespace
+
+void RocksWriteGroup::RollbackFacts(UndoMarks marks) {
+  Rollback(masks_, mask_undo_, marks.masks);
+  Rollback(lww_rows_, lww_undo_, marks.lww_rows);
 }
 
 void RocksWriteGroup::SetMask(const std::string& key, uint8_t mask) {
@@ -243,9 +291,16 @@ Status RocksWriteGroup::Commit() {
   Status written = FromRocks(db->Write(wo, batch_.GetWriteBatch()), "commit");
   for (const auto& [key, mask] : masks_) {
     if (written.ok()) {
-      store_->live_types_cache_.Insert(key, mask);
+      store_->key_facts_.SetMask(key, mask);
     } else {
-      store_->live_types_cache_.Erase(key);  // the database may hold either value
+      store_->key_facts_.Erase(key);  // the database may hold either value
+    }
+  }
+  for (const auto& [key, row] : lww_rows_) {
+    if (written.ok()) {
+      store_->key_facts_.SetLwwRow(key, row);
+    } else {
+      store_->key_facts_.Erase(key);
     }
   }
   GEOKV_RETURN_IF_ERROR(written);

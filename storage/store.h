@@ -46,9 +46,11 @@ struct StoreOptions {
   // Default: 64.
   size_t max_siblings = 64;
 
-  // Memory for the live types of recently written keys, which spares most
-  // writes the read of the WRONG_TYPE check. Default: 32 MiB.
-  size_t live_types_cache_bytes = size_t{32} << 20;
+  // Memory for what writes need to know of recently written keys (their
+  // live types, for the WRONG_TYPE check, and their LWW register row's
+  // hash, for the hash tree), which spares most writes a read of each.
+  // Default: 32 MiB.
+  size_t key_facts_cache_bytes = size_t{32} << 20;
 
   // RocksDB block cache shared by all column families. Default: 64 MiB.
   size_t block_cache_bytes = size_t{64} << 20;

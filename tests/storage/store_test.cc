@@ -413,7 +413,7 @@ class LiveTypesTest : public StoreTest, public ::testing::WithParamInterface<siz
  protected:
   void SetUp() override {
     StoreOptions options;
-    options.live_types_cache_bytes = GetParam();
+    options.key_facts_cache_bytes = GetParam();
     Reopen(options);
   }
 };

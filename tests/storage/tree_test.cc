@@ -638,6 +638,40 @@ TEST_F(TreeTest, HotKeyDigestFollowsItsRows) {
   EXPECT_EQ(*store_->KeyCount(), 4u);
 }
 
+// A blind LWW write takes the old row's hash from what the store remembers
+// of the key: after the key was dropped (in the same group or an earlier
+// one), and after a group that wrote it was given up, what it remembers
+// must be what the rows are.
+TEST_F(TreeTest, BlindRegisterWritesFollowDropsAndGivenUpGroups) {
+  const std::string key = "reg";
+  ASSERT_TRUE(Apply(key, LwwSet{"a"}).ok());
+  {
+    auto group = store_->BeginGroup();
+    auto dropped = group->Drop(key, *store_->KeyDigest(key));
+    ASSERT_TRUE(dropped.ok() && *dropped);
+    ASSERT_TRUE(group->Mutate(key, LwwSet{"b"}).ok());  // the row is gone here
+    ASSERT_OK(group->Commit());
+  }
+  {
+    auto group = store_->BeginGroup();
+    auto dropped = group->Drop(key, *store_->KeyDigest(key));
+    ASSERT_TRUE(dropped.ok() && *dropped);
+    ASSERT_OK(group->Commit());
+  }
+  ASSERT_TRUE(Apply(key, LwwSet{"c"}).ok());  // and gone before this group
+  {
+    auto given_up = store_->BeginGroup();
+    ASSERT_TRUE(given_up->Mutate(key, LwwSet{"d"}).ok());
+  }
+  ASSERT_TRUE(Apply(key, LwwDelete{}).ok());
+  const uint64_t digest = *store_->KeyDigest(key);
+  const std::vector<uint64_t> digests = store_->TreeDigests();
+  store_.reset();
+  const ScannedTree scanned = ScanTree(dir_.Sub("db"));
+  EXPECT_EQ(scanned.keys.at(key), digest);
+  EXPECT_EQ(scanned.digests, digests);
+}
+
 // A key index row holds the digest of the key's element rows only: register
 // and counter writes leave it at 0 (they never write it once the key
 // exists), and KeyDigest adds the object rows' hashes, for a key with object
