@@ -232,8 +232,11 @@ Status RocksWriteGroup::PutLiveMask(const std::string& key, uint8_t mask, CrdtTy
 
 uint64_t RocksWriteGroup::AppendLog(std::string_view key, HlcTimestamp ts, const Crdt& delta) {
   uint64_t seq = next_seq_++;
-  batch_.Put(store_->log_, keys::LogRow(seq),
-             EncodeLogEntry(seq, store_->node_id_, ts, key, delta));
+  // No read of the group looks at log rows: they go into the batch's rows
+  // without its index (which RollbackToSavePoint rebuilds from the rows, so
+  // a rollback takes them back too).
+  batch_.GetWriteBatch()->Put(store_->log_, keys::LogRow(seq),
+                              EncodeLogEntry(seq, store_->node_id_, ts, key, delta));
   ++size_;
   return seq;
 }
