@@ -61,6 +61,16 @@ void LogCoverage::MarkAll(ReplicaId origin, uint64_t from, uint64_t through) {
   for (size_t s = 0; s < kTreeSegments; ++s) MarkOne(g, s, from, through);
 }
 
+void LogCoverage::Load(const std::map<ReplicaId, uint64_t>& applied, ReplicaId self,
+                       uint64_t last, const std::vector<bool>& dropped) {
+  for (const auto& [origin, position] : applied) MarkAll(origin, 0, position);
+  std::vector<uint16_t> segments;
+  for (size_t s = 0; s < dropped.size() && s < kTreeSegments; ++s) {
+    if (dropped[s]) segments.push_back(static_cast<uint16_t>(s));
+  }
+  Mark(self, 0, last, segments);
+}
+
 void LogCoverage::Dropped(size_t segment, const std::vector<ReplicaId>& origins) {
   if (segment >= kTreeSegments) return;
   auto drop = [&](ReplicaId origin) {

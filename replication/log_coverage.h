@@ -63,6 +63,12 @@ class LogCoverage {
   // answer carries it.
   Positions Least(const std::vector<ReplicaId>& origins, const std::vector<bool>& segments) const;
 
+  // At start: gaps are not kept, so every position kept (`applied`) may
+  // cover entries left out, in every segment; this node (`self`, whose log
+  // ends at `last`) holds its own entries but in the segments it had
+  // dropped (`dropped`, by segment).
+  void Load(const std::map<ReplicaId, uint64_t>& applied, ReplicaId self, uint64_t last,
+            const std::vector<bool>& dropped);
   // Entries of `segments` after `from` through `through` may be missing
   // (see above); those through `from` are held as far as they were.
   void Mark(ReplicaId origin, uint64_t from, uint64_t through,

@@ -45,7 +45,8 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
                                 *metrics_, own_segments_});
   coverage_ = std::make_unique<LogCoverage>([this](ReplicaId origin) { return HeldThrough(origin); });
   env_->coverage = coverage_.get();
-  LoadCoverage();
+  coverage_->Load(store_.AppliedPositions(), store_.node_id(), store_.LastSeq(),
+                  store_.DroppedSegments());
   DeltaReceiverOptions receiving;
   receiving.self = store_.node_id();
   receiving.submit = [this](RemoteApply apply) { return committer_.SubmitRemote(std::move(apply)); };
@@ -60,9 +61,15 @@ Replicator::Replicator(Store& store, AsyncStore& reader, GroupCommitter& committ
         return it != links_.end() && it->second->Owns(segment) &&
                it->second->Vouches(segment) && it->second->acked() >= position;
       });
+  gap_cover_ = std::make_unique<GapCover>(
+      io_.getTimer(), *metrics_,
+      GapCover::Hooks{
+          [this](ReplicaId origin, size_t segment) { return CoverPeers(origin, segment); },
+          [this](ReplicaId node, uint32_t segment) { return SyncSegment(node, segment); },
+          [this] { visibility_->Committed(); }});
   visibility_ = std::make_unique<TokenVisibility>(
       io_.getTimer(), *coverage_,
-      [this](ReplicaId origin, size_t segment) { Cover(origin, segment); });
+      [this](ReplicaId origin, size_t segment) { gap_cover_->Cover(origin, segment); });
   hand_over_ = std::make_unique<HandOver>(*env_, static_cast<HandOver::Links&>(*this), trim_held_);
   TombstoneCollectorOptions collecting;
   collecting.grace = options_.tombstone_grace;
@@ -114,14 +121,7 @@ bool Replicator::Vouches(size_t segment) const { return hand_over_->Vouches(segm
 
 size_t Replicator::UnsettledSegments() const { return hand_over_->UnsettledCount(); }
 
-bool Replicator::HoldsOnlyOwned() const {
-  if (own_segments_.empty()) return true;
-  std::vector<uint64_t> digests = store_.TreeDigests();
-  for (size_t s = 0; s < digests.size(); ++s) {
-    if (digests[s] != 0 && !own_segments_[s]) return false;
-  }
-  return true;
-}
+bool Replicator::HoldsOnlyOwned() const { return hand_over_->Held().empty(); }
 
 bool Replicator::LogDelivered() const {
   for (const auto& [id, link] : links_) {
@@ -497,26 +497,9 @@ kj::Promise<Status> Replicator::WaitVisible(std::vector<CausalToken> tokens,
   return visibility_->WaitVisible(std::move(tokens), segment, timeout);
 }
 
-void Replicator::LoadCoverage() {
-  // Gaps are not kept: every position kept may cover entries left out.
-  for (const auto& [origin, position] : store_.AppliedPositions()) {
-    coverage_->MarkAll(origin, 0, position);
-  }
-  // This node's own entries are all here, but in segments it dropped.
-  std::vector<bool> marks = store_.DroppedSegments();
-  std::vector<uint16_t> dropped;
-  for (size_t s = 0; s < marks.size() && s < kTreeSegments; ++s) {
-    if (marks[s]) dropped.push_back(static_cast<uint16_t>(s));
-  }
-  coverage_->Mark(store_.node_id(), 0, store_.LastSeq(), dropped);
-}
-
-void Replicator::Cover(ReplicaId origin, size_t segment) {
-  if (stopped_ || !started_) return;
-  kj::Timer& timer = io_.getTimer();
-  Covering& c = covering_[segment];
-  if (c.running || timer.now() < c.next) return;
+std::vector<ReplicaId> Replicator::CoverPeers(ReplicaId origin, size_t segment) const {
   std::vector<ReplicaId> peers;
+  if (stopped_ || !started_) return peers;
   auto it = links_.find(origin);
   if (it != links_.end() && it->second->has_session() && it->second->Owns(segment)) {
     peers.push_back(origin);
@@ -524,28 +507,7 @@ void Replicator::Cover(ReplicaId origin, size_t segment) {
   for (ReplicaId id : RegionOwners(segment)) {
     if (id != origin && IsConnected(id)) peers.push_back(id);
   }
-  c.running = true;
-  kj::Vector<kj::Promise<void>> syncs;
-  for (ReplicaId id : peers) {
-    // Each that ends may have covered enough: the waits look at once.
-    syncs.add(kj::evalNow([&] { return SyncSegment(id, static_cast<uint32_t>(segment)); })
-                  .then([this] { visibility_->Committed(); },
-                        [this, id, segment](kj::Exception&& e) {
-                          spdlog::debug("segment {}: cannot cover a gap from {}: {}", segment,
-                                        Hex(id), e.getDescription().cStr());
-                        }));
-  }
-  if (!peers.empty()) metrics_->token_gap_syncs.Increment();
-  tasks_->add(kj::joinPromises(syncs.releaseAsArray())
-                  .then([this, segment, &timer] {
-                    Covering& done = covering_[segment];
-                    done.running = false;
-                    done.next = timer.now() + kCoverRetry;
-                    visibility_->Committed();
-                    // Waits still kept out ask again once the next round may run.
-                    return timer.afterDelay(kCoverRetry);
-                  })
-                  .then([this] { visibility_->Committed(); }));
+  return peers;
 }
 
 kj::Promise<StatusOr<std::vector<std::string>>> Replicator::WaitReplicated(

@@ -61,6 +61,7 @@
 #include "replication/causal_token.h"
 #include "replication/clock.h"
 #include "replication/group_commit.h"
+#include "replication/gap_cover.h"
 #include "replication/hand_over.h"
 #include "replication/log_coverage.h"
 #include "replication/members.h"
@@ -89,9 +90,6 @@ class Replicator final : private HandOver::Links {
 
   Replicator(const Replicator&) = delete;
   Replicator& operator=(const Replicator&) = delete;
-
-  // How long Cover waits before another round in a segment.
-  static constexpr kj::Duration kCoverRetry = 200 * kj::MILLISECONDS;
 
   // Starts the seed links and the maintenance task.
   void Start();
@@ -282,14 +280,11 @@ class Replicator final : private HandOver::Links {
   // How far this node holds `origin`'s log: its own through its last
   // committed entry, another's through the committed position.
   uint64_t HeldThrough(ReplicaId origin) const;
-  // Brings `segment` in step with `origin` (when it owns the segment and is
-  // connected) and with the segment's other owners here, for a token read
-  // kept out by a gap in this node's coverage; at most one round per
-  // segment at a time, kCoverRetry apart, waits checked again after each.
-  void Cover(ReplicaId origin, size_t segment);
-  // Marks, at construction, what a restart may have lost track of
-  // (log_coverage.h).
-  void LoadCoverage();
+  // The nodes a token read kept out by a gap of `origin`'s log in
+  // `segment` brings it in step with (gap_cover.h): `origin`, when it owns
+  // the segment and is connected, and the segment's other connected owners
+  // here.
+  std::vector<ReplicaId> CoverPeers(ReplicaId origin, size_t segment) const;
   // The nodes linked to, by the ids they go by (for certified hellos).
   std::vector<KnownNode> KnownNodes() const;
   uint64_t NowMillis() const { return options_.wall_clock->NowMillis(); }
@@ -326,12 +321,6 @@ class Replicator final : private HandOver::Links {
   std::unique_ptr<QuorumAcks> acks_;
   std::unique_ptr<LogCoverage> coverage_;
   std::unique_ptr<TokenVisibility> visibility_;
-  // Per segment, whether Cover runs there, and when it may run again.
-  struct Covering {
-    bool running = false;
-    kj::TimePoint next = kj::origin<kj::TimePoint>();
-  };
-  std::map<size_t, Covering> covering_;
   std::unique_ptr<HandOver> hand_over_;
   std::unique_ptr<TombstoneCollector> collector_;
   std::unique_ptr<PeerServiceContext> service_context_;
@@ -352,6 +341,8 @@ class Replicator final : private HandOver::Links {
   kj::Own<kj::TaskSet> tasks_;
   class ErrorLogger;
   kj::Own<ErrorLogger> error_logger_;
+  // Last, so that its rounds end before the links they sync through go.
+  std::unique_ptr<GapCover> gap_cover_;
 };
 
 }  // namespace geokv

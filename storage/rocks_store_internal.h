@@ -422,15 +422,24 @@ class RocksWriteGroup : public WriteGroup {
   // Writes the LWW register row of `key`, a blind write's: as PutObjectRow,
   // knowing of the old row only what the hash tree needs.
   void PutLwwRow(std::string_view key, LwwRowFact old, std::string value);
+  // What both come to: `row` is (key, type)'s object row, whose old value
+  // hashed to `old_hash` (nullopt: absent); an LWW row is recorded
+  // (SetLwwRow).
+  void WriteObjectRow(std::string_view key, CrdtType type, const std::string& row,
+                      std::optional<uint64_t> old_hash, std::string value);
   // Writes `value` to `row`, a state row of the running operation's key
   // that counts in the hash tree (an object row, or an element row when
   // `element`), or deletes it when `value` is nullopt. `old` is the row's
   // value in the group (nullopt: absent); the change of the row's hash goes
   // to the operation's tree change, and to its key index row's only for an
-  // element row. Every write of a counted row goes through here, but a
-  // blind LWW write's (PutLwwRow).
+  // element row. Every write of a counted row goes through here or, for a
+  // blind LWW write (PutLwwRow), WriteCountedRow below it.
   void WriteStateRow(const std::string& row, bool element, const std::optional<std::string>& old,
                      std::optional<std::string> value);
+  // WriteStateRow knowing the old row's hash (nullopt: absent), however it
+  // compares; returns the new row's hash (0: deleted).
+  uint64_t WriteCountedRow(const std::string& row, bool element, std::optional<uint64_t> old_hash,
+                           std::optional<std::string> value);
   // The live-types mask of `key` as of this group: from the group's own
   // writes, the cache, or the database.
   Status GetLiveMask(const std::string& key, uint8_t* mask);

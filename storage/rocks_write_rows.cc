@@ -57,35 +57,46 @@ void RocksWriteGroup::PutObject(std::string_view key, const Crdt& state,
 
 void RocksWriteGroup::PutObjectRow(std::string_view key, CrdtType type,
                                    const std::optional<std::string>& old, std::string value) {
-  if (!old) op_created_ = true;
+  if (value == old) return;  // also spares the write of a join that changed nothing
   const std::string row = keys::ObjectRow(key, type);
-  if (type == CrdtType::kLww) SetLwwRow(std::string(key), {true, keys::StateRowHash(row, value)});
-  WriteStateRow(row, /*element=*/false, old, std::move(value));
+  WriteObjectRow(key, type, row, old ? std::optional(keys::StateRowHash(row, *old)) : std::nullopt,
+                 std::move(value));
 }
 
 void RocksWriteGroup::PutLwwRow(std::string_view key, LwwRowFact old, std::string value) {
-  if (!old.present) op_created_ = true;
-  const std::string row = keys::ObjectRow(key, CrdtType::kLww);
-  const uint64_t hash = keys::StateRowHash(row, value);
-  SetLwwRow(std::string(key), {true, hash});
-  batch_.Put(store_->state_, row, value);
-  op_digest_change_ ^= (old.present ? old.hash : 0) ^ hash;
+  WriteObjectRow(key, CrdtType::kLww, keys::ObjectRow(key, CrdtType::kLww),
+                 old.present ? std::optional(old.hash) : std::nullopt, std::move(value));
+}
+
+void RocksWriteGroup::WriteObjectRow(std::string_view key, CrdtType type, const std::string& row,
+                                     std::optional<uint64_t> old_hash, std::string value) {
+  if (!old_hash) op_created_ = true;
+  const uint64_t hash = WriteCountedRow(row, /*element=*/false, old_hash, std::move(value));
+  if (type == CrdtType::kLww) SetLwwRow(std::string(key), {true, hash});
 }
 
 void RocksWriteGroup::WriteStateRow(const std::string& row, bool element,
                                     const std::optional<std::string>& old,
                                     std::optional<std::string> value) {
   if (value == old) return;  // also spares the write of a join that changed nothing
-  uint64_t change = 0;
-  if (old) change ^= keys::StateRowHash(row, *old);
+  WriteCountedRow(row, element, old ? std::optional(keys::StateRowHash(row, *old)) : std::nullopt,
+                  std::move(value));
+}
+
+uint64_t RocksWriteGroup::WriteCountedRow(const std::string& row, bool element,
+                                          std::optional<uint64_t> old_hash,
+                                          std::optional<std::string> value) {
+  uint64_t hash = 0;
   if (value) {
-    change ^= keys::StateRowHash(row, *value);
+    hash = keys::StateRowHash(row, *value);
     batch_.Put(store_->state_, row, *value);
   } else {
     batch_.Delete(store_->state_, row);
   }
+  const uint64_t change = old_hash.value_or(0) ^ hash;
   op_digest_change_ ^= change;
   if (element) op_element_change_ ^= change;
+  return hash;
 }
 
 Status RocksWriteGroup::CheckSeen(std::string_view key, const MvRegister& reg,

@@ -86,6 +86,20 @@ TEST(LogCoverage, ARepairOrAStartMarksEverySegment) {
   EXPECT_EQ(coverage.Covered(kO, kT), 0u);
 }
 
+TEST(LogCoverage, AtStartEveryKeptPositionIsAGapAndOwnEntriesOnlyWhereDropped) {
+  Held held;
+  held.positions[kO] = 30;
+  held.positions[kSelf] = 12;
+  LogCoverage coverage(held.Fn());
+  std::vector<bool> dropped(kTreeSegments, false);
+  dropped[kT] = true;
+  coverage.Load({{kO, 30}}, kSelf, 12, dropped);
+  EXPECT_EQ(coverage.Covered(kO, kS), 0u);
+  EXPECT_EQ(coverage.Covered(kO, kT), 0u);
+  EXPECT_EQ(coverage.Covered(kSelf, kS), 12u);
+  EXPECT_EQ(coverage.Covered(kSelf, kT), 0u);
+}
+
 TEST(LogCoverage, DroppingASegmentForgetsWhatWasClearedThere) {
   Held held;
   held.positions[kO] = 10;
