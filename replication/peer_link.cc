@@ -40,9 +40,23 @@ PeerLink::PeerLink(ReplicationEnv& env, PeerAddress address, std::optional<PeerT
                ShipperOptionsFor(env, address_, std::move(on_acked), std::move(on_log_behind))),
       anti_entropy_(env, address_.region, [this](size_t s) { return Owns(s); }),
       backoff_(env.options.backoff_min),
-      rng_(std::random_device{}()) {
+      rng_(std::random_device{}()),
+      framing_(Wanted()) {
   if (target_) name_ = target_->name;
   shipper_.SetOwns([this](size_t s) { return Owns(s); });
+}
+
+PeerFraming PeerLink::Wanted() const {
+  switch (env_.options.compression) {
+    case PeerCompression::kOff:
+      break;
+    case PeerCompression::kCrossRegion:
+      if (address_.region != env_.options.region) return PeerFraming::kCompressed;
+      break;
+    case PeerCompression::kAll:
+      return PeerFraming::kCompressed;
+  }
+  return PeerFraming::kPacked;
 }
 
 PeerLink::~PeerLink() noexcept(false) {
@@ -136,12 +150,14 @@ kj::Promise<void> PeerLink::Run() {
         if (conn_ && conn_->packing != nullptr && !hello_answered_ &&
             conn_->packing->received() > 0) {
           // What came back was no answer to the hello: an older build's
-          // port read the packed preamble as a message, refused it and
-          // said so, plainly. The next try goes plain. (A connection that
+          // port read the preamble as a message, refused it and said so,
+          // plainly. The next try goes a step down. (A connection that
           // ended or timed out with nothing back, a peer that went away or
           // paused, says nothing of its build.)
-          plain_ = true;
-          why += " (over a packed connection; the next one is plain)";
+          const PeerFraming was = framing_;
+          framing_ = was == PeerFraming::kCompressed ? PeerFraming::kPacked : PeerFraming::kPlain;
+          why += fmt::format(" (over a {} connection; the next one is {})", FramingName(was),
+                             FramingName(framing_));
         }
         if (connected_ || why != last_error_) {
           spdlog::warn("peer {} ({}): link down: {}", address_.region, address_.address, why);
@@ -178,7 +194,7 @@ kj::Promise<void> PeerLink::Connect() {
         Metrics::Peer& m = metrics();
         conn_ = kj::heap<PeerConnection>(
             kj::heap<CountingStream>(kj::mv(stream), *m.sent_bytes, *m.received_bytes),
-            env_.options.max_message_bytes, env_.timer, !plain_);
+            env_.options.max_message_bytes, env_.timer, framing_);
         hello_answered_ = false;
         auto req = conn_->Bootstrap().helloRequest();
         Probe probe = StartProbe();
@@ -215,11 +231,18 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> PeerLink::Secure(kj::Own<kj::AsyncIoStre
 void PeerLink::Established(peer::Peer::HelloResults::Reader resp, Probe probe) {
   auto hello = resp.getHello();
   hello_answered_ = true;
-  if (plain_ && hello.getPackedStreams()) {
-    // The peer was upgraded: this plain connection ends, and the next one,
-    // packed, follows at the shortest backoff since the peer just answered.
-    plain_ = false;
+  const PeerFraming taken = hello.getCompressedStreams() ? PeerFraming::kCompressed
+                            : hello.getPackedStreams()   ? PeerFraming::kPacked
+                                                         : PeerFraming::kPlain;
+  const PeerFraming next = std::min(Wanted(), taken);
+  if (next > framing_) {
+    // The peer was upgraded: this connection ends, and the next one follows
+    // at the shortest backoff since the peer just answered.
+    framing_ = next;
     backoff_ = env_.options.backoff_min;
+    if (next == PeerFraming::kCompressed) {
+      KJ_FAIL_REQUIRE("the peer takes compressed connections: reconnecting compressed");
+    }
     KJ_FAIL_REQUIRE("the peer takes packed connections: reconnecting packed");
   }
   if (certified_) {
@@ -254,7 +277,7 @@ void PeerLink::Established(peer::Peer::HelloResults::Reader resp, Probe probe) {
   if (!target_) return;
   spdlog::info("peer {} ({}, {}) connected ({}); it holds this node's log through {}",
                address_.region, name_, address_.address,
-               conn_->packing != nullptr ? "packed" : "plain",
+               FramingName(framing_),
                resp.getApplied());
   shipper_.Connected(resp.getApplied());
 }

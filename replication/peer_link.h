@@ -128,6 +128,9 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   // callee's certificate names checked against the one dialled.
   kj::Promise<kj::Own<kj::AsyncIoStream>> Secure(kj::Own<kj::AsyncIoStream> stream);
   void Established(peer::Peer::HelloResults::Reader resp, Probe probe);
+  // How this node frames its connections to the peer: compressed as
+  // --peer-compression says, else packed.
+  PeerFraming Wanted() const;
   kj::Promise<void> Serve();
   void Teardown();
   kj::Promise<void> Heartbeats();
@@ -166,11 +169,11 @@ class PeerLink final : private kj::TaskSet::ErrorHandler, private ShipTransport 
   std::mt19937_64 rng_;
   std::string last_error_;
   kj::Promise<void> run_ = nullptr;
-  // Connect plain, not packed (util/packed_stream.h): a packed connection
-  // got back something other than an answer to its hello (an older build's
-  // port refusing the preamble), until a hello says the peer takes packed
-  // ones.
-  bool plain_ = false;
+  // How the next connection is framed: as this node wants (Wanted), or a
+  // step below after a connection got back something other than an answer
+  // to its hello (an older build's port refusing the preamble), until a
+  // hello says the peer takes more.
+  PeerFraming framing_;
 
   // Per connection.
   kj::Own<PeerConnection> conn_;

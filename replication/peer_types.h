@@ -53,6 +53,10 @@ struct PeerTarget {
 // is refused as invalid, naming this limit.
 constexpr std::chrono::milliseconds kMaxReplicationWait{3'600'000};
 
+// Which peer connections a node compresses (docs/configuration.md,
+// --peer-compression): none, those to nodes of other regions, or all.
+enum class PeerCompression { kOff, kCrossRegion, kAll };
+
 struct ReplicatorOptions {
   std::string name;    // this node's --node-id
   std::string region;  // this node's --region
@@ -104,6 +108,11 @@ struct ReplicatorOptions {
   // (util/packed_stream.h), as its hello says; the node serves its port
   // so (server/node.cc). False plays an older build's.
   bool packed_port = true;
+  // Whether it takes compressed ones too (util/zstd_stream.h), as its
+  // hello says. False plays a build that takes packed connections only.
+  bool compressed_port = true;
+  // Which of the connections this node dials it compresses (--peer-compression).
+  PeerCompression compression = PeerCompression::kCrossRegion;
   // The clock heartbeats read. Not owned. Default (nullptr): the system's.
   WallClock* wall_clock = nullptr;
   // Where replication reports. Not owned. Default (nullptr): its own,

@@ -63,13 +63,27 @@ kj::Promise<void> CountingStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj
   return inner_->write(pieces);
 }
 
+const char* FramingName(PeerFraming framing) {
+  switch (framing) {
+    case PeerFraming::kPlain:
+      return "plain";
+    case PeerFraming::kPacked:
+      return "packed";
+    case PeerFraming::kCompressed:
+      return "compressed";
+  }
+  return "?";
+}
+
 namespace {
 
 // `s`, or a connector's PackedStream over it (then also in *packing).
-kj::Own<kj::AsyncIoStream> PackedIf(bool packed, kj::Own<kj::AsyncIoStream> s,
+kj::Own<kj::AsyncIoStream> PackedIf(PeerFraming framing, kj::Own<kj::AsyncIoStream> s,
                                     PackedStream** packing) {
-  if (!packed) return s;
-  auto stream = kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kConnector);
+  if (framing == PeerFraming::kPlain) return s;
+  auto stream = kj::heap<PackedStream>(kj::mv(s), framing == PeerFraming::kCompressed
+                                                      ? PackedStream::Side::kCompressedConnector
+                                                      : PackedStream::Side::kConnector);
   *packing = stream.get();
   return stream;
 }
@@ -77,8 +91,8 @@ kj::Own<kj::AsyncIoStream> PackedIf(bool packed, kj::Own<kj::AsyncIoStream> s,
 }  // namespace
 
 PeerConnection::PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes,
-                               kj::Timer& timer, bool packed)
-    : stream(kj::heap<BufferedStream>(PackedIf(packed, kj::mv(s), &packing), &timer)),
+                               kj::Timer& timer, PeerFraming framing)
+    : stream(kj::heap<BufferedStream>(PackedIf(framing, kj::mv(s), &packing), &timer)),
       network(*stream, capnp::rpc::twoparty::Side::CLIENT,
               capnp::ReaderOptions{max_message_bytes / sizeof(capnp::word), 64}),
       rpc(capnp::makeRpcClient(network)) {}
@@ -173,6 +187,7 @@ void FillHello(const ReplicatorOptions& mine, ReplicaId self, int64_t wall_clock
   hello.setVnodes(mine.vnodes);
   hello.setWallClockMs(wall_clock_ms);
   hello.setPackedStreams(mine.packed_port);
+  hello.setCompressedStreams(mine.packed_port && mine.compressed_port);
 }
 
 }  // namespace geokv

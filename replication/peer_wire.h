@@ -78,17 +78,25 @@ class CountingStream final : public StreamWrapper {
   prometheus::Counter& received_;
 };
 
+// How a connection to a peer carries its messages, from the oldest builds'
+// way to the newest: as they are, packed (util/packed_stream.h), or packed
+// and compressed (util/zstd_stream.h).
+enum class PeerFraming { kPlain, kPacked, kCompressed };
+
+// The name of a framing in logs: "plain", "packed" or "compressed".
+const char* FramingName(PeerFraming framing);
+
 // The client end of a connection to a peer: Cap'n Proto RPC over `stream`
 // (buffered, util/buffered_stream.h, bounding the delay of a write by
-// `timer`, which must outlive it; `packed`: over a PackedStream,
-// util/packed_stream.h), accepting messages up to `max_message_bytes`.
+// `timer`, which must outlive it; framed as `framing` says), accepting
+// messages up to `max_message_bytes`.
 struct PeerConnection {
   PeerConnection(kj::Own<kj::AsyncIoStream> s, size_t max_message_bytes, kj::Timer& timer,
-                 bool packed);
+                 PeerFraming framing);
 
   peer::Peer::Client Bootstrap();
 
-  PackedStream* packing = nullptr;  // under `stream` when packed, else none
+  PackedStream* packing = nullptr;  // under `stream` unless plain, else none
   kj::Own<kj::AsyncIoStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;

@@ -215,6 +215,7 @@ class Replicator final : private HandOver::Links {
   std::chrono::milliseconds token_wait() const { return options_.token_wait; }
   // Whether the peer port is to take packed connections, as hello says.
   bool packed_port() const { return options_.packed_port; }
+  bool compressed_port() const { return options_.compressed_port; }
   kj::Timer& timer() { return io_.getTimer(); }
 
   // Resolves with the regions of `regions` (empty: every region this node

@@ -43,6 +43,9 @@ struct NodeHello {
   # (util/packed_stream.h). An older build leaves it false; a node that
   # reached such a peer over a plain connection keeps to plain ones.
   packedStreams @7 :Bool;
+  # Whether the sender's peer port takes compressed connections (packed,
+  # then Zstandard: util/zstd_stream.h). An older build leaves it false.
+  compressedStreams @8 :Bool;
 }
 
 # One entry of the origin's replication log.

@@ -10,6 +10,7 @@ packages=(
   libssl-dev  # TLS: kj-tls's OpenSSL, and util/tls's checks of certificate files
   openssl  # tests: the CA and certificates of TLS clusters
   librocksdb-dev
+  libzstd-dev  # compressed peer connections (util/zstd_stream.h)
   libgtest-dev libgmock-dev librapidcheck-dev
   libspdlog-dev libfmt-dev libcli11-dev
   libboost-dev

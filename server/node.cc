@@ -440,6 +440,7 @@ void Node::StartReplication(const std::vector<Member>& kept_remote) {
   replication.anti_entropy_interval = std::chrono::milliseconds(options_.anti_entropy_interval_ms);
   replication.tombstone_grace = std::chrono::milliseconds(options_.tombstone_grace_ms);
   replication.anti_entropy_bytes_per_second = options_.anti_entropy_bytes_per_second;
+  replication.compression = options_.peer_compression;
   replication.heartbeat = std::chrono::milliseconds(options_.heartbeat_ms);
   replicator_ = std::make_unique<Replicator>(*store_, *async_store_, *committer_, *io_->provider,
                                              std::move(replication));
@@ -541,6 +542,7 @@ void Node::StartServices() {
     peer_options.read_timeout = client_options.read_timeout;
     peer_options.wrap = ServeTls(peer_tls_.get());
     peer_options.packed = replicator_->packed_port();
+    peer_options.compressed = replicator_->compressed_port();
     // Each connection's hello is checked against its certificate.
     auto peer_sessions = [this](kj::PeerIdentity& caller) {
       return RpcSession{replicator_->PeerBootstrap(CertifiedName(caller)), {}, {}};

@@ -158,6 +158,12 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
       ->check(AtLeast(1));
   ms_option("--heartbeat", &o.heartbeat_ms, "Interval of heartbeats to each peer")
       ->check(CLI::Range(uint64_t{10}, uint64_t{60000}));
+  std::string compression = "cross-region";
+  app.add_option("--peer-compression", compression,
+                 "Which peer connections this node dials compressed (Zstandard): off, "
+                 "cross-region (to nodes of other regions) or all")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"off", "cross-region", "all"}));
   app.add_option("--resp-listen", o.resp_listen,
                  "HOST:PORT of the Redis protocol port (default: none; docs/resp.md)");
   app.add_option("--resp-max-args", o.resp_max_args,
@@ -194,6 +200,9 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
 
   if (auto exit_code = ParseCommandLine(app, argc, argv)) return *exit_code;
   o.durability = durability == "wal" ? Durability::kWal : Durability::kFsync;
+  o.peer_compression = compression == "off"   ? PeerCompression::kOff
+                       : compression == "all" ? PeerCompression::kAll
+                                              : PeerCompression::kCrossRegion;
 
   auto usage_error = [&](const std::string& message) {
     std::fprintf(stderr, "%s\nRun with --help for more information.\n", message.c_str());

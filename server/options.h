@@ -113,6 +113,8 @@ struct ServerOptions {
   size_t replication_batch_bytes = size_t{1} << 20;
   size_t replication_window = 64;
   uint64_t heartbeat_ms = 1000;
+  // Which peer connections this node dials compressed (docs/configuration.md).
+  PeerCompression peer_compression = PeerCompression::kCrossRegion;
 
   // The Redis protocol (docs/resp.md).
   // HOST:PORT of the Redis port; empty: none served.

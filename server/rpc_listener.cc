@@ -99,8 +99,13 @@ class PacedStream final : public StreamWrapper {
 
 // The connection's stream (the socket, or TLS over it) buffered, over a
 // PackedStream when the port takes packed connections.
-kj::Own<BufferedStream> Buffered(kj::Own<kj::AsyncIoStream> s, kj::Timer& timer, bool packed) {
-  if (packed) s = kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor);
+kj::Own<BufferedStream> Buffered(kj::Own<kj::AsyncIoStream> s, kj::Timer& timer,
+                                 const RpcListenerOptions& options) {
+  if (options.packed) {
+    s = kj::heap<PackedStream>(kj::mv(s), options.compressed
+                                              ? PackedStream::Side::kAcceptor
+                                              : PackedStream::Side::kUncompressedAcceptor);
+  }
   return kj::heap<BufferedStream>(kj::mv(s), &timer);
 }
 
@@ -110,7 +115,7 @@ struct RpcListener::Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, ConnectionSlots::Slot slot, RpcSession session,
              kj::Timer& timer, const RpcListenerOptions& options)
       : slot(std::move(slot)),
-        stream(kj::heap<PacedStream>(Buffered(kj::mv(s), timer, options.packed), timer,
+        stream(kj::heap<PacedStream>(Buffered(kj::mv(s), timer, options), timer,
                                      options.max_message_bytes, session, options)),
         network(*stream, capnp::rpc::twoparty::Side::SERVER, ReaderOptionsFor(options)),
         rpc(capnp::makeRpcServer(network, kj::mv(session.bootstrap))) {

@@ -40,8 +40,9 @@ struct RpcListenerOptions {
   // What each connection is wrapped in (TLS); default (nullptr): none.
   Acceptor::Wrap wrap;
   // Take packed connections besides plain ones (util/packed_stream.h;
-  // inside TLS): the peer port's.
+  // inside TLS): the peer port's; and compressed ones too.
   bool packed = false;
+  bool compressed = false;
 };
 
 // What one connection is served.

@@ -30,20 +30,18 @@ kj::Promise<size_t> BufferedStream::tryRead(void* buffer, size_t min_bytes, size
 
 kj::Promise<size_t> BufferedStream::ReadBuffered(kj::byte* out, size_t min_bytes,
                                                  size_t max_bytes, size_t done) {
-  const size_t n = std::min(max_bytes - done, read_end_ - read_begin_);
-  if (n > 0) memcpy(out + done, read_buffer_.data() + read_begin_, n);
-  read_begin_ += n;
+  const size_t n = std::min(max_bytes - done, read_buffer_.available());
+  if (n > 0) memcpy(out + done, read_buffer_.data(), n);
+  read_buffer_.Consume(n);
   done += n;
   if (done >= min_bytes) return done;
-  read_begin_ = read_end_ = 0;
   if (max_bytes - done >= kReadBufferBytes) {
     return reads_.wrap(inner_->tryRead(out + done, min_bytes - done, max_bytes - done))
         .then([done](size_t got) { return done + got; });
   }
-  return reads_.wrap(inner_->tryRead(read_buffer_.data(), 1, read_buffer_.size()))
+  return reads_.wrap(read_buffer_.Fill(*inner_))
       .then([this, out, min_bytes, max_bytes, done](size_t got) -> kj::Promise<size_t> {
         if (got == 0) return done;  // end of stream
-        read_end_ = got;
         return ReadBuffered(out, min_bytes, max_bytes, done);
       });
 }

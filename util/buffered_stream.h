@@ -34,6 +34,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "util/read_buffer.h"
 #include "util/stream_wrapper.h"
 
 namespace geokv {
@@ -56,7 +57,7 @@ class BufferedStream final : public StreamWrapper {
   // stream, so the last messages (an abort saying why) go out.
   kj::Promise<void> Drained();
   // Bytes read from the stream under it and not yet delivered.
-  size_t Buffered() const { return read_end_ - read_begin_; }
+  size_t Buffered() const { return read_buffer_.available(); }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
   kj::Promise<void> write(const void* buffer, size_t size) override;
@@ -83,8 +84,7 @@ class BufferedStream final : public StreamWrapper {
   kj::Timer* const timer_;
   const size_t max_buffered_;
 
-  std::vector<kj::byte> read_buffer_;
-  size_t read_begin_ = 0, read_end_ = 0;  // what read_buffer_ holds unread
+  ReadBuffer read_buffer_;  // read from below, not yet taken
 
   std::vector<kj::byte> pending_;  // written, not yet handed down
   std::vector<kj::byte> writing_;  // handed down, its write under way

@@ -2,6 +2,8 @@
 
 #include <kj/debug.h>
 
+#include "util/zstd_stream.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -56,9 +58,23 @@ void PackWords(kj::ArrayPtr<const kj::byte> in, kj::Vector<kj::byte>& out) {
 
 PackedStream::PackedStream(kj::Own<kj::AsyncIoStream> inner, Side side)
     : StreamWrapper(kj::mv(inner)),
-      mode_(side == Side::kConnector ? Mode::kPacked : Mode::kUndecided),
+      mode_(side == Side::kAcceptor || side == Side::kUncompressedAcceptor ? Mode::kUndecided
+                                                                           : Mode::kPacked),
+      takes_compressed_(side == Side::kAcceptor),
       preamble_due_(side == Side::kConnector),
-      in_(kj::heapArray<kj::byte>(kReadBufferBytes)) {}
+      compressed_(side == Side::kCompressedConnector),
+      in_(kReadBufferBytes) {
+  if (compressed_) {
+    // The preamble goes down uncompressed, ahead of the first write.
+    auto zstd = kj::heap<ZstdStream>(kj::mv(inner_), kj::arrayPtr(kCompressedPreamble, kWord));
+    zstd_ = zstd.get();
+    inner_ = kj::mv(zstd);
+  }
+}
+
+uint64_t PackedStream::received() const {
+  return zstd_ != nullptr ? zstd_->received() : received_;
+}
 
 kj::Promise<void> PackedStream::write(const void* buffer, size_t size) {
   kj::ArrayPtr<const kj::byte> piece(static_cast<const kj::byte*>(buffer), size);
@@ -97,34 +113,42 @@ kj::Promise<size_t> PackedStream::tryRead(void* buffer, size_t min_bytes, size_t
 }
 
 kj::Promise<void> PackedStream::Decide() {
-  if (Available() >= kWord) {
-    if (std::memcmp(in_.begin() + in_begin_, kPreamble, kWord) == 0) {
-      in_begin_ += kWord;
+  if (in_.available() >= kWord) {
+    const kj::byte* first = in_.data();
+    if (std::memcmp(first, kPreamble, kWord) == 0) {
+      in_.Consume(kWord);
       mode_ = Mode::kPacked;
+    } else if (takes_compressed_ && std::memcmp(first, kCompressedPreamble, kWord) == 0) {
+      // What followed the preamble in the buffer is the first compressed
+      // input; everything from here on goes through the decompressor.
+      auto zstd = kj::heap<ZstdStream>(kj::mv(inner_), nullptr,
+                                       kj::arrayPtr(first + kWord, in_.available() - kWord));
+      zstd_ = zstd.get();
+      inner_ = kj::mv(zstd);
+      in_.Consume(in_.available());
+      mode_ = Mode::kPacked;
+      compressed_ = true;
     } else {
       mode_ = Mode::kPlain;
     }
     return kj::READY_NOW;
   }
-  Compact();
-  return inner_->tryRead(in_.begin() + in_end_, 1, in_.size() - in_end_)
-      .then([this](size_t got) -> kj::Promise<void> {
-        if (got == 0) {
-          // Ended within the first word: whatever came is a plain stream's.
-          mode_ = Mode::kPlain;
-          return kj::READY_NOW;
-        }
-        in_end_ += got;
-        received_ += got;
-        return Decide();
-      });
+  return in_.Fill(*inner_).then([this](size_t got) -> kj::Promise<void> {
+    if (got == 0) {
+      // Ended within the first word: whatever came is a plain stream's.
+      mode_ = Mode::kPlain;
+      return kj::READY_NOW;
+    }
+    received_ += got;
+    return Decide();
+  });
 }
 
 kj::Promise<size_t> PackedStream::ReadMore(kj::byte* out, size_t min_bytes, size_t max_bytes,
                                            size_t done) {
   done += Deliver(out + done, max_bytes - done);
   if (done >= min_bytes || done == max_bytes) return done;
-  if (mode_ == Mode::kPlain && Available() == 0) {
+  if (mode_ == Mode::kPlain && in_.available() == 0) {
     // Nothing buffered: straight from below into the caller's memory.
     return inner_->tryRead(out + done, min_bytes - done, max_bytes - done)
         .then([this, done](size_t got) {
@@ -132,11 +156,9 @@ kj::Promise<size_t> PackedStream::ReadMore(kj::byte* out, size_t min_bytes, size
           return done + got;
         });
   }
-  Compact();
-  return inner_->tryRead(in_.begin() + in_end_, 1, in_.size() - in_end_)
-      .then([this, out, min_bytes, max_bytes, done](size_t got) -> kj::Promise<size_t> {
+  return in_.Fill(*inner_).then(
+      [this, out, min_bytes, max_bytes, done](size_t got) -> kj::Promise<size_t> {
         if (got == 0) return done;  // the stream ended
-        in_end_ += got;
         received_ += got;
         return ReadMore(out, min_bytes, max_bytes, done);
       });
@@ -144,15 +166,14 @@ kj::Promise<size_t> PackedStream::ReadMore(kj::byte* out, size_t min_bytes, size
 
 size_t PackedStream::Deliver(kj::byte* out, size_t max_bytes) {
   if (mode_ == Mode::kPacked) return Unpack(out, max_bytes);
-  size_t n = std::min(Available(), max_bytes);
-  std::memcpy(out, in_.begin() + in_begin_, n);
-  in_begin_ += n;
+  size_t n = std::min(in_.available(), max_bytes);
+  std::memcpy(out, in_.data(), n);
+  in_.Consume(n);
   return n;
 }
 
 size_t PackedStream::Unpack(kj::byte* out, size_t max_bytes) {
   size_t done = 0;
-  const kj::byte* in = in_.begin();
   while (done < max_bytes) {
     if (word_at_ < kWord) {
       size_t n = std::min(kWord - word_at_, max_bytes - done);
@@ -165,35 +186,29 @@ size_t PackedStream::Unpack(kj::byte* out, size_t max_bytes) {
       zeros_ -= n;
       done += n;
     } else if (verbatim_ > 0) {
-      size_t n = std::min({verbatim_, max_bytes - done, Available()});
+      size_t n = std::min({verbatim_, max_bytes - done, in_.available()});
       if (n == 0) break;
-      std::memcpy(out + done, in + in_begin_, n);
-      in_begin_ += n;
+      std::memcpy(out + done, in_.data(), n);
+      in_.Consume(n);
       verbatim_ -= n;
       done += n;
     } else {
-      if (Available() == 0) break;
-      const kj::byte tag = in[in_begin_];
+      if (in_.available() == 0) break;
+      const kj::byte* in = in_.data();
+      const kj::byte tag = in[0];
       const size_t present = static_cast<size_t>(__builtin_popcount(tag));
       const bool counted = tag == 0 || tag == 0xff;
       const size_t need = 1 + present + (counted ? 1 : 0);
-      if (Available() < need) break;
-      size_t at = in_begin_ + 1;
+      if (in_.available() < need) break;
+      size_t at = 1;
       for (size_t i = 0; i < kWord; ++i) word_[i] = (tag >> i) & 1 ? in[at++] : 0;
       word_at_ = 0;
       if (tag == 0) zeros_ = size_t{in[at]} * kWord;
       if (tag == 0xff) verbatim_ = size_t{in[at]} * kWord;
-      in_begin_ += need;
+      in_.Consume(need);
     }
   }
   return done;
-}
-
-void PackedStream::Compact() {
-  if (in_begin_ == 0) return;
-  std::memmove(in_.begin(), in_.begin() + in_begin_, Available());
-  in_end_ -= in_begin_;
-  in_begin_ = 0;
 }
 
 }  // namespace geokv

@@ -6,10 +6,12 @@
 // integers and padding, so the peer API's messages shrink to about half on
 // the wire (docs/formats.md, "Packed peer connections").
 //
-// A connector sends kPreamble first, then packed bytes. An acceptor reads
-// the first word: kPreamble starts packed bytes; any other word is the
-// start of a plain stream (an older build's connection), delivered as it
-// came. A plain message never starts with kPreamble: its first word is its
+// A connector sends kPreamble first, then packed bytes; or, compressing,
+// kCompressedPreamble, then the packed bytes compressed (util/zstd_stream.h).
+// An acceptor reads the first word: either preamble starts packed bytes
+// (compressed after the second, and then it compresses what it writes too);
+// any other word is the start of a plain stream (an older build's
+// connection), delivered as it came. A plain message never starts with kPreamble: its first word is its
 // segment count and first segment's size, and kPreamble read so would be
 // over a billion segments.
 //
@@ -28,19 +30,27 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "util/read_buffer.h"
 #include "util/stream_wrapper.h"
 
 namespace geokv {
+
+class ZstdStream;
 
 class PackedStream final : public StreamWrapper {
  public:
   // The first word of a packed connection.
   static constexpr kj::byte kPreamble[8] = {'G', 'K', 'V', 'P', 'A', 'C', 'K', 1};
+  static constexpr kj::byte kCompressedPreamble[8] = {'G', 'K', 'V', 'P', 'A', 'C', 'K', 2};
   static constexpr size_t kReadBufferBytes = 64 << 10;
 
   enum class Side {
-    kConnector,  // sends kPreamble, then packs
-    kAcceptor,   // packs and unpacks when the first word is kPreamble, else passes through
+    kConnector,            // sends kPreamble, then packs
+    kCompressedConnector,  // sends kCompressedPreamble, then packs and compresses
+    kAcceptor,  // packs and unpacks (and compresses) as the first word says, or passes through
+    // As kAcceptor, but takes kCompressedPreamble for a plain stream's
+    // first word, as builds before compressed connections do.
+    kUncompressedAcceptor,
   };
 
   PackedStream(kj::Own<kj::AsyncIoStream> inner, Side side);
@@ -48,8 +58,12 @@ class PackedStream final : public StreamWrapper {
   // On an acceptor: whether the first word said packed (false before it
   // came). On a connector: true.
   bool packed() const { return mode_ == Mode::kPacked; }
-  // Bytes read from the stream below so far.
-  uint64_t received() const { return received_; }
+  // Whether what goes below is compressed (on an acceptor, once the first
+  // word said so).
+  bool compressed() const { return compressed_; }
+  // Bytes read from the connection below so far (when compressed, after
+  // the preamble).
+  uint64_t received() const;
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
   kj::Promise<void> write(const void* buffer, size_t size) override;
@@ -69,18 +83,15 @@ class PackedStream final : public StreamWrapper {
   // Delivers until `min_bytes` (of `max_bytes`) are in `out`, reading the
   // stream below as needed; fewer only when it ended.
   kj::Promise<size_t> ReadMore(kj::byte* out, size_t min_bytes, size_t max_bytes, size_t done);
-  // Room for one more read below: moves what is left to the front.
-  void Compact();
-  size_t Available() const { return in_end_ - in_begin_; }
 
   Mode mode_;
+  bool takes_compressed_;
   bool preamble_due_;
+  bool compressed_;
+  ZstdStream* zstd_ = nullptr;  // inner_, when compressed
   uint64_t received_ = 0;
 
-  // Input read from below and not yet delivered: [in_begin_, in_end_).
-  kj::Array<kj::byte> in_;
-  size_t in_begin_ = 0;
-  size_t in_end_ = 0;
+  ReadBuffer in_;  // input read from below and not yet delivered
   // Unpacking state between reads: the rest of a decoded word, zero bytes
   // of a run still to deliver, and bytes of a run of verbatim words.
   kj::byte word_[8] = {};

@@ -399,12 +399,14 @@ inline PeerTarget TargetAt(Node& node, const std::string& name, unsigned port) {
 }
 
 // Serves `server` on `listener` as a node's peer port does: each
-// connection packed or plain, as its first word says.
-inline kj::Promise<void> ServePeerPort(kj::ConnectionReceiver& listener,
-                                       capnp::TwoPartyServer& server) {
-  return listener.accept().then([&listener, &server](kj::Own<kj::AsyncIoStream> s) {
-    server.accept(kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kAcceptor));
-    return ServePeerPort(listener, server);
+// connection compressed, packed or plain, as its first word says (`side`
+// kUncompressedAcceptor: as a build before compressed connections).
+inline kj::Promise<void> ServePeerPort(
+    kj::ConnectionReceiver& listener, capnp::TwoPartyServer& server,
+    PackedStream::Side side = PackedStream::Side::kAcceptor) {
+  return listener.accept().then([&listener, &server, side](kj::Own<kj::AsyncIoStream> s) {
+    server.accept(kj::heap<PackedStream>(kj::mv(s), side));
+    return ServePeerPort(listener, server, side);
   });
 }
 

@@ -610,6 +610,14 @@ void Ships(kj::AsyncIoContext& io, testing::Pair& pair) {
   EXPECT_TRUE(RunUntil(io, [&] { return pair.b.Value("k") == std::optional<std::string>("v"); }));
 }
 
+// Half a second on, a writes "k2" and b gets it.
+void ShipsLater(kj::AsyncIoContext& io, testing::Pair& pair) {
+  RunUntil(io, [] { return false; }, 500 * kj::MILLISECONDS);
+  pair.a.Write(io.waitScope, "k2", "w");
+  EXPECT_TRUE(
+      RunUntil(io, [&] { return pair.b.Value("k2") == std::optional<std::string>("w"); }));
+}
+
 // A node's peer port takes packed connections: a's link to b is packed
 // from its first connection.
 TEST(ReplicatorPair, ALinkToANodesPortIsPacked) {
@@ -634,10 +642,7 @@ TEST(ReplicatorPair, ALinkToAnOlderBuildsPortFallsBackToPlainAndStaysThere) {
   pair.Link();
   Ships(io, pair);
   // Later writes go over the same plain connection.
-  RunUntil(io, [] { return false; }, 500 * kj::MILLISECONDS);
-  pair.a.Write(io.waitScope, "k2", "w");
-  EXPECT_TRUE(
-      RunUntil(io, [&] { return pair.b.Value("k2") == std::optional<std::string>("w"); }));
+  ShipsLater(io, pair);
   pair.Shutdown(io.waitScope);
   EXPECT_EQ(StepsIn(log), (PackingSteps{1, 1, 0, 0})) << log.str();
 }
@@ -660,6 +665,64 @@ TEST(ReplicatorPair, ALinkThatFellBackToPlainReconnectsPackedOnceTheHelloSaysItC
   // The plain connection's hello said packed: it ends there, before it
   // counts as connected.
   EXPECT_EQ(StepsIn(log), (PackingSteps{1, 0, 1, 1})) << log.str();
+}
+
+// a compresses its connections to b (--peer-compression all; between
+// regions, the default): b's port takes them, and a's link is compressed
+// from its first connection.
+TEST(ReplicatorPair, ALinkDialledCompressedIsCompressedFromTheStart) {
+  auto io = kj::setupAsyncIo();
+  CapturedLog log;
+  Pair pair(io, {}, nullptr, nullptr,
+            [](ReplicatorOptions& o) { o.compression = PeerCompression::kAll; });
+  pair.Link();
+  Ships(io, pair);
+  pair.Shutdown(io.waitScope);
+  EXPECT_EQ(log.Count("connected (compressed)"), 1u) << log.str();
+  EXPECT_EQ(StepsIn(log), (PackingSteps{0, 0, 0, 0})) << log.str();
+}
+
+// b plays a build that takes packed connections but not compressed ones:
+// a's compressed connection is refused, a dials packed next and stays
+// there, b's hello not saying it takes compressed ones.
+TEST(ReplicatorPair, ACompressedLinkToAnOlderBuildsPortFallsBackToPackedAndStaysThere) {
+  auto io = kj::setupAsyncIo();
+  CapturedLog log;
+  Pair pair(
+      io, {}, nullptr, nullptr,
+      [](ReplicatorOptions& o) { o.compression = PeerCompression::kAll; },
+      [](ReplicatorOptions& o) { o.compressed_port = false; });
+  pair.serving = testing::ServePeerPort(*pair.listener, *pair.server,
+                                        PackedStream::Side::kUncompressedAcceptor)
+                     .eagerlyEvaluate(nullptr);
+  pair.Link();
+  Ships(io, pair);
+  ShipsLater(io, pair);
+  pair.Shutdown(io.waitScope);
+  EXPECT_EQ(log.Count("the next one is packed"), 1u) << log.str();
+  EXPECT_EQ(StepsIn(log), (PackingSteps{0, 0, 0, 1})) << log.str();
+  EXPECT_EQ(log.Count("connected (compressed)"), 0u) << log.str();
+}
+
+// b's port refuses a's first, compressed connection as a packed-only
+// build's would, and b's hello says it takes compressed ones (b upgraded
+// meanwhile): a falls back to packed, then reconnects compressed.
+TEST(ReplicatorPair, ALinkThatFellBackToPackedReconnectsCompressedOnceTheHelloSaysItCan) {
+  auto io = kj::setupAsyncIo();
+  CapturedLog log;
+  Pair pair(io, {}, nullptr, nullptr,
+            [](ReplicatorOptions& o) { o.compression = PeerCompression::kAll; });
+  ServeFirstThroughThen(pair, [&pair](kj::Own<kj::AsyncIoStream> s) {
+    pair.server->accept(
+        kj::heap<PackedStream>(kj::mv(s), PackedStream::Side::kUncompressedAcceptor));
+  });
+  pair.Link();
+  Ships(io, pair);
+  EXPECT_TRUE(RunUntil(io, [&] { return log.Count("connected (compressed)") == 1; }));
+  pair.Shutdown(io.waitScope);
+  EXPECT_EQ(log.Count("the next one is packed"), 1u) << log.str();
+  EXPECT_EQ(log.Count("reconnecting compressed"), 1u) << log.str();
+  EXPECT_EQ(StepsIn(log), (PackingSteps{0, 0, 0, 0})) << log.str();
 }
 
 // b's port closes a's first connection before answering anything (b went

@@ -78,7 +78,7 @@ std::string WithSession(Client& c, const std::string& peer_address, kj::TlsConte
     kj::WaitScope& ws = c.ws();
     auto stream = c.io().getNetwork().parseAddress(peer_address).wait(ws)->connect().wait(ws);
     if (tls != nullptr) stream = tls->wrapClient(kj::mv(stream), callee_region.c_str()).wait(ws);
-    PeerConnection conn(kj::mv(stream), 1 << 20, c.io().getTimer(), /*packed=*/true);
+    PeerConnection conn(kj::mv(stream), 1 << 20, c.io().getTimer(), PeerFraming::kPacked);
     auto hello = conn.Bootstrap().helloRequest();
     ReplicatorOptions me;
     me.name = name;

@@ -8,12 +8,15 @@
 #include <kj/io.h>
 #include <kj/vector.h>
 
+#include <zstd.h>
+
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "schema/replication.capnp.h"
+#include "util/zstd_stream.h"
 
 namespace geokv {
 namespace {
@@ -43,19 +46,20 @@ Bytes RandomWords(std::mt19937_64& rng, size_t words) {
 }
 
 // A DeltaBatch as a node ships it: the peer API's usual message.
-kj::Array<capnp::word> BatchMessage() {
+// `first` numbers its positions and keys.
+kj::Array<capnp::word> BatchMessage(unsigned first = 41) {
   capnp::MallocMessageBuilder message;
   auto batch = message.initRoot<peer::DeltaBatch>();
   batch.setOrigin(0x8f3a5c7d1e2b4a69);
-  batch.setFrom(41);
-  batch.setThrough(43);
+  batch.setFrom(first);
+  batch.setThrough(first + 2);
   auto entries = batch.initEntries(3);
   for (unsigned i = 0; i < 3; ++i) {
-    std::string key = "key-" + std::to_string(i);
+    std::string key = "key-" + std::to_string(first + i);
     // A framed Value is mostly the zero bytes of pointers and small ints.
     std::string value(100 + i, '\0');
     for (size_t b = 0; b < value.size(); b += 6) value[b] = static_cast<char>('a' + i);
-    entries[i].setSeq(41 + i);
+    entries[i].setSeq(first + i);
     entries[i].setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(key.data()),
                                           key.size()));
     entries[i].setValue(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(value.data()),
@@ -240,6 +244,131 @@ TEST_F(PackedStreamTest, ARunOfZeroWordsLongerThanOneCountIsCarried) {
   all.insert(all.end(), dense.begin(), dense.end());
   std::mt19937_64 rng(4);
   EXPECT_EQ(Carry(connector, acceptor, {all}, all.size(), rng), all);
+}
+
+// ---- compressed connections -------------------------------------------
+
+TEST_F(PackedStreamTest, WordsGoThroughACompressedConnectorAndAnAcceptorIntact) {
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    std::mt19937_64 rng(seed);
+    auto pipe = kj::newTwoWayPipe();
+    PackedStream connector(kj::mv(pipe.ends[0]), PackedStream::Side::kCompressedConnector);
+    PackedStream acceptor(kj::mv(pipe.ends[1]), PackedStream::Side::kAcceptor);
+    std::vector<Bytes> chunks;
+    Bytes all;
+    for (int i = 0; i < 10; ++i) {
+      chunks.push_back(RandomWords(rng, rng() % 20000));
+      all.insert(all.end(), chunks.back().begin(), chunks.back().end());
+    }
+    Bytes got = Carry(connector, acceptor, chunks, all.size(), rng);
+    EXPECT_EQ(got, all) << "seed " << seed;
+    EXPECT_TRUE(acceptor.packed());
+    EXPECT_TRUE(acceptor.compressed());
+    // And back, compressed too.
+    Bytes back = RandomWords(rng, 700);
+    EXPECT_EQ(Carry(acceptor, connector, {back}, back.size(), rng), back) << "seed " << seed;
+  }
+}
+
+// Every write is flushed: what one write carried can be read whole before
+// the next is written, as an RPC answer must be.
+TEST_F(PackedStreamTest, EachCompressedWriteCanBeReadBeforeTheNext) {
+  auto pipe = kj::newTwoWayPipe();
+  PackedStream connector(kj::mv(pipe.ends[0]), PackedStream::Side::kCompressedConnector);
+  PackedStream acceptor(kj::mv(pipe.ends[1]), PackedStream::Side::kAcceptor);
+  for (unsigned i = 0; i < 5; ++i) {
+    kj::Array<capnp::word> flat = BatchMessage(100 * i);
+    auto bytes = flat.asBytes();
+    // (A pipe's write completes once the other end read it all.)
+    auto write = connector.write(bytes.begin(), bytes.size()).eagerlyEvaluate(nullptr);
+    Bytes got(bytes.size());
+    EXPECT_EQ(acceptor.tryRead(got.data(), got.size(), got.size()).wait(ws()), got.size());
+    write.wait(ws());
+    EXPECT_EQ(got, Bytes(bytes.begin(), bytes.end())) << i;
+  }
+}
+
+// The second of two messages that share most of their bytes costs only
+// what differs: far less than packing alone.
+TEST_F(PackedStreamTest, ACompressedMessageLikeAnEarlierOneCostsLittle) {
+  auto pipe = kj::newTwoWayPipe();
+  kj::Own<kj::AsyncIoStream> wire_end = kj::mv(pipe.ends[1]);
+  PackedStream connector(kj::mv(pipe.ends[0]), PackedStream::Side::kCompressedConnector);
+  auto carry = [&](unsigned first) {
+    kj::Array<capnp::word> flat = BatchMessage(first);
+    auto write = connector.write(flat.asBytes().begin(), flat.asBytes().size());
+    Bytes wire(4096);
+    size_t n = wire_end->tryRead(wire.data(), 1, wire.size()).wait(ws());
+    write.wait(ws());
+    wire.resize(n);
+    return wire;
+  };
+  Bytes first = carry(41);
+  ASSERT_GT(first.size(), 8u);
+  EXPECT_EQ(std::memcmp(first.data(), PackedStream::kCompressedPreamble, 8), 0);
+  kj::Vector<kj::byte> packed;
+  PackWords(BatchMessage(44).asBytes(), packed);
+  Bytes second = carry(44);
+  EXPECT_LT(second.size(), packed.size() / 3) << "packed alone: " << packed.size();
+}
+
+TEST_F(PackedStreamTest, AnUncompressedAcceptorTakesTheCompressedPreambleForAPlainStream) {
+  auto pipe = kj::newTwoWayPipe();
+  PackedStream acceptor(kj::mv(pipe.ends[1]), PackedStream::Side::kUncompressedAcceptor);
+  Bytes all(PackedStream::kCompressedPreamble, PackedStream::kCompressedPreamble + 8);
+  std::mt19937_64 rng(5);
+  Bytes more = RandomWords(rng, 10);
+  all.insert(all.end(), more.begin(), more.end());
+  EXPECT_EQ(Carry(*pipe.ends[0], acceptor, {all}, all.size(), rng), all);
+  EXPECT_FALSE(acceptor.packed());
+  EXPECT_FALSE(acceptor.compressed());
+}
+
+// Bytes that are no Zstandard frame after the preamble fail the read.
+TEST_F(PackedStreamTest, CorruptCompressedInputFailsTheRead) {
+  auto pipe = kj::newTwoWayPipe();
+  PackedStream acceptor(kj::mv(pipe.ends[1]), PackedStream::Side::kAcceptor);
+  Bytes sent(PackedStream::kCompressedPreamble, PackedStream::kCompressedPreamble + 8);
+  for (int i = 0; i < 32; ++i) sent.push_back(static_cast<kj::byte>(0xa5 ^ i));
+  auto write = pipe.ends[0]->write(sent.data(), sent.size()).eagerlyEvaluate(nullptr);
+  kj::byte buffer[64];
+  EXPECT_ANY_THROW(acceptor.tryRead(buffer, 8, sizeof(buffer)).wait(ws()));
+  write.wait(ws());
+}
+
+// A frame that asks for a window larger than the decoder keeps is refused,
+// so a peer cannot make a connection hold more than kWindowBytes.
+TEST_F(PackedStreamTest, AFrameAskingForALargerWindowIsRefused) {
+  ZSTD_CCtx* big = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(big, ZSTD_c_windowLog, ZstdStream::kWindowLog + 4);
+  Bytes data(1 << 20);
+  std::mt19937_64 rng(6);
+  for (auto& b : data) b = static_cast<kj::byte>(rng() % 4);
+  Bytes frame(ZSTD_compressBound(data.size()));
+  ZSTD_outBuffer out{frame.data(), frame.size(), 0};
+  ZSTD_inBuffer in{data.data(), data.size(), 0};
+  ASSERT_EQ(ZSTD_compressStream2(big, &out, &in, ZSTD_e_flush), 0u);
+  ZSTD_freeCCtx(big);
+  frame.resize(out.pos);
+  // The frame is good: a decoder that keeps such a window reads it.
+  {
+    ZSTD_DCtx* roomy = ZSTD_createDCtx();
+    ZSTD_DCtx_setParameter(roomy, ZSTD_d_windowLogMax, ZstdStream::kWindowLog + 4);
+    Bytes back(data.size());
+    ZSTD_outBuffer o{back.data(), back.size(), 0};
+    ZSTD_inBuffer i{frame.data(), frame.size(), 0};
+    EXPECT_FALSE(ZSTD_isError(ZSTD_decompressStream(roomy, &o, &i)));
+    EXPECT_EQ(o.pos, data.size());
+    ZSTD_freeDCtx(roomy);
+  }
+
+  auto pipe = kj::newTwoWayPipe();
+  PackedStream acceptor(kj::mv(pipe.ends[1]), PackedStream::Side::kAcceptor);
+  Bytes sent(PackedStream::kCompressedPreamble, PackedStream::kCompressedPreamble + 8);
+  sent.insert(sent.end(), frame.begin(), frame.end());
+  auto write = pipe.ends[0]->write(sent.data(), sent.size()).eagerlyEvaluate(nullptr);
+  kj::byte buffer[64];
+  EXPECT_ANY_THROW(acceptor.tryRead(buffer, 8, sizeof(buffer)).wait(ws()));
 }
 
 }  // namespace
