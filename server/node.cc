@@ -2,6 +2,7 @@
 
 #include <kj/async-unix.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -19,6 +20,7 @@
 #include "replication/members.h"
 #include "replication/replicator.h"
 #include "server/admin.h"
+#include "server/client_loops.h"
 #include "server/cluster_view.h"
 #include "server/coordinator.h"
 #include "server/forwarder.h"
@@ -74,6 +76,8 @@ Node::Node(ServerOptions options) : options_(std::move(options)) {}
 Node::~Node() {
   // Gossip's callbacks reach the follower; they end first.
   if (gossip_) gossip_->Stop();
+  for (int fd : loop_fds_) close(fd);
+  if (client_loops_) client_loops_->Stop(io_->provider->getTimer()).wait(io_->waitScope);
 }
 
 int Node::Run() {
@@ -294,7 +298,17 @@ Status Node::Listen() {
     }
     return receiver;
   };
-  receiver_ = listen(options_.listen);
+  if (options_.client_loops > 1) {
+    // Every loop listens on the address itself (server/client_loops.h).
+    GEOKV_ASSIGN_OR_RETURN(loop_fds_, ListenSharing(options_.listen, options_.client_loops));
+    receiver_ = io_->lowLevelProvider->wrapListenSocketFd(
+        loop_fds_.front(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                               kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK |
+                               kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
+    loop_fds_.erase(loop_fds_.begin());
+  } else {
+    receiver_ = listen(options_.listen);
+  }
   if (receiver_.get() == nullptr) return Status::IOError("cannot listen on " + options_.listen);
   if (!options_.peer_listen.empty()) {
     peer_receiver_ = listen(options_.peer_listen);
@@ -513,8 +527,20 @@ void Node::StartServices() {
                                                         options_.max_connections_per_address);
   client_options.slots = client_slots;
   client_options.wrap = ServeTls(client_tls_.get());
+  if (!loop_fds_.empty()) {
+    RpcListenerOptions loop_options = client_options;
+    loop_options.slots = nullptr;
+    loop_options.wrap = nullptr;
+    client_calls_ = std::make_unique<ClientCalls>([this, service_options] {
+      return capnp::Capability::Client(kj::heap<KvService>(
+          *coordinator_, *admin_, *replicator_, *serving_, nullptr, service_options));
+    });
+    client_loops_ = std::make_unique<ClientLoops>(std::move(loop_fds_), *client_calls_,
+                                                  loop_options, calls_per_connection);
+  }
   listener_ = std::make_unique<RpcListener>(kj::mv(receiver_), sessions, timer, client_options);
-  spdlog::info("client API listening on {} port {}", options_.listen, listener_->port());
+  spdlog::info("client API listening on {} port {} ({} event loop{})", options_.listen,
+               listener_->port(), options_.client_loops, options_.client_loops > 1 ? "s" : "");
   if (resp_receiver_.get() != nullptr) {
     RespServerOptions resp;
     resp.limits.max_bulk_bytes = std::max(options_.max_value_bytes, options_.max_key_bytes);
@@ -629,6 +655,7 @@ int Node::Shutdown() {
   kj::WaitScope& ws = io_->waitScope;
   kj::Timer& timer = io_->provider->getTimer();
   listener_->StopAccepting();
+  if (client_loops_) client_loops_->StopAccepting();
   if (peer_listener_) peer_listener_->StopAccepting();
   if (resp_server_) resp_server_->StopAccepting();
   serving_->Close();
@@ -660,6 +687,9 @@ int Node::Shutdown() {
   while (!listener_->RepliesSent() && timer.now() < deadline) {
     timer.afterDelay(10 * kj::MILLISECONDS).wait(ws);
   }
+  if (client_loops_) client_loops_->Stop(timer).wait(ws);
+  client_loops_.reset();
+  client_calls_.reset();
   resp_server_.reset();
   listener_.reset();
   peer_listener_.reset();

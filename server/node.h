@@ -22,6 +22,8 @@ namespace geokv {
 class Admin;
 class AsyncStore;
 class Authenticator;
+class ClientCalls;
+class ClientLoops;
 class ClusterView;
 class Coordinator;
 class Gossip;
@@ -150,6 +152,11 @@ class Node {
   std::unique_ptr<Authenticator> users_;
   std::unique_ptr<KvService> forward_service_;
   std::unique_ptr<RpcListener> listener_;
+  // With --client-loops above 1: the other loops' listening sockets until
+  // they start, the node's side of their calls, and the loops.
+  std::vector<int> loop_fds_;
+  std::unique_ptr<ClientCalls> client_calls_;
+  std::unique_ptr<ClientLoops> client_loops_;
   std::unique_ptr<RpcListener> peer_listener_;
   std::unique_ptr<RespServer> resp_server_;
   std::unique_ptr<MembershipFollower> follower_;

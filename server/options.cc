@@ -158,6 +158,11 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
       ->check(AtLeast(1));
   ms_option("--heartbeat", &o.heartbeat_ms, "Interval of heartbeats to each peer")
       ->check(CLI::Range(uint64_t{10}, uint64_t{60000}));
+  app.add_option("--client-loops", o.client_loops,
+                 "Event loops serving the client API's connections: the node's own and N - 1 "
+                 "threads that run the RPC layer and hand each call to it (no TLS, no users)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{64}));
   std::string compression = "cross-region";
   app.add_option("--peer-compression", compression,
                  "Which peer connections this node dials compressed (Zstandard): off, "
@@ -229,6 +234,9 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
   }
   if (!o.client_ca.empty() && !tls) {
     return usage_error("--client-ca: needs --tls-cert, --tls-key and --tls-ca");
+  }
+  if (o.client_loops > 1 && (tls || !o.users_file.empty())) {
+    return usage_error("--client-loops: above 1 serves neither TLS nor users yet");
   }
   auto parsed_peers = ParsePeers(peers, o.region);
   if (!parsed_peers.ok()) return usage_error("--peers: " + parsed_peers.status().message());

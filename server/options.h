@@ -51,6 +51,9 @@ struct ServerOptions {
   // Calls under way on one client connection; beyond, the connection is not
   // read until one ends.
   size_t max_calls_per_connection = 32;
+  // Event loops serving client API connections (server/client_loops.h): 1,
+  // the node's own; more adds threads. Neither TLS nor users above 1.
+  size_t client_loops = 1;
   // Threads that read the store for the event loop (storage/async_store.h).
   size_t reader_threads = 2;
   // Writes waiting for their group; beyond, calls fail with OVERLOADED.
