@@ -165,7 +165,9 @@ struct ClientLoops::Loop {
        size_t calls_per_connection, size_t index) {
     std::promise<Started> started;
     auto started_future = started.get_future();
-    thread = std::thread([this, fd, &calls, options, calls_per_connection, index, &started] {
+    // The promise moves into the thread, which alone touches it from then.
+    thread = std::thread([this, fd, &calls, options, calls_per_connection, index,
+                          started = std::move(started)]() mutable {
       const std::string name = "geokv-client-" + std::to_string(index);
       NameThisThread(name.c_str());
       Run(fd, calls, options, calls_per_connection, started);
