@@ -8,7 +8,6 @@
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -74,7 +73,7 @@ class ProxyService final : public capnp::Capability::Server {
 
 }  // namespace
 
-StatusOr<std::vector<int>> ListenSharing(const std::string& address, size_t count) {
+StatusOr<std::vector<kj::AutoCloseFd>> ListenSharing(const std::string& address, size_t count) {
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos) return Status::InvalidArgument("no port in " + address);
   std::string host = address.substr(0, colon);
@@ -96,16 +95,14 @@ StatusOr<std::vector<int>> ListenSharing(const std::string& address, size_t coun
   sockaddr_storage bound{};
   socklen_t bound_len = static_cast<socklen_t>(found->ai_addrlen);
   std::memcpy(&bound, found->ai_addr, found->ai_addrlen);
-  std::vector<int> fds;
-  auto fail = [&fds, &address](const char* what) {
-    const std::string why = std::strerror(errno);
-    for (int fd : fds) close(fd);
-    return Status::IOError(std::string("cannot listen on ") + address + ": " + what + ": " + why);
+  auto fail = [&address](const char* what) {
+    return Status::IOError("cannot listen on " + address + ": " + what + ": " +
+                           std::strerror(errno));
   };
+  std::vector<kj::AutoCloseFd> fds;
   for (size_t i = 0; i < count; ++i) {
-    int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return fail("socket");
-    fds.push_back(fd);
+    kj::AutoCloseFd fd(socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) return fail("socket");
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
@@ -121,8 +118,15 @@ StatusOr<std::vector<int>> ListenSharing(const std::string& address, size_t coun
         return fail("getsockname");
       }
     }
+    fds.push_back(kj::mv(fd));
   }
   return fds;
+}
+
+kj::Own<kj::ConnectionReceiver> WrapListening(kj::LowLevelAsyncIoProvider& io,
+                                              kj::AutoCloseFd fd) {
+  return io.wrapListenSocketFd(kj::mv(fd), kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK |
+                                               kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
 }
 
 ClientCalls::ClientCalls(std::function<capnp::Capability::Client()> open)
@@ -161,16 +165,18 @@ struct ClientLoops::Loop {
     kj::Own<kj::CrossThreadPromiseFulfiller<void>> exit;  // ends the thread
   };
 
-  Loop(int fd, ClientCalls& calls, const RpcListenerOptions& options,
+  Loop(kj::AutoCloseFd fd, ClientCalls& calls, const RpcListenerOptions& options,
        size_t calls_per_connection, size_t index) {
     std::promise<Started> started;
     auto started_future = started.get_future();
     // The promise moves into the thread, which alone touches it from then.
-    thread = std::thread([this, fd, &calls, options, calls_per_connection, index,
+    // (The descriptor crosses bare: a thread's callable must not throw
+    // when destroyed, as an AutoCloseFd may.)
+    thread = std::thread([this, fd = fd.release(), &calls, options, calls_per_connection, index,
                           started = std::move(started)]() mutable {
       const std::string name = "geokv-client-" + std::to_string(index);
       NameThisThread(name.c_str());
-      Run(fd, calls, options, calls_per_connection, started);
+      Run(kj::AutoCloseFd(fd), calls, options, calls_per_connection, started);
       finished.store(true, std::memory_order_release);
     });
     Started got = started_future.get();
@@ -183,13 +189,10 @@ struct ClientLoops::Loop {
   }
 
   // The thread: serves until Stop has closed everything.
-  void Run(int fd, ClientCalls& calls, const RpcListenerOptions& options,
+  void Run(kj::AutoCloseFd fd, ClientCalls& calls, const RpcListenerOptions& options,
            size_t calls_per_connection, std::promise<Started>& started) {
     kj::AsyncIoContext io = kj::setupAsyncIo();
-    auto receiver = io.lowLevelProvider->wrapListenSocketFd(
-        fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
-                kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK |
-                kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
+    auto receiver = WrapListening(*io.lowLevelProvider, kj::mv(fd));
     auto sessions = [&calls, calls_per_connection](kj::PeerIdentity&) {
       auto limit = std::make_shared<CallLimit>(calls_per_connection);
       return RpcSession{kj::heap<ProxyService>(calls, limit),
@@ -228,11 +231,15 @@ struct ClientLoops::Loop {
   std::unique_ptr<RpcListener> listener;
 };
 
-ClientLoops::ClientLoops(std::vector<int> fds, ClientCalls& calls, RpcListenerOptions options,
-                         size_t calls_per_connection) {
-  KJ_REQUIRE(!options.slots && !options.wrap, "client loops take neither shared slots nor TLS");
+ClientLoops::ClientLoops(std::vector<kj::AutoCloseFd> fds,
+                         std::function<capnp::Capability::Client()> open,
+                         RpcListenerOptions options, size_t calls_per_connection)
+    : calls_(std::move(open)) {
+  KJ_REQUIRE(!options.wrap, "client loops serve no TLS");
+  options.slots = nullptr;  // each loop its own
   for (size_t i = 0; i < fds.size(); ++i) {
-    loops_.push_back(std::make_unique<Loop>(fds[i], calls, options, calls_per_connection, i + 1));
+    loops_.push_back(
+        std::make_unique<Loop>(kj::mv(fds[i]), calls_, options, calls_per_connection, i + 1));
   }
 }
 

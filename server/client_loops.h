@@ -24,6 +24,7 @@
 
 #include <capnp/capability.h>
 #include <kj/async-io.h>
+#include <kj/io.h>
 
 #include <atomic>
 #include <cstdint>
@@ -42,10 +43,14 @@ namespace geokv {
 // Listening sockets on one HOST:PORT that share it (SO_REUSEPORT), each
 // with TCP_NODELAY for what it accepts; PORT 0: the first picks a port and
 // the others take the same. Returns the file descriptors, or an error.
-StatusOr<std::vector<int>> ListenSharing(const std::string& address, size_t count);
+StatusOr<std::vector<kj::AutoCloseFd>> ListenSharing(const std::string& address, size_t count);
+
+// One of ListenSharing's sockets as the receiver of the loop of `io`.
+kj::Own<kj::ConnectionReceiver> WrapListening(kj::LowLevelAsyncIoProvider& io,
+                                              kj::AutoCloseFd fd);
 
 // The node's side: the services of the connections the other loops serve,
-// by connection id. Lives on the node's loop.
+// by connection id. Lives on the node's loop, in ClientLoops.
 class ClientCalls {
  public:
   // `open` makes the service of a new connection.
@@ -76,13 +81,13 @@ class ClientCalls {
 
 class ClientLoops {
  public:
-  // Starts a thread per descriptor of `fds` (listening sockets, owned from
-  // now on), serving each connection it accepts through `calls` under
-  // `options` (whose slots and wrap must be unset), with at most
-  // `calls_per_connection` calls of a connection under way. `calls` must
-  // outlive this.
-  ClientLoops(std::vector<int> fds, ClientCalls& calls, RpcListenerOptions options,
-              size_t calls_per_connection);
+  // Starts a thread per listening socket of `fds`, serving each connection
+  // it accepts under `options` (without TLS: wrap unset; each loop counts
+  // its own connections, whatever `slots` says) through a service `open`
+  // makes on the node's loop, with at most `calls_per_connection` calls of
+  // a connection under way.
+  ClientLoops(std::vector<kj::AutoCloseFd> fds, std::function<capnp::Capability::Client()> open,
+              RpcListenerOptions options, size_t calls_per_connection);
   ~ClientLoops();
 
   ClientLoops(const ClientLoops&) = delete;
@@ -100,6 +105,7 @@ class ClientLoops {
  private:
   struct Loop;
   kj::Promise<void> Finished(kj::Timer& timer);
+  ClientCalls calls_;  // outlives the loops
   std::vector<std::unique_ptr<Loop>> loops_;
 };
 

@@ -2,7 +2,6 @@
 
 #include <kj/async-unix.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -76,7 +75,6 @@ Node::Node(ServerOptions options) : options_(std::move(options)) {}
 Node::~Node() {
   // Gossip's callbacks reach the follower; they end first.
   if (gossip_) gossip_->Stop();
-  for (int fd : loop_fds_) close(fd);
   if (client_loops_) client_loops_->Stop(io_->provider->getTimer()).wait(io_->waitScope);
 }
 
@@ -301,10 +299,7 @@ Status Node::Listen() {
   if (options_.client_loops > 1) {
     // Every loop listens on the address itself (server/client_loops.h).
     GEOKV_ASSIGN_OR_RETURN(loop_fds_, ListenSharing(options_.listen, options_.client_loops));
-    receiver_ = io_->lowLevelProvider->wrapListenSocketFd(
-        loop_fds_.front(), kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
-                               kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK |
-                               kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
+    receiver_ = WrapListening(*io_->lowLevelProvider, kj::mv(loop_fds_.front()));
     loop_fds_.erase(loop_fds_.begin());
   } else {
     receiver_ = listen(options_.listen);
@@ -408,12 +403,8 @@ Status Node::StartMetricsServer() {
 
 void Node::StartReplication(const std::vector<Member>& kept_remote) {
   committer_ = std::make_unique<GroupCommitter>(*store_, options_.max_pending_writes);
-  ReplicatorOptions replication;
+  ReplicatorOptions replication = ReplicationOptionsOf(options_);
   replication.name = name_;
-  replication.region = options_.region;
-  replication.replication_factor = static_cast<uint32_t>(options_.replication_factor);
-  replication.vnodes = static_cast<uint32_t>(options_.vnodes);
-  replication.seeds = options_.peers;
   // Whatever this node learns of other regions is kept for its next start,
   // when its --peers seeds may be gone.
   replication.on_remote_members = [this](const std::string& region,
@@ -445,17 +436,6 @@ void Node::StartReplication(const std::vector<Member>& kept_remote) {
   };
   replication.metrics = metrics_.get();
   replication.tls = peer_tls_.get();
-  replication.max_message_bytes = options_.max_message_bytes;
-  replication.batch_bytes = options_.replication_batch_bytes;
-  replication.window = options_.replication_window;
-  replication.max_backlog_bytes = options_.max_backlog_bytes;
-  replication.max_clock_offset = std::chrono::milliseconds(options_.max_clock_offset_ms);
-  replication.token_wait = std::chrono::milliseconds(options_.token_wait_ms);
-  replication.anti_entropy_interval = std::chrono::milliseconds(options_.anti_entropy_interval_ms);
-  replication.tombstone_grace = std::chrono::milliseconds(options_.tombstone_grace_ms);
-  replication.anti_entropy_bytes_per_second = options_.anti_entropy_bytes_per_second;
-  replication.compression = options_.peer_compression;
-  replication.heartbeat = std::chrono::milliseconds(options_.heartbeat_ms);
   replicator_ = std::make_unique<Replicator>(*store_, *async_store_, *committer_, *io_->provider,
                                              std::move(replication));
   std::map<std::string, std::vector<Member>> kept;
@@ -528,15 +508,12 @@ void Node::StartServices() {
   client_options.slots = client_slots;
   client_options.wrap = ServeTls(client_tls_.get());
   if (!loop_fds_.empty()) {
-    RpcListenerOptions loop_options = client_options;
-    loop_options.slots = nullptr;
-    loop_options.wrap = nullptr;
-    client_calls_ = std::make_unique<ClientCalls>([this, service_options] {
+    auto open = [this, service_options] {
       return capnp::Capability::Client(kj::heap<KvService>(
           *coordinator_, *admin_, *replicator_, *serving_, nullptr, service_options));
-    });
-    client_loops_ = std::make_unique<ClientLoops>(std::move(loop_fds_), *client_calls_,
-                                                  loop_options, calls_per_connection);
+    };
+    client_loops_ = std::make_unique<ClientLoops>(std::move(loop_fds_), open, client_options,
+                                                  calls_per_connection);
   }
   listener_ = std::make_unique<RpcListener>(kj::mv(receiver_), sessions, timer, client_options);
   spdlog::info("client API listening on {} port {} ({} event loop{})", options_.listen,
@@ -689,7 +666,6 @@ int Node::Shutdown() {
   }
   if (client_loops_) client_loops_->Stop(timer).wait(ws);
   client_loops_.reset();
-  client_calls_.reset();
   resp_server_.reset();
   listener_.reset();
   peer_listener_.reset();

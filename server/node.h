@@ -22,7 +22,6 @@ namespace geokv {
 class Admin;
 class AsyncStore;
 class Authenticator;
-class ClientCalls;
 class ClientLoops;
 class ClusterView;
 class Coordinator;
@@ -153,9 +152,8 @@ class Node {
   std::unique_ptr<KvService> forward_service_;
   std::unique_ptr<RpcListener> listener_;
   // With --client-loops above 1: the other loops' listening sockets until
-  // they start, the node's side of their calls, and the loops.
-  std::vector<int> loop_fds_;
-  std::unique_ptr<ClientCalls> client_calls_;
+  // they start, and the loops.
+  std::vector<kj::AutoCloseFd> loop_fds_;
   std::unique_ptr<ClientLoops> client_loops_;
   std::unique_ptr<RpcListener> peer_listener_;
   std::unique_ptr<RespServer> resp_server_;

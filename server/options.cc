@@ -1,6 +1,7 @@
 #include "server/options.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 
 #include "replication/peer_types.h"
@@ -284,6 +285,26 @@ ParsedServerOptions ParseServerOptions(int argc, char** argv) {
                        " ms, the longest wait a client may ask for");
   }
   return o;
+}
+
+ReplicatorOptions ReplicationOptionsOf(const ServerOptions& o) {
+  ReplicatorOptions r;
+  r.region = o.region;
+  r.replication_factor = static_cast<uint32_t>(o.replication_factor);
+  r.vnodes = static_cast<uint32_t>(o.vnodes);
+  r.seeds = o.peers;
+  r.max_message_bytes = o.max_message_bytes;
+  r.batch_bytes = o.replication_batch_bytes;
+  r.window = o.replication_window;
+  r.max_backlog_bytes = o.max_backlog_bytes;
+  r.max_clock_offset = std::chrono::milliseconds(o.max_clock_offset_ms);
+  r.token_wait = std::chrono::milliseconds(o.token_wait_ms);
+  r.anti_entropy_interval = std::chrono::milliseconds(o.anti_entropy_interval_ms);
+  r.tombstone_grace = std::chrono::milliseconds(o.tombstone_grace_ms);
+  r.anti_entropy_bytes_per_second = o.anti_entropy_bytes_per_second;
+  r.compression = o.peer_compression;
+  r.heartbeat = std::chrono::milliseconds(o.heartbeat_ms);
+  return r;
 }
 
 }  // namespace geokv

@@ -166,6 +166,10 @@ using ParsedServerOptions = std::variant<ServerOptions, int>;
 
 ParsedServerOptions ParseServerOptions(int argc, char** argv);
 
+// The replicator's settings that come from flags as they are; the node
+// fills in its name, callbacks, metrics and TLS.
+ReplicatorOptions ReplicationOptionsOf(const ServerOptions& o);
+
 }  // namespace geokv
 
 #endif  // GEOKV_SERVER_OPTIONS_H_
